@@ -1,0 +1,210 @@
+//! API keys: `opsk_<prefix>_<secret>`, 256 random bits, shown once, stored as SHA-256 with their
+//! scopes. The prefix is public and indexes the row, so verification is one lookup plus a
+//! constant-time hash comparison.
+
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use super::audit::{self, Actor};
+use super::{AccessError, Result, Scopes, random_token, sha256_hex};
+use crate::args;
+use crate::store::{Store, now_ms};
+
+const KEY_PREFIX: &str = "opsk_";
+
+/// The caller behind a valid API key.
+#[derive(Debug, Clone)]
+pub struct KeyPrincipal {
+    pub id: i64,
+    pub name: String,
+    pub scopes: Scopes,
+}
+
+/// A key as listed (never with its secret).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ApiKey {
+    pub id: i64,
+    pub name: String,
+    /// Public identifier, the part of the key after `opsk_` and before the second `_`.
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: i64,
+    name: String,
+    prefix: String,
+    key_hash: String,
+    scopes: String,
+    created_by: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl From<KeyRow> for ApiKey {
+    fn from(r: KeyRow) -> Self {
+        ApiKey {
+            id: r.id,
+            name: r.name,
+            prefix: r.prefix,
+            scopes: r.scopes.split(' ').map(str::to_string).collect(),
+            created_by: r.created_by,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+/// A freshly created key: the only time the full secret exists outside the caller's hands.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub key: ApiKey,
+    /// The full key. Shown once; store it now.
+    pub secret: String,
+}
+
+fn check_name(name: &str) -> Result<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(AccessError::Invalid(
+            "key name must be 1–100 printable characters".into(),
+        ));
+    }
+    Ok(name)
+}
+
+pub async fn create(
+    store: &Store,
+    name: &str,
+    scopes: &Scopes,
+    actor: &Actor,
+) -> Result<CreatedKey> {
+    let name = check_name(name)?;
+    let prefix = random_token(6).replace(['-', '_'], "x");
+    let secret = format!("{KEY_PREFIX}{prefix}_{}", random_token(32));
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    let (id,): (i64,) = tx
+        .fetch_one(
+            "INSERT INTO api_keys (name, prefix, key_hash, scopes, created_by, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            args![
+                name,
+                &prefix,
+                sha256_hex(&secret),
+                scopes.to_string(),
+                &actor.name,
+                now
+            ],
+        )
+        .await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "api_key.create",
+        Some(&format!("key:{id}:{name}")),
+        Some(serde_json::json!({"scopes": scopes.to_strings()})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(CreatedKey {
+        key: ApiKey {
+            id,
+            name: name.to_string(),
+            prefix,
+            scopes: scopes.to_strings(),
+            created_by: actor.name.clone(),
+            created_at: now,
+            last_used_at: None,
+            revoked_at: None,
+        },
+        secret,
+    })
+}
+
+pub async fn list(store: &Store) -> Result<Vec<ApiKey>> {
+    let rows: Vec<KeyRow> = store
+        .fetch_all(
+            "SELECT id, name, prefix, key_hash, scopes, created_by, created_at, last_used_at, revoked_at
+             FROM api_keys ORDER BY id",
+            args![],
+        )
+        .await?;
+    Ok(rows.into_iter().map(ApiKey::from).collect())
+}
+
+/// Revokes a key; it stops working on its next request. Revoking twice is a 404.
+pub async fn revoke(store: &Store, id: i64, actor: &Actor) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let row: Option<(String,)> = tx
+        .fetch_optional(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL RETURNING name",
+            args![now_ms(), id],
+        )
+        .await?;
+    let (name,) = row.ok_or_else(|| AccessError::NotFound(format!("active API key {id}")))?;
+    audit::record(
+        &mut tx,
+        actor,
+        "api_key.revoke",
+        Some(&format!("key:{id}:{name}")),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Resolves a presented key. Any malformed, unknown, wrong or revoked key is simply `None`.
+pub async fn authenticate(store: &Store, presented: &str) -> Result<Option<KeyPrincipal>> {
+    let Some(rest) = presented.strip_prefix(KEY_PREFIX) else {
+        return Ok(None);
+    };
+    let Some((prefix, _)) = rest.split_once('_') else {
+        return Ok(None);
+    };
+    if prefix.is_empty() || prefix.len() > 16 || presented.len() > 128 {
+        return Ok(None);
+    }
+    let row: Option<KeyRow> = store
+        .fetch_optional(
+            "SELECT id, name, prefix, key_hash, scopes, created_by, created_at, last_used_at, revoked_at
+             FROM api_keys WHERE prefix = $1",
+            args![prefix],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let matches = bool::from(
+        sha256_hex(presented)
+            .as_bytes()
+            .ct_eq(row.key_hash.as_bytes()),
+    );
+    if !matches || row.revoked_at.is_some() {
+        return Ok(None);
+    }
+    // A hot API key would otherwise write on every request; once a minute is plenty for
+    // "last used".
+    let now = now_ms();
+    if row.last_used_at.is_none_or(|t| now - t > 60_000) {
+        store
+            .execute(
+                "UPDATE api_keys SET last_used_at = $1 WHERE id = $2",
+                args![now, row.id],
+            )
+            .await?;
+    }
+    let scopes: Vec<&str> = row.scopes.split(' ').collect();
+    Ok(Some(KeyPrincipal {
+        id: row.id,
+        name: row.name,
+        scopes: Scopes::parse_list(&scopes)?,
+    }))
+}

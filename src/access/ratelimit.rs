@@ -1,0 +1,157 @@
+//! Rate limits: failed sign-ins per account and per client address (a sliding window of
+//! failures, so successful sign-ins never count), and a general per-credential limit on the
+//! JSON API (a GCRA limiter from `governor`). Both live in memory: they protect this process,
+//! and a restart forgetting them is acceptable.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// Bounds memory under a spray of distinct keys; the oldest windows are dropped first.
+const MAX_TRACKED_KEYS: usize = 100_000;
+
+/// Failed sign-in tracker.
+pub struct LoginLimiter {
+    max_failures: usize,
+    window: Duration,
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl LoginLimiter {
+    pub fn new(max_failures: u32, window: Duration) -> Self {
+        Self {
+            max_failures: max_failures.max(1) as usize,
+            window,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(seconds)` when any of `keys` has used up its failures in the current window.
+    pub fn check(&self, keys: &[&str]) -> Result<(), u64> {
+        let now = Instant::now();
+        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wait = Duration::ZERO;
+        for key in keys {
+            if let Some(times) = map.get(*key) {
+                let recent: Vec<&Instant> = times
+                    .iter()
+                    .filter(|t| now.duration_since(**t) < self.window)
+                    .collect();
+                if recent.len() >= self.max_failures {
+                    // Free again once the oldest failure that still counts leaves the window.
+                    let oldest = recent[recent.len() - self.max_failures];
+                    wait = wait.max(self.window.saturating_sub(now.duration_since(*oldest)));
+                }
+            }
+        }
+        if wait.is_zero() {
+            Ok(())
+        } else {
+            Err(wait.as_secs().max(1))
+        }
+    }
+
+    pub fn record_failure(&self, keys: &[&str]) {
+        let now = Instant::now();
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TRACKED_KEYS {
+            map.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) < self.window)
+            });
+        }
+        for key in keys {
+            let times = map.entry((*key).to_string()).or_default();
+            while times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= self.window)
+            {
+                times.pop_front();
+            }
+            times.push_back(now);
+            if times.len() > self.max_failures {
+                times.pop_front();
+            }
+        }
+    }
+
+    /// A successful sign-in clears the account's failures (not the address's).
+    pub fn clear(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+/// Per-credential request limit for `/api`.
+pub struct ApiLimiter {
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl ApiLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        let n = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_minute(n)),
+        }
+    }
+
+    /// `Err(seconds)` to wait when `key` is over its limit.
+    pub fn check(&self, key: &str) -> Result<(), u64> {
+        self.limiter
+            .check_key(&key.to_string())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            })
+    }
+
+    /// Forgets keys whose buckets are full again; called by the housekeeping job.
+    pub fn shrink(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_failures_lock_out_after_the_limit() {
+        let l = LoginLimiter::new(3, Duration::from_secs(60));
+        for _ in 0..3 {
+            assert!(l.check(&["a", "ip"]).is_ok());
+            l.record_failure(&["a", "ip"]);
+        }
+        let wait = l.check(&["a"]).unwrap_err();
+        assert!((1..=60).contains(&wait));
+        assert!(l.check(&["ip"]).is_err());
+        assert!(l.check(&["b"]).is_ok());
+        l.clear("a");
+        assert!(l.check(&["a"]).is_ok());
+    }
+
+    #[test]
+    fn failures_expire_with_the_window() {
+        let l = LoginLimiter::new(1, Duration::from_millis(1));
+        l.record_failure(&["a"]);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(l.check(&["a"]).is_ok());
+    }
+
+    #[test]
+    fn api_limiter_counts_per_key() {
+        let l = ApiLimiter::new(2);
+        assert!(l.check("k1").is_ok());
+        assert!(l.check("k1").is_ok());
+        assert!(l.check("k1").unwrap_err() >= 1);
+        assert!(l.check("k2").is_ok());
+    }
+}

@@ -1,0 +1,114 @@
+//! Startup: builds the shared state from a validated [`Config`], runs migrations, and serves the
+//! router plus background jobs on an already-bound listener until a [`CancellationToken`] fires.
+//! Tests bind port 0 and call [`App::serve`] in-process; `main` does the same with the
+//! configured address.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::ratelimit::{ApiLimiter, LoginLimiter};
+use crate::access::secrets::MasterKey;
+use crate::config::Config;
+use crate::http::metrics::HttpMetrics;
+use crate::store::{ConnectOptions, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("master key: {0}")]
+    MasterKey(String),
+}
+
+/// Everything a request handler or job may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub master_key: MasterKey,
+    pub login_limiter: LoginLimiter,
+    pub api_limiter: ApiLimiter,
+    pub metrics: HttpMetrics,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// A built application: state ready, schema migrated, not yet serving.
+pub struct App {
+    pub state: AppState,
+}
+
+impl App {
+    /// Opens the store named by the config, applies migrations and loads the master key
+    /// (`master_key_env` is the value of `OPSDECK_MASTER_KEY`, if set).
+    pub async fn build(config: Config, master_key_env: Option<&str>) -> Result<Self, StartError> {
+        let store = open_store(&config).await?;
+        store.migrate().await?;
+        let master_key = MasterKey::load_or_create(master_key_env, &config.master_key_path())
+            .map_err(|e| StartError::MasterKey(e.to_string()))?;
+        let access = &config.access;
+        let state = AppState(Arc::new(Shared {
+            login_limiter: LoginLimiter::new(access.login_max_failures, access.login_window.0),
+            api_limiter: ApiLimiter::new(access.api_requests_per_minute),
+            metrics: HttpMetrics::new(),
+            master_key,
+            store,
+            config,
+        }));
+        Ok(App { state })
+    }
+
+    /// Serves HTTP on `listener` and runs the background jobs until `cancel` fires, then
+    /// finishes in-flight requests and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        cancel: CancellationToken,
+    ) -> std::io::Result<()> {
+        let jobs = crate::jobs::spawn_all(self.state.clone(), cancel.clone());
+        let router = crate::http::router(self.state.clone());
+        let result = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+        .await;
+        cancel.cancel();
+        jobs.close();
+        jobs.wait().await;
+        self.state.store.close().await;
+        result
+    }
+}
+
+/// Opens (creating the data directory for SQLite) the configured store without migrating.
+pub async fn open_store(config: &Config) -> Result<Store, StartError> {
+    let url = config.database_url();
+    if url.starts_with("sqlite://") {
+        std::fs::create_dir_all(&config.server.data_dir).map_err(|source| StartError::DataDir {
+            path: config.server.data_dir.display().to_string(),
+            source,
+        })?;
+    }
+    let opts = ConnectOptions {
+        max_connections: config.server.db_max_connections,
+        ..Default::default()
+    };
+    Ok(Store::connect(&url, &opts).await?)
+}

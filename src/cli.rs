@@ -1,0 +1,397 @@
+//! The command line: argument parsing (clap), logging set-up, and one function per subcommand.
+//! This is the binary's top level, so it is the one place `anyhow` is used; exit codes are
+//! 0 on success, 78 for configuration errors (EX_CONFIG), 1 for anything else.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::audit::Actor;
+use crate::access::{Role, Scopes, keys, users};
+use crate::app::{App, open_store};
+use crate::config::{Config, ConfigError, LogFormat, Overrides};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "opsdeck",
+    version,
+    about = "Operations cockpit for SaaS teams: revenue, costs, usage, integration health and alerts."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where configuration and data live; accepted by every subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Configuration file (default: ./opsdeck.toml if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (SQLite database, master key).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server: HTTP API, web pages and background jobs.
+    Serve {
+        /// Address to listen on, e.g. 0.0.0.0:8080.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Run a throwaway demo on a fresh temporary SQLite store and print how to sign in.
+    Demo {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage people who sign in.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Write a consistent copy of the SQLite store to FILE (safe while `serve` runs).
+    Backup {
+        /// Destination file; must not exist.
+        file: PathBuf,
+    },
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user. Reads the password from stdin with --password-stdin, else generates and prints one.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = ["admin", "viewer"])]
+        role: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password (and sign them out everywhere).
+    Passwd {
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Create an API key and print it once.
+    Create {
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+        /// Scope: ingest, read, admin or tenant:<customer-id>. Repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
+    /// List API keys (never their secrets).
+    List,
+    /// Revoke an API key by id.
+    Revoke { id: i64 },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the built-in defaults, with every key documented.
+    PrintDefault,
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(78)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn load_config(args: &StoreArgs, listen: Option<String>) -> anyhow::Result<Config> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let overrides = Overrides {
+        listen,
+        data_dir: args.data_dir.clone(),
+        database_url: args.database_url.clone(),
+    };
+    Ok(Config::load(args.config.as_deref(), &env, &overrides)?)
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.server.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests calling run twice) is harmless, so the error is ignored.
+    let _ = match config.server.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config(ConfigCommand::PrintDefault) => {
+            print!("{}", crate::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Serve { listen } => serve(load_config(&cli.store, listen)?).await,
+        Command::Demo { listen } => demo(listen).await,
+        Command::Migrate => {
+            let config = load_config(&cli.store, None)?;
+            let store = open_store(&config).await?;
+            store.migrate().await.context("applying migrations")?;
+            println!("migrations applied ({} backend)", store.backend().as_str());
+            Ok(())
+        }
+        Command::User(cmd) => user(load_config(&cli.store, None)?, cmd).await,
+        Command::Key(cmd) => key(load_config(&cli.store, None)?, cmd).await,
+        Command::Backup { file } => {
+            let config = load_config(&cli.store, None)?;
+            let store = open_store(&config).await?;
+            let bytes = crate::store::backup_sqlite(&store, &file).await?;
+            println!("backup written to {} ({bytes} bytes)", file.display());
+            Ok(())
+        }
+    }
+}
+
+/// Cancels on Ctrl-C or SIGTERM.
+fn shutdown_on_signal(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
+        }
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+}
+
+async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    let listener = bind(&config.server.listen).await?;
+    let master_key = std::env::var("OPSDECK_MASTER_KEY").ok();
+    let app = App::build(config, master_key.as_deref()).await?;
+    let email = std::env::var("OPSDECK_ADMIN_EMAIL").ok();
+    let password = std::env::var("OPSDECK_ADMIN_PASSWORD").ok();
+    match users::bootstrap_admin(&app.state.store, email.as_deref(), password.as_deref()).await? {
+        users::Bootstrap::Existing => {}
+        users::Bootstrap::Created { email } => tracing::info!(%email, "created the first admin"),
+        users::Bootstrap::Generated { email, password } => {
+            // Printed once, to the terminal only: it is never logged or stored in clear.
+            println!("Created the first admin: {email}\nPassword (shown once): {password}");
+        }
+    }
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, backend = app.state.store.backend().as_str(), "opsdeck listening");
+    let cancel = CancellationToken::new();
+    shutdown_on_signal(cancel.clone());
+    app.serve(listener, cancel).await?;
+    Ok(())
+}
+
+async fn demo(listen: String) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("opsdeck-demo-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let mut config = Config::defaults();
+    config.server.data_dir = dir.path().to_path_buf();
+    config.server.listen = listen.clone();
+    init_logging(&config);
+    let listener = bind(&listen).await?;
+    let app = App::build(config, None).await?;
+    let users::Bootstrap::Generated { email, password } =
+        users::bootstrap_admin(&app.state.store, Some("admin@demo.opsdeck.dev"), None).await?
+    else {
+        bail!("the demo store was not empty");
+    };
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let cancel = CancellationToken::new();
+    shutdown_on_signal(cancel.clone());
+    let sims = tokio_util::task::TaskTracker::new();
+    let started = crate::simulators::start(
+        &crate::simulators::DemoContext {
+            opsdeck_url: url.clone(),
+        },
+        &cancel,
+        &sims,
+    );
+    println!("opsdeck demo running at {url}");
+    println!("  sign in as {email}");
+    println!("  password   {password}");
+    println!("  data       {} (deleted on exit)", dir.path().display());
+    if started.is_empty() {
+        println!(
+            "  simulators none yet: revenue, costs and usage figures stay empty until those capabilities land"
+        );
+    } else {
+        println!("  simulators {}", started.join(", "));
+    }
+    println!("Press Ctrl-C to stop.");
+    app.serve(listener, cancel).await?;
+    sims.close();
+    sims.wait().await;
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_string();
+        if pw.is_empty() {
+            bail!("no password on stdin");
+        }
+        return Ok((pw, false));
+    }
+    if std::io::stdin().is_terminal() {
+        eprintln!("no --password-stdin: generating a password");
+    }
+    Ok((crate::access::random_token(15), true))
+}
+
+async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    store.migrate().await?;
+    let actor = Actor::cli();
+    match cmd {
+        UserCommand::Add {
+            email,
+            role,
+            password_stdin,
+        } => {
+            let role = Role::parse(&role)?;
+            let (password, generated) = read_password(password_stdin)?;
+            let user = users::create(&store, &email, &password, role, &actor).await?;
+            println!("added {} ({})", user.email, user.role.as_str());
+            if generated {
+                println!("password (shown once): {password}");
+            }
+        }
+        UserCommand::Passwd {
+            email,
+            password_stdin,
+        } => {
+            let (password, generated) = read_password(password_stdin)?;
+            users::set_password(&store, &email, &password, &actor).await?;
+            println!("password changed for {email}; their sessions were signed out");
+            if generated {
+                println!("new password (shown once): {password}");
+            }
+        }
+        UserCommand::List => {
+            for u in users::list(&store).await? {
+                println!("{}\t{}\t{}", u.id, u.email, u.role.as_str());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn key(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    store.migrate().await?;
+    let actor = Actor::cli();
+    match cmd {
+        KeyCommand::Create { name, scopes } => {
+            let scopes = Scopes::parse_list(&scopes)?;
+            let created = keys::create(&store, &name, &scopes, &actor).await?;
+            println!(
+                "created key {} \"{}\" with scopes: {}",
+                created.key.id, created.key.name, scopes
+            );
+            println!("{}", created.secret);
+            eprintln!("This is the only time the key is shown; store it now.");
+        }
+        KeyCommand::List => {
+            println!("ID\tNAME\tPREFIX\tSCOPES\tSTATUS");
+            for k in keys::list(&store).await? {
+                let status = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}\t{}\topsk_{}\t{}\t{status}",
+                    k.id,
+                    k.name,
+                    k.prefix,
+                    k.scopes.join(" ")
+                );
+            }
+        }
+        KeyCommand::Revoke { id } => {
+            keys::revoke(&store, id, &actor).await?;
+            println!("revoked key {id}");
+        }
+    }
+    Ok(())
+}

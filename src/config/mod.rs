@@ -1,0 +1,563 @@
+//! Configuration: embedded commented defaults → optional TOML file → `${ENV}` interpolation →
+//! `OPSDECK_<SECTION>__<KEY>` overrides → command-line flags → validation.
+//!
+//! Every error names where the bad value came from (file, environment variable or flag) and the
+//! key it belongs to, so a person can fix it without reading code. Nothing here touches the
+//! network or the database.
+
+mod duration;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use duration::ConfigDuration;
+
+/// The commented defaults, compiled into the binary; also shipped as `opsdeck.example.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../../opsdeck.example.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: cannot read: {source}")]
+    Read {
+        origin: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: invalid TOML: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("{origin}: {key}: {problem}")]
+    Invalid {
+        origin: String,
+        key: String,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub access: AccessConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    pub request_timeout: ConfigDuration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    pub session_ttl: ConfigDuration,
+    pub login_max_failures: u32,
+    pub login_window: ConfigDuration,
+    pub api_requests_per_minute: u32,
+    pub master_key_file: String,
+}
+
+/// Values given on the command line; they win over every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+}
+
+impl Config {
+    /// The built-in defaults alone, as used by tests and `opsdeck demo`.
+    pub fn defaults() -> Self {
+        Loader::new()
+            .finish()
+            .expect("embedded defaults are valid; the config unit tests check this")
+    }
+
+    /// Loads the layers: defaults, then `file` if given (a missing explicit file is an error),
+    /// else `./opsdeck.toml` if present; then the environment; then `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut loader = Loader::new();
+        match file {
+            Some(path) => loader.file(path)?,
+            None if Path::new("opsdeck.toml").exists() => loader.file(Path::new("opsdeck.toml"))?,
+            None => {}
+        }
+        loader.interpolate(env)?;
+        loader.env_overrides(env)?;
+        loader.overrides(overrides);
+        loader.finish()
+    }
+
+    /// The database URL to open: the configured one, or SQLite inside the data directory.
+    pub fn database_url(&self) -> String {
+        if self.server.database_url.is_empty() {
+            format!(
+                "sqlite://{}",
+                self.server.data_dir.join("opsdeck.db").display()
+            )
+        } else {
+            self.server.database_url.clone()
+        }
+    }
+
+    pub fn master_key_path(&self) -> PathBuf {
+        if self.access.master_key_file.is_empty() {
+            self.server.data_dir.join("master.key")
+        } else {
+            PathBuf::from(&self.access.master_key_file)
+        }
+    }
+
+    /// Whether cookies must carry `Secure` (opsdeck is reached over TLS).
+    pub fn behind_tls(&self) -> bool {
+        self.server.public_url.starts_with("https://")
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        // Validated in `Loader::finish`.
+        self.server
+            .listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+}
+
+/// Accumulates the layers as one TOML table plus, for each key, which layer set it last.
+struct Loader {
+    table: toml::Table,
+    origins: BTreeMap<String, String>,
+}
+
+impl Loader {
+    fn new() -> Self {
+        let table: toml::Table = DEFAULT_TOML.parse().unwrap_or_default();
+        Self {
+            table,
+            origins: BTreeMap::new(),
+        }
+    }
+
+    fn file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        let file: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                origin: origin.clone(),
+                message: e.to_string().trim_end().to_string(),
+            })?;
+        merge(&mut self.table, file, "", &origin, &mut self.origins);
+        Ok(())
+    }
+
+    /// Replaces `${VAR}` inside every string value.
+    fn interpolate(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+        let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        for (section, value) in self.table.iter_mut() {
+            let Some(section_table) = value.as_table_mut() else {
+                continue;
+            };
+            for (key, value) in section_table.iter_mut() {
+                if let toml::Value::String(s) = value {
+                    let path = format!("{section}.{key}");
+                    *s = interpolate(s, lookup).map_err(|problem| ConfigError::Invalid {
+                        origin: self
+                            .origins
+                            .get(&path)
+                            .cloned()
+                            .unwrap_or_else(|| "defaults".into()),
+                        key: path.clone(),
+                        problem,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `OPSDECK_<SECTION>__<KEY>` variables. Other `OPSDECK_*` variables (without `__`)
+    /// are not configuration keys and are left alone.
+    fn env_overrides(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix("OPSDECK_") else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                continue;
+            };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let path = format!("{section}.{key}");
+            let origin = format!("environment variable {name}");
+            let invalid = |problem: String| ConfigError::Invalid {
+                origin: origin.clone(),
+                key: path.clone(),
+                problem,
+            };
+            let slot = self
+                .table
+                .get_mut(&section)
+                .and_then(|s| s.as_table_mut())
+                .and_then(|s| s.get_mut(&key))
+                .ok_or_else(|| invalid("no such configuration key".into()))?;
+            // Parse according to the type the default has, so "8" stays a number and
+            // "0.0.0.0:80" stays a string.
+            *slot = match slot {
+                toml::Value::Integer(_) => toml::Value::Integer(
+                    raw.trim()
+                        .parse()
+                        .map_err(|_| invalid(format!("expected an integer, got {raw:?}")))?,
+                ),
+                toml::Value::Boolean(_) => toml::Value::Boolean(
+                    raw.trim()
+                        .parse()
+                        .map_err(|_| invalid(format!("expected true or false, got {raw:?}")))?,
+                ),
+                toml::Value::Array(_) => raw
+                    .parse::<toml::Value>()
+                    .ok()
+                    .filter(|v| v.is_array())
+                    .ok_or_else(|| {
+                    invalid(format!(
+                        "expected a TOML array such as [\"a\"], got {raw:?}"
+                    ))
+                })?,
+                _ => toml::Value::String(raw.clone()),
+            };
+            self.origins.insert(path, origin);
+        }
+        Ok(())
+    }
+
+    fn overrides(&mut self, o: &Overrides) {
+        let mut set = |key: &str, flag: &str, v: toml::Value| {
+            if let Some(server) = self.table.get_mut("server").and_then(|s| s.as_table_mut()) {
+                server.insert(key.into(), v);
+                self.origins
+                    .insert(format!("server.{key}"), format!("command-line flag {flag}"));
+            }
+        };
+        if let Some(v) = &o.listen {
+            set("listen", "--listen", toml::Value::String(v.clone()));
+        }
+        if let Some(v) = &o.data_dir {
+            set(
+                "data_dir",
+                "--data-dir",
+                toml::Value::String(v.display().to_string()),
+            );
+        }
+        if let Some(v) = &o.database_url {
+            set(
+                "database_url",
+                "--database-url",
+                toml::Value::String(v.clone()),
+            );
+        }
+    }
+
+    fn origin_of(&self, key: &str) -> String {
+        // A problem inside a section (e.g. an unknown key) is reported against the file.
+        self.origins
+            .get(key)
+            .or_else(|| {
+                self.origins
+                    .iter()
+                    .find(|(k, _)| k.starts_with(key))
+                    .map(|(_, v)| v)
+            })
+            .cloned()
+            .unwrap_or_else(|| "configuration".into())
+    }
+
+    fn finish(self) -> Result<Config, ConfigError> {
+        let value = toml::Value::Table(self.table.clone());
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                origin: self.origin_of(&key),
+                key,
+                problem: e.into_inner().to_string(),
+            }
+        })?;
+        self.validate(&config)?;
+        Ok(config)
+    }
+
+    fn validate(&self, c: &Config) -> Result<(), ConfigError> {
+        let check = |key: &str, ok: bool, problem: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    origin: self.origin_of(key),
+                    key: key.into(),
+                    problem: problem.into(),
+                })
+            }
+        };
+        check(
+            "server.listen",
+            c.server.listen.parse::<SocketAddr>().is_ok(),
+            &format!(
+                "{:?} is not an address; use host:port such as 127.0.0.1:8080",
+                c.server.listen
+            ),
+        )?;
+        let url = &c.server.database_url;
+        check(
+            "server.database_url",
+            url.is_empty()
+                || url.starts_with("sqlite://")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"),
+            "must be empty (SQLite in data_dir), sqlite://PATH or postgres://…",
+        )?;
+        check(
+            "server.db_max_connections",
+            c.server.db_max_connections >= 1,
+            "must be at least 1",
+        )?;
+        let public = &c.server.public_url;
+        check(
+            "server.public_url",
+            public.is_empty() || public.starts_with("http://") || public.starts_with("https://"),
+            "must be empty or start with http:// or https://",
+        )?;
+        check(
+            "server.max_body_bytes",
+            c.server.max_body_bytes >= 1024,
+            "must be at least 1024",
+        )?;
+        check(
+            "server.request_timeout",
+            !c.server.request_timeout.is_zero(),
+            "must be longer than zero",
+        )?;
+        check(
+            "access.session_ttl",
+            !c.access.session_ttl.is_zero(),
+            "must be longer than zero",
+        )?;
+        check(
+            "access.login_max_failures",
+            c.access.login_max_failures >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "access.login_window",
+            !c.access.login_window.is_zero(),
+            "must be longer than zero",
+        )?;
+        check(
+            "access.api_requests_per_minute",
+            c.access.api_requests_per_minute >= 1,
+            "must be at least 1",
+        )?;
+        Ok(())
+    }
+}
+
+/// Deep-merges `from` into `into`, remembering which keys `origin` set.
+fn merge(
+    into: &mut toml::Table,
+    from: toml::Table,
+    prefix: &str,
+    origin: &str,
+    origins: &mut BTreeMap<String, String>,
+) {
+    for (key, value) in from {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
+                merge(existing, incoming, &path, origin, origins);
+            }
+            (_, value) => {
+                origins.insert(path, origin.to_string());
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Expands `${NAME}`; `$${` is a literal `${`. An unset variable is an error, not "".
+fn interpolate<'a>(s: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let end = tail
+                .find('}')
+                .ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
+            let name = &tail[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("invalid variable name {name:?} in ${{…}}"));
+            }
+            out.push_str(
+                lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?,
+            );
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn embedded_defaults_parse_and_validate() {
+        let c = Config::defaults();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.access.login_max_failures, 5);
+        assert!(c.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let f = write("[server]\nlisten = \"0.0.0.0:9000\"\ndatabase_url = \"${DB}\"\n");
+        let e = env(&[
+            ("DB", "postgres://u@h/d"),
+            ("OPSDECK_SERVER__DB_MAX_CONNECTIONS", "3"),
+        ]);
+        let c = Config::load(Some(f.path()), &e, &Overrides::default()).unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9000");
+        assert_eq!(c.server.database_url, "postgres://u@h/d");
+        assert_eq!(c.server.db_max_connections, 3);
+        let o = Overrides {
+            listen: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let c = Config::load(Some(f.path()), &e, &o).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn errors_name_origin_and_key() {
+        let f = write("[server]\nlistn = \"x\"\n");
+        let err = Config::load(Some(f.path()), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(err.contains("listn"), "{err}");
+
+        let f = write("[server]\nlisten = \"nope\"\n");
+        let err = Config::load(Some(f.path()), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.listen") && err.contains("nope"),
+            "{err}"
+        );
+
+        let f = write("[access]\nsession_ttl = \"12 parsecs\"\n");
+        let err = Config::load(Some(f.path()), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("access.session_ttl"), "{err}");
+
+        let f = write("[server\n");
+        let err = Config::load(Some(f.path()), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid TOML"), "{err}");
+
+        let err = Config::load(
+            None,
+            &env(&[("OPSDECK_SERVER__DB_MAX_CONNECTIONS", "many")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("OPSDECK_SERVER__DB_MAX_CONNECTIONS") && err.contains("integer"),
+            "{err}"
+        );
+
+        let err = Config::load(
+            None,
+            &env(&[("OPSDECK_SERVER__NOPE", "1")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.nope"), "{err}");
+
+        let f = write("[server]\ndatabase_url = \"${MISSING_VAR}\"\n");
+        let err = Config::load(Some(f.path()), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("MISSING_VAR") && err.contains("server.database_url"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unrelated_opsdeck_variables_are_not_keys() {
+        let e = env(&[
+            ("OPSDECK_MASTER_KEY", "x"),
+            ("OPSDECK_ADMIN_EMAIL", "a@b.c"),
+        ]);
+        assert!(Config::load(None, &e, &Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn interpolation_rules() {
+        let look = |n: &str| (n == "A").then_some("1");
+        assert_eq!(interpolate("x${A}y", look).unwrap(), "x1y");
+        assert_eq!(interpolate("$${A}", look).unwrap(), "${A}");
+        assert_eq!(interpolate("cost $5", look).unwrap(), "cost $5");
+        assert!(interpolate("${B}", look).is_err());
+        assert!(interpolate("${A", look).is_err());
+    }
+}

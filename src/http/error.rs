@@ -1,0 +1,234 @@
+//! The one error type at the HTTP boundary and the one place errors become responses.
+//!
+//! Handlers return [`ApiError`]; its `IntoResponse` only records status, code and detail in a
+//! response extension. The [`render_errors`] middleware, which knows the request id and whether
+//! the client is on `/api` or a page, turns that — and any bare error response from axum itself
+//! (rejections, 405, 413) — into `{"code", "detail", "request_id"}` JSON or an HTML error page.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::access::AccessError;
+use crate::app::AppState;
+use crate::http::RequestId;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("missing or invalid CSRF token")]
+    Csrf,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
+    #[error("{0}")]
+    Unavailable(String),
+    /// Logged with the request id; the client sees only that id.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::Csrf => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Invalid(_) => "invalid",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Csrf => "csrf_rejected",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Unauthenticated | AccessError::BadCredentials => ApiError::Unauthenticated,
+            AccessError::Forbidden(scope) => {
+                ApiError::Forbidden(format!("this credential lacks the {scope} scope"))
+            }
+            AccessError::Csrf => ApiError::Csrf,
+            AccessError::RateLimited(s) => ApiError::RateLimited(s),
+            AccessError::Invalid(m) => ApiError::Invalid(m),
+            AccessError::Conflict(m) => ApiError::Conflict(m),
+            AccessError::NotFound(m) => ApiError::NotFound(format!("{m} not found")),
+            AccessError::Crypto(m) => ApiError::Internal(m),
+            AccessError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("not found".into()),
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// What [`render_errors`] needs to build the body; carried in the response's extensions.
+#[derive(Debug, Clone)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub detail: String,
+    /// Internal details for the log, never sent.
+    pub internal: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (detail, internal) = match &self {
+            ApiError::Internal(m) => (
+                "internal error; quote the request id when reporting it".to_string(),
+                Some(m.clone()),
+            ),
+            other => (other.to_string(), None),
+        };
+        let mut res = status.into_response();
+        if let ApiError::RateLimited(secs) = self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res.extensions_mut().insert(ErrorInfo {
+            code: self.code().into(),
+            detail,
+            internal,
+        });
+        res
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `unauthenticated`, `forbidden`, `payload_too_large`.
+    pub code: String,
+    pub detail: String,
+    /// Also in the `x-request-id` response header and the server log.
+    pub request_id: String,
+}
+
+/// Middleware: gives every error response its final body.
+pub async fn render_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let wants_json = is_machine_path(req.uri().path());
+    let res = next.run(req).await;
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let retry_after = res.headers().get(header::RETRY_AFTER).cloned();
+    let info = match res.extensions().get::<ErrorInfo>() {
+        Some(info) => info.clone(),
+        None => {
+            // Bodies we rendered ourselves (a page re-shown with a message) are left alone.
+            let ct = res
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if ct.starts_with("text/html") || ct.starts_with("application/json") {
+                return res;
+            }
+            from_framework(status, &state, res).await
+        }
+    };
+    if let Some(internal) = &info.internal {
+        tracing::error!(request_id = %request_id, error = %internal, "request failed");
+    }
+    let body = ErrorBody {
+        code: info.code,
+        detail: info.detail,
+        request_id,
+    };
+    let mut out = if wants_json {
+        (status, axum::Json(body)).into_response()
+    } else {
+        crate::web::error_page(status, &body.code, &body.detail, &body.request_id)
+    };
+    if let Some(retry) = retry_after {
+        out.headers_mut().insert(header::RETRY_AFTER, retry);
+    }
+    out
+}
+
+/// API, webhook and machine endpoints answer JSON; everything else is a page.
+pub fn is_machine_path(path: &str) -> bool {
+    path.starts_with("/api") || path.starts_with("/webhooks") || path == "/readyz"
+}
+
+/// Describes an error response produced by axum or tower (extractor rejections, 405, 413, 408).
+async fn from_framework(status: StatusCode, state: &AppState, res: Response) -> ErrorInfo {
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    };
+    let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!(
+            "request body exceeds the limit of {} bytes",
+            state.config.server.max_body_bytes
+        )
+    } else {
+        let bytes = axum::body::to_bytes(res.into_body(), 4096)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_lowercase()
+        } else {
+            text
+        }
+    };
+    ErrorInfo {
+        code: code.into(),
+        detail,
+        internal: None,
+    }
+}

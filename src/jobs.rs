@@ -1,0 +1,88 @@
+//! Background jobs, supervised in one place. Each job is one step (`try_execute`, which tests
+//! call directly) plus a loop that sleeps when idle, backs off after errors and stops when the
+//! shared [`CancellationToken`] fires.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::AppState;
+
+/// What a step did, so the loop knows whether to run again at once.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// There may be more to do right away.
+    MoreWork,
+    /// Nothing left; sleep for the job's interval.
+    Idle,
+}
+
+/// Starts every job; the returned tracker lets the caller wait for them after cancelling.
+pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
+    let tracker = TaskTracker::new();
+    let s = state.clone();
+    tracker.spawn(run_until_stopped(
+        "housekeeping",
+        Duration::from_secs(60),
+        cancel,
+        move || {
+            let s = s.clone();
+            async move { housekeeping(&s).await }
+        },
+    ));
+    tracker
+}
+
+/// Loops `step` until cancelled: again at once after `MoreWork`, after `interval` when idle,
+/// and after an exponentially growing pause (capped at 5 minutes) when it fails.
+pub async fn run_until_stopped<F, Fut>(
+    name: &'static str,
+    interval: Duration,
+    cancel: CancellationToken,
+    step: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Outcome, String>>,
+{
+    let mut failures: u32 = 0;
+    loop {
+        let pause = match step().await {
+            Ok(Outcome::MoreWork) => {
+                failures = 0;
+                Duration::ZERO
+            }
+            Ok(Outcome::Idle) => {
+                failures = 0;
+                interval
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let backoff =
+                    Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
+                tracing::warn!(job = name, error = %e, retry_in_s = backoff.as_secs(), "job step failed");
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// One housekeeping step: drops expired sessions in small batches (so a backlog never holds a
+/// long write lock) and lets the rate limiter forget idle keys.
+#[tracing::instrument(skip_all)]
+pub async fn housekeeping(state: &AppState) -> Result<Outcome, String> {
+    const BATCH: i64 = 500;
+    let pruned = crate::access::sessions::prune_expired(&state.store, BATCH)
+        .await
+        .map_err(|e| e.to_string())?;
+    if pruned as i64 == BATCH {
+        return Ok(Outcome::MoreWork);
+    }
+    state.api_limiter.shrink();
+    Ok(Outcome::Idle)
+}

@@ -1,0 +1,15 @@
+//! opsdeck: a self-hosted operations cockpit for SaaS teams. The binary (`main.rs`) only parses
+//! the command line; everything else lives here so tests can start the whole application
+//! in-process. See ARCHITECTURE.md for the map.
+
+pub mod access;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod jobs;
+pub mod money;
+pub mod overview;
+pub mod simulators;
+pub mod store;
+pub mod web;

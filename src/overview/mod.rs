@@ -1,0 +1,150 @@
+//! Headline figures for the Overview page and `GET /api/v1/metrics/overview`.
+//!
+//! Each figure belongs to a capability (revenue, costs, usage, analytics). Until that capability
+//! exists the figure is `null`: the contract's shape is fixed now so clients can be built against
+//! it, and nothing here ever invents a number.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::access::Scope;
+use crate::app::AppState;
+use crate::http::auth::Auth;
+use crate::http::error::ErrorBody;
+use crate::http::{ApiError, Result};
+use crate::money::Money;
+
+/// Every headline figure, in display order, with the capability that will supply it.
+pub const FIGURES: &[(&str, &str, &str)] = &[
+    ("mrr", "MRR", "revenue"),
+    ("arr", "ARR", "revenue"),
+    ("paying_customers", "Paying customers", "revenue"),
+    ("new_mrr", "New MRR", "revenue"),
+    ("churned_mrr", "Churned MRR", "revenue"),
+    ("customer_churn_rate", "Customer churn", "revenue"),
+    ("nrr", "Net revenue retention", "revenue"),
+    ("arpa", "ARPA", "revenue"),
+    ("ltv", "LTV", "revenue"),
+    ("payment_success_rate", "Payment success", "revenue"),
+    ("dispute_rate", "Dispute rate", "revenue"),
+    ("net_revenue", "Net revenue", "revenue"),
+    ("provider_cost", "Provider cost", "costs"),
+    ("gross_margin", "Gross margin", "costs"),
+    ("api_calls", "API calls", "usage"),
+    ("active_users", "Active users", "analytics"),
+];
+
+/// A figure's value: a count or ratio, or money.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum FigureValue {
+    Number(f64),
+    Money(Money),
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Figure {
+    pub value: Option<FigureValue>,
+    pub previous: Option<FigureValue>,
+    pub change_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Period {
+    /// RFC 3339, UTC, inclusive.
+    pub from: String,
+    /// RFC 3339, UTC, exclusive.
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Overview {
+    pub period: Period,
+    /// Figure name → figure, or `null` while the capability behind it is not available.
+    #[schema(value_type = std::collections::HashMap<String, Figure>)]
+    pub figures: BTreeMap<String, Option<Figure>>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OverviewQuery {
+    /// Length of the period ending now: `<n>d` or `<n>h`, e.g. `30d` (default), `7d`, `24h`.
+    pub period: Option<String>,
+}
+
+/// Parses `30d` / `24h` into seconds; 1 hour to 3 years.
+pub fn parse_period(s: &str) -> Result<i64, String> {
+    let bad = || format!("period {s:?} must look like 30d or 24h (1h to 1095d)");
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "d" => n.checked_mul(86_400),
+        "h" => n.checked_mul(3_600),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    if !(3_600..=1095 * 86_400).contains(&secs) {
+        return Err(bad());
+    }
+    Ok(secs)
+}
+
+/// Computes the overview for the period of `period_secs` ending at `now`.
+pub async fn overview(_state: &AppState, now: OffsetDateTime, period_secs: i64) -> Overview {
+    let from = now - time::Duration::seconds(period_secs);
+    let fmt = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    Overview {
+        period: Period {
+            from: fmt(from),
+            to: fmt(now),
+        },
+        // No capability that supplies a figure has landed yet.
+        figures: FIGURES
+            .iter()
+            .map(|(name, _, _)| (name.to_string(), None))
+            .collect(),
+    }
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_overview))
+}
+
+/// Every headline figure for the period, with the previous period and percent change.
+#[utoipa::path(get, path = "/api/v1/metrics/overview", tag = "metrics", security(("api_key" = [])),
+    params(OverviewQuery),
+    responses((status = 200, body = Overview), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn get_overview(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<OverviewQuery>,
+) -> Result<Json<Overview>> {
+    p.require(Scope::Read)?;
+    let secs = parse_period(q.period.as_deref().unwrap_or("30d")).map_err(ApiError::Invalid)?;
+    Ok(Json(
+        overview(&state, OffsetDateTime::now_utc(), secs).await,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_within_bounds() {
+        assert_eq!(parse_period("30d").unwrap(), 30 * 86_400);
+        assert_eq!(parse_period("24h").unwrap(), 86_400);
+        for bad in ["", "d", "30", "0d", "-1d", "30w", "99999d", "1.5d"] {
+            assert!(parse_period(bad).is_err(), "{bad}");
+        }
+    }
+}

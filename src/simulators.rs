@@ -1,0 +1,52 @@
+//! Demo simulators: local servers that speak the real wire formats of Stripe and the AI
+//! providers, plus a traffic generator for the ingest API, so `opsdeck demo` exercises the
+//! production code paths end to end. Each capability adds its simulator here; none has landed
+//! yet, so the demo currently starts with an empty store.
+//!
+//! A simulator never writes to opsdeck's store directly: it only serves a provider API that a
+//! real connector syncs from, or calls opsdeck's public HTTP API like a customer's app would.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Where a simulator can reach the running opsdeck.
+#[derive(Debug, Clone)]
+pub struct DemoContext {
+    /// Base URL of the opsdeck server, e.g. `http://127.0.0.1:8080`.
+    pub opsdeck_url: String,
+}
+
+/// One simulated provider or traffic source.
+pub trait Simulator: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Runs until `cancel` fires.
+    fn run(
+        &self,
+        ctx: DemoContext,
+        cancel: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// The simulators `opsdeck demo` starts, in order.
+pub fn all() -> Vec<Box<dyn Simulator>> {
+    Vec::new()
+}
+
+/// Starts every simulator on `tracker`; returns their names for the startup banner.
+pub fn start(
+    ctx: &DemoContext,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Vec<&'static str> {
+    all()
+        .into_iter()
+        .map(|sim| {
+            let name = sim.name();
+            tracker.spawn(sim.run(ctx.clone(), cancel.clone()));
+            name
+        })
+        .collect()
+}

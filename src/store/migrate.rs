@@ -1,0 +1,125 @@
+//! Schema migrations, one folder per dialect under `migrations/`, embedded in the binary.
+//!
+//! Both folders must hold the same numbered files and end in the same tables and columns; the
+//! `migration_parity` integration test enforces it against a real PostgreSQL.
+
+use std::borrow::Cow;
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use super::{Backend, Pool, Result, Store};
+use crate::args;
+
+/// (version, description, SQLite text, PostgreSQL text)
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "platform",
+    include_str!("../../migrations/sqlite/0001_platform.sql"),
+    include_str!("../../migrations/postgres/0001_platform.sql"),
+)];
+
+/// Number of embedded migrations; `/readyz` compares it with what the database has applied.
+pub const MIGRATION_COUNT: i64 = MIGRATIONS.len() as i64;
+
+fn migrator(backend: Backend) -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sqlite, pg)| {
+            let sql = match backend {
+                Backend::Sqlite => *sqlite,
+                Backend::Postgres => *pg,
+            };
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+/// One column of the live schema, normalised so both dialects compare equal.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
+pub struct SchemaColumn {
+    pub table_name: String,
+    pub column_name: String,
+    /// `integer`, `real`, `text`, `bool` or `bytes`.
+    pub kind: String,
+    pub nullable: bool,
+}
+
+impl Store {
+    /// Applies every embedded migration not yet applied. Safe to run while another instance
+    /// runs: sqlx takes an advisory lock on PostgreSQL, and SQLite serialises writers.
+    pub async fn migrate(&self) -> Result<()> {
+        let m = migrator(self.backend());
+        match &self.pool {
+            Pool::Sqlite(p) => m.run(p).await?,
+            Pool::Postgres(p) => m.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// How many embedded migrations the database has successfully applied.
+    pub async fn applied_migrations(&self) -> Result<i64> {
+        let row: Option<(i64,)> = self
+            .fetch_optional(
+                "SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE",
+                args![],
+            )
+            .await
+            .or_else(|e| match e {
+                // Before the first migration the bookkeeping table does not exist yet.
+                super::StoreError::Database(_) => Ok(None),
+                other => Err(other),
+            })?;
+        Ok(row.map(|r| r.0).unwrap_or(0))
+    }
+
+    /// The application's tables and columns (bookkeeping tables excluded), sorted.
+    pub async fn schema(&self) -> Result<Vec<SchemaColumn>> {
+        let mut cols: Vec<SchemaColumn> = match self.backend() {
+            Backend::Sqlite => {
+                self.fetch_all(
+                    "SELECT m.name AS table_name, p.name AS column_name,
+                            CASE
+                              WHEN upper(p.type) LIKE '%INT%' THEN 'integer'
+                              WHEN upper(p.type) LIKE '%BOOL%' THEN 'bool'
+                              WHEN upper(p.type) LIKE '%BLOB%' THEN 'bytes'
+                              WHEN upper(p.type) LIKE '%REAL%' OR upper(p.type) LIKE '%DOUBLE%' THEN 'real'
+                              ELSE 'text'
+                            END AS kind,
+                            (p.\"notnull\" = 0 AND p.pk = 0) AS nullable
+                     FROM sqlite_master m JOIN pragma_table_info(m.name) p
+                     WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'
+                       AND m.name <> '_sqlx_migrations'",
+                    args![],
+                )
+                .await?
+            }
+            Backend::Postgres => {
+                self.fetch_all(
+                    "SELECT table_name::text AS table_name, column_name::text AS column_name,
+                            CASE
+                              WHEN data_type IN ('bigint', 'integer', 'smallint') THEN 'integer'
+                              WHEN data_type = 'boolean' THEN 'bool'
+                              WHEN data_type = 'bytea' THEN 'bytes'
+                              WHEN data_type IN ('double precision', 'real') THEN 'real'
+                              ELSE 'text'
+                            END AS kind,
+                            (is_nullable = 'YES') AS nullable
+                     FROM information_schema.columns
+                     WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations'",
+                    args![],
+                )
+                .await?
+            }
+        };
+        cols.sort();
+        Ok(cols)
+    }
+}

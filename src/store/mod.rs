@@ -1,0 +1,391 @@
+//! The storage seam: one handle over SQLite or PostgreSQL, chosen by the database URL's scheme.
+//!
+//! Every query in opsdeck is written once, as dialect-neutral SQL text with `$1`-style
+//! placeholders (SQLite accepts them as numbered parameters), and runs through [`Store`] or
+//! [`Tx`]. Values are bound through [`Value`], whose variants are the column types both backends
+//! share: 64-bit integers, reals, text, booleans and bytes. Timestamps are UTC milliseconds since
+//! the Unix epoch (`*_at` columns, `BIGINT`), money is integer minor units plus a currency column.
+//!
+//! Nothing outside this module opens a connection or knows which backend is in use, except
+//! through [`Store::backend`] for the few places (backup, schema inspection) where the answer
+//! genuinely differs.
+
+mod backup;
+mod migrate;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{FromRow, Postgres, Sqlite};
+
+pub use backup::backup_sqlite;
+pub use migrate::{MIGRATION_COUNT, SchemaColumn};
+
+/// Errors from the storage layer; "not found" and unique violations are typed once here so that
+/// callers never inspect driver errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("record not found")]
+    NotFound,
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("invalid database URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Backup(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_string())
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database engine a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A bound parameter. Nulls carry their type because PostgreSQL checks parameter types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Int(Option<i64>),
+    Real(Option<f64>),
+    Text(Option<String>),
+    Bool(Option<bool>),
+    Bytes(Option<Vec<u8>>),
+}
+
+macro_rules! value_from {
+    ($variant:ident: $($t:ty => $conv:expr),+ $(,)?) => {$(
+        impl From<$t> for Value {
+            fn from(v: $t) -> Self { Value::$variant(Some(($conv)(v))) }
+        }
+        impl From<Option<$t>> for Value {
+            fn from(v: Option<$t>) -> Self { Value::$variant(v.map($conv)) }
+        }
+    )+};
+}
+value_from!(Int: i64 => |v| v, i32 => i64::from, u32 => i64::from);
+value_from!(Real: f64 => |v| v);
+value_from!(Text: String => |v| v, &str => str::to_owned, &String => String::clone);
+value_from!(Bool: bool => |v| v);
+value_from!(Bytes: Vec<u8> => |v| v, &[u8] => <[u8]>::to_vec);
+
+/// Builds a `Vec<Value>` from heterogeneous arguments: `args![id, "name", Some(3_i64)]`.
+#[macro_export]
+macro_rules! args {
+    () => { ::std::vec::Vec::<$crate::store::Value>::new() };
+    ($($v:expr),+ $(,)?) => { ::std::vec![$($crate::store::Value::from($v)),+] };
+}
+
+/// A row type that decodes from both backends; `#[derive(sqlx::FromRow)]` provides it for
+/// structs whose fields are `i64`, `f64`, `bool`, `String`, `Vec<u8>` or options of those.
+pub trait Row: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
+impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{}
+
+/// Binds our values onto a concrete sqlx query; expanded once per backend so the same call site
+/// serves both without a runtime `Any` layer.
+macro_rules! bind_values {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for v in $args {
+            q = match v {
+                Value::Int(v) => q.bind(v),
+                Value::Real(v) => q.bind(v),
+                Value::Text(v) => q.bind(v),
+                Value::Bool(v) => q.bind(v),
+                Value::Bytes(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
+/// The query methods, written once and expanded for [`Store`] (pool) and [`Tx`] (transaction);
+/// `$inner` is the enum of borrowed executors each one hands out.
+macro_rules! query_methods {
+    ($recv:ty, $inner:ident) => {
+        /// Runs a statement and returns the number of rows it affected.
+        pub async fn execute(self: $recv, sql: &'static str, args: Vec<Value>) -> Result<u64> {
+            Ok(match self.inner() {
+                $inner::Sqlite(e) => bind_values!(sqlx::query::<Sqlite>(sql), args)
+                    .execute(e)
+                    .await?
+                    .rows_affected(),
+                $inner::Postgres(e) => bind_values!(sqlx::query::<Postgres>(sql), args)
+                    .execute(e)
+                    .await?
+                    .rows_affected(),
+            })
+        }
+
+        /// Runs a query and decodes every row.
+        pub async fn fetch_all<T: Row>(
+            self: $recv,
+            sql: &'static str,
+            args: Vec<Value>,
+        ) -> Result<Vec<T>> {
+            Ok(match self.inner() {
+                $inner::Sqlite(e) => {
+                    bind_values!(sqlx::query_as::<Sqlite, T>(sql), args)
+                        .fetch_all(e)
+                        .await?
+                }
+                $inner::Postgres(e) => {
+                    bind_values!(sqlx::query_as::<Postgres, T>(sql), args)
+                        .fetch_all(e)
+                        .await?
+                }
+            })
+        }
+
+        /// Runs a query expected to return at most one row.
+        pub async fn fetch_optional<T: Row>(
+            self: $recv,
+            sql: &'static str,
+            args: Vec<Value>,
+        ) -> Result<Option<T>> {
+            Ok(match self.inner() {
+                $inner::Sqlite(e) => {
+                    bind_values!(sqlx::query_as::<Sqlite, T>(sql), args)
+                        .fetch_optional(e)
+                        .await?
+                }
+                $inner::Postgres(e) => {
+                    bind_values!(sqlx::query_as::<Postgres, T>(sql), args)
+                        .fetch_optional(e)
+                        .await?
+                }
+            })
+        }
+
+        /// Runs a query that must return exactly one row ([`StoreError::NotFound`] otherwise).
+        pub async fn fetch_one<T: Row>(
+            self: $recv,
+            sql: &'static str,
+            args: Vec<Value>,
+        ) -> Result<T> {
+            self.fetch_optional(sql, args)
+                .await?
+                .ok_or(StoreError::NotFound)
+        }
+    };
+}
+
+enum Inner<'a> {
+    Sqlite(&'a SqlitePool),
+    Postgres(&'a PgPool),
+}
+
+enum TxInner<'a> {
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    Postgres(&'a mut sqlx::PgConnection),
+}
+
+/// A cloneable handle on the database pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Connection settings the caller decides; the rest (WAL, foreign keys, timeouts) is policy.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    pub busy_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Store {
+    /// Opens the database named by `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite
+    /// file if it does not exist. Does not run migrations; see [`Store::migrate`].
+    pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self> {
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let co = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
+                url: redact_url(url),
+                reason: e.to_string(),
+            })?;
+            Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(opts.max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(co)
+                    .await?,
+            )
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            Pool::Sqlite(Self::sqlite_pool(Path::new(path), opts).await?)
+        } else {
+            return Err(StoreError::BadUrl {
+                url: redact_url(url),
+                reason: "expected a sqlite:// or postgres:// URL".into(),
+            });
+        };
+        Ok(Self { pool })
+    }
+
+    async fn sqlite_pool(path: &Path, opts: &ConnectOptions) -> Result<SqlitePool> {
+        // WAL lets readers (the dashboard, `opsdeck backup`) run beside the writer;
+        // synchronous=FULL makes every acknowledged commit survive power loss, not only a crash.
+        let co = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(opts.busy_timeout);
+        Ok(SqlitePoolOptions::new()
+            .max_connections(opts.max_connections)
+            .connect_with(co)
+            .await?)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn inner(&self) -> Inner<'_> {
+        match &self.pool {
+            Pool::Sqlite(p) => Inner::Sqlite(p),
+            Pool::Postgres(p) => Inner::Postgres(p),
+        }
+    }
+
+    /// Starts a transaction; dropped without [`Tx::commit`] it rolls back.
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// Cheap liveness probe used by `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        let _: (i64,) = self.fetch_one("SELECT 1", args![]).await?;
+        Ok(())
+    }
+
+    /// Pool occupancy for the metrics endpoint: (open connections, idle connections).
+    pub fn pool_stats(&self) -> (u32, u32) {
+        match &self.pool {
+            Pool::Sqlite(p) => (p.size(), p.num_idle() as u32),
+            Pool::Postgres(p) => (p.size(), p.num_idle() as u32),
+        }
+    }
+
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
+    }
+
+    query_methods!(&Self, Inner);
+}
+
+/// An open transaction on either backend.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    fn inner(&mut self) -> TxInner<'_> {
+        match self {
+            Tx::Sqlite(t) => TxInner::Sqlite(&mut **t),
+            Tx::Postgres(t) => TxInner::Postgres(&mut **t),
+        }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    query_methods!(&mut Self, TxInner);
+}
+
+/// Current time as UTC milliseconds since the Unix epoch, the unit of every `*_at` column.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The URL with any password replaced, safe for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+}

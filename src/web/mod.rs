@@ -1,0 +1,155 @@
+//! Server-rendered pages: sign-in, the layout and navigation, Overview, Settings (users, API
+//! keys, audit log, secrets) and honest placeholders for capabilities not built yet. Pages read
+//! through the same domain functions as the JSON API; templates are compiled into the binary
+//! (askama) and the one stylesheet and script are embedded.
+
+mod pages;
+mod settings;
+mod signin;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::access::Role;
+use crate::access::sessions::SessionUser;
+use crate::app::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/signin", get(signin::show).post(signin::submit))
+        .route("/signout", post(signin::signout))
+        .route("/", get(pages::overview))
+        .route("/revenue", get(pages::revenue))
+        .route("/costs", get(pages::costs))
+        .route("/usage", get(pages::usage))
+        .route("/analytics", get(pages::analytics))
+        .route("/integrations", get(pages::integrations))
+        .route("/alerts", get(pages::alerts))
+        .route("/settings", get(settings::index))
+        .route(
+            "/settings/users",
+            get(settings::users).post(settings::add_user),
+        )
+        .route("/settings/users/{id}/delete", post(settings::delete_user))
+        .route(
+            "/settings/keys",
+            get(settings::keys).post(settings::create_key),
+        )
+        .route("/settings/keys/{id}/revoke", post(settings::revoke_key))
+        .route("/settings/audit", get(settings::audit))
+        .route(
+            "/settings/integrations",
+            get(settings::secrets).post(settings::put_secret),
+        )
+        .route("/settings/pricing", get(settings::pricing))
+        .route("/settings/plans", get(settings::plans))
+        .route("/static/app.css", get(css))
+        .route("/static/app.js", get(js))
+}
+
+/// What the layout needs on every signed-in page.
+pub struct Chrome {
+    pub email: String,
+    pub is_admin: bool,
+    pub csrf_token: String,
+    /// Path of the navigation entry to highlight.
+    pub active: &'static str,
+}
+
+impl Chrome {
+    pub fn new(user: &SessionUser, active: &'static str) -> Self {
+        Self {
+            email: user.email.clone(),
+            is_admin: user.role == Role::Admin,
+            csrf_token: user.csrf_token.clone(),
+            active,
+        }
+    }
+}
+
+/// Navigation entries: (path, label).
+pub const NAV: &[(&str, &str)] = &[
+    ("/", "Overview"),
+    ("/revenue", "Revenue"),
+    ("/costs", "Costs & Margin"),
+    ("/usage", "Usage"),
+    ("/analytics", "Analytics"),
+    ("/integrations", "Integrations"),
+    ("/alerts", "Alerts"),
+    ("/settings", "Settings"),
+];
+
+/// Renders a template, turning a (should-never-happen) template error into a 500.
+pub fn render<T: askama::Template>(status: StatusCode, t: &T) -> Response {
+    match t.render() {
+        Ok(html) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
+        Err(e) => crate::http::ApiError::Internal(format!("template: {e}")).into_response(),
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    reason: &'a str,
+    code: &'a str,
+    detail: &'a str,
+    request_id: &'a str,
+}
+
+/// The HTML error page used by the error-rendering middleware for non-API paths.
+pub fn error_page(status: StatusCode, code: &str, detail: &str, request_id: &str) -> Response {
+    let page = ErrorPage {
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("Error"),
+        code,
+        detail,
+        request_id,
+    };
+    match askama::Template::render(&page) {
+        Ok(html) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
+        Err(_) => (status, format!("{code}: {detail} (request {request_id})")).into_response(),
+    }
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../assets/app.css"),
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../assets/app.js"),
+    )
+}
+
+/// Formats a UTC millisecond timestamp for tables: `2026-11-23 10:57:03 UTC`.
+pub fn fmt_ms(ms: i64) -> String {
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_else(|| "—".into())
+}

@@ -1,0 +1,129 @@
+//! The product pages. Only Overview has live content so far; the rest state plainly which
+//! capability will fill them, with no invented figures.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::{Chrome, render};
+use crate::access::sessions::SessionUser;
+use crate::http::auth::PageUser;
+use crate::overview::FIGURES;
+
+#[derive(askama::Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    chrome: Chrome,
+    cards: Vec<Card>,
+}
+
+struct Card {
+    name: &'static str,
+    label: &'static str,
+    source: &'static str,
+}
+
+pub async fn overview(PageUser(user): PageUser) -> Response {
+    let cards = FIGURES
+        .iter()
+        .map(|(name, label, source)| Card {
+            name,
+            label,
+            source,
+        })
+        .collect();
+    render(
+        StatusCode::OK,
+        &OverviewPage {
+            chrome: Chrome::new(&user, "/"),
+            cards,
+        },
+    )
+}
+
+#[derive(askama::Template)]
+#[template(path = "placeholder.html")]
+struct Placeholder {
+    chrome: Chrome,
+    title: &'static str,
+    what: &'static str,
+    tabs: &'static [&'static str],
+}
+
+/// A page whose capability is not built yet: its title, what it will show, and nothing invented.
+pub(super) fn placeholder(
+    user: &SessionUser,
+    active: &'static str,
+    title: &'static str,
+    what: &'static str,
+    tabs: &'static [&'static str],
+) -> Response {
+    render(
+        StatusCode::OK,
+        &Placeholder {
+            chrome: Chrome::new(user, active),
+            title,
+            what,
+            tabs,
+        },
+    )
+}
+
+pub async fn revenue(PageUser(u): PageUser) -> Response {
+    placeholder(
+        &u,
+        "/revenue",
+        "Revenue",
+        "MRR and ARR with their movements, churn, NRR, ARPA, LTV and payment health, synced from Stripe.",
+        &[],
+    )
+}
+
+pub async fn costs(PageUser(u): PageUser) -> Response {
+    placeholder(
+        &u,
+        "/costs",
+        "Costs & Margin",
+        "What every provider costs per customer, plan and sku, priced from your pricing tables, and the margin left.",
+        &[],
+    )
+}
+
+pub async fn usage(PageUser(u): PageUser) -> Response {
+    placeholder(
+        &u,
+        "/usage",
+        "Usage",
+        "API calls and provider jobs per customer against their plan quota, by endpoint category, with overage.",
+        &[],
+    )
+}
+
+pub async fn analytics(PageUser(u): PageUser) -> Response {
+    placeholder(
+        &u,
+        "/analytics",
+        "Analytics",
+        "Page views, feature use, funnels, campaigns, retention cohorts and DAU/WAU/MAU.",
+        &[],
+    )
+}
+
+pub async fn integrations(PageUser(u): PageUser) -> Response {
+    placeholder(
+        &u,
+        "/integrations",
+        "Integrations",
+        "Health, latency and uptime of every provider you depend on, OAuth token expiry, quotas and webhook deliveries.",
+        &["Overview", "Error Logs", "Token Status", "Webhooks"],
+    )
+}
+
+pub async fn alerts(PageUser(u): PageUser) -> Response {
+    placeholder(
+        &u,
+        "/alerts",
+        "Alerts",
+        "Alert rules, firing and resolved alerts, acknowledgements, silences and notifiers.",
+        &[],
+    )
+}
