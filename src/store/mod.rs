@@ -308,7 +308,8 @@ impl Store {
 
     /// Cheap liveness probe used by `/readyz`.
     pub async fn ping(&self) -> Result<()> {
-        let _: (i64,) = self.fetch_one("SELECT 1", args![]).await?;
+        // Cast: PostgreSQL types a bare literal as INT4, which does not decode into i64.
+        let _: (i64,) = self.fetch_one("SELECT CAST(1 AS BIGINT)", args![]).await?;
         Ok(())
     }
 
@@ -339,8 +340,8 @@ pub enum Tx {
 impl Tx {
     fn inner(&mut self) -> TxInner<'_> {
         match self {
-            Tx::Sqlite(t) => TxInner::Sqlite(&mut **t),
-            Tx::Postgres(t) => TxInner::Postgres(&mut **t),
+            Tx::Sqlite(t) => TxInner::Sqlite(t),
+            Tx::Postgres(t) => TxInner::Postgres(t),
         }
     }
 

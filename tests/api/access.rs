@@ -1,0 +1,388 @@
+//! Sign-in, sessions, CSRF, login rate limits and roles, through the web pages.
+
+use opsdeck::access::Role;
+use reqwest::StatusCode;
+
+use crate::dual_test;
+use crate::helpers::*;
+
+async fn sign_in_shows_overview_and_sign_out_ends_it(app: &TestApp) {
+    let client = browser();
+    let res = client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], "/signin?next=/");
+
+    let res = sign_in(app, &client, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], "/");
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("opsdeck_session="))
+        .expect("session cookie set");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP without public_url https: no Secure flag"
+    );
+    let session_value = cookie.split(';').next().unwrap().to_string();
+
+    let page = client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<h1>Overview</h1>"));
+    assert!(html.contains("Not available yet"), "no invented figures");
+    for nav in [
+        "Revenue",
+        "Margin",
+        "Usage",
+        "Analytics",
+        "Integrations",
+        "Alerts",
+        "Settings",
+    ] {
+        assert!(html.contains(nav), "nav has {nav}");
+    }
+    for path in [
+        "/revenue",
+        "/costs",
+        "/usage",
+        "/analytics",
+        "/integrations",
+        "/alerts",
+    ] {
+        let res = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert!(
+            res.text().await.unwrap().contains("Not built yet"),
+            "{path} says so plainly"
+        );
+    }
+
+    let token = csrf_from(&html);
+    let res = client
+        .post(app.url("/signout"))
+        .form(&[("csrf_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], "/signin");
+
+    // The old cookie is dead server-side, not merely cleared in this browser.
+    let res = api()
+        .get(app.url("/"))
+        .header("cookie", &session_value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let actions = app.audit_actions().await;
+    assert!(
+        actions.contains(&"session.sign_in".to_string())
+            && actions.contains(&"session.sign_out".to_string())
+    );
+}
+dual_test!(sign_in_shows_overview_and_sign_out_ends_it);
+
+async fn expired_sessions_are_refused(app: &TestApp) {
+    let client = browser();
+    sign_in_admin(app, &client).await;
+    app.state
+        .store
+        .execute("UPDATE sessions SET expires_at = 0", opsdeck::args![])
+        .await
+        .unwrap();
+    let res = client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "expired session sends the user to sign in"
+    );
+    assert_eq!(
+        opsdeck::access::sessions::prune_expired(&app.state.store, 100)
+            .await
+            .unwrap(),
+        1
+    );
+}
+dual_test!(expired_sessions_are_refused);
+
+async fn wrong_credentials_get_401_without_hint(app: &TestApp) {
+    let wrong_password = sign_in(app, &browser(), ADMIN_EMAIL, "not the password").await;
+    assert_eq!(wrong_password.status(), StatusCode::UNAUTHORIZED);
+    let a = wrong_password.text().await.unwrap();
+    let unknown_user = sign_in(app, &browser(), "nobody@example.com", ADMIN_PASSWORD).await;
+    assert_eq!(unknown_user.status(), StatusCode::UNAUTHORIZED);
+    let b = unknown_user.text().await.unwrap();
+    assert!(a.contains("Invalid email or password.") && b.contains("Invalid email or password."));
+    assert!(!a.contains("unknown") && !b.contains("wrong password"));
+}
+dual_test!(wrong_credentials_get_401_without_hint);
+
+async fn login_failures_are_rate_limited_per_account_and_address(app: &TestApp) {
+    let attacker = browser_from("127.0.0.1");
+    for _ in 0..5 {
+        assert_eq!(
+            sign_in(app, &attacker, ADMIN_EMAIL, "guess guess guess")
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The account is locked even for the right password from another address.
+    let res = sign_in(app, &browser_from("127.0.0.2"), ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+
+    // The address is locked for every account.
+    app.add_user("viewer@example.com", "viewer password 1", Role::Viewer)
+        .await;
+    let res = sign_in(
+        app,
+        &browser_from("127.0.0.1"),
+        "viewer@example.com",
+        "viewer password 1",
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another address and account is unaffected.
+    let res = sign_in(
+        app,
+        &browser_from("127.0.0.3"),
+        "viewer@example.com",
+        "viewer password 1",
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+}
+dual_test!(login_failures_are_rate_limited_per_account_and_address);
+
+async fn csrf_is_required_and_rejection_writes_nothing(app: &TestApp) {
+    let client = browser();
+    let token = sign_in_admin(app, &client).await;
+    let audit_before = app.audit_actions().await.len();
+
+    for form in [
+        vec![("name", "k"), ("scopes", "read")],
+        vec![("name", "k"), ("scopes", "read"), ("csrf_token", "forged")],
+    ] {
+        let res = client
+            .post(app.url("/settings/keys"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert!(res.text().await.unwrap().contains("csrf_rejected"));
+    }
+    // Cookie-authenticated API writes need the header.
+    let res = client
+        .post(app.url("/api/v1/keys"))
+        .json(&serde_json::json!({"name": "k", "scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap();
+    error_body(res, StatusCode::FORBIDDEN, "csrf_rejected").await;
+    let res = client
+        .post(app.url("/signout"))
+        .form(&[("csrf_token", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // Sign-in itself needs the login token from the form's cookie.
+    let res = browser()
+        .post(app.url("/signin"))
+        .form(&[
+            ("email", ADMIN_EMAIL),
+            ("password", ADMIN_PASSWORD),
+            ("csrf_token", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    assert!(
+        opsdeck::access::keys::list(&app.state.store)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no key was created"
+    );
+    assert_eq!(
+        app.audit_actions().await.len(),
+        audit_before,
+        "nothing audited, nothing written"
+    );
+    assert_eq!(
+        client.get(app.url("/")).send().await.unwrap().status(),
+        StatusCode::OK,
+        "still signed in"
+    );
+
+    // With the token, the same form works.
+    let res = client
+        .post(app.url("/settings/keys"))
+        .form(&[
+            ("name", "k"),
+            ("scopes", "read"),
+            ("csrf_token", token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(
+        res.text().await.unwrap().contains("opsk_"),
+        "the new key is shown once"
+    );
+    let res = client
+        .post(app.url("/api/v1/keys"))
+        .header("x-csrf-token", &token)
+        .json(&serde_json::json!({"name": "k2", "scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+}
+dual_test!(csrf_is_required_and_rejection_writes_nothing);
+
+async fn viewers_read_but_cannot_administer(app: &TestApp) {
+    app.add_user("viewer@example.com", "viewer password 1", Role::Viewer)
+        .await;
+    let client = browser();
+    assert_eq!(
+        sign_in(app, &client, "viewer@example.com", "viewer password 1")
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    let token = page_csrf(app, &client, "/").await;
+    assert_eq!(
+        client.get(app.url("/")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    for path in [
+        "/settings/users",
+        "/settings/keys",
+        "/settings/audit",
+        "/settings/integrations",
+    ] {
+        let res = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
+        assert!(
+            res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+    }
+    let res = client
+        .post(app.url("/settings/users"))
+        .form(&[
+            ("email", "x@example.com"),
+            ("role", "admin"),
+            ("password", "0123456789ab"),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        opsdeck::access::users::list(&app.state.store)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "no user added"
+    );
+
+    let res = client
+        .get(app.url("/api/v1/metrics/overview"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "viewers read the API with their session"
+    );
+    let res = client
+        .post(app.url("/api/v1/keys"))
+        .header("x-csrf-token", &token)
+        .json(&serde_json::json!({"name": "k", "scopes": ["admin"]}))
+        .send()
+        .await
+        .unwrap();
+    error_body(res, StatusCode::FORBIDDEN, "forbidden").await;
+}
+dual_test!(viewers_read_but_cannot_administer);
+
+async fn admins_manage_users_in_settings(app: &TestApp) {
+    let client = browser();
+    let token = sign_in_admin(app, &client).await;
+    let res = client
+        .post(app.url("/settings/users"))
+        .form(&[
+            ("email", "New@Example.com"),
+            ("role", "viewer"),
+            ("password", "short"),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.text().await.unwrap().contains("at least 10 characters"));
+    let res = client
+        .post(app.url("/settings/users"))
+        .form(&[
+            ("email", "New@Example.com"),
+            ("role", "viewer"),
+            ("password", "long enough pw"),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let html = client
+        .get(app.url("/settings/users"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("new@example.com"));
+    // The new user can sign in.
+    assert_eq!(
+        sign_in(app, &browser(), "new@example.com", "long enough pw")
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    let audit = client
+        .get(app.url("/settings/audit"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(audit.contains("user.create") && audit.contains("user:admin@example.com"));
+}
+dual_test!(admins_manage_users_in_settings);

@@ -1,0 +1,11 @@
+//! Integration tests: the real server on port 0, spoken to over HTTP, against a fresh SQLite
+//! file and (with `OPSDECK_TEST_POSTGRES_URL`) a fresh PostgreSQL database per test.
+
+mod helpers;
+
+mod access;
+mod browser;
+mod cli;
+mod keys;
+mod ops;
+mod storage;
