@@ -299,6 +299,10 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn cli_actor() -> Actor {
+    Actor::cli(&std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
 fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     if from_stdin {
         let mut line = String::new();
@@ -321,7 +325,7 @@ fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     store.migrate().await?;
-    let actor = Actor::cli();
+    let actor = cli_actor();
     match cmd {
         UserCommand::Add {
             email,
@@ -359,7 +363,7 @@ async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
 async fn key(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     store.migrate().await?;
-    let actor = Actor::cli();
+    let actor = cli_actor();
     match cmd {
         KeyCommand::Create { name, scopes } => {
             let scopes = Scopes::parse_list(&scopes)?;

@@ -22,11 +22,10 @@ impl Actor {
         }
     }
 
-    /// The local operator running a CLI command.
-    pub fn cli() -> Self {
-        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    /// The local operator running a CLI command, by their OS user name.
+    pub fn cli(os_user: &str) -> Self {
         Self {
-            name: format!("cli:{user}"),
+            name: format!("cli:{os_user}"),
             client_addr: None,
         }
     }
