@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::keys::KeyUsage;
 use crate::access::ratelimit::{ApiLimiter, LoginLimiter};
 use crate::access::secrets::MasterKey;
 use crate::config::Config;
@@ -38,6 +39,7 @@ pub struct Shared {
     pub store: Store,
     pub master_key: MasterKey,
     pub login_limiter: LoginLimiter,
+    pub key_usage: KeyUsage,
     pub api_limiter: ApiLimiter,
     pub metrics: HttpMetrics,
 }
@@ -64,6 +66,7 @@ impl App {
             .map_err(|e| StartError::MasterKey(e.to_string()))?;
         let access = &config.access;
         let state = AppState(Arc::new(Shared {
+            key_usage: KeyUsage::default(),
             login_limiter: LoginLimiter::new(access.login_max_failures, access.login_window.0),
             api_limiter: ApiLimiter::new(access.api_requests_per_minute),
             metrics: HttpMetrics::new(),
@@ -92,6 +95,9 @@ impl App {
         cancel.cancel();
         jobs.close();
         jobs.wait().await;
+        if let Err(e) = self.state.key_usage.flush(&self.state.store).await {
+            tracing::warn!(error = %e, "could not record API key last-use times at shutdown");
+        }
         self.state.store.close().await;
         result
     }
@@ -99,8 +105,17 @@ impl App {
 
 /// Opens (creating the data directory for SQLite) the configured store without migrating.
 pub async fn open_store(config: &Config) -> Result<Store, StartError> {
+    open(config, true).await
+}
+
+/// Opens the configured store only if it already exists (for `backup`).
+pub async fn open_existing_store(config: &Config) -> Result<Store, StartError> {
+    open(config, false).await
+}
+
+async fn open(config: &Config, create_if_missing: bool) -> Result<Store, StartError> {
     let url = config.database_url();
-    if url.starts_with("sqlite://") {
+    if create_if_missing && url.starts_with("sqlite://") {
         std::fs::create_dir_all(&config.server.data_dir).map_err(|source| StartError::DataDir {
             path: config.server.data_dir.display().to_string(),
             source,
@@ -108,6 +123,7 @@ pub async fn open_store(config: &Config) -> Result<Store, StartError> {
     }
     let opts = ConnectOptions {
         max_connections: config.server.db_max_connections,
+        create_if_missing,
         ..Default::default()
     };
     Ok(Store::connect(&url, &opts).await?)

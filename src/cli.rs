@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::audit::Actor;
 use crate::access::{Role, Scopes, keys, users};
-use crate::app::{App, open_store};
+use crate::app::{App, open_existing_store, open_store};
 use crate::config::{Config, ConfigError, LogFormat, Overrides};
 
 #[derive(Parser, Debug)]
@@ -192,7 +192,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(cmd) => key(load_config(&cli.store, None)?, cmd).await,
         Command::Backup { file } => {
             let config = load_config(&cli.store, None)?;
-            let store = open_store(&config).await?;
+            let store = open_existing_store(&config).await?;
             let bytes = crate::store::backup_sqlite(&store, &file).await?;
             println!("backup written to {} ({bytes} bytes)", file.display());
             Ok(())
@@ -247,6 +247,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = app.state.store.backend().as_str(), "opsdeck listening");
+    println!("opsdeck listening on http://{addr}");
     let cancel = CancellationToken::new();
     shutdown_on_signal(cancel.clone());
     app.serve(listener, cancel).await?;

@@ -84,5 +84,10 @@ pub async fn housekeeping(state: &AppState) -> Result<Outcome, String> {
         return Ok(Outcome::MoreWork);
     }
     state.api_limiter.shrink();
+    state
+        .key_usage
+        .flush(&state.store)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Outcome::Idle)
 }

@@ -1,8 +1,11 @@
 -- Platform tables: people, their sessions and API keys, encrypted provider secrets, audit log.
 -- Every *_at column is UTC milliseconds since the Unix epoch.
 
+-- Ids are never reused (AUTOINCREMENT on SQLite, identity on PostgreSQL), so a stale
+-- reference to a deleted row cannot hit a newer one.
+
 CREATE TABLE users (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     -- Stored lower-cased so sign-in is case-insensitive without a functional index.
     email         TEXT NOT NULL UNIQUE,
     -- PHC-format argon2id hash; never the password.
@@ -28,7 +31,7 @@ CREATE INDEX sessions_expires_at ON sessions (expires_at);
 CREATE INDEX sessions_user_id ON sessions (user_id);
 
 CREATE TABLE api_keys (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     name         TEXT NOT NULL,
     -- Public part of the key (`opsk_<prefix>_…`), used to find the row without scanning hashes.
     prefix       TEXT NOT NULL UNIQUE,
@@ -53,7 +56,7 @@ CREATE TABLE secrets (
 );
 
 CREATE TABLE audit_log (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     at          BIGINT NOT NULL,
     -- `user:<email>`, `key:<id>:<name>` or `cli:<os user>`.
     actor       TEXT NOT NULL,
@@ -63,5 +66,3 @@ CREATE TABLE audit_log (
     detail      TEXT,
     client_addr TEXT
 );
--- Settings → Audit log pages newest-first.
-CREATE INDEX audit_log_at ON audit_log (at);

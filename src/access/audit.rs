@@ -22,6 +22,11 @@ impl Actor {
         }
     }
 
+    /// A signed-in person; the one spelling of user actors in the log.
+    pub fn user(email: &str, client_addr: Option<String>) -> Self {
+        Self::new(format!("user:{email}"), client_addr)
+    }
+
     /// The local operator running a CLI command, by their OS user name.
     pub fn cli(os_user: &str) -> Self {
         Self {

@@ -133,7 +133,8 @@ pub async fn create(
 pub async fn list(store: &Store) -> Result<Vec<ApiKey>> {
     let rows: Vec<KeyRow> = store
         .fetch_all(
-            "SELECT id, name, prefix, key_hash, scopes, created_by, created_at, last_used_at, revoked_at
+            "SELECT id, name, prefix, '' AS key_hash, scopes, created_by, created_at, last_used_at,
+                    revoked_at
              FROM api_keys ORDER BY id",
             args![],
         )
@@ -190,21 +191,41 @@ pub async fn authenticate(store: &Store, presented: &str) -> Result<Option<KeyPr
     if !matches || row.revoked_at.is_some() {
         return Ok(None);
     }
-    // A hot API key would otherwise write on every request; once a minute is plenty for
-    // "last used".
-    let now = now_ms();
-    if row.last_used_at.is_none_or(|t| now - t > 60_000) {
-        store
-            .execute(
-                "UPDATE api_keys SET last_used_at = $1 WHERE id = $2",
-                args![now, row.id],
-            )
-            .await?;
-    }
     let scopes: Vec<&str> = row.scopes.split(' ').collect();
     Ok(Some(KeyPrincipal {
         id: row.id,
         name: row.name,
         scopes: Scopes::parse_list(&scopes)?,
     }))
+}
+
+/// "Last used" times of keys whose requests succeeded, kept in memory and written by the
+/// housekeeping job: a hot key would otherwise cost a write per request, and a rejected request
+/// must not write at all.
+#[derive(Default)]
+pub struct KeyUsage(std::sync::Mutex<std::collections::HashMap<i64, i64>>);
+
+impl KeyUsage {
+    pub fn record(&self, key_id: i64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(key_id, now_ms());
+    }
+
+    /// Writes the recorded times; returns how many keys were updated.
+    pub async fn flush(&self, store: &Store) -> Result<usize> {
+        let pending: Vec<(i64, i64)> = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.drain().collect()
+        };
+        for (id, at) in &pending {
+            store
+                .execute(
+                    "UPDATE api_keys SET last_used_at = $1
+                     WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+                    args![*at, *id],
+                )
+                .await?;
+        }
+        Ok(pending.len())
+    }
 }

@@ -207,7 +207,7 @@ impl Principal {
     /// How this principal appears in the audit log.
     pub fn actor(&self) -> String {
         match self {
-            Principal::User(u) => format!("user:{}", u.email),
+            Principal::User(u) => audit::Actor::user(&u.email, None).name,
             Principal::Key(k) => format!("key:{}:{}", k.id, k.name),
         }
     }

@@ -30,34 +30,32 @@ impl LoginLimiter {
         }
     }
 
-    /// `Err(seconds)` when any of `keys` has used up its failures in the current window.
-    pub fn check(&self, keys: &[&str]) -> Result<(), u64> {
+    /// Starts a sign-in attempt: `Err(seconds)` when any of `keys` has used up its failures in
+    /// the current window; otherwise the attempt is counted as a failure *now*, under the same
+    /// lock, so parallel guesses cannot all pass the check before any of them is recorded. A
+    /// successful attempt takes its count back with [`LoginLimiter::succeeded`].
+    pub fn begin(&self, keys: &[&str]) -> Result<(), u64> {
         let now = Instant::now();
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let mut wait = Duration::ZERO;
         for key in keys {
-            if let Some(times) = map.get(*key) {
-                let recent: Vec<&Instant> = times
-                    .iter()
-                    .filter(|t| now.duration_since(**t) < self.window)
-                    .collect();
-                if recent.len() >= self.max_failures {
+            if let Some(times) = map.get_mut(*key) {
+                while times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= self.window)
+                {
+                    times.pop_front();
+                }
+                if times.len() >= self.max_failures {
                     // Free again once the oldest failure that still counts leaves the window.
-                    let oldest = recent[recent.len() - self.max_failures];
-                    wait = wait.max(self.window.saturating_sub(now.duration_since(*oldest)));
+                    let oldest = times[times.len() - self.max_failures];
+                    wait = wait.max(self.window.saturating_sub(now.duration_since(oldest)));
                 }
             }
         }
-        if wait.is_zero() {
-            Ok(())
-        } else {
-            Err(wait.as_secs().max(1))
+        if !wait.is_zero() {
+            return Err(wait.as_secs().max(1));
         }
-    }
-
-    pub fn record_failure(&self, keys: &[&str]) {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED_KEYS {
             map.retain(|_, times| {
                 times
@@ -66,26 +64,21 @@ impl LoginLimiter {
             });
         }
         for key in keys {
-            let times = map.entry((*key).to_string()).or_default();
-            while times
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= self.window)
-            {
-                times.pop_front();
-            }
-            times.push_back(now);
-            if times.len() > self.max_failures {
-                times.pop_front();
-            }
+            map.entry((*key).to_string()).or_default().push_back(now);
         }
+        Ok(())
     }
 
-    /// A successful sign-in clears the account's failures (not the address's).
-    pub fn clear(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+    /// The attempt begun for `account` and `others` succeeded: the account's failures are
+    /// cleared, and the provisional count on the other keys (the client address) is taken back.
+    pub fn succeeded(&self, account: &str, others: &[&str]) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(account);
+        for key in others {
+            if let Some(times) = map.get_mut(*key) {
+                times.pop_back();
+            }
+        }
     }
 }
 
@@ -127,23 +120,35 @@ mod tests {
     fn login_failures_lock_out_after_the_limit() {
         let l = LoginLimiter::new(3, Duration::from_secs(60));
         for _ in 0..3 {
-            assert!(l.check(&["a", "ip"]).is_ok());
-            l.record_failure(&["a", "ip"]);
+            assert!(l.begin(&["a", "ip"]).is_ok());
         }
-        let wait = l.check(&["a"]).unwrap_err();
+        let wait = l.begin(&["a"]).unwrap_err();
         assert!((1..=60).contains(&wait));
-        assert!(l.check(&["ip"]).is_err());
-        assert!(l.check(&["b"]).is_ok());
-        l.clear("a");
-        assert!(l.check(&["a"]).is_ok());
+        assert!(l.begin(&["ip"]).is_err());
+        assert!(l.begin(&["b"]).is_ok());
+    }
+
+    #[test]
+    fn success_takes_its_count_back() {
+        let l = LoginLimiter::new(2, Duration::from_secs(60));
+        l.begin(&["a", "ip"]).unwrap();
+        l.begin(&["b", "ip"]).unwrap();
+        l.succeeded("b", &["ip"]);
+        assert!(
+            l.begin(&["c", "ip"]).is_ok(),
+            "the address has one failure, not two"
+        );
+        l.succeeded("c", &["ip"]);
+        l.begin(&["a", "x"]).unwrap();
+        assert!(l.begin(&["a", "y"]).is_err(), "account a has failed twice");
     }
 
     #[test]
     fn failures_expire_with_the_window() {
         let l = LoginLimiter::new(1, Duration::from_millis(1));
-        l.record_failure(&["a"]);
+        l.begin(&["a"]).unwrap();
         std::thread::sleep(Duration::from_millis(5));
-        assert!(l.check(&["a"]).is_ok());
+        assert!(l.begin(&["a"]).is_ok());
     }
 
     #[test]

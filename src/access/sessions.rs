@@ -70,7 +70,7 @@ pub async fn create(
         ],
     )
     .await?;
-    let actor = Actor::new(format!("user:{email}"), actor_addr);
+    let actor = Actor::user(email, actor_addr);
     audit::record(&mut tx, &actor, "session.sign_in", Some(email), None).await?;
     tx.commit().await?;
     Ok(cookie)

@@ -160,6 +160,13 @@ pub async fn set_password(store: &Store, email: &str, password: &str, actor: &Ac
 /// Removes a user; the last admin cannot be removed, so opsdeck is never locked.
 pub async fn delete(store: &Store, id: i64, actor: &Actor) -> Result<()> {
     let mut tx = store.begin().await?;
+    // Take the admin rows (PostgreSQL) or the write lock (SQLite) before counting, so two admins
+    // removing each other at once cannot both see "another admin remains".
+    tx.execute(
+        "UPDATE users SET updated_at = updated_at WHERE role = 'admin'",
+        args![],
+    )
+    .await?;
     let row: Option<UserRow> = tx
         .fetch_optional(
             "SELECT id, email, role, created_at, password_hash FROM users WHERE id = $1",
@@ -187,7 +194,7 @@ pub async fn delete(store: &Store, id: i64, actor: &Actor) -> Result<()> {
 pub async fn list(store: &Store) -> Result<Vec<User>> {
     let rows: Vec<UserRow> = store
         .fetch_all(
-            "SELECT id, email, role, created_at, password_hash FROM users ORDER BY email",
+            "SELECT id, email, role, created_at, '' AS password_hash FROM users ORDER BY email",
             args![],
         )
         .await?;

@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub database_url: String,
     pub db_max_connections: u32,
     pub public_url: String,
+    pub redis_url: String,
+    pub trusted_proxies: Vec<String>,
     pub max_body_bytes: usize,
     pub request_timeout: ConfigDuration,
     pub log_format: LogFormat,
@@ -132,14 +134,6 @@ impl Config {
     pub fn behind_tls(&self) -> bool {
         self.server.public_url.starts_with("https://")
     }
-
-    pub fn listen_addr(&self) -> SocketAddr {
-        // Validated in `Loader::finish`.
-        self.server
-            .listen
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
-    }
 }
 
 /// Accumulates the layers as one TOML table plus, for each key, which layer set it last.
@@ -176,26 +170,16 @@ impl Loader {
     /// Replaces `${VAR}` inside every string value.
     fn interpolate(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
         let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        for (section, value) in self.table.iter_mut() {
-            let Some(section_table) = value.as_table_mut() else {
-                continue;
-            };
-            for (key, value) in section_table.iter_mut() {
-                if let toml::Value::String(s) = value {
-                    let path = format!("{section}.{key}");
-                    *s = interpolate(s, lookup).map_err(|problem| ConfigError::Invalid {
-                        origin: self
-                            .origins
-                            .get(&path)
-                            .cloned()
-                            .unwrap_or_else(|| "defaults".into()),
-                        key: path.clone(),
-                        problem,
-                    })?;
-                }
+        let mut table = std::mem::take(&mut self.table);
+        let result = interpolate_value(&mut table, "", &lookup).map_err(|(key, problem)| {
+            ConfigError::Invalid {
+                origin: self.origin_of(&key),
+                key,
+                problem,
             }
-        }
-        Ok(())
+        });
+        self.table = table;
+        result
     }
 
     /// Applies `OPSDECK_<SECTION>__<KEY>` variables. Other `OPSDECK_*` variables (without `__`)
@@ -346,6 +330,32 @@ impl Loader {
             public.is_empty() || public.starts_with("http://") || public.starts_with("https://"),
             "must be empty or start with http:// or https://",
         )?;
+        let redis = &c.server.redis_url;
+        check(
+            "server.redis_url",
+            redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://"),
+            "must be empty or start with redis:// or rediss://",
+        )?;
+        if let Some(bad) = c
+            .server
+            .trusted_proxies
+            .iter()
+            .find(|p| p.parse::<std::net::IpAddr>().is_err())
+        {
+            check(
+                "server.trusted_proxies",
+                false,
+                &format!("{bad:?} is not an IP address"),
+            )?;
+        }
+        check(
+            "server.log_level",
+            tracing_subscriber::EnvFilter::try_new(&c.server.log_level).is_ok(),
+            &format!(
+                "{:?} is not a log filter; use e.g. \"info\" or \"opsdeck=debug,info\"",
+                c.server.log_level
+            ),
+        )?;
         check(
             "server.max_body_bytes",
             c.server.max_body_bytes >= 1024,
@@ -406,6 +416,43 @@ fn merge(
     }
 }
 
+/// Interpolates every string inside `table`, however deeply nested (arrays of tables such as
+/// `[[monitors]]` included); errors carry the dotted key.
+fn interpolate_value<'a>(
+    table: &mut toml::Table,
+    prefix: &str,
+    lookup: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<(), (String, String)> {
+    fn walk<'a>(
+        value: &mut toml::Value,
+        path: &str,
+        lookup: &impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<(), (String, String)> {
+        match value {
+            toml::Value::String(s) => {
+                *s = interpolate(s, lookup).map_err(|p| (path.to_string(), p))?;
+            }
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    walk(item, &format!("{path}[{i}]"), lookup)?;
+                }
+            }
+            toml::Value::Table(t) => interpolate_value(t, path, lookup)?,
+            _ => {}
+        }
+        Ok(())
+    }
+    for (key, value) in table.iter_mut() {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        walk(value, &path, lookup)?;
+    }
+    Ok(())
+}
+
 /// Expands `${NAME}`; `$${` is a literal `${`. An unset variable is an error, not "".
 fn interpolate<'a>(s: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
@@ -419,7 +466,7 @@ fn interpolate<'a>(s: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> Result<
         } else if let Some(tail) = after.strip_prefix("${") {
             let end = tail
                 .find('}')
-                .ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
+                .ok_or_else(|| "unclosed ${ (write $${ for a literal)".to_string())?;
             let name = &tail[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("invalid variable name {name:?} in ${{…}}"));
@@ -540,6 +587,37 @@ mod tests {
             err.contains("MISSING_VAR") && err.contains("server.database_url"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn arrays_override_from_the_environment_and_interpolate() {
+        let e = env(&[("OPSDECK_SERVER__TRUSTED_PROXIES", "[\"10.0.0.1\", \"::1\"]")]);
+        let c = Config::load(None, &e, &Overrides::default()).unwrap();
+        assert_eq!(c.server.trusted_proxies, ["10.0.0.1", "::1"]);
+        let f = write("[server]\ntrusted_proxies = [\"${PROXY}\"]\n");
+        let c = Config::load(
+            Some(f.path()),
+            &env(&[("PROXY", "10.1.1.1")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.server.trusted_proxies, ["10.1.1.1"]);
+        let err = Config::load(
+            None,
+            &env(&[("OPSDECK_SERVER__TRUSTED_PROXIES", "[\"nope\"]")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.trusted_proxies"), "{err}");
+        let err = Config::load(
+            None,
+            &env(&[("OPSDECK_SERVER__LOG_LEVEL", "info,=[")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.log_level"), "{err}");
     }
 
     #[test]

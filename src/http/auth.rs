@@ -2,7 +2,7 @@
 //! the session cookie for the JSON API, the session cookie for pages, and the CSRF check that
 //! guards every state-changing form and cookie-authenticated API call.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{
     ConnectInfo, Form, FromRequest, FromRequestParts, OptionalFromRequestParts, Request,
@@ -37,17 +37,49 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 #[derive(Debug, Clone)]
 pub struct ClientAddr(pub Option<String>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(a)| a.ip().to_string()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(a)| a.ip());
+        let trusted = &state.config.server.trusted_proxies;
+        Ok(ClientAddr(peer.map(|p| {
+            client_ip(p, &parts.headers, trusted).to_string()
+        })))
     }
+}
+
+/// The client behind any trusted proxies: X-Forwarded-For is believed only when the peer is a
+/// configured proxy, and then read right to left up to the first address that is not one.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[String]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| {
+        trusted
+            .iter()
+            .any(|t| t.parse::<IpAddr>().ok().as_ref() == Some(ip))
+    };
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|ip| ip.trim().parse().ok())
+        .collect();
+    chain
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(chain.first())
+        .copied()
+        .unwrap_or(peer)
 }
 
 impl ClientAddr {
@@ -55,6 +87,11 @@ impl ClientAddr {
         Actor::new(principal.actor(), self.0.clone())
     }
 }
+
+/// Filled by [`Auth`] with the API key that authenticated the request, and read by the
+/// `record_key_use` middleware once the response status is known.
+#[derive(Clone, Default)]
+pub struct UsedKey(pub std::sync::Arc<std::sync::OnceLock<i64>>);
 
 /// An authenticated JSON API caller, already counted against the per-credential rate limit.
 /// 401 without a valid credential; handlers then check the scope they need.
@@ -97,6 +134,9 @@ impl FromRequestParts<AppState> for Auth {
             .api_limiter
             .check(&principal.rate_key())
             .map_err(ApiError::RateLimited)?;
+        if let (Principal::Key(k), Some(slot)) = (&principal, parts.extensions.get::<UsedKey>()) {
+            let _ = slot.0.set(k.id);
+        }
         Ok(Auth(principal))
     }
 }
@@ -154,6 +194,10 @@ impl FromRequestParts<AppState> for AdminPage {
     }
 }
 
+/// For forms whose only field is the CSRF token (sign-out, delete and revoke buttons).
+#[derive(Deserialize)]
+pub struct NoFields {}
+
 #[derive(Deserialize)]
 struct WithCsrf<T> {
     #[serde(default)]
@@ -172,7 +216,7 @@ pub struct CsrfForm<T> {
 
 impl<T> CsrfForm<T> {
     pub fn actor(&self) -> Actor {
-        Actor::new(format!("user:{}", self.user.email), self.client.0.clone())
+        Actor::user(&self.user.email, self.client.0.clone())
     }
 }
 
@@ -208,12 +252,14 @@ pub fn urlencode(s: &str) -> String {
 }
 
 /// Accepts only same-site paths as post-sign-in targets, so `next=` cannot redirect off-site.
+/// Browsers drop tabs and newlines from URLs, so only visible ASCII is allowed, and the second
+/// character may not turn the path into a scheme-relative `//host` or `/\host`.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
             if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.contains('\\')
+                && n.bytes().all(|b| (0x21..=0x7e).contains(&b))
+                && !matches!(n.as_bytes().get(1), Some(b'/' | b'\\'))
                 && !n.contains("://") =>
         {
             n.to_string()
@@ -229,10 +275,34 @@ mod tests {
     #[test]
     fn next_targets_stay_on_site() {
         assert_eq!(safe_next(Some("/settings/keys")), "/settings/keys");
-        for bad in ["//evil.com", "https://evil.com", "/\\evil.com", "evil"] {
+        for bad in [
+            "//evil.com",
+            "https://evil.com",
+            "/\\evil.com",
+            "evil",
+            "/\t/evil.com",
+            "/\n",
+            "/a b",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.2".parse().unwrap());
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let trusted = vec!["10.0.0.1".to_string(), "10.0.0.2".to_string()];
+        assert_eq!(client_ip(proxy, &h, &trusted).to_string(), "203.0.113.9");
+        assert_eq!(
+            client_ip(proxy, &h, &[]),
+            proxy,
+            "untrusted peer: header ignored"
+        );
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
     }
 
     #[test]

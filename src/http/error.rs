@@ -157,7 +157,11 @@ pub async fn render_errors(State(state): State<AppState>, req: Request, next: Ne
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
-    let retry_after = res.headers().get(header::RETRY_AFTER).cloned();
+    // Keep what the original response said (Allow on 405, Retry-After on 429), minus the
+    // headers that described its old body.
+    let mut headers = res.headers().clone();
+    headers.remove(header::CONTENT_TYPE);
+    headers.remove(header::CONTENT_LENGTH);
     let info = match res.extensions().get::<ErrorInfo>() {
         Some(info) => info.clone(),
         None => {
@@ -186,9 +190,10 @@ pub async fn render_errors(State(state): State<AppState>, req: Request, next: Ne
     } else {
         crate::web::error_page(status, &body.code, &body.detail, &body.request_id)
     };
-    if let Some(retry) = retry_after {
-        out.headers_mut().insert(header::RETRY_AFTER, retry);
+    if status == StatusCode::UNAUTHORIZED && wants_json {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    out.headers_mut().extend(headers);
     out
 }
 

@@ -13,8 +13,9 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -65,6 +66,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::access::routes::router())
         .merge(crate::overview::router())
+        .merge(ops::documented())
 }
 
 /// The generated OpenAPI 3.1 document.
@@ -98,6 +100,15 @@ pub fn router(state: AppState) -> Router {
                     state.clone(),
                     error::render_errors,
                 ))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    record_key_use,
+                ))
+                // A panicking handler becomes a logged 500 with a request id, not a dropped
+                // connection.
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::Internal("handler panicked".into()).into_response()
+                }))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     config.request_timeout.0,
@@ -139,6 +150,18 @@ fn log_request(status: StatusCode, elapsed: Duration) {
     } else {
         tracing::debug!(status = status.as_u16(), ms, "request finished");
     }
+}
+
+/// Middleware: notes the API key's last use, but only for requests that succeeded, so a rejected
+/// request leaves no trace in the store.
+async fn record_key_use(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let slot = auth::UsedKey::default();
+    req.extensions_mut().insert(slot.clone());
+    let res = next.run(req).await;
+    if let (true, Some(id)) = (res.status().is_success(), slot.0.get()) {
+        state.key_usage.record(*id);
+    }
+    res
 }
 
 /// Middleware: headers every response carries. Pages load only our own script and style, and

@@ -8,46 +8,86 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::store::MIGRATION_COUNT;
 
+/// The JSON probes, documented in the OpenAPI document like every other JSON route.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+/// Text endpoints (metrics, the OpenAPI document itself).
 pub fn router(openapi_json: String) -> Router<AppState> {
     let doc = Arc::new(openapi_json);
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route(
-            "/api/openapi.json",
-            get(move || {
-                let doc = doc.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "application/json")],
-                        doc.as_str().to_owned(),
-                    )
-                }
-            }),
-        )
+    Router::new().route("/metrics", get(metrics)).route(
+        "/api/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    doc.as_str().to_owned(),
+                )
+            }
+        }),
+    )
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    status: &'static str,
+    version: &'static str,
 }
 
 /// The process is up and serving HTTP; says nothing about dependencies.
-async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    /// `ready` or `not_ready`.
+    status: &'static str,
+    /// `ok` or `unreachable` (details go to the server log, not to this unauthenticated route).
+    database: &'static str,
+    /// `sqlite` or `postgres`.
+    backend: &'static str,
+    /// e.g. `1/1 applied`.
+    migrations: String,
 }
 
 /// Ready for traffic: the database answers and every migration this binary knows is applied.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let (ready, database, migrations) = match state.store.ping().await {
-        Err(e) => (false, format!("unreachable: {e}"), "unknown".to_string()),
+        Err(e) => {
+            // The detail goes to the log only: /readyz answers without credentials.
+            tracing::warn!(error = %e, "readiness check: database unreachable");
+            (false, "unreachable", "unknown".to_string())
+        }
         Ok(()) => match state.store.applied_migrations().await {
-            Ok(n) if n >= MIGRATION_COUNT => {
-                (true, "ok".into(), format!("{n}/{MIGRATION_COUNT} applied"))
+            Ok(n) => (
+                n >= MIGRATION_COUNT,
+                "ok",
+                format!("{n}/{MIGRATION_COUNT} applied"),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness check: cannot read migrations");
+                (false, "ok", "unknown".to_string())
             }
-            Ok(n) => (false, "ok".into(), format!("{n}/{MIGRATION_COUNT} applied")),
-            Err(e) => (false, "ok".into(), format!("unknown: {e}")),
         },
     };
     let status = if ready {
@@ -55,15 +95,13 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        axum::Json(json!({
-            "status": if ready { "ready" } else { "not_ready" },
-            "database": database,
-            "backend": state.store.backend().as_str(),
-            "migrations": migrations,
-        })),
-    )
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        database,
+        backend: state.store.backend().as_str(),
+        migrations,
+    };
+    (status, axum::Json(body))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

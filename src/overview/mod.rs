@@ -83,14 +83,15 @@ pub struct OverviewQuery {
 /// Parses `30d` / `24h` into seconds; 1 hour to 3 years.
 pub fn parse_period(s: &str) -> Result<i64, String> {
     let bad = || format!("period {s:?} must look like 30d or 24h (1h to 1095d)");
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "d" => n.checked_mul(86_400),
-        "h" => n.checked_mul(3_600),
-        _ => None,
-    }
-    .ok_or_else(bad)?;
+    let (digits, unit_secs) = if let Some(d) = s.strip_suffix('d') {
+        (d, 86_400)
+    } else if let Some(h) = s.strip_suffix('h') {
+        (h, 3_600)
+    } else {
+        return Err(bad());
+    };
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    let secs = n.checked_mul(unit_secs).ok_or_else(bad)?;
     if !(3_600..=1095 * 86_400).contains(&secs) {
         return Err(bad());
     }
@@ -143,7 +144,9 @@ mod tests {
     fn periods_parse_within_bounds() {
         assert_eq!(parse_period("30d").unwrap(), 30 * 86_400);
         assert_eq!(parse_period("24h").unwrap(), 86_400);
-        for bad in ["", "d", "30", "0d", "-1d", "30w", "99999d", "1.5d"] {
+        for bad in [
+            "", "d", "30", "0d", "-1d", "30w", "99999d", "1.5d", "é", "3é",
+        ] {
             assert!(parse_period(bad).is_err(), "{bad}");
         }
     }

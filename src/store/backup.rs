@@ -27,7 +27,11 @@ pub async fn backup_sqlite(store: &Store, target: &Path) -> Result<u64> {
         .ok_or_else(|| StoreError::Backup(format!("{} is not valid UTF-8", target.display())))?;
     store.execute("VACUUM INTO $1", args![target_str]).await?;
 
-    let copy = Store::connect(&format!("sqlite://{target_str}"), &Default::default()).await?;
+    let opts = super::ConnectOptions {
+        create_if_missing: false,
+        ..Default::default()
+    };
+    let copy = Store::connect(&format!("sqlite://{target_str}"), &opts).await?;
     let check: (String,) = copy.fetch_one("PRAGMA integrity_check", args![]).await?;
     copy.close().await;
     if check.0 != "ok" {

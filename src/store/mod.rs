@@ -230,6 +230,9 @@ enum Pool {
 pub struct ConnectOptions {
     pub max_connections: u32,
     pub busy_timeout: Duration,
+    /// Create a missing SQLite file (true for `serve`; false for tools that must find an
+    /// existing store, such as `backup`).
+    pub create_if_missing: bool,
 }
 
 impl Default for ConnectOptions {
@@ -237,6 +240,7 @@ impl Default for ConnectOptions {
         Self {
             max_connections: 8,
             busy_timeout: Duration::from_secs(5),
+            create_if_missing: true,
         }
     }
 }
@@ -258,6 +262,13 @@ impl Store {
                     .await?,
             )
         } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if !opts.create_if_missing && !Path::new(path).exists() {
+                return Err(StoreError::BadUrl {
+                    url: url.to_string(),
+                    reason: "no SQLite store at this path (check --data-dir / --database-url)"
+                        .into(),
+                });
+            }
             Pool::Sqlite(Self::sqlite_pool(Path::new(path), opts).await?)
         } else {
             return Err(StoreError::BadUrl {
@@ -273,7 +284,7 @@ impl Store {
         // synchronous=FULL makes every acknowledged commit survive power loss, not only a crash.
         let co = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
+            .create_if_missing(opts.create_if_missing)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)

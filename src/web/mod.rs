@@ -113,15 +113,7 @@ pub fn error_page(status: StatusCode, code: &str, detail: &str, request_id: &str
         detail,
         request_id,
     };
-    match askama::Template::render(&page) {
-        Ok(html) => (
-            status,
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            html,
-        )
-            .into_response(),
-        Err(_) => (status, format!("{code}: {detail} (request {request_id})")).into_response(),
-    }
+    render(status, &page)
 }
 
 async fn css() -> impl IntoResponse {
@@ -144,11 +136,17 @@ async fn js() -> impl IntoResponse {
     )
 }
 
+/// The same for optional timestamps ("—" when absent).
+pub fn fmt_opt_ms(ms: &Option<i64>) -> String {
+    ms.as_ref().map(fmt_ms).unwrap_or_else(|| "—".into())
+}
+
 /// Formats a UTC millisecond timestamp for tables: `2026-11-23 10:57:03 UTC`.
-pub fn fmt_ms(ms: i64) -> String {
+/// Takes a reference because askama passes template values by reference.
+pub fn fmt_ms(ms: &i64) -> String {
     let fmt =
         time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(*ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&fmt).ok())
         .unwrap_or_else(|| "—".into())

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{Chrome, fmt_ms, render};
+use super::{Chrome, render};
 use crate::access::audit::{self, AuditEntry};
 use crate::access::keys::{self, ApiKey};
 use crate::access::secrets::{self, Secret, SecretInfo};
@@ -15,7 +15,7 @@ use crate::access::users::{self, User};
 use crate::access::{AccessError, Role, Scopes};
 use crate::app::AppState;
 use crate::http::ApiError;
-use crate::http::auth::{AdminPage, CsrfForm};
+use crate::http::auth::{AdminPage, CsrfForm, NoFields};
 
 type PageResult = Result<Response, ApiError>;
 
@@ -90,13 +90,10 @@ pub async fn add_user(State(state): State<AppState>, form: CsrfForm<AddUser>) ->
     }
 }
 
-#[derive(Deserialize)]
-pub struct Empty {}
-
 pub async fn delete_user(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    form: CsrfForm<Empty>,
+    form: CsrfForm<NoFields>,
 ) -> PageResult {
     require_admin(&form.user)?;
     match users::delete(&state.store, id, &form.actor()).await {
@@ -176,7 +173,7 @@ pub async fn create_key(State(state): State<AppState>, form: CsrfForm<CreateKey>
 pub async fn revoke_key(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    form: CsrfForm<Empty>,
+    form: CsrfForm<NoFields>,
 ) -> PageResult {
     require_admin(&form.user)?;
     match keys::revoke(&state.store, id, &form.actor()).await {
@@ -305,29 +302,5 @@ fn require_admin(user: &SessionUser) -> Result<(), ApiError> {
         Err(ApiError::Forbidden(
             "only admins can change settings".into(),
         ))
-    }
-}
-
-impl UsersPage {
-    fn when(&self, ms: &i64) -> String {
-        fmt_ms(*ms)
-    }
-}
-
-impl KeysPage {
-    fn when(&self, ms: &Option<i64>) -> String {
-        ms.map(fmt_ms).unwrap_or_else(|| "—".into())
-    }
-}
-
-impl AuditPage {
-    fn when(&self, ms: &i64) -> String {
-        fmt_ms(*ms)
-    }
-}
-
-impl SecretsPage {
-    fn when(&self, ms: &i64) -> String {
-        fmt_ms(*ms)
     }
 }

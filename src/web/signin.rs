@@ -10,11 +10,10 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::render;
-use crate::access::audit::Actor;
 use crate::access::{AccessError, random_token, sessions, users};
 use crate::app::AppState;
 use crate::http::ApiError;
-use crate::http::auth::{ClientAddr, CsrfForm, PageUser, cookie, safe_next};
+use crate::http::auth::{ClientAddr, CsrfForm, NoFields, PageUser, cookie, safe_next};
 
 const LOGIN_CSRF_COOKIE: &str = "opsdeck_login_csrf";
 
@@ -32,15 +31,28 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-fn with_login_cookie(mut res: Response, token: &str, secure: bool) -> Response {
-    let value = format!(
-        "{LOGIN_CSRF_COOKIE}={token}; Path=/signin; HttpOnly; SameSite=Strict; Max-Age=3600{}",
-        if secure { "; Secure" } else { "" }
+/// Appends a `Set-Cookie` that is always HttpOnly, `Secure` when opsdeck is served over TLS,
+/// and removed when `max_age` is 0.
+fn set_cookie(
+    res: &mut Response,
+    state: &AppState,
+    name: &str,
+    value: &str,
+    path: &str,
+    same_site: &str,
+    max_age: u64,
+) {
+    let secure = if state.config.behind_tls() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let line = format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}"
     );
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Ok(v) = HeaderValue::from_str(&line) {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
-    res
 }
 
 fn signin_page(
@@ -51,13 +63,25 @@ fn signin_page(
     error: Option<&'static str>,
 ) -> Response {
     let token = random_token(24);
-    let page = SigninPage {
-        csrf_token: token.clone(),
-        next,
-        email,
-        error,
-    };
-    with_login_cookie(render(status, &page), &token, state.config.behind_tls())
+    let mut res = render(
+        status,
+        &SigninPage {
+            csrf_token: token.clone(),
+            next,
+            email,
+            error,
+        },
+    );
+    set_cookie(
+        &mut res,
+        state,
+        LOGIN_CSRF_COOKIE,
+        &token,
+        "/signin",
+        "Strict",
+        3600,
+    );
+    res
 }
 
 pub async fn show(
@@ -98,12 +122,12 @@ pub async fn submit(
     let address = format!("address:{}", client.0.as_deref().unwrap_or("unknown"));
     state
         .login_limiter
-        .check(&[&account, &address])
+        .begin(&[&account, &address])
         .map_err(ApiError::RateLimited)?;
 
     match users::verify_login(&state.store, &f.email, &f.password).await {
         Ok(user) => {
-            state.login_limiter.clear(&account);
+            state.login_limiter.succeeded(&account, &[&address]);
             let ua = headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
@@ -118,30 +142,29 @@ pub async fn submit(
                 ua,
             )
             .await?;
-            let cookie = format!(
-                "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
-                sessions::COOKIE_NAME,
-                ttl.as_secs(),
-                if state.config.behind_tls() {
-                    "; Secure"
-                } else {
-                    ""
-                }
-            );
             let mut res = Redirect::to(&next).into_response();
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                res.headers_mut().append(header::SET_COOKIE, v);
-            }
+            set_cookie(
+                &mut res,
+                &state,
+                sessions::COOKIE_NAME,
+                &value,
+                "/",
+                "Lax",
+                ttl.as_secs(),
+            );
             // The login token has done its job.
-            if let Ok(v) =
-                HeaderValue::from_str(&format!("{LOGIN_CSRF_COOKIE}=; Path=/signin; Max-Age=0"))
-            {
-                res.headers_mut().append(header::SET_COOKIE, v);
-            }
+            set_cookie(
+                &mut res,
+                &state,
+                LOGIN_CSRF_COOKIE,
+                "",
+                "/signin",
+                "Strict",
+                0,
+            );
             Ok(res)
         }
         Err(AccessError::BadCredentials) => {
-            state.login_limiter.record_failure(&[&account, &address]);
             tracing::info!(address = ?client.0, "failed sign-in");
             Ok(signin_page(
                 &state,
@@ -155,22 +178,12 @@ pub async fn submit(
     }
 }
 
-#[derive(Deserialize)]
-pub struct NoFields {}
-
 pub async fn signout(
     State(state): State<AppState>,
     form: CsrfForm<NoFields>,
 ) -> Result<Response, ApiError> {
-    let actor: Actor = form.actor();
-    sessions::destroy(&state.store, &form.user, &actor).await?;
+    sessions::destroy(&state.store, &form.user, &form.actor()).await?;
     let mut res = Redirect::to("/signin").into_response();
-    let clear = format!(
-        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
-        sessions::COOKIE_NAME
-    );
-    if let Ok(v) = HeaderValue::from_str(&clear) {
-        res.headers_mut().append(header::SET_COOKIE, v);
-    }
+    set_cookie(&mut res, &state, sessions::COOKIE_NAME, "", "/", "Lax", 0);
     Ok(res)
 }

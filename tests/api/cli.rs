@@ -209,4 +209,180 @@ fn users_and_keys_from_the_command_line() {
     );
     let out = opsdeck(&["--data-dir", d, "key", "revoke", "1"], dir.path(), None);
     assert!(!out.status.success() && text(&out).1.contains("not found"));
+
+    // A mistyped data directory is reported, not silently backed up as an empty store.
+    let missing = dir.path().join("no-such-dir");
+    let out = opsdeck(
+        &["--data-dir", missing.to_str().unwrap(), "backup", "x.db"],
+        dir.path(),
+        None,
+    );
+    assert!(
+        !out.status.success() && text(&out).1.contains("no SQLite store"),
+        "{:?}",
+        text(&out)
+    );
+    assert!(!missing.exists());
+}
+
+/// Reads the child's stdout until a line containing `marker`; returns the lines read so far.
+fn read_until(reader: &mut impl std::io::BufRead, marker: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let done = line.contains(marker);
+        lines.push(line.trim_end().to_string());
+        if done {
+            return lines;
+        }
+    }
+    panic!("never saw {marker:?}; got {lines:?}");
+}
+
+fn url_in(lines: &[String]) -> String {
+    let line = lines.iter().find(|l| l.contains("http://")).unwrap();
+    line[line.find("http://").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().ok();
+    panic!("opsdeck did not stop within 10 s of SIGTERM");
+}
+
+#[tokio::test]
+async fn serve_bootstraps_an_admin_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsdeck"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("OPSDECK_ADMIN_EMAIL", "boss@example.com")
+        .env_remove("OPSDECK_ADMIN_PASSWORD")
+        .env_remove("OPSDECK_MASTER_KEY")
+        .env_remove("OPSDECK_SERVER__DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let lines = read_until(&mut out, "listening on");
+    let password = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("Password (shown once): "))
+        .expect("generated admin password printed once")
+        .to_string();
+    let base = url_in(&lines);
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
+
+    let client = crate::helpers::browser();
+    let page = client
+        .get(format!("{base}/signin"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = crate::helpers::csrf_from(&page);
+    let res = client
+        .post(format!("{base}/signin"))
+        .form(&[
+            ("email", "boss@example.com"),
+            ("password", password.as_str()),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        reqwest::StatusCode::SEE_OTHER,
+        "the printed password works"
+    );
+
+    let status = sigterm_and_wait(&mut child);
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0, got {status:?}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "master key file created private");
+    }
+}
+
+#[tokio::test]
+async fn demo_prints_a_working_login() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsdeck"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let lines = read_until(&mut out, "Press Ctrl-C");
+    let base = url_in(&lines);
+    let field = |name: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .expect(name)
+    };
+    let (email, password) = (field("sign in as"), field("password"));
+    let data_dir = std::path::PathBuf::from(field("data").split(" (").next().unwrap());
+    assert!(data_dir.exists());
+
+    let client = crate::helpers::browser();
+    let page = client
+        .get(format!("{base}/signin"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = crate::helpers::csrf_from(&page);
+    let res = client
+        .post(format!("{base}/signin"))
+        .form(&[
+            ("email", email.as_str()),
+            ("password", password.as_str()),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::SEE_OTHER);
+    let overview = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(overview.status(), reqwest::StatusCode::OK);
+
+    assert!(sigterm_and_wait(&mut child).success());
+    assert!(
+        !data_dir.exists(),
+        "the demo's temporary store is removed on exit"
+    );
 }
