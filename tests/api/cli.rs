@@ -293,25 +293,7 @@ async fn serve_bootstraps_an_admin_and_stops_gracefully_on_sigterm() {
     assert_eq!(ready.status(), reqwest::StatusCode::OK);
 
     let client = crate::helpers::browser();
-    let page = client
-        .get(format!("{base}/signin"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let token = crate::helpers::csrf_from(&page);
-    let res = client
-        .post(format!("{base}/signin"))
-        .form(&[
-            ("email", "boss@example.com"),
-            ("password", password.as_str()),
-            ("csrf_token", &token),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = crate::helpers::sign_in_at(&base, &client, "boss@example.com", &password).await;
     assert_eq!(
         res.status(),
         reqwest::StatusCode::SEE_OTHER,
@@ -357,25 +339,7 @@ async fn demo_prints_a_working_login() {
     assert!(data_dir.exists());
 
     let client = crate::helpers::browser();
-    let page = client
-        .get(format!("{base}/signin"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let token = crate::helpers::csrf_from(&page);
-    let res = client
-        .post(format!("{base}/signin"))
-        .form(&[
-            ("email", email.as_str()),
-            ("password", password.as_str()),
-            ("csrf_token", &token),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = crate::helpers::sign_in_at(&base, &client, &email, &password).await;
     assert_eq!(res.status(), reqwest::StatusCode::SEE_OTHER);
     let overview = client.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(overview.status(), reqwest::StatusCode::OK);

@@ -254,11 +254,21 @@ pub async fn sign_in(
     email: &str,
     password: &str,
 ) -> reqwest::Response {
-    let page = client.get(app.url("/signin")).send().await.unwrap();
+    sign_in_at(&app.base, client, email, password).await
+}
+
+/// The same against any running opsdeck (e.g. one started as a separate process).
+pub async fn sign_in_at(
+    base: &str,
+    client: &reqwest::Client,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    let page = client.get(format!("{base}/signin")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let token = csrf_from(&page.text().await.unwrap());
     client
-        .post(app.url("/signin"))
+        .post(format!("{base}/signin"))
         .form(&[
             ("email", email),
             ("password", password),
