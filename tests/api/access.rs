@@ -386,3 +386,46 @@ async fn admins_manage_users_in_settings(app: &TestApp) {
     assert!(audit.contains("user.create") && audit.contains("user:admin@example.com"));
 }
 dual_test!(admins_manage_users_in_settings);
+
+async fn secrets_are_set_from_settings(app: &TestApp) {
+    let client = browser();
+    let token = sign_in_admin(app, &client).await;
+    let res = client
+        .post(app.url("/settings/integrations"))
+        .form(&[
+            ("name", "Not Valid"),
+            ("value", "x"),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = client
+        .post(app.url("/settings/integrations"))
+        .form(&[
+            ("name", "twilio.auth_token"),
+            ("value", "tw-secret-123456"),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = client
+        .get(app.url("/settings/integrations"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("twilio.auth_token") && !page.contains("tw-secret-123456"));
+    let stored =
+        opsdeck::access::secrets::get(&app.state.store, &app.state.master_key, "twilio.auth_token")
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(stored.expose(), "tw-secret-123456");
+}
+dual_test!(secrets_are_set_from_settings);

@@ -68,5 +68,10 @@ fn drive(base: &str, profile: PathBuf) -> anyhow::Result<(String, usize, String)
     let title = tab.find_element("main h1")?.get_inner_text()?;
     let cards = tab.find_elements("#overview-cards .card")?.len();
     let who = tab.find_element("header .who span")?.get_inner_text()?;
+    // The embedded script runs under the CSP: it adds CSV export to Settings tables.
+    tab.navigate_to(&format!("{base}/settings/audit"))?
+        .wait_until_navigated()?;
+    let export = tab.wait_for_element("button.export")?.get_inner_text()?;
+    anyhow::ensure!(export == "Export CSV", "export button says {export:?}");
     Ok((title, cards, who))
 }

@@ -277,8 +277,11 @@ async fn serve_bootstraps_an_admin_and_stops_gracefully_on_sigterm() {
         .env_remove("OPSDECK_ADMIN_PASSWORD")
         .env_remove("OPSDECK_MASTER_KEY")
         .env_remove("OPSDECK_SERVER__DATABASE_URL")
+        .env("OPSDECK_SERVER__LOG_FORMAT", "json")
+        .env("OPSDECK_SERVER__LOG_LEVEL", "opsdeck=debug,warn")
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("log.jsonl")).unwrap())
         .spawn()
         .unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -291,6 +294,10 @@ async fn serve_bootstraps_an_admin_and_stops_gracefully_on_sigterm() {
     let base = url_in(&lines);
     let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
     assert_eq!(ready.status(), reqwest::StatusCode::OK);
+    let request_id = ready.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
 
     let client = crate::helpers::browser();
     let res = crate::helpers::sign_in_at(&base, &client, "boss@example.com", &password).await;
@@ -304,6 +311,25 @@ async fn serve_bootstraps_an_admin_and_stops_gracefully_on_sigterm() {
     assert!(
         status.success(),
         "graceful shutdown exits 0, got {status:?}"
+    );
+
+    // Structured logs: one JSON object per line, the request's line tagged with its id.
+    let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "request finished"
+                && e["span"]["request_id"] == request_id.as_str()
+                && e["span"]["path"] == "/readyz"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&password),
+        "the generated password never reaches the log"
     );
     #[cfg(unix)]
     {
