@@ -429,3 +429,30 @@ async fn secrets_are_set_from_settings(app: &TestApp) {
     assert_eq!(stored.expose(), "tw-secret-123456");
 }
 dual_test!(secrets_are_set_from_settings);
+
+#[tokio::test]
+async fn behind_tls_cookies_are_secure_and_hsts_is_sent() {
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.server.public_url = "https://ops.example.com".into()
+    })
+    .await
+    .unwrap();
+    let client = browser();
+    let res = sign_in(&app, &client, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("opsdeck_session="))
+        .unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(
+        res.headers()["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .starts_with("max-age=")
+    );
+    app.finish().await;
+}
