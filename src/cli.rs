@@ -122,6 +122,12 @@ pub enum ConfigCommand {
     PrintDefault,
 }
 
+/// A command line that parses but asks for something the command cannot do (exit code 2, like
+/// clap's own usage errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -139,7 +145,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<ConfigError>().is_some() {
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else if e.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(78)
             } else {
                 ExitCode::FAILURE
@@ -180,7 +188,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { listen } => serve(load_config(&cli.store, listen)?).await,
-        Command::Demo { listen } => demo(listen).await,
+        Command::Demo { listen } => {
+            let s = &cli.store;
+            if s.config.is_some() || s.data_dir.is_some() || s.database_url.is_some() {
+                return Err(UsageError(
+                    "demo always runs on a fresh temporary SQLite store; drop --config, --data-dir and \
+                     --database-url (use `opsdeck serve` for a real store)"
+                        .into(),
+                )
+                .into());
+            }
+            demo(listen).await
+        }
         Command::Migrate => {
             let config = load_config(&cli.store, None)?;
             let store = open_store(&config).await?;

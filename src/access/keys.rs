@@ -211,21 +211,41 @@ impl KeyUsage {
         map.insert(key_id, now_ms());
     }
 
-    /// Writes the recorded times; returns how many keys were updated.
+    /// Writes the recorded times in one transaction; returns how many keys were updated. On
+    /// failure the times are put back (keeping the newer of two), to be written next time.
     pub async fn flush(&self, store: &Store) -> Result<usize> {
         let pending: Vec<(i64, i64)> = {
             let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
             map.drain().collect()
         };
-        for (id, at) in &pending {
-            store
-                .execute(
-                    "UPDATE api_keys SET last_used_at = $1
-                     WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
-                    args![*at, *id],
-                )
-                .await?;
+        if pending.is_empty() {
+            return Ok(0);
         }
-        Ok(pending.len())
+        match write_last_used(store, &pending).await {
+            Ok(()) => Ok(pending.len()),
+            Err(e) => {
+                let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                for (id, at) in pending {
+                    map.entry(id)
+                        .and_modify(|t| *t = (*t).max(at))
+                        .or_insert(at);
+                }
+                Err(e)
+            }
+        }
     }
+}
+
+async fn write_last_used(store: &Store, pending: &[(i64, i64)]) -> Result<()> {
+    let mut tx = store.begin().await?;
+    for (id, at) in pending {
+        tx.execute(
+            "UPDATE api_keys SET last_used_at = $1
+             WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+            args![*at, *id],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }

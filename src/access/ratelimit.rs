@@ -32,9 +32,11 @@ impl LoginLimiter {
 
     /// Starts a sign-in attempt: `Err(seconds)` when any of `keys` has used up its failures in
     /// the current window; otherwise the attempt is counted as a failure *now*, under the same
-    /// lock, so parallel guesses cannot all pass the check before any of them is recorded. A
-    /// successful attempt takes its count back with [`LoginLimiter::succeeded`].
-    pub fn begin(&self, keys: &[&str]) -> Result<(), u64> {
+    /// lock, so parallel guesses cannot all pass the check before any of them is recorded.
+    /// The returned guard takes exactly that count back when dropped, unless
+    /// [`LoginAttempt::failed`] confirms it; so a success, a server error or an abandoned
+    /// request never counts against anyone.
+    pub fn begin<'a>(&'a self, keys: &[&str]) -> Result<LoginAttempt<'a>, u64> {
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let mut wait = Duration::ZERO;
@@ -66,17 +68,53 @@ impl LoginLimiter {
         for key in keys {
             map.entry((*key).to_string()).or_default().push_back(now);
         }
-        Ok(())
+        Ok(LoginAttempt {
+            limiter: self,
+            at: now,
+            keys: keys.iter().map(|k| (*k).to_string()).collect(),
+            confirmed: false,
+        })
     }
 
-    /// The attempt begun for `account` and `others` succeeded: the account's failures are
-    /// cleared, and the provisional count on the other keys (the client address) is taken back.
-    pub fn succeeded(&self, account: &str, others: &[&str]) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(account);
-        for key in others {
-            if let Some(times) = map.get_mut(*key) {
-                times.pop_back();
+    /// Clears every failure recorded for `key` (an account that just signed in).
+    pub fn clear(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+/// A sign-in attempt in progress, provisionally counted as a failure.
+pub struct LoginAttempt<'a> {
+    limiter: &'a LoginLimiter,
+    at: Instant,
+    keys: Vec<String>,
+    confirmed: bool,
+}
+
+impl LoginAttempt<'_> {
+    /// The credentials were wrong: the failure stays counted.
+    pub fn failed(mut self) {
+        self.confirmed = true;
+    }
+}
+
+impl Drop for LoginAttempt<'_> {
+    fn drop(&mut self) {
+        if self.confirmed {
+            return;
+        }
+        let mut map = self
+            .limiter
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for key in &self.keys {
+            if let Some(times) = map.get_mut(key)
+                && let Some(i) = times.iter().rposition(|t| *t == self.at)
+            {
+                times.remove(i);
             }
         }
     }
@@ -120,33 +158,38 @@ mod tests {
     fn login_failures_lock_out_after_the_limit() {
         let l = LoginLimiter::new(3, Duration::from_secs(60));
         for _ in 0..3 {
-            assert!(l.begin(&["a", "ip"]).is_ok());
+            l.begin(&["a", "ip"]).unwrap().failed();
         }
-        let wait = l.begin(&["a"]).unwrap_err();
+        let wait = l.begin(&["a"]).err().unwrap();
         assert!((1..=60).contains(&wait));
         assert!(l.begin(&["ip"]).is_err());
         assert!(l.begin(&["b"]).is_ok());
     }
 
     #[test]
-    fn success_takes_its_count_back() {
+    fn attempts_in_flight_count_and_unconfirmed_ones_are_taken_back() {
         let l = LoginLimiter::new(2, Duration::from_secs(60));
-        l.begin(&["a", "ip"]).unwrap();
-        l.begin(&["b", "ip"]).unwrap();
-        l.succeeded("b", &["ip"]);
+        let first = l.begin(&["a", "ip"]).unwrap();
+        let second = l.begin(&["b", "ip"]).unwrap();
         assert!(
-            l.begin(&["c", "ip"]).is_ok(),
-            "the address has one failure, not two"
+            l.begin(&["c", "ip"]).is_err(),
+            "two attempts in flight use up the address"
         );
-        l.succeeded("c", &["ip"]);
-        l.begin(&["a", "x"]).unwrap();
-        assert!(l.begin(&["a", "y"]).is_err(), "account a has failed twice");
+        drop(second); // succeeded, or the request was abandoned
+        first.failed();
+        let third = l.begin(&["c", "ip"]).unwrap();
+        assert!(l.begin(&["d", "ip"]).is_err());
+        drop(third);
+        assert!(
+            l.begin(&["d", "ip"]).is_ok(),
+            "only the confirmed failure remains"
+        );
     }
 
     #[test]
     fn failures_expire_with_the_window() {
         let l = LoginLimiter::new(1, Duration::from_millis(1));
-        l.begin(&["a"]).unwrap();
+        l.begin(&["a"]).unwrap().failed();
         std::thread::sleep(Duration::from_millis(5));
         assert!(l.begin(&["a"]).is_ok());
     }

@@ -107,6 +107,7 @@ impl Config {
         loader.interpolate(env)?;
         loader.env_overrides(env)?;
         loader.overrides(overrides);
+        loader.coerce()?;
         loader.finish()
     }
 
@@ -206,31 +207,60 @@ impl Loader {
                 .and_then(|s| s.as_table_mut())
                 .and_then(|s| s.get_mut(&key))
                 .ok_or_else(|| invalid("no such configuration key".into()))?;
-            // Parse according to the type the default has, so "8" stays a number and
-            // "0.0.0.0:80" stays a string.
+            // Arrays are written as TOML; everything else is taken as text here and given the
+            // default's type by `coerce`, which also serves `${VAR}` values from the file.
             *slot = match slot {
-                toml::Value::Integer(_) => toml::Value::Integer(
-                    raw.trim()
-                        .parse()
-                        .map_err(|_| invalid(format!("expected an integer, got {raw:?}")))?,
-                ),
-                toml::Value::Boolean(_) => toml::Value::Boolean(
-                    raw.trim()
-                        .parse()
-                        .map_err(|_| invalid(format!("expected true or false, got {raw:?}")))?,
-                ),
-                toml::Value::Array(_) => raw
-                    .parse::<toml::Value>()
-                    .ok()
-                    .filter(|v| v.is_array())
-                    .ok_or_else(|| {
-                    invalid(format!(
-                        "expected a TOML array such as [\"a\"], got {raw:?}"
-                    ))
-                })?,
+                toml::Value::Array(_) => {
+                    raw.parse::<toml::Value>()
+                        .ok()
+                        .filter(|v| v.is_array())
+                        .ok_or_else(|| invalid("expected a TOML array such as [\"a\"]".into()))?
+                }
                 _ => toml::Value::String(raw.clone()),
             };
             self.origins.insert(path, origin);
+        }
+        Ok(())
+    }
+
+    /// Gives text values the type their default has, so `"8"` (from `${VAR}` or an environment
+    /// variable) becomes a number while `"0.0.0.0:80"` stays text.
+    fn coerce(&mut self) -> Result<(), ConfigError> {
+        let defaults: toml::Table = DEFAULT_TOML.parse().unwrap_or_default();
+        for (section, default_section) in &defaults {
+            let (Some(default_section), Some(current)) = (
+                default_section.as_table(),
+                self.table.get_mut(section).and_then(|s| s.as_table_mut()),
+            ) else {
+                continue;
+            };
+            for (key, default) in default_section {
+                let Some(toml::Value::String(raw)) = current.get(key) else {
+                    continue;
+                };
+                let path = format!("{section}.{key}");
+                let (parsed, expected) = match default {
+                    toml::Value::Integer(_) => (
+                        raw.trim().parse().ok().map(toml::Value::Integer),
+                        "an integer",
+                    ),
+                    toml::Value::Boolean(_) => (
+                        raw.trim().parse().ok().map(toml::Value::Boolean),
+                        "true or false",
+                    ),
+                    _ => continue,
+                };
+                let value = parsed.ok_or_else(|| ConfigError::Invalid {
+                    origin: self
+                        .origins
+                        .get(&path)
+                        .cloned()
+                        .unwrap_or_else(|| "configuration".into()),
+                    key: path.clone(),
+                    problem: format!("expected {expected}, got {raw:?}"),
+                })?;
+                current.insert(key.clone(), value);
+            }
         }
         Ok(())
     }
@@ -262,18 +292,25 @@ impl Loader {
         }
     }
 
+    /// Which layer set `key`, or the closest enclosing key (`server.trusted_proxies[0]` →
+    /// `server.trusted_proxies` → `server`); a section is reported against whatever set any of
+    /// its keys.
     fn origin_of(&self, key: &str) -> String {
-        // A problem inside a section (e.g. an unknown key) is reported against the file.
-        self.origins
-            .get(key)
-            .or_else(|| {
-                self.origins
-                    .iter()
-                    .find(|(k, _)| k.starts_with(key))
-                    .map(|(_, v)| v)
-            })
-            .cloned()
-            .unwrap_or_else(|| "configuration".into())
+        let mut k = key;
+        while !k.is_empty() {
+            if let Some(origin) = self.origins.get(k) {
+                return origin.clone();
+            }
+            let prefix = format!("{k}.");
+            if let Some((_, origin)) = self.origins.iter().find(|(o, _)| o.starts_with(&prefix)) {
+                return origin.clone();
+            }
+            k = match k.rfind(['.', '[']) {
+                Some(i) => &k[..i],
+                None => "",
+            };
+        }
+        "configuration".into()
     }
 
     fn finish(self) -> Result<Config, ConfigError> {
@@ -618,6 +655,38 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("server.log_level"), "{err}");
+    }
+
+    #[test]
+    fn whole_value_variables_take_the_keys_type() {
+        let f = write("[server]\ndb_max_connections = \"${POOL}\"\n");
+        let c = Config::load(
+            Some(f.path()),
+            &env(&[("POOL", "12")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.server.db_max_connections, 12);
+        let err = Config::load(
+            Some(f.path()),
+            &env(&[("POOL", "lots")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&f.path().display().to_string())
+                && err.contains("server.db_max_connections"),
+            "{err}"
+        );
+        let f = write("[server]\ntrusted_proxies = [\"nope\"]\n");
+        let err = Config::load(Some(f.path()), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&f.path().display().to_string()) && err.contains("server.trusted_proxies"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -56,30 +56,38 @@ impl FromRequestParts<AppState> for ClientAddr {
 }
 
 /// The client behind any trusted proxies: X-Forwarded-For is believed only when the peer is a
-/// configured proxy, and then read right to left up to the first address that is not one.
+/// configured proxy, and then read right to left up to the first address that is not one. An
+/// entry that is not a bare IP address ends the walk: nothing left of it can be trusted.
+/// Addresses are compared in canonical form, so an IPv4 peer on a dual-stack socket
+/// (`::ffff:127.0.0.1`) matches `127.0.0.1`.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[String]) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| {
         trusted
             .iter()
-            .any(|t| t.parse::<IpAddr>().ok().as_ref() == Some(ip))
+            .any(|t| t.parse::<IpAddr>().is_ok_and(|t| t.to_canonical() == *ip))
     };
     if !is_trusted(&peer) {
         return peer;
     }
-    let chain: Vec<IpAddr> = headers
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|ip| ip.trim().parse().ok())
+        .map(str::trim)
         .collect();
-    chain
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(chain.first())
-        .copied()
-        .unwrap_or(peer)
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>().map(|ip| ip.to_canonical()) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
 }
 
 impl ClientAddr {
@@ -300,6 +308,18 @@ mod tests {
             client_ip(proxy, &h, &[]),
             proxy,
             "untrusted peer: header ignored"
+        );
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(mapped, &h, &trusted).to_string(), "203.0.113.9");
+        let mut spoofed = HeaderMap::new();
+        spoofed.insert(
+            "x-forwarded-for",
+            "6.6.6.6, unknown, 10.0.0.2".parse().unwrap(),
+        );
+        assert_eq!(
+            client_ip(proxy, &spoofed, &trusted).to_string(),
+            "10.0.0.2",
+            "walk stops at garbage"
         );
         let stranger: IpAddr = "198.51.100.7".parse().unwrap();
         assert_eq!(client_ip(stranger, &h, &trusted), stranger);

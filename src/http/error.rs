@@ -199,7 +199,9 @@ pub async fn render_errors(State(state): State<AppState>, req: Request, next: Ne
 
 /// API, webhook and machine endpoints answer JSON; everything else is a page.
 pub fn is_machine_path(path: &str) -> bool {
-    path.starts_with("/api") || path.starts_with("/webhooks") || path == "/readyz"
+    path.starts_with("/api")
+        || path.starts_with("/webhooks")
+        || matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
 /// Describes an error response produced by axum or tower (extractor rejections, 405, 413, 408).

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -14,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::http::RequestId;
 use crate::store::MIGRATION_COUNT;
 
 /// The JSON probes, documented in the OpenAPI document like every other JSON route.
@@ -66,12 +68,22 @@ struct Readiness {
     backend: &'static str,
     /// e.g. `1/1 applied`.
     migrations: String,
+    /// When not ready, the error-body fields every failure carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 /// Ready for traffic: the database answers and every migration this binary knows is applied.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+async fn readyz(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+) -> impl IntoResponse {
     let (ready, database, migrations) = match state.store.ping().await {
         Err(e) => {
             // The detail goes to the log only: /readyz answers without credentials.
@@ -95,11 +107,15 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let detail = (!ready).then(|| format!("database {database}, migrations {migrations}"));
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" },
         database,
         backend: state.store.backend().as_str(),
         migrations,
+        code: (!ready).then_some("not_ready"),
+        detail,
+        request_id: (!ready).then_some(request_id.0),
     };
     (status, axum::Json(body))
 }

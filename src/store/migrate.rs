@@ -1,7 +1,7 @@
 //! Schema migrations, one folder per dialect under `migrations/`, embedded in the binary.
 //!
 //! Both folders must hold the same numbered files and end in the same tables and columns; the
-//! `migration_parity` integration test enforces it against a real PostgreSQL.
+//! `migrations_give_both_dialects_the_same_schema` integration test enforces it against a real PostgreSQL.
 
 use std::borrow::Cow;
 

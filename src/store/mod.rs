@@ -246,8 +246,9 @@ impl Default for ConnectOptions {
 }
 
 impl Store {
-    /// Opens the database named by `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite
-    /// file if it does not exist. Does not run migrations; see [`Store::migrate`].
+    /// Opens the database named by `url` (`sqlite://PATH` or `postgres://…`); a missing SQLite
+    /// file is created when `opts.create_if_missing` is set and refused otherwise. Does not run
+    /// migrations; see [`Store::migrate`].
     pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self> {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let co = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {

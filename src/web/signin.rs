@@ -120,14 +120,15 @@ pub async fn submit(
     let next = safe_next(f.next.as_deref());
     let account = format!("account:{}", f.email.trim().to_lowercase());
     let address = format!("address:{}", client.0.as_deref().unwrap_or("unknown"));
-    state
+    let attempt = state
         .login_limiter
         .begin(&[&account, &address])
         .map_err(ApiError::RateLimited)?;
 
     match users::verify_login(&state.store, &f.email, &f.password).await {
         Ok(user) => {
-            state.login_limiter.succeeded(&account, &[&address]);
+            drop(attempt);
+            state.login_limiter.clear(&account);
             let ua = headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
@@ -165,6 +166,7 @@ pub async fn submit(
             Ok(res)
         }
         Err(AccessError::BadCredentials) => {
+            attempt.failed();
             tracing::info!(address = ?client.0, "failed sign-in");
             Ok(signin_page(
                 &state,

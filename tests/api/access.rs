@@ -456,3 +456,122 @@ async fn behind_tls_cookies_are_secure_and_hsts_is_sent() {
     );
     app.finish().await;
 }
+
+async fn parallel_guesses_cannot_outrun_the_login_limit(app: &TestApp) {
+    // Every guess needs its own login token, fetched first; then all are fired at once.
+    let mut forms = Vec::new();
+    for _ in 0..12 {
+        let client = browser();
+        let page = client
+            .get(app.url("/signin"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        forms.push((client, csrf_from(&page)));
+    }
+    let guesses = forms.into_iter().map(|(client, token)| {
+        let url = app.url("/signin");
+        async move {
+            let form = [
+                ("email", ADMIN_EMAIL),
+                ("password", "wrong guess here"),
+                ("csrf_token", token.as_str()),
+            ];
+            client.post(url).form(&form).send().await.unwrap().status()
+        }
+    });
+    let statuses = futures_join_all(guesses).await;
+    let tried = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((tried, refused), (5, 7), "{statuses:?}");
+}
+dual_test!(parallel_guesses_cannot_outrun_the_login_limit);
+
+/// Runs futures concurrently on the test runtime and collects their outputs in order.
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn forwarded_clients_are_limited_apart_behind_a_trusted_proxy() {
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.server.trusted_proxies = vec!["127.0.0.1".into()]
+    })
+    .await
+    .unwrap();
+    app.add_user("viewer@example.com", "viewer password 1", Role::Viewer)
+        .await;
+    let via_proxy = |client_ip: &'static str| {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(
+                [(
+                    reqwest::header::HeaderName::from_static("x-forwarded-for"),
+                    client_ip.parse().unwrap(),
+                )]
+                .into_iter()
+                .collect(),
+            )
+            .build()
+            .unwrap()
+    };
+    let attacker = via_proxy("203.0.113.7");
+    for i in 0..5 {
+        let res = sign_in(
+            &app,
+            &attacker,
+            &format!("nobody{i}@example.com"),
+            "wrong guess here",
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = sign_in(&app, &attacker, "viewer@example.com", "viewer password 1").await;
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the forwarded address is limited"
+    );
+    let res = sign_in(
+        &app,
+        &via_proxy("198.51.100.4"),
+        "viewer@example.com",
+        "viewer password 1",
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "another client behind the same proxy is not"
+    );
+    let entry = opsdeck::access::audit::list(&app.state.store, 1, None)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(entry.action, "session.sign_in");
+    assert_eq!(
+        entry.client_addr.as_deref(),
+        Some("198.51.100.4"),
+        "the audit log names the real client"
+    );
+    app.finish().await;
+}

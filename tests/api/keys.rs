@@ -382,3 +382,41 @@ async fn secrets_are_encrypted_at_rest(app: &TestApp) {
     );
 }
 dual_test!(secrets_are_encrypted_at_rest);
+
+async fn key_last_use_is_recorded_only_for_successful_requests(app: &TestApp) {
+    let c = api();
+    let ingest = app.key("collector", &["ingest"]).await;
+    let last_used = || async {
+        let keys = opsdeck::access::keys::list(&app.state.store).await.unwrap();
+        keys.into_iter()
+            .find(|k| k.name == "collector")
+            .unwrap()
+            .last_used_at
+    };
+    // 403 (wrong scope) and 422 (bad input) are rejections: nothing may be written.
+    let res = c
+        .get(app.url("/api/v1/metrics/overview"))
+        .bearer_auth(&ingest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    opsdeck::jobs::housekeeping(&app.state).await.unwrap();
+    assert_eq!(last_used().await, None);
+
+    let res = c
+        .get(app.url("/api/v1/me"))
+        .bearer_auth(&ingest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        last_used().await,
+        None,
+        "kept in memory until housekeeping runs"
+    );
+    opsdeck::jobs::housekeeping(&app.state).await.unwrap();
+    assert!(last_used().await.is_some_and(|t| t > 1_700_000_000_000));
+}
+dual_test!(key_last_use_is_recorded_only_for_successful_requests);

@@ -59,8 +59,7 @@ async fn readyz_fails_when_migrations_are_missing(app: &TestApp) {
         .await
         .unwrap();
     let res = api().get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: serde_json::Value = res.json().await.unwrap();
+    let body = error_body(res, StatusCode::SERVICE_UNAVAILABLE, "not_ready").await;
     assert_eq!(body["migrations"], "0/1 applied");
 }
 dual_test!(readyz_fails_when_migrations_are_missing);
@@ -86,12 +85,16 @@ async fn errors_are_json_on_api_and_pages_elsewhere(app: &TestApp) {
         res.text().await.unwrap().contains(&id),
         "the page quotes the request id"
     );
-    error_body(
-        c.delete(app.url("/api/v1/me")).send().await.unwrap(),
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-    )
-    .await;
+    let res = c.delete(app.url("/api/v1/me")).send().await.unwrap();
+    assert_eq!(
+        res.headers()["allow"],
+        "GET,HEAD",
+        "Allow survives the error rendering"
+    );
+    error_body(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let res = c.get(app.url("/api/v1/me")).send().await.unwrap();
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    error_body(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
 
     let admin = app.key("ops", &["admin"]).await;
     let keys_before = opsdeck::access::keys::list(&app.state.store)
