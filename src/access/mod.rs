@@ -259,4 +259,13 @@ mod tests {
             "read ingest"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn scopes_round_trip_through_text(s in "ingest|read|admin|tenant:[A-Za-z0-9_.:-]{1,40}|\\PC{0,20}") {
+            if let Ok(scope) = Scope::parse(&s) {
+                proptest::prop_assert_eq!(scope.to_string(), s);
+            }
+        }
+    }
 }

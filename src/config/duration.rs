@@ -69,4 +69,18 @@ mod tests {
             assert!(ConfigDuration::parse(bad).is_err(), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC{0,24}") {
+            let _ = ConfigDuration::parse(&s);
+        }
+
+        #[test]
+        fn numbers_with_units_round_trip(n in 0u64..1_000_000, unit in 0usize..4) {
+            let (suffix, secs) = [("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)][unit];
+            let d = ConfigDuration::parse(&format!("{n}{suffix}")).unwrap();
+            proptest::prop_assert_eq!(d.0, Duration::from_secs(n * secs));
+        }
+    }
 }

@@ -707,4 +707,16 @@ mod tests {
         assert!(interpolate("${B}", look).is_err());
         assert!(interpolate("${A", look).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn text_without_dollars_is_left_alone(s in "[^$]{0,40}") {
+            proptest::prop_assert_eq!(interpolate(&s, |_| None).unwrap(), s);
+        }
+
+        #[test]
+        fn interpolation_never_panics(s in "\\PC{0,40}") {
+            let _ = interpolate(&s, |n| (n == "A").then_some("x"));
+        }
+    }
 }

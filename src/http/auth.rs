@@ -335,4 +335,20 @@ mod tests {
         assert_eq!(cookie(&h, "opsdeck_session"), Some("xyz"));
         assert_eq!(cookie(&h, "c"), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_next_value_redirects_on_site(next in "\\PC{0,40}|/[\\x00-\\x7f]{0,20}") {
+            let target = safe_next(Some(&next));
+            proptest::prop_assert!(target.starts_with('/'));
+            proptest::prop_assert!(!matches!(target.as_bytes().get(1), Some(b'/' | b'\\')));
+            proptest::prop_assert!(target.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+            proptest::prop_assert!(!target.contains("://"));
+        }
+
+        #[test]
+        fn plain_paths_are_kept(path in "(/[a-z0-9_-]{1,12}){1,4}(\\?[a-z]=[0-9]{1,3})?") {
+            proptest::prop_assert_eq!(safe_next(Some(&path)), path);
+        }
+    }
 }

@@ -150,4 +150,13 @@ mod tests {
             assert!(parse_period(bad).is_err(), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn periods_never_panic_and_stay_in_bounds(s in "\\PC{0,12}|[0-9]{1,6}[dhw]") {
+            if let Ok(secs) = parse_period(&s) {
+                proptest::prop_assert!((3_600..=1095 * 86_400).contains(&secs));
+            }
+        }
+    }
 }
