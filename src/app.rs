@@ -16,6 +16,7 @@ use crate::access::secrets::MasterKey;
 use crate::config::Config;
 use crate::http::metrics::HttpMetrics;
 use crate::store::{ConnectOptions, Store, StoreError};
+use crate::usage::writer::{self, Ingestor, WriterInbox};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -42,6 +43,9 @@ pub struct Shared {
     pub key_usage: KeyUsage,
     pub api_limiter: ApiLimiter,
     pub metrics: HttpMetrics,
+    pub ingestor: Ingestor,
+    /// Taken by `App::serve`, which runs the ingest writer on it.
+    writer_inbox: std::sync::Mutex<Option<WriterInbox>>,
 }
 
 impl Deref for AppState {
@@ -65,11 +69,14 @@ impl App {
         let master_key = MasterKey::load_or_create(master_key_env, &config.master_key_path())
             .map_err(|e| StartError::MasterKey(e.to_string()))?;
         let access = &config.access;
+        let (ingestor, inbox) = Ingestor::channel();
         let state = AppState(Arc::new(Shared {
             key_usage: KeyUsage::default(),
             login_limiter: LoginLimiter::new(access.login_max_failures, access.login_window.0),
             api_limiter: ApiLimiter::new(access.api_requests_per_minute),
             metrics: HttpMetrics::new(),
+            ingestor,
+            writer_inbox: std::sync::Mutex::new(Some(inbox)),
             master_key,
             store,
             config,
@@ -85,6 +92,22 @@ impl App {
         cancel: CancellationToken,
     ) -> std::io::Result<()> {
         let jobs = crate::jobs::spawn_all(self.state.clone(), cancel.clone());
+        // The writer outlives the HTTP server: requests still in flight during a graceful
+        // shutdown get their events committed before it stops.
+        let writer_stop = CancellationToken::new();
+        let inbox = self
+            .state
+            .writer_inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let writer = inbox.map(|inbox| {
+            tokio::spawn(writer::run(
+                self.state.store.clone(),
+                inbox,
+                writer_stop.clone().cancelled_owned(),
+            ))
+        });
         let router = crate::http::router(self.state.clone());
         let result = axum::serve(
             listener,
@@ -93,6 +116,10 @@ impl App {
         .with_graceful_shutdown(cancel.clone().cancelled_owned())
         .await;
         cancel.cancel();
+        writer_stop.cancel();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
         jobs.close();
         jobs.wait().await;
         if let Err(e) = self.state.key_usage.flush(&self.state.store).await {

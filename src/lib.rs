@@ -12,4 +12,5 @@ pub mod money;
 pub mod overview;
 pub mod simulators;
 pub mod store;
+pub mod usage;
 pub mod web;

@@ -40,6 +40,15 @@ pub enum ConfigError {
 pub struct Config {
     pub server: ServerConfig,
     pub access: AccessConfig,
+    pub ingest: IngestConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub max_events: usize,
+    pub max_body_bytes: usize,
+    pub max_future_skew: ConfigDuration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -407,6 +416,16 @@ impl Loader {
             "access.session_ttl",
             !c.access.session_ttl.is_zero(),
             "must be longer than zero",
+        )?;
+        check(
+            "ingest.max_events",
+            c.ingest.max_events >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "ingest.max_body_bytes",
+            c.ingest.max_body_bytes >= 1024,
+            "must be at least 1024",
         )?;
         check(
             "access.login_max_failures",

@@ -67,6 +67,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::access::routes::router())
         .merge(crate::overview::router())
         .merge(ops::documented())
+        .merge(crate::usage::routes::router())
 }
 
 /// The generated OpenAPI 3.1 document.

@@ -12,12 +12,20 @@ use super::{Backend, Pool, Result, Store};
 use crate::args;
 
 /// (version, description, SQLite text, PostgreSQL text)
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "platform",
-    include_str!("../../migrations/sqlite/0001_platform.sql"),
-    include_str!("../../migrations/postgres/0001_platform.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "platform",
+        include_str!("../../migrations/sqlite/0001_platform.sql"),
+        include_str!("../../migrations/postgres/0001_platform.sql"),
+    ),
+    (
+        2,
+        "events",
+        include_str!("../../migrations/sqlite/0002_events.sql"),
+        include_str!("../../migrations/postgres/0002_events.sql"),
+    ),
+];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.
 pub const MIGRATION_COUNT: i64 = MIGRATIONS.len() as i64;

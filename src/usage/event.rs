@@ -1,0 +1,445 @@
+//! CloudEvents 1.0 (JSON format) parsing and per-type validation for `POST /api/v1/events`.
+//!
+//! Each event of a batch is judged on its own: a valid event becomes a [`NewEvent`], an invalid
+//! one a precise message naming the field. Nothing here touches the store.
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Longest `id`, `source` and `type` accepted (bytes).
+const MAX_ATTR: usize = 512;
+/// Longest `subject` (the customer id).
+pub const MAX_SUBJECT: usize = 256;
+/// Deepest nesting of `data` accepted; real payloads are shallow.
+pub const MAX_DATA_DEPTH: usize = 16;
+/// Largest quantity, duration or status-like number accepted in `data`.
+const MAX_NUMBER: f64 = 1e12;
+
+/// Units a `provider.usage` quantity may be measured in.
+pub const UNITS: &[&str] = &[
+    "credit",
+    "image",
+    "character",
+    "second",
+    "token",
+    "request",
+    "call",
+    "minute",
+];
+
+/// A validated event, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub source: String,
+    pub id: String,
+    pub kind: String,
+    pub subject: Option<String>,
+    /// Event time, UTC milliseconds.
+    pub time_ms: i64,
+    /// `data` as compact JSON (`{}` when absent).
+    pub data: String,
+}
+
+/// Receipt-time facts validation needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub now_ms: i64,
+    /// Events further than this in the future are rejected.
+    pub max_future_skew_ms: i64,
+}
+
+/// Validates one decoded JSON value as a CloudEvent.
+pub fn validate(value: &Value, rules: Rules) -> Result<NewEvent, String> {
+    let obj = value.as_object().ok_or("event must be a JSON object")?;
+    match obj.get("specversion") {
+        Some(Value::String(v)) if v == "1.0" => {}
+        Some(other) => return Err(format!("specversion must be \"1.0\", got {}", short(other))),
+        None => return Err("specversion is required (\"1.0\")".into()),
+    }
+    let id = required_str(obj, "id")?;
+    let source = required_str(obj, "source")?;
+    let kind = required_str(obj, "type")?;
+    if let Some(ct) = obj.get("datacontenttype") {
+        match ct.as_str() {
+            Some(ct) if ct.starts_with("application/json") || ct.ends_with("+json") => {}
+            _ => return Err("datacontenttype must be a JSON media type".into()),
+        }
+    }
+    if obj.contains_key("data_base64") {
+        return Err("data_base64 is not accepted; send data as a JSON object".into());
+    }
+
+    let subject = match obj.get("subject") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => return Err("subject must not be empty".into()),
+        Some(Value::String(s)) if s.len() > MAX_SUBJECT => {
+            return Err(format!(
+                "subject is {} bytes; the limit is {MAX_SUBJECT}",
+                s.len()
+            ));
+        }
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            return Err("subject contains control characters".into());
+        }
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err("subject must be a string".into()),
+    };
+
+    let time_ms = match obj.get("time") {
+        None | Some(Value::Null) => rules.now_ms,
+        Some(Value::String(t)) => {
+            let parsed = OffsetDateTime::parse(t, &Rfc3339)
+                .map_err(|_| format!("time {:?} is not an RFC 3339 timestamp", truncate(t, 64)))?;
+            let ms = (parsed.unix_timestamp_nanos() / 1_000_000) as i64;
+            if ms > rules.now_ms + rules.max_future_skew_ms {
+                return Err(format!(
+                    "time {t} is more than {} s in the future",
+                    rules.max_future_skew_ms / 1000
+                ));
+            }
+            ms
+        }
+        Some(_) => return Err("time must be an RFC 3339 string".into()),
+    };
+
+    let empty = Map::new();
+    let data = match obj.get("data") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err("data must be a JSON object".into()),
+    };
+    if depth(&Value::Object(data.clone()), 0) > MAX_DATA_DEPTH {
+        return Err(format!(
+            "data is nested deeper than {MAX_DATA_DEPTH} levels"
+        ));
+    }
+    check_numbers(data, "data")?;
+    check_known_type(&kind, data)?;
+    if matches!(kind.as_str(), "api.request" | "provider.usage") && subject.is_none() {
+        return Err(format!(
+            "subject (the customer id) is required for {kind} events"
+        ));
+    }
+
+    Ok(NewEvent {
+        source,
+        id,
+        kind,
+        subject,
+        time_ms,
+        data: Value::Object(data.clone()).to_string(),
+    })
+}
+
+fn required_str(obj: &Map<String, Value>, field: &str) -> Result<String, String> {
+    match obj.get(field) {
+        Some(Value::String(s)) if s.is_empty() => Err(format!("{field} must not be empty")),
+        Some(Value::String(s)) if s.len() > MAX_ATTR => Err(format!(
+            "{field} is {} bytes; the limit is {MAX_ATTR}",
+            s.len()
+        )),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(format!("{field} must be a string")),
+        None => Err(format!("{field} is required")),
+    }
+}
+
+/// Nesting depth of a JSON value (a scalar is 0, `{}` is 1).
+fn depth(v: &Value, level: usize) -> usize {
+    if level > MAX_DATA_DEPTH {
+        return level;
+    }
+    match v {
+        Value::Object(m) => m
+            .values()
+            .map(|x| depth(x, level + 1))
+            .max()
+            .unwrap_or(level + 1),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| depth(x, level + 1))
+            .max()
+            .unwrap_or(level + 1),
+        _ => level,
+    }
+}
+
+/// Every number anywhere in `data` must be finite and of sane magnitude.
+fn check_numbers(map: &Map<String, Value>, path: &str) -> Result<(), String> {
+    fn walk(v: &Value, path: &str) -> Result<(), String> {
+        match v {
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if f.is_finite() && f.abs() <= MAX_NUMBER => Ok(()),
+                _ => Err(format!("{path} is out of range (|x| ≤ 1e12)")),
+            },
+            Value::Object(m) => m
+                .iter()
+                .try_for_each(|(k, x)| walk(x, &format!("{path}.{k}"))),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, x)| walk(x, &format!("{path}[{i}]"))),
+            _ => Ok(()),
+        }
+    }
+    map.iter()
+        .try_for_each(|(k, v)| walk(v, &format!("{path}.{k}")))
+}
+
+fn str_field<'a>(
+    data: &'a Map<String, Value>,
+    field: &str,
+    required: bool,
+) -> Result<Option<&'a str>, String> {
+    match data.get(field) {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ATTR => Ok(Some(s)),
+        Some(Value::String(_)) => Err(format!("data.{field} must be 1–{MAX_ATTR} bytes")),
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(format!("data.{field} is required")),
+        Some(_) => Err(format!("data.{field} must be a string")),
+    }
+}
+
+fn num_field(
+    data: &Map<String, Value>,
+    field: &str,
+    required: bool,
+) -> Result<Option<f64>, String> {
+    match data.get(field) {
+        Some(Value::Number(n)) => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f < 0.0 {
+                return Err(format!("data.{field} must not be negative"));
+            }
+            Ok(Some(f))
+        }
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(format!("data.{field} is required")),
+        Some(_) => Err(format!("data.{field} must be a number")),
+    }
+}
+
+fn lowercase_id(data: &Map<String, Value>, field: &str) -> Result<(), String> {
+    let v = str_field(data, field, true)?.unwrap_or_default();
+    if v.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "data.{field} must be a lowercase id (a–z, 0–9, '.', '_', '-'), got {v:?}"
+        ))
+    }
+}
+
+/// Field rules for the types opsdeck understands; any other type is stored as it is.
+fn check_known_type(kind: &str, data: &Map<String, Value>) -> Result<(), String> {
+    match kind {
+        "api.request" => {
+            let endpoint = str_field(data, "endpoint", true)?.unwrap_or_default();
+            if !endpoint.starts_with('/') {
+                return Err("data.endpoint must be a path starting with /".into());
+            }
+            str_field(data, "method", true)?;
+            let status = num_field(data, "status", true)?.unwrap_or_default();
+            if status.fract() != 0.0 || !(100.0..=599.0).contains(&status) {
+                return Err("data.status must be an HTTP status code (100–599)".into());
+            }
+            num_field(data, "duration_ms", true)?;
+        }
+        "provider.usage" => {
+            lowercase_id(data, "provider")?;
+            lowercase_id(data, "sku")?;
+            let unit = str_field(data, "unit", true)?.unwrap_or_default();
+            if !UNITS.contains(&unit) {
+                return Err(format!(
+                    "data.unit {unit:?} is not one of {}",
+                    UNITS.join(", ")
+                ));
+            }
+            num_field(data, "quantity", true)?;
+            str_field(data, "job_id", false)?;
+        }
+        "page.view" => {
+            str_field(data, "path", true)?;
+            str_field(data, "user", false)?;
+        }
+        "feature.used" => {
+            str_field(data, "feature", true)?;
+            str_field(data, "user", false)?;
+        }
+        "conversion" => {
+            str_field(data, "name", true)?;
+            str_field(data, "campaign", false)?;
+            if let Some(v) = data.get("value").filter(|v| !v.is_null()) {
+                let amount = v.get("amount").and_then(Value::as_i64);
+                let currency = v.get("currency").and_then(Value::as_str);
+                match (amount, currency) {
+                    (Some(a), Some(c)) if a >= 0 && crate::money::Money::new(a, c).is_ok() => {}
+                    _ => {
+                        return Err("data.value must be money: {\"amount\": minor units ≥ 0, \"currency\": \"usd\"}".into());
+                    }
+                }
+            }
+        }
+        "session.start" => {
+            str_field(data, "user", true)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn short(v: &Value) -> String {
+    truncate(&v.to_string(), 32)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_795_500_000_000;
+    const RULES: Rules = Rules {
+        now_ms: NOW,
+        max_future_skew_ms: 300_000,
+    };
+
+    fn base(kind: &str, data: Value) -> Value {
+        json!({"specversion": "1.0", "id": "e1", "source": "app", "type": kind, "subject": "cus_1", "data": data})
+    }
+
+    #[test]
+    fn known_types_validate_their_fields() {
+        let ok = [
+            base(
+                "api.request",
+                json!({"endpoint": "/api/x", "method": "GET", "status": 200, "duration_ms": 12.5}),
+            ),
+            base(
+                "provider.usage",
+                json!({"provider": "luma", "sku": "v2", "unit": "credit", "quantity": 40}),
+            ),
+            base("page.view", json!({"path": "/pricing"})),
+            base("feature.used", json!({"feature": "export", "user": "u1"})),
+            base(
+                "conversion",
+                json!({"name": "signup", "value": {"amount": 800, "currency": "usd"}}),
+            ),
+            base("session.start", json!({"user": "u1"})),
+            base("custom.thing", json!({"anything": [1, 2, {"x": true}]})),
+        ];
+        for e in ok {
+            validate(&e, RULES).unwrap_or_else(|err| panic!("{e}: {err}"));
+        }
+        let bad = [
+            (
+                base(
+                    "api.request",
+                    json!({"endpoint": "x", "method": "GET", "status": 200, "duration_ms": 1}),
+                ),
+                "data.endpoint",
+            ),
+            (
+                base(
+                    "api.request",
+                    json!({"endpoint": "/x", "method": "GET", "status": 999, "duration_ms": 1}),
+                ),
+                "data.status",
+            ),
+            (
+                base(
+                    "provider.usage",
+                    json!({"provider": "Luma", "sku": "v2", "unit": "credit", "quantity": 1}),
+                ),
+                "data.provider",
+            ),
+            (
+                base(
+                    "provider.usage",
+                    json!({"provider": "luma", "sku": "v2", "unit": "bucket", "quantity": 1}),
+                ),
+                "data.unit",
+            ),
+            (
+                base(
+                    "provider.usage",
+                    json!({"provider": "luma", "sku": "v2", "unit": "credit", "quantity": -1}),
+                ),
+                "negative",
+            ),
+            (
+                base(
+                    "provider.usage",
+                    json!({"provider": "luma", "sku": "v2", "unit": "credit", "quantity": 1e300}),
+                ),
+                "out of range",
+            ),
+            (
+                base("conversion", json!({"name": "x", "value": 8.5})),
+                "data.value",
+            ),
+            (base("session.start", json!({})), "data.user"),
+        ];
+        for (e, needle) in bad {
+            let err = validate(&e, RULES).unwrap_err();
+            assert!(err.contains(needle), "{e}: {err}");
+        }
+    }
+
+    #[test]
+    fn envelope_rules() {
+        let mut e = base("page.view", json!({"path": "/"}));
+        e["specversion"] = json!("0.3");
+        assert!(validate(&e, RULES).unwrap_err().contains("specversion"));
+        for field in ["id", "source", "type"] {
+            let mut e = base("page.view", json!({"path": "/"}));
+            e.as_object_mut().unwrap().remove(field);
+            assert_eq!(
+                validate(&e, RULES).unwrap_err(),
+                format!("{field} is required")
+            );
+        }
+        let mut e = base(
+            "api.request",
+            json!({"endpoint": "/x", "method": "GET", "status": 200, "duration_ms": 1}),
+        );
+        e.as_object_mut().unwrap().remove("subject");
+        assert!(validate(&e, RULES).unwrap_err().contains("subject"));
+        e["subject"] = json!("x".repeat(257));
+        assert!(validate(&e, RULES).unwrap_err().contains("256"));
+        let mut e = base("page.view", json!({"path": "/"}));
+        e["time"] = json!("yesterday");
+        assert!(validate(&e, RULES).unwrap_err().contains("RFC 3339"));
+        e["time"] = json!("2099-01-01T00:00:00Z");
+        assert!(validate(&e, RULES).unwrap_err().contains("future"));
+        e["time"] = json!("2026-11-23T10:00:00.250+01:00");
+        assert_eq!(validate(&e, RULES).unwrap().time_ms, 1_795_424_400_250);
+        e.as_object_mut().unwrap().remove("time");
+        assert_eq!(
+            validate(&e, RULES).unwrap().time_ms,
+            NOW,
+            "time defaults to receipt"
+        );
+        e["data"] = json!([1]);
+        assert!(
+            validate(&e, RULES)
+                .unwrap_err()
+                .contains("data must be a JSON object")
+        );
+        let mut deep = json!(1);
+        for _ in 0..20 {
+            deep = json!({"a": deep});
+        }
+        e["data"] = deep;
+        assert!(validate(&e, RULES).unwrap_err().contains("nested deeper"));
+    }
+}

@@ -1,0 +1,147 @@
+//! The ingest writer: one task owns every event insert and commits what concurrent requests
+//! hand it in one transaction (group commit). A request is answered only after the transaction
+//! holding its events has committed, so an acknowledged event survives a crash, while the cost
+//! of each commit's fsync is shared by every request that arrived meanwhile.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::event::NewEvent;
+use crate::args;
+use crate::store::{Store, StoreError, now_ms};
+
+/// Most events written in one transaction; a bigger backlog is split across commits.
+const MAX_EVENTS_PER_COMMIT: usize = 20_000;
+
+/// What happened to one request's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Written {
+    pub accepted: usize,
+    pub duplicates: usize,
+}
+
+struct Job {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Written, String>>,
+}
+
+/// The handle request handlers use; cheap to clone.
+#[derive(Clone)]
+pub struct Ingestor {
+    tx: mpsc::Sender<Job>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the ingest writer is not running (server shutting down)")]
+    Stopped,
+    #[error("storing events failed: {0}")]
+    Store(String),
+}
+
+impl Ingestor {
+    /// Creates the handle and the receiving end [`run`] consumes.
+    pub fn channel() -> (Self, WriterInbox) {
+        // Bounded: under overload requests wait for room instead of growing memory.
+        let (tx, rx) = mpsc::channel(1024);
+        (Self { tx }, WriterInbox(rx))
+    }
+
+    /// Hands `events` to the writer and waits until they are committed.
+    pub async fn write(&self, events: Vec<NewEvent>) -> Result<Written, IngestError> {
+        if events.is_empty() {
+            return Ok(Written::default());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job { events, reply })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        answer
+            .await
+            .map_err(|_| IngestError::Stopped)?
+            .map_err(IngestError::Store)
+    }
+}
+
+/// The writer's end of the channel.
+pub struct WriterInbox(mpsc::Receiver<Job>);
+
+/// Runs until every [`Ingestor`] handle is dropped or `stop` resolves, finishing the jobs it has
+/// already received.
+pub async fn run(
+    store: Store,
+    mut inbox: WriterInbox,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        let first = tokio::select! {
+            job = inbox.0.recv() => match job { Some(job) => job, None => return },
+            () = &mut stop => {
+                inbox.0.close();
+                match inbox.0.recv().await { Some(job) => job, None => return }
+            }
+        };
+        let mut jobs = vec![first];
+        let mut n = jobs[0].events.len();
+        while n < MAX_EVENTS_PER_COMMIT {
+            match inbox.0.try_recv() {
+                Ok(job) => {
+                    n += job.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        match commit(&store, &jobs).await {
+            Ok(results) => {
+                for (job, written) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(Ok(written));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = n, "ingest commit failed");
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// Inserts every job's events in one transaction; a (source, id) already stored, or repeated
+/// earlier in the same commit, counts as a duplicate.
+async fn commit(store: &Store, jobs: &[Job]) -> Result<Vec<Written>, StoreError> {
+    let received = now_ms();
+    let mut tx = store.begin().await?;
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut w = Written::default();
+        for e in &job.events {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO events (source, event_id, type, subject, time, received_at, data)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (source, event_id) DO NOTHING",
+                    args![
+                        &e.source,
+                        &e.id,
+                        &e.kind,
+                        e.subject.clone(),
+                        e.time_ms,
+                        received,
+                        &e.data
+                    ],
+                )
+                .await?;
+            if inserted == 1 {
+                w.accepted += 1;
+            } else {
+                w.duplicates += 1;
+            }
+        }
+        results.push(w);
+    }
+    tx.commit().await?;
+    Ok(results)
+}

@@ -1,0 +1,384 @@
+//! `POST /api/v1/events`: CloudEvents ingest over HTTP on both backends.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::dual_test;
+use crate::helpers::*;
+
+fn api_call(id: usize, customer: &str) -> Value {
+    json!({
+        "specversion": "1.0", "id": format!("evt-{id}"), "source": "referral-app", "type": "api.request",
+        "subject": customer, "time": "2026-11-20T10:00:00Z",
+        "data": {"endpoint": "/api/referrals", "method": "POST", "status": 201, "duration_ms": 35}
+    })
+}
+
+async fn post(
+    app: &TestApp,
+    key: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    api()
+        .post(app.url("/api/v1/events"))
+        .bearer_auth(key)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn stored(app: &TestApp) -> i64 {
+    let (n,): (i64,) = app
+        .state
+        .store
+        .fetch_one("SELECT COUNT(*) FROM events", opsdeck::args![])
+        .await
+        .unwrap();
+    n
+}
+
+async fn events_are_accepted_in_every_shape(app: &TestApp) {
+    let key = app.key("app", &["ingest"]).await;
+    let one = api_call(1, "cus_1").to_string();
+    let res = post(app, &key, "application/cloudevents+json", one.clone()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"accepted": 1, "duplicates": 0, "rejected": []})
+    );
+
+    let batch = json!([api_call(2, "cus_1"), api_call(3, "cus_2")]).to_string();
+    let res = post(
+        app,
+        &key,
+        "application/cloudevents-batch+json; charset=utf-8",
+        batch,
+    )
+    .await;
+    assert_eq!(res.json::<Value>().await.unwrap()["accepted"], 2);
+    let res = post(
+        app,
+        &key,
+        "application/json",
+        api_call(4, "cus_3").to_string(),
+    )
+    .await;
+    assert_eq!(res.json::<Value>().await.unwrap()["accepted"], 1);
+    let res = post(
+        app,
+        &key,
+        "application/json",
+        json!([api_call(5, "cus_3")]).to_string(),
+    )
+    .await;
+    assert_eq!(res.json::<Value>().await.unwrap()["accepted"], 1);
+    assert_eq!(stored(app).await, 5);
+
+    // The stored row carries the envelope and the data.
+    let (subject, kind, time, data): (Option<String>, String, i64, String) = app
+        .state
+        .store
+        .fetch_one(
+            "SELECT subject, type, time, data FROM events WHERE event_id = $1",
+            opsdeck::args!["evt-1"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (subject.as_deref(), kind.as_str()),
+        (Some("cus_1"), "api.request")
+    );
+    assert_eq!(time, 1_795_168_800_000);
+    assert_eq!(
+        serde_json::from_str::<Value>(&data).unwrap()["endpoint"],
+        "/api/referrals"
+    );
+
+    // Shape and content type must agree.
+    let res = post(
+        app,
+        &key,
+        "application/cloudevents+json",
+        json!([api_call(9, "c")]).to_string(),
+    )
+    .await;
+    error_body(res, StatusCode::BAD_REQUEST, "bad_request").await;
+    let res = post(app, &key, "application/cloudevents-batch+json", one).await;
+    error_body(res, StatusCode::BAD_REQUEST, "bad_request").await;
+    assert_eq!(stored(app).await, 5);
+}
+dual_test!(events_are_accepted_in_every_shape);
+
+async fn invalid_events_are_rejected_one_by_one(app: &TestApp) {
+    let key = app.key("app", &["ingest"]).await;
+    let mut no_subject = api_call(2, "x");
+    no_subject.as_object_mut().unwrap().remove("subject");
+    let mut negative = json!({"specversion": "1.0", "id": "p1", "source": "app", "type": "provider.usage", "subject": "cus_1",
+        "data": {"provider": "luma", "sku": "v2", "unit": "credit", "quantity": -4}});
+    let mut bad_time = api_call(4, "cus_1");
+    bad_time["time"] = json!("last tuesday");
+    let long_subject = api_call(5, &"x".repeat(300));
+    let mut deep = json!(1);
+    for _ in 0..40 {
+        deep = json!({"d": deep});
+    }
+    let deep_event =
+        json!({"specversion": "1.0", "id": "d1", "source": "app", "type": "custom", "data": deep});
+    let batch = json!([
+        api_call(1, "cus_1"),
+        no_subject,
+        negative.clone(),
+        bad_time,
+        long_subject,
+        deep_event,
+        api_call(6, "cus_2"),
+        7
+    ]);
+    let res = post(
+        app,
+        &key,
+        "application/cloudevents-batch+json",
+        batch.to_string(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["accepted"], 2, "{body}");
+    let rejected: Vec<(u64, String)> = body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let indexes: Vec<u64> = rejected.iter().map(|r| r.0).collect();
+    assert_eq!(indexes, [1, 2, 3, 4, 5, 7]);
+    for (needle, (_, error)) in [
+        "subject",
+        "data.quantity",
+        "RFC 3339",
+        "256",
+        "nested",
+        "JSON object",
+    ]
+    .iter()
+    .zip(&rejected)
+    {
+        assert!(error.contains(needle), "{error} should mention {needle}");
+    }
+    assert_eq!(stored(app).await, 2, "only the valid siblings were stored");
+
+    // A single invalid event: 200 with nothing accepted and nothing stored.
+    negative["id"] = json!("p2");
+    let res = post(
+        app,
+        &key,
+        "application/cloudevents+json",
+        negative.to_string(),
+    )
+    .await;
+    assert_eq!(res.json::<Value>().await.unwrap()["accepted"], 0);
+    assert_eq!(stored(app).await, 2);
+}
+dual_test!(invalid_events_are_rejected_one_by_one);
+
+async fn bad_requests_are_refused_whole(app: &TestApp) {
+    let ingest = app.key("app", &["ingest"]).await;
+    let read = app.key("dash", &["read"]).await;
+    let event = api_call(1, "cus_1").to_string();
+    error_body(
+        post(app, &read, "application/cloudevents+json", event.clone()).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let res = api()
+        .post(app.url("/api/v1/events"))
+        .body(event.clone())
+        .send()
+        .await
+        .unwrap();
+    error_body(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    for ct in [
+        "text/plain",
+        "application/xml",
+        "application/x-www-form-urlencoded",
+    ] {
+        let body = error_body(
+            post(app, &ingest, ct, event.clone()).await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        )
+        .await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("application/cloudevents+json")
+        );
+    }
+    let res = api()
+        .post(app.url("/api/v1/events"))
+        .bearer_auth(&ingest)
+        .body(event.clone())
+        .send()
+        .await
+        .unwrap();
+    error_body(
+        res,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+
+    let truncated = &event[..event.len() - 10];
+    let body = error_body(
+        post(app, &ingest, "application/json", truncated.to_string()).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("line 1 column"),
+        "{body}"
+    );
+    let multi_line = "[\n  {\"specversion\": \"1.0\",\n   \"id\": oops}\n]";
+    let body = error_body(
+        post(app, &ingest, "application/json", multi_line).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("line 3 column"),
+        "{body}"
+    );
+    let huge_number = event.replace("\"duration_ms\":35", "\"duration_ms\":1e400");
+    assert_ne!(huge_number, event);
+    error_body(
+        post(app, &ingest, "application/json", huge_number).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    let absurd = format!("{}1{}", "[".repeat(1500), "]".repeat(1500));
+    error_body(
+        post(app, &ingest, "application/json", absurd).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+
+    let too_many: Vec<Value> = (0..4).map(|i| api_call(100 + i, "cus_1")).collect();
+    let body = error_body(
+        post(
+            app,
+            &ingest,
+            "application/json",
+            json!(too_many).to_string(),
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("limit is 3"),
+        "{body}"
+    );
+    let big = json!({"specversion": "1.0", "id": "big", "source": "app", "type": "custom", "data": {"pad": "x".repeat(5000)}});
+    let body = error_body(
+        post(app, &ingest, "application/json", big.to_string()).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("4096 bytes"),
+        "{body}"
+    );
+    assert_eq!(
+        stored(app).await,
+        0,
+        "nothing from a refused request was stored"
+    );
+}
+dual_test!(
+    bad_requests_are_refused_whole,
+    |c: &mut opsdeck::config::Config| {
+        c.ingest.max_events = 3;
+        c.ingest.max_body_bytes = 4096;
+    }
+);
+
+async fn repeated_events_are_counted_once(app: &TestApp) {
+    let key = app.key("app", &["ingest"]).await;
+    let batch = json!([
+        api_call(1, "cus_1"),
+        api_call(2, "cus_1"),
+        api_call(1, "cus_1")
+    ])
+    .to_string();
+    let body: Value = post(app, &key, "application/json", batch.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let body: Value = post(app, &key, "application/json", batch)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+        (Some(0), Some(3))
+    );
+    // The same id from another source is another event.
+    let mut other = api_call(1, "cus_1");
+    other["source"] = json!("billing-app");
+    let body: Value = post(app, &key, "application/json", other.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["accepted"], 1);
+
+    // Identical requests racing each other: every event is stored once, and the replies agree.
+    let batch: Vec<Value> = (100..150).map(|i| api_call(i, "cus_9")).collect();
+    let batch = json!(batch).to_string();
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let (url, key, batch) = (app.url("/api/v1/events"), key.clone(), batch.clone());
+        handles.push(tokio::spawn(async move {
+            let res = api()
+                .post(url)
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(batch)
+                .send()
+                .await
+                .unwrap();
+            res.json::<Value>().await.unwrap()
+        }));
+    }
+    let (mut accepted, mut duplicates) = (0, 0);
+    for h in handles {
+        let body = h.await.unwrap();
+        accepted += body["accepted"].as_u64().unwrap();
+        duplicates += body["duplicates"].as_u64().unwrap();
+    }
+    assert_eq!((accepted, duplicates), (50, 350));
+    assert_eq!(stored(app).await, 2 + 1 + 50);
+}
+dual_test!(repeated_events_are_counted_once);
