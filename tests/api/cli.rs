@@ -226,7 +226,7 @@ fn users_and_keys_from_the_command_line() {
 }
 
 /// Reads the child's stdout until a line containing `marker`; returns the lines read so far.
-fn read_until(reader: &mut impl std::io::BufRead, marker: &str) -> Vec<String> {
+pub fn read_until(reader: &mut impl std::io::BufRead, marker: &str) -> Vec<String> {
     let mut lines = Vec::new();
     for _ in 0..50 {
         let mut line = String::new();
@@ -242,7 +242,7 @@ fn read_until(reader: &mut impl std::io::BufRead, marker: &str) -> Vec<String> {
     panic!("never saw {marker:?}; got {lines:?}");
 }
 
-fn url_in(lines: &[String]) -> String {
+pub fn url_in(lines: &[String]) -> String {
     let line = lines.iter().find(|l| l.contains("http://")).unwrap();
     line[line.find("http://").unwrap()..]
         .split_whitespace()

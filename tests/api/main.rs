@@ -6,6 +6,7 @@ mod helpers;
 mod access;
 mod browser;
 mod cli;
+mod durability;
 mod ingest;
 mod keys;
 mod ops;
