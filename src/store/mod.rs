@@ -150,6 +150,26 @@ macro_rules! query_methods {
             })
         }
 
+        /// Runs a statement whose text is assembled at run time from fixed fragments, such as a
+        /// multi-row `VALUES` list with one placeholder group per row. Values always travel as
+        /// `args`, never inside `sql`. Returns the number of rows affected.
+        pub async fn execute_assembled(self: $recv, sql: String, args: Vec<Value>) -> Result<u64> {
+            Ok(match self.inner() {
+                $inner::Sqlite(e) => {
+                    bind_values!(sqlx::query::<Sqlite>(sqlx::AssertSqlSafe(sql)), args)
+                        .execute(e)
+                        .await?
+                        .rows_affected()
+                }
+                $inner::Postgres(e) => {
+                    bind_values!(sqlx::query::<Postgres>(sqlx::AssertSqlSafe(sql)), args)
+                        .execute(e)
+                        .await?
+                        .rows_affected()
+                }
+            })
+        }
+
         /// Runs a query and decodes every row.
         pub async fn fetch_all<T: Row>(
             self: $recv,
@@ -368,6 +388,36 @@ impl Tx {
     query_methods!(&mut Self, TxInner);
 }
 
+/// `INSERT INTO <table_and_columns> VALUES ($1, …), (…), … <suffix>` for `rows` rows of `width`
+/// placeholders: the text for [`Store::execute_assembled`]. Identical shapes give identical text,
+/// so the driver's statement cache reuses the prepared statement.
+pub fn multi_row_insert(
+    table_and_columns: &str,
+    width: usize,
+    rows: usize,
+    suffix: &str,
+) -> String {
+    let mut sql =
+        String::with_capacity(table_and_columns.len() + suffix.len() + rows * width * 6 + 16);
+    sql.push_str("INSERT INTO ");
+    sql.push_str(table_and_columns);
+    sql.push_str(" VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * width + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql.push(' ');
+    sql.push_str(suffix);
+    sql
+}
+
 /// Current time as UTC milliseconds since the Unix epoch, the unit of every `*_at` column.
 pub fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
@@ -391,6 +441,14 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_row_inserts_number_their_placeholders() {
+        assert_eq!(
+            multi_row_insert("t (a, b)", 2, 2, "ON CONFLICT DO NOTHING"),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING"
+        );
+    }
 
     #[test]
     fn redacts_passwords_only() {

@@ -1,0 +1,217 @@
+//! Ingest benchmark: N CloudEvents in batches over HTTP from concurrent clients into a fresh
+//! store, reporting events/s, ack latency percentiles and resident memory; then, in the same run,
+//! the rate of a raw bulk insert of identical rows (one transaction, one prepared statement
+//! reused) as the physical reference, and the ratio.
+//!
+//! `cargo bench --bench ingest` — knobs (environment): BENCH_EVENTS (default 200000),
+//! BENCH_BATCH (1000), BENCH_CLIENTS (8), BENCH_POSTGRES_URL (an empty database to use
+//! instead of SQLite). Loopback only; every loop is bounded by BENCH_EVENTS.
+
+use std::time::{Duration, Instant};
+
+use opsdeck::access::audit::Actor;
+use opsdeck::access::{Scopes, keys};
+use opsdeck::app::App;
+use opsdeck::config::Config;
+use opsdeck::store::{ConnectOptions, Store};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn event(i: usize) -> Value {
+    const ENDPOINTS: &[&str] = &[
+        "/api/referrals",
+        "/api/rewards",
+        "/api/users/me",
+        "/api/campaigns",
+    ];
+    json!({
+        "specversion": "1.0", "id": format!("bench-{i}"), "source": "bench-app", "type": "api.request",
+        "subject": format!("cus_{}", i % 500), "time": "2026-11-20T10:00:00Z",
+        "data": {"endpoint": ENDPOINTS[i % ENDPOINTS.len()], "method": "POST", "status": if i.is_multiple_of(50) { 500 } else { 200 },
+                 "duration_ms": (i % 300) as f64 / 3.0}
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let total = env_usize("BENCH_EVENTS", 200_000);
+    let batch = env_usize("BENCH_BATCH", 1000).clamp(1, 1000);
+    let clients = env_usize("BENCH_CLIENTS", 8).max(1);
+    let pg = std::env::var("BENCH_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::defaults();
+    config.server.data_dir = dir.path().to_path_buf();
+    if let Some(url) = &pg {
+        config.server.database_url = url.clone();
+    }
+    let app = App::build(config, None).await.expect("app");
+    let key = keys::create(
+        &app.state.store,
+        "bench",
+        &Scopes::parse_list(&["ingest"]).unwrap(),
+        &Actor::new("bench", None),
+    )
+    .await
+    .expect("key")
+    .secret;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1/events", listener.local_addr().unwrap());
+    let cancel = CancellationToken::new();
+    let server = tokio::spawn(app.serve(listener, cancel.clone()));
+
+    // Bodies are built before the clock starts: the benchmark measures the server.
+    let bodies: Vec<String> = (0..total.div_ceil(batch))
+        .map(|b| {
+            let events: Vec<Value> = (b * batch..((b + 1) * batch).min(total))
+                .map(event)
+                .collect();
+            json!(events).to_string()
+        })
+        .collect();
+    let rss_before = rss_mb();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mine: Vec<String> = bodies.iter().skip(c).step_by(clients).cloned().collect();
+        let (url, key) = (url.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut latencies = Vec::with_capacity(mine.len());
+            let mut accepted = 0u64;
+            for body in mine {
+                let t = Instant::now();
+                let res = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("content-type", "application/cloudevents-batch+json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("request");
+                assert!(res.status().is_success(), "status {}", res.status());
+                let reply: Value = res.json().await.expect("reply");
+                accepted += reply["accepted"].as_u64().unwrap_or(0);
+                latencies.push(t.elapsed());
+            }
+            (accepted, latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut accepted = 0;
+    for t in tasks {
+        let (a, l) = t.await.unwrap();
+        accepted += a;
+        latencies.extend(l);
+    }
+    let elapsed = started.elapsed();
+    let rss_peak = rss_mb();
+    latencies.sort();
+    assert_eq!(accepted as usize, total, "every event accepted once");
+    let http_rate = total as f64 / elapsed.as_secs_f64();
+    cancel.cancel();
+    let _ = server.await;
+
+    // Reference: the identical rows, one transaction, the writer's statement reused.
+    let raw_dir = tempfile::tempdir().unwrap();
+    let raw_url = format!("sqlite://{}", raw_dir.path().join("raw.db").display());
+    let raw = Store::connect(&raw_url, &ConnectOptions::default())
+        .await
+        .unwrap();
+    raw.migrate().await.unwrap();
+    let rows: Vec<(String, String, String, i64)> = (0..total)
+        .map(|i| {
+            let e = event(i);
+            (
+                e["id"].as_str().unwrap().to_string(),
+                e["subject"].as_str().unwrap().to_string(),
+                e["data"].to_string(),
+                1_795_168_800_000,
+            )
+        })
+        .collect();
+    let raw_started = Instant::now();
+    let mut tx = raw.begin().await.unwrap();
+    for chunk in rows.chunks(256) {
+        let sql = opsdeck::store::multi_row_insert(
+            "events (source, event_id, type, subject, time, received_at, data)",
+            7,
+            chunk.len(),
+            "ON CONFLICT (source, event_id) DO NOTHING",
+        );
+        let mut args = Vec::with_capacity(chunk.len() * 7);
+        for (id, subject, data, time) in chunk {
+            args.extend(opsdeck::args![
+                "bench-app",
+                id,
+                "api.request",
+                subject,
+                *time,
+                *time,
+                data
+            ]);
+        }
+        tx.execute_assembled(sql, args).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let raw_rate = total as f64 / raw_started.elapsed().as_secs_f64();
+    raw.close().await;
+
+    let backend = if pg.is_some() { "postgres" } else { "sqlite" };
+    println!(
+        "ingest benchmark ({backend}): {total} events, batches of {batch}, {clients} concurrent clients"
+    );
+    println!(
+        "  HTTP ingest       {:>10.0} events/s  ({:.2} s)",
+        http_rate,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  ack latency       p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms (per request of {batch})",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    println!(
+        "  resident memory   {rss_before:.0} MB before, {rss_peak:.0} MB after (server and clients in one process)"
+    );
+    println!(
+        "  raw SQLite insert {raw_rate:>10.0} events/s  (one transaction, 256-row prepared statements)"
+    );
+    println!(
+        "  ratio             {:.2} of the raw rate",
+        http_rate / raw_rate
+    );
+}
