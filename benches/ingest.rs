@@ -164,7 +164,7 @@ async fn main() {
         .collect();
     let raw_started = Instant::now();
     let mut tx = raw.begin().await.unwrap();
-    for chunk in rows.chunks(256) {
+    for chunk in rows.chunks(32) {
         let sql = opsdeck::store::multi_row_insert(
             "events (source, event_id, type, subject, time, received_at, data)",
             7,
@@ -208,7 +208,7 @@ async fn main() {
         "  resident memory   {rss_before:.0} MB before, {rss_peak:.0} MB after (server and clients in one process)"
     );
     println!(
-        "  raw SQLite insert {raw_rate:>10.0} events/s  (one transaction, 256-row prepared statements)"
+        "  raw bulk insert   {raw_rate:>10.0} events/s  ({backend}, one transaction, 32-row prepared statement via sqlx)"
     );
     println!(
         "  ratio             {:.2} of the raw rate",
