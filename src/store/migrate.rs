@@ -25,6 +25,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0002_events.sql"),
         include_str!("../../migrations/postgres/0002_events.sql"),
     ),
+    (
+        3,
+        "usage_rollups",
+        include_str!("../../migrations/sqlite/0003_usage_rollups.sql"),
+        include_str!("../../migrations/postgres/0003_usage_rollups.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

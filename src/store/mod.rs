@@ -170,6 +170,29 @@ macro_rules! query_methods {
             })
         }
 
+        /// [`Self::execute_assembled`] for statements that return rows (`… RETURNING …`).
+        pub async fn fetch_all_assembled<T: Row>(
+            self: $recv,
+            sql: String,
+            args: Vec<Value>,
+        ) -> Result<Vec<T>> {
+            Ok(match self.inner() {
+                $inner::Sqlite(e) => {
+                    bind_values!(sqlx::query_as::<Sqlite, T>(sqlx::AssertSqlSafe(sql)), args)
+                        .fetch_all(e)
+                        .await?
+                }
+                $inner::Postgres(e) => {
+                    bind_values!(
+                        sqlx::query_as::<Postgres, T>(sqlx::AssertSqlSafe(sql)),
+                        args
+                    )
+                    .fetch_all(e)
+                    .await?
+                }
+            })
+        }
+
         /// Runs a query and decodes every row.
         pub async fn fetch_all<T: Row>(
             self: $recv,

@@ -39,6 +39,20 @@ pub struct NewEvent {
     pub time_ms: i64,
     /// `data` as compact JSON (`{}` when absent).
     pub data: String,
+    /// What the rollups need from `data`, extracted once during validation.
+    pub facts: Facts,
+}
+
+/// Typed figures of the known metered types.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    /// `provider.usage`: provider and sku ids and the quantity.
+    pub provider: Option<String>,
+    pub sku: Option<String>,
+    pub quantity: f64,
+    /// `api.request`: HTTP status and duration.
+    pub status: Option<u16>,
+    pub duration_ms: f64,
 }
 
 /// Receipt-time facts validation needs.
@@ -115,7 +129,7 @@ pub fn validate(value: &Value, rules: Rules) -> Result<NewEvent, String> {
         ));
     }
     check_numbers(data, "data")?;
-    check_known_type(&kind, data)?;
+    let facts = check_known_type(&kind, data)?;
     if matches!(kind.as_str(), "api.request" | "provider.usage") && subject.is_none() {
         return Err(format!(
             "subject (the customer id) is required for {kind} events"
@@ -129,6 +143,7 @@ pub fn validate(value: &Value, rules: Rules) -> Result<NewEvent, String> {
         subject,
         time_ms,
         data: Value::Object(data.clone()).to_string(),
+        facts,
     })
 }
 
@@ -234,7 +249,8 @@ fn lowercase_id(data: &Map<String, Value>, field: &str) -> Result<(), String> {
 }
 
 /// Field rules for the types opsdeck understands; any other type is stored as it is.
-fn check_known_type(kind: &str, data: &Map<String, Value>) -> Result<(), String> {
+fn check_known_type(kind: &str, data: &Map<String, Value>) -> Result<Facts, String> {
+    let mut facts = Facts::default();
     match kind {
         "api.request" => {
             let endpoint = str_field(data, "endpoint", true)?.unwrap_or_default();
@@ -246,7 +262,8 @@ fn check_known_type(kind: &str, data: &Map<String, Value>) -> Result<(), String>
             if status.fract() != 0.0 || !(100.0..=599.0).contains(&status) {
                 return Err("data.status must be an HTTP status code (100–599)".into());
             }
-            num_field(data, "duration_ms", true)?;
+            facts.status = Some(status as u16);
+            facts.duration_ms = num_field(data, "duration_ms", true)?.unwrap_or_default();
         }
         "provider.usage" => {
             lowercase_id(data, "provider")?;
@@ -258,8 +275,10 @@ fn check_known_type(kind: &str, data: &Map<String, Value>) -> Result<(), String>
                     UNITS.join(", ")
                 ));
             }
-            num_field(data, "quantity", true)?;
+            facts.quantity = num_field(data, "quantity", true)?.unwrap_or_default();
             str_field(data, "job_id", false)?;
+            facts.provider = str_field(data, "provider", true)?.map(str::to_string);
+            facts.sku = str_field(data, "sku", true)?.map(str::to_string);
         }
         "page.view" => {
             str_field(data, "path", true)?;
@@ -288,7 +307,7 @@ fn check_known_type(kind: &str, data: &Map<String, Value>) -> Result<(), String>
         }
         _ => {}
     }
-    Ok(())
+    Ok(facts)
 }
 
 fn short(v: &Value) -> String {

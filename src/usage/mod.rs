@@ -2,5 +2,6 @@
 //! capability grows, rollups, plans and quotas. Owns the `events` table.
 
 pub mod event;
+pub mod rollup;
 pub mod routes;
 pub mod writer;

@@ -3,9 +3,12 @@
 //! holding its events has committed, so an acknowledged event survives a crash, while the cost
 //! of each commit's fsync is shared by every request that arrived meanwhile.
 
+use std::collections::HashSet;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::event::NewEvent;
+use super::rollup::Rollups;
 use crate::args;
 use crate::store::{Store, StoreError, multi_row_insert, now_ms};
 
@@ -115,24 +118,26 @@ pub async fn run(
 const ROWS_PER_STATEMENT: usize = 32;
 
 /// Inserts every job's events in one transaction, as multi-row statements that never span two
-/// jobs, so each statement's affected-row count belongs to one request. A (source, id) already
+/// jobs, so the rows each statement returns belong to one request, and adds the inserted ones to
+/// the rollups before the same commit. A (source, id) already
 /// stored, or repeated earlier in the same commit, is not inserted and counts as a duplicate.
 async fn commit(store: &Store, jobs: &[Job]) -> Result<Vec<Written>, StoreError> {
     let received = now_ms();
     let mut tx = store.begin().await?;
     let mut results = Vec::with_capacity(jobs.len());
+    let mut rollups = Rollups::default();
     for job in jobs {
-        let mut inserted = 0u64;
+        let mut accepted = 0;
         for chunk in job.events.chunks(ROWS_PER_STATEMENT) {
             let sql = multi_row_insert(
                 "events (source, event_id, type, subject, time, received_at, data)",
                 7,
                 chunk.len(),
-                "ON CONFLICT (source, event_id) DO NOTHING",
+                "ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id",
             );
-            let mut args = Vec::with_capacity(chunk.len() * 7);
+            let mut values = Vec::with_capacity(chunk.len() * 7);
             for e in chunk {
-                args.extend(args![
+                values.extend(args![
                     &e.source,
                     &e.id,
                     &e.kind,
@@ -142,14 +147,23 @@ async fn commit(store: &Store, jobs: &[Job]) -> Result<Vec<Written>, StoreError>
                     &e.data
                 ]);
             }
-            inserted += tx.execute_assembled(sql, args).await?;
+            // Only the rows actually inserted reach the rollups; a repeat of an event earlier in
+            // the same statement is matched once.
+            let inserted: Vec<(String, String)> = tx.fetch_all_assembled(sql, values).await?;
+            let mut fresh: HashSet<(String, String)> = inserted.into_iter().collect();
+            for e in chunk {
+                if fresh.remove(&(e.source.clone(), e.id.clone())) {
+                    rollups.add(e);
+                    accepted += 1;
+                }
+            }
         }
-        let accepted = inserted as usize;
         results.push(Written {
             accepted,
             duplicates: job.events.len() - accepted,
         });
     }
+    rollups.write(&mut tx).await?;
     tx.commit().await?;
     Ok(results)
 }

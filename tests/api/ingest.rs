@@ -382,3 +382,229 @@ async fn repeated_events_are_counted_once(app: &TestApp) {
     assert_eq!(stored(app).await, 2 + 1 + 50);
 }
 dual_test!(repeated_events_are_counted_once);
+
+fn provider_usage(
+    id: &str,
+    customer: &str,
+    provider: &str,
+    sku: &str,
+    quantity: f64,
+    time: &str,
+) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": "referral-app", "type": "provider.usage", "subject": customer,
+           "time": time, "data": {"provider": provider, "sku": sku, "unit": "credit", "quantity": quantity}})
+}
+
+#[derive(sqlx::FromRow, Debug, PartialEq)]
+struct RollupRow {
+    granularity: String,
+    bucket: i64,
+    subject: String,
+    r#type: String,
+    provider: String,
+    sku: String,
+    events: i64,
+    quantity: f64,
+    status_2xx: i64,
+    status_5xx: i64,
+    duration_ms_sum: f64,
+}
+
+async fn rollups(app: &TestApp, granularity: &str) -> Vec<RollupRow> {
+    app.state
+        .store
+        .fetch_all(
+            "SELECT granularity, bucket, subject, type, provider, sku, events, quantity, status_2xx, status_5xx,
+                    duration_ms_sum
+             FROM usage_rollups WHERE granularity = $1 ORDER BY bucket, subject, type, provider, sku",
+            opsdeck::args![granularity],
+        )
+        .await
+        .unwrap()
+}
+
+async fn rollups_count_what_was_stored(app: &TestApp) {
+    let key = app.key("app", &["ingest"]).await;
+    let mut failed = api_call(2, "cus_1");
+    failed["data"]["status"] = json!(503);
+    failed["data"]["duration_ms"] = json!(65);
+    let batch = json!([
+        api_call(1, "cus_1"),
+        failed,
+        api_call(1, "cus_1"), // repeated in the same request
+        provider_usage("p1", "cus_1", "luma", "v2", 40.0, "2026-11-20T10:00:30Z"),
+        provider_usage("p2", "cus_1", "luma", "v2", 2.5, "2026-11-20T10:59:00Z"),
+        provider_usage("p3", "cus_2", "kling", "v1", 10.0, "2026-11-20T23:59:59Z"),
+    ]);
+    let body: Value = post(app, &key, "application/json", batch.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+        (Some(5), Some(1))
+    );
+    // Repeating the whole request adds nothing anywhere.
+    post(app, &key, "application/json", batch.to_string()).await;
+
+    let day = rollups(app, "day").await;
+    let d = 1_795_132_800_000; // 2026-11-20 00:00 UTC
+    let row = |s: &str, t: &str, p: &str| {
+        day.iter()
+            .find(|r| r.subject == s && r.r#type == t && r.provider == p)
+            .unwrap()
+    };
+    let api = row("cus_1", "api.request", "");
+    assert_eq!(
+        (api.bucket, api.events, api.status_2xx, api.status_5xx),
+        (d, 2, 1, 1)
+    );
+    assert_eq!(api.duration_ms_sum, 100.0);
+    let luma = row("cus_1", "provider.usage", "luma");
+    assert_eq!(
+        (luma.sku.as_str(), luma.events, luma.quantity),
+        ("v2", 2, 42.5)
+    );
+    assert_eq!(row("cus_2", "provider.usage", "kling").quantity, 10.0);
+    assert_eq!(day.len(), 3);
+    // The two luma jobs fall in one hour but two minutes.
+    let hour = rollups(app, "hour").await;
+    assert_eq!(
+        hour.iter()
+            .filter(|r| r.provider == "luma")
+            .map(|r| r.events)
+            .collect::<Vec<_>>(),
+        [2]
+    );
+    let minute = rollups(app, "minute").await;
+    assert_eq!(
+        minute
+            .iter()
+            .filter(|r| r.provider == "luma")
+            .map(|r| r.events)
+            .collect::<Vec<_>>(),
+        [1, 1]
+    );
+}
+dual_test!(rollups_count_what_was_stored);
+
+/// (bucket, customer, type, provider) → (events, quantity, 2xx, 5xx)
+type Aggregates = std::collections::BTreeMap<(i64, String, String, String), (i64, f64, i64, i64)>;
+
+/// Property: after randomized ingest (random customers, types, times, batch sizes and repeats,
+/// sent by concurrent clients), every granularity's rollups equal a direct aggregation of the
+/// stored raw events.
+async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
+    use rand::Rng;
+    let key = app.key("app", &["ingest"]).await;
+    let mut rng = rand::rng();
+    let base = 1_795_000_000_000_i64;
+    let events: Vec<Value> = (0..600)
+        .map(|i| {
+            let t = base + rng.random_range(0..3 * 86_400_000_i64);
+            let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
+                .unwrap()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            let customer = format!("cus_{}", rng.random_range(0..7));
+            if rng.random_bool(0.5) {
+                let mut e = api_call(i, &customer);
+                e["time"] = json!(time);
+                e["data"]["status"] = json!([200, 201, 302, 404, 500][rng.random_range(0..5)]);
+                e["data"]["duration_ms"] = json!(rng.random_range(0..2000));
+                e
+            } else {
+                let (p, s) =
+                    [("luma", "v1"), ("luma", "v2"), ("bfl", "flux")][rng.random_range(0..3)];
+                provider_usage(
+                    &format!("p{i}"),
+                    &customer,
+                    p,
+                    s,
+                    f64::from(rng.random_range(0..100_u32)),
+                    &time,
+                )
+            }
+        })
+        .collect();
+    // Random batches, with a share of events sent twice, from four concurrent clients.
+    let mut batches: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < events.len() {
+        let n = rng.random_range(1..60).min(events.len() - i);
+        let mut batch: Vec<Value> = events[i..i + n].to_vec();
+        if i > 0 && rng.random_bool(0.3) {
+            batch.push(events[rng.random_range(0..i)].clone());
+        }
+        batches.push(json!(batch).to_string());
+        i += n;
+    }
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let mine: Vec<String> = batches.iter().skip(c).step_by(4).cloned().collect();
+        let (url, key) = (app.url("/api/v1/events"), key.clone());
+        tasks.push(tokio::spawn(async move {
+            for body in mine {
+                let res = api()
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(res.status().is_success());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(stored(app).await, 600);
+
+    let raw: Vec<(String, String, i64, String)> = app
+        .state
+        .store
+        .fetch_all(
+            "SELECT subject, type, time, data FROM events",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    for (granularity, width) in opsdeck::usage::rollup::GRANULARITIES {
+        let mut expected = Aggregates::default();
+        for (subject, kind, time, data) in &raw {
+            let data: Value = serde_json::from_str(data).unwrap();
+            let provider = data["provider"].as_str().unwrap_or("").to_string();
+            let e = expected
+                .entry((
+                    opsdeck::usage::rollup::bucket_start(*time, *width),
+                    subject.clone(),
+                    kind.clone(),
+                    provider,
+                ))
+                .or_default();
+            e.0 += 1;
+            e.1 += data["quantity"].as_f64().unwrap_or(0.0);
+            let status = data["status"].as_i64().unwrap_or(0);
+            e.2 += i64::from((200..300).contains(&status));
+            e.3 += i64::from((500..600).contains(&status));
+        }
+        let mut actual = Aggregates::default();
+        for r in rollups(app, granularity).await {
+            let e = actual
+                .entry((r.bucket, r.subject, r.r#type, r.provider))
+                .or_default();
+            e.0 += r.events;
+            e.1 += r.quantity;
+            e.2 += r.status_2xx;
+            e.3 += r.status_5xx;
+        }
+        assert_eq!(
+            actual, expected,
+            "{granularity} rollups disagree with the raw events"
+        );
+    }
+}
+dual_test!(rollups_equal_the_raw_events_after_random_ingest);

@@ -1,0 +1,130 @@
+//! Usage rollups: per minute, hour and day, counts and sums by customer, app, type, provider and
+//! sku, plus status classes and summed latency for `api.request`. The writer folds the events it
+//! actually inserted (never duplicates) into a [`Rollups`] and upserts it in the same
+//! transaction, so rollups always agree with the raw events.
+
+use std::collections::HashMap;
+
+use super::event::NewEvent;
+use crate::args;
+use crate::store::{StoreError, Tx, Value, multi_row_insert};
+
+/// Bucket widths, in milliseconds, by granularity name.
+pub const GRANULARITIES: &[(&str, i64)] =
+    &[("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
+
+/// Columns per upserted row, and rows per statement (kept short: see the writer's note on
+/// PostgreSQL and long VALUES lists).
+const WIDTH: usize = 14;
+const ROWS_PER_STATEMENT: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    granularity: &'static str,
+    bucket: i64,
+    subject: String,
+    source: String,
+    kind: String,
+    provider: String,
+    sku: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Totals {
+    events: i64,
+    quantity: f64,
+    status: [i64; 4],
+    duration_ms: f64,
+}
+
+/// Rollup increments accumulated over one commit.
+#[derive(Debug, Default)]
+pub struct Rollups(HashMap<Key, Totals>);
+
+/// Start of the bucket of `width_ms` holding `time_ms` (UTC; works before 1970 too).
+pub fn bucket_start(time_ms: i64, width_ms: i64) -> i64 {
+    time_ms - time_ms.rem_euclid(width_ms)
+}
+
+impl Rollups {
+    pub fn add(&mut self, e: &NewEvent) {
+        for (granularity, width) in GRANULARITIES {
+            let key = Key {
+                granularity,
+                bucket: bucket_start(e.time_ms, *width),
+                subject: e.subject.clone().unwrap_or_default(),
+                source: e.source.clone(),
+                kind: e.kind.clone(),
+                provider: e.facts.provider.clone().unwrap_or_default(),
+                sku: e.facts.sku.clone().unwrap_or_default(),
+            };
+            let t = self.0.entry(key).or_default();
+            t.events += 1;
+            t.quantity += e.facts.quantity;
+            t.duration_ms += e.facts.duration_ms;
+            if let Some(class @ 2..=5) = e.facts.status.map(|s| s / 100) {
+                t.status[usize::from(class) - 2] += 1;
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds the increments to the stored rollups inside `tx`.
+    pub async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
+        let rows: Vec<(Key, Totals)> = self.0.into_iter().collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = multi_row_insert(
+                "usage_rollups (granularity, bucket, subject, source, type, provider, sku, events, quantity, \
+                 status_2xx, status_3xx, status_4xx, status_5xx, duration_ms_sum)",
+                WIDTH,
+                chunk.len(),
+                "ON CONFLICT (granularity, bucket, subject, source, type, provider, sku) DO UPDATE SET \
+                 events = usage_rollups.events + excluded.events, \
+                 quantity = usage_rollups.quantity + excluded.quantity, \
+                 status_2xx = usage_rollups.status_2xx + excluded.status_2xx, \
+                 status_3xx = usage_rollups.status_3xx + excluded.status_3xx, \
+                 status_4xx = usage_rollups.status_4xx + excluded.status_4xx, \
+                 status_5xx = usage_rollups.status_5xx + excluded.status_5xx, \
+                 duration_ms_sum = usage_rollups.duration_ms_sum + excluded.duration_ms_sum",
+            );
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * WIDTH);
+            for (k, t) in chunk {
+                values.extend(args![
+                    k.granularity,
+                    k.bucket,
+                    &k.subject,
+                    &k.source,
+                    &k.kind,
+                    &k.provider,
+                    &k.sku,
+                    t.events,
+                    t.quantity,
+                    t.status[0],
+                    t.status[1],
+                    t.status[2],
+                    t.status[3],
+                    t.duration_ms
+                ]);
+            }
+            tx.execute_assembled(sql, values).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_start_on_utc_boundaries() {
+        let t = 1_795_433_875_123; // 2026-11-23 11:37:55.123 UTC
+        assert_eq!(bucket_start(t, 60_000), 1_795_433_820_000);
+        assert_eq!(bucket_start(t, 3_600_000), 1_795_431_600_000);
+        assert_eq!(bucket_start(t, 86_400_000), 1_795_392_000_000);
+        assert_eq!(bucket_start(-1, 60_000), -60_000);
+    }
+}
