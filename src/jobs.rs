@@ -26,10 +26,20 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
     tracker.spawn(run_until_stopped(
         "housekeeping",
         Duration::from_secs(60),
-        cancel,
+        cancel.clone(),
         move || {
             let s = s.clone();
             async move { housekeeping(&s).await }
+        },
+    ));
+    let s = state.clone();
+    tracker.spawn(run_until_stopped(
+        "retention",
+        Duration::from_secs(60),
+        cancel,
+        move || {
+            let s = s.clone();
+            async move { retention(&s).await }
         },
     ));
     tracker
@@ -90,4 +100,24 @@ pub async fn housekeeping(state: &AppState) -> Result<Outcome, String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok(Outcome::Idle)
+}
+
+/// One retention step: prunes a batch of expired raw events and the oldest expired rollup
+/// bucket of each granularity; runs again at once while there is more to delete.
+#[tracing::instrument(skip_all)]
+pub async fn retention(state: &AppState) -> Result<Outcome, String> {
+    let r = &state.config.retention;
+    let deleted = crate::usage::retention::prune_step(
+        &state.store,
+        crate::store::now_ms(),
+        r.raw_days,
+        r.rollup_days,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(if deleted > 0 {
+        Outcome::MoreWork
+    } else {
+        Outcome::Idle
+    })
 }

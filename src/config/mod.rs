@@ -41,6 +41,14 @@ pub struct Config {
     pub server: ServerConfig,
     pub access: AccessConfig,
     pub ingest: IngestConfig,
+    pub retention: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub raw_days: u32,
+    pub rollup_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -421,6 +429,16 @@ impl Loader {
             "ingest.max_events",
             c.ingest.max_events >= 1,
             "must be at least 1",
+        )?;
+        check(
+            "retention.raw_days",
+            c.retention.raw_days >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "retention.rollup_days",
+            c.retention.rollup_days >= c.retention.raw_days,
+            "must be at least retention.raw_days (rollups outlive the events behind them)",
         )?;
         check(
             "ingest.max_body_bytes",

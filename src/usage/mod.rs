@@ -2,6 +2,7 @@
 //! capability grows, rollups, plans and quotas. Owns the `events` table.
 
 pub mod event;
+pub mod retention;
 pub mod rollup;
 pub mod routes;
 pub mod writer;

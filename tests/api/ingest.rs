@@ -608,3 +608,81 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
     }
 }
 dual_test!(rollups_equal_the_raw_events_after_random_ingest);
+
+fn days_ago(days: i64) -> String {
+    (time::OffsetDateTime::now_utc() - time::Duration::days(days))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+async fn retention_prunes_raw_events_and_rollups_separately(app: &TestApp) {
+    let key = app.key("app", &["ingest"]).await;
+    let batch: Vec<Value> = [(10, "recent"), (45, "middle"), (90, "old")]
+        .iter()
+        .flat_map(|(age, name)| {
+            (0..3).map(move |i| {
+                provider_usage(
+                    &format!("{name}-{i}"),
+                    "cus_1",
+                    "luma",
+                    "v1",
+                    1.0,
+                    &days_ago(*age),
+                )
+            })
+        })
+        .collect();
+    let body: Value = post(app, &key, "application/json", json!(batch).to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["accepted"], 9);
+
+    let mut steps = 0;
+    while opsdeck::jobs::retention(&app.state).await.unwrap() == opsdeck::jobs::Outcome::MoreWork {
+        steps += 1;
+        assert!(steps < 100, "pruning terminates");
+    }
+    let ids: Vec<(String,)> = app
+        .state
+        .store
+        .fetch_all(
+            "SELECT event_id FROM events ORDER BY event_id",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = ids.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["recent-0", "recent-1", "recent-2"],
+        "raw events older than 30 days are gone"
+    );
+    for granularity in ["minute", "hour", "day"] {
+        let total: i64 = rollups(app, granularity)
+            .await
+            .iter()
+            .map(|r| r.events)
+            .sum();
+        assert_eq!(
+            total, 6,
+            "{granularity}: rollups keep 60 days, so 10- and 45-day-old usage stays"
+        );
+    }
+    // A pruned event is outside retention: sending it again stores it anew.
+    let again = provider_usage("old-0", "cus_1", "luma", "v1", 1.0, &days_ago(1));
+    let body: Value = post(app, &key, "application/json", again.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["accepted"], 1);
+}
+dual_test!(
+    retention_prunes_raw_events_and_rollups_separately,
+    |c: &mut opsdeck::config::Config| {
+        c.retention.raw_days = 30;
+        c.retention.rollup_days = 60;
+    }
+);
