@@ -154,6 +154,11 @@ fn required_str(obj: &Map<String, Value>, field: &str) -> Result<String, String>
             "{field} is {} bytes; the limit is {MAX_ATTR}",
             s.len()
         )),
+        // Control characters (NUL above all, which PostgreSQL text cannot hold) are refused here
+        // so that no event can fail the commit it shares with other requests.
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            Err(format!("{field} contains control characters"))
+        }
         Some(Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(format!("{field} must be a string")),
         None => Err(format!("{field} is required")),
@@ -435,6 +440,13 @@ mod tests {
         assert!(validate(&e, RULES).unwrap_err().contains("subject"));
         e["subject"] = json!("x".repeat(257));
         assert!(validate(&e, RULES).unwrap_err().contains("256"));
+        let mut e = base("page.view", json!({"path": "/"}));
+        e["id"] = json!("a\u{0}b");
+        assert!(
+            validate(&e, RULES)
+                .unwrap_err()
+                .contains("control characters")
+        );
         let mut e = base("page.view", json!({"path": "/"}));
         e["time"] = json!("yesterday");
         assert!(validate(&e, RULES).unwrap_err().contains("RFC 3339"));

@@ -102,6 +102,19 @@ pub async fn run(
                     let _ = job.reply.send(Ok(written));
                 }
             }
+            Err(e) if jobs.len() > 1 => {
+                // Isolate the failure: one request's events must not fail everyone else's, so
+                // each job is retried in a transaction of its own.
+                tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; committing requests one by one");
+                for job in jobs {
+                    let result = commit(&store, std::slice::from_ref(&job)).await;
+                    let reply = result.map(|mut w| w.remove(0)).map_err(|e| {
+                        tracing::error!(error = %e, events = job.events.len(), "ingest commit failed");
+                        e.to_string()
+                    });
+                    let _ = job.reply.send(reply);
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, events = n, "ingest commit failed");
                 for job in jobs {

@@ -686,3 +686,26 @@ dual_test!(
         c.retention.rollup_days = 60;
     }
 );
+
+async fn hostile_strings_cannot_fail_a_shared_commit(app: &TestApp) {
+    let key = app.key("app", &["ingest"]).await;
+    let mut nul_source = api_call(1, "cus_1");
+    nul_source["source"] = json!("app\u{0}");
+    let mut nul_in_data = api_call(2, "cus_1");
+    nul_in_data["data"]["note"] = json!("a\u{0}b"); // escaped inside the stored JSON text: fine
+    let batch = json!([nul_source, nul_in_data, api_call(3, "cus_1")]);
+    let body: Value = post(app, &key, "application/json", batch.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["accepted"], 2, "{body}");
+    assert_eq!(body["rejected"][0]["index"], 0);
+    assert!(
+        body["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("control characters")
+    );
+}
+dual_test!(hostile_strings_cannot_fail_a_shared_commit);
