@@ -14,6 +14,8 @@ use opsdeck::access::{Scopes, keys};
 use opsdeck::app::App;
 use opsdeck::config::Config;
 use opsdeck::store::{ConnectOptions, Store};
+use opsdeck::usage::event::{NewEvent, Rules, validate};
+use opsdeck::usage::writer;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -144,46 +146,45 @@ async fn main() {
     cancel.cancel();
     let _ = server.await;
 
-    // Reference: the identical rows, one transaction, the writer's statement reused.
+    // Reference: the identical rows into an empty table on the same backend, one transaction,
+    // the writer's own statement and values, no HTTP, no writer task, no rollups.
     let raw_dir = tempfile::tempdir().unwrap();
-    let raw_url = format!("sqlite://{}", raw_dir.path().join("raw.db").display());
-    let raw = Store::connect(&raw_url, &ConnectOptions::default())
-        .await
-        .unwrap();
+    let raw = match &pg {
+        Some(url) => {
+            let raw = Store::connect(url, &ConnectOptions::default())
+                .await
+                .unwrap();
+            raw.execute("DELETE FROM events", opsdeck::args![])
+                .await
+                .unwrap();
+            raw
+        }
+        None => {
+            let url = format!("sqlite://{}", raw_dir.path().join("raw.db").display());
+            Store::connect(&url, &ConnectOptions::default())
+                .await
+                .unwrap()
+        }
+    };
     raw.migrate().await.unwrap();
-    let rows: Vec<(String, String, String, i64)> = (0..total)
-        .map(|i| {
-            let e = event(i);
-            (
-                e["id"].as_str().unwrap().to_string(),
-                e["subject"].as_str().unwrap().to_string(),
-                e["data"].to_string(),
-                1_795_168_800_000,
-            )
-        })
+    let rules = Rules {
+        now_ms: opsdeck::store::now_ms(),
+        max_future_skew_ms: 300_000,
+    };
+    let rows: Vec<NewEvent> = (0..total)
+        .map(|i| validate(&event(i), rules).expect("valid event"))
         .collect();
+    let received = opsdeck::store::now_ms();
     let raw_started = Instant::now();
     let mut tx = raw.begin().await.unwrap();
-    for chunk in rows.chunks(32) {
-        let sql = opsdeck::store::multi_row_insert(
-            "events (source, event_id, type, subject, time, received_at, data)",
-            7,
-            chunk.len(),
-            "ON CONFLICT (source, event_id) DO NOTHING",
-        );
-        let mut args = Vec::with_capacity(chunk.len() * 7);
-        for (id, subject, data, time) in chunk {
-            args.extend(opsdeck::args![
-                "bench-app",
-                id,
-                "api.request",
-                subject,
-                *time,
-                *time,
-                data
-            ]);
-        }
-        tx.execute_assembled(sql, args).await.unwrap();
+    for chunk in rows.chunks(writer::ROWS_PER_STATEMENT) {
+        let values = chunk
+            .iter()
+            .flat_map(|e| writer::event_values(e, received))
+            .collect();
+        tx.execute_assembled(writer::insert_events_sql(chunk.len(), false), values)
+            .await
+            .unwrap();
     }
     tx.commit().await.unwrap();
     let raw_rate = total as f64 / raw_started.elapsed().as_secs_f64();

@@ -123,12 +123,7 @@ pub fn validate(value: &Value, rules: Rules) -> Result<NewEvent, String> {
         Some(Value::Object(map)) => map,
         Some(_) => return Err("data must be a JSON object".into()),
     };
-    if depth(&Value::Object(data.clone()), 0) > MAX_DATA_DEPTH {
-        return Err(format!(
-            "data is nested deeper than {MAX_DATA_DEPTH} levels"
-        ));
-    }
-    check_numbers(data, "data")?;
+    check_data(data)?;
     let facts = check_known_type(&kind, data)?;
     if matches!(kind.as_str(), "api.request" | "provider.usage") && subject.is_none() {
         return Err(format!(
@@ -142,7 +137,7 @@ pub fn validate(value: &Value, rules: Rules) -> Result<NewEvent, String> {
         kind,
         subject,
         time_ms,
-        data: Value::Object(data.clone()).to_string(),
+        data: serde_json::to_string(data).unwrap_or_else(|_| "{}".into()),
         facts,
     })
 }
@@ -165,46 +160,47 @@ fn required_str(obj: &Map<String, Value>, field: &str) -> Result<String, String>
     }
 }
 
-/// Nesting depth of a JSON value (a scalar is 0, `{}` is 1).
-fn depth(v: &Value, level: usize) -> usize {
-    if level > MAX_DATA_DEPTH {
-        return level;
+/// Walks `data` once: at most [`MAX_DATA_DEPTH`] nested objects/arrays, and every number finite
+/// and of sane magnitude. The path of a bad number is built only when there is one, so valid
+/// events (the hot path) allocate nothing here.
+fn check_data(data: &Map<String, Value>) -> Result<(), String> {
+    enum Problem {
+        TooDeep,
+        /// Path below `data` of the offending number, built while unwinding.
+        BadNumber(String),
     }
-    match v {
-        Value::Object(m) => m
-            .values()
-            .map(|x| depth(x, level + 1))
-            .max()
-            .unwrap_or(level + 1),
-        Value::Array(a) => a
-            .iter()
-            .map(|x| depth(x, level + 1))
-            .max()
-            .unwrap_or(level + 1),
-        _ => level,
+    fn under(segment: impl FnOnce() -> String) -> impl FnOnce(Problem) -> Problem {
+        move |p| match p {
+            Problem::BadNumber(rest) => Problem::BadNumber(segment() + &rest),
+            deep => deep,
+        }
     }
-}
-
-/// Every number anywhere in `data` must be finite and of sane magnitude.
-fn check_numbers(map: &Map<String, Value>, path: &str) -> Result<(), String> {
-    fn walk(v: &Value, path: &str) -> Result<(), String> {
+    /// The members of an object that is itself inside `depth` objects/arrays (counting itself).
+    fn members(m: &Map<String, Value>, depth: usize) -> Result<(), Problem> {
+        m.iter()
+            .try_for_each(|(k, x)| walk(x, depth).map_err(under(|| format!(".{k}"))))
+    }
+    fn walk(v: &Value, depth: usize) -> Result<(), Problem> {
         match v {
             Value::Number(n) => match n.as_f64() {
                 Some(f) if f.is_finite() && f.abs() <= MAX_NUMBER => Ok(()),
-                _ => Err(format!("{path} is out of range (|x| ≤ 1e12)")),
+                _ => Err(Problem::BadNumber(String::new())),
             },
-            Value::Object(m) => m
-                .iter()
-                .try_for_each(|(k, x)| walk(x, &format!("{path}.{k}"))),
+            Value::Object(_) | Value::Array(_) if depth + 1 > MAX_DATA_DEPTH => {
+                Err(Problem::TooDeep)
+            }
+            Value::Object(m) => members(m, depth + 1),
             Value::Array(a) => a
                 .iter()
                 .enumerate()
-                .try_for_each(|(i, x)| walk(x, &format!("{path}[{i}]"))),
+                .try_for_each(|(i, x)| walk(x, depth + 1).map_err(under(|| format!("[{i}]")))),
             _ => Ok(()),
         }
     }
-    map.iter()
-        .try_for_each(|(k, v)| walk(v, &format!("{path}.{k}")))
+    members(data, 1).map_err(|p| match p {
+        Problem::TooDeep => format!("data is nested deeper than {MAX_DATA_DEPTH} levels"),
+        Problem::BadNumber(path) => format!("data{path} is out of range (|x| ≤ 1e12)"),
+    })
 }
 
 fn str_field<'a>(

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::event::NewEvent;
 use super::rollup::Rollups;
 use crate::args;
-use crate::store::{Store, StoreError, multi_row_insert, now_ms};
+use crate::store::{Store, StoreError, Value, multi_row_insert, now_ms};
 
 /// Most events written in one transaction; a bigger backlog is split across commits.
 const MAX_EVENTS_PER_COMMIT: usize = 20_000;
@@ -125,10 +125,38 @@ pub async fn run(
     }
 }
 
+/// The statement storing `rows` events, each bound with [`event_values`]; with `returning` it
+/// reports the `(source, event_id)` of the rows it actually inserted.
+pub fn insert_events_sql(rows: usize, returning: bool) -> String {
+    multi_row_insert(
+        "events (source, event_id, type, subject, time, received_at, data)",
+        7,
+        rows,
+        if returning {
+            "ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id"
+        } else {
+            "ON CONFLICT (source, event_id) DO NOTHING"
+        },
+    )
+}
+
+/// One event's values for [`insert_events_sql`].
+pub fn event_values(e: &NewEvent, received_at: i64) -> Vec<Value> {
+    args![
+        &e.source,
+        &e.id,
+        &e.kind,
+        e.subject.clone(),
+        e.time_ms,
+        received_at,
+        &e.data
+    ]
+}
+
 /// Rows per INSERT statement. Measured with `cargo bench --bench ingest`: 16–64 rows are
 /// equally fast on SQLite (~3× one row per statement), while PostgreSQL re-plans long VALUES
 /// lists on every execution and falls from ~60k to ~5k events/s at 256 rows.
-const ROWS_PER_STATEMENT: usize = 32;
+pub const ROWS_PER_STATEMENT: usize = 32;
 
 /// Inserts every job's events in one transaction, as multi-row statements that never span two
 /// jobs, so the rows each statement returns belong to one request, and adds the inserted ones to
@@ -142,30 +170,20 @@ async fn commit(store: &Store, jobs: &[Job]) -> Result<Vec<Written>, StoreError>
     for job in jobs {
         let mut accepted = 0;
         for chunk in job.events.chunks(ROWS_PER_STATEMENT) {
-            let sql = multi_row_insert(
-                "events (source, event_id, type, subject, time, received_at, data)",
-                7,
-                chunk.len(),
-                "ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id",
-            );
-            let mut values = Vec::with_capacity(chunk.len() * 7);
-            for e in chunk {
-                values.extend(args![
-                    &e.source,
-                    &e.id,
-                    &e.kind,
-                    e.subject.clone(),
-                    e.time_ms,
-                    received,
-                    &e.data
-                ]);
-            }
+            let sql = insert_events_sql(chunk.len(), true);
+            let values = chunk
+                .iter()
+                .flat_map(|e| event_values(e, received))
+                .collect();
             // Only the rows actually inserted reach the rollups; a repeat of an event earlier in
             // the same statement is matched once.
             let inserted: Vec<(String, String)> = tx.fetch_all_assembled(sql, values).await?;
-            let mut fresh: HashSet<(String, String)> = inserted.into_iter().collect();
+            let mut fresh: HashSet<(&str, &str)> = inserted
+                .iter()
+                .map(|(s, i)| (s.as_str(), i.as_str()))
+                .collect();
             for e in chunk {
-                if fresh.remove(&(e.source.clone(), e.id.clone())) {
+                if fresh.remove(&(e.source.as_str(), e.id.as_str())) {
                     rollups.add(e);
                     accepted += 1;
                 }
