@@ -65,12 +65,9 @@ async fn sign_in_shows_overview_and_sign_out_ends_it(app: &TestApp) {
     }
 
     let token = csrf_from(&html);
-    let res = client
-        .post(app.url("/signout"))
-        .form(&[("csrf_token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .post_form(&client, "/signout", &[("csrf_token", token.as_str())])
+        .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(res.headers()["location"], "/signin");
 
@@ -194,12 +191,9 @@ async fn csrf_is_required_and_rejection_writes_nothing(app: &TestApp) {
         .await
         .unwrap();
     error_body(res, StatusCode::FORBIDDEN, "csrf_rejected").await;
-    let res = client
-        .post(app.url("/signout"))
-        .form(&[("csrf_token", "forged")])
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .post_form(&client, "/signout", &[("csrf_token", "forged")])
+        .await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     // Sign-in itself needs the login token from the form's cookie.
     let res = browser()
@@ -233,16 +227,17 @@ async fn csrf_is_required_and_rejection_writes_nothing(app: &TestApp) {
     );
 
     // With the token, the same form works.
-    let res = client
-        .post(app.url("/settings/keys"))
-        .form(&[
-            ("name", "k"),
-            ("scopes", "read"),
-            ("csrf_token", token.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .post_form(
+            &client,
+            "/settings/keys",
+            &[
+                ("name", "k"),
+                ("scopes", "read"),
+                ("csrf_token", token.as_str()),
+            ],
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     assert!(
         res.text().await.unwrap().contains("opsk_"),
@@ -289,17 +284,18 @@ async fn viewers_read_but_cannot_administer(app: &TestApp) {
                 .starts_with("text/html")
         );
     }
-    let res = client
-        .post(app.url("/settings/users"))
-        .form(&[
-            ("email", "x@example.com"),
-            ("role", "admin"),
-            ("password", "0123456789ab"),
-            ("csrf_token", &token),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .post_form(
+            &client,
+            "/settings/users",
+            &[
+                ("email", "x@example.com"),
+                ("role", "admin"),
+                ("password", "0123456789ab"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(
         opsdeck::access::users::list(&app.state.store)
@@ -334,30 +330,32 @@ dual_test!(viewers_read_but_cannot_administer);
 async fn admins_manage_users_in_settings(app: &TestApp) {
     let client = browser();
     let token = sign_in_admin(app, &client).await;
-    let res = client
-        .post(app.url("/settings/users"))
-        .form(&[
-            ("email", "New@Example.com"),
-            ("role", "viewer"),
-            ("password", "short"),
-            ("csrf_token", &token),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .post_form(
+            &client,
+            "/settings/users",
+            &[
+                ("email", "New@Example.com"),
+                ("role", "viewer"),
+                ("password", "short"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(res.text().await.unwrap().contains("at least 10 characters"));
-    let res = client
-        .post(app.url("/settings/users"))
-        .form(&[
-            ("email", "New@Example.com"),
-            ("role", "viewer"),
-            ("password", "long enough pw"),
-            ("csrf_token", &token),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .post_form(
+            &client,
+            "/settings/users",
+            &[
+                ("email", "New@Example.com"),
+                ("role", "viewer"),
+                ("password", "long enough pw"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let html = client
         .get(app.url("/settings/users"))
@@ -390,27 +388,29 @@ dual_test!(admins_manage_users_in_settings);
 async fn secrets_are_set_from_settings(app: &TestApp) {
     let client = browser();
     let token = sign_in_admin(app, &client).await;
-    let res = client
-        .post(app.url("/settings/integrations"))
-        .form(&[
-            ("name", "Not Valid"),
-            ("value", "x"),
-            ("csrf_token", &token),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .post_form(
+            &client,
+            "/settings/integrations",
+            &[
+                ("name", "Not Valid"),
+                ("value", "x"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let res = client
-        .post(app.url("/settings/integrations"))
-        .form(&[
-            ("name", "twilio.auth_token"),
-            ("value", "tw-secret-123456"),
-            ("csrf_token", &token),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .post_form(
+            &client,
+            "/settings/integrations",
+            &[
+                ("name", "twilio.auth_token"),
+                ("value", "tw-secret-123456"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let page = client
         .get(app.url("/settings/integrations"))

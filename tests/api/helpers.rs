@@ -208,6 +208,31 @@ impl TestApp {
         .unwrap();
     }
 
+    /// An API call authenticated with `key`, with `body` as JSON when given.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<&serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut req = api().request(method, self.url(path)).bearer_auth(key);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Submits a page form as `client` (a browser with its cookies).
+    pub async fn post_form(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        client.post(self.url(path)).form(form).send().await.unwrap()
+    }
+
     pub async fn audit_actions(&self) -> Vec<String> {
         opsdeck::access::audit::list(&self.state.store, 1000, None)
             .await

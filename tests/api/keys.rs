@@ -1,7 +1,7 @@
 //! API keys and scopes, the per-key rate limit, the audit log and encrypted secrets, through
 //! the JSON API.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::dual_test;
@@ -60,12 +60,14 @@ async fn api_keys_are_scoped(app: &TestApp) {
             "{name} is present and null until its capability lands"
         );
     }
-    let res = c
-        .get(app.url("/api/v1/metrics/overview?period=fortnight"))
-        .bearer_auth(&read)
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .call(
+            Method::GET,
+            "/api/v1/metrics/overview?period=fortnight",
+            &read,
+            None,
+        )
+        .await;
     error_body(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
 
     for scopes in [&["ingest"][..], &["tenant:cus_42"][..]] {
@@ -74,34 +76,27 @@ async fn api_keys_are_scoped(app: &TestApp) {
         let body = error_body(res, StatusCode::FORBIDDEN, "forbidden").await;
         assert!(body["detail"].as_str().unwrap().contains("read"), "{body}");
     }
-    let res = c
-        .get(app.url("/api/v1/keys"))
-        .bearer_auth(&read)
-        .send()
-        .await
-        .unwrap();
+    let res = app.call(Method::GET, "/api/v1/keys", &read, None).await;
     error_body(res, StatusCode::FORBIDDEN, "forbidden").await;
 
     // An admin key manages keys; the secret is returned once and never listed.
     let admin = app.key("ops", &["admin"]).await;
-    let res = c
-        .post(app.url("/api/v1/keys"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "tenant portal", "scopes": ["tenant:cus_42"]}))
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/keys",
+            &admin,
+            Some(&json!({"name": "tenant portal", "scopes": ["tenant:cus_42"]})),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let created: serde_json::Value = res.json().await.unwrap();
     let secret = created["secret"].as_str().unwrap().to_string();
     assert!(secret.starts_with("opsk_"));
     assert_eq!(created["scopes"], json!(["tenant:cus_42"]));
-    let listed = c
-        .get(app.url("/api/v1/keys"))
-        .bearer_auth(&admin)
-        .send()
+    let listed = app
+        .call(Method::GET, "/api/v1/keys", &admin, None)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -118,13 +113,14 @@ async fn api_keys_are_scoped(app: &TestApp) {
         json!(["tenant:a", "read"]),
         json!(["tenant:"]),
     ] {
-        let res = c
-            .post(app.url("/api/v1/keys"))
-            .bearer_auth(&admin)
-            .json(&json!({"name": "x", "scopes": scopes}))
-            .send()
-            .await
-            .unwrap();
+        let res = app
+            .call(
+                Method::POST,
+                "/api/v1/keys",
+                &admin,
+                Some(&json!({"name": "x", "scopes": scopes})),
+            )
+            .await;
         error_body(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
     }
     assert_eq!(
@@ -138,62 +134,38 @@ async fn api_keys_are_scoped(app: &TestApp) {
     // Revocation takes effect on the next request.
     let id = created["id"].as_i64().unwrap();
     assert_eq!(
-        c.get(app.url("/api/v1/me"))
-            .bearer_auth(&secret)
-            .send()
+        app.call(Method::GET, "/api/v1/me", &secret, None)
             .await
-            .unwrap()
             .status(),
         StatusCode::OK
     );
-    let res = c
-        .delete(app.url(&format!("/api/v1/keys/{id}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .call(Method::DELETE, &format!("/api/v1/keys/{id}"), &admin, None)
+        .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     error_body(
-        c.get(app.url("/api/v1/me"))
-            .bearer_auth(&secret)
-            .send()
-            .await
-            .unwrap(),
+        app.call(Method::GET, "/api/v1/me", &secret, None).await,
         StatusCode::UNAUTHORIZED,
         "unauthenticated",
     )
     .await;
-    let res = c
-        .delete(app.url(&format!("/api/v1/keys/{id}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .call(Method::DELETE, &format!("/api/v1/keys/{id}"), &admin, None)
+        .await;
     error_body(res, StatusCode::NOT_FOUND, "not_found").await;
 }
 dual_test!(api_keys_are_scoped);
 
 async fn api_requests_are_rate_limited_per_key(app: &TestApp) {
-    let c = api();
     let a = app.key("a", &["read"]).await;
     let b = app.key("b", &["read"]).await;
     for _ in 0..3 {
         assert_eq!(
-            c.get(app.url("/api/v1/me"))
-                .bearer_auth(&a)
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            app.call(Method::GET, "/api/v1/me", &a, None).await.status(),
             StatusCode::OK
         );
     }
-    let res = c
-        .get(app.url("/api/v1/me"))
-        .bearer_auth(&a)
-        .send()
-        .await
-        .unwrap();
+    let res = app.call(Method::GET, "/api/v1/me", &a, None).await;
     assert!(
         res.headers()["retry-after"]
             .to_str()
@@ -204,12 +176,7 @@ async fn api_requests_are_rate_limited_per_key(app: &TestApp) {
     );
     error_body(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
     assert_eq!(
-        c.get(app.url("/api/v1/me"))
-            .bearer_auth(&b)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        app.call(Method::GET, "/api/v1/me", &b, None).await.status(),
         StatusCode::OK
     );
 }
@@ -219,39 +186,25 @@ dual_test!(
 );
 
 async fn admin_actions_are_audited(app: &TestApp) {
-    let c = api();
     let admin = app.key("ops", &["admin"]).await;
-    let res = c
-        .post(app.url("/api/v1/users"))
-        .bearer_auth(&admin)
-        .json(&json!({"email": "ana@example.com", "role": "viewer", "password": "a long password"}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.call(Method::POST, "/api/v1/users", &admin, Some(&json!({"email": "ana@example.com", "role": "viewer", "password": "a long password"}))).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let user: serde_json::Value = res.json().await.unwrap();
-    let res = c
-        .post(app.url("/api/v1/users"))
-        .bearer_auth(&admin)
-        .json(&json!({"email": "ana@example.com", "role": "viewer", "password": "a long password"}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.call(Method::POST, "/api/v1/users", &admin, Some(&json!({"email": "ana@example.com", "role": "viewer", "password": "a long password"}))).await;
     error_body(res, StatusCode::CONFLICT, "conflict").await;
-    let res = c
-        .delete(app.url(&format!("/api/v1/users/{}", user["id"])))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/users/{}", user["id"]),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 
-    let audit: Vec<serde_json::Value> = c
-        .get(app.url("/api/v1/audit?limit=10"))
-        .bearer_auth(&admin)
-        .send()
+    let audit: Vec<serde_json::Value> = app
+        .call(Method::GET, "/api/v1/audit?limit=10", &admin, None)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -273,42 +226,33 @@ async fn admin_actions_are_audited(app: &TestApp) {
     assert_eq!(entry["client_addr"], "127.0.0.1");
     assert!(entry["at"].as_i64().unwrap() > 1_700_000_000_000);
 
-    let res = c
-        .get(app.url("/api/v1/audit?limit=0"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .call(Method::GET, "/api/v1/audit?limit=0", &admin, None)
+        .await;
     error_body(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
-    let res = c
-        .delete(app.url("/api/v1/users/1"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .call(Method::DELETE, "/api/v1/users/1", &admin, None)
+        .await;
     error_body(res, StatusCode::CONFLICT, "conflict").await;
 }
 dual_test!(admin_actions_are_audited);
 
 async fn secrets_are_encrypted_at_rest(app: &TestApp) {
-    let c = api();
     let admin = app.key("ops", &["admin"]).await;
     let plaintext = "sk_live_51TOPSECRETvalueXYZ";
-    let res = c
-        .put(app.url("/api/v1/secrets/stripe.secret_key"))
-        .bearer_auth(&admin)
-        .json(&json!({"value": plaintext}))
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .call(
+            Method::PUT,
+            "/api/v1/secrets/stripe.secret_key",
+            &admin,
+            Some(&json!({"value": plaintext})),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 
-    let listed = c
-        .get(app.url("/api/v1/secrets"))
-        .bearer_auth(&admin)
-        .send()
+    let listed = app
+        .call(Method::GET, "/api/v1/secrets", &admin, None)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -355,13 +299,14 @@ async fn secrets_are_encrypted_at_rest(app: &TestApp) {
         ("ok.name", json!({"value": ""})),
         ("ok.name", json!({"val": "x"})),
     ] {
-        let res = c
-            .put(app.url(&format!("/api/v1/secrets/{name}")))
-            .bearer_auth(&admin)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let res = app
+            .call(
+                Method::PUT,
+                &format!("/api/v1/secrets/{name}"),
+                &admin,
+                Some(&body),
+            )
+            .await;
         assert!(
             res.status() == StatusCode::UNPROCESSABLE_ENTITY
                 || res.status() == StatusCode::BAD_REQUEST,
@@ -384,7 +329,6 @@ async fn secrets_are_encrypted_at_rest(app: &TestApp) {
 dual_test!(secrets_are_encrypted_at_rest);
 
 async fn key_last_use_is_recorded_only_for_successful_requests(app: &TestApp) {
-    let c = api();
     let ingest = app.key("collector", &["ingest"]).await;
     let last_used = || async {
         let keys = opsdeck::access::keys::list(&app.state.store).await.unwrap();
@@ -394,22 +338,14 @@ async fn key_last_use_is_recorded_only_for_successful_requests(app: &TestApp) {
             .last_used_at
     };
     // 403 (wrong scope) and 422 (bad input) are rejections: nothing may be written.
-    let res = c
-        .get(app.url("/api/v1/metrics/overview"))
-        .bearer_auth(&ingest)
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .call(Method::GET, "/api/v1/metrics/overview", &ingest, None)
+        .await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     opsdeck::jobs::housekeeping(&app.state).await.unwrap();
     assert_eq!(last_used().await, None);
 
-    let res = c
-        .get(app.url("/api/v1/me"))
-        .bearer_auth(&ingest)
-        .send()
-        .await
-        .unwrap();
+    let res = app.call(Method::GET, "/api/v1/me", &ingest, None).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         last_used().await,

@@ -1,6 +1,6 @@
 //! Operational endpoints, error shapes, body limits, security headers, OpenAPI.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
 use crate::dual_test;
 use crate::helpers::*;
@@ -138,20 +138,18 @@ async fn errors_are_json_on_api_and_pages_elsewhere(app: &TestApp) {
         "unsupported_media_type",
     )
     .await;
-    let res = c
-        .post(app.url("/api/v1/keys"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"name": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/keys",
+            &admin,
+            Some(&serde_json::json!({"name": "x"})),
+        )
+        .await;
     error_body(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
-    let res = c
-        .delete(app.url("/api/v1/keys/not-a-number"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .call(Method::DELETE, "/api/v1/keys/not-a-number", &admin, None)
+        .await;
     error_body(res, StatusCode::BAD_REQUEST, "bad_request").await;
     assert_eq!(
         opsdeck::access::keys::list(&app.state.store)
