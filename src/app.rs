@@ -44,8 +44,6 @@ pub struct Shared {
     pub api_limiter: ApiLimiter,
     pub metrics: HttpMetrics,
     pub ingestor: Ingestor,
-    /// Taken by `App::serve`, which runs the ingest writer on it.
-    writer_inbox: std::sync::Mutex<Option<WriterInbox>>,
 }
 
 impl Deref for AppState {
@@ -58,6 +56,8 @@ impl Deref for AppState {
 /// A built application: state ready, schema migrated, not yet serving.
 pub struct App {
     pub state: AppState,
+    /// The receiving end of `state.ingestor`; `serve` runs the ingest writer on it.
+    writer_inbox: WriterInbox,
 }
 
 impl App {
@@ -76,12 +76,14 @@ impl App {
             api_limiter: ApiLimiter::new(access.api_requests_per_minute),
             metrics: HttpMetrics::new(),
             ingestor,
-            writer_inbox: std::sync::Mutex::new(Some(inbox)),
             master_key,
             store,
             config,
         }));
-        Ok(App { state })
+        Ok(App {
+            state,
+            writer_inbox: inbox,
+        })
     }
 
     /// Serves HTTP on `listener` and runs the background jobs until `cancel` fires, then
@@ -95,19 +97,11 @@ impl App {
         // The writer outlives the HTTP server: requests still in flight during a graceful
         // shutdown get their events committed before it stops.
         let writer_stop = CancellationToken::new();
-        let inbox = self
-            .state
-            .writer_inbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let writer = inbox.map(|inbox| {
-            tokio::spawn(writer::run(
-                self.state.store.clone(),
-                inbox,
-                writer_stop.clone().cancelled_owned(),
-            ))
-        });
+        let writer = tokio::spawn(writer::run(
+            self.state.store.clone(),
+            self.writer_inbox,
+            writer_stop.clone().cancelled_owned(),
+        ));
         let router = crate::http::router(self.state.clone());
         let result = axum::serve(
             listener,
@@ -117,9 +111,7 @@ impl App {
         .await;
         cancel.cancel();
         writer_stop.cancel();
-        if let Some(w) = writer {
-            let _ = w.await;
-        }
+        let _ = writer.await;
         jobs.close();
         jobs.wait().await;
         if let Err(e) = self.state.key_usage.flush(&self.state.store).await {
