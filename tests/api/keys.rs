@@ -347,11 +347,8 @@ async fn key_last_use_is_recorded_only_for_successful_requests(app: &TestApp) {
 
     let res = app.call(Method::GET, "/api/v1/me", &ingest, None).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        last_used().await,
-        None,
-        "kept in memory until housekeeping runs"
-    );
+    // (Kept in memory until a housekeeping step writes it; the background job may be that step,
+    // so only the state after an explicit step is asserted.)
     opsdeck::jobs::housekeeping(&app.state).await.unwrap();
     assert!(last_used().await.is_some_and(|t| t > 1_700_000_000_000));
 }
