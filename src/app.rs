@@ -14,8 +14,11 @@ use crate::access::keys::KeyUsage;
 use crate::access::ratelimit::{ApiLimiter, LoginLimiter};
 use crate::access::secrets::MasterKey;
 use crate::config::Config;
+use crate::costs::pricebook::PriceBook;
 use crate::http::metrics::HttpMetrics;
 use crate::store::{ConnectOptions, Store, StoreError};
+use crate::usage::categories::Categories;
+use crate::usage::quota;
 use crate::usage::writer::{self, Ingestor, WriterInbox};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("master key: {0}")]
     MasterKey(String),
+    #[error("applying [[plans]] / [[pricing]] from config: {0}")]
+    Metering(String),
 }
 
 /// Everything a request handler or job may use. Cheap to clone.
@@ -44,6 +49,12 @@ pub struct Shared {
     pub api_limiter: ApiLimiter,
     pub metrics: HttpMetrics,
     pub ingestor: Ingestor,
+    /// Prices `provider.usage` events at ingest.
+    pub prices: PriceBook,
+    /// Endpoint categories of `api.request` events.
+    pub categories: Categories,
+    /// Customers whose quota state needs re-evaluating.
+    pub quota_watch: Arc<quota::Watch>,
 }
 
 impl Deref for AppState {
@@ -68,6 +79,13 @@ impl App {
         store.migrate().await?;
         let master_key = MasterKey::load_or_create(master_key_env, &config.master_key_path())
             .map_err(|e| StartError::MasterKey(e.to_string()))?;
+        crate::usage::plans::sync_config(&store, &config.plans)
+            .await
+            .map_err(|e| StartError::Metering(e.to_string()))?;
+        crate::costs::prices::sync_config(&store, &config.pricing)
+            .await
+            .map_err(|e| StartError::Metering(e.to_string()))?;
+        let prices = PriceBook::load(&store).await?;
         let access = &config.access;
         let (ingestor, inbox) = Ingestor::channel();
         let state = AppState(Arc::new(Shared {
@@ -76,6 +94,9 @@ impl App {
             api_limiter: ApiLimiter::new(access.api_requests_per_minute),
             metrics: HttpMetrics::new(),
             ingestor,
+            prices,
+            categories: Categories::new(&config.usage.endpoint_categories),
+            quota_watch: Arc::default(),
             master_key,
             store,
             config,
@@ -100,6 +121,7 @@ impl App {
         let writer = tokio::spawn(writer::run(
             self.state.store.clone(),
             self.writer_inbox,
+            self.state.quota_watch.clone(),
             writer_stop.clone().cancelled_owned(),
         ));
         let router = crate::http::router(self.state.clone());

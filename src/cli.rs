@@ -65,6 +65,12 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Plans and which customer is on which.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Provider pricing tables.
+    #[command(subcommand)]
+    Pricing(PricingCommand),
     /// Write a consistent copy of the SQLite store to FILE (safe while `serve` runs).
     Backup {
         /// Destination file; must not exist.
@@ -114,6 +120,44 @@ pub enum KeyCommand {
     List,
     /// Revoke an API key by id.
     Revoke { id: i64 },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlanCommand {
+    /// List plans with their quotas and customer counts.
+    List,
+    /// Put a customer on a plan.
+    Assign {
+        /// Customer id (the events' subject).
+        #[arg(long)]
+        customer: String,
+        /// Plan id.
+        #[arg(long)]
+        plan: String,
+    },
+    /// Take a customer off their plan.
+    Unassign {
+        #[arg(long)]
+        customer: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PricingCommand {
+    /// Import prices from FILE: LiteLLM's model_prices_and_context_window.json, or a TOML
+    /// ([[pricing]] tables) or CSV (provider,sku,unit,price[,effective_from]) table. Prints how
+    /// many prices were added, changed and skipped; importing the same file again changes nothing.
+    Import {
+        file: PathBuf,
+        /// Date or RFC 3339 time from which prices without their own date apply (default: now).
+        #[arg(long, value_name = "DATE")]
+        effective_from: Option<String>,
+        /// File format, when the extension does not tell.
+        #[arg(long, value_parser = ["litellm", "toml", "csv"])]
+        format: Option<String>,
+    },
+    /// List every dated price; * marks the one in force now.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,6 +253,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(cmd) => user(load_config(&cli.store, None)?, cmd).await,
         Command::Key(cmd) => key(load_config(&cli.store, None)?, cmd).await,
+        Command::Plan(cmd) => plan(load_config(&cli.store, None)?, cmd).await,
+        Command::Pricing(cmd) => pricing(load_config(&cli.store, None)?, cmd).await,
         Command::Backup { file } => {
             let config = load_config(&cli.store, None)?;
             let store = open_existing_store(&config).await?;
@@ -415,6 +461,108 @@ async fn key(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
         KeyCommand::Revoke { id } => {
             keys::revoke(&store, id, &actor).await?;
             println!("revoked key {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn plan(config: Config, cmd: PlanCommand) -> anyhow::Result<()> {
+    use crate::usage::plans;
+    let store = open_store(&config).await?;
+    store.migrate().await?;
+    plans::sync_config(&store, &config.plans).await?;
+    let actor = cli_actor();
+    match cmd {
+        PlanCommand::List => {
+            println!(
+                "ID\tNAME\tPRICE\tAPI CALLS\tCREDITS\tOVERAGE/1K\tHARD LIMIT\tCUSTOMERS\tORIGIN"
+            );
+            let quota = |q: Option<i64>| q.map_or("-".to_string(), |n| n.to_string());
+            for p in plans::list(&store).await? {
+                println!(
+                    "{}\t{}\t{} {}\t{}\t{}\t${}\t{}%\t{}\t{}",
+                    p.id,
+                    p.name,
+                    crate::money::format_scaled(p.price.amount, 2, 2),
+                    p.price.currency,
+                    quota(p.api_calls),
+                    quota(p.provider_credits),
+                    p.overage_per_1k_calls,
+                    p.hard_limit_percent,
+                    p.customers,
+                    p.origin
+                );
+            }
+        }
+        PlanCommand::Assign { customer, plan } => {
+            plans::assign(&store, &customer, &plan, "manual", &actor).await?;
+            println!("{customer} is now on plan {plan}");
+        }
+        PlanCommand::Unassign { customer } => {
+            plans::unassign(&store, &customer, &actor).await?;
+            println!("{customer} no longer has a plan");
+        }
+    }
+    Ok(())
+}
+
+async fn pricing(config: Config, cmd: PricingCommand) -> anyhow::Result<()> {
+    use crate::costs::{import, prices};
+    match cmd {
+        PricingCommand::Import {
+            file,
+            effective_from,
+            format,
+        } => {
+            // Parse before touching the store, so a bad file or flag changes nothing.
+            let default_from = match &effective_from {
+                Some(t) => import::parse_effective_from(t)
+                    .map_err(|e| UsageError(format!("--effective-from: {e}")))?,
+                None => crate::store::now_ms(),
+            };
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let name = file.display().to_string();
+            let format = match format.as_deref() {
+                Some("litellm") => import::Format::LiteLlm,
+                Some("toml") => import::Format::Toml,
+                Some("csv") => import::Format::Csv,
+                _ => import::detect(&name, &text),
+            };
+            let parsed = import::parse(format, &text).with_context(|| name.clone())?;
+            let store = open_store(&config).await?;
+            store.migrate().await?;
+            let mut report =
+                prices::import(&store, &parsed.rows, default_from, &cli_actor(), &name).await?;
+            report.skipped += parsed.skipped.len();
+            for s in parsed.skipped.iter().take(20) {
+                eprintln!("skipped {}: {}", s.entry, s.reason);
+            }
+            if parsed.skipped.len() > 20 {
+                eprintln!("… and {} more skipped entries", parsed.skipped.len() - 20);
+            }
+            println!(
+                "{name}: {} added, {} changed, {} skipped",
+                report.added, report.changed, report.skipped
+            );
+        }
+        PricingCommand::List => {
+            let store = open_store(&config).await?;
+            store.migrate().await?;
+            println!("ID\tPROVIDER\tSKU\tUNIT\tUSD/UNIT\tEFFECTIVE FROM\tORIGIN");
+            for p in prices::list(&store).await? {
+                println!(
+                    "{}{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    if p.current { "*" } else { " " },
+                    p.id,
+                    p.provider,
+                    p.sku,
+                    p.unit,
+                    p.price_usd,
+                    crate::web::fmt_ms(&p.effective_from),
+                    p.origin
+                );
+            }
         }
     }
     Ok(())

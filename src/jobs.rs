@@ -34,6 +34,32 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
     ));
     let s = state.clone();
     tracker.spawn(run_until_stopped(
+        "quota",
+        state.config.usage.quota_check_interval.0,
+        cancel.clone(),
+        move || {
+            let s = s.clone();
+            async move { quota(&s).await }
+        },
+    ));
+    let s = state.clone();
+    tracker.spawn(run_until_stopped(
+        "prices",
+        Duration::from_secs(10),
+        cancel.clone(),
+        move || {
+            let s = s.clone();
+            async move {
+                s.prices
+                    .reload_if_changed(&s.store)
+                    .await
+                    .map(|_| Outcome::Idle)
+                    .map_err(|e| e.to_string())
+            }
+        },
+    ));
+    let s = state.clone();
+    tracker.spawn(run_until_stopped(
         "retention",
         Duration::from_secs(60),
         cancel,
@@ -120,4 +146,23 @@ pub async fn retention(state: &AppState) -> Result<Outcome, String> {
     } else {
         Outcome::Idle
     })
+}
+
+/// One quota step: re-evaluates the customers with new usage or a new plan since the last step
+/// and records their state changes.
+#[tracing::instrument(skip_all)]
+pub async fn quota(state: &AppState) -> Result<Outcome, String> {
+    let u = &state.config.usage;
+    let changes = crate::usage::quota::evaluate(
+        &state.store,
+        &state.quota_watch,
+        &u.default_plan,
+        f64::from(u.quota_hysteresis_percent),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if changes > 0 {
+        tracing::info!(changes, "quota states changed");
+    }
+    Ok(Outcome::Idle)
 }

@@ -6,6 +6,7 @@ pub mod access;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod costs;
 pub mod http;
 pub mod jobs;
 pub mod money;

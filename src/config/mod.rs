@@ -41,7 +41,94 @@ pub struct Config {
     pub server: ServerConfig,
     pub access: AccessConfig,
     pub ingest: IngestConfig,
+    pub usage: UsageConfig,
     pub retention: RetentionConfig,
+    /// `[[plans]]`: plans declared in config (read-only in Settings).
+    #[serde(default)]
+    pub plans: Vec<PlanConfig>,
+    /// `[[pricing]]`: provider prices declared in config, on top of the shipped defaults.
+    #[serde(default)]
+    pub pricing: Vec<PriceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Path prefix (optionally ending in `*`) → endpoint category for `api.request` events.
+    pub endpoint_categories: BTreeMap<String, String>,
+    /// Plan for customers that have none assigned; empty = none (the quota route answers 404).
+    pub default_plan: String,
+    /// A quota state is left downwards only once usage is this many percentage points below
+    /// the threshold that raised it, so usage teetering at a threshold does not flap.
+    pub quota_hysteresis_percent: u32,
+    /// How often customers with new usage have their quota state re-evaluated.
+    pub quota_check_interval: ConfigDuration,
+}
+
+/// A number or a string holding a decimal, kept as text so it can be parsed exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecimalText(pub String);
+
+impl<'de> Deserialize<'de> for DecimalText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(i64),
+            Float(f64),
+        }
+        Ok(DecimalText(match Raw::deserialize(d)? {
+            Raw::Text(s) => s,
+            Raw::Int(i) => i.to_string(),
+            // Rust prints the shortest text that reads back as the same float: 0.0045 → "0.0045".
+            Raw::Float(f) => f.to_string(),
+        }))
+    }
+}
+
+fn default_currency() -> String {
+    "usd".into()
+}
+fn zero_decimal() -> DecimalText {
+    DecimalText("0".into())
+}
+fn default_hard_limit() -> u32 {
+    120
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    pub id: String,
+    pub name: String,
+    /// Monthly price, e.g. "26.00".
+    pub price: DecimalText,
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// Monthly quota of API calls (`api.request` events); 0 = none.
+    #[serde(default)]
+    pub api_calls: u64,
+    /// Monthly quota of provider credits (`provider.usage` quantities in unit "credit"); 0 = none.
+    #[serde(default)]
+    pub provider_credits: u64,
+    /// USD per 1,000 calls past the quota, e.g. "0.50".
+    #[serde(default = "zero_decimal")]
+    pub overage_per_1k_calls: DecimalText,
+    #[serde(default = "default_hard_limit")]
+    pub hard_limit_percent: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    pub provider: String,
+    pub sku: String,
+    pub unit: String,
+    /// USD per unit, e.g. "0.0045".
+    pub price: DecimalText,
+    /// Date ("2026-01-01") or RFC 3339 time from which the price applies.
+    pub effective_from: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -460,6 +547,79 @@ impl Loader {
             c.access.api_requests_per_minute >= 1,
             "must be at least 1",
         )?;
+        self.validate_metering(c)
+    }
+
+    fn validate_metering(&self, c: &Config) -> Result<(), ConfigError> {
+        let fail = |key: String, problem: String| ConfigError::Invalid {
+            origin: self.origin_of(&key),
+            key,
+            problem,
+        };
+        for (prefix, category) in &c.usage.endpoint_categories {
+            let key = format!("usage.endpoint_categories.{prefix:?}");
+            let pattern = prefix.strip_suffix('*').unwrap_or(prefix);
+            if !pattern.starts_with('/') || pattern.contains('*') {
+                return Err(fail(
+                    key,
+                    "a category prefix is a path starting with / (a trailing * is allowed)".into(),
+                ));
+            }
+            if category.trim().is_empty() || category.len() > 64 {
+                return Err(fail(key, "a category name is 1–64 characters".into()));
+            }
+        }
+        if c.usage.quota_hysteresis_percent > 50 {
+            return Err(fail(
+                "usage.quota_hysteresis_percent".into(),
+                "must be at most 50".into(),
+            ));
+        }
+        if c.usage.quota_check_interval.is_zero() {
+            return Err(fail(
+                "usage.quota_check_interval".into(),
+                "must be longer than zero".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, plan) in c.plans.iter().enumerate() {
+            let at = |field: &str| format!("plans[{i}].{field}");
+            crate::usage::plans::check_plan_id(&plan.id).map_err(|p| fail(at("id"), p))?;
+            if !seen.insert(plan.id.as_str()) {
+                return Err(fail(
+                    at("id"),
+                    format!("plan {:?} is declared twice", plan.id),
+                ));
+            }
+            if plan.name.trim().is_empty() {
+                return Err(fail(at("name"), "must not be empty".into()));
+            }
+            crate::money::parse_scaled(&plan.price.0, 2).map_err(|p| fail(at("price"), p))?;
+            crate::money::Money::new(0, &plan.currency).map_err(|p| fail(at("currency"), p))?;
+            crate::money::parse_scaled(&plan.overage_per_1k_calls.0, crate::money::PICO)
+                .map_err(|p| fail(at("overage_per_1k_calls"), p))?;
+            if !(100..=1000).contains(&plan.hard_limit_percent) {
+                return Err(fail(
+                    at("hard_limit_percent"),
+                    "must be between 100 and 1000".into(),
+                ));
+            }
+        }
+        let default_plan = &c.usage.default_plan;
+        if !default_plan.is_empty() {
+            crate::usage::plans::check_plan_id(default_plan)
+                .map_err(|p| fail("usage.default_plan".into(), p))?;
+        }
+        for (i, price) in c.pricing.iter().enumerate() {
+            let at = |field: &str| format!("pricing[{i}].{field}");
+            crate::costs::check_provider(&price.provider).map_err(|p| fail(at("provider"), p))?;
+            crate::costs::check_sku(&price.sku).map_err(|p| fail(at("sku"), p))?;
+            crate::costs::check_unit(&price.unit).map_err(|p| fail(at("unit"), p))?;
+            crate::money::parse_scaled(&price.price.0, crate::money::PICO)
+                .map_err(|p| fail(at("price"), p))?;
+            crate::costs::import::parse_effective_from(&price.effective_from)
+                .map_err(|p| fail(at("effective_from"), p))?;
+        }
         Ok(())
     }
 }

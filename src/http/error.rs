@@ -100,6 +100,29 @@ impl From<AccessError> for ApiError {
     }
 }
 
+impl From<crate::usage::UsageError> for ApiError {
+    fn from(e: crate::usage::UsageError) -> Self {
+        use crate::usage::UsageError;
+        match e {
+            UsageError::Invalid(m) => ApiError::Invalid(m),
+            e @ UsageError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            UsageError::Conflict(m) => ApiError::Conflict(m),
+            UsageError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<crate::costs::CostsError> for ApiError {
+    fn from(e: crate::costs::CostsError) -> Self {
+        use crate::costs::CostsError;
+        match e {
+            CostsError::Invalid(m) => ApiError::Invalid(m),
+            e @ CostsError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            CostsError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -68,6 +68,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::overview::router())
         .merge(ops::documented())
         .merge(crate::usage::routes::router())
+        .merge(crate::usage::api::router())
+        .merge(crate::costs::routes::router())
 }
 
 /// The generated OpenAPI 3.1 document.

@@ -31,6 +31,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_usage_rollups.sql"),
         include_str!("../../migrations/postgres/0003_usage_rollups.sql"),
     ),
+    (
+        4,
+        "metering",
+        include_str!("../../migrations/sqlite/0004_metering.sql"),
+        include_str!("../../migrations/postgres/0004_metering.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

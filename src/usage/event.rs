@@ -46,13 +46,20 @@ pub struct NewEvent {
 /// Typed figures of the known metered types.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Facts {
-    /// `provider.usage`: provider and sku ids and the quantity.
+    /// `provider.usage`: provider and sku ids, unit (one of [`UNITS`]) and the quantity.
     pub provider: Option<String>,
     pub sku: Option<String>,
+    pub unit: &'static str,
     pub quantity: f64,
-    /// `api.request`: HTTP status and duration.
+    /// `provider.usage`: cost at the price in force at the event's time, in nano-USD; set at
+    /// ingest by the pricing step, `None` while unpriced.
+    pub cost_nano: Option<i64>,
+    /// `api.request`: HTTP status, duration, and the endpoint's category (set at ingest from
+    /// `usage.endpoint_categories`).
     pub status: Option<u16>,
     pub duration_ms: f64,
+    pub endpoint: Option<String>,
+    pub category: Option<std::sync::Arc<str>>,
 }
 
 /// Receipt-time facts validation needs.
@@ -236,19 +243,6 @@ fn num_field(
     }
 }
 
-fn lowercase_id(data: &Map<String, Value>, field: &str) -> Result<(), String> {
-    let v = str_field(data, field, true)?.unwrap_or_default();
-    if v.bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "data.{field} must be a lowercase id (a–z, 0–9, '.', '_', '-'), got {v:?}"
-        ))
-    }
-}
-
 /// Field rules for the types opsdeck understands; any other type is stored as it is.
 fn check_known_type(kind: &str, data: &Map<String, Value>) -> Result<Facts, String> {
     let mut facts = Facts::default();
@@ -258,6 +252,7 @@ fn check_known_type(kind: &str, data: &Map<String, Value>) -> Result<Facts, Stri
             if !endpoint.starts_with('/') {
                 return Err("data.endpoint must be a path starting with /".into());
             }
+            facts.endpoint = Some(endpoint.to_string());
             str_field(data, "method", true)?;
             let status = num_field(data, "status", true)?.unwrap_or_default();
             if status.fract() != 0.0 || !(100.0..=599.0).contains(&status) {
@@ -267,15 +262,15 @@ fn check_known_type(kind: &str, data: &Map<String, Value>) -> Result<Facts, Stri
             facts.duration_ms = num_field(data, "duration_ms", true)?.unwrap_or_default();
         }
         "provider.usage" => {
-            lowercase_id(data, "provider")?;
-            lowercase_id(data, "sku")?;
+            let provider = str_field(data, "provider", true)?.unwrap_or_default();
+            crate::costs::check_provider(provider).map_err(|e| format!("data.{e}"))?;
+            let sku = str_field(data, "sku", true)?.unwrap_or_default();
+            crate::costs::check_sku(sku).map_err(|e| format!("data.{e}"))?;
             let unit = str_field(data, "unit", true)?.unwrap_or_default();
-            if !UNITS.contains(&unit) {
-                return Err(format!(
-                    "data.unit {unit:?} is not one of {}",
-                    UNITS.join(", ")
-                ));
-            }
+            facts.unit = UNITS
+                .iter()
+                .find(|u| **u == unit)
+                .ok_or_else(|| format!("data.unit {unit:?} is not one of {}", UNITS.join(", ")))?;
             facts.quantity = num_field(data, "quantity", true)?.unwrap_or_default();
             str_field(data, "job_id", false)?;
             facts.provider = str_field(data, "provider", true)?.map(str::to_string);

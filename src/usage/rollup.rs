@@ -1,5 +1,6 @@
-//! Usage rollups: per minute, hour and day, counts and sums by customer, app, type, provider and
-//! sku, plus status classes and summed latency for `api.request`. The writer folds the events it
+//! Usage rollups: per minute, hour and day, counts and sums by customer, app, type, endpoint
+//! category, provider, sku and unit: cost and unpriced counts for `provider.usage`, status
+//! classes, summed latency and a latency histogram for `api.request`. The writer folds the events it
 //! actually inserted (never duplicates) into a [`Rollups`] and upserts it in the same
 //! transaction, so rollups always agree with the raw events.
 
@@ -13,9 +14,13 @@ use crate::store::{StoreError, Tx, Value, multi_row_insert};
 pub const GRANULARITIES: &[(&str, i64)] =
     &[("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
 
+/// Upper bounds (ms) of the latency histogram's buckets; a last, open-ended bucket follows.
+pub const LATENCY_BOUNDS_MS: [f64; 7] = [50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
+const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
+
 /// Columns per upserted row, and rows per statement (kept short: see the writer's note on
 /// PostgreSQL and long VALUES lists).
-const WIDTH: usize = 14;
+const WIDTH: usize = 26;
 const ROWS_PER_STATEMENT: usize = 32;
 
 /// One rollup row's identity. Borrowed from the events being committed, so folding an event
@@ -27,27 +32,45 @@ struct Key<'a> {
     subject: &'a str,
     source: &'a str,
     kind: &'a str,
+    category: &'a str,
     provider: &'a str,
     sku: &'a str,
+    unit: &'a str,
 }
 
 #[derive(Debug, Clone, Default)]
 struct Totals {
     events: i64,
     quantity: f64,
+    cost_nano: i64,
+    unpriced: i64,
     status: [i64; 4],
     duration_ms: f64,
+    latency: [i64; LATENCY_BUCKETS],
 }
 
 impl Totals {
     fn merge(&mut self, other: &Totals) {
         self.events += other.events;
         self.quantity += other.quantity;
+        self.cost_nano = self.cost_nano.saturating_add(other.cost_nano);
+        self.unpriced += other.unpriced;
         self.duration_ms += other.duration_ms;
         for (a, b) in self.status.iter_mut().zip(other.status) {
             *a += b;
         }
+        for (a, b) in self.latency.iter_mut().zip(other.latency) {
+            *a += b;
+        }
     }
+}
+
+/// Index of the histogram bucket holding a duration.
+pub fn latency_bucket(duration_ms: f64) -> usize {
+    LATENCY_BOUNDS_MS
+        .iter()
+        .position(|b| duration_ms <= *b)
+        .unwrap_or(LATENCY_BOUNDS_MS.len())
 }
 
 /// Rollup increments accumulated over one commit, per minute; hours and days are derived from
@@ -69,15 +92,25 @@ impl<'a> Rollups<'a> {
             subject: e.subject.as_deref().unwrap_or(""),
             source: &e.source,
             kind: &e.kind,
+            category: e.facts.category.as_deref().unwrap_or(""),
             provider: e.facts.provider.as_deref().unwrap_or(""),
             sku: e.facts.sku.as_deref().unwrap_or(""),
+            unit: e.facts.unit,
         };
         let t = self.0.entry(key).or_default();
         t.events += 1;
         t.quantity += e.facts.quantity;
-        t.duration_ms += e.facts.duration_ms;
-        if let Some(class @ 2..=5) = e.facts.status.map(|s| s / 100) {
-            t.status[usize::from(class) - 2] += 1;
+        match e.facts.cost_nano {
+            Some(c) => t.cost_nano = t.cost_nano.saturating_add(c),
+            None if e.facts.provider.is_some() => t.unpriced += 1,
+            None => {}
+        }
+        if let Some(status) = e.facts.status {
+            t.duration_ms += e.facts.duration_ms;
+            t.latency[latency_bucket(e.facts.duration_ms)] += 1;
+            if let class @ 2..=5 = status / 100 {
+                t.status[usize::from(class) - 2] += 1;
+            }
         }
     }
 
@@ -105,13 +138,25 @@ impl<'a> Rollups<'a> {
         let rows: Vec<(Key, Totals)> = self.all_granularities().into_iter().collect();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let sql = multi_row_insert(
-                "usage_rollups (granularity, bucket, subject, source, type, provider, sku, events, quantity, \
-                 status_2xx, status_3xx, status_4xx, status_5xx, duration_ms_sum)",
+                "usage_rollups (granularity, bucket, subject, source, type, category, provider, sku, unit, \
+                 events, quantity, cost_nano, unpriced, status_2xx, status_3xx, status_4xx, status_5xx, \
+                 duration_ms_sum, lat_50, lat_100, lat_250, lat_500, lat_1000, lat_2500, lat_5000, lat_inf)",
                 WIDTH,
                 chunk.len(),
-                "ON CONFLICT (granularity, bucket, subject, source, type, provider, sku) DO UPDATE SET \
+                "ON CONFLICT (granularity, bucket, subject, source, type, category, provider, sku, unit) \
+                 DO UPDATE SET \
                  events = usage_rollups.events + excluded.events, \
                  quantity = usage_rollups.quantity + excluded.quantity, \
+                 cost_nano = usage_rollups.cost_nano + excluded.cost_nano, \
+                 unpriced = usage_rollups.unpriced + excluded.unpriced, \
+                 lat_50 = usage_rollups.lat_50 + excluded.lat_50, \
+                 lat_100 = usage_rollups.lat_100 + excluded.lat_100, \
+                 lat_250 = usage_rollups.lat_250 + excluded.lat_250, \
+                 lat_500 = usage_rollups.lat_500 + excluded.lat_500, \
+                 lat_1000 = usage_rollups.lat_1000 + excluded.lat_1000, \
+                 lat_2500 = usage_rollups.lat_2500 + excluded.lat_2500, \
+                 lat_5000 = usage_rollups.lat_5000 + excluded.lat_5000, \
+                 lat_inf = usage_rollups.lat_inf + excluded.lat_inf, \
                  status_2xx = usage_rollups.status_2xx + excluded.status_2xx, \
                  status_3xx = usage_rollups.status_3xx + excluded.status_3xx, \
                  status_4xx = usage_rollups.status_4xx + excluded.status_4xx, \
@@ -126,16 +171,21 @@ impl<'a> Rollups<'a> {
                     k.subject,
                     k.source,
                     k.kind,
+                    k.category,
                     k.provider,
                     k.sku,
+                    k.unit,
                     t.events,
                     t.quantity,
+                    t.cost_nano,
+                    t.unpriced,
                     t.status[0],
                     t.status[1],
                     t.status[2],
                     t.status[3],
                     t.duration_ms
                 ]);
+                values.extend(t.latency.iter().map(|n| Value::from(*n)));
             }
             tx.execute_assembled(sql, values).await?;
         }

@@ -138,10 +138,16 @@ async fn ingest(
     let mut rejected = Vec::new();
     for (index, event) in events.iter().enumerate() {
         match validate(event, rules) {
-            Ok(e) => valid.push(e),
+            Ok(mut e) => {
+                if let Some(endpoint) = &e.facts.endpoint {
+                    e.facts.category = Some(state.categories.of(endpoint));
+                }
+                valid.push(e)
+            }
             Err(error) => rejected.push(Rejection { index, error }),
         }
     }
+    state.prices.price_all(&mut valid);
     let written = state.ingestor.write(valid).await.map_err(|e| match e {
         IngestError::Stopped => ApiError::Unavailable(e.to_string()),
         IngestError::Store(m) => ApiError::Internal(m),

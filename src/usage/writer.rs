@@ -4,10 +4,12 @@
 //! of each commit's fsync is shared by every request that arrived meanwhile.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::event::NewEvent;
+use super::quota::Watch;
 use super::rollup::Rollups;
 use crate::args;
 use crate::store::{Store, StoreError, Value, multi_row_insert, now_ms};
@@ -74,6 +76,7 @@ pub struct WriterInbox(mpsc::Receiver<Job>);
 pub async fn run(
     store: Store,
     mut inbox: WriterInbox,
+    quota_watch: Arc<Watch>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -98,6 +101,9 @@ pub async fn run(
         }
         match commit(&store, &jobs).await {
             Ok(results) => {
+                for job in &jobs {
+                    quota_watch.saw(&job.events);
+                }
                 for (job, written) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(Ok(written));
                 }
@@ -108,6 +114,9 @@ pub async fn run(
                 tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; committing requests one by one");
                 for job in jobs {
                     let result = commit(&store, std::slice::from_ref(&job)).await;
+                    if result.is_ok() {
+                        quota_watch.saw(&job.events);
+                    }
                     let reply = result.map(|mut w| w.remove(0)).map_err(|e| {
                         tracing::error!(error = %e, events = job.events.len(), "ingest commit failed");
                         e.to_string()
@@ -129,8 +138,8 @@ pub async fn run(
 /// reports the `(source, event_id)` of the rows it actually inserted.
 pub fn insert_events_sql(rows: usize, returning: bool) -> String {
     multi_row_insert(
-        "events (source, event_id, type, subject, time, received_at, data)",
-        7,
+        "events (source, event_id, type, subject, time, received_at, data, cost_nano)",
+        8,
         rows,
         if returning {
             "ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id"
@@ -149,7 +158,8 @@ pub fn event_values(e: &NewEvent, received_at: i64) -> Vec<Value> {
         e.subject.clone(),
         e.time_ms,
         received_at,
-        &e.data
+        &e.data,
+        e.facts.cost_nano
     ]
 }
 

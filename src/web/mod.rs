@@ -3,6 +3,8 @@
 //! through the same domain functions as the JSON API; templates are compiled into the binary
 //! (askama) and the one stylesheet and script are embedded.
 
+pub mod chart;
+mod metering;
 mod pages;
 mod settings;
 mod signin;
@@ -22,8 +24,8 @@ pub fn router() -> Router<AppState> {
         .route("/signout", post(signin::signout))
         .route("/", get(pages::overview))
         .route("/revenue", get(pages::revenue))
-        .route("/costs", get(pages::costs))
-        .route("/usage", get(pages::usage))
+        .route("/costs", get(metering::costs))
+        .route("/usage", get(metering::usage))
         .route("/analytics", get(pages::analytics))
         .route("/integrations", get(pages::integrations))
         .route("/alerts", get(pages::alerts))
@@ -43,8 +45,20 @@ pub fn router() -> Router<AppState> {
             "/settings/integrations",
             get(settings::secrets).post(settings::put_secret),
         )
-        .route("/settings/pricing", get(settings::pricing))
-        .route("/settings/plans", get(settings::plans))
+        .route(
+            "/settings/pricing",
+            get(metering::pricing).post(metering::add_price),
+        )
+        .route(
+            "/settings/pricing/{id}/delete",
+            post(metering::delete_price),
+        )
+        .route(
+            "/settings/plans",
+            get(metering::plans).post(metering::create_plan),
+        )
+        .route("/settings/plans/assign", post(metering::assign_plan))
+        .route("/settings/plans/{id}/delete", post(metering::delete_plan))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
 }

@@ -78,26 +78,6 @@ pub async fn revenue(PageUser(u): PageUser) -> Response {
     )
 }
 
-pub async fn costs(PageUser(u): PageUser) -> Response {
-    placeholder(
-        &u,
-        "/costs",
-        "Costs & Margin",
-        "What every provider costs per customer, plan and sku, priced from your pricing tables, and the margin left.",
-        &[],
-    )
-}
-
-pub async fn usage(PageUser(u): PageUser) -> Response {
-    placeholder(
-        &u,
-        "/usage",
-        "Usage",
-        "API calls and provider jobs per customer against their plan quota, by endpoint category, with overage.",
-        &[],
-    )
-}
-
 pub async fn analytics(PageUser(u): PageUser) -> Response {
     placeholder(
         &u,

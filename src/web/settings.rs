@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::http::ApiError;
 use crate::http::auth::{AdminPage, CsrfForm, NoFields};
 
-type PageResult = Result<Response, ApiError>;
+pub(super) type PageResult = Result<Response, ApiError>;
 
 /// Validation problems re-show the page with the message; anything else is a real error.
 fn form_problem(e: AccessError) -> Result<(StatusCode, String), ApiError> {
@@ -272,26 +272,6 @@ pub async fn put_secret(State(state): State<AppState>, form: CsrfForm<PutSecret>
             secrets_page(&state, &form.user, status, Some(msg)).await
         }
     }
-}
-
-pub async fn pricing(AdminPage(user): AdminPage) -> Response {
-    super::pages::placeholder(
-        &user,
-        "/settings",
-        "Settings · Pricing tables",
-        "Per-provider, per-sku unit prices with effective dates, used to price provider usage at ingest.",
-        &[],
-    )
-}
-
-pub async fn plans(AdminPage(user): AdminPage) -> Response {
-    super::pages::placeholder(
-        &user,
-        "/settings",
-        "Settings · Plans",
-        "Plans with their price, monthly quotas, overage price and hard limit, and which customer is on which.",
-        &[],
-    )
 }
 
 /// Forms are reachable only from admin pages, but a viewer could still post one by hand.

@@ -376,3 +376,144 @@ async fn demo_prints_a_working_login() {
         "the demo's temporary store is removed on exit"
     );
 }
+
+#[test]
+fn pricing_import_and_plans_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let litellm = dir.path().join("model_prices_and_context_window.json");
+    std::fs::write(
+        &litellm,
+        r#"{
+  "sample_spec": {"litellm_provider": "one of https://docs.litellm.ai/docs/providers",
+                  "input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "mode": "chat"},
+  "gpt-4o": {"litellm_provider": "openai", "mode": "chat",
+             "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05},
+  "tts-1": {"litellm_provider": "openai", "mode": "audio_speech", "input_cost_per_character": 1.5e-05},
+  "no-price": {"litellm_provider": "openai", "mode": "chat"}
+}"#,
+    )
+    .unwrap();
+    let file = litellm.to_str().unwrap();
+    let import = |extra: &[&str]| {
+        let mut args = vec!["--data-dir", d, "pricing", "import", file];
+        args.extend_from_slice(extra);
+        opsdeck(&args, dir.path(), None)
+    };
+    let out = import(&["--effective-from", "2026-01-01"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("3 added, 0 changed, 1 skipped"), "{stdout}");
+    assert!(stderr.contains("no-price"), "{stderr}");
+    // The same file again changes nothing.
+    let out = import(&["--effective-from", "2026-01-01"]);
+    assert!(
+        text(&out).0.contains("0 added, 0 changed, 4 skipped"),
+        "{:?}",
+        text(&out)
+    );
+
+    // A CSV with a changed price from a later date.
+    let csv = dir.path().join("prices.csv");
+    std::fs::write(
+        &csv,
+        "provider,sku,unit,price,effective_from\nopenai,gpt-4o/input,token,0.000002,2026-06-01\nluma,v2,credit,0.0045,2024-01-01\n",
+    )
+    .unwrap();
+    let out = opsdeck(
+        &["--data-dir", d, "pricing", "import", csv.to_str().unwrap()],
+        dir.path(),
+        None,
+    );
+    assert!(
+        text(&out).0.contains("0 added, 1 changed, 1 skipped"),
+        "{:?}",
+        text(&out)
+    );
+    let out = opsdeck(&["--data-dir", d, "pricing", "list"], dir.path(), None);
+    let list = text(&out).0;
+    assert!(
+        list.contains("gpt-4o/input\ttoken\t0.000002\t2026-06-01"),
+        "{list}"
+    );
+    assert!(list.contains("luma\tv2\tcredit\t0.0045"), "{list}");
+
+    // Bad input names the problem and changes nothing.
+    let out = import(&["--effective-from", "someday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).1.contains("--effective-from"),
+        "{:?}",
+        text(&out)
+    );
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{\"gpt\": {").unwrap();
+    let out = opsdeck(
+        &[
+            "--data-dir",
+            d,
+            "pricing",
+            "import",
+            broken.to_str().unwrap(),
+        ],
+        dir.path(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("line"), "{:?}", text(&out));
+    let out = opsdeck(&["--data-dir", d, "pricing", "list"], dir.path(), None);
+    assert_eq!(text(&out).0, list);
+
+    // Plans declared in a config file, customers assigned from the command line.
+    let config = dir.path().join("opsdeck.toml");
+    std::fs::write(
+        &config,
+        "[[plans]]\nid = \"growth\"\nname = \"Growth\"\nprice = \"26.00\"\napi_calls = 50000\noverage_per_1k_calls = 0.5\n",
+    )
+    .unwrap();
+    let out = opsdeck(
+        &[
+            "--data-dir",
+            d,
+            "plan",
+            "assign",
+            "--customer",
+            "cus_1",
+            "--plan",
+            "growth",
+        ],
+        dir.path(),
+        None,
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = opsdeck(&["--data-dir", d, "plan", "list"], dir.path(), None);
+    let plans = text(&out).0;
+    assert!(
+        plans.contains("growth\tGrowth\t26.00 usd\t50000\t-\t$0.50\t120%\t1\tconfig"),
+        "{plans}"
+    );
+    let out = opsdeck(
+        &[
+            "--data-dir",
+            d,
+            "plan",
+            "assign",
+            "--customer",
+            "cus_1",
+            "--plan",
+            "nope",
+        ],
+        dir.path(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("nope"), "{:?}", text(&out));
+    std::fs::write(
+        &config,
+        "[[plans]]\nid = \"Growth!\"\nname = \"G\"\nprice = \"1\"\n",
+    )
+    .unwrap();
+    let out = opsdeck(&["--data-dir", d, "plan", "list"], dir.path(), None);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out).1.contains("plans[0].id"), "{:?}", text(&out));
+}

@@ -9,5 +9,6 @@ mod cli;
 mod durability;
 mod ingest;
 mod keys;
+mod metering;
 mod ops;
 mod storage;

@@ -1,0 +1,257 @@
+//! Cost figures read from the usage rollups (costs were fixed at ingest, so a later price never
+//! changes them): per provider, sku, customer and day, unpriced usage, each against the
+//! previous period of the same length. Serves `GET /api/v1/metrics/costs`, the Costs page and
+//! the overview's `provider_cost`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::CostsError;
+use crate::args;
+use crate::money::{self, Money, NANO};
+use crate::store::Store;
+
+type Result<T, E = CostsError> = std::result::Result<T, E>;
+
+/// An amount of cost: rounded to the cent as money, and exact.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Cost {
+    pub cost: Money,
+    /// Exact USD decimal string (nano-dollar precision).
+    pub cost_usd: String,
+}
+
+impl Cost {
+    pub fn from_nano(nano: i64) -> Self {
+        Self {
+            cost: Money {
+                amount: money::nano_to_cents(nano),
+                currency: "usd".into(),
+            },
+            cost_usd: money::format_scaled(nano, NANO, 2),
+        }
+    }
+}
+
+/// Percent change from `previous` to `value`; null when there was nothing before.
+pub fn change_pct(value: i64, previous: i64) -> Option<f64> {
+    (previous != 0).then(|| ((value - previous) as f64 / previous as f64 * 1000.0).round() / 10.0)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ByProvider {
+    pub provider: String,
+    #[serde(flatten)]
+    pub cost: Cost,
+    pub previous: Cost,
+    pub change_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct BySku {
+    pub provider: String,
+    pub sku: String,
+    pub unit: String,
+    pub quantity: f64,
+    pub events: i64,
+    #[serde(flatten)]
+    pub cost: Cost,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ByCustomer {
+    pub customer: String,
+    #[serde(flatten)]
+    pub cost: Cost,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Day {
+    /// Day start, UTC milliseconds.
+    pub day: i64,
+    /// Cost per provider that day, exact USD decimal strings.
+    pub providers: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub total: Cost,
+}
+
+/// Usage no price covered (unknown provider/sku, or a unit the price is not in).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Unpriced {
+    pub provider: String,
+    pub sku: String,
+    pub unit: String,
+    pub events: i64,
+    /// Quantity of the unpriced events; null when priced and unpriced events of the same sku
+    /// share the period (the rollups keep one sum per sku).
+    pub quantity: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Costs {
+    /// [from, to) UTC milliseconds, and the previous period of the same length.
+    pub from: i64,
+    pub to: i64,
+    pub previous_from: i64,
+    #[serde(flatten)]
+    pub total: Cost,
+    pub previous: Cost,
+    pub change_pct: Option<f64>,
+    pub unpriced_events: i64,
+    pub by_provider: Vec<ByProvider>,
+    pub by_sku: Vec<BySku>,
+    /// The 50 costliest customers.
+    pub by_customer: Vec<ByCustomer>,
+    pub by_day: Vec<Day>,
+    pub unpriced: Vec<Unpriced>,
+}
+
+/// Total cost (nano-USD) in [from, to), from the day rollups.
+pub async fn total(store: &Store, from: i64, to: i64) -> Result<i64> {
+    let (nano,): (i64,) = store
+        .fetch_one(
+            "SELECT CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) FROM usage_rollups \
+             WHERE granularity = 'day' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage'",
+            args![from, to],
+        )
+        .await?;
+    Ok(nano)
+}
+
+/// Cost figures for the days holding [from, to) against the period of the same length before.
+pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
+    let day = 86_400_000;
+    let from = from - from.rem_euclid(day);
+    let previous_from = from - (to - from);
+
+    let per_provider: Vec<(String, i64, i64)> = store
+        .fetch_all(
+            "SELECT provider, \
+             CAST(COALESCE(SUM(CASE WHEN bucket >= $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN bucket < $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT) \
+             FROM usage_rollups WHERE granularity = 'day' AND bucket >= $1 AND bucket < $3 \
+             AND type = 'provider.usage' GROUP BY provider",
+            args![previous_from, from, to],
+        )
+        .await?;
+    let (now_total, prev_total) = per_provider.iter().fold((0i64, 0i64), |(a, b), r| {
+        (a.saturating_add(r.1), b.saturating_add(r.2))
+    });
+    let mut by_provider: Vec<ByProvider> = per_provider
+        .into_iter()
+        .map(|(provider, now, prev)| ByProvider {
+            provider,
+            cost: Cost::from_nano(now),
+            previous: Cost::from_nano(prev),
+            change_pct: change_pct(now, prev),
+        })
+        .collect();
+    by_provider.sort_by(|a, b| {
+        b.cost
+            .cost
+            .amount
+            .cmp(&a.cost.cost.amount)
+            .then(a.provider.cmp(&b.provider))
+    });
+
+    let skus: Vec<(String, String, String, f64, i64, i64, i64)> = store
+        .fetch_all(
+            "SELECT provider, sku, unit, CAST(SUM(quantity) AS DOUBLE PRECISION), CAST(SUM(events) AS BIGINT), \
+             CAST(SUM(cost_nano) AS BIGINT), CAST(SUM(unpriced) AS BIGINT) \
+             FROM usage_rollups WHERE granularity = 'day' AND bucket >= $1 AND bucket < $2 \
+             AND type = 'provider.usage' GROUP BY provider, sku, unit",
+            args![from, to],
+        )
+        .await?;
+    let mut by_sku = Vec::new();
+    let mut unpriced = Vec::new();
+    let mut unpriced_events = 0;
+    for (provider, sku, unit, quantity, events, cost, unpriced_n) in skus {
+        if unpriced_n > 0 {
+            unpriced_events += unpriced_n;
+            unpriced.push(Unpriced {
+                provider: provider.clone(),
+                sku: sku.clone(),
+                unit: unit.clone(),
+                events: unpriced_n,
+                quantity: (unpriced_n == events).then_some(quantity),
+            });
+        }
+        by_sku.push(BySku {
+            provider,
+            sku,
+            unit,
+            quantity,
+            events,
+            cost: Cost::from_nano(cost),
+        });
+    }
+    by_sku.sort_by(|a, b| {
+        b.cost
+            .cost
+            .amount
+            .cmp(&a.cost.cost.amount)
+            .then((&a.provider, &a.sku).cmp(&(&b.provider, &b.sku)))
+    });
+
+    let customers: Vec<(String, i64)> = store
+        .fetch_all(
+            "SELECT subject, CAST(SUM(cost_nano) AS BIGINT) AS c FROM usage_rollups \
+             WHERE granularity = 'day' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage' \
+             GROUP BY subject ORDER BY c DESC, subject LIMIT 50",
+            args![from, to],
+        )
+        .await?;
+    let by_customer = customers
+        .into_iter()
+        .filter(|(_, c)| *c > 0)
+        .map(|(customer, c)| ByCustomer {
+            customer,
+            cost: Cost::from_nano(c),
+        })
+        .collect();
+
+    let days: Vec<(i64, String, i64)> = store
+        .fetch_all(
+            "SELECT bucket, provider, CAST(SUM(cost_nano) AS BIGINT) FROM usage_rollups \
+             WHERE granularity = 'day' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage' \
+             GROUP BY bucket, provider ORDER BY bucket",
+            args![from, to],
+        )
+        .await?;
+    let mut by_day: Vec<Day> = Vec::new();
+    let mut day_totals: Vec<i64> = Vec::new();
+    for (bucket, provider, nano) in days {
+        if by_day.last().is_none_or(|d| d.day != bucket) {
+            by_day.push(Day {
+                day: bucket,
+                providers: BTreeMap::new(),
+                total: Cost::from_nano(0),
+            });
+            day_totals.push(0);
+        }
+        if let (Some(d), Some(t)) = (by_day.last_mut(), day_totals.last_mut()) {
+            d.providers
+                .insert(provider, money::format_scaled(nano, NANO, 2));
+            *t = t.saturating_add(nano);
+            d.total = Cost::from_nano(*t);
+        }
+    }
+
+    Ok(Costs {
+        from,
+        to,
+        previous_from,
+        total: Cost::from_nano(now_total),
+        previous: Cost::from_nano(prev_total),
+        change_pct: change_pct(now_total, prev_total),
+        unpriced_events,
+        by_provider,
+        by_sku,
+        by_customer,
+        by_day,
+        unpriced,
+    })
+}

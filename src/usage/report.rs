@@ -1,0 +1,383 @@
+//! Usage figures read back from the rollups (series, endpoint categories, status classes,
+//! latency percentiles from the histograms, top customers) and the recent raw events, for
+//! `GET /api/v1/usage` and the Usage page.
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::UsageError;
+use super::rollup::{GRANULARITIES, LATENCY_BOUNDS_MS, bucket_start};
+use crate::args;
+use crate::store::Store;
+
+type Result<T, E = UsageError> = std::result::Result<T, E>;
+
+/// Most buckets one series may have.
+pub const MAX_BUCKETS: i64 = 2000;
+
+/// What to report on.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub customer: Option<String>,
+    /// [from, to) UTC milliseconds.
+    pub from: i64,
+    pub to: i64,
+    /// `minute`, `hour` or `day`.
+    pub interval: &'static str,
+}
+
+impl Query {
+    /// Checks the range and interval, naming the problem.
+    pub fn new(customer: Option<String>, from: i64, to: i64, interval: &str) -> Result<Self> {
+        let (interval, width) = GRANULARITIES
+            .iter()
+            .find(|(g, _)| *g == interval)
+            .copied()
+            .ok_or_else(|| {
+                UsageError::Invalid(format!(
+                    "interval {interval:?} is not one of minute, hour, day"
+                ))
+            })?;
+        if to <= from {
+            return Err(UsageError::Invalid("from must be before to".into()));
+        }
+        let from = bucket_start(from, width);
+        if (to - from) / width > MAX_BUCKETS {
+            return Err(UsageError::Invalid(format!(
+                "{interval} interval over this range gives more than {MAX_BUCKETS} points; use a \
+                 coarser interval or a shorter range"
+            )));
+        }
+        if let Some(c) = &customer {
+            super::plans::check_customer_id(c)?;
+        }
+        Ok(Self {
+            customer,
+            from,
+            to,
+            interval,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct Point {
+    /// Bucket start, UTC milliseconds.
+    pub bucket: i64,
+    /// API calls (`api.request` events).
+    pub calls: i64,
+    /// Calls answered 5xx.
+    pub errors: i64,
+    /// Every event, of any type.
+    pub events: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct Latency {
+    pub avg_ms: Option<f64>,
+    /// Percentiles estimated from the histogram: the upper bound of the bucket holding them
+    /// (null for the open-ended last bucket).
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct Category {
+    pub category: String,
+    pub calls: i64,
+    pub errors: i64,
+    pub latency: Latency,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct Totals {
+    pub calls: i64,
+    pub events: i64,
+    pub status_2xx: i64,
+    pub status_3xx: i64,
+    pub status_4xx: i64,
+    pub status_5xx: i64,
+    /// 5xx share of calls, percent; null without calls.
+    pub error_rate: Option<f64>,
+    pub latency: Latency,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TopCustomer {
+    pub customer: String,
+    pub calls: i64,
+    pub events: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RecentEvent {
+    pub time: i64,
+    pub source: String,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub subject: Option<String>,
+    pub data: Value,
+    /// Cost in USD as an exact decimal string (priced provider.usage only).
+    pub cost_usd: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Usage {
+    pub customer: Option<String>,
+    pub from: i64,
+    pub to: i64,
+    pub interval: String,
+    pub totals: Totals,
+    pub series: Vec<Point>,
+    pub categories: Vec<Category>,
+    /// Busiest customers in the range (only without a customer filter).
+    pub top_customers: Vec<TopCustomer>,
+}
+
+/// Histogram counts → (p50, p95, p99) as bucket upper bounds.
+fn percentiles(h: &[i64; 8]) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let total: i64 = h.iter().sum();
+    let at = |q: f64| -> Option<f64> {
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil() as i64;
+        let mut seen = 0;
+        for (i, n) in h.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return LATENCY_BOUNDS_MS.get(i).copied();
+            }
+        }
+        None
+    };
+    (at(0.50), at(0.95), at(0.99))
+}
+
+fn latency(h: &[i64; 8], calls: i64, duration_sum: f64) -> Latency {
+    let (p50, p95, p99) = percentiles(h);
+    Latency {
+        avg_ms: (calls > 0).then(|| (duration_sum / calls as f64 * 10.0).round() / 10.0),
+        p50_ms: p50,
+        p95_ms: p95,
+        p99_ms: p99,
+    }
+}
+
+// Each row: dimension, calls, errors, events, 2xx, 3xx, 4xx, 5xx, duration, 8 histogram counts.
+type Row = (String, i64, i64, i64, (i64, i64, i64, i64), f64, [i64; 8]);
+
+const SUMS: &str = "CAST(SUM(CASE WHEN type = 'api.request' THEN events ELSE 0 END) AS BIGINT) AS calls, \
+     CAST(SUM(status_5xx) AS BIGINT) AS errors, CAST(SUM(events) AS BIGINT) AS events, \
+     CAST(SUM(status_2xx) AS BIGINT) AS s2, CAST(SUM(status_3xx) AS BIGINT) AS s3, \
+     CAST(SUM(status_4xx) AS BIGINT) AS s4, CAST(SUM(status_5xx) AS BIGINT) AS s5, \
+     CAST(SUM(duration_ms_sum) AS DOUBLE PRECISION) AS duration, CAST(SUM(lat_50) AS BIGINT) AS l0, \
+     CAST(SUM(lat_100) AS BIGINT) AS l1, CAST(SUM(lat_250) AS BIGINT) AS l2, \
+     CAST(SUM(lat_500) AS BIGINT) AS l3, CAST(SUM(lat_1000) AS BIGINT) AS l4, \
+     CAST(SUM(lat_2500) AS BIGINT) AS l5, CAST(SUM(lat_5000) AS BIGINT) AS l6, \
+     CAST(SUM(lat_inf) AS BIGINT) AS l7";
+
+#[derive(sqlx::FromRow)]
+struct RawRow {
+    dim: String,
+    calls: i64,
+    errors: i64,
+    events: i64,
+    s2: i64,
+    s3: i64,
+    s4: i64,
+    s5: i64,
+    duration: f64,
+    l0: i64,
+    l1: i64,
+    l2: i64,
+    l3: i64,
+    l4: i64,
+    l5: i64,
+    l6: i64,
+    l7: i64,
+}
+
+fn row_from(r: RawRow) -> Row {
+    (
+        r.dim,
+        r.calls,
+        r.errors,
+        r.events,
+        (r.s2, r.s3, r.s4, r.s5),
+        r.duration,
+        [r.l0, r.l1, r.l2, r.l3, r.l4, r.l5, r.l6, r.l7],
+    )
+}
+
+/// Sums grouped by `dimension` (a column expression cast to text) over the query's range.
+async fn grouped(store: &Store, q: &Query, dimension: &str) -> Result<Vec<Row>> {
+    let filter = if q.customer.is_some() {
+        "subject = $4"
+    } else {
+        "$4 IS NULL"
+    };
+    let sql = format!(
+        "SELECT {dimension} AS dim, {SUMS} FROM usage_rollups WHERE granularity = $1 AND bucket >= $2 \
+         AND bucket < $3 AND {filter} GROUP BY {dimension}"
+    );
+    let rows: Vec<RawRow> = store
+        .fetch_all_assembled(sql, args![q.interval, q.from, q.to, q.customer.clone()])
+        .await?;
+    Ok(rows.into_iter().map(row_from).collect())
+}
+
+/// The usage report for `q`.
+pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
+    let by_bucket = grouped(store, q, "CAST(bucket AS TEXT)").await?;
+    let mut series: Vec<Point> = by_bucket
+        .iter()
+        .map(|r| Point {
+            bucket: r.0.parse().unwrap_or_default(),
+            calls: r.1,
+            errors: r.2,
+            events: r.3,
+        })
+        .collect();
+    series.sort_by_key(|p| p.bucket);
+
+    let mut totals = Totals::default();
+    let mut hist = [0i64; 8];
+    let mut duration = 0.0;
+    for r in &by_bucket {
+        totals.calls += r.1;
+        totals.events += r.3;
+        totals.status_2xx += r.4.0;
+        totals.status_3xx += r.4.1;
+        totals.status_4xx += r.4.2;
+        totals.status_5xx += r.4.3;
+        duration += r.5;
+        for (a, b) in hist.iter_mut().zip(r.6) {
+            *a += b;
+        }
+    }
+    totals.error_rate = (totals.calls > 0)
+        .then(|| (totals.status_5xx as f64 / totals.calls as f64 * 1000.0).round() / 10.0);
+    totals.latency = latency(&hist, totals.calls, duration);
+
+    let mut categories: Vec<Category> = grouped(store, q, "category")
+        .await?
+        .into_iter()
+        .filter(|r| r.1 > 0)
+        .map(|r| Category {
+            category: r.0,
+            calls: r.1,
+            errors: r.2,
+            latency: latency(&r.6, r.1, r.5),
+        })
+        .collect();
+    categories.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.category.cmp(&b.category)));
+
+    let top_customers = if q.customer.is_none() {
+        let rows: Vec<(String, i64, i64)> = store
+            .fetch_all(
+                "SELECT subject, CAST(SUM(CASE WHEN type = 'api.request' THEN events ELSE 0 END) AS BIGINT) AS calls, \
+                 CAST(SUM(events) AS BIGINT) FROM usage_rollups WHERE granularity = $1 AND bucket >= $2 \
+                 AND bucket < $3 AND subject <> '' GROUP BY subject ORDER BY calls DESC, subject LIMIT 20",
+                args![q.interval, q.from, q.to],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|(customer, calls, events)| TopCustomer {
+                customer,
+                calls,
+                events,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    Ok(Usage {
+        customer: q.customer.clone(),
+        from: q.from,
+        to: q.to,
+        interval: q.interval.into(),
+        totals,
+        series,
+        categories,
+        top_customers,
+    })
+}
+
+/// Filters for the recent-events log.
+#[derive(Debug, Clone, Default)]
+pub struct RecentFilter {
+    pub customer: Option<String>,
+    pub kind: Option<String>,
+    pub source: Option<String>,
+    /// Only events before this sequence number (paging backwards).
+    pub before_seq: Option<i64>,
+}
+
+/// The newest raw events matching `f`, newest first, with their sequence numbers.
+pub async fn recent(
+    store: &Store,
+    f: &RecentFilter,
+    limit: i64,
+) -> Result<Vec<(i64, RecentEvent)>> {
+    type EventRow = (
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+        Option<i64>,
+    );
+    let rows: Vec<EventRow> = store
+        .fetch_all(
+            "SELECT seq, time, source, event_id, type, subject, data, cost_nano FROM events \
+             WHERE ($1 IS NULL OR subject = $1) AND ($2 IS NULL OR type = $2) \
+             AND ($3 IS NULL OR source = $3) AND ($4 IS NULL OR seq < $4) \
+             ORDER BY seq DESC LIMIT $5",
+            args![
+                f.customer.clone(),
+                f.kind.clone(),
+                f.source.clone(),
+                f.before_seq,
+                limit
+            ],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(seq, time, source, id, kind, subject, data, cost)| {
+            (
+                seq,
+                RecentEvent {
+                    time,
+                    source,
+                    id,
+                    kind,
+                    subject,
+                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                    cost_usd: cost.map(|c| crate::money::format_scaled(c, crate::money::NANO, 2)),
+                },
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_bucket_bounds() {
+        let h = [50, 30, 10, 5, 3, 1, 1, 0];
+        assert_eq!(percentiles(&h), (Some(50.0), Some(500.0), Some(2500.0)));
+        assert_eq!(percentiles(&[0; 8]), (None, None, None));
+        // Everything in the open-ended bucket has no upper bound to report.
+        assert_eq!(percentiles(&[0, 0, 0, 0, 0, 0, 0, 4]).0, None);
+    }
+}

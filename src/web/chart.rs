@@ -1,0 +1,787 @@
+//! Dependency-free SVG charts for the Usage and Costs pages: stacked bars and multi-series lines,
+//! rendered server-side as a string the templates embed with `|safe`. This module owns the chart
+//! geometry (scale, "nice" ticks, label thinning, legend layout) and the escaping of every piece
+//! of text it emits, since askama does not escape what is marked safe.
+//!
+//! Colours and strokes come from the `/* charts */` rules in `assets/app.css` via classes
+//! (`chart`, `chart-grid`, `chart-axis`, `chart-bars`, `chart-series`, `chart-line`,
+//! `chart-legend`, `chart-s0`..`chart-s7`): the Content-Security-Policy has no
+//! `'unsafe-inline'` for styles, so `style` attributes would be dropped by the browser.
+//! Coordinates are computed in tenths of a unit as integers, which keeps the output small and
+//! byte-for-byte deterministic.
+
+use std::fmt::{self, Write as _};
+
+/// One named row of values, aligned with the chart's labels.
+pub struct Series {
+    pub name: String,
+    pub values: Vec<f64>,
+}
+
+const WIDTH: i64 = 720;
+/// Height of the chart without a legend; the legend adds rows on top so that the plot keeps the
+/// same size whatever the number of series.
+const BASE_HEIGHT: f64 = 220.0;
+const FONT_SIZE: f64 = 12.0;
+/// A generous average glyph width for `FONT_SIZE` in system-ui, used to keep labels apart
+/// without measuring text (which the server cannot do).
+const CHAR_W: f64 = 7.0;
+const TOP: f64 = 10.0;
+const BOTTOM: f64 = 24.0;
+const RIGHT: f64 = 12.0;
+const LEGEND_ROW: f64 = 18.0;
+const MAX_X_LABELS: usize = 8;
+const X_LABEL_CHARS: usize = 14;
+const LEGEND_CHARS: usize = 24;
+/// Values beyond this are clamped so that stacked sums and tick arithmetic stay finite.
+const MAX_VALUE: f64 = 1e300;
+/// Anything smaller is indistinguishable from zero on a 200-unit-high plot, and the tick steps
+/// for it would fall into subnormal numbers.
+const MIN_VALUE: f64 = 1e-300;
+const PALETTE: usize = 8;
+const NO_DATA: &str = "No data for this period";
+
+/// Vertical bars, one per label, stacked when several series are given (e.g. cost per provider per day).
+pub fn bars(
+    labels: &[String],
+    series: &[Series],
+    format_value: &dyn Fn(f64) -> String,
+    aria_label: &str,
+) -> String {
+    let values = clean(labels.len(), series);
+    let totals: Vec<f64> = (0..labels.len())
+        .map(|i| values.iter().map(|v| v[i]).sum())
+        .collect();
+    let Some(frame) = Frame::new(labels, series, &totals, format_value) else {
+        return empty(aria_label);
+    };
+    let mut out = String::new();
+    frame.open(&mut out, aria_label);
+    frame.grid(&mut out);
+
+    let n = labels.len();
+    let slot = frame.plot_w / n as f64;
+    // Bars keep a gap between them, and a lone bar does not fill the whole plot.
+    let bar_w = (slot * 0.7).min(48.0);
+    let mut cum = vec![0.0; n];
+    for (s, (ser, vals)) in series.iter().zip(&values).enumerate() {
+        put(
+            &mut out,
+            format_args!("<g class=\"chart-bars chart-s{}\">", s % PALETTE),
+        );
+        for (i, &v) in vals.iter().enumerate() {
+            if v <= 0.0 {
+                continue;
+            }
+            let center = frame.left + slot * (i as f64 + 0.5);
+            let x0 = tenths(center - bar_w / 2.0);
+            let x1 = tenths(center + bar_w / 2.0);
+            // Rounding segment boundaries rather than heights makes the stacked segments add up
+            // exactly to the bar of the total.
+            let y_lo = frame.y(cum[i]);
+            cum[i] += v;
+            let y_hi = frame.y(cum[i]);
+            put(
+                &mut out,
+                format_args!(
+                    "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"><title>{}</title></rect>",
+                    T(x0),
+                    T(y_hi),
+                    T(x1 - x0),
+                    T(y_lo - y_hi),
+                    Esc(&tooltip(&labels[i], &ser.name, &format_value(v))),
+                ),
+            );
+        }
+        out.push_str("</g>");
+    }
+    frame.x_axis(&mut out, labels, |i| frame.left + slot * (i as f64 + 0.5));
+    frame.legend(&mut out, series);
+    out.push_str("</svg>");
+    out
+}
+
+/// A line per series over the same labels (e.g. latency p50/p95 per day).
+pub fn lines(
+    labels: &[String],
+    series: &[Series],
+    format_value: &dyn Fn(f64) -> String,
+    aria_label: &str,
+) -> String {
+    let values = clean(labels.len(), series);
+    let peaks: Vec<f64> = (0..labels.len())
+        .map(|i| values.iter().map(|v| v[i]).fold(0.0, f64::max))
+        .collect();
+    let Some(frame) = Frame::new(labels, series, &peaks, format_value) else {
+        return empty(aria_label);
+    };
+    let mut out = String::new();
+    frame.open(&mut out, aria_label);
+    frame.grid(&mut out);
+
+    let n = labels.len();
+    let x_at = |i: usize| {
+        if n == 1 {
+            frame.left + frame.plot_w / 2.0
+        } else {
+            frame.left + frame.plot_w * i as f64 / (n - 1) as f64
+        }
+    };
+    // Dense series get smaller markers so that they do not merge into a thick band.
+    let r = if n <= 62 { "3" } else { "1.5" };
+    for (s, (ser, vals)) in series.iter().zip(&values).enumerate() {
+        put(
+            &mut out,
+            format_args!(
+                "<g class=\"chart-series chart-s{}\"><polyline class=\"chart-line\" points=\"",
+                s % PALETTE
+            ),
+        );
+        for (i, &v) in vals.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            put(
+                &mut out,
+                format_args!("{sep}{},{}", T(tenths(x_at(i))), T(frame.y(v))),
+            );
+        }
+        out.push_str("\"/>");
+        for (i, &v) in vals.iter().enumerate() {
+            put(
+                &mut out,
+                format_args!(
+                    "<circle cx=\"{}\" cy=\"{}\" r=\"{r}\"><title>{}</title></circle>",
+                    T(tenths(x_at(i))),
+                    T(frame.y(v)),
+                    Esc(&tooltip(&labels[i], &ser.name, &format_value(v))),
+                ),
+            );
+        }
+        out.push_str("</g>");
+    }
+    frame.x_axis(&mut out, labels, x_at);
+    frame.legend(&mut out, series);
+    out.push_str("</svg>");
+    out
+}
+
+/// Values per series, padded or cut to the number of labels, with everything that cannot be
+/// drawn (NaN, infinities, negatives) as zero.
+fn clean(n: usize, series: &[Series]) -> Vec<Vec<f64>> {
+    series
+        .iter()
+        .map(|s| {
+            (0..n)
+                .map(|i| match s.values.get(i) {
+                    Some(&v) if v.is_finite() && v >= MIN_VALUE => v.min(MAX_VALUE),
+                    _ => 0.0,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The placeholder shown instead of a chart, so that pages never divide by an empty range.
+fn empty(aria_label: &str) -> String {
+    format!(
+        "<svg class=\"chart chart-empty\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} 48\" \
+         width=\"100%\" font-size=\"{FONT_SIZE}\" role=\"img\" aria-label=\"{}\">\
+         <text x=\"{}\" y=\"28\" text-anchor=\"middle\">{NO_DATA}</text></svg>",
+        Esc(&format!("{aria_label}: {NO_DATA}")),
+        WIDTH / 2,
+    )
+}
+
+fn tooltip(label: &str, name: &str, value: &str) -> String {
+    if name.is_empty() {
+        format!("{label}: {value}")
+    } else {
+        format!("{label}: {name} {value}")
+    }
+}
+
+/// The layout shared by both chart kinds: the value scale and where the plot sits.
+struct Frame {
+    scale: Scale,
+    /// Formatted tick labels, computed once because they also decide the left margin.
+    tick_labels: Vec<String>,
+    legend: Vec<LegendItem>,
+    height: f64,
+    left: f64,
+    plot_top: f64,
+    plot_w: f64,
+    plot_h: f64,
+}
+
+struct LegendItem {
+    x: f64,
+    row: usize,
+    text: String,
+}
+
+impl Frame {
+    /// `None` when there is nothing to draw: no labels, no series, or every value zero.
+    fn new(
+        labels: &[String],
+        series: &[Series],
+        heights: &[f64],
+        format_value: &dyn Fn(f64) -> String,
+    ) -> Option<Self> {
+        if labels.is_empty() || series.is_empty() {
+            return None;
+        }
+        let max = heights.iter().copied().fold(0.0, f64::max);
+        let scale = nice_scale(max)?;
+        let tick_labels: Vec<String> = scale.ticks.iter().map(|&t| format_value(t)).collect();
+        let widest = tick_labels
+            .iter()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(1);
+        let left = (widest as f64 * CHAR_W + 10.0).clamp(36.0, 160.0);
+        let plot_w = WIDTH as f64 - left - RIGHT;
+
+        let mut legend = Vec::new();
+        if series.len() > 1 {
+            let (mut x, mut row) = (left, 0);
+            for s in series {
+                let text = clip(&s.name, LEGEND_CHARS);
+                let w = 14.0 + text.chars().count() as f64 * CHAR_W + 16.0;
+                if x > left && x + w > WIDTH as f64 - RIGHT {
+                    x = left;
+                    row += 1;
+                }
+                legend.push(LegendItem { x, row, text });
+                x += w;
+            }
+        }
+        let legend_h = legend
+            .last()
+            .map_or(0.0, |item| (item.row + 1) as f64 * LEGEND_ROW);
+        let plot_top = TOP + legend_h;
+        let height = BASE_HEIGHT + legend_h;
+        Some(Self {
+            scale,
+            tick_labels,
+            legend,
+            height,
+            left,
+            plot_top,
+            plot_w,
+            plot_h: height - plot_top - BOTTOM,
+        })
+    }
+
+    fn bottom(&self) -> f64 {
+        self.plot_top + self.plot_h
+    }
+
+    /// The y coordinate of a value, in tenths.
+    fn y(&self, v: f64) -> i64 {
+        tenths(self.bottom() - v / self.scale.top * self.plot_h)
+    }
+
+    fn open(&self, out: &mut String, aria_label: &str) {
+        put(
+            out,
+            format_args!(
+                "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {}\" \
+                 width=\"100%\" font-size=\"{FONT_SIZE}\" role=\"img\" aria-label=\"{}\">",
+                T(tenths(self.height)),
+                Esc(aria_label),
+            ),
+        );
+    }
+
+    /// Horizontal gridlines with their value labels; drawn first so that data sits on top.
+    fn grid(&self, out: &mut String) {
+        let x0 = T(tenths(self.left));
+        let x1 = T(tenths(self.left + self.plot_w));
+        out.push_str("<g class=\"chart-grid\">");
+        for &t in self.scale.ticks.iter().skip(1) {
+            let y = T(self.y(t));
+            put(
+                out,
+                format_args!("<line x1=\"{x0}\" y1=\"{y}\" x2=\"{x1}\" y2=\"{y}\"/>"),
+            );
+        }
+        out.push_str("</g><g class=\"chart-axis\" text-anchor=\"end\">");
+        let lx = T(tenths(self.left - 6.0));
+        for (&t, label) in self.scale.ticks.iter().zip(&self.tick_labels) {
+            put(
+                out,
+                format_args!(
+                    "<text x=\"{lx}\" y=\"{}\">{}</text>",
+                    // A third of the font size below the line centres the digits on it.
+                    T(self.y(t) + tenths(FONT_SIZE / 3.0)),
+                    Esc(label)
+                ),
+            );
+        }
+        out.push_str("</g>");
+    }
+
+    /// The baseline and the thinned x labels, each kept inside the viewBox.
+    fn x_axis(&self, out: &mut String, labels: &[String], x_at: impl Fn(usize) -> f64) {
+        let base = T(tenths(self.bottom()));
+        put(
+            out,
+            format_args!(
+                "<g class=\"chart-axis\" text-anchor=\"middle\"><line x1=\"{}\" y1=\"{base}\" x2=\"{}\" y2=\"{base}\"/>",
+                T(tenths(self.left)),
+                T(tenths(self.left + self.plot_w)),
+            ),
+        );
+        let widest = labels
+            .iter()
+            .map(|l| l.chars().count().min(X_LABEL_CHARS))
+            .max()
+            .unwrap_or(1);
+        let min_gap = widest as f64 * CHAR_W + 12.0;
+        let fit = (self.plot_w / min_gap) as usize;
+        let placed: Vec<(f64, String)> = thin(labels.len(), fit.clamp(2, MAX_X_LABELS))
+            .into_iter()
+            .map(|i| {
+                let text = clip(&labels[i], X_LABEL_CHARS);
+                let half = text.chars().count() as f64 * CHAR_W / 2.0;
+                // max/min rather than clamp: clamp panics if a label were ever wider than the chart.
+                let x = x_at(i).min(WIDTH as f64 - 4.0 - half).max(4.0 + half);
+                (x, text)
+            })
+            .collect();
+        // Keeping the end labels inside the viewBox pulls them towards their neighbours; the
+        // ends say which period is shown, so an intermediate label gives way instead.
+        let last_x = placed.last().map_or(0.0, |p| p.0);
+        let mut prev_x = f64::NEG_INFINITY;
+        let ty = T(tenths(self.bottom() + 16.0));
+        for (k, (x, text)) in placed.iter().enumerate() {
+            let is_end = k == 0 || k + 1 == placed.len();
+            if !is_end && (x - prev_x < min_gap || last_x - x < min_gap) {
+                continue;
+            }
+            prev_x = *x;
+            put(
+                out,
+                format_args!(
+                    "<text x=\"{}\" y=\"{ty}\">{}</text>",
+                    T(tenths(*x)),
+                    Esc(text)
+                ),
+            );
+        }
+        out.push_str("</g>");
+    }
+
+    fn legend(&self, out: &mut String, series: &[Series]) {
+        if self.legend.is_empty() {
+            return;
+        }
+        out.push_str("<g class=\"chart-legend\">");
+        for (s, (item, ser)) in self.legend.iter().zip(series).enumerate() {
+            let y = TOP + item.row as f64 * LEGEND_ROW;
+            put(
+                out,
+                format_args!(
+                    "<g class=\"chart-s{}\"><rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\"/>\
+                     <text x=\"{}\" y=\"{}\">{}",
+                    s % PALETTE,
+                    T(tenths(item.x)),
+                    T(tenths(y + 1.0)),
+                    T(tenths(item.x + 14.0)),
+                    T(tenths(y + 10.0)),
+                    Esc(&item.text),
+                ),
+            );
+            // A clipped name keeps its full text as a tooltip.
+            if item.text != ser.name {
+                put(out, format_args!("<title>{}</title>", Esc(&ser.name)));
+            }
+            out.push_str("</text></g>");
+        }
+        out.push_str("</g>");
+    }
+}
+
+/// The y axis: `top` is the highest gridline and `ticks` run from 0 to it.
+#[derive(Debug, PartialEq)]
+struct Scale {
+    top: f64,
+    ticks: Vec<f64>,
+}
+
+/// Picks the smallest step of the form {1, 2, 2.5, 5} × 10ⁿ that covers `max` in at most five
+/// intervals. Consecutive candidates differ by at most 2.5×, so the first one that fits needs at
+/// least three intervals: the axis always has 3–5 gridlines above zero.
+fn nice_scale(max: f64) -> Option<Scale> {
+    if !(max.is_finite() && max >= MIN_VALUE) {
+        return None;
+    }
+    let magnitude = max.log10().floor() as i32;
+    // Starting two decades down guards against log10 landing one off at exact powers of ten.
+    for exp in magnitude - 2..=magnitude + 2 {
+        for mult in [1.0, 2.0, 2.5, 5.0] {
+            let value = |i: u32| decimal(f64::from(i) * mult, exp);
+            let step = value(1);
+            // The slack keeps e.g. 0.6 / 0.2 = 2.9999999999999996 from asking for a fourth tick.
+            let k = (max / step - 1e-9).ceil().max(1.0);
+            if k <= 5.0 {
+                let k = k as u32;
+                let ticks: Vec<f64> = (0..=k).map(value).collect();
+                let top = value(k);
+                return (top.is_finite() && top > 0.0).then_some(Scale { top, ticks });
+            }
+        }
+    }
+    None
+}
+
+/// `mantissa × 10^exp` as the double nearest to that decimal. Going through the decimal text
+/// rather than multiplying by `powi` (exact only up to 10^22) keeps ticks like 0.6 or 2e-251
+/// free of representation noise that a formatter would otherwise print.
+fn decimal(mantissa: f64, exp: i32) -> f64 {
+    format!("{mantissa}e{exp}").parse().unwrap_or(f64::NAN)
+}
+
+/// Indices of the x labels to print: at most `max` (≥ 2), evenly spaced, always the first and
+/// the last.
+fn thin(n: usize, max: usize) -> Vec<usize> {
+    if n <= max {
+        return (0..n).collect();
+    }
+    let last = n - 1;
+    let step = last.div_ceil(max - 1);
+    let mut shown: Vec<usize> = (0..last).step_by(step).collect();
+    // A regular label crowding the last one would overlap it.
+    if shown.len() > 1 && shown.last().is_some_and(|&i| last - i < step.div_ceil(2)) {
+        shown.pop();
+    }
+    shown.push(last);
+    shown
+}
+
+/// Shortens text for display; the full text stays available in the tooltip.
+fn clip(s: &str, max_chars: usize) -> String {
+    if s.chars().count() <= max_chars {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(max_chars - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+fn tenths(v: f64) -> i64 {
+    // `as` saturates and maps NaN to 0, so a degenerate layout cannot print "NaN".
+    (v * 10.0).round() as i64
+}
+
+/// A coordinate in tenths, printed with at most one decimal.
+struct T(i64);
+
+impl fmt::Display for T {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let (int, frac) = (self.0.unsigned_abs() / 10, self.0.unsigned_abs() % 10);
+        if frac == 0 {
+            write!(f, "{sign}{int}")
+        } else {
+            write!(f, "{sign}{int}.{frac}")
+        }
+    }
+}
+
+/// Text escaped for both XML content and attribute values. Control characters that XML 1.0
+/// forbids are replaced, since one stray byte in a label would make the whole SVG ill-formed.
+struct Esc<'a>(&'a str);
+
+impl fmt::Display for Esc<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '&' => f.write_str("&amp;")?,
+                '<' => f.write_str("&lt;")?,
+                '>' => f.write_str("&gt;")?,
+                '"' => f.write_str("&quot;")?,
+                '\'' => f.write_str("&#39;")?,
+                '\t' | '\n' | '\r' => f.write_char(' ')?,
+                c if c.is_control() => f.write_char('\u{FFFD}')?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn put(out: &mut String, args: fmt::Arguments<'_>) {
+    // Writing into a String cannot fail; the Result only exists for other writers.
+    let _ = out.write_fmt(args);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn money(v: f64) -> String {
+        format!("${v:.2}")
+    }
+
+    fn labels(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("2026-01-{:02}", i % 28 + 1))
+            .collect()
+    }
+
+    fn series(name: &str, values: &[f64]) -> Series {
+        Series {
+            name: name.into(),
+            values: values.to_vec(),
+        }
+    }
+
+    /// Tag balance and the absence of unprintable numbers: enough to catch broken markup
+    /// without pulling in an XML parser.
+    fn assert_well_formed(svg: &str) {
+        assert!(svg.starts_with("<svg "), "{svg}");
+        assert!(svg.ends_with("</svg>"), "{svg}");
+        assert_eq!(svg.matches("<svg").count(), 1);
+        for bad in ["NaN", "inf", "<script", "style="] {
+            assert!(!svg.contains(bad), "{bad} in {svg}");
+        }
+        let mut stack: Vec<&str> = Vec::new();
+        let mut rest = svg;
+        while let Some(start) = rest.find('<') {
+            let end = rest[start..].find('>').expect("unclosed tag") + start;
+            let tag = &rest[start + 1..end];
+            assert!(!tag.contains('<'), "stray < in {tag}");
+            if let Some(name) = tag.strip_prefix('/') {
+                assert_eq!(stack.pop(), Some(name), "mismatched </{name}>");
+            } else if !tag.ends_with('/') {
+                stack.push(tag.split(' ').next().unwrap_or(tag));
+            }
+            // Attribute values must not contain raw quotes or angle brackets.
+            assert_eq!(tag.matches('"').count() % 2, 0, "odd quotes in {tag}");
+            rest = &rest[end + 1..];
+        }
+        assert!(stack.is_empty(), "unclosed {stack:?}");
+        assert!(!rest.contains('>'), "stray > after last tag");
+    }
+
+    fn texts(svg: &str, group: &str) -> usize {
+        let start = svg.find(group).expect("group present");
+        let end = svg[start..].find("</g>").expect("group closed") + start;
+        svg[start..end].matches("<text").count()
+    }
+
+    /// Heights of the rects in the order they were drawn.
+    fn rect_heights(svg: &str) -> Vec<f64> {
+        svg.split("<rect ")
+            .skip(1)
+            .filter_map(|r| {
+                // Legend swatches are self-closing; bars carry a tooltip.
+                let tag = &r[..r.find('>')?];
+                if tag.ends_with('/') {
+                    return None;
+                }
+                let h = tag.split("height=\"").nth(1)?;
+                h[..h.find('"')?].parse().ok()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hostile_text_is_escaped() {
+        let evil = "<script>alert('x')</script>&\"";
+        let l = vec![evil.to_string(), "ok".into()];
+        let s = [series(evil, &[1.0, 2.0]), series("b", &[3.0, 0.5])];
+        let fmt = |v: f64| format!("<b>{v}</b>");
+        for svg in [bars(&l, &s, &fmt, evil), lines(&l, &s, &fmt, evil)] {
+            assert_well_formed(&svg);
+            assert!(!svg.contains("<script"));
+            assert!(!svg.contains("<b>"));
+            assert!(svg.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"));
+        }
+        let empty = bars(&[], &[], &money, evil);
+        assert_well_formed(&empty);
+        assert!(!empty.contains("<script"));
+    }
+
+    #[test]
+    fn control_characters_do_not_break_markup() {
+        let l = vec!["a\u{0}b\nc".to_string()];
+        let svg = bars(&l, &[series("x\u{1b}", &[1.0])], &money, "t");
+        assert_well_formed(&svg);
+        assert!(!svg.contains('\u{0}') && !svg.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn empty_data_says_so() {
+        let l = labels(3);
+        let cases = [
+            bars(&[], &[series("a", &[1.0])], &money, "Cost"),
+            bars(&l, &[], &money, "Cost"),
+            bars(&l, &[series("a", &[])], &money, "Cost"),
+            bars(&l, &[series("a", &[0.0, 0.0, 0.0])], &money, "Cost"),
+            lines(
+                &l,
+                &[series("a", &[f64::NAN, -3.0, f64::INFINITY])],
+                &money,
+                "Latency",
+            ),
+            lines(&l, &[series("a", &[1e-320])], &money, "Latency"),
+        ];
+        for svg in cases {
+            assert_well_formed(&svg);
+            assert!(svg.contains("No data for this period"), "{svg}");
+            assert!(svg.contains("chart-empty"));
+        }
+    }
+
+    #[test]
+    fn nice_ticks() {
+        let ticks = |max: f64| nice_scale(max).expect("scale").ticks;
+        assert_eq!(ticks(0.7), [0.0, 0.2, 0.4, 0.6, 0.8]);
+        assert_eq!(ticks(0.6), [0.0, 0.2, 0.4, 0.6]);
+        assert_eq!(ticks(7.0), [0.0, 2.0, 4.0, 6.0, 8.0]);
+        assert_eq!(ticks(1234.0), [0.0, 250.0, 500.0, 750.0, 1000.0, 1250.0]);
+        assert_eq!(
+            ticks(98_765.0),
+            [0.0, 20_000.0, 40_000.0, 60_000.0, 80_000.0, 100_000.0]
+        );
+        assert_eq!(ticks(1.0), [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
+        assert_eq!(ticks(1000.0), [0.0, 200.0, 400.0, 600.0, 800.0, 1000.0]);
+        assert_eq!(ticks(0.012), [0.0, 0.0025, 0.005, 0.0075, 0.01, 0.0125]);
+        for max in [
+            1e-250, 3e-7, 0.013, 1.0, 9.99, 10.0, 10.01, 333.0, 4e12, 1e300,
+        ] {
+            let s = nice_scale(max).expect("scale");
+            let gridlines = s.ticks.len() - 1;
+            assert!((3..=5).contains(&gridlines), "{max}: {:?}", s.ticks);
+            // The slack that absorbs rounding may leave the top a hair under the maximum.
+            assert!(s.top >= max * (1.0 - 1e-9), "{max}: {:?}", s.ticks);
+        }
+        assert_eq!(nice_scale(0.0), None);
+        assert_eq!(nice_scale(f64::NAN), None);
+        assert_eq!(nice_scale(f64::INFINITY), None);
+    }
+
+    #[test]
+    fn stacked_bar_equals_bar_of_sum() {
+        let l = labels(4);
+        let a = [1.3, 2.0, 0.0, 7.77];
+        let b = [3.1, 0.4, 5.55, 1.01];
+        let c = [0.05, 2.2, 1.0, 0.0];
+        let sum: Vec<f64> = (0..4).map(|i| a[i] + b[i] + c[i]).collect();
+        let stacked = bars(
+            &l,
+            &[series("a", &a), series("b", &b), series("c", &c)],
+            &money,
+            "Cost",
+        );
+        // A one-series chart has no legend, so give the reference the same legend rows.
+        let single = bars(
+            &l,
+            &[series("a", &sum), series("b", &[]), series("c", &[])],
+            &money,
+            "Cost",
+        );
+        assert_well_formed(&stacked);
+        let hs = rect_heights(&stacked);
+        let hsum = rect_heights(&single);
+        // Drawn series by series, skipping zeros: a0 a1 a3, b0..b3, c0 c1 c2.
+        let per_label = [
+            hs[0] + hs[3] + hs[7],
+            hs[1] + hs[4] + hs[8],
+            hs[5] + hs[9],
+            hs[2] + hs[6],
+        ];
+        assert_eq!(hsum.len(), 4);
+        for i in 0..4 {
+            assert!(
+                (per_label[i] - hsum[i]).abs() < 1e-9,
+                "{per_label:?} vs {hsum:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn x_labels_are_thinned() {
+        for n in [1, 2, 7, 8, 9, 30, 31, 90, 364, 365, 366, 1000] {
+            let shown = thin(n, MAX_X_LABELS);
+            assert!(shown.len() <= MAX_X_LABELS, "{n}: {shown:?}");
+            assert_eq!(shown.first(), Some(&0));
+            assert_eq!(shown.last(), Some(&(n - 1)));
+            assert!(shown.windows(2).all(|w| w[0] < w[1]));
+        }
+        let l: Vec<String> = (0..365).map(|d| format!("day {d}")).collect();
+        let v: Vec<f64> = (0..365).map(|d| f64::from(d % 17)).collect();
+        for svg in [
+            bars(&l, &[series("a", &v)], &money, "Year"),
+            lines(&l, &[series("a", &v)], &money, "Year"),
+        ] {
+            assert_well_formed(&svg);
+            let axis = svg.rfind("<g class=\"chart-axis\"").expect("x axis");
+            let n = texts(&svg[axis..], "<g");
+            let xs: Vec<f64> = svg[axis..]
+                .split("<text x=\"")
+                .skip(1)
+                .filter_map(|t| t[..t.find('"')?].parse().ok())
+                .collect();
+            // "day 364" is 7 characters: printed labels must not overlap.
+            assert!(xs.windows(2).all(|w| w[1] - w[0] >= 7.0 * CHAR_W), "{xs:?}");
+            assert!((2..=MAX_X_LABELS).contains(&n), "{n}");
+            assert!(svg[axis..].contains(">day 0<") && svg[axis..].contains(">day 364<"));
+        }
+    }
+
+    #[test]
+    fn bad_values_become_zero_and_short_series_are_padded() {
+        let l = labels(5);
+        let s = [
+            series("p50", &[f64::NAN, -1.0, f64::INFINITY, 4.0]),
+            series("p95", &[f64::NEG_INFINITY, 1e308, 2.0]),
+        ];
+        for svg in [bars(&l, &s, &money, "x"), lines(&l, &s, &money, "x")] {
+            assert_well_formed(&svg);
+            assert!(svg.contains("chart-legend"));
+        }
+        let svg = lines(&l, &s[..1], &money, "x");
+        assert_eq!(svg.matches("<circle").count(), 5);
+        assert!(svg.contains("2026-01-01: p50 $0.00"));
+        assert!(svg.contains("2026-01-04: p50 $4.00"));
+        assert!(!svg.contains("chart-legend"));
+    }
+
+    #[test]
+    fn numbers_have_at_most_one_decimal_and_output_is_deterministic() {
+        let l = labels(13);
+        let v: Vec<f64> = (0..13).map(|i| f64::from(i) * 1.2345 + 0.3333).collect();
+        let s = [series("a", &v), series("b", &v[3..])];
+        let svg = bars(&l, &s, &|v| format!("{v:.0}"), "x");
+        assert_eq!(svg, bars(&l, &s, &|v| format!("{v:.0}"), "x"));
+        for attr in svg.split('"').skip(1).step_by(2) {
+            let numeric = attr
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '-');
+            if let Some((_, frac)) = attr.split_once('.')
+                && numeric
+            {
+                assert!(frac.len() <= 1, "{attr}");
+            }
+        }
+        assert_eq!(T(0).to_string(), "0");
+        assert_eq!(T(-15).to_string(), "-1.5");
+        assert_eq!(T(7200).to_string(), "720");
+    }
+
+    #[test]
+    fn single_label_and_tooltips() {
+        let l = vec!["Jan".to_string()];
+        let svg = bars(&l, &[series("", &[2.5])], &money, "Cost");
+        assert_well_formed(&svg);
+        assert!(svg.contains("<title>Jan: $2.50</title>"));
+        assert!(svg.contains("role=\"img\"") && svg.contains("aria-label=\"Cost\""));
+        assert!(svg.contains("width=\"100%\""));
+        let svg = lines(&l, &[series("p95", &[2.5])], &money, "Latency");
+        assert_well_formed(&svg);
+        assert!(svg.contains("<title>Jan: p95 $2.50</title>"));
+    }
+}

@@ -1,0 +1,443 @@
+//! The Usage and Costs pages and Settings → Plans / Pricing tables: server-rendered from the
+//! same domain queries the JSON API uses, with SVG charts and CSV-exportable tables.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use serde::Deserialize;
+
+use super::chart::{self, Series};
+use super::settings::PageResult;
+use super::{Chrome, render};
+use crate::access::Role;
+use crate::access::sessions::SessionUser;
+use crate::app::AppState;
+use crate::costs::report::{self as cost_report, Costs};
+use crate::costs::routes::NewPrice;
+use crate::costs::{CostsError, prices};
+use crate::http::ApiError;
+use crate::http::auth::{AdminPage, CsrfForm, NoFields, PageUser};
+use crate::overview::parse_period;
+use crate::store::now_ms;
+use crate::usage::UsageError;
+use crate::usage::plans::{self, PlanInput};
+use crate::usage::quota::{self, AtRisk};
+use crate::usage::report::{self, RecentEvent, RecentFilter, Usage};
+
+const DAY: i64 = 86_400_000;
+
+/// "MM-DD" labels for every day of [from, to), and the index of each day start.
+fn day_labels(from: i64, to: i64) -> (Vec<String>, Vec<i64>) {
+    let fmt = time::macros::format_description!("[month]-[day]");
+    let mut labels = Vec::new();
+    let mut days = Vec::new();
+    let mut d = from - from.rem_euclid(DAY);
+    while d < to && days.len() < 2000 {
+        let label = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(d) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&fmt).ok())
+            .unwrap_or_default();
+        labels.push(label);
+        days.push(d);
+        d += DAY;
+    }
+    (labels, days)
+}
+
+fn count(v: f64) -> String {
+    if v >= 1_000_000.0 {
+        format!("{:.1}M", v / 1_000_000.0)
+    } else if v >= 1000.0 {
+        format!("{:.1}k", v / 1000.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn usd(v: f64) -> String {
+    if v >= 100.0 {
+        format!("${v:.0}")
+    } else {
+        format!("${v:.2}")
+    }
+}
+
+/// Optional text from a form or query: blank means absent.
+fn given(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+#[derive(Deserialize)]
+pub struct UsageParams {
+    period: Option<String>,
+    customer: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(askama::Template)]
+#[template(path = "usage.html")]
+struct UsagePage {
+    chrome: Chrome,
+    period: String,
+    customer: String,
+    kind: String,
+    usage: Usage,
+    chart: String,
+    at_risk: Vec<AtRisk>,
+    recent: Vec<RecentEvent>,
+}
+
+pub async fn usage(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+    Query(q): Query<UsageParams>,
+) -> PageResult {
+    let period = given(&q.period).unwrap_or_else(|| "30d".into());
+    let secs = parse_period(&period).map_err(ApiError::Invalid)?;
+    let to = now_ms();
+    let customer = given(&q.customer);
+    let query = report::Query::new(customer.clone(), to - secs * 1000, to, "day")?;
+    let usage = report::usage(&state.store, &query).await?;
+    let (labels, days) = day_labels(query.from, query.to);
+    let mut ok = vec![0.0; days.len()];
+    let mut errors = vec![0.0; days.len()];
+    for p in &usage.series {
+        if let Ok(i) = days.binary_search(&p.bucket) {
+            ok[i] = (p.calls - p.errors) as f64;
+            errors[i] = p.errors as f64;
+        }
+    }
+    let chart = chart::bars(
+        &labels,
+        &[
+            Series {
+                name: "Calls".into(),
+                values: ok,
+            },
+            Series {
+                name: "5xx errors".into(),
+                values: errors,
+            },
+        ],
+        &count,
+        "API calls per day",
+    );
+    let at_risk = quota::at_risk(&state.store, 100).await?;
+    let filter = RecentFilter {
+        customer: customer.clone(),
+        kind: given(&q.kind),
+        ..Default::default()
+    };
+    let recent = report::recent(&state.store, &filter, 100)
+        .await?
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    Ok(render(
+        StatusCode::OK,
+        &UsagePage {
+            chrome: Chrome::new(&user, "/usage"),
+            period,
+            customer: customer.unwrap_or_default(),
+            kind: given(&q.kind).unwrap_or_default(),
+            usage,
+            chart,
+            at_risk,
+            recent,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct CostsParams {
+    period: Option<String>,
+}
+
+#[derive(askama::Template)]
+#[template(path = "costs.html")]
+struct CostsPage {
+    chrome: Chrome,
+    period: String,
+    costs: Costs,
+    chart: String,
+}
+
+pub async fn costs(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+    Query(q): Query<CostsParams>,
+) -> PageResult {
+    let period = given(&q.period).unwrap_or_else(|| "30d".into());
+    let secs = parse_period(&period).map_err(ApiError::Invalid)?;
+    let to = now_ms();
+    let costs = cost_report::costs(&state.store, to - secs * 1000, to).await?;
+    let (labels, days) = day_labels(costs.from, costs.to);
+    let series: Vec<Series> = costs
+        .by_provider
+        .iter()
+        .map(|p| Series {
+            name: p.provider.clone(),
+            values: days
+                .iter()
+                .map(|d| {
+                    costs
+                        .by_day
+                        .iter()
+                        .find(|x| x.day == *d)
+                        .and_then(|x| x.providers.get(&p.provider))
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                })
+                .collect(),
+        })
+        .collect();
+    let chart = chart::bars(&labels, &series, &usd, "Provider cost per day");
+    Ok(render(
+        StatusCode::OK,
+        &CostsPage {
+            chrome: Chrome::new(&user, "/costs"),
+            period,
+            costs,
+            chart,
+        },
+    ))
+}
+
+/// Maps a domain refusal to a status and message shown on the form's page; anything else is
+/// an error page.
+fn usage_problem(e: UsageError) -> Result<(StatusCode, String), ApiError> {
+    match e {
+        UsageError::Invalid(m) => Ok((StatusCode::UNPROCESSABLE_ENTITY, m)),
+        UsageError::Conflict(m) => Ok((StatusCode::CONFLICT, m)),
+        e @ UsageError::NotFound(_) => Ok((StatusCode::NOT_FOUND, e.to_string())),
+        other => Err(other.into()),
+    }
+}
+
+fn require_admin(user: &SessionUser) -> Result<(), ApiError> {
+    if user.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "only admins can change settings".into(),
+        ))
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "settings_plans.html")]
+struct PlansPage {
+    chrome: Chrome,
+    plans: Vec<plans::Plan>,
+    assignments: Vec<plans::Assignment>,
+    error: Option<String>,
+}
+
+async fn plans_page(
+    state: &AppState,
+    user: &SessionUser,
+    status: StatusCode,
+    error: Option<String>,
+) -> PageResult {
+    Ok(render(
+        status,
+        &PlansPage {
+            chrome: Chrome::new(user, "/settings"),
+            plans: plans::list(&state.store).await?,
+            assignments: plans::assignments(&state.store, None, 200).await?,
+            error,
+        },
+    ))
+}
+
+pub async fn plans(State(state): State<AppState>, AdminPage(user): AdminPage) -> PageResult {
+    plans_page(&state, &user, StatusCode::OK, None).await
+}
+
+#[derive(Deserialize)]
+pub struct PlanForm {
+    id: String,
+    name: String,
+    price: String,
+    currency: Option<String>,
+    api_calls: Option<String>,
+    provider_credits: Option<String>,
+    overage_per_1k_calls: Option<String>,
+    hard_limit_percent: Option<String>,
+}
+
+fn form_int(field: &str, v: &Option<String>, default: i64) -> Result<i64, UsageError> {
+    match given(v) {
+        None => Ok(default),
+        Some(t) => t
+            .parse()
+            .map_err(|_| UsageError::Invalid(format!("{field}: {t:?} is not a whole number"))),
+    }
+}
+
+impl PlanForm {
+    fn input(&self) -> Result<PlanInput, UsageError> {
+        Ok(PlanInput {
+            id: self.id.trim().to_string(),
+            name: self.name.clone(),
+            price: self.price.trim().to_string(),
+            currency: given(&self.currency).unwrap_or_else(|| "usd".into()),
+            api_calls: form_int("api_calls", &self.api_calls, 0)?,
+            provider_credits: form_int("provider_credits", &self.provider_credits, 0)?,
+            overage_per_1k_calls: given(&self.overage_per_1k_calls).unwrap_or_else(|| "0".into()),
+            hard_limit_percent: form_int("hard_limit_percent", &self.hard_limit_percent, 120)?,
+        })
+    }
+}
+
+pub async fn create_plan(State(state): State<AppState>, form: CsrfForm<PlanForm>) -> PageResult {
+    require_admin(&form.user)?;
+    let result = match form.form.input() {
+        Ok(input) => plans::create(&state.store, &input, &form.actor())
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Ok(Redirect::to("/settings/plans").into_response()),
+        Err(e) => {
+            let (status, msg) = usage_problem(e)?;
+            plans_page(&state, &form.user, status, Some(msg)).await
+        }
+    }
+}
+
+pub async fn delete_plan(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: CsrfForm<NoFields>,
+) -> PageResult {
+    require_admin(&form.user)?;
+    match plans::delete(&state.store, &id, &form.actor()).await {
+        Ok(()) => Ok(Redirect::to("/settings/plans").into_response()),
+        Err(e) => {
+            let (status, msg) = usage_problem(e)?;
+            plans_page(&state, &form.user, status, Some(msg)).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct AssignForm {
+    customer: String,
+    /// Empty takes the customer off their plan.
+    plan: String,
+}
+
+pub async fn assign_plan(State(state): State<AppState>, form: CsrfForm<AssignForm>) -> PageResult {
+    require_admin(&form.user)?;
+    let customer = form.form.customer.trim().to_string();
+    let result = if form.form.plan.trim().is_empty() {
+        plans::unassign(&state.store, &customer, &form.actor()).await
+    } else {
+        plans::assign(
+            &state.store,
+            &customer,
+            form.form.plan.trim(),
+            "manual",
+            &form.actor(),
+        )
+        .await
+        .map(|_| ())
+    };
+    match result {
+        Ok(()) => {
+            state.quota_watch.touch(&customer);
+            Ok(Redirect::to("/settings/plans").into_response())
+        }
+        Err(e) => {
+            let (status, msg) = usage_problem(e)?;
+            plans_page(&state, &form.user, status, Some(msg)).await
+        }
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "settings_pricing.html")]
+struct PricingPage {
+    chrome: Chrome,
+    prices: Vec<prices::Price>,
+    error: Option<String>,
+}
+
+async fn pricing_page(
+    state: &AppState,
+    user: &SessionUser,
+    status: StatusCode,
+    error: Option<String>,
+) -> PageResult {
+    Ok(render(
+        status,
+        &PricingPage {
+            chrome: Chrome::new(user, "/settings"),
+            prices: prices::list(&state.store).await?,
+            error,
+        },
+    ))
+}
+
+pub async fn pricing(State(state): State<AppState>, AdminPage(user): AdminPage) -> PageResult {
+    pricing_page(&state, &user, StatusCode::OK, None).await
+}
+
+#[derive(Deserialize)]
+pub struct PriceForm {
+    provider: String,
+    sku: String,
+    unit: String,
+    price_usd: String,
+    effective_from: String,
+}
+
+pub async fn add_price(State(state): State<AppState>, form: CsrfForm<PriceForm>) -> PageResult {
+    require_admin(&form.user)?;
+    let f = &form.form;
+    let new = NewPrice {
+        provider: f.provider.clone(),
+        sku: f.sku.clone(),
+        unit: f.unit.clone(),
+        price_usd: f.price_usd.clone(),
+        effective_from: f.effective_from.clone(),
+    };
+    let result = match new.to_row() {
+        Ok(row) => prices::add(&state.store, &row, &form.actor()).await,
+        Err(ApiError::Invalid(m)) => Err(CostsError::Invalid(m)),
+        Err(other) => return Err(other),
+    };
+    match result {
+        Ok(()) => {
+            state.prices.reload(&state.store).await?;
+            Ok(Redirect::to("/settings/pricing").into_response())
+        }
+        Err(CostsError::Invalid(m)) => {
+            pricing_page(
+                &state,
+                &form.user,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(m),
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn delete_price(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    form: CsrfForm<NoFields>,
+) -> PageResult {
+    require_admin(&form.user)?;
+    prices::delete(&state.store, id, &form.actor()).await?;
+    state.prices.reload(&state.store).await?;
+    Ok(Redirect::to("/settings/pricing").into_response())
+}
