@@ -328,6 +328,7 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     config.server.data_dir = dir.path().to_path_buf();
     config.server.listen = listen.clone();
     init_logging(&config);
+    crate::simulators::usage::configure(&mut config);
     let listener = bind(&listen).await?;
     let app = App::build(config, None).await?;
     let users::Bootstrap::Generated { email, password } =
@@ -335,6 +336,13 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     else {
         bail!("the demo store was not empty");
     };
+    let demo_key = keys::create(
+        &app.state.store,
+        "demo simulators",
+        &Scopes::parse_list(&["ingest", "admin"])?,
+        &Actor::new("demo", None),
+    )
+    .await?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     let cancel = CancellationToken::new();
@@ -343,6 +351,7 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     let started = crate::simulators::start(
         &crate::simulators::DemoContext {
             opsdeck_url: url.clone(),
+            api_key: demo_key.secret,
         },
         &cancel,
         &sims,

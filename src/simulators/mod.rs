@@ -1,10 +1,11 @@
 //! Demo simulators: local servers that speak the real wire formats of Stripe and the AI
 //! providers, plus a traffic generator for the ingest API, so `opsdeck demo` exercises the
-//! production code paths end to end. Each capability adds its simulator here; none has landed
-//! yet, so the demo currently starts with an empty store.
+//! production code paths end to end. Each capability adds its simulator here.
 //!
 //! A simulator never writes to opsdeck's store directly: it only serves a provider API that a
 //! real connector syncs from, or calls opsdeck's public HTTP API like a customer's app would.
+
+pub mod usage;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +18,9 @@ use tokio_util::task::TaskTracker;
 pub struct DemoContext {
     /// Base URL of the opsdeck server, e.g. `http://127.0.0.1:8080`.
     pub opsdeck_url: String,
+    /// An API key with the `ingest` and `admin` scopes, as a customer's app and its operator
+    /// would hold.
+    pub api_key: String,
 }
 
 /// One simulated provider or traffic source.
@@ -32,7 +36,7 @@ pub trait Simulator: Send + Sync {
 
 /// The simulators `opsdeck demo` starts, in order.
 pub fn all() -> Vec<Box<dyn Simulator>> {
-    Vec::new()
+    vec![Box::new(usage::UsageSimulator::default())]
 }
 
 /// Starts every simulator on `tracker`; returns their names for the startup banner.
