@@ -85,7 +85,9 @@ ALTER TABLE events ADD COLUMN cost_nano BIGINT;
 
 -- Rollups gain the endpoint category (api.request), the unit (provider.usage), cost and
 -- unpriced counts, and a latency histogram (api.request; bucket upper bounds in ms, the last
--- open-ended). Rebuilt because the primary key grows.
+-- open-ended). Rebuilt because the primary key grows. Granularities 'minute_total',
+-- 'hour_total' and 'day_total' hold the same sums over all customers (subject ''), so
+-- all-customer figures read a few rows per bucket instead of one per customer.
 ALTER TABLE usage_rollups RENAME TO usage_rollups_old;
 DROP INDEX usage_rollups_subject;
 CREATE TABLE usage_rollups (
@@ -123,3 +125,17 @@ SELECT granularity, bucket, subject, source, type, '', provider, sku, '', events
 FROM usage_rollups_old;
 DROP TABLE usage_rollups_old;
 CREATE INDEX usage_rollups_subject ON usage_rollups (granularity, subject, bucket);
+
+-- Per customer and calendar month (UTC): the quota route's one-row read, and "top customers this
+-- month" by calls or cost without scanning the day rollups of every customer.
+CREATE TABLE usage_months (
+    month     BIGINT NOT NULL,
+    subject   TEXT NOT NULL,
+    calls     BIGINT NOT NULL,
+    events    BIGINT NOT NULL,
+    credits   DOUBLE PRECISION NOT NULL,
+    cost_nano BIGINT NOT NULL,
+    PRIMARY KEY (month, subject)
+);
+CREATE INDEX usage_months_calls ON usage_months (month, calls);
+CREATE INDEX usage_months_cost ON usage_months (month, cost_nano);

@@ -102,7 +102,7 @@ pub struct Costs {
     pub unpriced_events: i64,
     pub by_provider: Vec<ByProvider>,
     pub by_sku: Vec<BySku>,
-    /// The 50 costliest customers.
+    /// The 50 costliest customers this calendar month.
     pub by_customer: Vec<ByCustomer>,
     pub by_day: Vec<Day>,
     pub unpriced: Vec<Unpriced>,
@@ -113,7 +113,7 @@ pub async fn total(store: &Store, from: i64, to: i64) -> Result<i64> {
     let (nano,): (i64,) = store
         .fetch_one(
             "SELECT CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) FROM usage_rollups \
-             WHERE granularity = 'day' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage'",
+             WHERE granularity = 'day_total' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage'",
             args![from, to],
         )
         .await?;
@@ -131,7 +131,7 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
             "SELECT provider, \
              CAST(COALESCE(SUM(CASE WHEN bucket >= $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT), \
              CAST(COALESCE(SUM(CASE WHEN bucket < $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT) \
-             FROM usage_rollups WHERE granularity = 'day' AND bucket >= $1 AND bucket < $3 \
+             FROM usage_rollups WHERE granularity = 'day_total' AND bucket >= $1 AND bucket < $3 \
              AND type = 'provider.usage' GROUP BY provider",
             args![previous_from, from, to],
         )
@@ -160,7 +160,7 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
         .fetch_all(
             "SELECT provider, sku, unit, CAST(SUM(quantity) AS DOUBLE PRECISION), CAST(SUM(events) AS BIGINT), \
              CAST(SUM(cost_nano) AS BIGINT), CAST(SUM(unpriced) AS BIGINT) \
-             FROM usage_rollups WHERE granularity = 'day' AND bucket >= $1 AND bucket < $2 \
+             FROM usage_rollups WHERE granularity = 'day_total' AND bucket >= $1 AND bucket < $2 \
              AND type = 'provider.usage' GROUP BY provider, sku, unit",
             args![from, to],
         )
@@ -196,12 +196,13 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
             .then((&a.provider, &a.sku).cmp(&(&b.provider, &b.sku)))
     });
 
+    // This calendar month, from the per-customer month totals (an index walk, not a scan).
+    let month = crate::usage::quota::month_of(crate::store::now_ms()).0;
     let customers: Vec<(String, i64)> = store
         .fetch_all(
-            "SELECT subject, CAST(SUM(cost_nano) AS BIGINT) AS c FROM usage_rollups \
-             WHERE granularity = 'day' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage' \
-             GROUP BY subject ORDER BY c DESC, subject LIMIT 50",
-            args![from, to],
+            "SELECT subject, cost_nano FROM usage_months WHERE month = $1 \
+             ORDER BY cost_nano DESC, subject LIMIT 50",
+            args![month],
         )
         .await?;
     let by_customer = customers
@@ -216,7 +217,7 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
     let days: Vec<(i64, String, i64)> = store
         .fetch_all(
             "SELECT bucket, provider, CAST(SUM(cost_nano) AS BIGINT) FROM usage_rollups \
-             WHERE granularity = 'day' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage' \
+             WHERE granularity = 'day_total' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage' \
              GROUP BY bucket, provider ORDER BY bucket",
             args![from, to],
         )

@@ -120,7 +120,7 @@ pub async fn overview(
              CAST(COALESCE(SUM(CASE WHEN type = 'api.request' AND bucket < $2 THEN events ELSE 0 END), 0) AS BIGINT), \
              CAST(COALESCE(SUM(CASE WHEN bucket >= $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT), \
              CAST(COALESCE(SUM(CASE WHEN bucket < $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT) \
-             FROM usage_rollups WHERE granularity = 'day' AND bucket >= $1 AND bucket < $3",
+             FROM usage_rollups WHERE granularity = 'day_total' AND bucket >= $1 AND bucket < $3",
             crate::args![previous_from, from, to],
         )
         .await?;

@@ -36,7 +36,7 @@ pub trait Simulator: Send + Sync {
 
 /// The simulators `opsdeck demo` starts, in order.
 pub fn all() -> Vec<Box<dyn Simulator>> {
-    vec![Box::new(usage::UsageSimulator::default())]
+    vec![Box::new(usage::UsageSimulator)]
 }
 
 /// Starts every simulator on `tracker`; returns their names for the startup banner.

@@ -2,8 +2,9 @@
 //! (`ok`, `warning` 80 %, `critical` 90 %, `over` 100 %, `suspended` at the plan's hard limit)
 //! with hysteresis, and the evaluator that records state changes for the alerts to consume.
 //!
-//! Usage is read from the day rollups (a month is at most 31 rows per dimension), so the quota
-//! route stays cheap however many raw events there are. The route and the evaluator start from
+//! Usage is read from the customer's `usage_months` row, kept by the ingest writer in the same
+//! transaction as the events, so the quota route is one primary-key read however many raw events
+//! there are. The route and the evaluator start from
 //! the same recorded state, so they agree on where a customer stands.
 
 use std::collections::HashSet;
@@ -190,14 +191,12 @@ async fn inputs(
         }
     };
     let (calls_used, credits_used): (i64, f64) = store
-        .fetch_one(
-            "SELECT CAST(COALESCE(SUM(CASE WHEN type = 'api.request' THEN events ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN unit = 'credit' THEN quantity ELSE 0 END), 0) AS DOUBLE PRECISION) \
-             FROM usage_rollups WHERE granularity = 'day' AND subject = $1 \
-             AND bucket >= $2 AND bucket < $3",
-            args![customer, period.0, period.1],
+        .fetch_optional(
+            "SELECT calls, credits FROM usage_months WHERE month = $1 AND subject = $2",
+            args![period.0, customer],
         )
-        .await?;
+        .await?
+        .unwrap_or((0, 0.0));
     let recorded: Option<(String, i64)> = store
         .fetch_optional(
             "SELECT state, period_start FROM quota_states WHERE customer_id = $1",

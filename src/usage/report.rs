@@ -133,7 +133,7 @@ pub struct Usage {
     pub totals: Totals,
     pub series: Vec<Point>,
     pub categories: Vec<Category>,
-    /// Busiest customers in the range (only without a customer filter).
+    /// Busiest customers this calendar month (only without a customer filter).
     pub top_customers: Vec<TopCustomer>,
 }
 
@@ -213,19 +213,22 @@ fn row_from(r: RawRow) -> Row {
     )
 }
 
-/// Sums grouped by `dimension` (a column expression cast to text) over the query's range.
+/// Sums grouped by `dimension` (a column expression cast to text) over the query's range: one
+/// customer's rows, or the all-customer totals.
 async fn grouped(store: &Store, q: &Query, dimension: &str) -> Result<Vec<Row>> {
-    let filter = if q.customer.is_some() {
-        "subject = $4"
-    } else {
-        "$4 IS NULL"
+    let (granularity, filter) = match q.customer {
+        Some(_) => (q.interval, "subject = $4"),
+        None => (
+            super::rollup::total_of(q.interval).unwrap_or(q.interval),
+            "subject = '' AND $4 IS NULL",
+        ),
     };
     let sql = format!(
         "SELECT {dimension} AS dim, {SUMS} FROM usage_rollups WHERE granularity = $1 AND bucket >= $2 \
          AND bucket < $3 AND {filter} GROUP BY {dimension}"
     );
     let rows: Vec<RawRow> = store
-        .fetch_all_assembled(sql, args![q.interval, q.from, q.to, q.customer.clone()])
+        .fetch_all_assembled(sql, args![granularity, q.from, q.to, q.customer.clone()])
         .await?;
     Ok(rows.into_iter().map(row_from).collect())
 }
@@ -277,12 +280,13 @@ pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
     categories.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.category.cmp(&b.category)));
 
     let top_customers = if q.customer.is_none() {
+        // This calendar month, from the per-customer month totals (an index walk, not a scan).
+        let month = super::quota::month_of(crate::store::now_ms()).0;
         let rows: Vec<(String, i64, i64)> = store
             .fetch_all(
-                "SELECT subject, CAST(SUM(CASE WHEN type = 'api.request' THEN events ELSE 0 END) AS BIGINT) AS calls, \
-                 CAST(SUM(events) AS BIGINT) FROM usage_rollups WHERE granularity = $1 AND bucket >= $2 \
-                 AND bucket < $3 AND subject <> '' GROUP BY subject ORDER BY calls DESC, subject LIMIT 20",
-                args![q.interval, q.from, q.to],
+                "SELECT subject, calls, events FROM usage_months WHERE month = $1 \
+                 ORDER BY calls DESC, subject LIMIT 20",
+                args![month],
             )
             .await?;
         rows.into_iter()
@@ -334,21 +338,31 @@ pub async fn recent(
         String,
         Option<i64>,
     );
-    let rows: Vec<EventRow> = store
-        .fetch_all(
-            "SELECT seq, time, source, event_id, type, subject, data, cost_nano FROM events \
-             WHERE ($1 IS NULL OR subject = $1) AND ($2 IS NULL OR type = $2) \
-             AND ($3 IS NULL OR source = $3) AND ($4 IS NULL OR seq < $4) \
-             ORDER BY seq DESC LIMIT $5",
-            args![
-                f.customer.clone(),
-                f.kind.clone(),
-                f.source.clone(),
-                f.before_seq,
-                limit
-            ],
-        )
-        .await?;
+    // Only the filters given appear in the SQL, so a customer filter can use the
+    // (subject, time) index instead of walking every event newest first.
+    let mut sql = String::from(
+        "SELECT seq, time, source, event_id, type, subject, data, cost_nano FROM events",
+    );
+    let mut args: Vec<crate::store::Value> = Vec::new();
+    let filters = [
+        (
+            "subject = ",
+            f.customer.clone().map(crate::store::Value::from),
+        ),
+        ("type = ", f.kind.clone().map(crate::store::Value::from)),
+        ("source = ", f.source.clone().map(crate::store::Value::from)),
+        ("seq < ", f.before_seq.map(crate::store::Value::from)),
+    ];
+    for (condition, value) in filters {
+        if let Some(v) = value {
+            sql.push_str(if args.is_empty() { " WHERE " } else { " AND " });
+            args.push(v);
+            sql.push_str(&format!("{condition}${}", args.len()));
+        }
+    }
+    args.push(limit.into());
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", args.len()));
+    let rows: Vec<EventRow> = store.fetch_all_assembled(sql, args).await?;
     Ok(rows
         .into_iter()
         .map(|(seq, time, source, id, kind, subject, data, cost)| {

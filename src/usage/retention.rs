@@ -27,7 +27,10 @@ pub async fn prune_step(
     // Rollups go one bucket at a time per granularity: the primary key starts with
     // (granularity, bucket), so finding the oldest bucket is an index seek.
     let rollup_cutoff = now_ms - i64::from(rollup_days) * DAY_MS;
-    for (granularity, _) in super::rollup::GRANULARITIES {
+    let rollup = super::rollup::GRANULARITIES
+        .iter()
+        .chain(super::rollup::TOTAL_GRANULARITIES);
+    for (granularity, _) in rollup {
         deleted += store
             .execute(
                 "DELETE FROM usage_rollups WHERE granularity = $1 AND bucket =
@@ -36,5 +39,12 @@ pub async fn prune_step(
             )
             .await?;
     }
+    deleted += store
+        .execute(
+            "DELETE FROM usage_months WHERE month =
+               (SELECT MIN(month) FROM usage_months WHERE month < $1)",
+            args![super::quota::month_of(rollup_cutoff).0],
+        )
+        .await?;
     Ok(deleted)
 }

@@ -14,6 +14,19 @@ use crate::store::{StoreError, Tx, Value, multi_row_insert};
 pub const GRANULARITIES: &[(&str, i64)] =
     &[("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
 
+/// The same widths summed over all customers (rows with subject ''), in the same order.
+pub const TOTAL_GRANULARITIES: &[(&str, i64)] = &[
+    ("minute_total", 60_000),
+    ("hour_total", 3_600_000),
+    ("day_total", 86_400_000),
+];
+
+/// The all-customers counterpart of a per-customer granularity name.
+pub fn total_of(granularity: &str) -> Option<&'static str> {
+    let i = GRANULARITIES.iter().position(|(g, _)| *g == granularity)?;
+    Some(TOTAL_GRANULARITIES[i].0)
+}
+
 /// Upper bounds (ms) of the latency histogram's buckets; a last, open-ended bucket follows.
 pub const LATENCY_BOUNDS_MS: [f64; 7] = [50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
 const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
@@ -73,10 +86,24 @@ pub fn latency_bucket(duration_ms: f64) -> usize {
         .unwrap_or(LATENCY_BOUNDS_MS.len())
 }
 
-/// Rollup increments accumulated over one commit, per minute; hours and days are derived from
-/// the minutes when written rather than counted three times per event.
+/// Rollup increments accumulated over one commit, per minute; hours, days and the
+/// all-customer totals are derived from the minutes when written rather than counted six times
+/// per event. Also each customer's increments for the calendar month (`usage_months`).
 #[derive(Debug, Default)]
-pub struct Rollups<'a>(HashMap<Key<'a>, Totals>);
+pub struct Rollups<'a> {
+    minutes: HashMap<Key<'a>, Totals>,
+    months: HashMap<(i64, &'a str), Month>,
+    /// Day start → month start, so the calendar arithmetic runs once per day seen.
+    month_of_day: HashMap<i64, i64>,
+}
+
+#[derive(Debug, Default)]
+struct Month {
+    calls: i64,
+    events: i64,
+    credits: f64,
+    cost_nano: i64,
+}
 
 /// Start of the bucket of `width_ms` holding `time_ms` (UTC; works before 1970 too).
 pub fn bucket_start(time_ms: i64, width_ms: i64) -> i64 {
@@ -97,7 +124,21 @@ impl<'a> Rollups<'a> {
             sku: e.facts.sku.as_deref().unwrap_or(""),
             unit: e.facts.unit,
         };
-        let t = self.0.entry(key).or_default();
+        if let Some(subject) = e.subject.as_deref() {
+            let day = bucket_start(e.time_ms, 86_400_000);
+            let month = *self
+                .month_of_day
+                .entry(day)
+                .or_insert_with(|| super::quota::month_of(day).0);
+            let m = self.months.entry((month, subject)).or_default();
+            m.events += 1;
+            m.calls += i64::from(e.facts.status.is_some());
+            if e.facts.unit == "credit" {
+                m.credits += e.facts.quantity;
+            }
+            m.cost_nano = m.cost_nano.saturating_add(e.facts.cost_nano.unwrap_or(0));
+        }
+        let t = self.minutes.entry(key).or_default();
         t.events += 1;
         t.quantity += e.facts.quantity;
         match e.facts.cost_nano {
@@ -114,28 +155,64 @@ impl<'a> Rollups<'a> {
         }
     }
 
-    /// Minute increments plus the hour and day increments folded from them.
-    fn all_granularities(self) -> HashMap<Key<'a>, Totals> {
-        let mut all = HashMap::with_capacity(self.0.len() * 3);
-        for (key, totals) in &self.0 {
-            for (granularity, width) in &GRANULARITIES[1..] {
-                let coarse = Key {
-                    granularity,
-                    bucket: bucket_start(key.bucket, *width),
-                    ..*key
-                };
-                all.entry(coarse)
+    /// Minute increments plus the hour and day increments folded from them, and all three
+    /// again summed over customers.
+    fn all_granularities(minutes: HashMap<Key<'a>, Totals>) -> HashMap<Key<'a>, Totals> {
+        let mut all = HashMap::with_capacity(minutes.len() * 4);
+        for (key, totals) in &minutes {
+            for (level, (granularity, width)) in GRANULARITIES.iter().enumerate() {
+                let bucket = bucket_start(key.bucket, *width);
+                if level > 0 {
+                    all.entry(Key {
+                        granularity,
+                        bucket,
+                        ..*key
+                    })
                     .or_insert_with(Totals::default)
                     .merge(totals);
+                }
+                all.entry(Key {
+                    granularity: TOTAL_GRANULARITIES[level].0,
+                    bucket,
+                    subject: "",
+                    ..*key
+                })
+                .or_insert_with(Totals::default)
+                .merge(totals);
             }
         }
-        all.extend(self.0);
+        all.extend(minutes);
         all
     }
 
     /// Adds the increments to the stored rollups inside `tx`.
     pub async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
-        let rows: Vec<(Key, Totals)> = self.all_granularities().into_iter().collect();
+        let months: Vec<((i64, &str), Month)> = self.months.into_iter().collect();
+        for chunk in months.chunks(ROWS_PER_STATEMENT) {
+            let sql = multi_row_insert(
+                "usage_months (month, subject, calls, events, credits, cost_nano)",
+                6,
+                chunk.len(),
+                "ON CONFLICT (month, subject) DO UPDATE SET \
+                 calls = usage_months.calls + excluded.calls, \
+                 events = usage_months.events + excluded.events, \
+                 credits = usage_months.credits + excluded.credits, \
+                 cost_nano = usage_months.cost_nano + excluded.cost_nano",
+            );
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
+            for ((month, subject), m) in chunk {
+                values.extend(args![
+                    *month,
+                    *subject,
+                    m.calls,
+                    m.events,
+                    m.credits,
+                    m.cost_nano
+                ]);
+            }
+            tx.execute_assembled(sql, values).await?;
+        }
+        let rows: Vec<(Key, Totals)> = Self::all_granularities(self.minutes).into_iter().collect();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let sql = multi_row_insert(
                 "usage_rollups (granularity, bucket, subject, source, type, category, provider, sku, unit, \

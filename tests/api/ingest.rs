@@ -408,6 +408,9 @@ struct RollupRow {
     status_2xx: i64,
     status_5xx: i64,
     duration_ms_sum: f64,
+    cost_nano: i64,
+    unpriced: i64,
+    latency: i64,
 }
 
 async fn rollups(app: &TestApp, granularity: &str) -> Vec<RollupRow> {
@@ -415,7 +418,8 @@ async fn rollups(app: &TestApp, granularity: &str) -> Vec<RollupRow> {
         .store
         .fetch_all(
             "SELECT granularity, bucket, subject, type, provider, sku, events, quantity, status_2xx, status_5xx,
-                    duration_ms_sum
+                    duration_ms_sum, cost_nano, unpriced,
+                    lat_50 + lat_100 + lat_250 + lat_500 + lat_1000 + lat_2500 + lat_5000 + lat_inf AS latency
              FROM usage_rollups WHERE granularity = $1 ORDER BY bucket, subject, type, provider, sku",
             opsdeck::args![granularity],
         )
@@ -490,7 +494,10 @@ async fn rollups_count_what_was_stored(app: &TestApp) {
 dual_test!(rollups_count_what_was_stored);
 
 /// (bucket, customer, type, provider) → (events, quantity, 2xx, 5xx)
-type Aggregates = std::collections::BTreeMap<(i64, String, String, String), (i64, f64, i64, i64)>;
+/// (bucket, subject, type, provider) → (events, quantity, 2xx, 5xx, cost in nano-USD, unpriced,
+/// latency histogram total).
+type Aggregates =
+    std::collections::BTreeMap<(i64, String, String, String), (i64, f64, i64, i64, i64, i64, i64)>;
 
 /// Property: after randomized ingest (random customers, types, times, batch sizes and repeats,
 /// sent by concurrent clients), every granularity's rollups equal a direct aggregation of the
@@ -563,18 +570,18 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
     }
     assert_eq!(stored(app).await, 600);
 
-    let raw: Vec<(String, String, i64, String)> = app
+    let raw: Vec<(String, String, i64, String, Option<i64>)> = app
         .state
         .store
         .fetch_all(
-            "SELECT subject, type, time, data FROM events",
+            "SELECT subject, type, time, data, cost_nano FROM events",
             opsdeck::args![],
         )
         .await
         .unwrap();
     for (granularity, width) in opsdeck::usage::rollup::GRANULARITIES {
         let mut expected = Aggregates::default();
-        for (subject, kind, time, data) in &raw {
+        for (subject, kind, time, data, cost) in &raw {
             let data: Value = serde_json::from_str(data).unwrap();
             let provider = data["provider"].as_str().unwrap_or("").to_string();
             let e = expected
@@ -590,6 +597,19 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
             let status = data["status"].as_i64().unwrap_or(0);
             e.2 += i64::from((200..300).contains(&status));
             e.3 += i64::from((500..600).contains(&status));
+            e.4 += cost.unwrap_or(0);
+            e.5 += i64::from(kind == "provider.usage" && cost.is_none());
+            e.6 += i64::from(kind == "api.request");
+            // Each job's cost is the price in force at its time (shipped defaults here).
+            if let Some(c) = cost {
+                let pico = match (data["provider"].as_str(), data["sku"].as_str()) {
+                    (Some("luma"), Some("v1")) => 3_200_000_000,
+                    (Some("luma"), Some("v2")) => 4_500_000_000,
+                    other => panic!("{other:?} should be unpriced"),
+                };
+                let q = data["quantity"].as_f64().unwrap() as i64;
+                assert_eq!(*c, q * pico / 1000);
+            }
         }
         let mut actual = Aggregates::default();
         for r in rollups(app, granularity).await {
@@ -600,12 +620,74 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
             e.1 += r.quantity;
             e.2 += r.status_2xx;
             e.3 += r.status_5xx;
+            e.4 += r.cost_nano;
+            e.5 += r.unpriced;
+            e.6 += r.latency;
         }
         assert_eq!(
             actual, expected,
             "{granularity} rollups disagree with the raw events"
         );
+        // The all-customer rows hold the same sums without the customer.
+        let total = opsdeck::usage::rollup::total_of(granularity).unwrap();
+        let mut summed = Aggregates::default();
+        for ((bucket, _, kind, provider), v) in expected {
+            let e = summed
+                .entry((bucket, String::new(), kind, provider))
+                .or_default();
+            e.0 += v.0;
+            e.1 += v.1;
+            e.2 += v.2;
+            e.3 += v.3;
+            e.4 += v.4;
+            e.5 += v.5;
+            e.6 += v.6;
+        }
+        let mut totals = Aggregates::default();
+        for r in rollups(app, total).await {
+            assert_eq!(r.subject, "");
+            let e = totals
+                .entry((r.bucket, r.subject, r.r#type, r.provider))
+                .or_default();
+            e.0 += r.events;
+            e.1 += r.quantity;
+            e.2 += r.status_2xx;
+            e.3 += r.status_5xx;
+            e.4 += r.cost_nano;
+            e.5 += r.unpriced;
+            e.6 += r.latency;
+        }
+        assert_eq!(
+            totals, summed,
+            "{total} rollups disagree with the raw events"
+        );
     }
+    // Per-customer month totals (the quota route's source) agree too.
+    let months: Vec<(i64, String, i64, i64, i64)> = app
+        .state
+        .store
+        .fetch_all(
+            "SELECT month, subject, calls, events, cost_nano FROM usage_months ORDER BY month, subject",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    let mut expected = std::collections::BTreeMap::<(i64, String), (i64, i64, i64)>::new();
+    for (subject, kind, time, _, cost) in &raw {
+        let month = opsdeck::usage::quota::month_of(*time).0;
+        let e = expected.entry((month, subject.clone())).or_default();
+        e.0 += i64::from(kind == "api.request");
+        e.1 += 1;
+        e.2 += cost.unwrap_or(0);
+    }
+    let actual: std::collections::BTreeMap<(i64, String), (i64, i64, i64)> = months
+        .into_iter()
+        .map(|(m, s, c, e, n)| ((m, s), (c, e, n)))
+        .collect();
+    assert_eq!(
+        actual, expected,
+        "usage_months disagree with the raw events"
+    );
 }
 dual_test!(rollups_equal_the_raw_events_after_random_ingest);
 
