@@ -6,8 +6,10 @@ use axum::response::Response;
 
 use super::{Chrome, render};
 use crate::access::sessions::SessionUser;
+use crate::app::AppState;
 use crate::http::auth::PageUser;
-use crate::overview::FIGURES;
+use crate::overview::{FIGURES, FigureValue};
+use axum::extract::State;
 
 #[derive(askama::Template)]
 #[template(path = "overview.html")]
@@ -19,17 +21,52 @@ struct OverviewPage {
 struct Card {
     name: &'static str,
     label: &'static str,
-    source: &'static str,
+    /// The figure as shown, when its capability supplies it.
+    value: Option<String>,
+    /// Previous period and change, or which capability will supply the figure.
+    note: String,
 }
 
-pub async fn overview(PageUser(user): PageUser) -> Response {
+fn show(v: &FigureValue) -> String {
+    match v {
+        FigureValue::Money(m) => format!(
+            "{} {}",
+            crate::money::format_scaled(m.amount, 2, 2),
+            m.currency.to_uppercase()
+        ),
+        FigureValue::Number(n) => format!("{n}"),
+    }
+}
+
+pub async fn overview(State(state): State<AppState>, PageUser(user): PageUser) -> Response {
+    let figures = crate::overview::overview(&state, time::OffsetDateTime::now_utc(), 30 * 86_400)
+        .await
+        .map(|o| o.figures)
+        .unwrap_or_default();
     let cards = FIGURES
         .iter()
-        .map(|(name, label, source)| Card {
-            name,
-            label,
-            source,
-        })
+        .map(
+            |(name, label, source)| match figures.get(*name).and_then(|f| f.as_ref()) {
+                Some(f) => Card {
+                    name,
+                    label,
+                    value: f.value.as_ref().map(show),
+                    note: format!(
+                        "previous {}{}",
+                        f.previous.as_ref().map(show).unwrap_or_else(|| "—".into()),
+                        f.change_pct
+                            .map(|c| format!(" ({c:+.1} %)"))
+                            .unwrap_or_default()
+                    ),
+                },
+                None => Card {
+                    name,
+                    label,
+                    value: None,
+                    note: format!("Not available yet: arrives with {source}."),
+                },
+            },
+        )
         .collect();
     render(
         StatusCode::OK,
