@@ -7,9 +7,8 @@ use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
 use super::chart::{self, Series};
-use super::settings::PageResult;
+use super::settings::{PageResult, require_admin};
 use super::{Chrome, render};
-use crate::access::Role;
 use crate::access::sessions::SessionUser;
 use crate::app::AppState;
 use crate::costs::report::{self as cost_report, Costs};
@@ -215,16 +214,6 @@ fn usage_problem(e: UsageError) -> Result<(StatusCode, String), ApiError> {
         UsageError::Conflict(m) => Ok((StatusCode::CONFLICT, m)),
         e @ UsageError::NotFound(_) => Ok((StatusCode::NOT_FOUND, e.to_string())),
         other => Err(other.into()),
-    }
-}
-
-fn require_admin(user: &SessionUser) -> Result<(), ApiError> {
-    if user.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "only admins can change settings".into(),
-        ))
     }
 }
 

@@ -275,7 +275,7 @@ pub async fn put_secret(State(state): State<AppState>, form: CsrfForm<PutSecret>
 }
 
 /// Forms are reachable only from admin pages, but a viewer could still post one by hand.
-fn require_admin(user: &SessionUser) -> Result<(), ApiError> {
+pub(super) fn require_admin(user: &SessionUser) -> Result<(), ApiError> {
     if user.role == Role::Admin {
         Ok(())
     } else {
