@@ -344,7 +344,10 @@ pub async fn evaluate(
     hysteresis: f64,
 ) -> Result<usize> {
     let period = month_of(now_ms());
-    let mut changes = 0;
+    // Read every customer first, then write what changed in a few short transactions: one
+    // transaction (and fsync) per customer would make a busy minute's evaluation the store's
+    // heaviest writer.
+    let mut outcomes = Vec::new();
     for customer in watch.take() {
         let i = match inputs(store, &customer, default_plan, period).await {
             Ok(i) => i,
@@ -357,38 +360,79 @@ pub async fn evaluate(
         };
         // The last recorded state, whatever its period: a new month's reset of an `over`
         // customer to `ok` is a change worth recording too.
-        let from = i.recorded.map_or(State::Ok, |(s, _)| s);
+        let recorded = i.recorded;
+        let from = recorded.map_or(State::Ok, |(s, _)| s);
         let q = compute(&customer, i, period, hysteresis);
-        let percent = q.percent.unwrap_or(0.0);
+        // An `ok` customer whose record is already `ok` for this period needs no write; others
+        // keep their percent fresh for the at-risk list.
+        if q.state == State::Ok && from == State::Ok && recorded.is_none_or(|(_, p)| p == period.0)
+        {
+            continue;
+        }
+        outcomes.push(Outcome {
+            customer,
+            plan: q.plan,
+            from,
+            to: q.state,
+            percent: q.percent.unwrap_or(0.0),
+        });
+    }
+    match record(store, &outcomes, period.0).await {
+        Ok(changes) => Ok(changes),
+        Err(e) => {
+            // Nothing evaluated is lost: the next round retries these customers.
+            for o in &outcomes {
+                watch.touch(&o.customer);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// One evaluated customer.
+struct Outcome {
+    customer: String,
+    plan: String,
+    from: State,
+    to: State,
+    percent: f64,
+}
+
+/// Writes evaluated states in transactions of 500 customers; returns the changes recorded.
+async fn record(store: &Store, outcomes: &[Outcome], period_start: i64) -> Result<usize> {
+    let mut changes = 0;
+    for chunk in outcomes.chunks(500) {
         let now = now_ms();
         let mut tx = store.begin().await?;
-        tx.execute(
-            "INSERT INTO quota_states (customer_id, plan_id, period_start, state, percent, changed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (customer_id) DO UPDATE SET \
-             plan_id = excluded.plan_id, period_start = excluded.period_start, \
-             state = excluded.state, percent = excluded.percent, \
-             changed_at = CASE WHEN quota_states.state = excluded.state \
-                 AND quota_states.period_start = excluded.period_start \
-                 THEN quota_states.changed_at ELSE excluded.changed_at END",
-            args![&customer, &q.plan, period.0, q.state.as_str(), percent, now],
-        )
-        .await?;
-        if from != q.state {
+        for o in chunk {
             tx.execute(
-                "INSERT INTO quota_state_changes (customer_id, plan_id, period_start, from_state, \
-                 to_state, percent, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                args![
-                    &customer,
-                    &q.plan,
-                    period.0,
-                    from.as_str(),
-                    q.state.as_str(),
-                    percent,
-                    now
-                ],
+                "INSERT INTO quota_states (customer_id, plan_id, period_start, state, percent, changed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (customer_id) DO UPDATE SET \
+                 plan_id = excluded.plan_id, period_start = excluded.period_start, \
+                 state = excluded.state, percent = excluded.percent, \
+                 changed_at = CASE WHEN quota_states.state = excluded.state \
+                     AND quota_states.period_start = excluded.period_start \
+                     THEN quota_states.changed_at ELSE excluded.changed_at END",
+                args![&o.customer, &o.plan, period_start, o.to.as_str(), o.percent, now],
             )
             .await?;
-            changes += 1;
+            if o.from != o.to {
+                tx.execute(
+                    "INSERT INTO quota_state_changes (customer_id, plan_id, period_start, from_state, \
+                     to_state, percent, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    args![
+                        &o.customer,
+                        &o.plan,
+                        period_start,
+                        o.from.as_str(),
+                        o.to.as_str(),
+                        o.percent,
+                        now
+                    ],
+                )
+                .await?;
+                changes += 1;
+            }
         }
         tx.commit().await?;
     }

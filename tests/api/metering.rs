@@ -645,7 +645,11 @@ async fn pages_show_usage_costs_plans_and_prices(app: &TestApp) {
     // The Overview renders metering's figures without JavaScript.
     let overview = page("/").await;
     let card = &overview[overview.find("data-figure=\"api_calls\"").unwrap()..];
-    assert!(card[..200].contains("<p class=\"value\">12</p>"), "{}", &card[..200]);
+    assert!(
+        card[..200].contains("<p class=\"value\">12</p>"),
+        "{}",
+        &card[..200]
+    );
     let costs = page("/costs").await;
     // 10 credits of kling/v2 at $0.006.
     assert!(costs.contains("0.06"), "{costs}");
