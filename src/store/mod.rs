@@ -354,9 +354,13 @@ impl Store {
     }
 
     /// Starts a transaction; dropped without [`Tx::commit`] it rolls back.
+    ///
+    /// On SQLite the transaction takes the write lock up front (`BEGIN IMMEDIATE`): a deferred
+    /// transaction that reads before it writes cannot upgrade while another connection writes,
+    /// and fails at once with "database is locked" instead of waiting out the busy timeout.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match &self.pool {
-            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
             Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
     }

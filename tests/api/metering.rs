@@ -747,3 +747,32 @@ async fn pages_show_usage_costs_plans_and_prices(app: &TestApp) {
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
 dual_test!(pages_show_usage_costs_plans_and_prices, super::configure);
+
+/// Many concurrent read-then-write requests (each assignment checks the plan, then writes)
+/// all succeed: none fails with a lock error.
+async fn concurrent_plan_changes_all_succeed(app: &TestApp) {
+    let admin = app.key("admin", &["admin"]).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (url, key) = (
+            app.url(&format!("/api/v1/customers/cus_{i}/plan")),
+            admin.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            api()
+                .put(url)
+                .bearer_auth(key)
+                .json(&json!({"plan": "starter"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    let plans = get(app, &admin, "/api/v1/plans").await;
+    assert_eq!(plans[0]["customers"], 40);
+}
+dual_test!(concurrent_plan_changes_all_succeed, super::configure);
