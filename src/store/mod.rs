@@ -156,6 +156,7 @@ macro_rules! query_methods {
         pub async fn execute_assembled(self: $recv, sql: String, args: Vec<Value>) -> Result<u64> {
             Ok(match self.inner() {
                 $inner::Sqlite(e) => {
+                    let sql = sqlite_positional(sql);
                     bind_values!(sqlx::query::<Sqlite>(sqlx::AssertSqlSafe(sql)), args)
                         .execute(e)
                         .await?
@@ -178,6 +179,7 @@ macro_rules! query_methods {
         ) -> Result<Vec<T>> {
             Ok(match self.inner() {
                 $inner::Sqlite(e) => {
+                    let sql = sqlite_positional(sql);
                     bind_values!(sqlx::query_as::<Sqlite, T>(sqlx::AssertSqlSafe(sql)), args)
                         .fetch_all(e)
                         .await?
@@ -446,6 +448,41 @@ pub fn multi_row_insert(
 }
 
 /// Current time as UTC milliseconds since the Unix epoch, the unit of every `*_at` column.
+/// Rewrites `$1, $2, … $n` — each once and in order, as [`multi_row_insert`] writes them — to
+/// anonymous `?` for SQLite, and leaves any other SQL as written. SQLite finds a named
+/// parameter by a linear search of the statement's parameter list, so binding n named
+/// parameters costs O(n²): most of the time of a wide multi-row insert.
+fn sqlite_positional(sql: String) -> String {
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let (mut expected, mut last, mut i, mut in_quote) = (1u64, 0, 0, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' => in_quote = !in_quote,
+            b'$' if !in_quote => {
+                let digits = bytes[i + 1..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                let n: Option<u64> = sql[i + 1..i + 1 + digits].parse().ok();
+                if n != Some(expected) {
+                    return sql;
+                }
+                expected += 1;
+                out.push_str(&sql[last..i]);
+                out.push('?');
+                i += 1 + digits;
+                last = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push_str(&sql[last..]);
+    out
+}
+
 pub fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
     (now.unix_timestamp_nanos() / 1_000_000) as i64
@@ -475,6 +512,33 @@ mod tests {
             multi_row_insert("t (a, b)", 2, 2, "ON CONFLICT DO NOTHING"),
             "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING"
         );
+    }
+
+    #[test]
+    fn only_ordered_placeholders_become_positional() {
+        let p = |s: &str| sqlite_positional(s.to_string());
+        assert_eq!(
+            p("INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)"),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+        );
+        assert_eq!(
+            p(&multi_row_insert("t (a)", 1, 12, ""))
+                .matches('?')
+                .count(),
+            12
+        );
+        // Repeated, out of order or absent numbers keep their names.
+        for kept in [
+            "SELECT $1 WHERE x = $1",
+            "SELECT $2, $1",
+            "SELECT $",
+            "SELECT a FROM t WHERE b = $10",
+        ] {
+            assert_eq!(p(kept), kept);
+        }
+        // A dollar sign inside a string literal is text, not a parameter.
+        assert_eq!(p("SELECT '$5', $1"), "SELECT '$5', ?");
+        assert_eq!(p("SELECT 1"), "SELECT 1");
     }
 
     #[test]
