@@ -7,7 +7,10 @@
 //! BENCH_BATCH (1000), BENCH_CLIENTS (8), BENCH_POSTGRES_URL (an empty database to use
 //! instead of SQLite). Loopback only; every loop is bounded by BENCH_EVENTS.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use common::*;
+use std::time::Instant;
 
 use opsdeck::access::audit::Actor;
 use opsdeck::access::{Scopes, keys};
@@ -18,29 +21,6 @@ use opsdeck::usage::event::{NewEvent, Rules, validate};
 use opsdeck::usage::writer;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(|l| l.to_string())
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 fn event(i: usize) -> Value {
     const ENDPOINTS: &[&str] = &[
@@ -55,13 +35,6 @@ fn event(i: usize) -> Value {
         "data": {"endpoint": ENDPOINTS[i % ENDPOINTS.len()], "method": "POST", "status": if i.is_multiple_of(50) { 500 } else { 200 },
                  "duration_ms": (i % 300) as f64 / 3.0}
     })
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -8,6 +8,9 @@
 //! of SQLite). Loopback only; every loop is bounded.
 
 use std::sync::Arc;
+mod common;
+
+use common::*;
 use std::time::{Duration, Instant};
 
 use opsdeck::access::audit::Actor;
@@ -17,20 +20,6 @@ use opsdeck::config::{Config, DecimalText, PlanConfig};
 use opsdeck::store::now_ms;
 use opsdeck::usage::event::{Facts, NewEvent};
 use tokio_util::sync::CancellationToken;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 const CATEGORIES: &[&str] = &["Referrals", "Campaigns", "Auth", "Users", "Other"];
 const SKUS: &[(&str, &str, &str)] = &[

@@ -88,15 +88,6 @@ impl PriceBook {
         }
     }
 
-    /// Price per unit in force at `time_ms`, if there is one in the event's unit.
-    pub fn price_at(&self, provider: &str, sku: &str, unit: &str, time_ms: i64) -> Option<i64> {
-        let loaded = self.current();
-        let points = loaded.table.get(provider)?.get(sku)?;
-        let idx = points.partition_point(|p| p.effective_from <= time_ms);
-        let point = points.get(idx.checked_sub(1)?)?;
-        (point.unit == unit).then_some(point.price_pico)
-    }
-
     /// Prices every `provider.usage` event of `events` in place; the others are untouched.
     /// One read of the shared table serves the whole batch.
     pub fn price_all(&self, events: &mut [NewEvent]) {

@@ -224,6 +224,11 @@ pub async fn render_errors(State(state): State<AppState>, req: Request, next: Ne
     if status == StatusCode::UNAUTHORIZED && wants_json {
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    // A 413 is sent before the rest of the body is read, so the connection cannot carry another
+    // request; saying so keeps clients from reusing it and failing their next request.
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     out.headers_mut().extend(headers);
     out
 }

@@ -125,12 +125,7 @@ pub async fn overview(
         )
         .await?;
     let change = crate::costs::report::change_pct;
-    let cents = |nano| {
-        FigureValue::Money(Money {
-            amount: crate::money::nano_to_cents(nano),
-            currency: "usd".into(),
-        })
-    };
+    let cents = |nano| FigureValue::Money(crate::costs::report::Cost::from_nano(nano).cost);
     let mut figures: BTreeMap<String, Option<Figure>> = FIGURES
         .iter()
         .map(|(name, _, _)| (name.to_string(), None))

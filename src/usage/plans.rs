@@ -41,12 +41,6 @@ pub struct Plan {
     pub customers: i64,
 }
 
-impl Plan {
-    pub fn overage_pico_per_1k(&self) -> i64 {
-        money::parse_scaled(&self.overage_per_1k_calls, PICO).unwrap_or(0)
-    }
-}
-
 /// What creating or editing a plan takes; the same fields as `[[plans]]`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -456,18 +450,4 @@ pub async fn assignments(
             assigned_at,
         })
         .collect())
-}
-
-/// The plan `customer` is on, if any (without the default plan).
-pub async fn plan_of(store: &Store, customer: &str) -> Result<Option<Plan>> {
-    let row: Option<(String,)> = store
-        .fetch_optional(
-            "SELECT plan_id FROM customer_plans WHERE customer_id = $1",
-            args![customer],
-        )
-        .await?;
-    match row {
-        Some((id,)) => Ok(Some(get(store, &id).await?)),
-        None => Ok(None),
-    }
 }

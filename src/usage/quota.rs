@@ -162,34 +162,22 @@ async fn inputs(
     default_plan: &str,
     period: (i64, i64),
 ) -> Result<Inputs> {
-    let assigned: Option<PlanRow> = store
+    // The assigned plan, else the default one (an empty default matches no plan).
+    let plan: PlanRow = store
         .fetch_optional(
-            "SELECT p.id, p.name, p.api_calls, p.provider_credits, p.overage_pico_per_1k, \
-             p.hard_limit_percent FROM customer_plans c JOIN plans p ON p.id = c.plan_id \
-             WHERE c.customer_id = $1",
-            args![customer],
+            "SELECT id, name, api_calls, provider_credits, overage_pico_per_1k, hard_limit_percent \
+             FROM plans WHERE id = \
+             COALESCE((SELECT plan_id FROM customer_plans WHERE customer_id = $1), $2)",
+            args![customer, default_plan],
         )
-        .await?;
-    let plan = match assigned {
-        Some(p) => p,
-        None if !default_plan.is_empty() => store
-            .fetch_optional(
-                "SELECT id, name, api_calls, provider_credits, overage_pico_per_1k, \
-                 hard_limit_percent FROM plans WHERE id = $1",
-                args![default_plan],
-            )
-            .await?
-            .ok_or_else(|| {
-                UsageError::NotFound(format!(
-                    "customer {customer:?} has no plan and the default plan {default_plan:?}"
-                ))
-            })?,
-        None => {
-            return Err(UsageError::NotFound(format!(
-                "a plan for customer {customer:?} (assign one, or set usage.default_plan)"
-            )));
-        }
-    };
+        .await?
+        .ok_or_else(|| {
+            UsageError::NotFound(if default_plan.is_empty() {
+                format!("a plan for customer {customer:?} (assign one, or set usage.default_plan)")
+            } else {
+                format!("customer {customer:?} has no plan and the default plan {default_plan:?}")
+            })
+        })?;
     let (calls_used, credits_used): (i64, f64) = store
         .fetch_optional(
             "SELECT calls, credits FROM usage_months WHERE month = $1 AND subject = $2",
@@ -240,8 +228,10 @@ fn compute(customer: &str, i: Inputs, period: (i64, i64), hysteresis: f64) -> Qu
         0
     };
     // pico-USD per 1,000 calls × calls / 1,000 → pico-USD; 10^10 pico-USD to the cent.
-    let overage_pico = i128::from(over_calls) * i128::from(i.overage_pico_per_1k) / 1000;
-    let overage_cents = ((overage_pico + 5_000_000_000) / 10_000_000_000) as i64;
+    // pico-USD per 1,000 calls × calls ÷ 1,000 → pico-USD; ÷ 1,000 → nano-USD. Truncating
+    // below a nano-dollar cannot move a half-cent boundary, which is a whole number of nanos.
+    let overage_nano = i128::from(over_calls) * i128::from(i.overage_pico_per_1k) / 1_000_000;
+    let overage_cents = crate::money::nano_to_cents(overage_nano.min(i128::from(i64::MAX)) as i64);
     Quota {
         customer: customer.to_string(),
         plan: i.plan_id,

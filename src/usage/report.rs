@@ -167,9 +167,6 @@ fn latency(h: &[i64; 8], calls: i64, duration_sum: f64) -> Latency {
     }
 }
 
-// Each row: dimension, calls, errors, events, 2xx, 3xx, 4xx, 5xx, duration, 8 histogram counts.
-type Row = (String, i64, i64, i64, (i64, i64, i64, i64), f64, [i64; 8]);
-
 const SUMS: &str = "CAST(SUM(CASE WHEN type = 'api.request' THEN events ELSE 0 END) AS BIGINT) AS calls, \
      CAST(SUM(status_5xx) AS BIGINT) AS errors, CAST(SUM(events) AS BIGINT) AS events, \
      CAST(SUM(status_2xx) AS BIGINT) AS s2, CAST(SUM(status_3xx) AS BIGINT) AS s3, \
@@ -180,6 +177,8 @@ const SUMS: &str = "CAST(SUM(CASE WHEN type = 'api.request' THEN events ELSE 0 E
      CAST(SUM(lat_2500) AS BIGINT) AS l5, CAST(SUM(lat_5000) AS BIGINT) AS l6, \
      CAST(SUM(lat_inf) AS BIGINT) AS l7";
 
+/// One group's sums: the dimension, calls, 5xx errors, all events, status classes, summed
+/// duration and the latency histogram counts `l0`..`l7`.
 #[derive(sqlx::FromRow)]
 struct RawRow {
     dim: String,
@@ -201,21 +200,17 @@ struct RawRow {
     l7: i64,
 }
 
-fn row_from(r: RawRow) -> Row {
-    (
-        r.dim,
-        r.calls,
-        r.errors,
-        r.events,
-        (r.s2, r.s3, r.s4, r.s5),
-        r.duration,
-        [r.l0, r.l1, r.l2, r.l3, r.l4, r.l5, r.l6, r.l7],
-    )
+impl RawRow {
+    fn histogram(&self) -> [i64; 8] {
+        [
+            self.l0, self.l1, self.l2, self.l3, self.l4, self.l5, self.l6, self.l7,
+        ]
+    }
 }
 
 /// Sums grouped by `dimension` (a column expression cast to text) over the query's range: one
 /// customer's rows, or the all-customer totals.
-async fn grouped(store: &Store, q: &Query, dimension: &str) -> Result<Vec<Row>> {
+async fn grouped(store: &Store, q: &Query, dimension: &str) -> Result<Vec<RawRow>> {
     let (granularity, filter) = match q.customer {
         Some(_) => (q.interval, "subject = $4"),
         None => (
@@ -227,10 +222,9 @@ async fn grouped(store: &Store, q: &Query, dimension: &str) -> Result<Vec<Row>> 
         "SELECT {dimension} AS dim, {SUMS} FROM usage_rollups WHERE granularity = $1 AND bucket >= $2 \
          AND bucket < $3 AND {filter} GROUP BY {dimension}"
     );
-    let rows: Vec<RawRow> = store
+    Ok(store
         .fetch_all_assembled(sql, args![granularity, q.from, q.to, q.customer.clone()])
-        .await?;
-    Ok(rows.into_iter().map(row_from).collect())
+        .await?)
 }
 
 /// The usage report for `q`.
@@ -239,10 +233,10 @@ pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
     let mut series: Vec<Point> = by_bucket
         .iter()
         .map(|r| Point {
-            bucket: r.0.parse().unwrap_or_default(),
-            calls: r.1,
-            errors: r.2,
-            events: r.3,
+            bucket: r.dim.parse().unwrap_or_default(),
+            calls: r.calls,
+            errors: r.errors,
+            events: r.events,
         })
         .collect();
     series.sort_by_key(|p| p.bucket);
@@ -251,14 +245,14 @@ pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
     let mut hist = [0i64; 8];
     let mut duration = 0.0;
     for r in &by_bucket {
-        totals.calls += r.1;
-        totals.events += r.3;
-        totals.status_2xx += r.4.0;
-        totals.status_3xx += r.4.1;
-        totals.status_4xx += r.4.2;
-        totals.status_5xx += r.4.3;
-        duration += r.5;
-        for (a, b) in hist.iter_mut().zip(r.6) {
+        totals.calls += r.calls;
+        totals.events += r.events;
+        totals.status_2xx += r.s2;
+        totals.status_3xx += r.s3;
+        totals.status_4xx += r.s4;
+        totals.status_5xx += r.s5;
+        duration += r.duration;
+        for (a, b) in hist.iter_mut().zip(r.histogram()) {
             *a += b;
         }
     }
@@ -269,12 +263,12 @@ pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
     let mut categories: Vec<Category> = grouped(store, q, "category")
         .await?
         .into_iter()
-        .filter(|r| r.1 > 0)
+        .filter(|r| r.calls > 0)
         .map(|r| Category {
-            category: r.0,
-            calls: r.1,
-            errors: r.2,
-            latency: latency(&r.6, r.1, r.5),
+            latency: latency(&r.histogram(), r.calls, r.duration),
+            category: r.dim,
+            calls: r.calls,
+            errors: r.errors,
         })
         .collect();
     categories.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.category.cmp(&b.category)));
