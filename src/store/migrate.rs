@@ -37,6 +37,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0004_metering.sql"),
         include_str!("../../migrations/postgres/0004_metering.sql"),
     ),
+    (
+        5,
+        "quota_ranking",
+        include_str!("../../migrations/sqlite/0005_quota_ranking.sql"),
+        include_str!("../../migrations/postgres/0005_quota_ranking.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -219,6 +219,9 @@ struct UsageReply {
     usage: Usage,
     /// Customers in warning or worse this month, worst first.
     at_risk: Vec<quota::AtRisk>,
+    /// Customers by percent of their quota this month, highest first (an `ok` customer's
+    /// percent may trail by up to a point until the next evaluation).
+    top_by_quota: Vec<quota::AtRisk>,
     /// The newest events in the range's customer filter.
     recent: Vec<RecentEvent>,
 }
@@ -228,8 +231,9 @@ pub(crate) fn parse_time(field: &str, text: &str) -> Result<i64> {
         .map_err(|e| ApiError::Invalid(format!("{field}: {e}")))
 }
 
-/// Calls per interval, per endpoint category, status classes and latency percentiles, top
-/// customers, customers at risk and the recent event log.
+/// Calls per interval, per endpoint category, status classes and latency percentiles, each
+/// headline total beside the previous period's, top customers by use and by percent of quota,
+/// customers at risk and the recent event log.
 #[utoipa::path(get, path = "/api/v1/usage", tag = "usage", security(("api_key" = [])),
     params(UsageQuery),
     responses((status = 200, body = UsageReply), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -254,10 +258,13 @@ async fn get_usage(
         q.interval.as_deref().unwrap_or("day"),
     )?;
     let usage = report::usage(&state.store, &query).await?;
-    let at_risk = if q.customer.is_none() {
-        quota::at_risk(&state.store, 50).await?
+    let (at_risk, top_by_quota) = if q.customer.is_none() {
+        (
+            quota::at_risk(&state.store, 50).await?,
+            quota::by_percent(&state.store, 20).await?,
+        )
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let filter = RecentFilter {
         customer: q.customer,
@@ -271,6 +278,7 @@ async fn get_usage(
     Ok(Json(UsageReply {
         usage,
         at_risk,
+        top_by_quota,
         recent,
     }))
 }

@@ -150,6 +150,8 @@ struct Inputs {
     hard_limit_percent: i64,
     /// Recorded state and the period it belongs to.
     recorded: Option<(State, i64)>,
+    /// The percent recorded with it.
+    recorded_percent: f64,
     calls_used: i64,
     credits_used: f64,
 }
@@ -185,9 +187,9 @@ async fn inputs(
         )
         .await?
         .unwrap_or((0, 0.0));
-    let recorded: Option<(String, i64)> = store
+    let recorded: Option<(String, i64, f64)> = store
         .fetch_optional(
-            "SELECT state, period_start FROM quota_states WHERE customer_id = $1",
+            "SELECT state, period_start, percent FROM quota_states WHERE customer_id = $1",
             args![customer],
         )
         .await?;
@@ -199,7 +201,8 @@ async fn inputs(
         credits,
         overage_pico_per_1k,
         hard_limit_percent,
-        recorded: recorded.and_then(|(s, p)| Some((State::parse(&s)?, p))),
+        recorded_percent: recorded.as_ref().map_or(0.0, |r| r.2),
+        recorded: recorded.and_then(|(s, p, _)| Some((State::parse(&s)?, p))),
         calls_used,
         credits_used,
     })
@@ -350,13 +353,16 @@ pub async fn evaluate(
         };
         // The last recorded state, whatever its period: a new month's reset of an `over`
         // customer to `ok` is a change worth recording too.
-        let recorded = i.recorded;
+        let (recorded, recorded_percent) = (i.recorded, i.recorded_percent);
         let from = recorded.map_or(State::Ok, |(s, _)| s);
         let q = compute(&customer, i, period, hysteresis);
-        // An `ok` customer whose record is already `ok` for this period needs no write; others
-        // keep their percent fresh for the at-risk list.
-        if q.state == State::Ok && from == State::Ok && recorded.is_none_or(|(_, p)| p == period.0)
-        {
+        // An `ok` customer already recorded `ok` this period is rewritten only once its percent
+        // has moved a point: enough to rank customers by percent of quota without a write per
+        // customer per round. Every other state keeps its percent exact.
+        let percent = q.percent.unwrap_or(0.0);
+        let settled =
+            recorded == Some((State::Ok, period.0)) && (percent - recorded_percent).abs() < 1.0;
+        if q.state == State::Ok && settled {
             continue;
         }
         outcomes.push(Outcome {
@@ -364,7 +370,7 @@ pub async fn evaluate(
             plan: q.plan,
             from,
             to: q.state,
-            percent: q.percent.unwrap_or(0.0),
+            percent,
         });
     }
     match record(store, &outcomes, period.0).await {
@@ -464,7 +470,7 @@ pub async fn changes(
         .collect())
 }
 
-/// A customer not in `ok` this period.
+/// Where a customer stands against their quota this period, as last evaluated.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AtRisk {
     pub customer: String,
@@ -477,14 +483,27 @@ pub struct AtRisk {
 
 /// Customers in warning or worse this period, worst first.
 pub async fn at_risk(store: &Store, limit: i64) -> Result<Vec<AtRisk>> {
+    standings(store, true, limit).await
+}
+
+/// Customers by percent of quota this period, highest first, whatever their state. An `ok`
+/// customer's percent is at most a point behind (see [`evaluate`]).
+pub async fn by_percent(store: &Store, limit: i64) -> Result<Vec<AtRisk>> {
+    standings(store, false, limit).await
+}
+
+async fn standings(store: &Store, not_ok: bool, limit: i64) -> Result<Vec<AtRisk>> {
     let period = month_of(now_ms());
-    let rows: Vec<(String, String, String, f64, i64)> = store
-        .fetch_all(
-            "SELECT customer_id, plan_id, state, percent, changed_at FROM quota_states \
-             WHERE period_start = $1 AND state <> 'ok' ORDER BY percent DESC, customer_id LIMIT $2",
-            args![period.0, limit],
-        )
-        .await?;
+    // Both walk the (period_start, percent) index from the top and stop after `limit` rows.
+    let sql = if not_ok {
+        "SELECT customer_id, plan_id, state, percent, changed_at FROM quota_states \
+         WHERE period_start = $1 AND state <> 'ok' ORDER BY percent DESC, customer_id LIMIT $2"
+    } else {
+        "SELECT customer_id, plan_id, state, percent, changed_at FROM quota_states \
+         WHERE period_start = $1 ORDER BY percent DESC, customer_id LIMIT $2"
+    };
+    let rows: Vec<(String, String, String, f64, i64)> =
+        store.fetch_all(sql, args![period.0, limit]).await?;
     Ok(rows
         .into_iter()
         .filter_map(|(customer, plan, state, percent, since)| {
@@ -555,6 +574,7 @@ mod tests {
             overage_pico_per_1k: 500_000_000_000, // $0.50
             hard_limit_percent: 120,
             recorded: None,
+            recorded_percent: 0.0,
             calls_used: 1250,
             credits_used: 0.0,
         };

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::UsageError;
 use super::rollup::{GRANULARITIES, LATENCY_BOUNDS_MS, bucket_start};
 use crate::args;
+use crate::costs::report::change_pct;
 use crate::store::Store;
 
 type Result<T, E = UsageError> = std::result::Result<T, E>;
@@ -124,6 +125,17 @@ pub struct RecentEvent {
     pub cost_usd: Option<String>,
 }
 
+/// Period-over-period change of the headline figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct Change {
+    /// Percent change of API calls; null when the previous period had none.
+    pub calls_pct: Option<f64>,
+    /// Percent change of events of every type; null when the previous period had none.
+    pub events_pct: Option<f64>,
+    /// Change of the 5xx error rate, in percentage points; null unless both periods had calls.
+    pub error_rate_points: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Usage {
     pub customer: Option<String>,
@@ -131,6 +143,11 @@ pub struct Usage {
     pub to: i64,
     pub interval: String,
     pub totals: Totals,
+    /// Start of the previous period of the same length, which ends at `from`.
+    pub previous_from: i64,
+    /// The same totals over the previous period.
+    pub previous: Totals,
+    pub change: Change,
     pub series: Vec<Point>,
     pub categories: Vec<Category>,
     /// Busiest customers this calendar month (only without a customer filter).
@@ -227,24 +244,12 @@ async fn grouped(store: &Store, q: &Query, dimension: &str) -> Result<Vec<RawRow
         .await?)
 }
 
-/// The usage report for `q`.
-pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
-    let by_bucket = grouped(store, q, "CAST(bucket AS TEXT)").await?;
-    let mut series: Vec<Point> = by_bucket
-        .iter()
-        .map(|r| Point {
-            bucket: r.dim.parse().unwrap_or_default(),
-            calls: r.calls,
-            errors: r.errors,
-            events: r.events,
-        })
-        .collect();
-    series.sort_by_key(|p| p.bucket);
-
+/// Calls, events, status classes and latency summed over `rows`.
+fn totals_of(rows: &[RawRow]) -> Totals {
     let mut totals = Totals::default();
     let mut hist = [0i64; 8];
     let mut duration = 0.0;
-    for r in &by_bucket {
+    for r in rows {
         totals.calls += r.calls;
         totals.events += r.events;
         totals.status_2xx += r.s2;
@@ -259,6 +264,41 @@ pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
     totals.error_rate = (totals.calls > 0)
         .then(|| (totals.status_5xx as f64 / totals.calls as f64 * 1000.0).round() / 10.0);
     totals.latency = latency(&hist, totals.calls, duration);
+    totals
+}
+
+/// The usage report for `q`.
+pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
+    let by_bucket = grouped(store, q, "CAST(bucket AS TEXT)").await?;
+    let mut series: Vec<Point> = by_bucket
+        .iter()
+        .map(|r| Point {
+            bucket: r.dim.parse().unwrap_or_default(),
+            calls: r.calls,
+            errors: r.errors,
+            events: r.events,
+        })
+        .collect();
+    series.sort_by_key(|p| p.bucket);
+
+    let totals = totals_of(&by_bucket);
+
+    // The previous period of the same length, summed in one group (granularity is fixed by
+    // the filter, so grouping by it yields a single row).
+    let previous_q = Query {
+        from: q.from - (q.to - q.from),
+        to: q.from,
+        ..q.clone()
+    };
+    let previous = totals_of(&grouped(store, &previous_q, "granularity").await?);
+    let change = Change {
+        calls_pct: change_pct(totals.calls, previous.calls),
+        events_pct: change_pct(totals.events, previous.events),
+        error_rate_points: totals
+            .error_rate
+            .zip(previous.error_rate)
+            .map(|(now, before)| ((now - before) * 10.0).round() / 10.0),
+    };
 
     let mut categories: Vec<Category> = grouped(store, q, "category")
         .await?
@@ -300,6 +340,9 @@ pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
         to: q.to,
         interval: q.interval.into(),
         totals,
+        previous_from: previous_q.from,
+        previous,
+        change,
         series,
         categories,
         top_customers,

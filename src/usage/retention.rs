@@ -1,5 +1,5 @@
-//! Retention: raw events older than `retention.raw_days` and rollups older than
-//! `retention.rollup_days` are deleted by the background job, a small batch per step so that
+//! Retention: raw events older than `retention.raw_days`, and rollups, month totals and recorded
+//! quota state changes older than `retention.rollup_days`, are deleted by the background job, a small batch per step so that
 //! pruning never holds the database's write lock for long.
 
 use crate::args;
@@ -39,6 +39,15 @@ pub async fn prune_step(
             )
             .await?;
     }
+    // Recorded quota state changes are history like the rollups, and kept as long. They are
+    // written in time order, so looking only at the oldest ids keeps each step bounded.
+    deleted += store
+        .execute(
+            "DELETE FROM quota_state_changes WHERE at < $1 AND id IN \
+               (SELECT id FROM quota_state_changes ORDER BY id LIMIT $2)",
+            args![rollup_cutoff, EVENT_BATCH],
+        )
+        .await?;
     deleted += store
         .execute(
             "DELETE FROM usage_months WHERE month =

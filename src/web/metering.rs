@@ -87,6 +87,7 @@ struct UsagePage {
     usage: Usage,
     chart: String,
     at_risk: Vec<AtRisk>,
+    top_by_quota: Vec<AtRisk>,
     recent: Vec<RecentEvent>,
 }
 
@@ -126,6 +127,11 @@ pub async fn usage(
         "API calls per day",
     );
     let at_risk = quota::at_risk(&state.store, 100).await?;
+    let top_by_quota = if customer.is_none() {
+        quota::by_percent(&state.store, 20).await?
+    } else {
+        Vec::new()
+    };
     let filter = RecentFilter {
         customer: customer.clone(),
         kind: given(&q.kind),
@@ -146,6 +152,7 @@ pub async fn usage(
             usage,
             chart,
             at_risk,
+            top_by_quota,
             recent,
         },
     ))
@@ -287,6 +294,27 @@ pub async fn create_plan(State(state): State<AppState>, form: CsrfForm<PlanForm>
     require_admin(&form.user)?;
     let result = match form.form.input() {
         Ok(input) => plans::create(&state.store, &input, &form.actor())
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Ok(Redirect::to("/settings/plans").into_response()),
+        Err(e) => {
+            let (status, msg) = usage_problem(e)?;
+            plans_page(&state, &form.user, status, Some(msg)).await
+        }
+    }
+}
+
+pub async fn update_plan(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: CsrfForm<PlanForm>,
+) -> PageResult {
+    require_admin(&form.user)?;
+    let result = match form.form.input() {
+        Ok(input) => plans::update(&state.store, &id, &input, &form.actor())
             .await
             .map(|_| ()),
         Err(e) => Err(e),

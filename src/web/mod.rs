@@ -58,6 +58,7 @@ pub fn router() -> Router<AppState> {
             get(metering::plans).post(metering::create_plan),
         )
         .route("/settings/plans/assign", post(metering::assign_plan))
+        .route("/settings/plans/{id}", post(metering::update_plan))
         .route("/settings/plans/{id}/delete", post(metering::delete_plan))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))

@@ -699,7 +699,9 @@ fn days_ago(days: i64) -> String {
 
 async fn retention_prunes_raw_events_and_rollups_separately(app: &TestApp) {
     let key = app.key("app", &["ingest"]).await;
-    let batch: Vec<Value> = [(10, "recent"), (45, "middle"), (90, "old")]
+    // 120 days: far enough past the 60-day rollup cutoff that its month is always an earlier
+    // calendar month than the cutoff's, whatever today's date.
+    let batch: Vec<Value> = [(10, "recent"), (45, "middle"), (120, "old")]
         .iter()
         .flat_map(|(age, name)| {
             (0..3).map(move |i| {
@@ -720,6 +722,20 @@ async fn retention_prunes_raw_events_and_rollups_separately(app: &TestApp) {
         .await
         .unwrap();
     assert_eq!(body["accepted"], 9);
+
+    // Quota state changes are history kept as long as the rollups.
+    let now = opsdeck::store::now_ms();
+    for (customer, age_days) in [("cus_old", 61), ("cus_new", 59)] {
+        app.state
+            .store
+            .execute(
+                "INSERT INTO quota_state_changes (customer_id, plan_id, period_start, from_state, \
+                 to_state, percent, at) VALUES ($1, 'p', 0, 'ok', 'warning', 81.0, $2)",
+                opsdeck::args![customer, now - age_days * 86_400_000],
+            )
+            .await
+            .unwrap();
+    }
 
     let mut steps = 0;
     while opsdeck::jobs::retention(&app.state).await.unwrap() == opsdeck::jobs::Outcome::MoreWork {
@@ -752,6 +768,49 @@ async fn retention_prunes_raw_events_and_rollups_separately(app: &TestApp) {
             "{granularity}: rollups keep 60 days, so 10- and 45-day-old usage stays"
         );
     }
+    for granularity in ["minute_total", "hour_total", "day_total"] {
+        let (total,): (i64,) = app
+            .state
+            .store
+            .fetch_one(
+                "SELECT CAST(COALESCE(SUM(events), 0) AS BIGINT) FROM usage_rollups WHERE granularity = $1",
+                opsdeck::args![granularity],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            total, 6,
+            "{granularity}: all-customer totals are pruned alike"
+        );
+    }
+    let (months,): (i64,) = app
+        .state
+        .store
+        .fetch_one(
+            "SELECT CAST(COALESCE(SUM(events), 0) AS BIGINT) FROM usage_months",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        months, 6,
+        "month totals before the cutoff's month are pruned"
+    );
+    let changes: Vec<(String,)> = app
+        .state
+        .store
+        .fetch_all(
+            "SELECT customer_id FROM quota_state_changes",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        changes,
+        [("cus_new".to_string(),)],
+        "old quota changes pruned"
+    );
+
     // A pruned event is outside retention: sending it again stores it anew.
     let again = provider_usage("old-0", "cus_1", "luma", "v1", 1.0, &days_ago(1));
     let body: Value = post(app, &key, "application/json", again.to_string())

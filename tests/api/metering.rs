@@ -187,6 +187,29 @@ async fn quota_states_follow_usage_with_hysteresis(app: &TestApp) {
     assert_eq!(usage["at_risk"][0]["customer"], "cus_a");
     assert_eq!(usage["at_risk"][0]["state"], "suspended");
 
+    // Customers in `ok` are ranked by percent of quota too, and their percent follows usage.
+    let res = app
+        .call(
+            Method::PUT,
+            "/api/v1/customers/cus_b/plan",
+            &admin,
+            Some(&json!({"plan": "flex"})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    ingest(app, &ingest_key, &calls("cus_b", 0, 10, "/api/x", 10.0)).await;
+    let ranked = wait_for_ranking(app, &admin, "cus_b", 10.0).await;
+    assert_eq!(ranked[0]["customer"], "cus_a");
+    assert_eq!(ranked[1]["state"], "ok");
+    ingest(app, &ingest_key, &calls("cus_b", 10, 30, "/api/x", 10.0)).await;
+    wait_for_ranking(app, &admin, "cus_b", 40.0).await;
+    let at_risk = get(app, &admin, "/api/v1/usage").await["at_risk"].clone();
+    assert_eq!(
+        at_risk.as_array().unwrap().len(),
+        1,
+        "ok customers are not at risk"
+    );
+
     // Duplicates change nothing.
     let again = ingest(app, &ingest_key, &calls("cus_a", 80, 45, "/api/x", 10.0)).await;
     assert_eq!(again["duplicates"], 45);
@@ -210,6 +233,25 @@ async fn set_quota(app: &TestApp, admin: &str, calls: i64) {
         )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// Polls the usage report until `customer` is ranked by percent of quota at `percent`, then
+/// returns the ranking.
+async fn wait_for_ranking(app: &TestApp, key: &str, customer: &str, percent: f64) -> Vec<Value> {
+    for _ in 0..100 {
+        let ranked = get(app, key, "/api/v1/usage").await["top_by_quota"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let found = ranked
+            .iter()
+            .any(|r| r["customer"] == customer && r["percent"].as_f64() == Some(percent));
+        if found {
+            return ranked;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{customer} was not ranked at {percent} % of quota");
 }
 
 /// Polls the recorded changes of `customer` until there are `n` (the evaluator runs every 100 ms
@@ -584,6 +626,35 @@ async fn usage_report_breaks_down_calls(app: &TestApp) {
     let overview = get(app, &reader, "/api/v1/metrics/overview?period=7d").await;
     assert_eq!(overview["figures"]["api_calls"]["value"], 45.0);
 
+    // The previous period of the same length: 20 calls 40 days ago, 2 of them 503.
+    assert_eq!(u["previous"]["calls"], 0);
+    assert_eq!(
+        u["change"]["calls_pct"],
+        Value::Null,
+        "nothing to compare with"
+    );
+    let mut old = calls("cus_3", 0, 20, "/api/referrals", 40.0);
+    for e in old.as_array_mut().unwrap() {
+        e["time"] = json!(iso(now_ms() - 40 * 86_400_000));
+    }
+    ingest(app, &ingest_key, &old).await;
+    let u = get(app, &reader, "/api/v1/usage?interval=day").await;
+    assert_eq!(
+        u["totals"]["calls"], 45,
+        "the old calls are not in this period"
+    );
+    assert_eq!(u["previous"]["calls"], 20);
+    assert_eq!(u["previous"]["status_5xx"], 2);
+    assert_eq!(
+        u["previous_from"].as_i64().unwrap(),
+        2 * u["from"].as_i64().unwrap() - u["to"].as_i64().unwrap()
+    );
+    // 45 against 20 calls; 11.1 % against 10.0 % errors.
+    assert_eq!(
+        u["change"],
+        json!({"calls_pct": 125.0, "events_pct": 125.0, "error_rate_points": 1.1})
+    );
+
     let one = get(app, &reader, "/api/v1/usage?customer=cus_2&interval=day").await;
     assert_eq!(one["totals"]["calls"], 15);
     assert_eq!(one["top_customers"], json!([]));
@@ -642,6 +713,8 @@ async fn pages_show_usage_costs_plans_and_prices(app: &TestApp) {
     assert!(usage.contains("cus_&lt;b&gt;") || usage.contains("cus_&#60;b&#62;"));
     assert!(!usage.contains("cus_<b>"));
     assert!(usage.contains("data-export=\"usage-events.csv\""));
+    assert!(usage.contains("data-export=\"usage-top-by-quota.csv\""));
+    assert!(usage.contains("vs previous 30d") || usage.contains("none in the previous 30d"));
     // The Overview renders metering's figures without JavaScript.
     let overview = page("/").await;
     let card = &overview[overview.find("data-figure=\"api_calls\"").unwrap()..];
@@ -702,6 +775,59 @@ async fn pages_show_usage_costs_plans_and_prices(app: &TestApp) {
         plans.contains("cus_9")
             && plans.contains("Team")
             && plans.contains("config file (read-only)")
+    );
+    // Edit the Settings plan in place; the config plan has no edit form and refuses one.
+    assert!(plans.contains("action=\"/settings/plans/team\""));
+    assert!(!plans.contains("action=\"/settings/plans/starter\""));
+    let edit = |id: &'static str, calls: &'static str| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            app.post_form(
+                &client,
+                &format!("/settings/plans/{id}"),
+                &[
+                    ("csrf_token", token.as_str()),
+                    ("id", id),
+                    ("name", "Team plus"),
+                    ("price", "72.50"),
+                    ("api_calls", calls),
+                    ("overage_per_1k_calls", "0.40"),
+                    ("hard_limit_percent", "150"),
+                ],
+            )
+            .await
+        }
+    };
+    assert_eq!(edit("team", "2000").await.status(), StatusCode::SEE_OTHER);
+    let admin = app.key("plans-admin", &["admin"]).await;
+    let team: Vec<Value> = get(app, &admin, "/api/v1/plans")
+        .await
+        .as_array()
+        .unwrap()
+        .clone();
+    let team = team.iter().find(|p| p["id"] == "team").unwrap();
+    assert_eq!(
+        (
+            &team["name"],
+            &team["api_calls"],
+            &team["hard_limit_percent"],
+            &team["price"]["amount"]
+        ),
+        (&json!("Team plus"), &json!(2000), &json!(150), &json!(7250))
+    );
+    let res = edit("team", "many").await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.text().await.unwrap().contains("api_calls"));
+    let res = edit("starter", "10").await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert!(res.text().await.unwrap().contains("config"));
+    let starter = get(app, &admin, "/api/v1/plans").await;
+    assert!(
+        starter
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == "starter" && p["api_calls"] == 100)
     );
     // Forms without the CSRF token change nothing.
     let res = app
