@@ -149,17 +149,36 @@ async fn main() {
         .collect();
     let received = opsdeck::store::now_ms();
     let raw_started = Instant::now();
-    let mut tx = raw.begin().await.unwrap();
-    for chunk in rows.chunks(writer::ROWS_PER_STATEMENT) {
-        let values = chunk
-            .iter()
-            .flat_map(|e| writer::event_values(e, received))
-            .collect();
-        tx.execute_assembled(writer::insert_events_sql(chunk.len(), false), values)
-            .await
-            .unwrap();
-    }
-    tx.commit().await.unwrap();
+    let reference = match raw.direct_sqlite() {
+        // SQLite: the writer's own cached single-row statement on a direct connection.
+        Some(direct) => {
+            direct
+                .run(move |conn| {
+                    let tx = conn.transaction()?;
+                    writer::insert_events_direct(&tx, &rows, received, |_| {})?;
+                    tx.commit()?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            "one prepared single-row statement via rusqlite"
+        }
+        // PostgreSQL: the writer's own multi-row statements through sqlx.
+        None => {
+            let mut tx = raw.begin().await.unwrap();
+            for chunk in rows.chunks(writer::ROWS_PER_STATEMENT) {
+                let values = chunk
+                    .iter()
+                    .flat_map(|e| writer::event_values(e, received))
+                    .collect();
+                tx.execute_assembled(writer::insert_events_sql(chunk.len(), false), values)
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+            "32-row prepared statements via sqlx"
+        }
+    };
     let raw_rate = total as f64 / raw_started.elapsed().as_secs_f64();
     raw.close().await;
 
@@ -182,7 +201,7 @@ async fn main() {
         "  resident memory   {rss_before:.0} MB before, {rss_peak:.0} MB after (server and clients in one process)"
     );
     println!(
-        "  raw bulk insert   {raw_rate:>10.0} events/s  ({backend}, one transaction, 32-row prepared statement via sqlx)"
+        "  raw bulk insert   {raw_rate:>10.0} events/s  ({backend}, one transaction, {reference})"
     );
     println!(
         "  ratio             {:.2} of the raw rate",

@@ -11,6 +11,7 @@
 //! genuinely differs.
 
 mod backup;
+mod direct;
 mod migrate;
 
 use std::path::Path;
@@ -25,6 +26,7 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, Postgres, Sqlite};
 
 pub use backup::backup_sqlite;
+pub use direct::DirectSqlite;
 pub use migrate::{MIGRATION_COUNT, SchemaColumn};
 
 /// Errors from the storage layer; "not found" and unique violations are typed once here so that
@@ -43,6 +45,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
     Backup(String),
+    #[error("database error: {0}")]
+    Direct(#[source] rusqlite::Error),
+    #[error("not supported by this database backend: {0}")]
+    Unsupported(&'static str),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -339,6 +345,21 @@ impl Store {
             .max_connections(opts.max_connections)
             .connect_with(co)
             .await?)
+    }
+
+    /// A direct connection to the same SQLite file for the ingest writer (see
+    /// [`DirectSqlite`]); `None` on PostgreSQL, whose pool has no such per-statement cost.
+    pub fn direct_sqlite(&self) -> Option<DirectSqlite> {
+        match &self.pool {
+            Pool::Sqlite(p) => {
+                let co = p.connect_options();
+                Some(DirectSqlite::new(
+                    co.get_filename().to_path_buf(),
+                    Duration::from_secs(5),
+                ))
+            }
+            Pool::Postgres(_) => None,
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -10,6 +10,73 @@ use super::event::NewEvent;
 use crate::args;
 use crate::store::{StoreError, Tx, Value, multi_row_insert};
 
+// The upserts' column lists and conflict clauses, as macros so that both backends' statements
+// are assembled from the same literals (`multi_row_insert` for PostgreSQL, `concat!` for
+// SQLite's single-row statements).
+macro_rules! rollup_columns {
+    () => {
+        "usage_rollups (granularity, bucket, subject, source, type, category, provider, sku, \
+         unit, events, quantity, cost_nano, unpriced, status_2xx, status_3xx, status_4xx, \
+         status_5xx, duration_ms_sum, lat_50, lat_100, lat_250, lat_500, lat_1000, lat_2500, \
+         lat_5000, lat_inf)"
+    };
+}
+
+macro_rules! rollup_conflict {
+    () => {
+        "ON CONFLICT (granularity, bucket, subject, source, type, category, provider, sku, unit) \
+         DO UPDATE SET \
+         events = usage_rollups.events + excluded.events, \
+         quantity = usage_rollups.quantity + excluded.quantity, \
+         cost_nano = usage_rollups.cost_nano + excluded.cost_nano, \
+         unpriced = usage_rollups.unpriced + excluded.unpriced, \
+         lat_50 = usage_rollups.lat_50 + excluded.lat_50, \
+         lat_100 = usage_rollups.lat_100 + excluded.lat_100, \
+         lat_250 = usage_rollups.lat_250 + excluded.lat_250, \
+         lat_500 = usage_rollups.lat_500 + excluded.lat_500, \
+         lat_1000 = usage_rollups.lat_1000 + excluded.lat_1000, \
+         lat_2500 = usage_rollups.lat_2500 + excluded.lat_2500, \
+         lat_5000 = usage_rollups.lat_5000 + excluded.lat_5000, \
+         lat_inf = usage_rollups.lat_inf + excluded.lat_inf, \
+         status_2xx = usage_rollups.status_2xx + excluded.status_2xx, \
+         status_3xx = usage_rollups.status_3xx + excluded.status_3xx, \
+         status_4xx = usage_rollups.status_4xx + excluded.status_4xx, \
+         status_5xx = usage_rollups.status_5xx + excluded.status_5xx, \
+         duration_ms_sum = usage_rollups.duration_ms_sum + excluded.duration_ms_sum"
+    };
+}
+
+macro_rules! months_columns {
+    () => {
+        "usage_months (month, subject, calls, events, credits, cost_nano)"
+    };
+}
+
+macro_rules! months_conflict {
+    () => {
+        "ON CONFLICT (month, subject) DO UPDATE SET \
+         calls = usage_months.calls + excluded.calls, \
+         events = usage_months.events + excluded.events, \
+         credits = usage_months.credits + excluded.credits, \
+         cost_nano = usage_months.cost_nano + excluded.cost_nano"
+    };
+}
+
+const UPSERT_ROLLUP_SQLITE: &str = concat!(
+    "INSERT INTO ",
+    rollup_columns!(),
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26) ",
+    rollup_conflict!()
+);
+
+const UPSERT_MONTH_SQLITE: &str = concat!(
+    "INSERT INTO ",
+    months_columns!(),
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ",
+    months_conflict!()
+);
+
 /// Bucket widths, in milliseconds, by granularity name.
 pub const GRANULARITIES: &[(&str, i64)] =
     &[("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
@@ -185,20 +252,61 @@ impl<'a> Rollups<'a> {
         all
     }
 
+    /// [`Rollups::write`] on a direct SQLite connection (see `store::DirectSqlite`), one cached
+    /// single-row upsert per rollup row.
+    pub fn write_direct(self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        let mut month = tx.prepare_cached(UPSERT_MONTH_SQLITE)?;
+        for ((start, subject), m) in &self.months {
+            month.execute(rusqlite::params![
+                start,
+                subject,
+                m.calls,
+                m.events,
+                m.credits,
+                m.cost_nano
+            ])?;
+        }
+        let mut rollup = tx.prepare_cached(UPSERT_ROLLUP_SQLITE)?;
+        for (k, t) in Self::all_granularities(self.minutes) {
+            let [l0, l1, l2, l3, l4, l5, l6, l7] = t.latency;
+            let [s2, s3, s4, s5] = t.status;
+            rollup.execute(rusqlite::params![
+                k.granularity,
+                k.bucket,
+                k.subject,
+                k.source,
+                k.kind,
+                k.category,
+                k.provider,
+                k.sku,
+                k.unit,
+                t.events,
+                t.quantity,
+                t.cost_nano,
+                t.unpriced,
+                s2,
+                s3,
+                s4,
+                s5,
+                t.duration_ms,
+                l0,
+                l1,
+                l2,
+                l3,
+                l4,
+                l5,
+                l6,
+                l7
+            ])?;
+        }
+        Ok(())
+    }
+
     /// Adds the increments to the stored rollups inside `tx`.
     pub async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
         let months: Vec<((i64, &str), Month)> = self.months.into_iter().collect();
         for chunk in months.chunks(ROWS_PER_STATEMENT) {
-            let sql = multi_row_insert(
-                "usage_months (month, subject, calls, events, credits, cost_nano)",
-                6,
-                chunk.len(),
-                "ON CONFLICT (month, subject) DO UPDATE SET \
-                 calls = usage_months.calls + excluded.calls, \
-                 events = usage_months.events + excluded.events, \
-                 credits = usage_months.credits + excluded.credits, \
-                 cost_nano = usage_months.cost_nano + excluded.cost_nano",
-            );
+            let sql = multi_row_insert(months_columns!(), 6, chunk.len(), months_conflict!());
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
             for ((month, subject), m) in chunk {
                 values.extend(args![
@@ -214,32 +322,7 @@ impl<'a> Rollups<'a> {
         }
         let rows: Vec<(Key, Totals)> = Self::all_granularities(self.minutes).into_iter().collect();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let sql = multi_row_insert(
-                "usage_rollups (granularity, bucket, subject, source, type, category, provider, sku, unit, \
-                 events, quantity, cost_nano, unpriced, status_2xx, status_3xx, status_4xx, status_5xx, \
-                 duration_ms_sum, lat_50, lat_100, lat_250, lat_500, lat_1000, lat_2500, lat_5000, lat_inf)",
-                WIDTH,
-                chunk.len(),
-                "ON CONFLICT (granularity, bucket, subject, source, type, category, provider, sku, unit) \
-                 DO UPDATE SET \
-                 events = usage_rollups.events + excluded.events, \
-                 quantity = usage_rollups.quantity + excluded.quantity, \
-                 cost_nano = usage_rollups.cost_nano + excluded.cost_nano, \
-                 unpriced = usage_rollups.unpriced + excluded.unpriced, \
-                 lat_50 = usage_rollups.lat_50 + excluded.lat_50, \
-                 lat_100 = usage_rollups.lat_100 + excluded.lat_100, \
-                 lat_250 = usage_rollups.lat_250 + excluded.lat_250, \
-                 lat_500 = usage_rollups.lat_500 + excluded.lat_500, \
-                 lat_1000 = usage_rollups.lat_1000 + excluded.lat_1000, \
-                 lat_2500 = usage_rollups.lat_2500 + excluded.lat_2500, \
-                 lat_5000 = usage_rollups.lat_5000 + excluded.lat_5000, \
-                 lat_inf = usage_rollups.lat_inf + excluded.lat_inf, \
-                 status_2xx = usage_rollups.status_2xx + excluded.status_2xx, \
-                 status_3xx = usage_rollups.status_3xx + excluded.status_3xx, \
-                 status_4xx = usage_rollups.status_4xx + excluded.status_4xx, \
-                 status_5xx = usage_rollups.status_5xx + excluded.status_5xx, \
-                 duration_ms_sum = usage_rollups.duration_ms_sum + excluded.duration_ms_sum",
-            );
+            let sql = multi_row_insert(rollup_columns!(), WIDTH, chunk.len(), rollup_conflict!());
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * WIDTH);
             for (k, t) in chunk {
                 values.extend(args![

@@ -12,7 +12,7 @@ use super::event::NewEvent;
 use super::quota::Watch;
 use super::rollup::Rollups;
 use crate::args;
-use crate::store::{Store, StoreError, Value, multi_row_insert, now_ms};
+use crate::store::{DirectSqlite, Store, StoreError, Value, multi_row_insert, now_ms};
 
 /// Most events written in one transaction; a bigger backlog is split across commits.
 const MAX_EVENTS_PER_COMMIT: usize = 20_000;
@@ -25,7 +25,8 @@ pub struct Written {
 }
 
 struct Job {
-    events: Vec<NewEvent>,
+    /// Shared so the SQLite path can hand the events to its blocking thread without a copy.
+    events: Arc<Vec<NewEvent>>,
     reply: oneshot::Sender<Result<Written, String>>,
 }
 
@@ -58,7 +59,10 @@ impl Ingestor {
         }
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job { events, reply })
+            .send(Job {
+                events: Arc::new(events),
+                reply,
+            })
             .await
             .map_err(|_| IngestError::Stopped)?;
         answer
@@ -80,6 +84,16 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    let direct = store.direct_sqlite();
+    let commit = |jobs: Vec<Arc<Vec<NewEvent>>>| {
+        let (store, direct) = (store.clone(), direct.clone());
+        async move {
+            match direct {
+                Some(d) => commit_direct(&d, jobs).await,
+                None => commit(&store, &jobs).await,
+            }
+        }
+    };
     loop {
         let first = tokio::select! {
             job = inbox.0.recv() => match job { Some(job) => job, None => return },
@@ -99,7 +113,7 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        match commit(&store, &jobs).await {
+        match commit(jobs.iter().map(|j| j.events.clone()).collect()).await {
             Ok(results) => {
                 for job in &jobs {
                     quota_watch.saw(&job.events);
@@ -113,7 +127,7 @@ pub async fn run(
                 // each job is retried in a transaction of its own.
                 tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; committing requests one by one");
                 for job in jobs {
-                    let result = commit(&store, std::slice::from_ref(&job)).await;
+                    let result = commit(vec![job.events.clone()]).await;
                     if result.is_ok() {
                         quota_watch.saw(&job.events);
                     }
@@ -163,23 +177,86 @@ pub fn event_values(e: &NewEvent, received_at: i64) -> Vec<Value> {
     ]
 }
 
-/// Rows per INSERT statement. Measured with `cargo bench --bench ingest`: 16–64 rows are
-/// equally fast on SQLite (~3× one row per statement), while PostgreSQL re-plans long VALUES
-/// lists on every execution and falls from ~60k to ~5k events/s at 256 rows.
+/// Rows per INSERT statement on PostgreSQL, which re-plans long VALUES lists on every execution
+/// and falls from ~60k to ~5k events/s at 256 rows (measured with `cargo bench --bench ingest`).
+/// SQLite's direct path needs no batching: a cached single-row statement costs no round trip.
 pub const ROWS_PER_STATEMENT: usize = 32;
 
-/// Inserts every job's events in one transaction, as multi-row statements that never span two
-/// jobs, so the rows each statement returns belong to one request, and adds the inserted ones to
+/// The SQLite form of [`commit`], on the store's direct connection: one cached single-row
+/// statement per event, whose change count says whether it was inserted or was a duplicate.
+async fn commit_direct(
+    direct: &DirectSqlite,
+    jobs: Vec<Arc<Vec<NewEvent>>>,
+) -> Result<Vec<Written>, StoreError> {
+    direct
+        .run(move |conn| {
+            let received = now_ms();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut results = Vec::with_capacity(jobs.len());
+            let mut rollups = Rollups::default();
+            for job in &jobs {
+                let mut accepted = 0;
+                insert_events_direct(&tx, job, received, |e| {
+                    rollups.add(e);
+                    accepted += 1;
+                })?;
+                results.push(Written {
+                    accepted,
+                    duplicates: job.len() - accepted,
+                });
+            }
+            rollups.write_direct(&tx)?;
+            tx.commit()?;
+            Ok(results)
+        })
+        .await
+}
+
+/// SQLite's statement storing one event; a (source, id) already stored changes nothing.
+pub const INSERT_EVENT_SQLITE: &str = "INSERT INTO events \
+     (source, event_id, type, subject, time, received_at, data, cost_nano) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (source, event_id) DO NOTHING";
+
+/// Inserts `events` on a direct SQLite connection inside the caller's transaction, calling
+/// `inserted` for each one actually stored (not a duplicate, even of an earlier event in the
+/// same transaction).
+pub fn insert_events_direct<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    events: &'a [NewEvent],
+    received_at: i64,
+    mut inserted: impl FnMut(&'a NewEvent),
+) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(INSERT_EVENT_SQLITE)?;
+    for e in events {
+        let changed = insert.execute(rusqlite::params![
+            e.source,
+            e.id,
+            e.kind,
+            e.subject,
+            e.time_ms,
+            received_at,
+            e.data,
+            e.facts.cost_nano
+        ])?;
+        if changed == 1 {
+            inserted(e);
+        }
+    }
+    Ok(())
+}
+
+/// Inserts every job's events in one transaction (PostgreSQL), as multi-row statements that
+/// never span two jobs, so the rows each statement returns belong to one request, and adds the inserted ones to
 /// the rollups before the same commit. A (source, id) already
 /// stored, or repeated earlier in the same commit, is not inserted and counts as a duplicate.
-async fn commit(store: &Store, jobs: &[Job]) -> Result<Vec<Written>, StoreError> {
+async fn commit(store: &Store, jobs: &[Arc<Vec<NewEvent>>]) -> Result<Vec<Written>, StoreError> {
     let received = now_ms();
     let mut tx = store.begin().await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut rollups = Rollups::default();
     for job in jobs {
         let mut accepted = 0;
-        for chunk in job.events.chunks(ROWS_PER_STATEMENT) {
+        for chunk in job.chunks(ROWS_PER_STATEMENT) {
             let sql = insert_events_sql(chunk.len(), true);
             let values = chunk
                 .iter()
@@ -201,7 +278,7 @@ async fn commit(store: &Store, jobs: &[Job]) -> Result<Vec<Written>, StoreError>
         }
         results.push(Written {
             accepted,
-            duplicates: job.events.len() - accepted,
+            duplicates: job.len() - accepted,
         });
     }
     rollups.write(&mut tx).await?;

@@ -1,0 +1,82 @@
+//! A direct SQLite connection for the store's one hot writer, the usage ingest writer. Through
+//! sqlx every statement and every returned row crosses a channel to sqlx's worker thread; at
+//! tens of thousands of rows per commit that hop, not SQLite, was the writer's main cost. Here the
+//! caller's closure runs on a blocking thread against rusqlite's cached prepared statements.
+//! Both libraries link the same bundled SQLite, so they share its locks on the database file.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{Result, StoreError};
+
+/// A lazily opened connection to a SQLite store; cheap to clone.
+#[derive(Clone)]
+pub struct DirectSqlite {
+    path: PathBuf,
+    busy_timeout: Duration,
+    conn: Arc<Mutex<Option<rusqlite::Connection>>>,
+}
+
+impl std::fmt::Debug for DirectSqlite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectSqlite")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Direct(e)
+    }
+}
+
+impl DirectSqlite {
+    pub(super) fn new(path: PathBuf, busy_timeout: Duration) -> Self {
+        Self {
+            path,
+            busy_timeout,
+            conn: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Runs `f` with the connection on a blocking thread, opening it first if needed. Calls are
+    /// serialised; the caller owns transactions (`Connection::transaction_with_behavior`).
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
+        let (path, busy, conn) = (self.path.clone(), self.busy_timeout, self.conn.clone());
+        tokio::task::spawn_blocking(move || {
+            // A panic inside `f` poisons the lock; the connection itself is still sound, and
+            // SQLite rolled back the unfinished transaction when its handle dropped.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.is_none() {
+                *guard = Some(open(&path, busy)?);
+            }
+            match guard.as_mut() {
+                Some(c) => f(c),
+                None => Err(StoreError::Unsupported("SQLite connection not open")),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Backup(format!("database thread failed: {e}")))?
+    }
+}
+
+/// Opens the store's file with the pool's durability policy: WAL (already set on the file by
+/// the pool), `synchronous=FULL` so an acknowledged commit survives power loss, foreign keys on.
+fn open(path: &std::path::Path, busy_timeout: Duration) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
