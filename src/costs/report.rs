@@ -201,7 +201,7 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
     let customers: Vec<(String, i64)> = store
         .fetch_all(
             "SELECT subject, cost_nano FROM usage_months WHERE month = $1 \
-             ORDER BY cost_nano DESC, subject LIMIT 50",
+             ORDER BY cost_nano DESC, subject DESC LIMIT 50",
             args![month],
         )
         .await?;

@@ -257,24 +257,32 @@ async fn get_usage(
         to,
         q.interval.as_deref().unwrap_or("day"),
     )?;
-    let usage = report::usage(&state.store, &query).await?;
-    let (at_risk, top_by_quota) = if q.customer.is_none() {
-        (
-            quota::at_risk(&state.store, 50).await?,
-            quota::by_percent(&state.store, 20).await?,
-        )
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    let all = q.customer.is_none();
     let filter = RecentFilter {
         customer: q.customer,
         ..Default::default()
     };
-    let recent = report::recent(&state.store, &filter, 50)
-        .await?
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect();
+    let store = &state.store;
+    // Independent reads, run at once on separate pool connections.
+    let (usage, at_risk, top_by_quota, recent) = tokio::try_join!(
+        report::usage(store, &query),
+        async {
+            Ok(if all {
+                quota::at_risk(store, 50).await?
+            } else {
+                Vec::new()
+            })
+        },
+        async {
+            Ok(if all {
+                quota::by_percent(store, 20).await?
+            } else {
+                Vec::new()
+            })
+        },
+        report::recent(store, &filter, 50),
+    )?;
+    let recent = recent.into_iter().map(|(_, e)| e).collect();
     Ok(Json(UsageReply {
         usage,
         at_risk,

@@ -497,10 +497,10 @@ async fn standings(store: &Store, not_ok: bool, limit: i64) -> Result<Vec<AtRisk
     // Both walk the (period_start, percent) index from the top and stop after `limit` rows.
     let sql = if not_ok {
         "SELECT customer_id, plan_id, state, percent, changed_at FROM quota_states \
-         WHERE period_start = $1 AND state <> 'ok' ORDER BY percent DESC, customer_id LIMIT $2"
+         WHERE period_start = $1 AND state <> 'ok' ORDER BY percent DESC, customer_id DESC LIMIT $2"
     } else {
         "SELECT customer_id, plan_id, state, percent, changed_at FROM quota_states \
-         WHERE period_start = $1 ORDER BY percent DESC, customer_id LIMIT $2"
+         WHERE period_start = $1 ORDER BY percent DESC, customer_id DESC LIMIT $2"
     };
     let rows: Vec<(String, String, String, f64, i64)> =
         store.fetch_all(sql, args![period.0, limit]).await?;

@@ -269,7 +269,20 @@ fn totals_of(rows: &[RawRow]) -> Totals {
 
 /// The usage report for `q`.
 pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
-    let by_bucket = grouped(store, q, "CAST(bucket AS TEXT)").await?;
+    // The previous period of the same length, summed in one group (granularity is fixed by
+    // the filter, so grouping by it yields a single row).
+    let previous_q = Query {
+        from: q.from - (q.to - q.from),
+        to: q.from,
+        ..q.clone()
+    };
+    // Independent reads, run at once on separate pool connections.
+    let (by_bucket, previous, by_category, top_customers) = tokio::try_join!(
+        grouped(store, q, "CAST(bucket AS TEXT)"),
+        grouped(store, &previous_q, "granularity"),
+        grouped(store, q, "category"),
+        top_customers(store, q.customer.is_none()),
+    )?;
     let mut series: Vec<Point> = by_bucket
         .iter()
         .map(|r| Point {
@@ -282,15 +295,7 @@ pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
     series.sort_by_key(|p| p.bucket);
 
     let totals = totals_of(&by_bucket);
-
-    // The previous period of the same length, summed in one group (granularity is fixed by
-    // the filter, so grouping by it yields a single row).
-    let previous_q = Query {
-        from: q.from - (q.to - q.from),
-        to: q.from,
-        ..q.clone()
-    };
-    let previous = totals_of(&grouped(store, &previous_q, "granularity").await?);
+    let previous = totals_of(&previous);
     let change = Change {
         calls_pct: change_pct(totals.calls, previous.calls),
         events_pct: change_pct(totals.events, previous.events),
@@ -300,8 +305,7 @@ pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
             .map(|(now, before)| ((now - before) * 10.0).round() / 10.0),
     };
 
-    let mut categories: Vec<Category> = grouped(store, q, "category")
-        .await?
+    let mut categories: Vec<Category> = by_category
         .into_iter()
         .filter(|r| r.calls > 0)
         .map(|r| Category {
@@ -312,27 +316,6 @@ pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
         })
         .collect();
     categories.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.category.cmp(&b.category)));
-
-    let top_customers = if q.customer.is_none() {
-        // This calendar month, from the per-customer month totals (an index walk, not a scan).
-        let month = super::quota::month_of(crate::store::now_ms()).0;
-        let rows: Vec<(String, i64, i64)> = store
-            .fetch_all(
-                "SELECT subject, calls, events FROM usage_months WHERE month = $1 \
-                 ORDER BY calls DESC, subject LIMIT 20",
-                args![month],
-            )
-            .await?;
-        rows.into_iter()
-            .map(|(customer, calls, events)| TopCustomer {
-                customer,
-                calls,
-                events,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
 
     Ok(Usage {
         customer: q.customer.clone(),
@@ -347,6 +330,30 @@ pub async fn usage(store: &Store, q: &Query) -> Result<Usage> {
         categories,
         top_customers,
     })
+}
+
+/// The busiest customers this calendar month, from the per-customer month totals (an index
+/// walk, not a scan); nothing unless `wanted`.
+async fn top_customers(store: &Store, wanted: bool) -> Result<Vec<TopCustomer>> {
+    if !wanted {
+        return Ok(Vec::new());
+    }
+    let month = super::quota::month_of(crate::store::now_ms()).0;
+    let rows: Vec<(String, i64, i64)> = store
+        .fetch_all(
+            "SELECT subject, calls, events FROM usage_months WHERE month = $1 \
+             ORDER BY calls DESC, subject DESC LIMIT 20",
+            args![month],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(customer, calls, events)| TopCustomer {
+            customer,
+            calls,
+            events,
+        })
+        .collect())
 }
 
 /// Filters for the recent-events log.

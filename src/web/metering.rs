@@ -101,7 +101,27 @@ pub async fn usage(
     let to = now_ms();
     let customer = given(&q.customer);
     let query = report::Query::new(customer.clone(), to - secs * 1000, to, "day")?;
-    let usage = report::usage(&state.store, &query).await?;
+    let filter = RecentFilter {
+        customer: customer.clone(),
+        kind: given(&q.kind),
+        ..Default::default()
+    };
+    let store = &state.store;
+    let all = customer.is_none();
+    // Independent reads, run at once on separate pool connections.
+    let (usage, at_risk, top_by_quota, recent) = tokio::try_join!(
+        report::usage(store, &query),
+        quota::at_risk(store, 100),
+        async {
+            Ok(if all {
+                quota::by_percent(store, 20).await?
+            } else {
+                Vec::new()
+            })
+        },
+        report::recent(store, &filter, 100),
+    )?;
+    let recent = recent.into_iter().map(|(_, e)| e).collect();
     let (labels, days) = day_labels(query.from, query.to);
     let mut ok = vec![0.0; days.len()];
     let mut errors = vec![0.0; days.len()];
@@ -126,22 +146,6 @@ pub async fn usage(
         &count,
         "API calls per day",
     );
-    let at_risk = quota::at_risk(&state.store, 100).await?;
-    let top_by_quota = if customer.is_none() {
-        quota::by_percent(&state.store, 20).await?
-    } else {
-        Vec::new()
-    };
-    let filter = RecentFilter {
-        customer: customer.clone(),
-        kind: given(&q.kind),
-        ..Default::default()
-    };
-    let recent = report::recent(&state.store, &filter, 100)
-        .await?
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect();
     Ok(render(
         StatusCode::OK,
         &UsagePage {
