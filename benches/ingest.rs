@@ -4,7 +4,7 @@
 //! reused) as the physical reference, and the ratio.
 //!
 //! `cargo bench --bench ingest` — knobs (environment): BENCH_EVENTS (default 200000),
-//! BENCH_BATCH (1000), BENCH_CLIENTS (8), BENCH_POSTGRES_URL (an empty database to use
+//! BENCH_BATCH (1000), BENCH_CLIENTS (8), BENCH_CUSTOMERS (500), BENCH_POSTGRES_URL (an empty database to use
 //! instead of SQLite). Loopback only; every loop is bounded by BENCH_EVENTS.
 
 mod common;
@@ -22,7 +22,7 @@ use opsdeck::usage::writer;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-fn event(i: usize) -> Value {
+fn event(i: usize, customers: usize) -> Value {
     const ENDPOINTS: &[&str] = &[
         "/api/referrals",
         "/api/rewards",
@@ -31,7 +31,7 @@ fn event(i: usize) -> Value {
     ];
     json!({
         "specversion": "1.0", "id": format!("bench-{i}"), "source": "bench-app", "type": "api.request",
-        "subject": format!("cus_{}", i % 500), "time": "2026-11-20T10:00:00Z",
+        "subject": format!("cus_{}", i % customers), "time": "2026-11-20T10:00:00Z",
         "data": {"endpoint": ENDPOINTS[i % ENDPOINTS.len()], "method": "POST", "status": if i.is_multiple_of(50) { 500 } else { 200 },
                  "duration_ms": (i % 300) as f64 / 3.0}
     })
@@ -42,6 +42,9 @@ async fn main() {
     let total = env_usize("BENCH_EVENTS", 200_000);
     let batch = env_usize("BENCH_BATCH", 1000).clamp(1, 1000);
     let clients = env_usize("BENCH_CLIENTS", 8).max(1);
+    // Customers active in the benchmark's minute: each adds its own minute, hour and day rollup
+    // rows to every commit, so fewer customers means fewer rollup rows per event.
+    let customers = env_usize("BENCH_CUSTOMERS", 500).max(1);
     let pg = std::env::var("BENCH_POSTGRES_URL")
         .ok()
         .filter(|u| !u.is_empty());
@@ -49,6 +52,8 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::defaults();
     config.server.data_dir = dir.path().to_path_buf();
+    // The benchmark is one client key sending as fast as it can; the per-key limit would stop it.
+    config.access.api_requests_per_minute = 1_000_000;
     if let Some(url) = &pg {
         config.server.database_url = url.clone();
     }
@@ -71,7 +76,7 @@ async fn main() {
     let bodies: Vec<String> = (0..total.div_ceil(batch))
         .map(|b| {
             let events: Vec<Value> = (b * batch..((b + 1) * batch).min(total))
-                .map(event)
+                .map(|i| event(i, customers))
                 .collect();
             json!(events).to_string()
         })
@@ -145,7 +150,7 @@ async fn main() {
         max_future_skew_ms: 300_000,
     };
     let rows: Vec<NewEvent> = (0..total)
-        .map(|i| validate(&event(i), rules).expect("valid event"))
+        .map(|i| validate(&event(i, customers), rules).expect("valid event"))
         .collect();
     let received = opsdeck::store::now_ms();
     let raw_started = Instant::now();
@@ -184,7 +189,7 @@ async fn main() {
 
     let backend = if pg.is_some() { "postgres" } else { "sqlite" };
     println!(
-        "ingest benchmark ({backend}): {total} events, batches of {batch}, {clients} concurrent clients"
+        "ingest benchmark ({backend}): {total} events, batches of {batch}, {clients} concurrent clients, {customers} customers"
     );
     println!(
         "  HTTP ingest       {:>10.0} events/s  ({:.2} s)",

@@ -39,9 +39,9 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     ),
     (
         5,
-        "quota_ranking",
-        include_str!("../../migrations/sqlite/0005_quota_ranking.sql"),
-        include_str!("../../migrations/postgres/0005_quota_ranking.sql"),
+        "read_paths",
+        include_str!("../../migrations/sqlite/0005_read_paths.sql"),
+        include_str!("../../migrations/postgres/0005_read_paths.sql"),
     ),
 ];
 

@@ -383,7 +383,7 @@ pub async fn recent(
         Option<i64>,
     );
     // Only the filters given appear in the SQL, so a customer filter can use the
-    // (subject, time) index instead of walking every event newest first.
+    // (subject, seq) index instead of walking every event newest first.
     let mut sql = String::from(
         "SELECT seq, time, source, event_id, type, subject, data, cost_nano FROM events",
     );

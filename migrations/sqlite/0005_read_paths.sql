@@ -12,3 +12,9 @@ DROP INDEX usage_months_calls;
 DROP INDEX usage_months_cost;
 CREATE INDEX usage_months_calls ON usage_months (month, calls, subject);
 CREATE INDEX usage_months_cost ON usage_months (month, cost_nano, subject);
+
+-- Events are only ever read by customer newest first (the recent-events log, paged by
+-- sequence); an index in that order reads the newest rows and stops, where (subject, time)
+-- had to fetch and sort every event of the customer.
+DROP INDEX events_subject_time;
+CREATE INDEX events_subject_seq ON events (subject, seq);
