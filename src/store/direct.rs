@@ -62,7 +62,7 @@ impl DirectSqlite {
             }
         })
         .await
-        .map_err(|e| StoreError::Backup(format!("database thread failed: {e}")))?
+        .map_err(|e| StoreError::Thread(e.to_string()))?
     }
 }
 

@@ -47,6 +47,8 @@ pub enum StoreError {
     Backup(String),
     #[error("database error: {0}")]
     Direct(#[source] rusqlite::Error),
+    #[error("the database thread failed: {0}")]
+    Thread(String),
     #[error("not supported by this database backend: {0}")]
     Unsupported(&'static str),
 }
