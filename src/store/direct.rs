@@ -53,13 +53,11 @@ impl DirectSqlite {
             // A panic inside `f` poisons the lock; the connection itself is still sound, and
             // SQLite rolled back the unfinished transaction when its handle dropped.
             let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            if guard.is_none() {
-                *guard = Some(open(&path, busy)?);
-            }
-            match guard.as_mut() {
-                Some(c) => f(c),
-                None => Err(StoreError::Unsupported("SQLite connection not open")),
-            }
+            let conn = match guard.take() {
+                Some(c) => guard.insert(c),
+                None => guard.insert(open(&path, busy)?),
+            };
+            f(conn)
         })
         .await
         .map_err(|e| StoreError::Thread(e.to_string()))?

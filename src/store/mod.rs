@@ -49,8 +49,6 @@ pub enum StoreError {
     Direct(#[source] rusqlite::Error),
     #[error("the database thread failed: {0}")]
     Thread(String),
-    #[error("not supported by this database backend: {0}")]
-    Unsupported(&'static str),
 }
 
 impl From<sqlx::Error> for StoreError {

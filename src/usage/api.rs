@@ -66,9 +66,7 @@ async fn update_plan(
 ) -> Result<Json<Plan>> {
     p.require(Scope::Admin)?;
     let plan = plans::update(&state.store, &id, &body, &client.actor(&p)).await?;
-    for a in plans::assignments(&state.store, Some(&id), i64::MAX).await? {
-        state.quota_watch.touch(&a.customer_id);
-    }
+    state.quota_watch.touch_plan(&state.store, &id).await?;
     Ok(Json(plan))
 }
 

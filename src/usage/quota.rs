@@ -308,6 +308,14 @@ impl Watch {
             .insert(customer.to_string());
     }
 
+    /// Notes every customer assigned to `plan` (after its quotas changed).
+    pub async fn touch_plan(&self, store: &Store, plan: &str) -> Result<()> {
+        for a in super::plans::assignments(store, Some(plan), i64::MAX).await? {
+            self.touch(&a.customer_id);
+        }
+        Ok(())
+    }
+
     fn take(&self) -> HashSet<String> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }

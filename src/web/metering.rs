@@ -294,6 +294,22 @@ impl PlanForm {
     }
 }
 
+/// Back to the plans page after a change: redirected when it worked, else re-rendered with the
+/// reason and its status.
+async fn after_plan_change(
+    state: &AppState,
+    user: &SessionUser,
+    result: Result<(), UsageError>,
+) -> PageResult {
+    match result {
+        Ok(()) => Ok(Redirect::to("/settings/plans").into_response()),
+        Err(e) => {
+            let (status, msg) = usage_problem(e)?;
+            plans_page(state, user, status, Some(msg)).await
+        }
+    }
+}
+
 pub async fn create_plan(State(state): State<AppState>, form: CsrfForm<PlanForm>) -> PageResult {
     require_admin(&form.user)?;
     let result = match form.form.input() {
@@ -302,13 +318,7 @@ pub async fn create_plan(State(state): State<AppState>, form: CsrfForm<PlanForm>
             .map(|_| ()),
         Err(e) => Err(e),
     };
-    match result {
-        Ok(()) => Ok(Redirect::to("/settings/plans").into_response()),
-        Err(e) => {
-            let (status, msg) = usage_problem(e)?;
-            plans_page(&state, &form.user, status, Some(msg)).await
-        }
-    }
+    after_plan_change(&state, &form.user, result).await
 }
 
 pub async fn update_plan(
@@ -323,13 +333,7 @@ pub async fn update_plan(
             .map(|_| ()),
         Err(e) => Err(e),
     };
-    match result {
-        Ok(()) => Ok(Redirect::to("/settings/plans").into_response()),
-        Err(e) => {
-            let (status, msg) = usage_problem(e)?;
-            plans_page(&state, &form.user, status, Some(msg)).await
-        }
-    }
+    after_plan_change(&state, &form.user, result).await
 }
 
 pub async fn delete_plan(
@@ -338,13 +342,8 @@ pub async fn delete_plan(
     form: CsrfForm<NoFields>,
 ) -> PageResult {
     require_admin(&form.user)?;
-    match plans::delete(&state.store, &id, &form.actor()).await {
-        Ok(()) => Ok(Redirect::to("/settings/plans").into_response()),
-        Err(e) => {
-            let (status, msg) = usage_problem(e)?;
-            plans_page(&state, &form.user, status, Some(msg)).await
-        }
-    }
+    let result = plans::delete(&state.store, &id, &form.actor()).await;
+    after_plan_change(&state, &form.user, result).await
 }
 
 #[derive(Deserialize)]
@@ -370,16 +369,10 @@ pub async fn assign_plan(State(state): State<AppState>, form: CsrfForm<AssignFor
         .await
         .map(|_| ())
     };
-    match result {
-        Ok(()) => {
-            state.quota_watch.touch(&customer);
-            Ok(Redirect::to("/settings/plans").into_response())
-        }
-        Err(e) => {
-            let (status, msg) = usage_problem(e)?;
-            plans_page(&state, &form.user, status, Some(msg)).await
-        }
+    if result.is_ok() {
+        state.quota_watch.touch(&customer);
     }
+    after_plan_change(&state, &form.user, result).await
 }
 
 #[derive(askama::Template)]
