@@ -333,6 +333,10 @@ pub async fn update_plan(
             .map(|_| ()),
         Err(e) => Err(e),
     };
+    if result.is_ok() {
+        // As through the API: the customers on the plan are re-evaluated against its quotas.
+        state.quota_watch.touch_plan(&state.store, &id).await?;
+    }
     after_plan_change(&state, &form.user, result).await
 }
 
