@@ -12,7 +12,7 @@ use std::sync::Arc;
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use opsdeck::access::audit::Actor;
 use opsdeck::access::{Scopes, keys};
@@ -173,7 +173,6 @@ async fn main() {
     }
 
     let client = reqwest::Client::new();
-    type Route = (&'static str, Box<dyn Fn(usize) -> String>);
     let routes: Vec<Route> = vec![
         (
             "quota",
@@ -207,53 +206,7 @@ async fn main() {
             Box::new(|_| "/api/v1/metrics/overview?period=30d".into()),
         ),
     ];
-    println!(
-        "{:<28} {:>9} {:>9} {:>9} {:>10}",
-        "route", "p50 ms", "p95 ms", "p99 ms", "< 10 ms"
-    );
-    let deadline = Instant::now() + Duration::from_secs(600);
-    for (name, path) in &routes {
-        let mut times = Vec::with_capacity(requests);
-        for i in 0..requests {
-            if Instant::now() > deadline {
-                break;
-            }
-            let t = Instant::now();
-            let res = client
-                .get(format!("{base}{}", path(i)))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .expect("request");
-            let status = res.status();
-            let _ = res.bytes().await;
-            assert!(status.is_success(), "{name}: {status}");
-            times.push(t.elapsed());
-        }
-        times.sort();
-        let under = times
-            .iter()
-            .filter(|d| **d < Duration::from_millis(10))
-            .count();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        println!(
-            "{name:<28} {:>9.2} {:>9.2} {:>9.2} {:>9.0}%",
-            ms(percentile(&times, 0.50)),
-            ms(percentile(&times, 0.95)),
-            ms(percentile(&times, 0.99)),
-            under as f64 * 100.0 / times.len().max(1) as f64
-        );
-    }
+    time_routes(&client, &base, &key, &routes, requests).await;
     cancel.cancel();
     let _ = server.await;
-}
-
-fn iso(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }

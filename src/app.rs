@@ -34,6 +34,8 @@ pub enum StartError {
     MasterKey(String),
     #[error("applying [[plans]] / [[pricing]] from config: {0}")]
     Metering(String),
+    #[error("[stripe]: {0}")]
+    Stripe(String),
 }
 
 /// Everything a request handler or job may use. Cheap to clone.
@@ -55,6 +57,8 @@ pub struct Shared {
     pub categories: Categories,
     /// Customers whose quota state needs re-evaluating.
     pub quota_watch: Arc<quota::Watch>,
+    /// The Stripe connection and the MRR history's freshness.
+    pub revenue: Arc<crate::revenue::service::Revenue>,
 }
 
 impl Deref for AppState {
@@ -86,6 +90,12 @@ impl App {
             .await
             .map_err(|e| StartError::Metering(e.to_string()))?;
         let prices = PriceBook::load(&store).await?;
+        let quota_watch: Arc<quota::Watch> = Arc::default();
+        let revenue = crate::revenue::service::Revenue::new(&config.stripe, quota_watch.clone())
+            .map_err(|e| StartError::Stripe(e.to_string()))?;
+        crate::revenue::history::sync_config_rates(&store, &config.stripe.fx_rates)
+            .await
+            .map_err(|e| StartError::Stripe(e.to_string()))?;
         let access = &config.access;
         let (ingestor, inbox) = Ingestor::channel();
         let state = AppState(Arc::new(Shared {
@@ -96,7 +106,8 @@ impl App {
             ingestor,
             prices,
             categories: Categories::new(&config.usage.endpoint_categories),
-            quota_watch: Arc::default(),
+            quota_watch,
+            revenue: Arc::new(revenue),
             master_key,
             store,
             config,

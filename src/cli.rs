@@ -71,6 +71,9 @@ pub enum Command {
     /// Provider pricing tables.
     #[command(subcommand)]
     Pricing(PricingCommand),
+    /// Sync from a provider.
+    #[command(subcommand)]
+    Sync(SyncCommand),
     /// Write a consistent copy of the SQLite store to FILE (safe while `serve` runs).
     Backup {
         /// Destination file; must not exist.
@@ -158,6 +161,17 @@ pub enum PricingCommand {
     },
     /// List every dated price; * marks the one in force now.
     List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SyncCommand {
+    /// Sync revenue data from Stripe (stripe.secret_key): a full backfill the first time or
+    /// with --full, otherwise the events since the last sync; then recompute the MRR history.
+    Stripe {
+        /// Read every object again instead of only the events since the last sync.
+        #[arg(long)]
+        full: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -255,6 +269,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(cmd) => key(load_config(&cli.store, None)?, cmd).await,
         Command::Plan(cmd) => plan(load_config(&cli.store, None)?, cmd).await,
         Command::Pricing(cmd) => pricing(load_config(&cli.store, None)?, cmd).await,
+        Command::Sync(cmd) => sync(load_config(&cli.store, None)?, cmd).await,
         Command::Backup { file } => {
             let config = load_config(&cli.store, None)?;
             let store = open_existing_store(&config).await?;
@@ -510,6 +525,58 @@ async fn plan(config: Config, cmd: PlanCommand) -> anyhow::Result<()> {
         PlanCommand::Unassign { customer } => {
             plans::unassign(&store, &customer, &actor).await?;
             println!("{customer} no longer has a plan");
+        }
+    }
+    Ok(())
+}
+
+async fn sync(config: Config, cmd: SyncCommand) -> anyhow::Result<()> {
+    use crate::revenue::service::{Revenue, Synced};
+    let SyncCommand::Stripe { full } = cmd;
+    if config.stripe.secret_key.is_empty() {
+        return Err(UsageError(
+            "stripe.secret_key is not set (in opsdeck.toml or OPSDECK_STRIPE__SECRET_KEY)".into(),
+        )
+        .into());
+    }
+    let store = open_store(&config).await?;
+    store.migrate().await?;
+    crate::revenue::history::sync_config_rates(&store, &config.stripe.fx_rates).await?;
+    // No evaluator runs here: a running server re-evaluates a customer at its next usage, and
+    // the quota route always computes from the current plan.
+    let revenue = Revenue::new(&config.stripe, Default::default())?;
+    // Stripe's lists carry no totals, so each resource shows a spinner with its count.
+    let bar = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let shown = bar.clone();
+    let outcome = revenue
+        .sync(&store, full, &move |p| {
+            shown.set_message(format!(
+                "{}: {} fetched ({})",
+                p.resource, p.fetched, p.state
+            ));
+            if p.state != "running" {
+                shown.println(format!("{:<20} {:>8}  {}", p.resource, p.fetched, p.state));
+            }
+        })
+        .await;
+    bar.finish_and_clear();
+    match outcome? {
+        Synced::Backfill(summary) => {
+            for (kind, id, problem) in summary.skipped.iter().take(20) {
+                eprintln!("skipped {kind} {id}: {problem}");
+            }
+            println!(
+                "backfill: {} objects stored, {} skipped; MRR history recomputed",
+                summary.stored,
+                summary.skipped.len()
+            );
+        }
+        Synced::CatchUp { events } => {
+            println!("catch-up: {events} new events applied; MRR history recomputed");
         }
     }
     Ok(())

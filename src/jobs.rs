@@ -60,6 +60,34 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
     ));
     let s = state.clone();
     tracker.spawn(run_until_stopped(
+        "mrr",
+        Duration::from_secs(5),
+        cancel.clone(),
+        move || {
+            let s = s.clone();
+            async move {
+                s.revenue
+                    .recompute_if_dirty(&s.store)
+                    .await
+                    .map(|_| Outcome::Idle)
+                    .map_err(|e| e.to_string())
+            }
+        },
+    ));
+    if state.revenue.client.is_some() && !state.config.stripe.sync_interval.0.is_zero() {
+        let s = state.clone();
+        tracker.spawn(run_until_stopped(
+            "stripe-sync",
+            state.config.stripe.sync_interval.0,
+            cancel.clone(),
+            move || {
+                let s = s.clone();
+                async move { stripe_sync(&s).await }
+            },
+        ));
+    }
+    let s = state.clone();
+    tracker.spawn(run_until_stopped(
         "retention",
         Duration::from_secs(60),
         cancel,
@@ -105,6 +133,15 @@ pub async fn run_until_stopped<F, Fut>(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+/// One Stripe sync: a backfill the first time, the events since the last one after. A sync
+/// already running (started from the API) is left to finish.
+pub async fn stripe_sync(state: &AppState) -> Result<Outcome, String> {
+    match state.revenue.sync(&state.store, false, &|_| {}).await {
+        Ok(_) | Err(crate::revenue::RevenueError::Busy) => Ok(Outcome::Idle),
+        Err(e) => Err(e.to_string()),
     }
 }
 

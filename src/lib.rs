@@ -11,6 +11,7 @@ pub mod http;
 pub mod jobs;
 pub mod money;
 pub mod overview;
+pub mod revenue;
 pub mod simulators;
 pub mod store;
 pub mod usage;

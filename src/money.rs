@@ -30,6 +30,13 @@ pub const NANO: u32 = 9;
 /// of 10^-`scale` units, exactly; refuses more precision than `scale` keeps, signs, and values that
 /// do not fit.
 pub fn parse_scaled(text: &str, scale: u32) -> Result<i64, String> {
+    let value = parse_scaled_wide(text, scale, i128::from(i64::MAX))?;
+    i64::try_from(value).map_err(|_| format!("{text:?} is too large"))
+}
+
+/// [`parse_scaled`] into an `i128` no larger than `max`, for amounts that need more room (Stripe
+/// prices: up to 12 decimal places of a minor unit).
+pub fn parse_scaled_wide(text: &str, scale: u32, max: i128) -> Result<i128, String> {
     let t = text.trim();
     let bad = || format!("{text:?} is not a non-negative decimal number");
     let (mantissa, exp) = match t.find(['e', 'E']) {
@@ -66,19 +73,19 @@ pub fn parse_scaled(text: &str, scale: u32) -> Result<i64, String> {
         value = value
             .checked_mul(10)
             .and_then(|v| v.checked_add(i128::from(b - b'0')))
-            .filter(|v| *v <= i128::from(i64::MAX))
+            .filter(|v| *v <= max)
             .ok_or_else(too_big)?;
     }
     for _ in 0..shift.max(0) {
         value = value
             .checked_mul(10)
-            .filter(|v| *v <= i128::from(i64::MAX))
+            .filter(|v| *v <= max)
             .ok_or_else(too_big)?;
         if value == 0 {
             break;
         }
     }
-    i64::try_from(value).map_err(|_| too_big())
+    Ok(value)
 }
 
 /// Writes an amount of 10^-`scale` units as a decimal with at least `min_decimals` places and no

@@ -43,12 +43,32 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub usage: UsageConfig,
     pub retention: RetentionConfig,
+    pub stripe: StripeConfig,
     /// `[[plans]]`: plans declared in config (read-only in Settings).
     #[serde(default)]
     pub plans: Vec<PlanConfig>,
     /// `[[pricing]]`: provider prices declared in config, on top of the shipped defaults.
     #[serde(default)]
     pub pricing: Vec<PriceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeConfig {
+    /// Empty: Stripe is not connected.
+    pub secret_key: String,
+    pub webhook_secret: String,
+    pub api_base: String,
+    /// Lowercase ISO 4217 code.
+    pub reporting_currency: String,
+    /// Days past due after which a subscription counts as churned; 0 = never.
+    pub past_due_churn_days: u32,
+    pub sync_interval: ConfigDuration,
+    /// Stripe price or product id → plan id.
+    pub plan_map: BTreeMap<String, String>,
+    /// Currency → reporting-currency units per unit (decimal text), used where Stripe's
+    /// balance transactions give no rate.
+    pub fx_rates: BTreeMap<String, DecimalText>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -470,6 +490,47 @@ impl Loader {
             "server.public_url",
             public.is_empty() || public.starts_with("http://") || public.starts_with("https://"),
             "must be empty or start with http:// or https://",
+        )?;
+        let stripe = &c.stripe;
+        check(
+            "stripe.api_base",
+            stripe.api_base.starts_with("http://") || stripe.api_base.starts_with("https://"),
+            "must start with http:// or https://",
+        )?;
+        check(
+            "stripe.reporting_currency",
+            stripe.reporting_currency.len() == 3
+                && stripe
+                    .reporting_currency
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase()),
+            "must be a lowercase three-letter currency code such as usd",
+        )?;
+        check(
+            "stripe.secret_key",
+            stripe.secret_key.is_empty()
+                || ["sk_", "rk_"]
+                    .iter()
+                    .any(|p| stripe.secret_key.starts_with(p)),
+            "must be empty or a Stripe secret (sk_…) or restricted (rk_…) key",
+        )?;
+        for (currency, rate) in &stripe.fx_rates {
+            let key = format!("stripe.fx_rates.{currency}");
+            check(
+                &key,
+                currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_lowercase()),
+                "must be keyed by a lowercase three-letter currency code",
+            )?;
+            check(
+                &key,
+                crate::money::parse_scaled(&rate.0, 9).is_ok_and(|r| r > 0),
+                "must be a positive decimal rate with at most 9 decimal places, e.g. \"1.08\"",
+            )?;
+        }
+        check(
+            "stripe.webhook_secret",
+            stripe.webhook_secret.is_empty() || stripe.webhook_secret.starts_with("whsec_"),
+            "must be empty or a webhook signing secret (whsec_…)",
         )?;
         let redis = &c.server.redis_url;
         check(

@@ -113,7 +113,7 @@ pub async fn total(store: &Store, from: i64, to: i64) -> Result<i64> {
     let (nano,): (i64,) = store
         .fetch_one(
             "SELECT CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) FROM usage_rollups \
-             WHERE granularity = 'day_total' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage'",
+             WHERE granularity = 'day_total' AND subject = '' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage'",
             args![from, to],
         )
         .await?;
@@ -131,7 +131,7 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
             "SELECT provider, \
              CAST(COALESCE(SUM(CASE WHEN bucket >= $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT), \
              CAST(COALESCE(SUM(CASE WHEN bucket < $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT) \
-             FROM usage_rollups WHERE granularity = 'day_total' AND bucket >= $1 AND bucket < $3 \
+             FROM usage_rollups WHERE granularity = 'day_total' AND subject = '' AND bucket >= $1 AND bucket < $3 \
              AND type = 'provider.usage' GROUP BY provider",
             args![previous_from, from, to],
         )
@@ -160,7 +160,7 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
         .fetch_all(
             "SELECT provider, sku, unit, CAST(SUM(quantity) AS DOUBLE PRECISION), CAST(SUM(events) AS BIGINT), \
              CAST(SUM(cost_nano) AS BIGINT), CAST(SUM(unpriced) AS BIGINT) \
-             FROM usage_rollups WHERE granularity = 'day_total' AND bucket >= $1 AND bucket < $2 \
+             FROM usage_rollups WHERE granularity = 'day_total' AND subject = '' AND bucket >= $1 AND bucket < $2 \
              AND type = 'provider.usage' GROUP BY provider, sku, unit",
             args![from, to],
         )
@@ -217,7 +217,7 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
     let days: Vec<(i64, String, i64)> = store
         .fetch_all(
             "SELECT bucket, provider, CAST(SUM(cost_nano) AS BIGINT) FROM usage_rollups \
-             WHERE granularity = 'day_total' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage' \
+             WHERE granularity = 'day_total' AND subject = '' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage' \
              GROUP BY bucket, provider ORDER BY bucket",
             args![from, to],
         )

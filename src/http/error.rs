@@ -123,6 +123,21 @@ impl From<crate::costs::CostsError> for ApiError {
     }
 }
 
+impl From<crate::revenue::RevenueError> for ApiError {
+    fn from(e: crate::revenue::RevenueError) -> Self {
+        use crate::revenue::RevenueError;
+        match e {
+            RevenueError::Invalid(m) => ApiError::Invalid(m),
+            e @ RevenueError::Malformed(_) => ApiError::BadRequest(e.to_string()),
+            e @ RevenueError::NotConfigured => ApiError::Unavailable(e.to_string()),
+            e @ RevenueError::Busy => ApiError::Conflict(e.to_string()),
+            e @ RevenueError::Stripe(_) => ApiError::Unavailable(e.to_string()),
+            RevenueError::Store(s) => s.into(),
+            RevenueError::Usage(u) => u.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -70,6 +70,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::usage::routes::router())
         .merge(crate::usage::api::router())
         .merge(crate::costs::routes::router())
+        .merge(crate::revenue::routes::router())
 }
 
 /// The generated OpenAPI 3.1 document.

@@ -37,7 +37,7 @@ pub const FIGURES: &[(&str, &str, &str)] = &[
     ("dispute_rate", "Dispute rate", "revenue"),
     ("net_revenue", "Net revenue", "revenue"),
     ("provider_cost", "Provider cost", "costs"),
-    ("gross_margin", "Gross margin", "costs"),
+    ("gross_margin", "Gross margin", "revenue"),
     ("api_calls", "API calls", "usage"),
     ("active_users", "Active users", "analytics"),
 ];
@@ -106,7 +106,7 @@ pub async fn overview(
     state: &AppState,
     now: OffsetDateTime,
     period_secs: i64,
-) -> Result<Overview, crate::store::StoreError> {
+) -> Result<Overview, crate::revenue::RevenueError> {
     const DAY: i64 = 86_400_000;
     let to = (now.unix_timestamp_nanos() / 1_000_000) as i64;
     let from = to - period_secs * 1000;
@@ -120,7 +120,7 @@ pub async fn overview(
              CAST(COALESCE(SUM(CASE WHEN type = 'api.request' AND bucket < $2 THEN events ELSE 0 END), 0) AS BIGINT), \
              CAST(COALESCE(SUM(CASE WHEN bucket >= $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT), \
              CAST(COALESCE(SUM(CASE WHEN bucket < $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT) \
-             FROM usage_rollups WHERE granularity = 'day_total' AND bucket >= $1 AND bucket < $3",
+             FROM usage_rollups WHERE granularity = 'day_total' AND subject = '' AND bucket >= $1 AND bucket < $3",
             crate::args![previous_from, from, to],
         )
         .await?;
@@ -146,6 +146,7 @@ pub async fn overview(
             change_pct: change(cost, cost_before),
         }),
     );
+    revenue_figures(state, from, to, (cost, cost_before), &mut figures).await?;
     let fmt = |ms: i64| {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
             .ok()
@@ -159,6 +160,42 @@ pub async fn overview(
         },
         figures,
     })
+}
+
+/// Fills the revenue figures (and gross margin) once there is revenue to speak of: Stripe
+/// connected, or a history already stored. Without either they stay null rather than $0.
+async fn revenue_figures(
+    state: &AppState,
+    from: i64,
+    to: i64,
+    cost_nano: (i64, i64),
+    figures: &mut BTreeMap<String, Option<Figure>>,
+) -> Result<(), crate::revenue::RevenueError> {
+    use crate::revenue::{history::Rates, metrics};
+    let has_history = state
+        .store
+        .fetch_optional::<(i64,)>("SELECT day FROM revenue_days LIMIT 1", crate::args![])
+        .await?
+        .is_some();
+    if state.revenue.client.is_none() && !has_history {
+        return Ok(());
+    }
+    let currency = state.revenue.reporting_currency();
+    let rates = Rates::load(&state.store, currency).await?;
+    let (from, to) = metrics::whole_days(from, to);
+    let in_currency = |nano: i64, at: i64| {
+        rates
+            .convert(crate::money::nano_to_cents(nano), "usd", at)
+            .unwrap_or(0)
+    };
+    let costs = (in_currency(cost_nano.0, to), in_currency(cost_nano.1, from));
+    let mut revenue = metrics::figures(&state.store, &rates, currency, from, to, costs).await?;
+    for (name, _, capability) in FIGURES {
+        if *capability == "revenue" {
+            figures.insert(name.to_string(), revenue.remove(*name));
+        }
+    }
+    Ok(())
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -43,6 +43,18 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0005_read_paths.sql"),
         include_str!("../../migrations/postgres/0005_read_paths.sql"),
     ),
+    (
+        6,
+        "rollups_by_customer",
+        include_str!("../../migrations/sqlite/0006_rollups_by_customer.sql"),
+        include_str!("../../migrations/postgres/0006_rollups_by_customer.sql"),
+    ),
+    (
+        7,
+        "revenue",
+        include_str!("../../migrations/sqlite/0007_revenue.sql"),
+        include_str!("../../migrations/postgres/0007_revenue.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -353,9 +353,13 @@ impl Store {
         match &self.pool {
             Pool::Sqlite(p) => {
                 let co = p.connect_options();
+                // The ingest writer waits longer than other connections for the write lock:
+                // a job's transaction through sqlx (one channel hop per statement) can hold it
+                // for seconds when both cores are busy, and failing the batch would fail every
+                // request in it.
                 Some(DirectSqlite::new(
                     co.get_filename().to_path_buf(),
-                    Duration::from_secs(5),
+                    Duration::from_secs(30),
                 ))
             }
             Pool::Postgres(_) => None,

@@ -402,10 +402,11 @@ struct Outcome {
     percent: f64,
 }
 
-/// Writes evaluated states in transactions of 500 customers; returns the changes recorded.
+/// Writes evaluated states in transactions of 100 customers, each short enough not to keep the
+/// ingest writer from the write lock for long; returns the changes recorded.
 async fn record(store: &Store, outcomes: &[Outcome], period_start: i64) -> Result<usize> {
     let mut changes = 0;
-    for chunk in outcomes.chunks(500) {
+    for chunk in outcomes.chunks(100) {
         let now = now_ms();
         let mut tx = store.begin().await?;
         for o in chunk {

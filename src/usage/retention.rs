@@ -24,8 +24,8 @@ pub async fn prune_step(
             args![raw_cutoff, EVENT_BATCH],
         )
         .await?;
-    // Rollups go one bucket at a time per granularity: the primary key starts with
-    // (granularity, bucket), so finding the oldest bucket is an index seek.
+    // Rollups go one bucket at a time per granularity: the (granularity, bucket) index makes
+    // finding the oldest bucket a seek.
     let rollup_cutoff = now_ms - i64::from(rollup_days) * DAY_MS;
     let rollup = super::rollup::GRANULARITIES
         .iter()

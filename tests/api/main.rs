@@ -11,4 +11,5 @@ mod ingest;
 mod keys;
 mod metering;
 mod ops;
+mod revenue;
 mod storage;

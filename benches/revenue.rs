@@ -1,0 +1,231 @@
+//! Revenue benchmark. Stores BENCH_SUBSCRIPTIONS subscriptions (default 100,000) for
+//! BENCH_CUSTOMERS customers (50,000), each with BENCH_MONTHS months of history (24) and a new
+//! price or quantity every BENCH_CHANGE_EVERY months (1: the worst case, a new state every
+//! month; one in ten ends early), and BENCH_INVOICES paid invoices (100,000) with their payment
+//! intents and charges. Then times the full MRR history recompute (goal < 2 s) and the revenue
+//! and overview routes over HTTP (goal p95 < 10 ms).
+//!
+//! `cargo bench --bench revenue` — knobs above plus BENCH_REQUESTS (per route, 300) and
+//! BENCH_POSTGRES_URL (an empty database to use instead of SQLite). Loopback only; every loop
+//! is bounded.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use opsdeck::access::audit::Actor;
+use opsdeck::access::{Scopes, keys};
+use opsdeck::app::App;
+use opsdeck::config::Config;
+use opsdeck::revenue::history::{self, Settings};
+use opsdeck::store::{Store, Value, multi_row_insert, now_ms};
+use tokio_util::sync::CancellationToken;
+
+const DAY: i64 = 86_400_000;
+const MONTH: i64 = 30 * DAY;
+const MICRO: i64 = 1_000_000;
+
+/// One subscription-state row: (subscription, state_at, source, at, customer, status, mrr).
+type StateRow = (String, i64, &'static str, i64, String, &'static str, i64);
+
+fn states(subs: usize, customers: usize, months: usize, every: usize, now: i64) -> Vec<StateRow> {
+    let mut rows = Vec::with_capacity(subs * (months / every.max(1) + 2));
+    for i in 0..subs {
+        let sub = format!("sub_{i:07}");
+        let customer = format!("cus_{:06}", i % customers);
+        let start = now - months as i64 * MONTH + (i as i64 * 7_919) % MONTH;
+        let ends = (i % 10 == 9).then_some(months / 2 + i % (months / 2).max(1));
+        for m in (0..months).step_by(every.max(1)) {
+            if ends.is_some_and(|e| m >= e) {
+                break;
+            }
+            let at = start + m as i64 * MONTH;
+            let cents = [800, 2_600, 6_800][(i + m / every.max(1)) % 3] * (1 + (i + m) as i64 % 3);
+            rows.push((
+                sub.clone(),
+                at,
+                "invoice",
+                at,
+                customer.clone(),
+                "active",
+                cents * MICRO,
+            ));
+        }
+        if let Some(e) = ends {
+            let at = start + e as i64 * MONTH;
+            rows.push((sub, at, "sync", at, customer, "canceled", 0));
+        }
+    }
+    rows
+}
+
+async fn insert(store: &Store, table_and_columns: &str, width: usize, rows: Vec<Vec<Value>>) {
+    for chunk in rows.chunks(500 / width * 10) {
+        let sql = multi_row_insert(table_and_columns, width, chunk.len(), "");
+        let values = chunk.iter().flatten().cloned().collect();
+        store
+            .execute_assembled(sql, values)
+            .await
+            .expect("bench insert");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let subs = env_usize("BENCH_SUBSCRIPTIONS", 100_000);
+    let customers = env_usize("BENCH_CUSTOMERS", 50_000).max(1);
+    let months = env_usize("BENCH_MONTHS", 24).max(2);
+    let every = env_usize("BENCH_CHANGE_EVERY", 1).max(1);
+    let invoices = env_usize("BENCH_INVOICES", 100_000);
+    let requests = env_usize("BENCH_REQUESTS", 300).max(1);
+    let pg = std::env::var("BENCH_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::defaults();
+    config.server.data_dir = temp.path().to_path_buf();
+    config.access.api_requests_per_minute = 1_000_000;
+    if let Some(url) = &pg {
+        config.server.database_url = url.clone();
+    }
+    let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
+    let app = App::build(config, None).await.expect("app builds");
+    let store = app.state.store.clone();
+    let now = now_ms();
+
+    let loading = Instant::now();
+    let rows = states(subs, customers, months, every, now);
+    let state_rows = rows.len();
+    let rows = rows
+        .into_iter()
+        .map(|(sub, state_at, source, at, customer, status, mrr)| {
+            opsdeck::args![sub, state_at, source, at, customer, status, "usd", mrr]
+        })
+        .collect();
+    insert(
+        &store,
+        "stripe_subscription_states (subscription_id, state_at, source, at, customer_id, \
+         status, currency, mrr)",
+        8,
+        rows,
+    )
+    .await;
+    let mut payments = Vec::with_capacity(invoices * 3);
+    for n in 0..invoices {
+        let created = now - (n as i64 * 7_919_000) % (months as i64 * MONTH);
+        let customer = format!("cus_{:06}", n % customers);
+        let failed = i64::from(n % 20 == 0);
+        for (kind, status, recurring) in [
+            ("invoice", if failed == 1 { "open" } else { "paid" }, 1),
+            (
+                "payment_intent",
+                if failed == 1 {
+                    "requires_payment_method"
+                } else {
+                    "succeeded"
+                },
+                0,
+            ),
+            (
+                "charge",
+                if failed == 1 { "failed" } else { "succeeded" },
+                0,
+            ),
+        ] {
+            payments.push(opsdeck::args![
+                kind,
+                format!("{kind}_{n:07}"),
+                customer.clone(),
+                created,
+                status,
+                2_600_i64,
+                "usd",
+                failed,
+                recurring
+            ]);
+        }
+    }
+    insert(
+        &store,
+        "revenue_payments (kind, id, customer_id, created, status, amount, currency, failed, \
+         recurring)",
+        9,
+        payments,
+    )
+    .await;
+    println!(
+        "{backend}: stored {state_rows} subscription-state rows ({subs} subscriptions, {customers} \
+         customers, {months} months, a change every {every}) and {invoices} invoices with their \
+         payment intents and charges in {:.0} s",
+        loading.elapsed().as_secs_f64()
+    );
+
+    let settings = Settings {
+        reporting_currency: "usd".into(),
+        past_due_churn_days: 0,
+    };
+    let mut best = Duration::MAX;
+    for run in 1..=3 {
+        let t = Instant::now();
+        let done = history::recompute(&store, &settings, now)
+            .await
+            .expect("recompute");
+        let took = t.elapsed();
+        best = best.min(took);
+        println!(
+            "recompute {run}: {:.2} s — {} states of {} subscriptions → {} days, {} movements; \
+             RSS {:.0} MiB",
+            took.as_secs_f64(),
+            done.states,
+            done.subscriptions,
+            done.days,
+            done.movements,
+            rss_mb()
+        );
+    }
+    println!(
+        "full MRR recompute: best {:.2} s against the 2 s goal ({:.2}× the goal)",
+        best.as_secs_f64(),
+        best.as_secs_f64() / 2.0
+    );
+
+    let key = keys::create(
+        &store,
+        "bench",
+        &Scopes::parse_list(&["read"]).expect("scopes"),
+        &Actor::new("bench", None),
+    )
+    .await
+    .expect("key")
+    .secret;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let cancel = CancellationToken::new();
+    let server = tokio::spawn(app.serve(listener, cancel.clone()));
+    let routes: Vec<Route> = vec![
+        (
+            "metrics/revenue (30 d, day)",
+            Box::new(|_| "/api/v1/metrics/revenue".into()),
+        ),
+        (
+            "metrics/revenue (1 y, month)",
+            Box::new(move |_| {
+                format!(
+                    "/api/v1/metrics/revenue?interval=month&from={}",
+                    iso(now - 365 * DAY)
+                )
+            }),
+        ),
+        (
+            "metrics/overview (30 d)",
+            Box::new(|_| "/api/v1/metrics/overview?period=30d".into()),
+        ),
+    ];
+    time_routes(&reqwest::Client::new(), &base, &key, &routes, requests).await;
+    cancel.cancel();
+    let _ = server.await;
+}

@@ -1,0 +1,38 @@
+//! Revenue from Stripe. `stripe` speaks Stripe's wire format (typed client, objects, webhook
+//! signatures, conversion into the engine's terms); `records` stores what Stripe sent; `sync`
+//! backfills and catches up; `events` applies webhook and catch-up events; `mrr` is the pure
+//! MRR engine and `history` runs it over the stored subscription states.
+
+pub mod events;
+pub mod history;
+pub mod metrics;
+pub mod mrr;
+pub mod plans;
+pub mod records;
+pub mod routes;
+pub mod service;
+pub mod stripe;
+pub mod sync;
+
+use crate::store::StoreError;
+use stripe::client::StripeError;
+
+/// Failures of the revenue domain; the HTTP layer maps them in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum RevenueError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("malformed Stripe data: {0}")]
+    Malformed(String),
+    #[error("Stripe is not connected: set stripe.secret_key")]
+    NotConfigured,
+    #[error("a Stripe sync is already running")]
+    Busy,
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Plan assignment from subscriptions.
+    #[error(transparent)]
+    Usage(#[from] crate::usage::UsageError),
+}

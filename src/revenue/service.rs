@@ -1,0 +1,205 @@
+//! The running Stripe connection: the client (when a key is configured), whether the MRR
+//! history needs recomputing, and the connector's health as the pages show it (last sync,
+//! last error, a refused key). One per application, in `AppState`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::RevenueError;
+use super::history::{self, Settings};
+use super::records::{self, SyncProgress};
+use super::stripe::client::{RetryPolicy, StripeClient};
+use super::{events, sync};
+use crate::config::StripeConfig;
+use crate::store::{Store, now_ms};
+use crate::usage::quota::Watch;
+
+type Result<T, E = RevenueError> = std::result::Result<T, E>;
+
+/// Events are re-read from a little before the last catch-up started, so one created while
+/// it ran is not missed; repeats are recognised by id.
+const CATCH_UP_OVERLAP_MS: i64 = 5 * 60_000;
+/// Stripe's `/v1/events` keeps 30 days; older gaps need a full backfill.
+const EVENTS_WINDOW_MS: i64 = 30 * 86_400_000;
+
+/// The connector's state for the pages and the health grid.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Stripe refused the key (401): nothing syncs until it is fixed.
+    pub broken: bool,
+    pub last_error: Option<String>,
+    /// When the last sync (backfill or catch-up) finished, UTC ms.
+    pub last_sync_at: Option<i64>,
+}
+
+pub struct Revenue {
+    pub client: Option<StripeClient>,
+    pub webhook_secret: String,
+    plan_map: std::collections::BTreeMap<String, String>,
+    /// Customers whose plan a sync changed are re-evaluated against their new quota.
+    quota_watch: Arc<Watch>,
+    settings: Settings,
+    dirty: AtomicBool,
+    health: Mutex<Health>,
+    /// Held while a sync runs: one at a time.
+    running: tokio::sync::Mutex<()>,
+}
+
+/// What `sync` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Synced {
+    Backfill(sync::Summary),
+    CatchUp { events: usize },
+}
+
+impl Revenue {
+    pub fn new(config: &StripeConfig, quota_watch: Arc<Watch>) -> Result<Self> {
+        Self::with_retry(config, RetryPolicy::default(), quota_watch)
+    }
+
+    pub fn with_retry(
+        config: &StripeConfig,
+        retry: RetryPolicy,
+        quota_watch: Arc<Watch>,
+    ) -> Result<Self> {
+        let client = if config.secret_key.is_empty() {
+            None
+        } else {
+            Some(StripeClient::new(
+                &config.api_base,
+                &config.secret_key,
+                retry,
+            )?)
+        };
+        Ok(Self {
+            client,
+            webhook_secret: config.webhook_secret.clone(),
+            plan_map: config.plan_map.clone(),
+            quota_watch,
+            settings: Settings {
+                reporting_currency: config.reporting_currency.clone(),
+                past_due_churn_days: config.past_due_churn_days,
+            },
+            dirty: AtomicBool::new(true),
+            health: Mutex::new(Health::default()),
+            running: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn reporting_currency(&self) -> &str {
+        &self.settings.reporting_currency
+    }
+
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_health(&self, f: impl FnOnce(&mut Health)) {
+        f(&mut self.health.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Recomputes the MRR history, and re-applies the plan map, if anything changed since the
+    /// last time; returns whether it ran.
+    pub async fn recompute_if_dirty(&self, store: &Store) -> Result<bool> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let done = async {
+            let done = history::recompute(store, &self.settings, now_ms()).await?;
+            self.apply_plan_map(store).await?;
+            Ok::<_, RevenueError>(done)
+        };
+        match done.await {
+            Ok(done) => {
+                if !done.unreadable.is_empty() || done.unconverted > 0 {
+                    tracing::warn!(
+                        unreadable = done.unreadable.len(),
+                        unconverted = done.unconverted,
+                        "MRR history left out some subscription states"
+                    );
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                self.mark_dirty();
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts customers on the plans their subscriptions map to (`stripe.plan_map`).
+    pub async fn apply_plan_map(&self, store: &Store) -> Result<()> {
+        for customer in super::plans::apply(store, &self.plan_map).await? {
+            self.quota_watch.touch(&customer);
+        }
+        Ok(())
+    }
+
+    /// Brings the store up to date with Stripe: a full backfill when asked, when nothing was
+    /// synced yet, or when the last catch-up is older than Stripe keeps events; otherwise the
+    /// events since the last catch-up. The MRR history is recomputed after.
+    pub async fn sync(
+        &self,
+        store: &Store,
+        full: bool,
+        report: &(dyn Fn(&SyncProgress) + Send + Sync),
+    ) -> Result<Synced> {
+        let client = self.client.as_ref().ok_or(RevenueError::NotConfigured)?;
+        let _running = self.running.try_lock().map_err(|_| RevenueError::Busy)?;
+        let started = now_ms();
+        let last = records::progress(store)
+            .await?
+            .into_iter()
+            .find(|p| p.resource == "events" && p.state == "done");
+        let result = match last {
+            Some(p) if !full && started - p.started_at < EVENTS_WINDOW_MS => {
+                let since = (p.started_at - CATCH_UP_OVERLAP_MS) / 1000;
+                events::catch_up(store, client, since)
+                    .await
+                    .map(|(n, _)| Synced::CatchUp { events: n })
+            }
+            _ => sync::backfill(store, client, &self.settings.reporting_currency, report)
+                .await
+                .map(Synced::Backfill),
+        };
+        match &result {
+            Ok(_) => {
+                records::set_progress(
+                    store,
+                    &SyncProgress {
+                        resource: "events".into(),
+                        state: "done".into(),
+                        fetched: 0,
+                        started_at: started,
+                        finished_at: Some(now_ms()),
+                        error: None,
+                    },
+                )
+                .await?;
+                self.set_health(|h| {
+                    h.broken = false;
+                    h.last_error = None;
+                    h.last_sync_at = Some(now_ms());
+                });
+                self.mark_dirty();
+                self.recompute_if_dirty(store).await?;
+            }
+            Err(e) => {
+                let broken = matches!(e, RevenueError::Stripe(s) if s.is_unauthorized());
+                let message = e.to_string();
+                self.set_health(|h| {
+                    h.broken = broken;
+                    h.last_error = Some(message);
+                });
+            }
+        }
+        result
+    }
+}
