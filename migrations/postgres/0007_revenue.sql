@@ -81,6 +81,15 @@ CREATE TABLE revenue_movements (
     PRIMARY KEY (day, customer_id)
 );
 CREATE INDEX revenue_movements_customer ON revenue_movements (customer_id, day);
+-- Each customer's MRR now (the sum of their movements), for the top-customers table without
+-- summing the whole movement history on every page view.
+CREATE TABLE revenue_customers (
+    customer_id TEXT NOT NULL PRIMARY KEY,
+    mrr         BIGINT NOT NULL,
+    first_day   BIGINT NOT NULL,
+    last_day    BIGINT NOT NULL
+);
+CREATE INDEX revenue_customers_mrr ON revenue_customers (mrr);
 
 -- Money movements read off the stored objects, for the payment figures: payment intents
 -- (success rate), charges (revenue, by whether an invoice of a subscription paid them),
@@ -100,6 +109,7 @@ CREATE TABLE revenue_payments (
     PRIMARY KEY (kind, id)
 );
 CREATE INDEX revenue_payments_created ON revenue_payments (kind, created);
+CREATE INDEX revenue_payments_customer ON revenue_payments (customer_id, created);
 
 -- Exchange rates: reporting-currency units per unit of `currency` on `day`, scaled by 10^9.
 CREATE TABLE fx_rates (

@@ -134,6 +134,7 @@ impl From<crate::revenue::RevenueError> for ApiError {
             e @ RevenueError::Stripe(_) => ApiError::Unavailable(e.to_string()),
             RevenueError::Store(s) => s.into(),
             RevenueError::Usage(u) => u.into(),
+            RevenueError::Costs(c) => c.into(),
         }
     }
 }

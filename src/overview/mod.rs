@@ -183,12 +183,10 @@ async fn revenue_figures(
     let currency = state.revenue.reporting_currency();
     let rates = Rates::load(&state.store, currency).await?;
     let (from, to) = metrics::whole_days(from, to);
-    let in_currency = |nano: i64, at: i64| {
-        rates
-            .convert(crate::money::nano_to_cents(nano), "usd", at)
-            .unwrap_or(0)
-    };
-    let costs = (in_currency(cost_nano.0, to), in_currency(cost_nano.1, from));
+    let costs = (
+        metrics::cost_in(&rates, cost_nano.0, to),
+        metrics::cost_in(&rates, cost_nano.1, from),
+    );
     let mut revenue = metrics::figures(&state.store, &rates, currency, from, to, costs).await?;
     for (name, _, capability) in FIGURES {
         if *capability == "revenue" {

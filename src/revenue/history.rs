@@ -69,6 +69,11 @@ impl Rates {
         }
     }
 
+    /// The currency amounts are converted into.
+    pub fn reporting(&self) -> &str {
+        &self.reporting
+    }
+
     /// Every stored rate.
     pub async fn load(store: &Store, reporting: &str) -> Result<Self> {
         let rows: Vec<(String, i64, i64)> = store
@@ -344,6 +349,7 @@ async fn store_history(
     let mut tx = store.begin().await?;
     tx.execute("DELETE FROM revenue_days", args![]).await?;
     tx.execute("DELETE FROM revenue_movements", args![]).await?;
+    tx.execute("DELETE FROM revenue_customers", args![]).await?;
     for chunk in days.chunks(CHUNK) {
         let sql = multi_row_insert(
             "revenue_days (day, mrr, customers, subscriptions, new, expansion, contraction, \
@@ -382,6 +388,30 @@ async fn store_history(
         for m in chunk {
             let name = names.get(m.customer as usize).map_or("", String::as_str);
             values.extend(args![m.day, name, m.kind.as_str(), m.amount]);
+        }
+        tx.execute_assembled(sql, values).await?;
+    }
+    // A customer's MRR now is the sum of their movements; with it, their first and latest
+    // change.
+    let mut by_customer: HashMap<u32, (i64, i64, i64)> = HashMap::new();
+    for m in movements {
+        let e = by_customer.entry(m.customer).or_insert((0, m.day, m.day));
+        e.0 += m.amount;
+        e.1 = e.1.min(m.day);
+        e.2 = e.2.max(m.day);
+    }
+    let customers: Vec<(u32, (i64, i64, i64))> = by_customer.into_iter().collect();
+    for chunk in customers.chunks(CHUNK) {
+        let sql = multi_row_insert(
+            "revenue_customers (customer_id, mrr, first_day, last_day)",
+            4,
+            chunk.len(),
+            "",
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 4);
+        for (customer, (mrr, first, last)) in chunk {
+            let name = names.get(*customer as usize).map_or("", String::as_str);
+            values.extend(args![name, *mrr, *first, *last]);
         }
         tx.execute_assembled(sql, values).await?;
     }

@@ -407,6 +407,31 @@ pub fn ltv(arpa_micro: Option<i64>, margin: Option<f64>, churn: Option<f64>) -> 
     Some((arpa * margin.unwrap_or(1.0) / churn).round() as i64)
 }
 
+/// Provider cost (kept in nano-USD) in minor units of the reporting currency, at the rate of
+/// `at`; zero when no USD rate is stored (the figures then show margin as if cost-free rather
+/// than fail, and the margin route says so).
+pub fn cost_in(rates: &Rates, nano: i64, at: i64) -> i64 {
+    rates
+        .convert(crate::money::nano_to_cents(nano), "usd", at)
+        .unwrap_or(0)
+}
+
+/// Provider cost of `[from, to)` and of the period of the same length before it, in minor
+/// units of the reporting currency (for gross margin and LTV).
+pub async fn provider_costs(
+    store: &Store,
+    rates: &Rates,
+    from: i64,
+    to: i64,
+) -> Result<(i64, i64)> {
+    let span = to - from;
+    let (now, before) = tokio::try_join!(
+        crate::costs::report::total(store, from, to),
+        crate::costs::report::total(store, from - span, from),
+    )?;
+    Ok((cost_in(rates, now, to), cost_in(rates, before, from)))
+}
+
 /// Whole figures and series for [from, to) against the previous period of the same length.
 /// `provider_cost` gives the cost (minor units of the reporting currency) of a period, for
 /// gross margin and LTV.

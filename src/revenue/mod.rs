@@ -1,10 +1,13 @@
 //! Revenue from Stripe. `stripe` speaks Stripe's wire format (typed client, objects, webhook
 //! signatures, conversion into the engine's terms); `records` stores what Stripe sent; `sync`
 //! backfills and catches up; `events` applies webhook and catch-up events; `mrr` is the pure
-//! MRR engine and `history` runs it over the stored subscription states.
+//! MRR engine and `history` runs it over the stored subscription states; `metrics` turns the
+//! history and payments into figures and `margin` sets net revenue against provider cost.
 
+pub mod drill;
 pub mod events;
 pub mod history;
+pub mod margin;
 pub mod metrics;
 pub mod mrr;
 pub mod plans;
@@ -35,4 +38,7 @@ pub enum RevenueError {
     /// Plan assignment from subscriptions.
     #[error(transparent)]
     Usage(#[from] crate::usage::UsageError),
+    /// Provider cost, for margin.
+    #[error(transparent)]
+    Costs(#[from] crate::costs::CostsError),
 }

@@ -88,22 +88,27 @@ async fn project_payment(
         }
         _ => return Ok(()),
     };
-    // Refunds and disputes count against the day their charge was made for the dispute rate.
-    let charge_created: Option<i64> = match (kind, object.get("charge")) {
+    // Refunds and disputes count against the day their charge was made for the dispute rate,
+    // and belong to the charge's customer (Stripe gives them none of their own).
+    let (charge_created, charge_customer) = match (kind, object.get("charge")) {
         ("refund" | "dispute", Some(charge)) => {
             let charge_id = charge
                 .as_str()
                 .or_else(|| charge.get("id").and_then(Value::as_str))
                 .unwrap_or_default();
-            tx.fetch_optional::<(i64,)>(
-                "SELECT created FROM stripe_objects WHERE object_type = 'charge' AND id = $1",
+            tx.fetch_optional::<(i64, Option<String>)>(
+                "SELECT created, customer_id FROM stripe_objects \
+                 WHERE object_type = 'charge' AND id = $1",
                 args![charge_id],
             )
             .await?
-            .map(|r| r.0)
+            .map_or((None, None), |(created, customer)| {
+                (Some(created), customer)
+            })
         }
-        _ => None,
+        _ => (None, None),
     };
+    let customer = customer.or(charge_customer.as_deref());
     tx.execute(
         "INSERT INTO revenue_payments (kind, id, customer_id, created, status, amount, currency, \
          failed, recurring, charge_created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -10,11 +10,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::RevenueError;
+use super::drill::{self, CustomerDetail};
 use super::events::{self, Outcome};
 use super::history::Rates;
+use super::margin::{self, GroupBy, MarginReport};
 use super::metrics::{self, Interval, RevenueReport};
-use super::records::{self, SyncProgress};
-use super::service::Health;
+use super::service::SyncStatus;
 use super::stripe::objects::Event;
 use super::stripe::signature::{self, DEFAULT_TOLERANCE_SECS};
 use crate::access::Scope;
@@ -27,6 +28,8 @@ use crate::store::now_ms;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_revenue))
+        .routes(routes!(get_margin))
+        .routes(routes!(get_customer))
         .routes(routes!(stripe_webhook))
         .routes(routes!(sync_status, start_sync))
 }
@@ -67,21 +70,85 @@ async fn get_revenue(
     let interval = Interval::parse(q.interval.as_deref().unwrap_or("day"))?;
     let currency = state.revenue.reporting_currency();
     let rates = Rates::load(&state.store, currency).await?;
-    // Provider cost is kept in USD; margin needs it in the reporting currency.
-    let cost = |nano: i64, at: i64| {
-        rates
-            .convert(crate::money::nano_to_cents(nano), "usd", at)
-            .unwrap_or(0)
-    };
-    let span = to - from;
-    let (now_cost, before_cost) = tokio::try_join!(
-        crate::costs::report::total(&state.store, from, to),
-        crate::costs::report::total(&state.store, from - span, from),
-    )?;
-    let costs = (cost(now_cost, to), cost(before_cost, from));
+    let (from_day, to_day) = metrics::whole_days(from, to.max(from + 1));
+    let costs = metrics::provider_costs(&state.store, &rates, from_day, to_day).await?;
     Ok(Json(
         metrics::report(&state.store, &rates, currency, from, to, interval, costs).await?,
     ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct MarginQuery {
+    /// Length of the period ending now, e.g. `30d` (default); ignored when `from` is given.
+    period: Option<String>,
+    /// Start (RFC 3339 time or date, UTC).
+    from: Option<String>,
+    /// End, exclusive; default now.
+    to: Option<String>,
+    /// `customer` (default), `plan` or `provider`.
+    group_by: Option<String>,
+    /// How many of the most and of the least profitable groups to list (1–1000, default 50).
+    limit: Option<usize>,
+}
+
+/// Net revenue (charges less refunds and lost disputes) minus provider cost, per customer, plan
+/// or provider, over whole UTC days, beside the previous period of the same length. Amounts in
+/// the reporting currency.
+#[utoipa::path(get, path = "/api/v1/metrics/margin", tag = "metrics", security(("api_key" = [])),
+    params(MarginQuery),
+    responses((status = 200, body = MarginReport), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn get_margin(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<MarginQuery>,
+) -> Result<Json<MarginReport>> {
+    p.require(Scope::Read)?;
+    let to = match &q.to {
+        Some(t) => crate::usage::api::parse_time("to", t)?,
+        None => now_ms(),
+    };
+    let from = match (&q.from, &q.period) {
+        (Some(t), _) => crate::usage::api::parse_time("from", t)?,
+        (None, period) => {
+            let secs = crate::overview::parse_period(period.as_deref().unwrap_or("30d"))
+                .map_err(ApiError::Invalid)?;
+            to - secs * 1000
+        }
+    };
+    if from >= to {
+        return Err(ApiError::Invalid("from must be before to".into()));
+    }
+    let group_by = GroupBy::parse(q.group_by.as_deref().unwrap_or("customer"))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::Invalid(format!(
+            "limit must be between 1 and 1000, not {limit}"
+        )));
+    }
+    let rates = Rates::load(&state.store, state.revenue.reporting_currency()).await?;
+    Ok(Json(
+        margin::report(&state.store, &rates, group_by, from, to, limit).await?,
+    ))
+}
+
+/// One customer as revenue sees them: MRR now, plan, every stored Stripe object (with the
+/// refunds and disputes of their charges) and their MRR movements: what is behind each figure.
+#[utoipa::path(get, path = "/api/v1/revenue/customers/{id}", tag = "revenue", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Stripe customer id (the events' subject)")),
+    responses((status = 200, body = CustomerDetail), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn get_customer(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<CustomerDetail>> {
+    p.require(Scope::Read)?;
+    drill::customer(&state.store, state.revenue.reporting_currency(), &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no revenue data for customer {id:?}")))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -151,25 +218,13 @@ async fn stripe_webhook(
     }))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SyncStatus {
-    /// Whether a Stripe key is configured.
-    pub connected: bool,
-    pub health: Health,
-    /// Progress of the last sync, per resource.
-    pub resources: Vec<SyncProgress>,
-}
-
-/// The Stripe connection's state and the last sync's progress.
+/// The Stripe connection's state: whether the figures are stale (with their age), the last
+/// error, and the last sync's progress per resource.
 #[utoipa::path(get, path = "/api/v1/stripe/sync", tag = "revenue", security(("api_key" = [])),
     responses((status = 200, body = SyncStatus), (status = 403, body = ErrorBody)))]
 async fn sync_status(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<SyncStatus>> {
     p.require(Scope::Read)?;
-    Ok(Json(SyncStatus {
-        connected: state.revenue.client.is_some(),
-        health: state.revenue.health(),
-        resources: records::progress(&state.store).await?,
-    }))
+    Ok(Json(state.revenue.status(&state.store, now_ms()).await?))
 }
 
 /// Starts a sync in the background (a full backfill when none has run yet, else the events

@@ -39,10 +39,39 @@ pub struct Revenue {
     /// Customers whose plan a sync changed are re-evaluated against their new quota.
     quota_watch: Arc<Watch>,
     settings: Settings,
+    /// How often the background sync runs (zero: never); data older than twice this is stale.
+    sync_every: std::time::Duration,
     dirty: AtomicBool,
     health: Mutex<Health>,
     /// Held while a sync runs: one at a time.
     running: tokio::sync::Mutex<()>,
+    /// Held while the history is recomputed, so that a caller who asks for a recompute
+    /// (a sync) returns only once the history reflects what it wrote, even when the
+    /// background job took the dirty flag first.
+    recomputing: tokio::sync::Mutex<()>,
+}
+
+/// Whether the revenue figures are current, as the pages and `GET /api/v1/stripe/sync` show.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct SyncStatus {
+    /// Whether a Stripe key is configured.
+    pub connected: bool,
+    /// Stripe refused the key (401): nothing syncs until it is fixed.
+    pub broken: bool,
+    /// A sync is running now.
+    pub running: bool,
+    /// Why the last sync failed, if it did.
+    pub last_error: Option<String>,
+    /// When the last successful sync finished, UTC ms (kept across restarts).
+    pub last_sync_at: Option<i64>,
+    /// Seconds since then.
+    pub age_secs: Option<i64>,
+    /// The figures may be out of date: the last sync failed, none has run, or it is older
+    /// than twice the sync interval (a day when background sync is off). Stored data is kept
+    /// and shown either way.
+    pub stale: bool,
+    /// Progress of the last sync, per resource.
+    pub resources: Vec<SyncProgress>,
 }
 
 /// What `sync` did.
@@ -80,9 +109,11 @@ impl Revenue {
                 reporting_currency: config.reporting_currency.clone(),
                 past_due_churn_days: config.past_due_churn_days,
             },
+            sync_every: config.sync_interval.0,
             dirty: AtomicBool::new(true),
             health: Mutex::new(Health::default()),
             running: tokio::sync::Mutex::new(()),
+            recomputing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -101,6 +132,36 @@ impl Revenue {
             .clone()
     }
 
+    /// The connection's state and the last sync's progress, as of `now` (UTC ms).
+    pub async fn status(&self, store: &Store, now: i64) -> Result<SyncStatus> {
+        let health = self.health();
+        let resources = records::progress(store).await?;
+        let last_sync_at = resources
+            .iter()
+            .filter(|p| p.resource == "events" && p.state == "done")
+            .filter_map(|p| p.finished_at)
+            .chain(health.last_sync_at)
+            .max();
+        let age_secs = last_sync_at.map(|t| (now - t).max(0) / 1000);
+        let allowed = if self.sync_every.is_zero() {
+            86_400
+        } else {
+            2 * self.sync_every.as_secs().max(30) as i64
+        };
+        let connected = self.client.is_some();
+        Ok(SyncStatus {
+            connected,
+            broken: health.broken,
+            running: self.running.try_lock().is_err(),
+            stale: connected
+                && (health.last_error.is_some() || age_secs.is_none_or(|a| a > allowed)),
+            last_error: health.last_error,
+            last_sync_at,
+            age_secs,
+            resources,
+        })
+    }
+
     fn set_health(&self, f: impl FnOnce(&mut Health)) {
         f(&mut self.health.lock().unwrap_or_else(|e| e.into_inner()));
     }
@@ -108,6 +169,7 @@ impl Revenue {
     /// Recomputes the MRR history, and re-applies the plan map, if anything changed since the
     /// last time; returns whether it ran.
     pub async fn recompute_if_dirty(&self, store: &Store) -> Result<bool> {
+        let _one_at_a_time = self.recomputing.lock().await;
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }

@@ -52,7 +52,8 @@ pub fn bars(
     let totals: Vec<f64> = (0..labels.len())
         .map(|i| values.iter().map(|v| v[i]).sum())
         .collect();
-    let Some(frame) = Frame::new(labels, series, &totals, format_value) else {
+    let max = totals.iter().copied().fold(0.0, f64::max);
+    let Some(frame) = Frame::new(labels, series, nice_scale(max), format_value) else {
         return empty(aria_label);
     };
     let mut out = String::new();
@@ -101,6 +102,90 @@ pub fn bars(
     out
 }
 
+/// Bars stacked upwards for positive values and downwards for negative ones, one per label
+/// (e.g. MRR movements per day: new and expansion above zero, contraction and churn below).
+pub fn diverging_bars(
+    labels: &[String],
+    series: &[Series],
+    format_value: &dyn Fn(f64) -> String,
+    aria_label: &str,
+) -> String {
+    let n = labels.len();
+    let values: Vec<Vec<f64>> = series
+        .iter()
+        .map(|s| {
+            (0..n)
+                .map(|i| match s.values.get(i) {
+                    Some(&v) if v.is_finite() && v.abs() >= MIN_VALUE => {
+                        v.clamp(-MAX_VALUE, MAX_VALUE)
+                    }
+                    _ => 0.0,
+                })
+                .collect()
+        })
+        .collect();
+    let side = |positive: bool| -> f64 {
+        (0..n)
+            .map(|i| {
+                values
+                    .iter()
+                    .map(|v| {
+                        if (v[i] > 0.0) == positive {
+                            v[i].abs()
+                        } else {
+                            0.0
+                        }
+                    })
+                    .sum::<f64>()
+            })
+            .fold(0.0, f64::max)
+    };
+    let scale = diverging_scale(side(true), side(false));
+    let Some(frame) = Frame::new(labels, series, scale, format_value) else {
+        return empty(aria_label);
+    };
+    let mut out = String::new();
+    frame.open(&mut out, aria_label);
+    frame.grid(&mut out);
+    let slot = frame.plot_w / n as f64;
+    let bar_w = (slot * 0.7).min(48.0);
+    let (mut up, mut down) = (vec![0.0; n], vec![0.0; n]);
+    for (s, (ser, vals)) in series.iter().zip(&values).enumerate() {
+        put(
+            &mut out,
+            format_args!("<g class=\"chart-bars chart-s{}\">", s % PALETTE),
+        );
+        for (i, &v) in vals.iter().enumerate() {
+            if v == 0.0 {
+                continue;
+            }
+            let center = frame.left + slot * (i as f64 + 0.5);
+            let x0 = tenths(center - bar_w / 2.0);
+            let x1 = tenths(center + bar_w / 2.0);
+            let cum = if v > 0.0 { &mut up[i] } else { &mut down[i] };
+            let a = frame.y(*cum);
+            *cum += v;
+            let b = frame.y(*cum);
+            put(
+                &mut out,
+                format_args!(
+                    "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"><title>{}</title></rect>",
+                    T(x0),
+                    T(a.min(b)),
+                    T(x1 - x0),
+                    T((a - b).abs()),
+                    Esc(&tooltip(&labels[i], &ser.name, &format_value(v))),
+                ),
+            );
+        }
+        out.push_str("</g>");
+    }
+    frame.x_axis(&mut out, labels, |i| frame.left + slot * (i as f64 + 0.5));
+    frame.legend(&mut out, series);
+    out.push_str("</svg>");
+    out
+}
+
 /// A line per series over the same labels (e.g. latency p50/p95 per day).
 pub fn lines(
     labels: &[String],
@@ -112,7 +197,8 @@ pub fn lines(
     let peaks: Vec<f64> = (0..labels.len())
         .map(|i| values.iter().map(|v| v[i]).fold(0.0, f64::max))
         .collect();
-    let Some(frame) = Frame::new(labels, series, &peaks, format_value) else {
+    let max = peaks.iter().copied().fold(0.0, f64::max);
+    let Some(frame) = Frame::new(labels, series, nice_scale(max), format_value) else {
         return empty(aria_label);
     };
     let mut out = String::new();
@@ -223,14 +309,13 @@ impl Frame {
     fn new(
         labels: &[String],
         series: &[Series],
-        heights: &[f64],
+        scale: Option<Scale>,
         format_value: &dyn Fn(f64) -> String,
     ) -> Option<Self> {
         if labels.is_empty() || series.is_empty() {
             return None;
         }
-        let max = heights.iter().copied().fold(0.0, f64::max);
-        let scale = nice_scale(max)?;
+        let scale = scale?;
         let tick_labels: Vec<String> = scale.ticks.iter().map(|&t| format_value(t)).collect();
         let widest = tick_labels
             .iter()
@@ -277,7 +362,8 @@ impl Frame {
 
     /// The y coordinate of a value, in tenths.
     fn y(&self, v: f64) -> i64 {
-        tenths(self.bottom() - v / self.scale.top * self.plot_h)
+        let range = self.scale.top - self.scale.floor;
+        tenths(self.bottom() - (v - self.scale.floor) / range * self.plot_h)
     }
 
     fn open(&self, out: &mut String, aria_label: &str) {
@@ -401,11 +487,31 @@ impl Frame {
     }
 }
 
-/// The y axis: `top` is the highest gridline and `ticks` run from 0 to it.
+/// The y axis: `top` is the highest gridline, `floor` the lowest (0 unless values go below
+/// zero) and `ticks` run from the one to the other.
 #[derive(Debug, PartialEq)]
 struct Scale {
     top: f64,
+    floor: f64,
     ticks: Vec<f64>,
+}
+
+/// A scale for values from `-depth` to `max` (both ≥ 0): the step [`nice_scale`] picks for
+/// the larger of the two, repeated on both sides of zero.
+fn diverging_scale(max: f64, depth: f64) -> Option<Scale> {
+    let larger = nice_scale(max.max(depth))?;
+    let step = larger.ticks.get(1).copied()?;
+    let count = |v: f64| (v / step - 1e-9).ceil().max(0.0) as i32;
+    let (up, down) = (count(max), count(depth));
+    if down == 0 {
+        return Some(larger);
+    }
+    let ticks: Vec<f64> = (-down..=up).map(|i| f64::from(i) * step).collect();
+    Some(Scale {
+        top: f64::from(up) * step,
+        floor: -f64::from(down) * step,
+        ticks,
+    })
 }
 
 /// Picks the smallest step of the form {1, 2, 2.5, 5} × 10ⁿ that covers `max` in at most five
@@ -427,7 +533,11 @@ fn nice_scale(max: f64) -> Option<Scale> {
                 let k = k as u32;
                 let ticks: Vec<f64> = (0..=k).map(value).collect();
                 let top = value(k);
-                return (top.is_finite() && top > 0.0).then_some(Scale { top, ticks });
+                return (top.is_finite() && top > 0.0).then_some(Scale {
+                    top,
+                    floor: 0.0,
+                    ticks,
+                });
             }
         }
     }
@@ -783,5 +893,56 @@ mod tests {
         let svg = lines(&l, &[series("p95", &[2.5])], &money, "Latency");
         assert_well_formed(&svg);
         assert!(svg.contains("<title>Jan: p95 $2.50</title>"));
+    }
+
+    #[test]
+    fn diverging_bars_stack_both_ways_from_zero() {
+        let svg = diverging_bars(
+            &labels(2),
+            &[
+                series("New", &[300.0, 100.0]),
+                series("Churn", &[-200.0, 0.0]),
+                series("Contraction", &[-50.0, f64::NAN]),
+            ],
+            &money,
+            "MRR movements",
+        );
+        assert_well_formed(&svg);
+        // One step (100) serves both sides: gridlines from -300 to 300.
+        for tick in ["$-300.00", "$0.00", "$300.00"] {
+            assert!(svg.contains(&format!(">{tick}</text>")), "{tick} in {svg}");
+        }
+        assert!(!svg.contains("$400.00"));
+        let s = diverging_scale(300.0, 250.0).expect("scale");
+        assert_eq!((s.floor, s.top), (-300.0, 300.0));
+        // The churn bar hangs from the zero line and the contraction continues below it.
+        let plot = &svg[..svg.find("text-anchor=\"middle\"").expect("x axis")];
+        let tops: Vec<(i64, i64)> = plot
+            .match_indices("<rect x=")
+            .filter_map(|(i, _)| {
+                let tag = &plot[i..i + plot[i..].find('>')?];
+                let num = |attr: &str| -> Option<i64> {
+                    let v = tag
+                        .split(&format!(" {attr}=\""))
+                        .nth(1)?
+                        .split('"')
+                        .next()?;
+                    Some((v.parse::<f64>().ok()? * 10.0).round() as i64)
+                };
+                Some((num("y")?, num("height")?))
+            })
+            .filter(|(_, h)| *h > 0)
+            .collect();
+        assert_eq!(tops.len(), 4, "{svg}");
+        let (new_y, new_h) = tops[0];
+        let (churn_y, churn_h) = tops[2];
+        let (contraction_y, _) = tops[3];
+        assert_eq!(new_y + new_h, churn_y, "both sides meet at zero");
+        assert_eq!(churn_y + churn_h, contraction_y);
+        assert_eq!(churn_h * 3, new_h * 2);
+        // Nothing to draw either way is the empty placeholder.
+        assert!(
+            diverging_bars(&labels(2), &[series("x", &[0.0, -0.0])], &money, "m").contains(NO_DATA)
+        );
     }
 }

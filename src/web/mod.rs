@@ -6,6 +6,7 @@
 pub mod chart;
 mod metering;
 mod pages;
+pub mod revenue;
 mod settings;
 mod signin;
 
@@ -23,7 +24,10 @@ pub fn router() -> Router<AppState> {
         .route("/signin", get(signin::show).post(signin::submit))
         .route("/signout", post(signin::signout))
         .route("/", get(pages::overview))
-        .route("/revenue", get(pages::revenue))
+        .route("/revenue", get(revenue::page))
+        .route("/revenue/sync", post(revenue::sync))
+        .route("/revenue/customers/{id}", get(revenue::customer))
+        .route("/revenue/objects/{kind}/{id}", get(revenue::object))
         .route("/costs", get(metering::costs))
         .route("/usage", get(metering::usage))
         .route("/analytics", get(pages::analytics))

@@ -105,16 +105,6 @@ pub(super) fn placeholder(
     )
 }
 
-pub async fn revenue(PageUser(u): PageUser) -> Response {
-    placeholder(
-        &u,
-        "/revenue",
-        "Revenue",
-        "MRR and ARR with their movements, churn, NRR, ARPA, LTV and payment health, synced from Stripe.",
-        &[],
-    )
-}
-
 pub async fn analytics(PageUser(u): PageUser) -> Response {
     placeholder(
         &u,

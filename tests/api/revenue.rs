@@ -12,7 +12,7 @@ use opsdeck::store::now_ms;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, api, spawn_app_with};
+use crate::helpers::{Backend, TestApp, api, browser, sign_in_admin, spawn_app_with};
 
 const KEY: &str = "sk_test_opsdeck_fake_key";
 const SECRET: &str = "whsec_opsdeck_test_secret";
@@ -519,18 +519,18 @@ async fn a_refused_key_marks_stripe_broken_over_http() {
             .json()
             .await
             .expect("json");
-        if status["health"]["broken"] == true {
+        if status["broken"] == true {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status["connected"], true);
-    assert_eq!(status["health"]["broken"], true, "{status}");
+    assert_eq!(status["broken"], true, "{status}");
+    // A failed sync leaves whatever was stored and says the figures are stale.
+    assert_eq!(status["stale"], true, "{status}");
+    assert!(status["last_sync_at"].is_null());
     assert!(
-        status["health"]["last_error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("401"),
+        status["last_error"].as_str().unwrap_or("").contains("401"),
         "{status}"
     );
     app.finish().await;
@@ -799,6 +799,100 @@ async fn tricky_subscriptions(backend: Backend) {
             "{query}: {body}"
         );
     }
+
+    // The sync is recorded, so the figures are not stale.
+    let status: Value = app
+        .call(reqwest::Method::GET, "/api/v1/stripe/sync", &key, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["stale"], false, "{status}");
+    assert!(status["last_sync_at"].as_i64().is_some(), "{status}");
+    assert!(status["age_secs"].as_i64().is_some_and(|a| a < 60));
+
+    // Every figure leads to the customers and objects behind it.
+    let detail: Value = app
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/revenue/customers/cus_a",
+            &key,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(detail["mrr"]["amount"], 10_000, "{detail}");
+    assert_eq!(detail["movements"][0]["kind"], "new");
+    assert!(
+        detail["objects"]
+            .as_array()
+            .expect("objects")
+            .iter()
+            .any(|o| o["id"] == "sub_a" && o["object_type"] == "subscription"),
+        "{detail}"
+    );
+    let res = app
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/revenue/customers/cus_nobody",
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    let web = browser();
+    let csrf = sign_in_admin(&app, &web).await;
+    let page = |path: &'static str| {
+        let web = web.clone();
+        let url = app.url(path);
+        async move {
+            let res = web.get(url).send().await.expect("page");
+            (res.status(), res.text().await.expect("html"))
+        }
+    };
+    let (status, html) = page("/revenue").await;
+    assert_eq!(status, StatusCode::OK);
+    for needle in [
+        "$512.33",
+        "Last synced",
+        "aria-label=\"MRR movements\"",
+        "href=\"/revenue/customers/cus_a\"",
+        "Payments health",
+        "Sync now",
+    ] {
+        assert!(html.contains(needle), "{needle} on the Revenue page");
+    }
+    assert!(!html.contains("stale</span>"));
+    let (status, html) = page("/revenue/customers/cus_a").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("$100.00") && html.contains("/revenue/objects/subscription/sub_a"));
+    let (status, html) = page("/revenue/objects/subscription/sub_a").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("price_biennial"));
+    for missing in [
+        "/revenue/objects/banana/sub_a",
+        "/revenue/objects/subscription/sub_nope",
+        "/revenue/customers/cus_nobody",
+    ] {
+        assert_eq!(page(missing).await.0, StatusCode::NOT_FOUND, "{missing}");
+    }
+    let res = web
+        .post(app.url("/revenue/sync"))
+        .form(&[("csrf_token", "forged")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = web
+        .post(app.url("/revenue/sync"))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
     app.finish().await;
 }
 
@@ -810,4 +904,184 @@ async fn tricky_subscriptions_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tricky_subscriptions_postgres() {
     tricky_subscriptions(Backend::Postgres).await;
+}
+
+fn charge(id: &str, customer: &str, cents: i64, status: &str, created: i64) -> Value {
+    json!({"id": id, "object": "charge", "customer": customer, "amount": cents, "currency": "usd",
+           "status": status, "paid": status == "succeeded", "refunded": false, "created": created,
+           "livemode": false})
+}
+
+fn usage(id: &str, customer: &str, provider: &str, sku: &str, unit: &str, quantity: f64) -> Value {
+    let time = time::OffsetDateTime::from_unix_timestamp(now_ms() / 1000 - DAY)
+        .expect("time")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    json!({"specversion": "1.0", "id": id, "source": "app", "type": "provider.usage",
+           "subject": customer, "time": time,
+           "data": {"provider": provider, "sku": sku, "unit": unit, "quantity": quantity}})
+}
+
+/// Margin per customer, plan and provider from synced charges, refunds and disputes against
+/// priced provider usage, worked out by hand.
+async fn margin(backend: Backend) {
+    let stripe = FakeStripe::new(KEY);
+    let now = now_ms() / 1000;
+    let at = now - 2 * DAY;
+    stripe.put(
+        "customers",
+        json!({"id": "cus_a", "object": "customer", "created": at}),
+    );
+    stripe.put("charges", charge("ch_a", "cus_a", 10_000, "succeeded", at));
+    stripe.put("charges", charge("ch_b", "cus_b", 2_600, "succeeded", at));
+    stripe.put("charges", charge("ch_c", "cus_c", 800, "failed", at));
+    stripe.put("charges", charge("ch_d", "cus_d", 6_800, "succeeded", at));
+    // Refunds and disputes name only the charge: they count against its customer.
+    stripe.put(
+        "refunds",
+        json!({"id": "re_a", "object": "refund", "amount": 2_000, "charge": "ch_a",
+               "currency": "usd", "status": "succeeded", "created": at + 60}),
+    );
+    stripe.put(
+        "disputes",
+        json!({"id": "dp_d", "object": "dispute", "amount": 6_800, "charge": "ch_d",
+               "currency": "usd", "status": "lost", "created": at + 60}),
+    );
+    let (base, _server) = stripe.start().await.expect("fake stripe");
+    let Some(app) = start(backend, Some(&base)).await else {
+        return;
+    };
+    let client = StripeClient::new(&base, KEY, quick_retries()).expect("client");
+    sync::backfill(&app.state.store, &client, "usd", &|_| {})
+        .await
+        .expect("backfill");
+
+    let ingest = app.key("app", &["ingest"]).await;
+    let batch = json!([
+        usage("u1", "cus_a", "luma", "v2", "credit", 1_000.0), // $4.50
+        usage("u2", "cus_a", "elevenlabs", "tts", "character", 1_500.0), // $1.50
+        usage("u3", "cus_b", "kling", "v2", "credit", 5_000.0), // $30.00
+        usage("u4", "cus_x", "bfl", "flux", "image", 1.0),     // $0.003
+    ]);
+    let res = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/events",
+            &ingest,
+            Some(&batch),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let admin = app.key("admin", &["admin"]).await;
+    let res = app
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/customers/cus_a/plan",
+            &admin,
+            Some(&json!({"plan": "growth"})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let read = app.key("read", &["read"]).await;
+    let get = |query: &'static str| {
+        let app = &app;
+        let read = read.clone();
+        async move {
+            let res = app
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/metrics/margin{query}"),
+                    &read,
+                    None,
+                )
+                .await;
+            let status = res.status();
+            (status, res.json::<Value>().await.expect("json"))
+        }
+    };
+    let amount = |v: &Value| v["amount"].as_i64().expect("amount");
+    let keys = |rows: &Value| -> Vec<String> {
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["key"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+
+    // Revenue: a 10,000 − 2,000 refunded; b 2,600; c's charge failed; d 6,800 − 6,800 lost.
+    // Cost: a 450 + 150, b 3,000, x 0.3 (rounds once, in the total).
+    let (status, by_customer) = get("?period=30d").await;
+    assert_eq!(status, StatusCode::OK, "{by_customer}");
+    assert_eq!(by_customer["group_by"], "customer");
+    assert_eq!(amount(&by_customer["revenue"]), 10_600);
+    assert_eq!(amount(&by_customer["cost"]), 3_600);
+    assert_eq!(amount(&by_customer["margin"]), 7_000);
+    assert_eq!(by_customer["margin_pct"], 66.04);
+    assert_eq!(amount(&by_customer["previous"]["revenue"]), 0);
+    assert!(by_customer["change_pct"].is_null());
+    assert_eq!(by_customer["groups"], 4);
+    assert_eq!(
+        keys(&by_customer["rows"]),
+        ["cus_a", "cus_d", "cus_x", "cus_b"]
+    );
+    let a = &by_customer["rows"][0];
+    assert_eq!(
+        (
+            amount(&a["revenue"]),
+            amount(&a["cost"]),
+            amount(&a["margin"])
+        ),
+        (8_000, 600, 7_400)
+    );
+    assert_eq!(a["margin_pct"], 92.5);
+    let b = &by_customer["least_profitable"][0];
+    assert_eq!(b["key"], "cus_b");
+    assert_eq!(amount(&b["margin"]), -400);
+    assert_eq!(b["cost_of_revenue_pct"], 28.3);
+
+    let (_, by_plan) = get("?period=30d&group_by=plan").await;
+    assert_eq!(keys(&by_plan["rows"]), ["growth", "(none)"]);
+    let none = &by_plan["rows"][1];
+    assert_eq!(
+        (
+            amount(&none["revenue"]),
+            amount(&none["cost"]),
+            none["customers"].as_i64()
+        ),
+        (2_600, 3_000, Some(3))
+    );
+
+    let (_, by_provider) = get("?period=30d&group_by=provider&limit=2").await;
+    assert_eq!(by_provider["groups"], 4);
+    assert_eq!(keys(&by_provider["rows"]), ["bfl", "elevenlabs"]);
+    assert_eq!(keys(&by_provider["least_profitable"]), ["kling", "luma"]);
+    assert!(by_provider["rows"][0]["revenue"].is_null());
+    assert_eq!(amount(&by_provider["least_profitable"][0]["cost"]), 3_000);
+
+    // Outside the period nothing counts.
+    let (_, old) = get("?from=2020-01-01&to=2020-02-01").await;
+    assert_eq!(amount(&old["revenue"]), 0);
+    assert_eq!(old["groups"], 0);
+
+    for bad in [
+        "?group_by=sku",
+        "?limit=0",
+        "?period=banana",
+        "?from=2026-02-01&to=2026-01-01",
+    ] {
+        let (status, body) = get(bad).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+    }
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn margin_sqlite() {
+    margin(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn margin_postgres() {
+    margin(Backend::Postgres).await;
 }

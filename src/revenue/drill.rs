@@ -1,0 +1,260 @@
+//! Drill-down from the revenue figures to what is behind them: the customers by MRR, the
+//! movements of a period, one customer's Stripe objects and movements, and any stored Stripe
+//! object as Stripe sent it. Serves the Revenue pages and `GET /api/v1/revenue/customers/{id}`.
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::RevenueError;
+use super::metrics::micro_to_minor;
+use crate::args;
+use crate::money::Money;
+use crate::store::Store;
+
+type Result<T, E = RevenueError> = std::result::Result<T, E>;
+
+/// Object types opsdeck stores, as Stripe names them.
+pub const OBJECT_TYPES: &[&str] = &[
+    "customer",
+    "product",
+    "price",
+    "coupon",
+    "subscription",
+    "invoice",
+    "payment_intent",
+    "charge",
+    "refund",
+    "dispute",
+    "balance_transaction",
+];
+
+fn money(micro: i64, currency: &str) -> Money {
+    Money {
+        amount: micro_to_minor(micro),
+        currency: currency.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CustomerMrr {
+    pub customer: String,
+    pub mrr: Money,
+    /// Day of the customer's first MRR movement, UTC ms.
+    pub first_day: i64,
+    /// Day of their latest movement.
+    pub last_day: i64,
+}
+
+/// The customers paying the most now, from the last recompute.
+pub async fn top_customers(store: &Store, currency: &str, limit: i64) -> Result<Vec<CustomerMrr>> {
+    let rows: Vec<(String, i64, i64, i64)> = store
+        .fetch_all(
+            "SELECT customer_id, mrr, first_day, last_day FROM revenue_customers \
+             WHERE mrr > 0 ORDER BY mrr DESC, customer_id LIMIT $1",
+            args![limit],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(customer, mrr, first_day, last_day)| CustomerMrr {
+            customer,
+            mrr: money(mrr, currency),
+            first_day,
+            last_day,
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct MovementRow {
+    /// Day, UTC ms.
+    pub day: i64,
+    pub customer: String,
+    /// new, expansion, contraction, churn or reactivation.
+    pub kind: String,
+    /// MRR after minus before (negative for contraction and churn).
+    pub amount: Money,
+}
+
+fn movement_rows(rows: Vec<(i64, String, String, i64)>, currency: &str) -> Vec<MovementRow> {
+    rows.into_iter()
+        .map(|(day, customer, kind, amount)| MovementRow {
+            day,
+            customer,
+            kind,
+            amount: money(amount, currency),
+        })
+        .collect()
+}
+
+/// The latest `limit` movements in `[from, to)`, optionally of one kind.
+pub async fn movements(
+    store: &Store,
+    currency: &str,
+    from: i64,
+    to: i64,
+    kind: Option<&str>,
+    limit: i64,
+) -> Result<Vec<MovementRow>> {
+    let rows = store
+        .fetch_all(
+            "SELECT day, customer_id, kind, amount FROM revenue_movements \
+             WHERE day >= $1 AND day < $2 AND ($3 = '' OR kind = $3) \
+             ORDER BY day DESC, customer_id LIMIT $4",
+            args![from, to, kind.unwrap_or(""), limit],
+        )
+        .await?;
+    Ok(movement_rows(rows, currency))
+}
+
+/// One stored Stripe object, summarised for a table.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ObjectSummary {
+    pub object_type: String,
+    pub id: String,
+    /// Stripe's `created`, UTC ms.
+    pub created: i64,
+    pub status: Option<String>,
+    /// The object's main amount in its own currency's minor units (amount, amount_paid,
+    /// unit_amount), where it has one.
+    pub amount: Option<Money>,
+}
+
+fn summarise(object_type: String, id: String, created: i64, data: &str) -> ObjectSummary {
+    let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let amount = ["amount_paid", "amount", "unit_amount"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_i64))
+        .zip(text("currency"))
+        .map(|(amount, currency)| Money {
+            amount,
+            currency: currency.to_ascii_lowercase(),
+        });
+    ObjectSummary {
+        object_type,
+        id,
+        created,
+        status: text("status"),
+        amount,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CustomerDetail {
+    pub customer: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// MRR now (reporting currency); null when the customer never paid a subscription.
+    pub mrr: Option<Money>,
+    /// The plan their quota follows, if any.
+    pub plan: Option<String>,
+    /// Every stored object of the customer (newest first): subscriptions, invoices, payment
+    /// intents, charges, and the refunds and disputes of their charges.
+    pub objects: Vec<ObjectSummary>,
+    /// Their MRR movements, newest first.
+    pub movements: Vec<MovementRow>,
+}
+
+/// Everything stored about one customer; `None` when opsdeck knows nothing of them.
+pub async fn customer(store: &Store, currency: &str, id: &str) -> Result<Option<CustomerDetail>> {
+    let objects: Vec<(String, String, i64, String)> = store
+        .fetch_all(
+            "SELECT object_type, id, created, data FROM stripe_objects WHERE customer_id = $1 \
+             UNION ALL \
+             SELECT o.object_type, o.id, o.created, o.data FROM revenue_payments p \
+             JOIN stripe_objects o ON o.object_type = p.kind AND o.id = p.id \
+             WHERE p.customer_id = $1 AND p.kind IN ('refund', 'dispute') \
+             ORDER BY 3 DESC LIMIT 500",
+            args![id],
+        )
+        .await?;
+    let (movements, mrr, plan) = tokio::try_join!(
+        store.fetch_all::<(i64, String, String, i64)>(
+            "SELECT day, customer_id, kind, amount FROM revenue_movements \
+             WHERE customer_id = $1 ORDER BY day DESC LIMIT 500",
+            args![id],
+        ),
+        store.fetch_optional::<(i64,)>(
+            "SELECT mrr FROM revenue_customers WHERE customer_id = $1",
+            args![id],
+        ),
+        store.fetch_optional::<(String,)>(
+            "SELECT plan_id FROM customer_plans WHERE customer_id = $1",
+            args![id],
+        ),
+    )?;
+    if objects.is_empty() && movements.is_empty() {
+        return Ok(None);
+    }
+    let own = objects
+        .iter()
+        .find(|o| o.0 == "customer" && o.1 == id)
+        .and_then(|o| serde_json::from_str::<Value>(&o.3).ok());
+    let field = |k: &str| {
+        own.as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    Ok(Some(CustomerDetail {
+        customer: id.to_string(),
+        email: field("email"),
+        name: field("name"),
+        mrr: mrr.map(|(m,)| money(m, currency)),
+        plan: plan.map(|(p,)| p),
+        objects: objects
+            .into_iter()
+            .map(|(t, id, created, data)| summarise(t, id, created, &data))
+            .collect(),
+        movements: movement_rows(movements, currency),
+    }))
+}
+
+/// A stored object as Stripe sent it (pretty-printed), with its customer; `None` if absent.
+pub async fn object(
+    store: &Store,
+    object_type: &str,
+    id: &str,
+) -> Result<Option<(ObjectSummary, Option<String>, String)>> {
+    let row: Option<(i64, Option<String>, String)> = store
+        .fetch_optional(
+            "SELECT created, customer_id, data FROM stripe_objects \
+             WHERE object_type = $1 AND id = $2",
+            args![object_type, id],
+        )
+        .await?;
+    Ok(row.map(|(created, customer, data)| {
+        let pretty = serde_json::from_str::<Value>(&data)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or(data.clone());
+        (
+            summarise(object_type.into(), id.into(), created, &data),
+            customer,
+            pretty,
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_pick_the_main_amount() {
+        let s = summarise(
+            "invoice".into(),
+            "in_1".into(),
+            5,
+            r#"{"status":"paid","amount_paid":2600,"amount_due":2600,"currency":"USD"}"#,
+        );
+        assert_eq!(s.status.as_deref(), Some("paid"));
+        assert_eq!(
+            s.amount.map(|m| (m.amount, m.currency)),
+            Some((2600, "usd".into()))
+        );
+        let bad = summarise("charge".into(), "ch_1".into(), 5, "not json");
+        assert_eq!((bad.status, bad.amount), (None, None));
+    }
+}
