@@ -17,6 +17,8 @@ use crate::costs::{CostsError, prices};
 use crate::http::ApiError;
 use crate::http::auth::{AdminPage, CsrfForm, NoFields, PageUser};
 use crate::overview::parse_period;
+use crate::revenue::history::Rates;
+use crate::revenue::margin::{self, GroupBy, MarginReport};
 use crate::store::now_ms;
 use crate::usage::UsageError;
 use crate::usage::plans::{self, PlanInput};
@@ -174,6 +176,45 @@ struct CostsPage {
     period: String,
     costs: Costs,
     chart: String,
+    margin: Margin,
+}
+
+/// The margin part of the Costs & Margin page: shown once there is revenue to set costs
+/// against, else why not.
+enum Margin {
+    Unavailable(String),
+    Shown {
+        by_customer: Box<MarginReport>,
+        by_plan: Box<MarginReport>,
+        by_provider: Box<MarginReport>,
+    },
+}
+
+async fn margin(state: &AppState, from: i64, to: i64) -> Result<Margin, ApiError> {
+    use crate::revenue::RevenueError;
+    let store = &state.store;
+    let rates = Rates::load(store, state.revenue.reporting_currency()).await?;
+    let report = |g| margin::report(store, &rates, g, from, to, 10);
+    let reports = tokio::try_join!(
+        report(GroupBy::Customer),
+        report(GroupBy::Plan),
+        report(GroupBy::Provider)
+    );
+    let (by_customer, by_plan, by_provider) = match reports {
+        Ok(r) => r,
+        Err(RevenueError::Invalid(m)) => return Ok(Margin::Unavailable(m)),
+        Err(e) => return Err(e.into()),
+    };
+    if state.revenue.client.is_none() && by_customer.totals.revenue.amount == 0 {
+        return Ok(Margin::Unavailable(
+            "No revenue to set costs against: connect Stripe (stripe.secret_key).".into(),
+        ));
+    }
+    Ok(Margin::Shown {
+        by_customer: Box::new(by_customer),
+        by_plan: Box::new(by_plan),
+        by_provider: Box::new(by_provider),
+    })
 }
 
 pub async fn costs(
@@ -206,6 +247,7 @@ pub async fn costs(
         })
         .collect();
     let chart = chart::bars(&labels, &series, &usd, "Provider cost per day");
+    let margin = margin(&state, to - secs * 1000, to).await?;
     Ok(render(
         StatusCode::OK,
         &CostsPage {
@@ -213,6 +255,7 @@ pub async fn costs(
             period,
             costs,
             chart,
+            margin,
         },
     ))
 }

@@ -16,6 +16,8 @@ use axum::extract::State;
 struct OverviewPage {
     chrome: Chrome,
     cards: Vec<Card>,
+    /// The MRR line and movements of the period, once there is a revenue history.
+    revenue: Option<(String, String)>,
 }
 
 struct Card {
@@ -23,26 +25,39 @@ struct Card {
     label: &'static str,
     /// The figure as shown, when its capability supplies it.
     value: Option<String>,
-    /// Previous period and change, or which capability will supply the figure.
+    /// Previous period, or which capability will supply the figure.
     note: String,
+    /// Percent change as shown, with its direction for the badge.
+    change: String,
+    direction: &'static str,
+    /// Whether a rise is good news (costs and churn are not).
+    good: bool,
 }
 
-fn show(v: &FigureValue) -> String {
+/// Figures whose rise is bad news.
+const RISE_IS_BAD: &[&str] = &[
+    "churned_mrr",
+    "customer_churn_rate",
+    "dispute_rate",
+    "provider_cost",
+];
+
+fn show(name: &str, v: &FigureValue) -> String {
+    let percent = name.ends_with("_rate") || name == "nrr" || name == "gross_margin";
     match v {
-        FigureValue::Money(m) => format!(
-            "{} {}",
-            crate::money::format_scaled(m.amount, 2, 2),
-            m.currency.to_uppercase()
-        ),
+        FigureValue::Money(m) => super::revenue::show_money(m),
+        FigureValue::Number(n) if percent => format!("{n} %"),
         FigureValue::Number(n) => format!("{n}"),
     }
 }
 
 pub async fn overview(State(state): State<AppState>, PageUser(user): PageUser) -> Response {
-    let figures = crate::overview::overview(&state, time::OffsetDateTime::now_utc(), 30 * 86_400)
+    let now = time::OffsetDateTime::now_utc();
+    let figures = crate::overview::overview(&state, now, 30 * 86_400)
         .await
         .map(|o| o.figures)
         .unwrap_or_default();
+    let revenue = revenue_charts(&state).await.ok().flatten();
     let cards = FIGURES
         .iter()
         .map(
@@ -50,20 +65,33 @@ pub async fn overview(State(state): State<AppState>, PageUser(user): PageUser) -
                 Some(f) => Card {
                     name,
                     label,
-                    value: f.value.as_ref().map(show),
+                    value: f.value.as_ref().map(|v| show(name, v)),
                     note: format!(
-                        "previous {}{}",
-                        f.previous.as_ref().map(show).unwrap_or_else(|| "—".into()),
-                        f.change_pct
-                            .map(|c| format!(" ({c:+.1} %)"))
-                            .unwrap_or_default()
+                        "previous {}",
+                        f.previous
+                            .as_ref()
+                            .map(|v| show(name, v))
+                            .unwrap_or_else(|| "—".into())
                     ),
+                    change: f
+                        .change_pct
+                        .map(|c| format!("{c:+.1} %"))
+                        .unwrap_or_default(),
+                    direction: match f.change_pct {
+                        Some(c) if c > 0.0 => "up",
+                        Some(c) if c < 0.0 => "down",
+                        _ => "",
+                    },
+                    good: !RISE_IS_BAD.contains(name),
                 },
                 None => Card {
                     name,
                     label,
                     value: None,
                     note: format!("Not available yet: arrives with {source}."),
+                    change: String::new(),
+                    direction: "",
+                    good: true,
                 },
             },
         )
@@ -73,8 +101,42 @@ pub async fn overview(State(state): State<AppState>, PageUser(user): PageUser) -
         &OverviewPage {
             chrome: Chrome::new(&user, "/"),
             cards,
+            revenue,
         },
     )
+}
+
+/// The Revenue page's two charts over the last 30 days, when a history exists.
+async fn revenue_charts(
+    state: &AppState,
+) -> Result<Option<(String, String)>, crate::revenue::RevenueError> {
+    use crate::revenue::{history::Rates, metrics};
+    let has_history = state
+        .store
+        .fetch_optional::<(i64,)>("SELECT day FROM revenue_days LIMIT 1", crate::args![])
+        .await?
+        .is_some();
+    if !has_history {
+        return Ok(None);
+    }
+    let now = crate::store::now_ms();
+    let (from, to) = metrics::whole_days(now - 30 * 86_400_000, now);
+    let currency = state.revenue.reporting_currency();
+    let rates = Rates::load(&state.store, currency).await?;
+    let report = metrics::report(
+        &state.store,
+        &rates,
+        currency,
+        from,
+        to,
+        metrics::Interval::Day,
+        (0, 0),
+    )
+    .await?;
+    Ok(Some(super::revenue::charts(
+        &report,
+        metrics::Interval::Day,
+    )))
 }
 
 #[derive(askama::Template)]

@@ -866,6 +866,10 @@ async fn tricky_subscriptions(backend: Backend) {
         assert!(html.contains(needle), "{needle} on the Revenue page");
     }
     assert!(!html.contains("stale</span>"));
+    let (_, html) = page("/").await;
+    let card = &html[html.find("data-figure=\"mrr\"").expect("MRR card")..];
+    assert!(card[..300].contains("$512.33"), "{}", &card[..300]);
+    assert!(html.contains("aria-label=\"MRR movements\""));
     let (status, html) = page("/revenue/customers/cus_a").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("$100.00") && html.contains("/revenue/objects/subscription/sub_a"));
@@ -1072,6 +1076,27 @@ async fn margin(backend: Backend) {
     ] {
         let (status, body) = get(bad).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+    }
+
+    // The Costs & Margin page shows the same figures.
+    let web = browser();
+    sign_in_admin(&app, &web).await;
+    let html = web
+        .get(app.url("/costs"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    for needle in [
+        "$70.00",
+        "66.04 % of net revenue $106.00",
+        "Least profitable customers",
+        "href=\"/revenue/customers/cus_b\"",
+        "28.3 %",
+    ] {
+        assert!(html.contains(needle), "{needle} on the Costs page");
     }
     app.finish().await;
 }
