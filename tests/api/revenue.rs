@@ -1110,3 +1110,156 @@ async fn margin_sqlite() {
 async fn margin_postgres() {
     margin(Backend::Postgres).await;
 }
+
+/// Polls the sync status until no sync runs and one has finished after `after` (UTC ms).
+async fn wait_for_sync(app: &TestApp, key: &str, after: i64) -> Value {
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = app
+            .call(reqwest::Method::GET, "/api/v1/stripe/sync", key, None)
+            .await
+            .json()
+            .await
+            .expect("json");
+        let done = status["last_sync_at"].as_i64().is_some_and(|t| t >= after);
+        if status["running"] == false && (done || !status["last_error"].is_null()) {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no sync finished: {status}");
+}
+
+/// After downtime, a sync reads what was missed from `/v1/events` (from shortly before the
+/// last sync, oldest first), skips what webhooks already delivered, and the figures follow.
+async fn catch_up(backend: Backend) {
+    let stripe = FakeStripe::new(KEY);
+    let now = now_ms() / 1000;
+    let starter = price("price_starter", 800, "month", 1, now - 90 * DAY);
+    let growth = price("price_growth", 2600, "month", 1, now - 90 * DAY);
+    stripe.put("prices", starter.clone());
+    stripe.put("prices", growth.clone());
+    let sub1 = subscription("sub_c1", "cus_c1", "active", &starter, 1, now - 20 * DAY);
+    stripe.put("subscriptions", sub1.clone());
+    let (base, _server) = stripe.start().await.expect("fake stripe");
+    let Some(app) = start(backend, Some(&base)).await else {
+        return;
+    };
+    let admin = app.key("ops", &["admin"]).await;
+    let sync = || app.call(reqwest::Method::POST, "/api/v1/stripe/sync", &admin, None);
+    let mrr = || async {
+        let report: Value = app
+            .call(
+                reqwest::Method::GET,
+                "/api/v1/metrics/revenue",
+                &admin,
+                None,
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        report["figures"]["mrr"]["value"]["amount"].as_i64()
+    };
+
+    // The first sync is a backfill.
+    let started = now_ms();
+    assert_eq!(sync().await.status(), StatusCode::ACCEPTED);
+    let status = wait_for_sync(&app, &admin, started).await;
+    assert_eq!(status["stale"], false, "{status}");
+    assert_eq!(mrr().await, Some(800));
+    let backfill_requests = stripe.requests().len();
+    assert!(
+        !stripe
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("/v1/events")),
+        "a backfill reads the lists, not the events"
+    );
+
+    // While opsdeck was down: c1 upgraded, c2 subscribed; one of those was also delivered by
+    // webhook once opsdeck came back. An event from before the last sync is not asked for.
+    let mut upgraded = subscription("sub_c1", "cus_c1", "active", &growth, 1, now - 20 * DAY);
+    upgraded["items"]["data"][0]["current_period_start"] = json!(now - 60);
+    let sub2 = subscription("sub_c2", "cus_c2", "active", &growth, 2, now - 30);
+    let e_upgrade = event(
+        "evt_up",
+        "customer.subscription.updated",
+        now - 60,
+        upgraded,
+    );
+    let e_new = event("evt_new", "customer.subscription.created", now - 30, sub2);
+    let e_old = event(
+        "evt_old",
+        "customer.subscription.updated",
+        now - 10 * DAY,
+        sub1,
+    );
+    // Newest first, as Stripe lists them.
+    for e in [&e_new, &e_upgrade, &e_old] {
+        stripe.put("events", serde_json::from_str(e).expect("event"));
+    }
+    let signed = signature::header(e_new.as_bytes(), now, &[SECRET]);
+    let (status, reply) = post_event(&app, &e_new, Some(signed)).await;
+    assert_eq!(
+        (status, reply["outcome"].as_str()),
+        (StatusCode::OK, Some("applied"))
+    );
+
+    let started = now_ms();
+    assert_eq!(sync().await.status(), StatusCode::ACCEPTED);
+    let status = wait_for_sync(&app, &admin, started).await;
+    assert!(status["last_error"].is_null(), "{status}");
+    let requests = stripe.requests();
+    let catch_up: Vec<&String> = requests[backfill_requests..].iter().collect();
+    assert!(
+        catch_up.iter().all(|r| r.starts_with("/v1/events")),
+        "a catch-up reads only the events: {catch_up:?}"
+    );
+    let since = catch_up
+        .first()
+        .and_then(|r| {
+            r.split(['?', '&']).find_map(|kv| {
+                kv.strip_prefix("created%5Bgte%5D=")
+                    .or(kv.strip_prefix("created[gte]="))
+            })
+        })
+        .and_then(|v| v.parse::<i64>().ok())
+        .expect("created[gte] filter");
+    // From 5 minutes before the backfill began.
+    assert!(
+        since <= started / 1000 - 300 && since > now - DAY,
+        "{since}"
+    );
+
+    // The upgrade applied once, the webhook's event was not counted twice: 2600 + 2 × 2600.
+    assert_eq!(mrr().await, Some(7_800));
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM stripe_events WHERE via = 'catchup'"
+        )
+        .await,
+        1,
+        "only the upgrade was new to the catch-up"
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM stripe_events WHERE id = 'evt_old'"
+        )
+        .await,
+        0
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_sqlite() {
+    catch_up(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_postgres() {
+    catch_up(Backend::Postgres).await;
+}
