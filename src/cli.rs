@@ -344,6 +344,10 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     config.server.listen = listen.clone();
     init_logging(&config);
     crate::simulators::usage::configure(&mut config);
+    // The demo account must be up before the app, whose Stripe client points at it.
+    let stripe = crate::simulators::stripe_demo::StripeDemo::start(&mut config)
+        .await
+        .context("starting the demo Stripe account")?;
     let listener = bind(&listen).await?;
     let app = App::build(config, None).await?;
     let users::Bootstrap::Generated { email, password } =
@@ -370,6 +374,7 @@ async fn demo(listen: String) -> anyhow::Result<()> {
         },
         &cancel,
         &sims,
+        vec![Box::new(stripe)],
     );
     println!("opsdeck demo running at {url}");
     println!("  sign in as {email}");

@@ -6,6 +6,7 @@
 //! real connector syncs from, or calls opsdeck's public HTTP API like a customer's app would.
 
 pub mod stripe;
+pub mod stripe_demo;
 pub mod usage;
 
 use std::future::Future;
@@ -40,14 +41,17 @@ pub fn all() -> Vec<Box<dyn Simulator>> {
     vec![Box::new(usage::UsageSimulator)]
 }
 
-/// Starts every simulator on `tracker`; returns their names for the startup banner.
+/// Starts every simulator, and the `extra` ones that needed setting up before the app (such
+/// as the demo Stripe account), on `tracker`; returns their names for the startup banner.
 pub fn start(
     ctx: &DemoContext,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
+    extra: Vec<Box<dyn Simulator>>,
 ) -> Vec<&'static str> {
     all()
         .into_iter()
+        .chain(extra)
         .map(|sim| {
             let name = sim.name();
             tracker.spawn(sim.run(ctx.clone(), cancel.clone()));

@@ -100,6 +100,18 @@ impl FakeStripe {
         }
     }
 
+    /// Appends objects to `list` without checking their ids: for seeding many new objects.
+    pub fn extend(&self, list: &str, objects: Vec<Value>) {
+        let mut lists = self.shared.lists.lock().unwrap_or_else(|e| e.into_inner());
+        lists.entry(list.to_string()).or_default().extend(objects);
+    }
+
+    /// Every object of `list`.
+    pub fn all(&self, list: &str) -> Vec<Value> {
+        let lists = self.shared.lists.lock().unwrap_or_else(|e| e.into_inner());
+        lists.get(list).cloned().unwrap_or_default()
+    }
+
     pub fn get(&self, list: &str, id: &str) -> Option<Value> {
         let lists = self.shared.lists.lock().unwrap_or_else(|e| e.into_inner());
         lists

@@ -32,7 +32,7 @@ use super::{DemoContext, Simulator};
 use crate::config::{Config, DecimalText, PlanConfig};
 
 /// Seed of the demo population; any value gives a complete, valid demo.
-const SEED: u64 = 0x6f70_7364_6563_6b01;
+pub(super) const SEED: u64 = 0x6f70_7364_6563_6b01;
 const CUSTOMERS: u32 = 500;
 /// Days of history, today included.
 const HISTORY_DAYS: i64 = 365;
@@ -67,16 +67,16 @@ const DECAY_DAYS: f64 = 200.0;
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Tier {
+pub(super) enum Tier {
     Starter,
     Growth,
     Scale,
 }
 
-struct PlanSpec {
-    id: &'static str,
+pub(super) struct PlanSpec {
+    pub(super) id: &'static str,
     name: &'static str,
-    price: &'static str,
+    pub(super) price: &'static str,
     api_calls: u64,
     credits: u64,
     overage_per_1k_calls: &'static str,
@@ -113,7 +113,7 @@ const PLANS: [PlanSpec; 3] = [
 ];
 
 impl Tier {
-    fn spec(self) -> &'static PlanSpec {
+    pub(super) fn spec(self) -> &'static PlanSpec {
         match self {
             Tier::Starter => &PLANS[0],
             Tier::Growth => &PLANS[1],
@@ -306,7 +306,7 @@ struct Job {
 // ---------------------------------------------------------------------------------------------
 
 /// SplitMix64: decorrelates seeds derived from small integers (customer index, day number).
-fn mix(a: u64, b: u64) -> u64 {
+pub(super) fn mix(a: u64, b: u64) -> u64 {
     let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -379,7 +379,7 @@ fn pick_hour(rng: &mut StdRng) -> i64 {
 /// "Now" and the calendar facts derived from it, fixed for one backfill so the history is a
 /// pure function of (seed, now).
 #[derive(Debug, Clone, Copy)]
-struct Clock {
+pub(super) struct Clock {
     seed: u64,
     now_ms: i64,
     /// Day numbers (days since 1970-01-01, UTC).
@@ -388,7 +388,7 @@ struct Clock {
 }
 
 impl Clock {
-    fn new(seed: u64, now_ms: i64) -> Self {
+    pub(super) fn new(seed: u64, now_ms: i64) -> Self {
         // The same calendar month the quota route uses.
         let (month_start_ms, _) = crate::usage::quota::month_of(now_ms);
         Clock {
@@ -445,13 +445,13 @@ fn yyyymmdd(day: i64) -> String {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq)]
-struct Customer {
-    index: u32,
-    id: String,
-    tier: Tier,
+pub(super) struct Customer {
+    pub(super) index: u32,
+    pub(super) id: String,
+    pub(super) tier: Tier,
     /// Day numbers: first day with traffic, and the last one for churned customers.
-    signup_day: i64,
-    churn_day: Option<i64>,
+    pub(super) signup_day: i64,
+    pub(super) churn_day: Option<i64>,
     /// This month's month-to-date use of the plan's call quota (1.0 = all of it): this is what
     /// decides the quota state, so it is drawn from the state mix the demo should show.
     call_share: f64,
@@ -462,7 +462,7 @@ struct Customer {
 }
 
 impl Customer {
-    fn uses_media(&self) -> bool {
+    pub(super) fn uses_media(&self) -> bool {
         self.credit_share > 0.0
     }
 
@@ -480,7 +480,7 @@ impl Customer {
 }
 
 /// The demo population, `cus_demo_0001` upwards.
-fn customers(seed: u64, clock: &Clock) -> Vec<Customer> {
+pub(super) fn customers(seed: u64, clock: &Clock) -> Vec<Customer> {
     let mut rng = StdRng::seed_from_u64(seed);
     (1..=CUSTOMERS)
         .map(|index| customer(&mut rng, index, clock))

@@ -370,6 +370,28 @@ async fn demo_prints_a_working_login() {
     let overview = client.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(overview.status(), reqwest::StatusCode::OK);
 
+    // The demo's Stripe account syncs through the real connector: the Revenue page fills in.
+    let mut revenue = String::new();
+    for _ in 0..240 {
+        revenue = client
+            .get(format!("{base}/revenue"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if revenue.contains("Last synced") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(revenue.contains("Last synced"), "the demo account synced");
+    assert!(
+        revenue.contains("href=\"/revenue/customers/cus_demo_"),
+        "paying demo customers are listed"
+    );
+
     assert!(sigterm_and_wait(&mut child).success());
     assert!(
         !data_dir.exists(),
