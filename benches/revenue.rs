@@ -155,6 +155,9 @@ async fn main() {
         payments,
     )
     .await;
+    opsdeck::revenue::records::rebuild_payment_days(&store)
+        .await
+        .expect("payment sums");
     println!(
         "{backend}: stored {state_rows} subscription-state rows ({subs} subscriptions, {customers} \
          customers, {months} months, a change every {every}) and {invoices} invoices with their \
@@ -175,9 +178,12 @@ async fn main() {
         let took = t.elapsed();
         best = best.min(took);
         println!(
-            "recompute {run}: {:.2} s — {} states of {} subscriptions → {} days, {} movements; \
-             RSS {:.0} MiB",
+            "recompute {run}: {:.2} s (read {:.2}, engine {:.2}, write {:.2}) — {} states of {} \
+             subscriptions → {} days, {} movements; RSS {:.0} MiB",
             took.as_secs_f64(),
+            done.read.as_secs_f64(),
+            done.compute.as_secs_f64(),
+            done.write.as_secs_f64(),
             done.states,
             done.subscriptions,
             done.days,

@@ -73,14 +73,21 @@ CREATE TABLE revenue_days (
     churned_customers     BIGINT NOT NULL,
     reactivated_customers BIGINT NOT NULL
 );
+-- Keyed by customer first: the recompute writes them in that order (an append), a
+-- customer's page reads them as one range, and the churn cohort looks up each churned
+-- customer's earlier movements; a period's movements are read through the day index.
 CREATE TABLE revenue_movements (
-    day         BIGINT NOT NULL,
     customer_id TEXT NOT NULL,
+    day         BIGINT NOT NULL,
     kind        TEXT NOT NULL,
     amount      BIGINT NOT NULL,
-    PRIMARY KEY (day, customer_id)
-);
-CREATE INDEX revenue_movements_customer ON revenue_movements (customer_id, day);
+    -- The day the customer's current paying spell began (their last new or reactivation),
+    -- so a period's churn can count only customers already paying when it began.
+    since       BIGINT NOT NULL,
+    PRIMARY KEY (customer_id, day)
+) WITHOUT ROWID;
+CREATE INDEX revenue_movements_day ON revenue_movements (day);
+CREATE INDEX revenue_movements_kind ON revenue_movements (kind, day, since);
 -- Each customer's MRR now (the sum of their movements), for the top-customers table without
 -- summing the whole movement history on every page view.
 CREATE TABLE revenue_customers (
@@ -110,6 +117,29 @@ CREATE TABLE revenue_payments (
 );
 CREATE INDEX revenue_payments_created ON revenue_payments (kind, created);
 CREATE INDEX revenue_payments_customer ON revenue_payments (customer_id, created);
+-- Covers a period's payment figures and margin's revenue per customer in one range scan.
+CREATE INDEX revenue_payments_time ON revenue_payments (created, kind, status, failed, recurring, currency, amount, customer_id);
+
+-- Daily sums of those payments per currency, kept up to date as each payment is stored (the
+-- change from its previous version), so a period's payment figures read one row a day:
+-- payment intents succeeded/failed, successful charges and their amount, refunds and their
+-- amount, disputes opened and the amount lost, paid subscription invoices' amount (by the
+-- object's day), and disputes by the day of the disputed charge.
+CREATE TABLE revenue_payment_days (
+    day                 BIGINT NOT NULL,
+    currency            TEXT NOT NULL,
+    intents_succeeded   BIGINT NOT NULL,
+    intents_failed      BIGINT NOT NULL,
+    charges             BIGINT NOT NULL,
+    charged             BIGINT NOT NULL,
+    refunds             BIGINT NOT NULL,
+    refunded            BIGINT NOT NULL,
+    disputes_opened     BIGINT NOT NULL,
+    disputes_lost       BIGINT NOT NULL,
+    recurring           BIGINT NOT NULL,
+    disputes_on_charges BIGINT NOT NULL,
+    PRIMARY KEY (day, currency)
+);
 
 -- Exchange rates: reporting-currency units per unit of `currency` on `day`, scaled by 10^9.
 CREATE TABLE fx_rates (

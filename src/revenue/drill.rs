@@ -237,6 +237,65 @@ pub async fn object(
     }))
 }
 
+/// One payment-side object behind the payment figures.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PaymentRow {
+    /// invoice, payment_intent, charge, refund or dispute.
+    pub kind: String,
+    pub id: String,
+    pub customer: Option<String>,
+    /// UTC ms.
+    pub created: i64,
+    pub status: String,
+    /// In the object's own currency.
+    pub amount: Money,
+    /// A failed payment intent or charge, or an invoice whose attempts failed.
+    pub failed: bool,
+}
+
+/// Kinds [`payments`] lists.
+pub const PAYMENT_KINDS: &[&str] = &["invoice", "payment_intent", "charge", "refund", "dispute"];
+
+/// The latest `limit` payment objects of `kind` in `[from, to)`, only failed ones if asked.
+pub async fn payments(
+    store: &Store,
+    kind: &str,
+    failed_only: bool,
+    from: i64,
+    to: i64,
+    limit: i64,
+) -> Result<Vec<PaymentRow>> {
+    if !PAYMENT_KINDS.contains(&kind) {
+        return Err(RevenueError::Invalid(format!(
+            "kind must be one of {}, not {kind:?}",
+            PAYMENT_KINDS.join(", ")
+        )));
+    }
+    type Row = (String, Option<String>, i64, String, i64, String, i64);
+    let rows: Vec<Row> = store
+        .fetch_all(
+            "SELECT id, customer_id, created, status, amount, currency, failed \
+             FROM revenue_payments WHERE kind = $1 AND created >= $2 AND created < $3 \
+             AND failed >= $4 ORDER BY created DESC, id LIMIT $5",
+            args![kind, from, to, i64::from(failed_only), limit],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, customer, created, status, amount, currency, failed)| PaymentRow {
+                kind: kind.to_string(),
+                id,
+                customer,
+                created,
+                status,
+                amount: Money { amount, currency },
+                failed: failed != 0,
+            },
+        )
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

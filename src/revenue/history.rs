@@ -48,7 +48,7 @@ pub struct Settings {
 }
 
 /// Exchange rates: per currency, (day, reporting units per unit × 10^9) sorted by day.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Rates {
     reporting: String,
     by_currency: HashMap<String, Vec<(i64, i64)>>,
@@ -267,85 +267,328 @@ pub struct Recomputed {
     pub unreadable: Vec<(String, String)>,
     /// Changes left out for want of an exchange rate.
     pub unconverted: usize,
+    /// Time spent reading the states, running the engine and writing the history.
+    pub read: std::time::Duration,
+    pub compute: std::time::Duration,
+    pub write: std::time::Duration,
+}
+
+/// The states' columns, in the order [`Builder::row`] takes them; rows must come sorted so
+/// that each subscription's are consecutive and in (state_at, source, at) order.
+const STATES_SQL: &str = "SELECT subscription_id, customer_id, state_at, source, at, status, \
+     currency, mrr FROM stripe_subscription_states ORDER BY subscription_id, state_at, source, at";
+
+/// Turns stored state rows into the engine's changes, one subscription at a time, without
+/// holding the rows: at 100k subscriptions × 24 months the rows are millions.
+struct Builder {
+    rates: Rates,
+    past_due_churn_days: u32,
+    customers: HashMap<String, u32>,
+    names: Vec<String>,
+    changes: Vec<Change>,
+    states: Vec<State>,
+    sub: Option<String>,
+    customer: u32,
+    report: Recomputed,
+}
+
+impl Builder {
+    fn new(rates: Rates, settings: &Settings) -> Self {
+        Self {
+            rates,
+            past_due_churn_days: settings.past_due_churn_days,
+            customers: HashMap::new(),
+            names: Vec::new(),
+            changes: Vec::new(),
+            states: Vec::new(),
+            sub: None,
+            customer: 0,
+            report: Recomputed::default(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // one stored row, column by column
+    fn row(
+        &mut self,
+        sub: &str,
+        customer: &str,
+        state_at: i64,
+        source: &str,
+        at: i64,
+        status: &str,
+        currency: &str,
+        mrr: i64,
+    ) {
+        if self.sub.as_deref() != Some(sub) {
+            self.flush();
+            self.sub = Some(sub.to_string());
+            self.customer = match self.customers.get(customer) {
+                Some(c) => *c,
+                None => {
+                    let c = self.names.len() as u32;
+                    self.customers.insert(customer.to_string(), c);
+                    self.names.push(customer.to_string());
+                    c
+                }
+            };
+        }
+        self.report.states += 1;
+        let rank = source_rank(source);
+        if let Some(s) = self
+            .states
+            .last_mut()
+            .filter(|s| s.at == state_at && s.rank == rank)
+        {
+            s.points.push((at, mrr));
+            return;
+        }
+        match mrr::Status::parse(status) {
+            Some(status) => self.states.push(State {
+                at: state_at,
+                rank,
+                status,
+                currency: currency.to_string(),
+                points: vec![(at, mrr)],
+            }),
+            None => self
+                .report
+                .unreadable
+                .push((sub.to_string(), format!("unknown status {status:?}"))),
+        }
+    }
+
+    /// Turns the current subscription's states into changes.
+    fn flush(&mut self) {
+        if self.sub.take().is_none() {
+            return;
+        }
+        self.states.sort_by_key(|s| (s.at, s.rank));
+        self.report.unconverted += subscription_changes(
+            self.customer,
+            self.report.subscriptions as u32,
+            &self.states,
+            &self.rates,
+            self.past_due_churn_days,
+            &mut self.changes,
+        );
+        self.report.subscriptions += 1;
+        self.states.clear();
+    }
+
+    /// The changes, with customers numbered in the order of their ids (so the engine's
+    /// per-customer output comes out in the stored tables' key order), and their ids.
+    fn finish(mut self) -> (Vec<Change>, Vec<String>, Recomputed) {
+        self.flush();
+        let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
+        order.sort_unstable_by(|a, b| self.names[*a as usize].cmp(&self.names[*b as usize]));
+        let mut renumber = vec![0u32; order.len()];
+        for (new, old) in order.iter().enumerate() {
+            renumber[*old as usize] = new as u32;
+        }
+        for c in &mut self.changes {
+            c.customer = renumber[c.customer as usize];
+        }
+        let names = order
+            .into_iter()
+            .map(|old| std::mem::take(&mut self.names[old as usize]))
+            .collect();
+        (self.changes, names, self.report)
+    }
+}
+
+/// A text column of a direct SQLite row, borrowed.
+fn text<'r>(row: &'r rusqlite::Row, i: usize) -> rusqlite::Result<&'r str> {
+    row.get_ref(i)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// Recomputes the whole MRR history up to `now` and stores it in one transaction.
 pub async fn recompute(store: &Store, settings: &Settings, now: i64) -> Result<Recomputed> {
-    type Row = (String, String, i64, String, i64, String, String, i64);
+    let started = std::time::Instant::now();
     let rates = Rates::load(store, &settings.reporting_currency).await?;
-    let rows: Vec<Row> = store
-        .fetch_all(
-            "SELECT subscription_id, customer_id, state_at, source, at, status, currency, mrr \
-             FROM stripe_subscription_states ORDER BY subscription_id, state_at, source, at",
-            args![],
-        )
-        .await?;
-    let mut report = Recomputed::default();
-    let mut customers: HashMap<String, u32> = HashMap::new();
-    let mut names: Vec<String> = Vec::new();
-    let mut changes = Vec::with_capacity(rows.len());
-    let mut states: Vec<State> = Vec::new();
-    let mut idx = 0;
-    while idx < rows.len() {
-        let sub_id = &rows[idx].0;
-        let customer_name = &rows[idx].1;
-        states.clear();
-        while idx < rows.len() && rows[idx].0 == *sub_id {
-            let (_, _, state_at, source, at, status, currency, mrr) = &rows[idx];
-            let same_state = states
-                .last()
-                .is_some_and(|s| s.at == *state_at && s.rank == source_rank(source));
-            if same_state {
-                if let Some(s) = states.last_mut() {
-                    s.points.push((*at, *mrr));
-                }
-            } else {
-                match mrr::Status::parse(status) {
-                    Some(status) => states.push(State {
-                        at: *state_at,
-                        rank: source_rank(source),
-                        status,
-                        currency: currency.clone(),
-                        points: vec![(*at, *mrr)],
-                    }),
-                    None => report
-                        .unreadable
-                        .push((sub_id.clone(), format!("unknown status {status:?}"))),
-                }
-            }
-            report.states += 1;
-            idx += 1;
+    let builder = Builder::new(rates, settings);
+    let direct = store.direct_sqlite();
+    // On SQLite the rows are read straight off a direct connection: through sqlx each of
+    // millions of rows would cross a channel and allocate every column.
+    let (mut changes, names, mut report) = match &direct {
+        Some(direct) => {
+            direct
+                .run(move |conn| {
+                    let mut b = builder;
+                    let mut stmt = conn.prepare(STATES_SQL)?;
+                    let mut rows = stmt.query([])?;
+                    while let Some(r) = rows.next()? {
+                        b.row(
+                            text(r, 0)?,
+                            text(r, 1)?,
+                            r.get(2)?,
+                            text(r, 3)?,
+                            r.get(4)?,
+                            text(r, 5)?,
+                            text(r, 6)?,
+                            r.get(7)?,
+                        );
+                    }
+                    Ok(b.finish())
+                })
+                .await?
         }
-        states.sort_by_key(|s| (s.at, s.rank));
-        let next = names.len() as u32;
-        let customer = *customers.entry(customer_name.clone()).or_insert_with(|| {
-            names.push(customer_name.clone());
-            next
-        });
-        report.unconverted += subscription_changes(
-            customer,
-            report.subscriptions as u32,
-            &states,
-            &rates,
-            settings.past_due_churn_days,
-            &mut changes,
-        );
-        report.subscriptions += 1;
-    }
+        None => {
+            type Row = (String, String, i64, String, i64, String, String, i64);
+            let rows: Vec<Row> = store.fetch_all(STATES_SQL, args![]).await?;
+            let mut b = builder;
+            for (sub, customer, state_at, source, at, status, currency, mrr) in &rows {
+                b.row(
+                    sub, customer, *state_at, source, *at, status, currency, *mrr,
+                );
+            }
+            b.finish()
+        }
+    };
+    report.read = started.elapsed();
+    let computing = std::time::Instant::now();
     let (movements, days) = mrr::history(&mut changes, now);
+    drop(changes);
     report.days = days.len();
     report.movements = movements.len();
-    store_history(store, &days, &movements, &names).await?;
+    report.compute = computing.elapsed();
+    let writing = std::time::Instant::now();
+    let customers = customer_totals(&movements);
+    match direct {
+        Some(direct) => {
+            direct
+                .run(move |conn| write_direct(conn, &days, &movements, &customers, &names))
+                .await?
+        }
+        None => store_history(store, &days, &movements, &customers, &names).await?,
+    }
+    report.write = writing.elapsed();
     Ok(report)
+}
+
+/// Each customer's MRR now (the sum of their movements) with their first and latest change,
+/// by customer number.
+fn customer_totals(movements: &[Movement]) -> Vec<(u32, i64, i64, i64)> {
+    let mut by_customer: Vec<(u32, i64, i64, i64)> = Vec::new();
+    for m in movements {
+        match by_customer.last_mut().filter(|c| c.0 == m.customer) {
+            Some(c) => {
+                c.1 += m.amount;
+                c.2 = c.2.min(m.day);
+                c.3 = c.3.max(m.day);
+            }
+            None => by_customer.push((m.customer, m.amount, m.day, m.day)),
+        }
+    }
+    by_customer
+}
+
+/// For each movement (in the engine's per-customer day order), the day its customer's
+/// paying spell began: their latest new or reactivation movement.
+fn spell_starts(movements: &[Movement]) -> Vec<i64> {
+    let mut out = Vec::with_capacity(movements.len());
+    let mut current: Option<(u32, i64)> = None;
+    for m in movements {
+        let starts = matches!(m.kind, mrr::Kind::New | mrr::Kind::Reactivation);
+        let since = match current {
+            Some((c, since)) if c == m.customer && !starts => since,
+            _ => m.day,
+        };
+        current = Some((m.customer, since));
+        out.push(since);
+    }
+    out
+}
+
+/// The history through a direct SQLite connection: one immediate transaction, cached
+/// prepared statements, rows in key order.
+fn write_direct(
+    conn: &mut rusqlite::Connection,
+    days: &[DayTotals],
+    movements: &[Movement],
+    customers: &[(u32, i64, i64, i64)],
+    names: &[String],
+) -> crate::store::Result<()> {
+    let name = |c: u32| names.get(c as usize).map_or("", String::as_str);
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "DELETE FROM revenue_days; DELETE FROM revenue_movements; DELETE FROM revenue_customers;",
+    )?;
+    // Millions of movements go in primary-key order, an append; the secondary indexes would
+    // take them in random order, page by page. Building them once afterwards (a sort) is
+    // several times faster. Their definitions are read back from the schema, so the
+    // migrations stay the one place that defines them; the transaction keeps it atomic.
+    let indexes: Vec<(String, String)> = {
+        let mut stmt = tx.prepare(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' \
+             AND tbl_name = 'revenue_movements' AND sql IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (name, _) in &indexes {
+        tx.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))?;
+    }
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO revenue_days (day, mrr, customers, subscriptions, new, expansion, \
+             contraction, churn, reactivation, new_customers, churned_customers, \
+             reactivated_customers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for d in days {
+            stmt.execute(rusqlite::params![
+                d.day,
+                d.mrr,
+                d.customers,
+                d.subscriptions,
+                d.new,
+                d.expansion,
+                d.contraction,
+                d.churn,
+                d.reactivation,
+                d.new_customers,
+                d.churned_customers,
+                d.reactivated_customers
+            ])?;
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO revenue_movements (customer_id, day, kind, amount, since) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (m, since) in movements.iter().zip(spell_starts(movements)) {
+            stmt.execute(rusqlite::params![
+                name(m.customer),
+                m.day,
+                m.kind.as_str(),
+                m.amount,
+                since
+            ])?;
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO revenue_customers (customer_id, mrr, first_day, last_day) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (customer, mrr, first, last) in customers {
+            stmt.execute(rusqlite::params![name(*customer), mrr, first, last])?;
+        }
+    }
+    for (_, sql) in &indexes {
+        tx.execute_batch(sql)?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 async fn store_history(
     store: &Store,
     days: &[DayTotals],
     movements: &[Movement],
+    customers: &[(u32, i64, i64, i64)],
     names: &[String],
 ) -> Result<()> {
     const CHUNK: usize = 400;
+    let name = |c: u32| names.get(c as usize).map_or("", String::as_str);
     let mut tx = store.begin().await?;
     tx.execute("DELETE FROM revenue_days", args![]).await?;
     tx.execute("DELETE FROM revenue_movements", args![]).await?;
@@ -377,30 +620,26 @@ async fn store_history(
         }
         tx.execute_assembled(sql, values).await?;
     }
-    for chunk in movements.chunks(CHUNK) {
+    let since = spell_starts(movements);
+    for (chunk, since) in movements.chunks(CHUNK).zip(since.chunks(CHUNK)) {
         let sql = multi_row_insert(
-            "revenue_movements (day, customer_id, kind, amount)",
-            4,
+            "revenue_movements (customer_id, day, kind, amount, since)",
+            5,
             chunk.len(),
             "",
         );
-        let mut values = Vec::with_capacity(chunk.len() * 4);
-        for m in chunk {
-            let name = names.get(m.customer as usize).map_or("", String::as_str);
-            values.extend(args![m.day, name, m.kind.as_str(), m.amount]);
+        let mut values = Vec::with_capacity(chunk.len() * 5);
+        for (m, since) in chunk.iter().zip(since) {
+            values.extend(args![
+                name(m.customer),
+                m.day,
+                m.kind.as_str(),
+                m.amount,
+                *since
+            ]);
         }
         tx.execute_assembled(sql, values).await?;
     }
-    // A customer's MRR now is the sum of their movements; with it, their first and latest
-    // change.
-    let mut by_customer: HashMap<u32, (i64, i64, i64)> = HashMap::new();
-    for m in movements {
-        let e = by_customer.entry(m.customer).or_insert((0, m.day, m.day));
-        e.0 += m.amount;
-        e.1 = e.1.min(m.day);
-        e.2 = e.2.max(m.day);
-    }
-    let customers: Vec<(u32, (i64, i64, i64))> = by_customer.into_iter().collect();
     for chunk in customers.chunks(CHUNK) {
         let sql = multi_row_insert(
             "revenue_customers (customer_id, mrr, first_day, last_day)",
@@ -409,9 +648,8 @@ async fn store_history(
             "",
         );
         let mut values = Vec::with_capacity(chunk.len() * 4);
-        for (customer, (mrr, first, last)) in chunk {
-            let name = names.get(*customer as usize).map_or("", String::as_str);
-            values.extend(args![name, *mrr, *first, *last]);
+        for (customer, mrr, first, last) in chunk {
+            values.extend(args![name(*customer), *mrr, *first, *last]);
         }
         tx.execute_assembled(sql, values).await?;
     }
@@ -440,5 +678,31 @@ mod tests {
         assert_eq!(rates.convert(1_000, "jpy", DAY_MS), Some(670));
         assert_eq!(rates.convert(5, "usd", 0), Some(5));
         assert_eq!(rates.convert(5, "gbp", 0), None);
+    }
+
+    #[test]
+    fn spells_start_at_new_and_reactivation() {
+        let m = |customer, day, kind| Movement {
+            day,
+            customer,
+            kind,
+            amount: 0,
+        };
+        use mrr::Kind::*;
+        let movements = [
+            m(0, 1, New),
+            m(0, 5, Expansion),
+            m(0, 9, Churn),
+            m(0, 12, Reactivation),
+            m(0, 20, Churn),
+            m(1, 3, New),
+            m(1, 4, Churn),
+        ];
+        assert_eq!(spell_starts(&movements), [1, 1, 1, 12, 12, 3, 3]);
+        let totals = customer_totals(&movements);
+        assert_eq!(
+            totals.iter().map(|t| (t.0, t.2, t.3)).collect::<Vec<_>>(),
+            [(0, 1, 20), (1, 3, 4)]
+        );
     }
 }

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use super::RevenueError;
 use super::history::Rates;
 use super::mrr::{MICRO, day_of};
+use super::records::{PAYMENT_SUM_IS_MONEY, PAYMENT_SUMS};
 use crate::args;
 use crate::costs::report::change_pct;
 use crate::money::Money;
@@ -167,39 +168,55 @@ async fn state_before(store: &Store, at: i64) -> Result<DayRow> {
 async fn churned_cohort(store: &Store, from: i64, to: i64) -> Result<i64> {
     let (n,): (i64,) = store
         .fetch_one(
-            "SELECT COUNT(*) FROM revenue_movements m WHERE m.kind = 'churn' AND m.day >= $1 \
-             AND m.day < $2 AND (SELECT COALESCE(SUM(p.amount), 0) FROM revenue_movements p \
-             WHERE p.customer_id = m.customer_id AND p.day < $1) > 0",
+            "SELECT COUNT(*) FROM revenue_movements WHERE kind = 'churn' AND day >= $1 \
+             AND day < $2 AND since < $1",
             args![from, to],
         )
         .await?;
     Ok(n)
 }
 
-/// Sums `amount` of `revenue_payments` rows matching `filter` in [from, to), converted to the
-/// reporting currency per day; returns (count, amount).
-async fn payments(
+/// The payment figures of the whole days `[from, to)` from their daily sums (see
+/// `records::PAYMENT_SUMS` for the order), money converted per day into the reporting currency.
+async fn payment_sums(
     store: &Store,
     rates: &Rates,
-    filter: &str,
-    time_column: &str,
     from: i64,
     to: i64,
-) -> Result<(i64, i64)> {
-    let sql = format!(
-        "SELECT currency, ({time_column} / {DAY_MS}) * {DAY_MS} AS day, CAST(COUNT(*) AS BIGINT), \
-         CAST(SUM(amount) AS BIGINT) FROM revenue_payments WHERE {filter} AND {time_column} >= $1 \
-         AND {time_column} < $2 GROUP BY currency, ({time_column} / {DAY_MS}) * {DAY_MS}"
+) -> Result<[i64; PAYMENT_SUMS]> {
+    type Row = (
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
     );
-    let rows: Vec<(String, i64, i64, i64)> =
-        store.fetch_all_assembled(sql, args![from, to]).await?;
-    let mut count = 0;
-    let mut amount = 0;
-    for (currency, day, n, sum) in rows {
-        count += n;
-        amount += rates.convert(sum, &currency, day).unwrap_or(0);
+    let rows: Vec<Row> = store
+        .fetch_all(
+            "SELECT currency, day, intents_succeeded, intents_failed, charges, charged, refunds, \
+             refunded, disputes_opened, disputes_lost, recurring, disputes_on_charges \
+             FROM revenue_payment_days WHERE day >= $1 AND day < $2",
+            args![from, to],
+        )
+        .await?;
+    let mut out = [0i64; PAYMENT_SUMS];
+    for (currency, day, a, b, c, d, e, f, g, h, i, j) in rows {
+        for (k, v) in [a, b, c, d, e, f, g, h, i, j].into_iter().enumerate() {
+            out[k] += if PAYMENT_SUM_IS_MONEY[k] {
+                rates.convert(v, &currency, day).unwrap_or(0)
+            } else {
+                v
+            };
+        }
     }
-    Ok((count, amount))
+    Ok(out)
 }
 
 /// Whole UTC days covering [from, to): from `from`'s day through the day holding `to`'s last
@@ -223,64 +240,7 @@ pub async fn period(store: &Store, rates: &Rates, from: i64, to: i64) -> Result<
             args![from, to],
         )
         .await?;
-    let (payments_succeeded, _) = payments(
-        store,
-        rates,
-        "kind = 'payment_intent' AND status = 'succeeded'",
-        "created",
-        from,
-        to,
-    )
-    .await?;
-    let (payments_failed, _) = payments(
-        store,
-        rates,
-        "kind = 'payment_intent' AND failed = 1",
-        "created",
-        from,
-        to,
-    )
-    .await?;
-    let (charges, charged) = payments(
-        store,
-        rates,
-        "kind = 'charge' AND status = 'succeeded'",
-        "created",
-        from,
-        to,
-    )
-    .await?;
-    let (refunds, refunded) = payments(
-        store,
-        rates,
-        "kind = 'refund' AND status <> 'failed' AND status <> 'canceled'",
-        "created",
-        from,
-        to,
-    )
-    .await?;
-    let (disputes_opened, _) =
-        payments(store, rates, "kind = 'dispute'", "created", from, to).await?;
-    let (disputes_on_charges, _) =
-        payments(store, rates, "kind = 'dispute'", "charge_created", from, to).await?;
-    let (_, disputes_lost) = payments(
-        store,
-        rates,
-        "kind = 'dispute' AND status = 'lost'",
-        "created",
-        from,
-        to,
-    )
-    .await?;
-    let (_, recurring_revenue) = payments(
-        store,
-        rates,
-        "kind = 'invoice' AND status = 'paid' AND recurring = 1",
-        "created",
-        from,
-        to,
-    )
-    .await?;
+    let sums = payment_sums(store, rates, from, to).await?;
     Ok(Period {
         mrr_start: start.mrr,
         mrr_end: end.mrr,
@@ -294,16 +254,16 @@ pub async fn period(store: &Store, rates: &Rates, from: i64, to: i64) -> Result<
         churn,
         reactivation,
         churned_customers: churned_cohort(store, from, to).await?,
-        payments_succeeded,
-        payments_failed,
-        charges,
-        charged,
-        refunded,
-        refunds,
-        disputes_opened,
-        disputes_on_charges,
-        disputes_lost,
-        recurring_revenue,
+        payments_succeeded: sums[0],
+        payments_failed: sums[1],
+        charges: sums[2],
+        charged: sums[3],
+        refunds: sums[4],
+        refunded: sums[5],
+        disputes_opened: sums[6],
+        disputes_on_charges: sums[9],
+        disputes_lost: sums[7],
+        recurring_revenue: sums[8],
     })
 }
 

@@ -3,6 +3,8 @@
 //! the event log that makes deliveries idempotent, and per-resource sync progress. Owns the
 //! `stripe_objects`, `stripe_subscription_states`, `stripe_events` and `stripe_sync` tables.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use super::RevenueError;
@@ -109,6 +111,74 @@ async fn project_payment(
         _ => (None, None),
     };
     let customer = customer.or(charge_customer.as_deref());
+    let row = PaymentFacts {
+        kind: kind.to_string(),
+        created,
+        status: status.to_string(),
+        amount,
+        currency: text("currency").to_ascii_lowercase(),
+        failed,
+        recurring,
+        charge_created,
+    };
+    // The daily sums change by the new row's contribution less the old one's; on PostgreSQL
+    // the old row is locked so that two deliveries of one object cannot both subtract it.
+    let lock = if matches!(tx, Tx::Postgres(_)) {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let old: Option<PaymentRow> = tx
+        .fetch_all_assembled(
+            format!(
+                "SELECT kind, created, status, amount, currency, failed, recurring, \
+                 charge_created FROM revenue_payments WHERE kind = $1 AND id = $2{lock}"
+            ),
+            args![kind, id],
+        )
+        .await?
+        .into_iter()
+        .next();
+    let mut deltas: BTreeMap<(i64, String), [i64; PAYMENT_SUMS]> = BTreeMap::new();
+    for (sign, facts) in [
+        (1, Some(row.clone())),
+        (-1, old.map(PaymentFacts::from_row)),
+    ] {
+        let Some(facts) = facts else { continue };
+        for (day, sums) in facts.contributions() {
+            let slot = deltas
+                .entry((day, facts.currency.clone()))
+                .or_insert([0; PAYMENT_SUMS]);
+            for (d, v) in slot.iter_mut().zip(sums) {
+                *d += sign * v;
+            }
+        }
+    }
+    for ((day, currency), d) in deltas {
+        if d.iter().all(|v| *v == 0) {
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO revenue_payment_days (day, currency, intents_succeeded, intents_failed, \
+             charges, charged, refunds, refunded, disputes_opened, disputes_lost, recurring, \
+             disputes_on_charges) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (day, currency) DO UPDATE SET \
+             intents_succeeded = revenue_payment_days.intents_succeeded + excluded.intents_succeeded, \
+             intents_failed = revenue_payment_days.intents_failed + excluded.intents_failed, \
+             charges = revenue_payment_days.charges + excluded.charges, \
+             charged = revenue_payment_days.charged + excluded.charged, \
+             refunds = revenue_payment_days.refunds + excluded.refunds, \
+             refunded = revenue_payment_days.refunded + excluded.refunded, \
+             disputes_opened = revenue_payment_days.disputes_opened + excluded.disputes_opened, \
+             disputes_lost = revenue_payment_days.disputes_lost + excluded.disputes_lost, \
+             recurring = revenue_payment_days.recurring + excluded.recurring, \
+             disputes_on_charges = revenue_payment_days.disputes_on_charges + excluded.disputes_on_charges",
+            args![
+                day, currency, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9]
+            ],
+        )
+        .await?;
+    }
     tx.execute(
         "INSERT INTO revenue_payments (kind, id, customer_id, created, status, amount, currency, \
          failed, recurring, charge_created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
@@ -131,6 +201,143 @@ async fn project_payment(
     )
     .await?;
     Ok(())
+}
+
+/// Sums kept per day and currency in `revenue_payment_days`, in this order: payment intents
+/// succeeded and failed, successful charges (count, amount), refunds (count, amount),
+/// disputes opened, amount lost in disputes, paid subscription invoices (amount) — all by the
+/// object's day — and disputes by the day of their charge.
+pub const PAYMENT_SUMS: usize = 10;
+/// Which of the sums are money (converted per day), the rest counts.
+pub const PAYMENT_SUM_IS_MONEY: [bool; PAYMENT_SUMS] = [
+    false, false, false, true, false, true, false, true, true, false,
+];
+
+/// (kind, created, status, amount, currency, failed, recurring, charge_created) of a
+/// `revenue_payments` row.
+type PaymentRow = (String, i64, String, i64, String, i64, i64, Option<i64>);
+
+/// One `revenue_payments` row, as far as the daily sums need it.
+#[derive(Debug, Clone, PartialEq)]
+struct PaymentFacts {
+    kind: String,
+    created: i64,
+    status: String,
+    amount: i64,
+    currency: String,
+    failed: bool,
+    recurring: bool,
+    charge_created: Option<i64>,
+}
+
+impl PaymentFacts {
+    fn from_row(r: PaymentRow) -> Self {
+        Self {
+            kind: r.0,
+            created: r.1,
+            status: r.2,
+            amount: r.3,
+            currency: r.4,
+            failed: r.5 != 0,
+            recurring: r.6 != 0,
+            charge_created: r.7,
+        }
+    }
+
+    /// What this row adds to the daily sums, per day.
+    fn contributions(&self) -> Vec<(i64, [i64; PAYMENT_SUMS])> {
+        let mut sums = [0i64; PAYMENT_SUMS];
+        let status = self.status.as_str();
+        match self.kind.as_str() {
+            "payment_intent" => {
+                sums[0] = i64::from(status == "succeeded");
+                sums[1] = i64::from(self.failed);
+            }
+            "charge" if status == "succeeded" => {
+                sums[2] = 1;
+                sums[3] = self.amount;
+            }
+            "refund" if status != "failed" && status != "canceled" => {
+                sums[4] = 1;
+                sums[5] = self.amount;
+            }
+            "dispute" => {
+                sums[6] = 1;
+                sums[7] = if status == "lost" { self.amount } else { 0 };
+            }
+            "invoice" if status == "paid" && self.recurring => sums[8] = self.amount,
+            _ => {}
+        }
+        let mut out = vec![(day_of(self.created), sums)];
+        if let (true, Some(charged)) = (self.kind == "dispute", self.charge_created) {
+            let mut on_charge = [0i64; PAYMENT_SUMS];
+            on_charge[9] = 1;
+            out.push((day_of(charged), on_charge));
+        }
+        out
+    }
+}
+
+fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(86_400_000) * 86_400_000
+}
+
+/// Recomputes `revenue_payment_days` from every stored payment (the sums are otherwise kept
+/// up to date one payment at a time): a repair, and the bench's way to load many payments.
+pub async fn rebuild_payment_days(store: &Store) -> Result<usize> {
+    let rows: Vec<PaymentRow> = store
+        .fetch_all(
+            "SELECT kind, created, status, amount, currency, failed, recurring, charge_created \
+             FROM revenue_payments",
+            args![],
+        )
+        .await?;
+    let mut sums: BTreeMap<(i64, String), [i64; PAYMENT_SUMS]> = BTreeMap::new();
+    for row in rows {
+        let facts = PaymentFacts::from_row(row);
+        for (day, add) in facts.contributions() {
+            let slot = sums
+                .entry((day, facts.currency.clone()))
+                .or_insert([0; PAYMENT_SUMS]);
+            for (s, v) in slot.iter_mut().zip(add) {
+                *s += v;
+            }
+        }
+    }
+    let mut tx = store.begin().await?;
+    tx.execute("DELETE FROM revenue_payment_days", args![])
+        .await?;
+    let rows: Vec<_> = sums.into_iter().collect();
+    for chunk in rows.chunks(50) {
+        let sql = crate::store::multi_row_insert(
+            "revenue_payment_days (day, currency, intents_succeeded, intents_failed, charges, \
+             charged, refunds, refunded, disputes_opened, disputes_lost, recurring, \
+             disputes_on_charges)",
+            12,
+            chunk.len(),
+            "",
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 12);
+        for ((day, currency), d) in chunk {
+            values.extend(args![
+                *day,
+                currency.as_str(),
+                d[0],
+                d[1],
+                d[2],
+                d[3],
+                d[4],
+                d[5],
+                d[6],
+                d[7],
+                d[8],
+                d[9]
+            ]);
+        }
+        tx.execute_assembled(sql, values).await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
 }
 
 /// Records that subscription `object` was in this state from `at` (ms) on, as learnt from

@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/revenue", get(revenue::page))
         .route("/revenue/sync", post(revenue::sync))
         .route("/revenue/customers/{id}", get(revenue::customer))
+        .route("/revenue/payments", get(revenue::payments))
         .route("/revenue/objects/{kind}/{id}", get(revenue::object))
         .route("/costs", get(metering::costs))
         .route("/usage", get(metering::usage))

@@ -95,6 +95,8 @@ pub fn show_age(secs: impl Borrow<i64>) -> String {
 
 /// One figure row: label, value, previous value, change badge.
 pub struct Shown {
+    /// Where the objects behind the figure are listed, if anywhere.
+    pub link: Option<(&'static str, bool)>,
     pub name: &'static str,
     pub label: &'static str,
     pub value: String,
@@ -168,6 +170,7 @@ pub fn shown(
             let value = f.and_then(|f| f.value.as_ref());
             let change = f.and_then(|f| f.change_pct);
             Shown {
+                link: drill_link(name),
                 name,
                 label,
                 value: value.map_or_else(|| "n/a".into(), |v| show_value(v, unit)),
@@ -184,6 +187,19 @@ pub fn shown(
             }
         })
         .collect()
+}
+
+/// The payments list behind a payment figure: the kind of object, and whether only failed
+/// ones.
+fn drill_link(name: &str) -> Option<(&'static str, bool)> {
+    Some(match name {
+        "payment_success_rate" => ("payment_intent", true),
+        "refund_rate" | "refunds" | "refunded" => ("refund", false),
+        "dispute_rate" | "dispute_activity" => ("dispute", false),
+        "net_revenue" | "non_recurring_revenue" => ("charge", false),
+        "recurring_revenue" => ("invoice", false),
+        _ => return None,
+    })
 }
 
 /// The interval a period is charted in: days up to a month, weeks up to half a year.
@@ -350,6 +366,54 @@ pub async fn sync(State(state): State<AppState>, form: CsrfForm<NoFields>) -> Pa
         }
     });
     Ok(Redirect::to("/revenue").into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PaymentsParams {
+    period: Option<String>,
+    kind: Option<String>,
+    failed: Option<String>,
+}
+
+#[derive(askama::Template)]
+#[template(path = "revenue_payments.html")]
+struct PaymentsPage {
+    chrome: Chrome,
+    period: String,
+    kind: String,
+    failed: bool,
+    rows: Vec<drill::PaymentRow>,
+}
+
+/// The payment objects behind the payment figures: failed payment intents, refunds,
+/// disputes, charges or invoices of a period.
+pub async fn payments(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+    Query(q): Query<PaymentsParams>,
+) -> PageResult {
+    let period = q
+        .period
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .unwrap_or("30d")
+        .to_string();
+    let secs = parse_period(&period).map_err(ApiError::Invalid)?;
+    let kind = q.kind.unwrap_or_else(|| "charge".into());
+    let failed = q.failed.as_deref() == Some("1");
+    let now = now_ms();
+    let (from, to) = metrics::whole_days(now - secs * 1000, now);
+    let rows = drill::payments(&state.store, &kind, failed, from, to, 500).await?;
+    Ok(render(
+        StatusCode::OK,
+        &PaymentsPage {
+            chrome: Chrome::new(&user, "/revenue"),
+            period,
+            kind,
+            failed,
+            rows,
+        },
+    ))
 }
 
 #[derive(askama::Template)]

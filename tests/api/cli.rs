@@ -539,3 +539,116 @@ fn pricing_import_and_plans_from_the_command_line() {
     assert_eq!(out.status.code(), Some(78));
     assert!(text(&out).1.contains("plans[0].id"), "{:?}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_stripe_from_the_command_line() {
+    use opsdeck::simulators::stripe::FakeStripe;
+    use serde_json::json;
+    let key = "sk_test_cli_sync";
+    let stripe = FakeStripe::new(key);
+    let now = opsdeck::store::now_ms() / 1000;
+    let price = json!({"id": "price_growth", "object": "price", "active": true, "currency": "usd",
+        "unit_amount": 2600, "type": "recurring", "created": now - 90 * 86_400,
+        "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"}});
+    stripe.put("prices", price.clone());
+    for n in 0..3 {
+        let start = now - (20 + n) * 86_400;
+        stripe.put(
+            "subscriptions",
+            json!({"id": format!("sub_{n}"), "object": "subscription", "customer": format!("cus_{n}"),
+                "status": "active", "currency": "usd", "created": start, "start_date": start,
+                "items": {"object": "list", "has_more": false, "data": [{"id": format!("si_{n}"),
+                    "object": "subscription_item", "quantity": 1, "price": price,
+                    "current_period_start": start, "current_period_end": start + 30 * 86_400}]}}),
+        );
+    }
+    let (base, _server) = stripe.start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("opsdeck.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = {:?}\n\n[stripe]\nsecret_key = {key:?}\napi_base = {base:?}\n",
+            dir.path().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    let run = move |args: Vec<&'static str>, env: Option<(&'static str, &'static str)>| {
+        let path = path.clone();
+        let config = path.join("opsdeck.toml");
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_opsdeck"));
+            cmd.arg("--config")
+                .arg(&config)
+                .args(&args)
+                .current_dir(&path);
+            cmd.env_remove("OPSDECK_SERVER__DATABASE_URL");
+            if let Some((k, v)) = env {
+                cmd.env(k, v);
+            }
+            cmd.output().unwrap()
+        })
+    };
+
+    let out = run(vec!["sync", "stripe"], None).await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("backfill: 4 objects stored, 0 skipped"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("subscriptions") && l.contains(" 3 ")),
+        "per-resource counts: {stdout}"
+    );
+    // The next run only reads the events since; --full reads everything again.
+    let out = run(vec!["sync", "stripe"], None).await.unwrap();
+    assert!(
+        text(&out).0.contains("catch-up: 0 new events applied"),
+        "{:?}",
+        text(&out)
+    );
+    let out = run(vec!["sync", "stripe", "--full"], None).await.unwrap();
+    assert!(
+        text(&out).0.contains("backfill: 4 objects stored"),
+        "{:?}",
+        text(&out)
+    );
+    assert!(
+        stripe
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("/v1/events")),
+        "the catch-up read /v1/events"
+    );
+
+    // A refused key fails loudly, naming Stripe's answer.
+    let out = run(
+        vec!["sync", "stripe"],
+        Some(("OPSDECK_STRIPE__SECRET_KEY", "sk_test_wrong")),
+    )
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("401") || stderr.to_lowercase().contains("refused"),
+        "{stderr}"
+    );
+    // No key at all names the setting.
+    std::fs::write(
+        dir.path().join("opsdeck.toml"),
+        format!("[server]\ndata_dir = {:?}\n", dir.path().to_str().unwrap()),
+    )
+    .unwrap();
+    let out = run(vec!["sync", "stripe"], None).await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("stripe.secret_key"),
+        "{:?}",
+        text(&out)
+    );
+}

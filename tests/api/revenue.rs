@@ -876,6 +876,21 @@ async fn tricky_subscriptions(backend: Backend) {
     let (status, html) = page("/revenue/objects/subscription/sub_a").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("price_biennial"));
+    // The payment figures lead to their objects.
+    let (status, html) = page("/revenue/payments?kind=refund&period=30d").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("/revenue/objects/refund/"),
+        "refunds are listed"
+    );
+    assert!(
+        page("/revenue")
+            .await
+            .1
+            .contains("/revenue/payments?kind=payment_intent&amp;failed=1")
+    );
+    let (status, _) = page("/revenue/payments?kind=banana").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     for missing in [
         "/revenue/objects/banana/sub_a",
         "/revenue/objects/subscription/sub_nope",
@@ -1077,6 +1092,66 @@ async fn margin(backend: Backend) {
         let (status, body) = get(bad).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
     }
+
+    // A payment intent that failed and then succeeded on retry counts once, as succeeded; the
+    // daily sums kept one payment at a time equal a rebuild from every stored payment.
+    let pi = |status: &str, error: bool| {
+        json!({"id": "pi_retry", "object": "payment_intent", "customer": "cus_a",
+               "amount": 2_600, "currency": "usd", "status": status, "created": now - 3_600,
+               "last_payment_error": if error { json!({"code": "card_declined"}) } else { Value::Null }})
+    };
+    for (n, (kind, object)) in [
+        (
+            "payment_intent.payment_failed",
+            pi("requires_payment_method", true),
+        ),
+        ("payment_intent.succeeded", pi("succeeded", false)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = event(&format!("evt_pi_{n}"), kind, now - 60 + n as i64, object);
+        let header = signature::header(body.as_bytes(), now, &[SECRET]);
+        assert_eq!(
+            post_event(&app, &body, Some(header)).await.0,
+            StatusCode::OK
+        );
+    }
+    type Sums = (
+        i64,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    );
+    let sums = || async {
+        app.state
+            .store
+            .fetch_all::<Sums>(
+                "SELECT day, currency, intents_succeeded, intents_failed, charges, charged, \
+                 refunds, refunded, disputes_opened, disputes_lost, recurring, disputes_on_charges \
+                 FROM revenue_payment_days ORDER BY day, currency",
+                opsdeck::args![],
+            )
+            .await
+            .expect("sums")
+    };
+    let kept = sums().await;
+    let intents = kept.iter().fold((0, 0), |a, r| (a.0 + r.2, a.1 + r.3));
+    assert_eq!(intents, (1, 0), "{kept:?}");
+    let charged: i64 = kept.iter().map(|r| r.5).sum();
+    assert_eq!(charged, 10_000 + 2_600 + 6_800);
+    opsdeck::revenue::records::rebuild_payment_days(&app.state.store)
+        .await
+        .expect("rebuild");
+    assert_eq!(sums().await, kept);
 
     // The Costs & Margin page shows the same figures.
     let web = browser();
