@@ -557,6 +557,9 @@ async fn sync(config: Config, cmd: SyncCommand) -> anyhow::Result<()> {
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let shown = bar.clone();
+    // indicatif draws nothing when stdout is not a terminal; the per-resource lines still go to
+    // a pipe or a log.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let outcome = revenue
         .sync(&store, full, &move |p| {
             shown.set_message(format!(
@@ -564,7 +567,12 @@ async fn sync(config: Config, cmd: SyncCommand) -> anyhow::Result<()> {
                 p.resource, p.fetched, p.state
             ));
             if p.state != "running" {
-                shown.println(format!("{:<20} {:>8}  {}", p.resource, p.fetched, p.state));
+                let line = format!("{:<20} {:>8}  {}", p.resource, p.fetched, p.state);
+                if terminal {
+                    shown.println(line);
+                } else {
+                    println!("{line}");
+                }
             }
         })
         .await;

@@ -461,7 +461,17 @@ pub async fn recompute(store: &Store, settings: &Settings, now: i64) -> Result<R
                 .run(move |conn| write_direct(conn, &days, &movements, &customers, &names))
                 .await?
         }
-        None => store_history(store, &days, &movements, &customers, &names).await?,
+        None => {
+            store_history(store, &days, &movements, &customers, &names).await?;
+            // The rows just replaced are dead tuples in every index until vacuumed: period
+            // reads measured 5–60 ms instead of under 1 ms while they stayed.
+            store
+                .execute(
+                    "VACUUM (ANALYZE) revenue_movements, revenue_customers, revenue_days",
+                    args![],
+                )
+                .await?;
+        }
     }
     report.write = writing.elapsed();
     Ok(report)
@@ -482,6 +492,19 @@ fn customer_totals(movements: &[Movement]) -> Vec<(u32, i64, i64, i64)> {
         }
     }
     by_customer
+}
+
+/// Appends `text` as a field of PostgreSQL's COPY text format.
+fn copy_text(buf: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '\\' => buf.push_str("\\\\"),
+            '\t' => buf.push_str("\\t"),
+            '\n' => buf.push_str("\\n"),
+            '\r' => buf.push_str("\\r"),
+            c => buf.push(c),
+        }
+    }
 }
 
 /// For each movement (in the engine's per-customer day order), the day its customer's
@@ -580,6 +603,7 @@ fn write_direct(
     Ok(())
 }
 
+/// The history through the pool (PostgreSQL), movements by COPY.
 async fn store_history(
     store: &Store,
     days: &[DayTotals],
@@ -621,24 +645,58 @@ async fn store_history(
         tx.execute_assembled(sql, values).await?;
     }
     let since = spell_starts(movements);
-    for (chunk, since) in movements.chunks(CHUNK).zip(since.chunks(CHUNK)) {
-        let sql = multi_row_insert(
-            "revenue_movements (customer_id, day, kind, amount, since)",
-            5,
-            chunk.len(),
-            "",
-        );
-        let mut values = Vec::with_capacity(chunk.len() * 5);
-        for (m, since) in chunk.iter().zip(since) {
-            values.extend(args![
-                name(m.customer),
+    if let crate::store::Tx::Postgres(pg) = &mut tx {
+        // COPY: a multi-row INSERT per 400 movements ran at about 8k rows a second here.
+        let mut copy = pg
+            .copy_in_raw(
+                "COPY revenue_movements (customer_id, day, kind, amount, since) FROM STDIN",
+            )
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        let mut buf = String::with_capacity(1 << 20);
+        for (m, since) in movements.iter().zip(&since) {
+            copy_text(&mut buf, name(m.customer));
+            buf.push_str(&format!(
+                "\t{}\t{}\t{}\t{}\n",
                 m.day,
                 m.kind.as_str(),
                 m.amount,
-                *since
-            ]);
+                since
+            ));
+            if buf.len() > 1 << 20 {
+                copy.send(buf.as_bytes())
+                    .await
+                    .map_err(crate::store::StoreError::from)?;
+                buf.clear();
+            }
         }
-        tx.execute_assembled(sql, values).await?;
+        copy.send(buf.as_bytes())
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        copy.finish()
+            .await
+            .map_err(crate::store::StoreError::from)?;
+    } else {
+        // SQLite without a direct connection (not how opsdeck opens it; kept correct anyway).
+        for (chunk, since) in movements.chunks(CHUNK).zip(since.chunks(CHUNK)) {
+            let sql = multi_row_insert(
+                "revenue_movements (customer_id, day, kind, amount, since)",
+                5,
+                chunk.len(),
+                "",
+            );
+            let mut values = Vec::with_capacity(chunk.len() * 5);
+            for (m, since) in chunk.iter().zip(since) {
+                values.extend(args![
+                    name(m.customer),
+                    m.day,
+                    m.kind.as_str(),
+                    m.amount,
+                    *since
+                ]);
+            }
+            tx.execute_assembled(sql, values).await?;
+        }
     }
     for chunk in customers.chunks(CHUNK) {
         let sql = multi_row_insert(

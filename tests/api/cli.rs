@@ -601,7 +601,7 @@ async fn sync_stripe_from_the_command_line() {
     assert!(
         stdout
             .lines()
-            .any(|l| l.starts_with("subscriptions") && l.contains(" 3 ")),
+            .any(|l| l.starts_with("subscription ") && l.contains(" 3 ")),
         "per-resource counts: {stdout}"
     );
     // The next run only reads the events since; --full reads everything again.
