@@ -279,6 +279,7 @@ pub struct RevenueParams {
 #[template(path = "revenue.html")]
 struct RevenuePage {
     chrome: Chrome,
+    has_data: bool,
     period: String,
     kind: String,
     status: SyncStatus,
@@ -333,10 +334,17 @@ pub async fn page(
         ),
     )?;
     let (mrr_chart, movements_chart) = charts(&report, interval);
+    // Without Stripe and without a stored history every figure would be an invented zero.
+    let has_data = status.connected
+        || store
+            .fetch_optional::<(i64,)>("SELECT day FROM revenue_days LIMIT 1", crate::args![])
+            .await?
+            .is_some();
     Ok(render(
         StatusCode::OK,
         &RevenuePage {
             chrome: Chrome::new(&user, "/revenue"),
+            has_data,
             period,
             kind,
             from: show_day(from),

@@ -48,7 +48,7 @@ async fn sign_in_shows_overview_and_sign_out_ends_it(app: &TestApp) {
     ] {
         assert!(html.contains(nav), "nav has {nav}");
     }
-    for path in ["/revenue", "/analytics", "/integrations", "/alerts"] {
+    for path in ["/analytics", "/integrations", "/alerts"] {
         let res = client.get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{path}");
         assert!(
@@ -56,6 +56,12 @@ async fn sign_in_shows_overview_and_sign_out_ends_it(app: &TestApp) {
             "{path} says so plainly"
         );
     }
+    // Revenue is built; without Stripe it says how to connect rather than show invented $0s.
+    let revenue = client.get(app.url("/revenue")).send().await.unwrap();
+    assert_eq!(revenue.status(), StatusCode::OK);
+    let revenue = revenue.text().await.unwrap();
+    assert!(revenue.contains("Stripe is not connected"));
+    assert!(!revenue.contains("$0.00"), "no invented figures");
 
     let token = csrf_from(&html);
     let res = app
