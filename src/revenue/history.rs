@@ -560,20 +560,7 @@ fn write_direct(
              reactivated_customers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         for d in days {
-            stmt.execute(rusqlite::params![
-                d.day,
-                d.mrr,
-                d.customers,
-                d.subscriptions,
-                d.new,
-                d.expansion,
-                d.contraction,
-                d.churn,
-                d.reactivation,
-                d.new_customers,
-                d.churned_customers,
-                d.reactivated_customers
-            ])?;
+            stmt.execute(rusqlite::params_from_iter(d.columns()))?;
         }
         let mut stmt = tx.prepare_cached(
             "INSERT INTO revenue_movements (customer_id, day, kind, amount, since) \
@@ -627,20 +614,7 @@ async fn store_history(
         );
         let mut values = Vec::with_capacity(chunk.len() * 12);
         for d in chunk {
-            values.extend(args![
-                d.day,
-                d.mrr,
-                d.customers,
-                d.subscriptions,
-                d.new,
-                d.expansion,
-                d.contraction,
-                d.churn,
-                d.reactivation,
-                d.new_customers,
-                d.churned_customers,
-                d.reactivated_customers
-            ]);
+            values.extend(d.columns().map(crate::store::Value::from));
         }
         tx.execute_assembled(sql, values).await?;
     }

@@ -335,6 +335,24 @@ pub struct DayTotals {
 }
 
 impl DayTotals {
+    /// The fields in `revenue_days` column order.
+    pub fn columns(&self) -> [i64; 12] {
+        [
+            self.day,
+            self.mrr,
+            self.customers,
+            self.subscriptions,
+            self.new,
+            self.expansion,
+            self.contraction,
+            self.churn,
+            self.reactivation,
+            self.new_customers,
+            self.churned_customers,
+            self.reactivated_customers,
+        ]
+    }
+
     fn add(&mut self, m: &Movement) {
         self.mrr += m.amount;
         match m.kind {

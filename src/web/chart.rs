@@ -49,57 +49,17 @@ pub fn bars(
     aria_label: &str,
 ) -> String {
     let values = clean(labels.len(), series);
-    let totals: Vec<f64> = (0..labels.len())
-        .map(|i| values.iter().map(|v| v[i]).sum())
-        .collect();
-    let max = totals.iter().copied().fold(0.0, f64::max);
-    let Some(frame) = Frame::new(labels, series, nice_scale(max), format_value) else {
-        return empty(aria_label);
-    };
-    let mut out = String::new();
-    frame.open(&mut out, aria_label);
-    frame.grid(&mut out);
-
-    let n = labels.len();
-    let slot = frame.plot_w / n as f64;
-    // Bars keep a gap between them, and a lone bar does not fill the whole plot.
-    let bar_w = (slot * 0.7).min(48.0);
-    let mut cum = vec![0.0; n];
-    for (s, (ser, vals)) in series.iter().zip(&values).enumerate() {
-        put(
-            &mut out,
-            format_args!("<g class=\"chart-bars chart-s{}\">", s % PALETTE),
-        );
-        for (i, &v) in vals.iter().enumerate() {
-            if v <= 0.0 {
-                continue;
-            }
-            let center = frame.left + slot * (i as f64 + 0.5);
-            let x0 = tenths(center - bar_w / 2.0);
-            let x1 = tenths(center + bar_w / 2.0);
-            // Rounding segment boundaries rather than heights makes the stacked segments add up
-            // exactly to the bar of the total.
-            let y_lo = frame.y(cum[i]);
-            cum[i] += v;
-            let y_hi = frame.y(cum[i]);
-            put(
-                &mut out,
-                format_args!(
-                    "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"><title>{}</title></rect>",
-                    T(x0),
-                    T(y_hi),
-                    T(x1 - x0),
-                    T(y_lo - y_hi),
-                    Esc(&tooltip(&labels[i], &ser.name, &format_value(v))),
-                ),
-            );
-        }
-        out.push_str("</g>");
-    }
-    frame.x_axis(&mut out, labels, |i| frame.left + slot * (i as f64 + 0.5));
-    frame.legend(&mut out, series);
-    out.push_str("</svg>");
-    out
+    let max = (0..labels.len())
+        .map(|i| values.iter().map(|v| v[i]).sum::<f64>())
+        .fold(0.0, f64::max);
+    stacked(
+        labels,
+        series,
+        &values,
+        nice_scale(max),
+        format_value,
+        aria_label,
+    )
 }
 
 /// Bars stacked upwards for positive values and downwards for negative ones, one per label
@@ -141,6 +101,20 @@ pub fn diverging_bars(
             .fold(0.0, f64::max)
     };
     let scale = diverging_scale(side(true), side(false));
+    stacked(labels, series, &values, scale, format_value, aria_label)
+}
+
+/// Draws one bar per label, each series' segment stacked on the previous ones: upwards from
+/// zero for positive values, downwards for negative ones.
+fn stacked(
+    labels: &[String],
+    series: &[Series],
+    values: &[Vec<f64>],
+    scale: Option<Scale>,
+    format_value: &dyn Fn(f64) -> String,
+    aria_label: &str,
+) -> String {
+    let n = labels.len();
     let Some(frame) = Frame::new(labels, series, scale, format_value) else {
         return empty(aria_label);
     };
@@ -148,9 +122,10 @@ pub fn diverging_bars(
     frame.open(&mut out, aria_label);
     frame.grid(&mut out);
     let slot = frame.plot_w / n as f64;
+    // Bars keep a gap between them, and a lone bar does not fill the whole plot.
     let bar_w = (slot * 0.7).min(48.0);
     let (mut up, mut down) = (vec![0.0; n], vec![0.0; n]);
-    for (s, (ser, vals)) in series.iter().zip(&values).enumerate() {
+    for (s, (ser, vals)) in series.iter().zip(values).enumerate() {
         put(
             &mut out,
             format_args!("<g class=\"chart-bars chart-s{}\">", s % PALETTE),
@@ -162,6 +137,8 @@ pub fn diverging_bars(
             let center = frame.left + slot * (i as f64 + 0.5);
             let x0 = tenths(center - bar_w / 2.0);
             let x1 = tenths(center + bar_w / 2.0);
+            // Rounding segment boundaries rather than heights makes the stacked segments add up
+            // exactly to the bar of the total.
             let cum = if v > 0.0 { &mut up[i] } else { &mut down[i] };
             let a = frame.y(*cum);
             *cum += v;
