@@ -172,12 +172,7 @@ async fn revenue_figures(
     figures: &mut BTreeMap<String, Option<Figure>>,
 ) -> Result<(), crate::revenue::RevenueError> {
     use crate::revenue::{history::Rates, metrics};
-    let has_history = state
-        .store
-        .fetch_optional::<(i64,)>("SELECT day FROM revenue_days LIMIT 1", crate::args![])
-        .await?
-        .is_some();
-    if state.revenue.client.is_none() && !has_history {
+    if state.revenue.client.is_none() && !metrics::has_history(&state.store).await? {
         return Ok(());
     }
     let currency = state.revenue.reporting_currency();

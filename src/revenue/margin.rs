@@ -196,62 +196,68 @@ fn percent(part: i64, whole: i64) -> Option<f64> {
     (whole > 0).then(|| (part as f64 / whole as f64 * 10_000.0).round() / 100.0)
 }
 
-/// Sums per group for `[from, to)`, plus the whole period's revenue and cost.
-async fn groups(
-    store: &Store,
-    rates: &Rates,
-    group_by: GroupBy,
-    plans: &HashMap<String, String>,
-    from: i64,
-    to: i64,
-) -> Result<(HashMap<String, Sums>, Sums)> {
-    let (revenue, costs) = tokio::try_join!(
-        revenue_by_customer(store, rates, from, to),
-        cost_by_customer_provider(store, rates, from, to)
-    )?;
-    // Costs stay exact (converted nano) per group until the end.
-    let mut exact: HashMap<String, (i64, i64)> = HashMap::new();
-    let mut members: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
-    let key_of = |customer: &str, provider: Option<&str>| -> String {
-        match group_by {
-            GroupBy::Customer => customer.to_string(),
-            GroupBy::Plan => plans.get(customer).cloned().unwrap_or_else(|| NONE.into()),
-            GroupBy::Provider => provider.unwrap_or(NONE).to_string(),
-        }
-    };
-    let mut total = Sums::default();
-    let mut total_cost_nano = 0i64;
-    for (customer, amount) in &revenue {
-        total.revenue += amount;
-        if group_by == GroupBy::Provider {
-            continue;
-        }
-        let key = key_of(customer, None);
-        exact.entry(key.clone()).or_default().0 += amount;
-        members.entry(key).or_default().insert(customer.clone());
+/// What one period's margin is made of: net revenue per customer and provider cost per
+/// (customer, provider), both in the reporting currency (cost still exact, as converted nano).
+struct PeriodData {
+    revenue: HashMap<String, i64>,
+    costs: HashMap<(String, String), i64>,
+}
+
+impl PeriodData {
+    async fn read(store: &Store, rates: &Rates, from: i64, to: i64) -> Result<Self> {
+        let (revenue, costs) = tokio::try_join!(
+            revenue_by_customer(store, rates, from, to),
+            cost_by_customer_provider(store, rates, from, to)
+        )?;
+        Ok(Self { revenue, costs })
     }
-    for ((customer, provider), nano) in &costs {
-        total_cost_nano += nano;
-        let key = key_of(customer, Some(provider));
-        exact.entry(key.clone()).or_default().1 += nano;
-        members.entry(key).or_default().insert(customer.clone());
+
+    /// The whole period's revenue and cost.
+    fn totals(&self) -> Sums {
+        Sums {
+            revenue: self.revenue.values().sum(),
+            cost: cost_minor(self.costs.values().sum()),
+            customers: 0,
+        }
     }
-    total.cost = cost_minor(total_cost_nano);
-    let sums = exact
-        .into_iter()
-        .map(|(key, (revenue, nano))| {
-            let customers = members.get(&key).map_or(0, |m| m.len() as i64);
-            (
-                key,
-                Sums {
+
+    /// Sums per group.
+    fn groups(&self, group_by: GroupBy, plans: &HashMap<String, String>) -> HashMap<String, Sums> {
+        // Costs stay exact (converted nano) per group until the end.
+        let mut exact: HashMap<String, (i64, i64)> = HashMap::new();
+        let mut members: HashMap<String, std::collections::HashSet<&str>> = HashMap::new();
+        let key_of = |customer: &str, provider: Option<&str>| -> String {
+            match group_by {
+                GroupBy::Customer => customer.to_string(),
+                GroupBy::Plan => plans.get(customer).cloned().unwrap_or_else(|| NONE.into()),
+                GroupBy::Provider => provider.unwrap_or(NONE).to_string(),
+            }
+        };
+        if group_by != GroupBy::Provider {
+            for (customer, amount) in &self.revenue {
+                let key = key_of(customer, None);
+                exact.entry(key.clone()).or_default().0 += amount;
+                members.entry(key).or_default().insert(customer);
+            }
+        }
+        for ((customer, provider), nano) in &self.costs {
+            let key = key_of(customer, Some(provider));
+            exact.entry(key.clone()).or_default().1 += nano;
+            members.entry(key).or_default().insert(customer);
+        }
+        exact
+            .into_iter()
+            .map(|(key, (revenue, nano))| {
+                let customers = members.get(&key).map_or(0, |m| m.len() as i64);
+                let sums = Sums {
                     revenue,
                     cost: cost_minor(nano),
                     customers,
-                },
-            )
-        })
-        .collect();
-    Ok((sums, total))
+                };
+                (key, sums)
+            })
+            .collect()
+    }
 }
 
 fn totals(sums: Sums, currency: &str) -> MarginTotals {
@@ -277,9 +283,24 @@ pub async fn report(
     to: i64,
     limit: usize,
 ) -> Result<MarginReport> {
+    let mut reports = reports(store, rates, &[group_by], from, to, limit).await?;
+    reports
+        .pop()
+        .ok_or_else(|| RevenueError::Invalid("no grouping asked for".into()))
+}
+
+/// [`report`] for each of `group_bys`, reading each period's revenue and cost once.
+pub async fn reports(
+    store: &Store,
+    rates: &Rates,
+    group_bys: &[GroupBy],
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Result<Vec<MarginReport>> {
     let (from, to) = super::metrics::whole_days(from, to);
     let previous_from = from - (to - from);
-    let plans: HashMap<String, String> = if group_by == GroupBy::Plan {
+    let plans: HashMap<String, String> = if group_bys.contains(&GroupBy::Plan) {
         store
             .fetch_all::<(String, String)>(
                 "SELECT customer_id, plan_id FROM customer_plans",
@@ -291,57 +312,63 @@ pub async fn report(
     } else {
         HashMap::new()
     };
-    let ((now, total), (_, before)) = tokio::try_join!(
-        groups(store, rates, group_by, &plans, from, to),
-        groups(store, rates, group_by, &plans, previous_from, from)
+    let (now, before) = tokio::try_join!(
+        PeriodData::read(store, rates, from, to),
+        PeriodData::read(store, rates, previous_from, from)
     )?;
+    let (total, before) = (now.totals(), before.totals());
     let currency = rates.reporting();
     let money = |amount| Money {
         amount,
         currency: currency.to_string(),
     };
-    let by_provider = group_by == GroupBy::Provider;
-    let mut rows: Vec<MarginRow> = now
-        .into_iter()
-        .map(|(key, s)| MarginRow {
-            key,
-            revenue: (!by_provider).then(|| money(s.revenue)),
-            cost: money(s.cost),
-            margin: (!by_provider).then(|| money(s.revenue - s.cost)),
-            margin_pct: if by_provider {
-                None
-            } else {
-                percent(s.revenue - s.cost, s.revenue)
-            },
-            cost_of_revenue_pct: percent(s.cost, total.revenue),
-            customers: s.customers,
-        })
-        .collect();
-    // Providers rank by what they cost (the least profitable is the costliest).
-    let rank = |r: &MarginRow| match &r.margin {
-        Some(m) => m.amount,
-        None => -r.cost.amount,
-    };
-    rows.sort_by(|a, b| rank(b).cmp(&rank(a)).then_with(|| a.key.cmp(&b.key)));
-    let groups = rows.len();
-    let least_profitable = rows.iter().rev().take(limit).cloned().collect();
-    rows.truncate(limit);
     let (now_totals, before_totals) = (totals(total, currency), totals(before, currency));
     let change_pct =
         crate::costs::report::change_pct(now_totals.margin.amount, before_totals.margin.amount);
-    Ok(MarginReport {
-        from,
-        to,
-        previous_from,
-        group_by: group_by.as_str().into(),
-        currency: currency.to_string(),
-        totals: now_totals,
-        previous: before_totals,
-        change_pct,
-        groups,
-        rows,
-        least_profitable,
-    })
+    let mut out = Vec::with_capacity(group_bys.len());
+    for &group_by in group_bys {
+        let by_provider = group_by == GroupBy::Provider;
+        let mut rows: Vec<MarginRow> = now
+            .groups(group_by, &plans)
+            .into_iter()
+            .map(|(key, s)| MarginRow {
+                key,
+                revenue: (!by_provider).then(|| money(s.revenue)),
+                cost: money(s.cost),
+                margin: (!by_provider).then(|| money(s.revenue - s.cost)),
+                margin_pct: if by_provider {
+                    None
+                } else {
+                    percent(s.revenue - s.cost, s.revenue)
+                },
+                cost_of_revenue_pct: percent(s.cost, total.revenue),
+                customers: s.customers,
+            })
+            .collect();
+        // Providers rank by what they cost (the least profitable is the costliest).
+        let rank = |r: &MarginRow| match &r.margin {
+            Some(m) => m.amount,
+            None => -r.cost.amount,
+        };
+        rows.sort_by(|a, b| rank(b).cmp(&rank(a)).then_with(|| a.key.cmp(&b.key)));
+        let groups = rows.len();
+        let least_profitable = rows.iter().rev().take(limit).cloned().collect();
+        rows.truncate(limit);
+        out.push(MarginReport {
+            from,
+            to,
+            previous_from,
+            group_by: group_by.as_str().into(),
+            currency: currency.to_string(),
+            totals: now_totals.clone(),
+            previous: before_totals.clone(),
+            change_pct,
+            groups,
+            rows,
+            least_profitable,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -609,7 +609,17 @@ pub async fn figures(
     Ok(figures)
 }
 
-async fn series(
+/// Whether any MRR history is stored: before there is, revenue figures would be invented
+/// zeros.
+pub async fn has_history(store: &Store) -> Result<bool> {
+    Ok(store
+        .fetch_optional::<(i64,)>("SELECT day FROM revenue_days LIMIT 1", args![])
+        .await?
+        .is_some())
+}
+
+/// MRR at the end of each bucket of `[from, to)` with the movements during it.
+pub async fn series(
     store: &Store,
     currency: &str,
     from: i64,

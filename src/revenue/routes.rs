@@ -34,6 +34,24 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sync_status, start_sync))
 }
 
+/// `[from, to)` from the query: `to` defaults to now, `from` to `period` (default 30 days)
+/// before it.
+fn range(from: Option<&str>, to: Option<&str>, period: Option<&str>) -> Result<(i64, i64)> {
+    let to = match to {
+        Some(t) => crate::usage::api::parse_time("to", t)?,
+        None => now_ms(),
+    };
+    let from = match from {
+        Some(t) => crate::usage::api::parse_time("from", t)?,
+        None => {
+            let secs = crate::overview::parse_period(period.unwrap_or("30d"))
+                .map_err(ApiError::Invalid)?;
+            to - secs * 1000
+        }
+    };
+    Ok((from, to))
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct RevenueQuery {
@@ -59,14 +77,7 @@ async fn get_revenue(
     Query(q): Query<RevenueQuery>,
 ) -> Result<Json<RevenueReport>> {
     p.require(Scope::Read)?;
-    let to = match &q.to {
-        Some(t) => crate::usage::api::parse_time("to", t)?,
-        None => now_ms(),
-    };
-    let from = match &q.from {
-        Some(t) => crate::usage::api::parse_time("from", t)?,
-        None => to - 30 * 86_400_000,
-    };
+    let (from, to) = range(q.from.as_deref(), q.to.as_deref(), None)?;
     let interval = Interval::parse(q.interval.as_deref().unwrap_or("day"))?;
     let currency = state.revenue.reporting_currency();
     let rates = Rates::load(&state.store, currency).await?;
@@ -105,18 +116,7 @@ async fn get_margin(
     Query(q): Query<MarginQuery>,
 ) -> Result<Json<MarginReport>> {
     p.require(Scope::Read)?;
-    let to = match &q.to {
-        Some(t) => crate::usage::api::parse_time("to", t)?,
-        None => now_ms(),
-    };
-    let from = match (&q.from, &q.period) {
-        (Some(t), _) => crate::usage::api::parse_time("from", t)?,
-        (None, period) => {
-            let secs = crate::overview::parse_period(period.as_deref().unwrap_or("30d"))
-                .map_err(ApiError::Invalid)?;
-            to - secs * 1000
-        }
-    };
+    let (from, to) = range(q.from.as_deref(), q.to.as_deref(), q.period.as_deref())?;
     if from >= to {
         return Err(ApiError::Invalid("from must be before to".into()));
     }
@@ -233,14 +233,6 @@ async fn sync_status(State(state): State<AppState>, Auth(p): Auth) -> Result<Jso
     responses((status = 202), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn start_sync(State(state): State<AppState>, Auth(p): Auth) -> Result<StatusCode> {
     p.require(Scope::Admin)?;
-    if state.revenue.client.is_none() {
-        return Err(RevenueError::NotConfigured.into());
-    }
-    let s = state.clone();
-    tokio::spawn(async move {
-        if let Err(e) = s.revenue.sync(&s.store, false, &|_| {}).await {
-            tracing::warn!(error = %e, "Stripe sync failed");
-        }
-    });
+    state.revenue.sync_in_background(&state.store)?;
     Ok(StatusCode::ACCEPTED)
 }

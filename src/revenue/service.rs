@@ -204,6 +204,21 @@ impl Revenue {
         Ok(())
     }
 
+    /// Starts [`Revenue::sync`] (not `--full`) on its own task, for the API and the page's
+    /// button; progress shows in [`Revenue::status`]. Refused when no key is configured.
+    pub fn sync_in_background(self: &Arc<Self>, store: &Store) -> Result<()> {
+        if self.client.is_none() {
+            return Err(RevenueError::NotConfigured);
+        }
+        let (me, store) = (self.clone(), store.clone());
+        tokio::spawn(async move {
+            if let Err(e) = me.sync(&store, false, &|_| {}).await {
+                tracing::warn!(error = %e, "Stripe sync failed");
+            }
+        });
+        Ok(())
+    }
+
     /// Brings the store up to date with Stripe: a full backfill when asked, when nothing was
     /// synced yet, or when the last catch-up is older than Stripe keeps events; otherwise the
     /// events since the last catch-up. The MRR history is recomputed after.

@@ -64,7 +64,7 @@ fn usd(v: f64) -> String {
 }
 
 /// Optional text from a form or query: blank means absent.
-fn given(v: &Option<String>) -> Option<String> {
+pub(super) fn given(v: &Option<String>) -> Option<String> {
     v.as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -194,17 +194,15 @@ async fn margin(state: &AppState, from: i64, to: i64) -> Result<Margin, ApiError
     use crate::revenue::RevenueError;
     let store = &state.store;
     let rates = Rates::load(store, state.revenue.reporting_currency()).await?;
-    let report = |g| margin::report(store, &rates, g, from, to, 10);
-    let reports = tokio::try_join!(
-        report(GroupBy::Customer),
-        report(GroupBy::Plan),
-        report(GroupBy::Provider)
-    );
-    let (by_customer, by_plan, by_provider) = match reports {
+    let groups = [GroupBy::Customer, GroupBy::Plan, GroupBy::Provider];
+    let reports = match margin::reports(store, &rates, &groups, from, to, 10).await {
         Ok(r) => r,
         Err(RevenueError::Invalid(m)) => return Ok(Margin::Unavailable(m)),
         Err(e) => return Err(e.into()),
     };
+    let [by_customer, by_plan, by_provider]: [MarginReport; 3] = reports
+        .try_into()
+        .map_err(|_| ApiError::Internal("margin: one report per grouping".into()))?;
     if state.revenue.client.is_none() && by_customer.totals.revenue.amount == 0 {
         return Ok(Margin::Unavailable(
             "No revenue to set costs against: connect Stripe (stripe.secret_key).".into(),

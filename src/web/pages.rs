@@ -44,11 +44,7 @@ const RISE_IS_BAD: &[&str] = &[
 
 fn show(name: &str, v: &FigureValue) -> String {
     let percent = name.ends_with("_rate") || name == "nrr" || name == "gross_margin";
-    match v {
-        FigureValue::Money(m) => super::revenue::show_money(m),
-        FigureValue::Number(n) if percent => format!("{n} %"),
-        FigureValue::Number(n) => format!("{n}"),
-    }
+    super::revenue::show_value(v, if percent { "%" } else { "" })
 }
 
 pub async fn overview(State(state): State<AppState>, PageUser(user): PageUser) -> Response {
@@ -110,32 +106,19 @@ pub async fn overview(State(state): State<AppState>, PageUser(user): PageUser) -
 async fn revenue_charts(
     state: &AppState,
 ) -> Result<Option<(String, String)>, crate::revenue::RevenueError> {
-    use crate::revenue::{history::Rates, metrics};
-    let has_history = state
-        .store
-        .fetch_optional::<(i64,)>("SELECT day FROM revenue_days LIMIT 1", crate::args![])
-        .await?
-        .is_some();
-    if !has_history {
+    use crate::revenue::metrics::{self, Interval};
+    if !metrics::has_history(&state.store).await? {
         return Ok(None);
     }
     let now = crate::store::now_ms();
     let (from, to) = metrics::whole_days(now - 30 * 86_400_000, now);
     let currency = state.revenue.reporting_currency();
-    let rates = Rates::load(&state.store, currency).await?;
-    let report = metrics::report(
-        &state.store,
-        &rates,
-        currency,
-        from,
-        to,
-        metrics::Interval::Day,
-        (0, 0),
-    )
-    .await?;
+    // Only the series: the cards already carry the figures.
+    let series = metrics::series(&state.store, currency, from, to, Interval::Day).await?;
     Ok(Some(super::revenue::charts(
-        &report,
-        metrics::Interval::Day,
+        &series,
+        currency,
+        Interval::Day,
     )))
 }
 

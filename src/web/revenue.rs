@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
 use super::chart::{self, Series};
+use super::metering::given;
 use super::settings::{PageResult, require_admin};
 use super::{Chrome, render};
 use crate::app::AppState;
@@ -20,7 +21,7 @@ use crate::money::Money;
 use crate::overview::{Figure, FigureValue, parse_period};
 use crate::revenue::drill::{self, CustomerDetail, CustomerMrr, MovementRow, ObjectSummary};
 use crate::revenue::history::Rates;
-use crate::revenue::metrics::{self, Interval, RevenueReport};
+use crate::revenue::metrics::{self, Interval};
 use crate::revenue::service::SyncStatus;
 use crate::store::now_ms;
 
@@ -222,17 +223,16 @@ fn bucket_label(ms: i64, interval: Interval) -> String {
         .unwrap_or_default()
 }
 
-/// The MRR line and the movements chart of a report.
-pub fn charts(report: &RevenueReport, interval: Interval) -> (String, String) {
-    let labels: Vec<String> = report
-        .series
+/// The MRR line and the movements chart of a series in `currency`.
+pub fn charts(series: &[metrics::Point], currency: &str, interval: Interval) -> (String, String) {
+    let labels: Vec<String> = series
         .iter()
         .map(|p| bucket_label(p.bucket, interval))
         .collect();
     let major = |m: &Money| {
         m.amount as f64 / 10f64.powi(crate::revenue::history::minor_exponent(&m.currency) as i32)
     };
-    let currency = report.currency.clone();
+    let currency = currency.to_string();
     let fmt = move |v: f64| {
         let exponent = crate::revenue::history::minor_exponent(&currency);
         show_money(&Money {
@@ -245,23 +245,23 @@ pub fn charts(report: &RevenueReport, interval: Interval) -> (String, String) {
         &labels,
         &[Series {
             name: "MRR".into(),
-            values: report.series.iter().map(|p| major(&p.mrr)).collect(),
+            values: series.iter().map(|p| major(&p.mrr)).collect(),
         }],
         &fmt,
         "MRR",
     );
-    let series = |name: &str, pick: fn(&metrics::Point) -> &Money| Series {
+    let of = |name: &str, pick: fn(&metrics::Point) -> &Money| Series {
         name: name.into(),
-        values: report.series.iter().map(|p| major(pick(p))).collect(),
+        values: series.iter().map(|p| major(pick(p))).collect(),
     };
     let movements = chart::diverging_bars(
         &labels,
         &[
-            series("New", |p| &p.new),
-            series("Expansion", |p| &p.expansion),
-            series("Reactivation", |p| &p.reactivation),
-            series("Contraction", |p| &p.contraction),
-            series("Churn", |p| &p.churn),
+            of("New", |p| &p.new),
+            of("Expansion", |p| &p.expansion),
+            of("Reactivation", |p| &p.reactivation),
+            of("Contraction", |p| &p.contraction),
+            of("Churn", |p| &p.churn),
         ],
         &fmt,
         "MRR movements",
@@ -299,13 +299,7 @@ pub async fn page(
     PageUser(user): PageUser,
     Query(q): Query<RevenueParams>,
 ) -> PageResult {
-    let period = q
-        .period
-        .as_deref()
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .unwrap_or("30d")
-        .to_string();
+    let period = given(&q.period).unwrap_or_else(|| "30d".into());
     let secs = parse_period(&period).map_err(ApiError::Invalid)?;
     let kind = q
         .kind
@@ -333,13 +327,9 @@ pub async fn page(
             100
         ),
     )?;
-    let (mrr_chart, movements_chart) = charts(&report, interval);
+    let (mrr_chart, movements_chart) = charts(&report.series, &report.currency, interval);
     // Without Stripe and without a stored history every figure would be an invented zero.
-    let has_data = status.connected
-        || store
-            .fetch_optional::<(i64,)>("SELECT day FROM revenue_days LIMIT 1", crate::args![])
-            .await?
-            .is_some();
+    let has_data = status.connected || metrics::has_history(store).await?;
     Ok(render(
         StatusCode::OK,
         &RevenuePage {
@@ -364,15 +354,7 @@ pub async fn page(
 /// Starts a sync in the background, as `POST /api/v1/stripe/sync` does.
 pub async fn sync(State(state): State<AppState>, form: CsrfForm<NoFields>) -> PageResult {
     require_admin(&form.user)?;
-    if state.revenue.client.is_none() {
-        return Err(crate::revenue::RevenueError::NotConfigured.into());
-    }
-    let s = state.clone();
-    tokio::spawn(async move {
-        if let Err(e) = s.revenue.sync(&s.store, false, &|_| {}).await {
-            tracing::warn!(error = %e, "Stripe sync failed");
-        }
-    });
+    state.revenue.sync_in_background(&state.store)?;
     Ok(Redirect::to("/revenue").into_response())
 }
 
@@ -400,12 +382,7 @@ pub async fn payments(
     PageUser(user): PageUser,
     Query(q): Query<PaymentsParams>,
 ) -> PageResult {
-    let period = q
-        .period
-        .as_deref()
-        .filter(|p| !p.is_empty())
-        .unwrap_or("30d")
-        .to_string();
+    let period = given(&q.period).unwrap_or_else(|| "30d".into());
     let secs = parse_period(&period).map_err(ApiError::Invalid)?;
     let kind = q.kind.unwrap_or_else(|| "charge".into());
     let failed = q.failed.as_deref() == Some("1");
