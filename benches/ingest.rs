@@ -16,7 +16,7 @@ use opsdeck::access::audit::Actor;
 use opsdeck::access::{Scopes, keys};
 use opsdeck::app::App;
 use opsdeck::config::Config;
-use opsdeck::store::{ConnectOptions, Store};
+use opsdeck::store::{ConnectOptions, PG_STATEMENT_BYTES, Store, Tx, chunks_by_size};
 use opsdeck::usage::event::{NewEvent, Rules, validate};
 use opsdeck::usage::writer;
 use serde_json::{Value, json};
@@ -168,20 +168,21 @@ async fn main() {
                 .unwrap();
             "one prepared single-row statement via rusqlite"
         }
-        // PostgreSQL: the writer's own multi-row statements through sqlx.
+        // PostgreSQL: the writer's own UNNEST statements through sqlx, sized as it sizes them.
         None => {
             let mut tx = raw.begin().await.unwrap();
-            for chunk in rows.chunks(writer::ROWS_PER_STATEMENT) {
-                let values = chunk
-                    .iter()
-                    .flat_map(|e| writer::event_values(e, received))
-                    .collect();
-                tx.execute_assembled(writer::insert_events_sql(chunk.len(), false), values)
+            let Tx::Postgres(conn) = &mut tx else {
+                unreachable!("a PostgreSQL URL opens a PostgreSQL store")
+            };
+            let size = writer::EventColumns::wire_size;
+            for chunk in chunks_by_size(&rows, PG_STATEMENT_BYTES, size) {
+                writer::EventColumns::new(chunk)
+                    .insert(conn, received)
                     .await
                     .unwrap();
             }
             tx.commit().await.unwrap();
-            "32-row prepared statements via sqlx"
+            "UNNEST statements of up to 12 KiB via sqlx"
         }
     };
     let raw_rate = total as f64 / raw_started.elapsed().as_secs_f64();

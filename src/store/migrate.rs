@@ -55,6 +55,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0007_revenue.sql"),
         include_str!("../../migrations/postgres/0007_revenue.sql"),
     ),
+    (
+        8,
+        "ingest storage",
+        include_str!("../../migrations/sqlite/0008_ingest_storage.sql"),
+        include_str!("../../migrations/postgres/0008_ingest_storage.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

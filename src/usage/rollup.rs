@@ -7,12 +7,11 @@
 use std::collections::HashMap;
 
 use super::event::NewEvent;
-use crate::args;
-use crate::store::{StoreError, Tx, Value, multi_row_insert};
+use crate::store::{PG_STATEMENT_BYTES, StoreError, chunks_by_size};
 
 // The upserts' column lists and conflict clauses, as macros so that both backends' statements
-// are assembled from the same literals (`multi_row_insert` for PostgreSQL, `concat!` for
-// SQLite's single-row statements).
+// are assembled from the same literals by `concat!` (SQLite's single-row statements,
+// PostgreSQL's `UNNEST` ones).
 macro_rules! rollup_columns {
     () => {
         "usage_rollups (granularity, bucket, subject, source, type, category, provider, sku, \
@@ -77,6 +76,44 @@ const UPSERT_MONTH_SQLITE: &str = concat!(
     months_conflict!()
 );
 
+const UPSERT_MONTHS_PG: &str = concat!(
+    "INSERT INTO ",
+    months_columns!(),
+    " SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::float8[], \
+     $6::int8[]) ",
+    months_conflict!()
+);
+
+/// PostgreSQL's rollup upsert. It is sent only the minute rows; each statement derives the
+/// hour and day rows and the all-customer totals from them, sums those per key (an upsert may
+/// touch a row once) and writes them customer by customer, the totals (customer '') first.
+/// Sending a third of the rows cut the rollup step's round trips by as much.
+const UPSERT_ROLLUPS_PG: &str = concat!(
+    "INSERT INTO ",
+    rollup_columns!(),
+    " SELECT g.granularity, g.bucket, g.subject, m.source, m.type, m.category, m.provider, \
+     m.sku, m.unit, sum(m.events)::int8, sum(m.quantity), sum(m.cost_nano)::int8, \
+     sum(m.unpriced)::int8, sum(m.s2)::int8, sum(m.s3)::int8, sum(m.s4)::int8, \
+     sum(m.s5)::int8, sum(m.duration), sum(m.l0)::int8, sum(m.l1)::int8, sum(m.l2)::int8, \
+     sum(m.l3)::int8, sum(m.l4)::int8, sum(m.l5)::int8, sum(m.l6)::int8, sum(m.l7)::int8 \
+     FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+     $7::text[], $8::text[], $9::int8[], $10::float8[], $11::int8[], $12::int8[], $13::int8[], \
+     $14::int8[], $15::int8[], $16::int8[], $17::float8[], $18::int8[], $19::int8[], \
+     $20::int8[], $21::int8[], $22::int8[], $23::int8[], $24::int8[], $25::int8[]) \
+     AS m (bucket, subject, source, type, category, provider, sku, unit, events, quantity, \
+     cost_nano, unpriced, s2, s3, s4, s5, duration, l0, l1, l2, l3, l4, l5, l6, l7) \
+     CROSS JOIN LATERAL (VALUES \
+     ('minute', m.bucket, m.subject), \
+     ('hour', m.bucket - mod(mod(m.bucket, 3600000) + 3600000, 3600000), m.subject), \
+     ('day', m.bucket - mod(mod(m.bucket, 86400000) + 86400000, 86400000), m.subject), \
+     ('minute_total', m.bucket, ''), \
+     ('hour_total', m.bucket - mod(mod(m.bucket, 3600000) + 3600000, 3600000), ''), \
+     ('day_total', m.bucket - mod(mod(m.bucket, 86400000) + 86400000, 86400000), '')) \
+     AS g (granularity, bucket, subject) \
+     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 3, 1, 2, 4, 5, 6, 7, 8, 9 ",
+    rollup_conflict!()
+);
+
 /// Bucket widths, in milliseconds, by granularity name.
 pub const GRANULARITIES: &[(&str, i64)] =
     &[("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
@@ -98,14 +135,9 @@ pub fn total_of(granularity: &str) -> Option<&'static str> {
 pub const LATENCY_BOUNDS_MS: [f64; 7] = [50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
 const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 
-/// Columns per upserted row, and rows per statement (kept short: see the writer's note on
-/// PostgreSQL and long VALUES lists).
-const WIDTH: usize = 26;
-const ROWS_PER_STATEMENT: usize = 32;
-
 /// One rollup row's identity. Borrowed from the events being committed, so folding an event
 /// allocates nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Key<'a> {
     granularity: &'static str,
     bucket: i64,
@@ -302,54 +334,137 @@ impl<'a> Rollups<'a> {
         Ok(())
     }
 
-    /// Adds the increments to the stored rollups inside `tx`.
-    pub async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
-        let months: Vec<((i64, &str), Month)> = self.months.into_iter().collect();
-        for chunk in months.chunks(ROWS_PER_STATEMENT) {
-            let sql = multi_row_insert(months_columns!(), 6, chunk.len(), months_conflict!());
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
-            for ((month, subject), m) in chunk {
-                values.extend(args![
-                    *month,
-                    *subject,
-                    m.calls,
-                    m.events,
-                    m.credits,
-                    m.cost_nano
-                ]);
-            }
-            tx.execute_assembled(sql, values).await?;
+    /// Adds the increments to the stored rollups inside a PostgreSQL transaction: one statement
+    /// per table, every row's values travelling as one array per column and unpacked by
+    /// `UNNEST`, so the statement text never changes and is planned once per connection.
+    /// (32-row `VALUES` upserts, re-planned on every execution, held ingest near 30k events/s.)
+    pub async fn write_pg(self, conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+        // Rows go in customer order: the writer keeps two transactions in flight, and taking
+        // the row locks of rows both touch (the all-customer totals, a busy customer's rows) in
+        // one global order keeps them from waiting on each other in a cycle. (Should a rare
+        // interleaving still deadlock, PostgreSQL aborts one transaction and the writer retries
+        // its requests one by one.)
+        let mut months: Vec<((i64, &str), Month)> = self.months.into_iter().collect();
+        months.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Text plus each element's length word and the five fixed-width numbers.
+        let month_size = |((_, who), _): &((i64, &str), Month)| who.len() + 6 * 4 + 5 * 8;
+        for chunk in chunks_by_size(&months, PG_STATEMENT_BYTES, month_size) {
+            sqlx::query(UPSERT_MONTHS_PG)
+                .bind(chunk.iter().map(|((m, _), _)| *m).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|((_, who), _)| *who).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|(_, m)| m.calls).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|(_, m)| m.events).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|(_, m)| m.credits).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|(_, m)| m.cost_nano).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await?;
         }
-        let rows: Vec<(Key, Totals)> = Self::all_granularities(self.minutes).into_iter().collect();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let sql = multi_row_insert(rollup_columns!(), WIDTH, chunk.len(), rollup_conflict!());
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * WIDTH);
+        // Minute rows only (see UPSERT_ROLLUPS_PG), grouped by customer so each customer's
+        // hour and day rows come from one statement.
+        let mut rows: Vec<(Key, Totals)> = self.minutes.into_iter().collect();
+        rows.sort_unstable_by(|(a, _), (b, _)| (a.subject, a).cmp(&(b.subject, b)));
+        let row_size = |(k, _): &(Key, Totals)| {
+            k.subject.len()
+                + k.source.len()
+                + k.kind.len()
+                + k.category.len()
+                + k.provider.len()
+                + k.sku.len()
+                + k.unit.len()
+                + 25 * 4
+                + 18 * 8
+        };
+        for chunk in chunks_by_size(&rows, PG_STATEMENT_BYTES, row_size) {
+            let mut c = RollupColumns::with_capacity(chunk.len());
             for (k, t) in chunk {
-                values.extend(args![
-                    k.granularity,
-                    k.bucket,
-                    k.subject,
-                    k.source,
-                    k.kind,
-                    k.category,
-                    k.provider,
-                    k.sku,
-                    k.unit,
-                    t.events,
-                    t.quantity,
-                    t.cost_nano,
-                    t.unpriced,
-                    t.status[0],
-                    t.status[1],
-                    t.status[2],
-                    t.status[3],
-                    t.duration_ms
-                ]);
-                values.extend(t.latency.iter().map(|n| Value::from(*n)));
+                c.push(k, t);
             }
-            tx.execute_assembled(sql, values).await?;
+            let mut q = sqlx::query(UPSERT_ROLLUPS_PG)
+                .bind(c.bucket)
+                .bind(c.subject)
+                .bind(c.source)
+                .bind(c.kind)
+                .bind(c.category)
+                .bind(c.provider)
+                .bind(c.sku)
+                .bind(c.unit)
+                .bind(c.events)
+                .bind(c.quantity)
+                .bind(c.cost_nano)
+                .bind(c.unpriced);
+            for s in c.status {
+                q = q.bind(s);
+            }
+            q = q.bind(c.duration_ms);
+            for l in c.latency {
+                q = q.bind(l);
+            }
+            q.execute(&mut *conn).await?;
         }
         Ok(())
+    }
+}
+
+/// [`Rollups::write_pg`]'s rows turned into one vector per column.
+struct RollupColumns<'a> {
+    bucket: Vec<i64>,
+    subject: Vec<&'a str>,
+    source: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    category: Vec<&'a str>,
+    provider: Vec<&'a str>,
+    sku: Vec<&'a str>,
+    unit: Vec<&'a str>,
+    events: Vec<i64>,
+    quantity: Vec<f64>,
+    cost_nano: Vec<i64>,
+    unpriced: Vec<i64>,
+    status: [Vec<i64>; 4],
+    duration_ms: Vec<f64>,
+    latency: [Vec<i64>; LATENCY_BUCKETS],
+}
+
+impl<'a> RollupColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            bucket: Vec::with_capacity(n),
+            subject: Vec::with_capacity(n),
+            source: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            category: Vec::with_capacity(n),
+            provider: Vec::with_capacity(n),
+            sku: Vec::with_capacity(n),
+            unit: Vec::with_capacity(n),
+            events: Vec::with_capacity(n),
+            quantity: Vec::with_capacity(n),
+            cost_nano: Vec::with_capacity(n),
+            unpriced: Vec::with_capacity(n),
+            status: std::array::from_fn(|_| Vec::with_capacity(n)),
+            duration_ms: Vec::with_capacity(n),
+            latency: std::array::from_fn(|_| Vec::with_capacity(n)),
+        }
+    }
+
+    fn push(&mut self, k: &Key<'a>, t: &Totals) {
+        self.bucket.push(k.bucket);
+        self.subject.push(k.subject);
+        self.source.push(k.source);
+        self.kind.push(k.kind);
+        self.category.push(k.category);
+        self.provider.push(k.provider);
+        self.sku.push(k.sku);
+        self.unit.push(k.unit);
+        self.events.push(t.events);
+        self.quantity.push(t.quantity);
+        self.cost_nano.push(t.cost_nano);
+        self.unpriced.push(t.unpriced);
+        for (column, v) in self.status.iter_mut().zip(t.status) {
+            column.push(v);
+        }
+        self.duration_ms.push(t.duration_ms);
+        for (column, v) in self.latency.iter_mut().zip(t.latency) {
+            column.push(v);
+        }
     }
 }
 

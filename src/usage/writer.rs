@@ -11,8 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::event::NewEvent;
 use super::quota::Watch;
 use super::rollup::Rollups;
-use crate::args;
-use crate::store::{DirectSqlite, Store, StoreError, Value, multi_row_insert, now_ms};
+use crate::store::{
+    DirectSqlite, PG_STATEMENT_BYTES, Store, StoreError, Tx, chunks_by_size, now_ms,
+};
 
 /// Most events written in one transaction; a bigger backlog is split across commits.
 const MAX_EVENTS_PER_COMMIT: usize = 20_000;
@@ -75,6 +76,12 @@ impl Ingestor {
 /// The writer's end of the channel.
 pub struct WriterInbox(mpsc::Receiver<Job>);
 
+/// Transactions the writer keeps in flight at once on PostgreSQL. Each commit is a sequence of
+/// round trips on one connection, which left half of both cores idle; a second transaction
+/// inserts its events while the first writes its rollups. (SQLite allows one writer at a time,
+/// so it commits one group at a time.)
+const PG_COMMITS_IN_FLIGHT: usize = 2;
+
 /// Runs until every [`Ingestor`] handle is dropped or `stop` resolves, finishing the jobs it has
 /// already received.
 pub async fn run(
@@ -85,21 +92,30 @@ pub async fn run(
 ) {
     tokio::pin!(stop);
     let direct = store.direct_sqlite();
-    let commit = |jobs: Vec<Arc<Vec<NewEvent>>>| {
-        let (store, direct) = (store.clone(), direct.clone());
-        async move {
-            match direct {
-                Some(d) => commit_direct(&d, jobs).await,
-                None => commit(&store, &jobs).await,
-            }
-        }
+    let limit = if direct.is_some() {
+        1
+    } else {
+        PG_COMMITS_IN_FLIGHT
     };
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut stopping = false;
     loop {
-        let first = tokio::select! {
-            job = inbox.0.recv() => match job { Some(job) => job, None => return },
-            () = &mut stop => {
-                inbox.0.close();
-                match inbox.0.recv().await { Some(job) => job, None => return }
+        while in_flight.len() >= limit {
+            in_flight.join_next().await;
+        }
+        let first = if stopping {
+            match inbox.0.recv().await {
+                Some(job) => job,
+                None => break,
+            }
+        } else {
+            tokio::select! {
+                job = inbox.0.recv() => match job { Some(job) => job, None => break },
+                () = &mut stop => {
+                    inbox.0.close();
+                    stopping = true;
+                    continue;
+                }
             }
         };
         let mut jobs = vec![first];
@@ -113,74 +129,157 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        match commit(jobs.iter().map(|j| j.events.clone()).collect()).await {
-            Ok(results) => {
-                for job in &jobs {
+        let (store, direct, watch) = (store.clone(), direct.clone(), quota_watch.clone());
+        in_flight.spawn(commit_and_reply(store, direct, jobs, watch));
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// Commits one group of jobs and answers each job's request.
+async fn commit_and_reply(
+    store: Store,
+    direct: Option<DirectSqlite>,
+    jobs: Vec<Job>,
+    quota_watch: Arc<Watch>,
+) {
+    let commit = |events: Vec<Arc<Vec<NewEvent>>>| {
+        let (store, direct) = (&store, direct.clone());
+        async move {
+            match direct {
+                Some(d) => commit_direct(&d, events).await,
+                None => commit(store, &events).await,
+            }
+        }
+    };
+    match commit(jobs.iter().map(|j| j.events.clone()).collect()).await {
+        Ok(results) => {
+            for job in &jobs {
+                quota_watch.saw(&job.events);
+            }
+            for (job, written) in jobs.into_iter().zip(results) {
+                let _ = job.reply.send(Ok(written));
+            }
+        }
+        Err(e) if jobs.len() > 1 => {
+            // Isolate the failure: one request's events must not fail everyone else's, so
+            // each job is retried in a transaction of its own.
+            tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; committing requests one by one");
+            for job in jobs {
+                let result = commit(vec![job.events.clone()]).await;
+                if result.is_ok() {
                     quota_watch.saw(&job.events);
                 }
-                for (job, written) in jobs.into_iter().zip(results) {
-                    let _ = job.reply.send(Ok(written));
-                }
+                let reply = result.map(|mut w| w.remove(0)).map_err(|e| {
+                    tracing::error!(error = %e, events = job.events.len(), "ingest commit failed");
+                    e.to_string()
+                });
+                let _ = job.reply.send(reply);
             }
-            Err(e) if jobs.len() > 1 => {
-                // Isolate the failure: one request's events must not fail everyone else's, so
-                // each job is retried in a transaction of its own.
-                tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; committing requests one by one");
-                for job in jobs {
-                    let result = commit(vec![job.events.clone()]).await;
-                    if result.is_ok() {
-                        quota_watch.saw(&job.events);
-                    }
-                    let reply = result.map(|mut w| w.remove(0)).map_err(|e| {
-                        tracing::error!(error = %e, events = job.events.len(), "ingest commit failed");
-                        e.to_string()
-                    });
-                    let _ = job.reply.send(reply);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, events = n, "ingest commit failed");
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.to_string()));
-                }
+        }
+        Err(e) => {
+            let n: usize = jobs.iter().map(|j| j.events.len()).sum();
+            tracing::error!(error = %e, events = n, "ingest commit failed");
+            for job in jobs {
+                let _ = job.reply.send(Err(e.to_string()));
             }
         }
     }
 }
 
-/// The statement storing `rows` events, each bound with [`event_values`]; with `returning` it
-/// reports the `(source, event_id)` of the rows it actually inserted.
-pub fn insert_events_sql(rows: usize, returning: bool) -> String {
-    multi_row_insert(
-        "events (source, event_id, type, subject, time, received_at, data, cost_nano)",
-        8,
-        rows,
-        if returning {
-            "ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id"
-        } else {
-            "ON CONFLICT (source, event_id) DO NOTHING"
-        },
-    )
+/// PostgreSQL's statement storing a batch of events, each column bound as one array (see
+/// [`EventColumns`]); a (source, id) already stored, or repeated earlier in the batch, is not
+/// inserted. The text never varies with the batch size, so each connection plans it once.
+pub const INSERT_EVENTS_PG: &str = "INSERT INTO events \
+     (source, event_id, type, subject, time, received_at, data, cost_nano) \
+     SELECT source, event_id, type, subject, time, $6, data, cost_nano \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $7::text[], \
+     $8::int8[]) AS e (source, event_id, type, subject, time, data, cost_nano) \
+     ON CONFLICT (source, event_id) DO NOTHING";
+
+/// [`INSERT_EVENTS_PG`] reporting the `(source, event_id)` of the rows it inserted.
+const INSERT_EVENTS_RETURNING_PG: &str = concat!(
+    "INSERT INTO events \
+     (source, event_id, type, subject, time, received_at, data, cost_nano) \
+     SELECT source, event_id, type, subject, time, $6, data, cost_nano \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $7::text[], \
+     $8::int8[]) AS e (source, event_id, type, subject, time, data, cost_nano) \
+     ON CONFLICT (source, event_id) DO NOTHING",
+    " RETURNING source, event_id"
+);
+
+/// A batch of events as one vector per column, borrowed from the events.
+pub struct EventColumns<'a> {
+    source: Vec<&'a str>,
+    id: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    subject: Vec<Option<&'a str>>,
+    time: Vec<i64>,
+    data: Vec<&'a str>,
+    cost_nano: Vec<Option<i64>>,
 }
 
-/// One event's values for [`insert_events_sql`].
-pub fn event_values(e: &NewEvent, received_at: i64) -> Vec<Value> {
-    args![
-        &e.source,
-        &e.id,
-        &e.kind,
-        e.subject.clone(),
-        e.time_ms,
-        received_at,
-        &e.data,
-        e.facts.cost_nano
-    ]
-}
+impl<'a> EventColumns<'a> {
+    pub fn new(events: &'a [NewEvent]) -> Self {
+        Self {
+            source: events.iter().map(|e| e.source.as_str()).collect(),
+            id: events.iter().map(|e| e.id.as_str()).collect(),
+            kind: events.iter().map(|e| e.kind.as_str()).collect(),
+            subject: events.iter().map(|e| e.subject.as_deref()).collect(),
+            time: events.iter().map(|e| e.time_ms).collect(),
+            data: events.iter().map(|e| e.data.as_str()).collect(),
+            cost_nano: events.iter().map(|e| e.facts.cost_nano).collect(),
+        }
+    }
 
-/// Rows per INSERT statement on PostgreSQL, which re-plans long VALUES lists on every execution
-/// and falls from ~60k to ~5k events/s at 256 rows (measured with `cargo bench --bench ingest`).
-/// SQLite's direct path needs no batching: a cached single-row statement costs no round trip.
-pub const ROWS_PER_STATEMENT: usize = 32;
+    /// About how many bytes `e` adds to the statement's message: its text columns plus each
+    /// array element's length word and the fixed-width numbers. Used to keep a statement within
+    /// [`PG_STATEMENT_BYTES`].
+    pub fn wire_size(e: &NewEvent) -> usize {
+        e.source.len()
+            + e.id.len()
+            + e.kind.len()
+            + e.subject.as_ref().map_or(0, String::len)
+            + e.data.len()
+            + 7 * 4
+            + 2 * 8
+    }
+
+    /// Runs [`INSERT_EVENTS_PG`] and returns how many rows it inserted.
+    pub async fn insert(
+        self,
+        conn: &mut sqlx::PgConnection,
+        received_at: i64,
+    ) -> Result<u64, StoreError> {
+        let q = sqlx::query(INSERT_EVENTS_PG)
+            .bind(self.source)
+            .bind(self.id)
+            .bind(self.kind)
+            .bind(self.subject)
+            .bind(self.time)
+            .bind(received_at)
+            .bind(self.data)
+            .bind(self.cost_nano);
+        Ok(q.execute(conn).await?.rows_affected())
+    }
+
+    /// Runs [`INSERT_EVENTS_PG`] and returns the `(source, event_id)` of the rows it inserted.
+    async fn insert_returning(
+        self,
+        conn: &mut sqlx::PgConnection,
+        received_at: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let q = sqlx::query_as(INSERT_EVENTS_RETURNING_PG)
+            .bind(self.source)
+            .bind(self.id)
+            .bind(self.kind)
+            .bind(self.subject)
+            .bind(self.time)
+            .bind(received_at)
+            .bind(self.data)
+            .bind(self.cost_nano);
+        Ok(q.fetch_all(conn).await?)
+    }
+}
 
 /// The SQLite form of [`commit`], on the store's direct connection: one cached single-row
 /// statement per event, whose change count says whether it was inserted or was a duplicate.
@@ -245,26 +344,36 @@ pub fn insert_events_direct<'a>(
     Ok(())
 }
 
-/// Inserts every job's events in one transaction (PostgreSQL), as multi-row statements that
-/// never span two jobs, so the rows each statement returns belong to one request, and adds the inserted ones to
-/// the rollups before the same commit. A (source, id) already
-/// stored, or repeated earlier in the same commit, is not inserted and counts as a duplicate.
+/// Inserts every job's events in one transaction (PostgreSQL), in statements that never span
+/// two jobs so the rows each one returns belong to one request, and adds the inserted ones to the
+/// rollups before the same commit. A (source, id) already stored, or repeated earlier in the
+/// same commit, is not inserted and counts as a duplicate.
 async fn commit(store: &Store, jobs: &[Arc<Vec<NewEvent>>]) -> Result<Vec<Written>, StoreError> {
     let received = now_ms();
     let mut tx = store.begin().await?;
+    let Tx::Postgres(conn) = &mut tx else {
+        return Err(StoreError::Unsupported(
+            "the pooled ingest path is PostgreSQL's; SQLite writes through its direct connection",
+        ));
+    };
     let mut results = Vec::with_capacity(jobs.len());
     let mut rollups = Rollups::default();
     for job in jobs {
         let mut accepted = 0;
-        for chunk in job.chunks(ROWS_PER_STATEMENT) {
-            let sql = insert_events_sql(chunk.len(), true);
-            let values = chunk
-                .iter()
-                .flat_map(|e| event_values(e, received))
-                .collect();
-            // Only the rows actually inserted reach the rollups; a repeat of an event earlier in
-            // the same statement is matched once.
-            let inserted: Vec<(String, String)> = tx.fetch_all_assembled(sql, values).await?;
+        for chunk in chunks_by_size(job, PG_STATEMENT_BYTES, EventColumns::wire_size) {
+            let inserted = EventColumns::new(chunk)
+                .insert_returning(conn, received)
+                .await?;
+            if inserted.len() == chunk.len() {
+                // The common case: nothing was a duplicate, so no lookup is needed.
+                for e in chunk {
+                    rollups.add(e);
+                }
+                accepted += chunk.len();
+                continue;
+            }
+            // Only the rows actually inserted reach the rollups; an event repeated within the
+            // chunk is matched once.
             let mut fresh: HashSet<(&str, &str)> = inserted
                 .iter()
                 .map(|(s, i)| (s.as_str(), i.as_str()))
@@ -281,7 +390,7 @@ async fn commit(store: &Store, jobs: &[Arc<Vec<NewEvent>>]) -> Result<Vec<Writte
             duplicates: job.len() - accepted,
         });
     }
-    rollups.write(&mut tx).await?;
+    rollups.write_pg(conn).await?;
     tx.commit().await?;
     Ok(results)
 }

@@ -507,7 +507,8 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
     let key = app.key("app", &["ingest"]).await;
     let mut rng = rand::rng();
     let base = 1_795_000_000_000_i64;
-    let events: Vec<Value> = (0..600)
+    const EVENTS: usize = 1500;
+    let events: Vec<Value> = (0..EVENTS)
         .map(|i| {
             let t = base + rng.random_range(0..3 * 86_400_000_i64);
             let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
@@ -535,15 +536,24 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
             }
         })
         .collect();
-    // Random batches, with a share of events sent twice, from four concurrent clients.
+    // Random batches, with a share of events sent twice (repeating an earlier batch's event or
+    // one earlier in the same batch), from four concurrent clients. Some batches are big enough
+    // that PostgreSQL's writer splits them over several statements.
     let mut batches: Vec<String> = Vec::new();
-    let mut i = 0;
+    let (mut i, mut sent) = (0, 0);
     while i < events.len() {
-        let n = rng.random_range(1..60).min(events.len() - i);
+        let size = if rng.random_bool(0.2) {
+            100..400
+        } else {
+            1..60
+        };
+        let n = rng.random_range(size).min(events.len() - i);
         let mut batch: Vec<Value> = events[i..i + n].to_vec();
-        if i > 0 && rng.random_bool(0.3) {
-            batch.push(events[rng.random_range(0..i)].clone());
+        for _ in 0..rng.random_range(0..3) {
+            let repeat = events[rng.random_range(0..i + n)].clone();
+            batch.insert(rng.random_range(0..=batch.len()), repeat);
         }
+        sent += batch.len();
         batches.push(json!(batch).to_string());
         i += n;
     }
@@ -552,6 +562,7 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
         let mine: Vec<String> = batches.iter().skip(c).step_by(4).cloned().collect();
         let (url, key) = (app.url("/api/v1/events"), key.clone());
         tasks.push(tokio::spawn(async move {
+            let mut counts = (0, 0);
             for body in mine {
                 let res = api()
                     .post(&url)
@@ -562,13 +573,20 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
                     .await
                     .unwrap();
                 assert!(res.status().is_success());
+                let reply: Value = res.json().await.unwrap();
+                counts.0 += reply["accepted"].as_u64().unwrap() as usize;
+                counts.1 += reply["duplicates"].as_u64().unwrap() as usize;
             }
+            counts
         }));
     }
+    let (mut accepted, mut duplicates) = (0, 0);
     for t in tasks {
-        t.await.unwrap();
+        let (a, d) = t.await.unwrap();
+        (accepted, duplicates) = (accepted + a, duplicates + d);
     }
-    assert_eq!(stored(app).await, 600);
+    assert_eq!((accepted, duplicates), (EVENTS, sent - EVENTS));
+    assert_eq!(stored(app).await, EVENTS as i64);
 
     let raw: Vec<(String, String, i64, String, Option<i64>)> = app
         .state
