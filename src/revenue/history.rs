@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 
 use super::RevenueError;
-use super::mrr::{self, Change, DayTotals, Movement};
+use super::delta;
+use super::mrr::{self, Change, Movement};
 use super::stripe::objects;
 use crate::args;
 use crate::store::Store;
@@ -455,22 +456,29 @@ pub async fn recompute(store: &Store, settings: &Settings, now: i64) -> Result<R
     report.compute = computing.elapsed();
     let writing = std::time::Instant::now();
     let customers = customer_totals(&movements);
+    let since = spell_starts(&movements);
     match direct {
         Some(direct) => {
             direct
-                .run(move |conn| write_direct(conn, &days, &movements, &customers, &names))
+                .run(move |conn| {
+                    let fresh = delta::Fresh {
+                        days: &days,
+                        movements: &movements,
+                        since: &since,
+                        customers: &customers,
+                    };
+                    write_direct(conn, &fresh, &names)
+                })
                 .await?
         }
         None => {
-            store_history(store, &days, &movements, &customers, &names).await?;
-            // The rows just replaced are dead tuples in every index until vacuumed: period
-            // reads measured 5–60 ms instead of under 1 ms while they stayed.
-            store
-                .execute(
-                    "VACUUM (ANALYZE) revenue_movements, revenue_customers, revenue_days",
-                    args![],
-                )
-                .await?;
+            let fresh = delta::Fresh {
+                days: &days,
+                movements: &movements,
+                since: &since,
+                customers: &customers,
+            };
+            store_history(store, &fresh, &names).await?;
         }
     }
     report.write = writing.elapsed();
@@ -524,17 +532,58 @@ fn spell_starts(movements: &[Movement]) -> Vec<i64> {
     out
 }
 
-/// The history through a direct SQLite connection: one immediate transaction, cached
-/// prepared statements, rows in key order.
+/// The history through a direct SQLite connection, in one immediate transaction: the
+/// difference from the stored history where that is small, else every table replaced.
 fn write_direct(
     conn: &mut rusqlite::Connection,
-    days: &[DayTotals],
-    movements: &[Movement],
-    customers: &[(u32, i64, i64, i64)],
+    fresh: &delta::Fresh,
+    names: &[String],
+) -> crate::store::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut stored = delta::Stored::default();
+    {
+        let mut stmt = tx.prepare(delta::STORED_DAYS_SQL)?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let mut columns = [0; 12];
+            for (i, c) in columns.iter_mut().enumerate() {
+                *c = r.get(i)?;
+            }
+            stored.day(columns);
+        }
+        let mut stmt = tx.prepare(delta::STORED_MOVEMENTS_SQL)?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            stored.movement(
+                names,
+                text(r, 0)?,
+                r.get(1)?,
+                text(r, 2)?,
+                r.get(3)?,
+                r.get(4)?,
+            );
+        }
+        let mut stmt = tx.prepare(delta::STORED_CUSTOMERS_SQL)?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            stored.customer(names, text(r, 0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        }
+    }
+    match delta::plan(stored, fresh) {
+        Some(plan) => delta::apply_direct(&tx, &plan, names)?,
+        None => rewrite_direct(&tx, fresh, names)?,
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Replaces every history table inside `tx`, rows in key order.
+fn rewrite_direct(
+    tx: &rusqlite::Transaction<'_>,
+    fresh: &delta::Fresh,
     names: &[String],
 ) -> crate::store::Result<()> {
     let name = |c: u32| names.get(c as usize).map_or("", String::as_str);
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "DELETE FROM revenue_days; DELETE FROM revenue_movements; DELETE FROM revenue_customers;",
     )?;
@@ -559,14 +608,14 @@ fn write_direct(
              contraction, churn, reactivation, new_customers, churned_customers, \
              reactivated_customers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
-        for d in days {
+        for d in fresh.days {
             stmt.execute(rusqlite::params_from_iter(d.columns()))?;
         }
         let mut stmt = tx.prepare_cached(
             "INSERT INTO revenue_movements (customer_id, day, kind, amount, since) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for (m, since) in movements.iter().zip(spell_starts(movements)) {
+        for (m, since) in fresh.movements.iter().zip(fresh.since) {
             stmt.execute(rusqlite::params![
                 name(m.customer),
                 m.day,
@@ -579,44 +628,98 @@ fn write_direct(
             "INSERT INTO revenue_customers (customer_id, mrr, first_day, last_day) \
              VALUES (?1, ?2, ?3, ?4)",
         )?;
-        for (customer, mrr, first, last) in customers {
+        for (customer, mrr, first, last) in fresh.customers {
             stmt.execute(rusqlite::params![name(*customer), mrr, first, last])?;
         }
     }
     for (_, sql) in &indexes {
         tx.execute_batch(sql)?;
     }
-    tx.commit()?;
     Ok(())
 }
 
-/// The history through the pool (PostgreSQL): every table by COPY, in one transaction.
-/// (A 400-row INSERT per 400 movements ran at about 8k rows a second; statements over the
-/// socket's first send buffer also wait on Nagle, see `store::PG_STATEMENT_BYTES`.)
-async fn store_history(
-    store: &Store,
-    days: &[DayTotals],
-    movements: &[Movement],
-    customers: &[(u32, i64, i64, i64)],
-    names: &[String],
-) -> Result<()> {
-    let name = |c: u32| names.get(c as usize).map_or("", String::as_str);
+/// The history through the pool (PostgreSQL), in one transaction: the difference from the
+/// stored history where that is small, else every table replaced by COPY and vacuumed.
+/// (Through INSERTs a full rewrite ran at about 8k rows a second; statements over the socket's
+/// first send buffer also wait on Nagle, see `store::PG_STATEMENT_BYTES`.)
+async fn store_history(store: &Store, fresh: &delta::Fresh<'_>, names: &[String]) -> Result<()> {
+    use futures_util::TryStreamExt;
     let mut tx = store.begin().await?;
-    tx.execute("DELETE FROM revenue_days", args![]).await?;
-    tx.execute("DELETE FROM revenue_movements", args![]).await?;
-    tx.execute("DELETE FROM revenue_customers", args![]).await?;
     let crate::store::Tx::Postgres(pg) = &mut tx else {
         return Err(crate::store::StoreError::Unsupported(
             "the pooled history writer is PostgreSQL's; SQLite writes through its direct connection",
         )
         .into());
     };
+    let e = crate::store::StoreError::from;
+    // Read in the writing transaction, streamed: a row at a time, never the table in memory.
+    let mut stored = delta::Stored::default();
+    {
+        let mut rows = sqlx::query_as::<
+            _,
+            (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64),
+        >(delta::STORED_DAYS_SQL)
+        .fetch(&mut **pg);
+        while let Some(r) = rows.try_next().await.map_err(e)? {
+            stored.day([r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11]);
+        }
+    }
+    {
+        let mut rows =
+            sqlx::query_as::<_, (String, i64, String, i64, i64)>(delta::STORED_MOVEMENTS_SQL)
+                .fetch(&mut **pg);
+        while let Some((id, day, kind, amount, since)) = rows.try_next().await.map_err(e)? {
+            stored.movement(names, &id, day, &kind, amount, since);
+        }
+    }
+    {
+        let mut rows = sqlx::query_as::<_, (String, i64, i64, i64)>(delta::STORED_CUSTOMERS_SQL)
+            .fetch(&mut **pg);
+        while let Some((id, mrr, first, last)) = rows.try_next().await.map_err(e)? {
+            stored.customer(names, &id, mrr, first, last);
+        }
+    }
+    if let Some(plan) = delta::plan(stored, fresh) {
+        delta::apply_pg(pg, &plan, names).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    rewrite_pg(pg, fresh, names).await?;
+    tx.commit().await?;
+    // The rows just replaced are dead tuples in every index until vacuumed: period reads
+    // measured 5–60 ms instead of under 1 ms while they stayed.
+    store
+        .execute(
+            "VACUUM (ANALYZE) revenue_movements, revenue_customers, revenue_days",
+            args![],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Replaces every history table by COPY inside the caller's transaction.
+async fn rewrite_pg(
+    pg: &mut sqlx::PgConnection,
+    fresh: &delta::Fresh<'_>,
+    names: &[String],
+) -> Result<()> {
+    let name = |c: u32| names.get(c as usize).map_or("", String::as_str);
+    for sql in [
+        "DELETE FROM revenue_days",
+        "DELETE FROM revenue_movements",
+        "DELETE FROM revenue_customers",
+    ] {
+        sqlx::query(sql)
+            .execute(&mut *pg)
+            .await
+            .map_err(crate::store::StoreError::from)?;
+    }
     copy_in(
         pg,
         "COPY revenue_days (day, mrr, customers, subscriptions, new, expansion, contraction, \
          churn, reactivation, new_customers, churned_customers, reactivated_customers) \
          FROM STDIN",
-        days,
+        fresh.days,
         |buf, d| {
             let mut first = true;
             for v in d.columns() {
@@ -629,8 +732,7 @@ async fn store_history(
         },
     )
     .await?;
-    let since = spell_starts(movements);
-    let rows: Vec<(&Movement, i64)> = movements.iter().zip(since).collect();
+    let rows: Vec<(&Movement, &i64)> = fresh.movements.iter().zip(fresh.since).collect();
     copy_in(
         pg,
         "COPY revenue_movements (customer_id, day, kind, amount, since) FROM STDIN",
@@ -650,14 +752,13 @@ async fn store_history(
     copy_in(
         pg,
         "COPY revenue_customers (customer_id, mrr, first_day, last_day) FROM STDIN",
-        customers,
+        fresh.customers,
         |buf, (customer, mrr, first, last)| {
             copy_text(buf, name(*customer));
             buf.push_str(&format!("\t{mrr}\t{first}\t{last}"));
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! MRR engine and `history` runs it over the stored subscription states; `metrics` turns the
 //! history and payments into figures and `margin` sets net revenue against provider cost.
 
+pub mod delta;
 pub mod drill;
 pub mod events;
 pub mod history;

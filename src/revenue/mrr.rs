@@ -293,6 +293,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind [`Self::as_str`] names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::New,
+            Self::Expansion,
+            Self::Contraction,
+            Self::Churn,
+            Self::Reactivation,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::New => "new",
@@ -351,6 +364,38 @@ impl DayTotals {
             self.churned_customers,
             self.reactivated_customers,
         ]
+    }
+
+    /// The inverse of [`Self::columns`].
+    pub fn from_columns(c: [i64; 12]) -> Self {
+        let [
+            day,
+            mrr,
+            customers,
+            subscriptions,
+            new,
+            expansion,
+            contraction,
+            churn,
+            reactivation,
+            new_customers,
+            churned_customers,
+            reactivated_customers,
+        ] = c;
+        Self {
+            day,
+            mrr,
+            customers,
+            subscriptions,
+            new,
+            expansion,
+            contraction,
+            churn,
+            reactivation,
+            new_customers,
+            churned_customers,
+            reactivated_customers,
+        }
     }
 
     fn add(&mut self, m: &Movement) {

@@ -1338,3 +1338,152 @@ async fn catch_up_sqlite() {
 async fn catch_up_postgres() {
     catch_up(Backend::Postgres).await;
 }
+
+/// Every row of the three MRR history tables, in key order.
+async fn history_rows(
+    app: &TestApp,
+) -> (
+    Vec<Vec<i64>>,
+    Vec<(String, i64, String, i64, i64)>,
+    Vec<(String, i64, i64, i64)>,
+) {
+    let store = &app.state.store;
+    type Day = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
+    let days: Vec<Day> = store
+        .fetch_all(
+            "SELECT day, mrr, customers, subscriptions, new, expansion, contraction, churn, \
+             reactivation, new_customers, churned_customers, reactivated_customers \
+             FROM revenue_days ORDER BY day",
+            opsdeck::args![],
+        )
+        .await
+        .expect("days");
+    let days = days
+        .into_iter()
+        .map(|d| vec![d.0, d.1, d.2, d.3, d.4, d.5, d.6, d.7, d.8, d.9, d.10, d.11])
+        .collect();
+    let movements = store
+        .fetch_all(
+            "SELECT customer_id, day, kind, amount, since FROM revenue_movements \
+             ORDER BY customer_id, day",
+            opsdeck::args![],
+        )
+        .await
+        .expect("movements");
+    let customers = store
+        .fetch_all(
+            "SELECT customer_id, mrr, first_day, last_day FROM revenue_customers \
+             ORDER BY customer_id",
+            opsdeck::args![],
+        )
+        .await
+        .expect("customers");
+    (days, movements, customers)
+}
+
+async fn add_state(app: &TestApp, sub: &str, customer: &str, at: i64, status: &str, mrr: i64) {
+    app.state
+        .store
+        .execute(
+            "INSERT INTO stripe_subscription_states (subscription_id, state_at, source, at, \
+             customer_id, status, currency, mrr) VALUES ($1, $2, 'event', $2, $3, $4, 'usd', $5)",
+            opsdeck::args![sub, at, customer, status, mrr],
+        )
+        .await
+        .expect("state");
+}
+
+/// A recompute writes only what changed (rows of changed customers, rows of customers gone
+/// from the states); what it leaves must equal a recompute into empty tables.
+async fn recompute_writes_the_difference(backend: Backend) {
+    let Some(app) = start(backend, None).await else {
+        return;
+    };
+    // Through the service, whose lock keeps the server's own background recompute out.
+    let recompute = || async {
+        app.state.revenue.mark_dirty();
+        app.state
+            .revenue
+            .recompute_if_dirty(&app.state.store)
+            .await
+            .expect("recompute");
+    };
+    let now = now_ms();
+    let day = DAY * 1000;
+    // Forty customers on $26 from 100 days ago; enough unchanged ones that the later changes
+    // stay under the share that makes a recompute rewrite every table.
+    for c in 0..40 {
+        let (sub, customer) = (format!("sub_d{c:02}"), format!("cus_d{c:02}"));
+        add_state(&app, &sub, &customer, now - 100 * day, "active", 26_000_000).await;
+    }
+    recompute().await;
+    assert_eq!(
+        count(&app, "SELECT COUNT(*) FROM revenue_movements").await,
+        40
+    );
+
+    // One upgrade, one cancellation, one customer whose states are gone entirely, one new.
+    add_state(
+        &app,
+        "sub_d01",
+        "cus_d01",
+        now - 30 * day,
+        "active",
+        68_000_000,
+    )
+    .await;
+    add_state(&app, "sub_d02", "cus_d02", now - 20 * day, "canceled", 0).await;
+    app.state
+        .store
+        .execute(
+            "DELETE FROM stripe_subscription_states WHERE customer_id = 'cus_d03'",
+            opsdeck::args![],
+        )
+        .await
+        .expect("delete");
+    add_state(
+        &app,
+        "sub_d99",
+        "cus_d99",
+        now - 10 * day,
+        "active",
+        8_000_000,
+    )
+    .await;
+    recompute().await;
+    let incremental = history_rows(&app).await;
+    assert_eq!(incremental.1.len(), 40 + 2 - 1 + 1, "{:?}", incremental.1);
+    assert!(incremental.1.iter().all(|m| m.0 != "cus_d03"));
+    assert!(incremental.2.iter().all(|c| c.0 != "cus_d03"));
+    let upgraded: Vec<_> = incremental.1.iter().filter(|m| m.0 == "cus_d01").collect();
+    assert_eq!(
+        upgraded.last().map(|m| (m.2.as_str(), m.3)),
+        Some(("expansion", 42_000_000))
+    );
+
+    // The same history written from scratch.
+    for sql in [
+        "DELETE FROM revenue_days",
+        "DELETE FROM revenue_movements",
+        "DELETE FROM revenue_customers",
+    ] {
+        app.state
+            .store
+            .execute(sql, opsdeck::args![])
+            .await
+            .expect("clear");
+    }
+    recompute().await;
+    assert_eq!(history_rows(&app).await, incremental);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recompute_writes_the_difference_sqlite() {
+    recompute_writes_the_difference(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recompute_writes_the_difference_postgres() {
+    recompute_writes_the_difference(Backend::Postgres).await;
+}
