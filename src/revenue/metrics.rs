@@ -112,7 +112,6 @@ struct DayRow {
     day: i64,
     mrr: i64,
     customers: i64,
-    subscriptions: i64,
     new: i64,
     expansion: i64,
     contraction: i64,
@@ -156,24 +155,12 @@ pub struct Period {
 async fn state_before(store: &Store, at: i64) -> Result<DayRow> {
     Ok(store
         .fetch_optional::<DayRow>(
-            "SELECT day, mrr, customers, subscriptions, new, expansion, contraction, churn, \
-             reactivation FROM revenue_days WHERE day < $1 ORDER BY day DESC LIMIT 1",
+            "SELECT day, mrr, customers, new, expansion, contraction, churn, reactivation \
+             FROM revenue_days WHERE day < $1 ORDER BY day DESC LIMIT 1",
             args![at],
         )
         .await?
         .unwrap_or_default())
-}
-
-/// Customers with MRR above zero before `from` who churned in [from, to).
-async fn churned_cohort(store: &Store, from: i64, to: i64) -> Result<i64> {
-    let (n,): (i64,) = store
-        .fetch_one(
-            "SELECT COUNT(*) FROM revenue_movements WHERE kind = 'churn' AND day >= $1 \
-             AND day < $2 AND since < $1",
-            args![from, to],
-        )
-        .await?;
-    Ok(n)
 }
 
 /// The payment figures of the whole days `[from, to)` from their daily sums (see
@@ -225,35 +212,61 @@ pub fn whole_days(from: i64, to: i64) -> (i64, i64) {
     (day_of(from), day_of(to - 1) + DAY_MS)
 }
 
+/// The MRR figures of a period in one statement (each query a round trip on PostgreSQL, where
+/// the dashboard's routes spent most of their time waiting on sequential ones): the states
+/// before its start and before its end, its movement sums, and how many customers paying
+/// before it began churned during it.
+const PERIOD_SQL: &str = "SELECT \
+     COALESCE(s.mrr, 0), COALESCE(s.customers, 0), COALESCE(s.subscriptions, 0), \
+     COALESCE(e.mrr, 0), COALESCE(e.customers, 0), COALESCE(e.subscriptions, 0), \
+     t.new, t.expansion, t.contraction, t.churn, t.reactivation, c.n \
+     FROM (SELECT CAST(COALESCE(SUM(new), 0) AS BIGINT) AS new, \
+           CAST(COALESCE(SUM(expansion), 0) AS BIGINT) AS expansion, \
+           CAST(COALESCE(SUM(contraction), 0) AS BIGINT) AS contraction, \
+           CAST(COALESCE(SUM(churn), 0) AS BIGINT) AS churn, \
+           CAST(COALESCE(SUM(reactivation), 0) AS BIGINT) AS reactivation \
+           FROM revenue_days WHERE day >= $1 AND day < $2) t \
+     CROSS JOIN (SELECT COUNT(*) AS n FROM revenue_movements WHERE kind = 'churn' \
+           AND day >= $1 AND day < $2 AND since < $1) c \
+     LEFT JOIN (SELECT mrr, customers, subscriptions FROM revenue_days WHERE day < $1 \
+           ORDER BY day DESC LIMIT 1) s ON 1 = 1 \
+     LEFT JOIN (SELECT mrr, customers, subscriptions FROM revenue_days WHERE day < $2 \
+           ORDER BY day DESC LIMIT 1) e ON 1 = 1";
+
 /// The raw figures of the whole days `[from, to)` (see [`whole_days`]).
 pub async fn period(store: &Store, rates: &Rates, from: i64, to: i64) -> Result<Period> {
-    let start = state_before(store, from).await?;
-    let end = state_before(store, to).await?;
-    let (new, expansion, contraction, churn, reactivation): (i64, i64, i64, i64, i64) = store
-        .fetch_one(
-            "SELECT CAST(COALESCE(SUM(new), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(expansion), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(contraction), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(churn), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(reactivation), 0) AS BIGINT) \
-             FROM revenue_days WHERE day >= $1 AND day < $2",
-            args![from, to],
-        )
-        .await?;
-    let sums = payment_sums(store, rates, from, to).await?;
-    Ok(Period {
-        mrr_start: start.mrr,
-        mrr_end: end.mrr,
-        customers_start: start.customers,
-        customers_end: end.customers,
-        subscriptions_start: start.subscriptions,
-        subscriptions_end: end.subscriptions,
+    type Row = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
+    let (mrr, sums) = tokio::try_join!(
+        async { Ok::<Row, RevenueError>(store.fetch_one(PERIOD_SQL, args![from, to]).await?) },
+        payment_sums(store, rates, from, to)
+    )?;
+    let (
+        mrr_start,
+        customers_start,
+        subscriptions_start,
+        mrr_end,
+        customers_end,
+        subscriptions_end,
         new,
         expansion,
         contraction,
         churn,
         reactivation,
-        churned_customers: churned_cohort(store, from, to).await?,
+        churned_customers,
+    ) = mrr;
+    Ok(Period {
+        mrr_start,
+        mrr_end,
+        customers_start,
+        customers_end,
+        subscriptions_start,
+        subscriptions_end,
+        new,
+        expansion,
+        contraction,
+        churn,
+        reactivation,
+        churned_customers,
         payments_succeeded: sums[0],
         payments_failed: sums[1],
         charges: sums[2],
@@ -344,19 +357,63 @@ fn figure_number(now: Option<f64>, before: Option<f64>) -> Figure {
     }
 }
 
+/// For six consecutive months bounded by `$1`…`$7`: the paying customers before each month
+/// began, then how many of those churned during it — one statement rather than twelve.
+const TRAILING_CHURN_SQL: &str = "SELECT \
+     (SELECT customers FROM revenue_days WHERE day < $1 ORDER BY day DESC LIMIT 1), \
+     (SELECT customers FROM revenue_days WHERE day < $2 ORDER BY day DESC LIMIT 1), \
+     (SELECT customers FROM revenue_days WHERE day < $3 ORDER BY day DESC LIMIT 1), \
+     (SELECT customers FROM revenue_days WHERE day < $4 ORDER BY day DESC LIMIT 1), \
+     (SELECT customers FROM revenue_days WHERE day < $5 ORDER BY day DESC LIMIT 1), \
+     (SELECT customers FROM revenue_days WHERE day < $6 ORDER BY day DESC LIMIT 1), \
+     (SELECT COUNT(*) FROM revenue_movements WHERE kind = 'churn' AND day >= $1 AND day < $2 \
+      AND since < $1), \
+     (SELECT COUNT(*) FROM revenue_movements WHERE kind = 'churn' AND day >= $2 AND day < $3 \
+      AND since < $2), \
+     (SELECT COUNT(*) FROM revenue_movements WHERE kind = 'churn' AND day >= $3 AND day < $4 \
+      AND since < $3), \
+     (SELECT COUNT(*) FROM revenue_movements WHERE kind = 'churn' AND day >= $4 AND day < $5 \
+      AND since < $4), \
+     (SELECT COUNT(*) FROM revenue_movements WHERE kind = 'churn' AND day >= $5 AND day < $6 \
+      AND since < $5), \
+     (SELECT COUNT(*) FROM revenue_movements WHERE kind = 'churn' AND day >= $6 AND day < $7 \
+      AND since < $6)";
+
 /// Average monthly customer churn over the six calendar months before `to`'s month, as a
 /// fraction; `None` without any paying customers in those months.
 pub async fn trailing_churn(store: &Store, to: i64) -> Result<Option<f64>> {
-    let mut end = month_start(day_of(to));
-    let mut rates = Vec::new();
-    for _ in 0..6 {
-        let start = month_start(end - DAY_MS);
-        let customers = state_before(store, start).await?.customers;
-        if customers > 0 {
-            rates.push(churned_cohort(store, start, end).await? as f64 / customers as f64);
-        }
-        end = start;
+    let mut bounds = [0i64; 7];
+    bounds[6] = month_start(day_of(to));
+    for i in (0..6).rev() {
+        bounds[i] = month_start(bounds[i + 1] - DAY_MS);
     }
+    type Row = (
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    );
+    let r: Row = store
+        .fetch_one(
+            TRAILING_CHURN_SQL,
+            bounds.iter().map(|b| (*b).into()).collect(),
+        )
+        .await?;
+    let customers = [r.0, r.1, r.2, r.3, r.4, r.5];
+    let churned = [r.6, r.7, r.8, r.9, r.10, r.11];
+    let rates: Vec<f64> = customers
+        .iter()
+        .zip(churned)
+        .filter_map(|(c, n)| c.filter(|c| *c > 0).map(|c| n as f64 / c as f64))
+        .collect();
     Ok((!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64))
 }
 
@@ -444,8 +501,8 @@ pub async fn figures(
         period(store, rates, from, to),
         period(store, rates, previous_from, from)
     )?;
-    let churn = trailing_churn(store, to).await?;
-    let churn_before = trailing_churn(store, from).await?;
+    let (churn, churn_before) =
+        tokio::try_join!(trailing_churn(store, to), trailing_churn(store, from))?;
 
     let minor = micro_to_minor;
     let mut figures = BTreeMap::new();
@@ -626,14 +683,20 @@ pub async fn series(
     to: i64,
     interval: Interval,
 ) -> Result<Vec<Point>> {
-    let rows: Vec<DayRow> = store
-        .fetch_all(
-            "SELECT day, mrr, customers, subscriptions, new, expansion, contraction, churn, \
-             reactivation FROM revenue_days WHERE day >= $1 AND day < $2 ORDER BY day",
-            args![day_of(from), to],
-        )
-        .await?;
-    let mut carried = state_before(store, day_of(from)).await?;
+    let (rows, mut carried) = tokio::try_join!(
+        async {
+            Ok::<Vec<DayRow>, RevenueError>(
+                store
+                    .fetch_all(
+                        "SELECT day, mrr, customers, new, expansion, contraction, churn, \
+                         reactivation FROM revenue_days WHERE day >= $1 AND day < $2 ORDER BY day",
+                        args![day_of(from), to],
+                    )
+                    .await?,
+            )
+        },
+        state_before(store, day_of(from))
+    )?;
     let money = |micro: i64| Money {
         amount: micro_to_minor(micro),
         currency: currency.to_string(),
