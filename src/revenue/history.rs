@@ -436,14 +436,29 @@ pub async fn recompute(store: &Store, settings: &Settings, now: i64) -> Result<R
                 .await?
         }
         None => {
+            // Streamed a row at a time: the rows of every state at once held ~1 GB at 2.35M.
+            use futures_util::TryStreamExt;
             type Row = (String, String, i64, String, i64, String, String, i64);
-            let rows: Vec<Row> = store.fetch_all(STATES_SQL, args![]).await?;
+            let mut tx = store.begin().await?;
+            let crate::store::Tx::Postgres(pg) = &mut tx else {
+                return Err(crate::store::StoreError::Unsupported(
+                    "the pooled state reader is PostgreSQL's; SQLite reads on its direct connection",
+                )
+                .into());
+            };
             let mut b = builder;
-            for (sub, customer, state_at, source, at, status, currency, mrr) in &rows {
+            let mut rows = sqlx::query_as::<_, Row>(STATES_SQL).fetch(&mut **pg);
+            while let Some((sub, customer, state_at, source, at, status, currency, mrr)) = rows
+                .try_next()
+                .await
+                .map_err(crate::store::StoreError::from)?
+            {
                 b.row(
-                    sub, customer, *state_at, source, *at, status, currency, *mrr,
+                    &sub, &customer, state_at, &source, at, &status, &currency, mrr,
                 );
             }
+            drop(rows);
+            tx.commit().await?;
             b.finish()
         }
     };
@@ -704,15 +719,34 @@ async fn rewrite_pg(
     names: &[String],
 ) -> Result<()> {
     let name = |c: u32| names.get(c as usize).map_or("", String::as_str);
+    let e = crate::store::StoreError::from;
     for sql in [
         "DELETE FROM revenue_days",
         "DELETE FROM revenue_movements",
         "DELETE FROM revenue_customers",
     ] {
-        sqlx::query(sql)
+        sqlx::query(sql).execute(&mut *pg).await.map_err(e)?;
+    }
+    // As on SQLite, the movements' secondary indexes are dropped and built again after the
+    // COPY (a sort, instead of an insert per row in random order): writing 405k movements
+    // took 1.68 s with them in place and 1.41 s this way. Their definitions come from the catalog, so the
+    // migrations stay the one place that defines them. Readers wait for this transaction
+    // meanwhile; a rewrite happens only for the first fill or when most of the history changed.
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT indexname, indexdef FROM pg_indexes \
+         WHERE schemaname = current_schema() AND tablename = 'revenue_movements' \
+         AND indexname NOT IN (SELECT conname FROM pg_constraint \
+                               WHERE conrelid = 'revenue_movements'::regclass)",
+    )
+    .fetch_all(&mut *pg)
+    .await
+    .map_err(e)?;
+    for (index, _) in &indexes {
+        let drop = format!("DROP INDEX \"{}\"", index.replace('"', "\"\""));
+        sqlx::query(sqlx::AssertSqlSafe(drop))
             .execute(&mut *pg)
             .await
-            .map_err(crate::store::StoreError::from)?;
+            .map_err(e)?;
     }
     copy_in(
         pg,
@@ -759,6 +793,12 @@ async fn rewrite_pg(
         },
     )
     .await?;
+    for (_, definition) in indexes {
+        sqlx::query(sqlx::AssertSqlSafe(definition))
+            .execute(&mut *pg)
+            .await
+            .map_err(e)?;
+    }
     Ok(())
 }
 

@@ -1475,6 +1475,18 @@ async fn recompute_writes_the_difference(backend: Backend) {
     }
     recompute().await;
     assert_eq!(history_rows(&app).await, incremental);
+    // The rewrite drops the movements' secondary indexes while it writes; they are back.
+    let indexes = match backend {
+        Backend::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
+             AND tbl_name = 'revenue_movements' AND sql IS NOT NULL"
+        }
+        Backend::Postgres => {
+            "SELECT COUNT(*) FROM pg_indexes WHERE tablename = 'revenue_movements' \
+             AND indexname <> 'revenue_movements_pkey'"
+        }
+    };
+    assert_eq!(count(&app, indexes).await, 2);
     app.finish().await;
 }
 
