@@ -188,24 +188,14 @@ async fn commit_and_reply(
 
 /// PostgreSQL's statement storing a batch of events, each column bound as one array (see
 /// [`EventColumns`]); a (source, id) already stored, or repeated earlier in the batch, is not
-/// inserted. The text never varies with the batch size, so each connection plans it once.
+/// inserted, and the `(source, event_id)` of the rows it did insert come back. The text never
+/// varies with the batch size, so each connection plans it once.
 pub const INSERT_EVENTS_PG: &str = "INSERT INTO events \
      (source, event_id, type, subject, time, received_at, data, cost_nano) \
      SELECT source, event_id, type, subject, time, $6, data, cost_nano \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $7::text[], \
      $8::int8[]) AS e (source, event_id, type, subject, time, data, cost_nano) \
-     ON CONFLICT (source, event_id) DO NOTHING";
-
-/// [`INSERT_EVENTS_PG`] reporting the `(source, event_id)` of the rows it inserted.
-const INSERT_EVENTS_RETURNING_PG: &str = concat!(
-    "INSERT INTO events \
-     (source, event_id, type, subject, time, received_at, data, cost_nano) \
-     SELECT source, event_id, type, subject, time, $6, data, cost_nano \
-     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $7::text[], \
-     $8::int8[]) AS e (source, event_id, type, subject, time, data, cost_nano) \
-     ON CONFLICT (source, event_id) DO NOTHING",
-    " RETURNING source, event_id"
-);
+     ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id";
 
 /// A batch of events as one vector per column, borrowed from the events.
 pub struct EventColumns<'a> {
@@ -244,31 +234,13 @@ impl<'a> EventColumns<'a> {
             + 2 * 8
     }
 
-    /// Runs [`INSERT_EVENTS_PG`] and returns how many rows it inserted.
+    /// Runs [`INSERT_EVENTS_PG`] and returns the `(source, event_id)` of the rows it inserted.
     pub async fn insert(
         self,
         conn: &mut sqlx::PgConnection,
         received_at: i64,
-    ) -> Result<u64, StoreError> {
-        let q = sqlx::query(INSERT_EVENTS_PG)
-            .bind(self.source)
-            .bind(self.id)
-            .bind(self.kind)
-            .bind(self.subject)
-            .bind(self.time)
-            .bind(received_at)
-            .bind(self.data)
-            .bind(self.cost_nano);
-        Ok(q.execute(conn).await?.rows_affected())
-    }
-
-    /// Runs [`INSERT_EVENTS_PG`] and returns the `(source, event_id)` of the rows it inserted.
-    async fn insert_returning(
-        self,
-        conn: &mut sqlx::PgConnection,
-        received_at: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let q = sqlx::query_as(INSERT_EVENTS_RETURNING_PG)
+        let q = sqlx::query_as(INSERT_EVENTS_PG)
             .bind(self.source)
             .bind(self.id)
             .bind(self.kind)
@@ -361,9 +333,7 @@ async fn commit(store: &Store, jobs: &[Arc<Vec<NewEvent>>]) -> Result<Vec<Writte
     for job in jobs {
         let mut accepted = 0;
         for chunk in chunks_by_size(job, PG_STATEMENT_BYTES, EventColumns::wire_size) {
-            let inserted = EventColumns::new(chunk)
-                .insert_returning(conn, received)
-                .await?;
+            let inserted = EventColumns::new(chunk).insert(conn, received).await?;
             if inserted.len() == chunk.len() {
                 // The common case: nothing was a duplicate, so no lookup is needed.
                 for e in chunk {
