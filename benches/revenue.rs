@@ -1,8 +1,9 @@
 //! Revenue benchmark. Stores BENCH_SUBSCRIPTIONS subscriptions (default 100,000) for
-//! BENCH_CUSTOMERS customers (50,000), each with BENCH_MONTHS months of history (24) and a new
-//! price or quantity every BENCH_CHANGE_EVERY months (1: the worst case, a new state every
-//! month; one in ten ends early), and BENCH_INVOICES paid invoices (100,000) with their payment
-//! intents and charges. Then times the full MRR history recompute (goal < 2 s) three times —
+//! BENCH_CUSTOMERS customers (50,000), each with BENCH_MONTHS months of history (24): a state
+//! every BENCH_STATE_EVERY months (1: each monthly invoice records one, as Stripe bills) and a
+//! new price or quantity every BENCH_CHANGE_EVERY months (6; 1 is the worst case, every state a
+//! change); one in ten ends early. Also BENCH_INVOICES paid invoices (100,000) with their
+//! payment intents and charges. Then times the full MRR history recompute (goal < 2 s) three times —
 //! into empty tables, over the stored history unchanged, and after 1% of the subscriptions
 //! changed — and the revenue and overview routes over HTTP (goal p95 < 10 ms).
 //!
@@ -30,19 +31,28 @@ const MICRO: i64 = 1_000_000;
 /// One subscription-state row: (subscription, state_at, source, at, customer, status, mrr).
 type StateRow = (String, i64, &'static str, i64, String, &'static str, i64);
 
-fn states(subs: usize, customers: usize, months: usize, every: usize, now: i64) -> Vec<StateRow> {
-    let mut rows = Vec::with_capacity(subs * (months / every.max(1) + 2));
+fn states(
+    subs: usize,
+    customers: usize,
+    months: usize,
+    (state_every, change_every): (usize, usize),
+    now: i64,
+) -> Vec<StateRow> {
+    let mut rows = Vec::with_capacity(subs * (months / state_every + 2));
     for i in 0..subs {
         let sub = format!("sub_{i:07}");
         let customer = format!("cus_{:06}", i % customers);
         let start = now - months as i64 * MONTH + (i as i64 * 7_919) % MONTH;
         let ends = (i % 10 == 9).then_some(months / 2 + i % (months / 2).max(1));
-        for m in (0..months).step_by(every.max(1)) {
+        for m in (0..months).step_by(state_every) {
             if ends.is_some_and(|e| m >= e) {
                 break;
             }
             let at = start + m as i64 * MONTH;
-            let cents = [800, 2_600, 6_800][(i + m / every.max(1)) % 3] * (1 + (i + m) as i64 % 3);
+            // The price and quantity of the change period holding month m.
+            let period = m / change_every;
+            let cents = [800, 2_600, 6_800][(i + period) % 3]
+                * (1 + (i + period * change_every) as i64 % 3);
             rows.push((
                 sub.clone(),
                 at,
@@ -78,7 +88,8 @@ async fn main() {
     let subs = env_usize("BENCH_SUBSCRIPTIONS", 100_000);
     let customers = env_usize("BENCH_CUSTOMERS", 50_000).max(1);
     let months = env_usize("BENCH_MONTHS", 24).max(2);
-    let every = env_usize("BENCH_CHANGE_EVERY", 1).max(1);
+    let state_every = env_usize("BENCH_STATE_EVERY", 1).max(1);
+    let every = env_usize("BENCH_CHANGE_EVERY", 6).max(1);
     let invoices = env_usize("BENCH_INVOICES", 100_000);
     let requests = env_usize("BENCH_REQUESTS", 300).max(1);
     let pg = std::env::var("BENCH_POSTGRES_URL")
@@ -98,7 +109,7 @@ async fn main() {
     let now = now_ms();
 
     let loading = Instant::now();
-    let rows = states(subs, customers, months, every, now);
+    let rows = states(subs, customers, months, (state_every, every), now);
     let state_rows = rows.len();
     let rows = rows
         .into_iter()
@@ -162,8 +173,8 @@ async fn main() {
         .expect("payment sums");
     println!(
         "{backend}: stored {state_rows} subscription-state rows ({subs} subscriptions, {customers} \
-         customers, {months} months, a change every {every}) and {invoices} invoices with their \
-         payment intents and charges in {:.0} s",
+         customers, {months} months, a state every {state_every}, a change every {every}) and \
+         {invoices} invoices with their payment intents and charges in {:.0} s",
         loading.elapsed().as_secs_f64()
     );
 
