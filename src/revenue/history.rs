@@ -438,7 +438,6 @@ pub async fn recompute(store: &Store, settings: &Settings, now: i64) -> Result<R
         None => {
             // Streamed a row at a time: the rows of every state at once held ~1 GB at 2.35M.
             use futures_util::TryStreamExt;
-            type Row = (String, String, i64, String, i64, String, String, i64);
             let mut tx = store.begin().await?;
             let crate::store::Tx::Postgres(pg) = &mut tx else {
                 return Err(crate::store::StoreError::Unsupported(
@@ -447,14 +446,20 @@ pub async fn recompute(store: &Store, settings: &Settings, now: i64) -> Result<R
                 .into());
             };
             let mut b = builder;
-            let mut rows = sqlx::query_as::<_, Row>(STATES_SQL).fetch(&mut **pg);
-            while let Some((sub, customer, state_at, source, at, status, currency, mrr)) = rows
-                .try_next()
-                .await
-                .map_err(crate::store::StoreError::from)?
-            {
+            let e = crate::store::StoreError::from;
+            let mut rows = sqlx::query(STATES_SQL).fetch(&mut **pg);
+            // Columns borrowed from the row, not decoded into five Strings apiece.
+            while let Some(r) = rows.try_next().await.map_err(e)? {
+                use sqlx::Row as _;
                 b.row(
-                    &sub, &customer, state_at, &source, at, &status, &currency, mrr,
+                    r.try_get::<&str, _>(0).map_err(e)?,
+                    r.try_get::<&str, _>(1).map_err(e)?,
+                    r.try_get(2).map_err(e)?,
+                    r.try_get::<&str, _>(3).map_err(e)?,
+                    r.try_get(4).map_err(e)?,
+                    r.try_get::<&str, _>(5).map_err(e)?,
+                    r.try_get::<&str, _>(6).map_err(e)?,
+                    r.try_get(7).map_err(e)?,
                 );
             }
             drop(rows);
