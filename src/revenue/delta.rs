@@ -8,6 +8,9 @@
 //! changed reporting currency) replacing the tables wholesale is faster, and [`plan`] says so.
 
 use super::mrr::{DayTotals, Kind, Movement};
+
+/// A `revenue_days` row, in [`DayTotals::columns`] order.
+pub type DayColumns = [i64; 12];
 use crate::store::{PG_STATEMENT_BYTES, StoreError, chunks_by_size};
 
 /// The rows to upsert and the keys to delete so that a table holding `old` holds `new`.
@@ -57,7 +60,7 @@ pub type CustomerValue = (i64, i64, i64);
 
 /// The three tables' differences, or `None` where rewriting them is the cheaper way.
 pub struct Plan {
-    pub days: Delta<i64, DayTotals>,
+    pub days: Delta<i64, DayColumns>,
     pub movements: Delta<MovementKey, MovementValue>,
     pub customers: Delta<u32, CustomerValue>,
     /// Stored rows of customers the recompute no longer knows (by id), to delete.
@@ -68,7 +71,7 @@ pub struct Plan {
 /// What the stored tables hold, as read back, keyed like the fresh rows.
 #[derive(Default)]
 pub struct Stored {
-    days: Vec<(i64, DayTotals)>,
+    days: Vec<(i64, DayColumns)>,
     movements: Vec<(MovementKey, MovementValue)>,
     orphan_movements: Vec<(String, i64)>,
     customers: Vec<(u32, CustomerValue)>,
@@ -88,8 +91,8 @@ pub const STORED_CUSTOMERS_SQL: &str =
     "SELECT customer_id, mrr, first_day, last_day FROM revenue_customers";
 
 impl Stored {
-    pub fn day(&mut self, c: [i64; 12]) {
-        self.days.push((c[0], DayTotals::from_columns(c)));
+    pub fn day(&mut self, c: DayColumns) {
+        self.days.push((c[0], c));
     }
 
     /// One stored movement; `names` are the fresh history's customer ids, sorted.
@@ -138,13 +141,13 @@ fn number(names: &[String], id: &str) -> Option<u32> {
 }
 
 /// The new history's rows.
-pub struct Fresh<'a> {
-    pub days: &'a [DayTotals],
+pub struct Fresh {
+    pub days: Vec<DayTotals>,
     /// In (customer, day) order.
-    pub movements: &'a [Movement],
+    pub movements: Vec<Movement>,
     /// Each movement's paying-spell start.
-    pub since: &'a [i64],
-    pub customers: &'a [(u32, i64, i64, i64)],
+    pub since: Vec<i64>,
+    pub customers: Vec<(u32, i64, i64, i64)>,
 }
 
 /// The difference between `stored` and `fresh`, or `None` when more than a quarter of the
@@ -161,7 +164,7 @@ pub fn plan(stored: Stored, fresh: &Fresh) -> Option<Plan> {
     let mut new_movements: Vec<(MovementKey, MovementValue)> = fresh
         .movements
         .iter()
-        .zip(fresh.since)
+        .zip(&fresh.since)
         .map(|(m, since)| ((m.customer, m.day), (m.kind, m.amount, *since)))
         .collect();
     if !new_movements.is_sorted_by(|a, b| a.0 < b.0) {
@@ -179,7 +182,8 @@ pub fn plan(stored: Stored, fresh: &Fresh) -> Option<Plan> {
         .collect();
     new_customers.sort_unstable_by_key(|c| c.0);
     let customers = diff(old_customers, &new_customers);
-    let new_days: Vec<(i64, DayTotals)> = fresh.days.iter().map(|d| (d.day, d.clone())).collect();
+    let new_days: Vec<(i64, DayColumns)> =
+        fresh.days.iter().map(|d| (d.day, d.columns())).collect();
     let days = diff(old_days, &new_days);
     Some(Plan {
         days,
@@ -207,7 +211,7 @@ pub fn apply_direct(
          reactivated_customers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     for (_, d) in &plan.days.upsert {
-        upsert.execute(rusqlite::params_from_iter(d.columns()))?;
+        upsert.execute(rusqlite::params_from_iter(d))?;
     }
     let mut delete =
         tx.prepare_cached("DELETE FROM revenue_movements WHERE customer_id = ?1 AND day = ?2")?;
@@ -279,12 +283,7 @@ pub async fn apply_pg(
              reactivated_customers = excluded.reactivated_customers",
         );
         for column in 0..12 {
-            q = q.bind(
-                chunk
-                    .iter()
-                    .map(|(_, d)| d.columns()[column])
-                    .collect::<Vec<_>>(),
-            );
+            q = q.bind(chunk.iter().map(|(_, d)| d[column]).collect::<Vec<_>>());
         }
         q.execute(&mut *conn).await?;
     }
@@ -391,13 +390,11 @@ mod tests {
     #[test]
     fn small_changes_are_written_as_a_difference() {
         let names: Vec<String> = (0..10).map(|c| format!("cus_{c}")).collect();
-        let movements: Vec<Movement> = (0..10).map(|c| movement(c, 100, Kind::New, 5)).collect();
-        let since = vec![100; 10];
         let fresh = Fresh {
-            days: &[],
-            movements: &movements,
-            since: &since,
-            customers: &[],
+            days: Vec::new(),
+            movements: (0..10).map(|c| movement(c, 100, Kind::New, 5)).collect(),
+            since: vec![100; 10],
+            customers: Vec::new(),
         };
         let mut stored = Stored::default();
         for c in 0..10 {

@@ -475,31 +475,19 @@ pub async fn recompute(store: &Store, settings: &Settings, now: i64) -> Result<R
     report.movements = movements.len();
     report.compute = computing.elapsed();
     let writing = std::time::Instant::now();
-    let customers = customer_totals(&movements);
-    let since = spell_starts(&movements);
+    let fresh = delta::Fresh {
+        customers: customer_totals(&movements),
+        since: spell_starts(&movements),
+        days,
+        movements,
+    };
     match direct {
         Some(direct) => {
             direct
-                .run(move |conn| {
-                    let fresh = delta::Fresh {
-                        days: &days,
-                        movements: &movements,
-                        since: &since,
-                        customers: &customers,
-                    };
-                    write_direct(conn, &fresh, &names)
-                })
+                .run(move |conn| write_direct(conn, &fresh, &names))
                 .await?
         }
-        None => {
-            let fresh = delta::Fresh {
-                days: &days,
-                movements: &movements,
-                since: &since,
-                customers: &customers,
-            };
-            store_history(store, &fresh, &names).await?;
-        }
+        None => store_history(store, &fresh, &names).await?,
     }
     report.write = writing.elapsed();
     Ok(report)
@@ -628,14 +616,14 @@ fn rewrite_direct(
              contraction, churn, reactivation, new_customers, churned_customers, \
              reactivated_customers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
-        for d in fresh.days {
+        for d in &fresh.days {
             stmt.execute(rusqlite::params_from_iter(d.columns()))?;
         }
         let mut stmt = tx.prepare_cached(
             "INSERT INTO revenue_movements (customer_id, day, kind, amount, since) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for (m, since) in fresh.movements.iter().zip(fresh.since) {
+        for (m, since) in fresh.movements.iter().zip(&fresh.since) {
             stmt.execute(rusqlite::params![
                 name(m.customer),
                 m.day,
@@ -648,7 +636,7 @@ fn rewrite_direct(
             "INSERT INTO revenue_customers (customer_id, mrr, first_day, last_day) \
              VALUES (?1, ?2, ?3, ?4)",
         )?;
-        for (customer, mrr, first, last) in fresh.customers {
+        for (customer, mrr, first, last) in &fresh.customers {
             stmt.execute(rusqlite::params![name(*customer), mrr, first, last])?;
         }
     }
@@ -662,7 +650,7 @@ fn rewrite_direct(
 /// stored history where that is small, else every table replaced by COPY and vacuumed.
 /// (Through INSERTs a full rewrite ran at about 8k rows a second; statements over the socket's
 /// first send buffer also wait on Nagle, see `store::PG_STATEMENT_BYTES`.)
-async fn store_history(store: &Store, fresh: &delta::Fresh<'_>, names: &[String]) -> Result<()> {
+async fn store_history(store: &Store, fresh: &delta::Fresh, names: &[String]) -> Result<()> {
     use futures_util::TryStreamExt;
     let mut tx = store.begin().await?;
     let crate::store::Tx::Postgres(pg) = &mut tx else {
@@ -720,7 +708,7 @@ async fn store_history(store: &Store, fresh: &delta::Fresh<'_>, names: &[String]
 /// Replaces every history table by COPY inside the caller's transaction.
 async fn rewrite_pg(
     pg: &mut sqlx::PgConnection,
-    fresh: &delta::Fresh<'_>,
+    fresh: &delta::Fresh,
     names: &[String],
 ) -> Result<()> {
     let name = |c: u32| names.get(c as usize).map_or("", String::as_str);
@@ -758,7 +746,7 @@ async fn rewrite_pg(
         "COPY revenue_days (day, mrr, customers, subscriptions, new, expansion, contraction, \
          churn, reactivation, new_customers, churned_customers, reactivated_customers) \
          FROM STDIN",
-        fresh.days,
+        &fresh.days,
         |buf, d| {
             let mut first = true;
             for v in d.columns() {
@@ -771,7 +759,7 @@ async fn rewrite_pg(
         },
     )
     .await?;
-    let rows: Vec<(&Movement, &i64)> = fresh.movements.iter().zip(fresh.since).collect();
+    let rows: Vec<(&Movement, &i64)> = fresh.movements.iter().zip(&fresh.since).collect();
     copy_in(
         pg,
         "COPY revenue_movements (customer_id, day, kind, amount, since) FROM STDIN",
@@ -791,7 +779,7 @@ async fn rewrite_pg(
     copy_in(
         pg,
         "COPY revenue_customers (customer_id, mrr, first_day, last_day) FROM STDIN",
-        fresh.customers,
+        &fresh.customers,
         |buf, (customer, mrr, first, last)| {
             copy_text(buf, name(*customer));
             buf.push_str(&format!("\t{mrr}\t{first}\t{last}"));

@@ -119,8 +119,9 @@ struct DayRow {
     reactivation: i64,
 }
 
-/// Raw figures of one period, before presentation.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Raw figures of one period, before presentation. The MRR figures decode by name from
+/// [`PERIOD_SQL`]; the payment figures come from `revenue_payment_days` after.
+#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
 pub struct Period {
     pub mrr_start: i64,
     pub mrr_end: i64,
@@ -135,20 +136,30 @@ pub struct Period {
     pub reactivation: i64,
     /// Customers paying at the start who churned during the period.
     pub churned_customers: i64,
+    #[sqlx(default)]
     pub payments_succeeded: i64,
+    #[sqlx(default)]
     pub payments_failed: i64,
     /// Successful charges: count and amount (minor units).
+    #[sqlx(default)]
     pub charges: i64,
+    #[sqlx(default)]
     pub charged: i64,
+    #[sqlx(default)]
     pub refunded: i64,
     /// Refunds: count.
+    #[sqlx(default)]
     pub refunds: i64,
     /// Disputes opened in the period (dispute activity).
+    #[sqlx(default)]
     pub disputes_opened: i64,
     /// Disputes on charges made in the period (dispute rate).
+    #[sqlx(default)]
     pub disputes_on_charges: i64,
+    #[sqlx(default)]
     pub disputes_lost: i64,
     /// Paid invoices of subscriptions.
+    #[sqlx(default)]
     pub recurring_revenue: i64,
 }
 
@@ -217,9 +228,11 @@ pub fn whole_days(from: i64, to: i64) -> (i64, i64) {
 /// before its start and before its end, its movement sums, and how many customers paying
 /// before it began churned during it.
 const PERIOD_SQL: &str = "SELECT \
-     COALESCE(s.mrr, 0), COALESCE(s.customers, 0), COALESCE(s.subscriptions, 0), \
-     COALESCE(e.mrr, 0), COALESCE(e.customers, 0), COALESCE(e.subscriptions, 0), \
-     t.new, t.expansion, t.contraction, t.churn, t.reactivation, c.n \
+     COALESCE(s.mrr, 0) AS mrr_start, COALESCE(s.customers, 0) AS customers_start, \
+     COALESCE(s.subscriptions, 0) AS subscriptions_start, \
+     COALESCE(e.mrr, 0) AS mrr_end, COALESCE(e.customers, 0) AS customers_end, \
+     COALESCE(e.subscriptions, 0) AS subscriptions_end, \
+     t.new, t.expansion, t.contraction, t.churn, t.reactivation, c.n AS churned_customers \
      FROM (SELECT CAST(COALESCE(SUM(new), 0) AS BIGINT) AS new, \
            CAST(COALESCE(SUM(expansion), 0) AS BIGINT) AS expansion, \
            CAST(COALESCE(SUM(contraction), 0) AS BIGINT) AS contraction, \
@@ -235,49 +248,23 @@ const PERIOD_SQL: &str = "SELECT \
 
 /// The raw figures of the whole days `[from, to)` (see [`whole_days`]).
 pub async fn period(store: &Store, rates: &Rates, from: i64, to: i64) -> Result<Period> {
-    type Row = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
-    let (mrr, sums) = tokio::try_join!(
-        async { Ok::<Row, RevenueError>(store.fetch_one(PERIOD_SQL, args![from, to]).await?) },
+    let (mut p, sums) = tokio::try_join!(
+        async { Ok::<Period, RevenueError>(store.fetch_one(PERIOD_SQL, args![from, to]).await?) },
         payment_sums(store, rates, from, to)
     )?;
-    let (
-        mrr_start,
-        customers_start,
-        subscriptions_start,
-        mrr_end,
-        customers_end,
-        subscriptions_end,
-        new,
-        expansion,
-        contraction,
-        churn,
-        reactivation,
-        churned_customers,
-    ) = mrr;
-    Ok(Period {
-        mrr_start,
-        mrr_end,
-        customers_start,
-        customers_end,
-        subscriptions_start,
-        subscriptions_end,
-        new,
-        expansion,
-        contraction,
-        churn,
-        reactivation,
-        churned_customers,
-        payments_succeeded: sums[0],
-        payments_failed: sums[1],
-        charges: sums[2],
-        charged: sums[3],
-        refunds: sums[4],
-        refunded: sums[5],
-        disputes_opened: sums[6],
-        disputes_on_charges: sums[9],
-        disputes_lost: sums[7],
-        recurring_revenue: sums[8],
-    })
+    [
+        p.payments_succeeded,
+        p.payments_failed,
+        p.charges,
+        p.charged,
+        p.refunds,
+        p.refunded,
+        p.disputes_opened,
+        p.disputes_lost,
+        p.recurring_revenue,
+        p.disputes_on_charges,
+    ] = sums;
+    Ok(p)
 }
 
 /// `part / whole` as a percentage with two decimals; `None` when `whole` is zero.

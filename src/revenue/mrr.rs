@@ -366,38 +366,6 @@ impl DayTotals {
         ]
     }
 
-    /// The inverse of [`Self::columns`].
-    pub fn from_columns(c: [i64; 12]) -> Self {
-        let [
-            day,
-            mrr,
-            customers,
-            subscriptions,
-            new,
-            expansion,
-            contraction,
-            churn,
-            reactivation,
-            new_customers,
-            churned_customers,
-            reactivated_customers,
-        ] = c;
-        Self {
-            day,
-            mrr,
-            customers,
-            subscriptions,
-            new,
-            expansion,
-            contraction,
-            churn,
-            reactivation,
-            new_customers,
-            churned_customers,
-            reactivated_customers,
-        }
-    }
-
     fn add(&mut self, m: &Movement) {
         self.mrr += m.amount;
         match m.kind {
