@@ -260,13 +260,16 @@ impl Revenue {
                     },
                 )
                 .await?;
+                // Recompute before saying "synced", so that a page showing the sync time shows
+                // figures that include what it brought.
+                self.mark_dirty();
+                let recomputed = self.recompute_if_dirty(store).await;
                 self.set_health(|h| {
                     h.broken = false;
                     h.last_error = None;
                     h.last_sync_at = Some(now_ms());
                 });
-                self.mark_dirty();
-                self.recompute_if_dirty(store).await?;
+                recomputed?;
             }
             Err(e) => {
                 let broken = matches!(e, RevenueError::Stripe(s) if s.is_unauthorized());
