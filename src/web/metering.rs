@@ -2,7 +2,7 @@
 //! same domain queries the JSON API uses, with SVG charts and CSV-exportable tables.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
@@ -77,6 +77,19 @@ pub struct UsageParams {
     customer: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
+    source: Option<String>,
+}
+
+impl UsageParams {
+    /// The recent-events filter the page and its CSV export share.
+    fn events(&self) -> RecentFilter {
+        RecentFilter {
+            customer: given(&self.customer),
+            kind: given(&self.kind),
+            source: given(&self.source),
+            before_seq: None,
+        }
+    }
 }
 
 #[derive(askama::Template)]
@@ -86,6 +99,7 @@ struct UsagePage {
     period: String,
     customer: String,
     kind: String,
+    source: String,
     usage: Usage,
     chart: String,
     at_risk: Vec<AtRisk>,
@@ -103,11 +117,7 @@ pub async fn usage(
     let to = now_ms();
     let customer = given(&q.customer);
     let query = report::Query::new(customer.clone(), to - secs * 1000, to, "day")?;
-    let filter = RecentFilter {
-        customer: customer.clone(),
-        kind: given(&q.kind),
-        ..Default::default()
-    };
+    let filter = q.events();
     let store = &state.store;
     let all = customer.is_none();
     // Independent reads, run at once on separate pool connections.
@@ -155,6 +165,7 @@ pub async fn usage(
             period,
             customer: customer.unwrap_or_default(),
             kind: given(&q.kind).unwrap_or_default(),
+            source: given(&q.source).unwrap_or_default(),
             usage,
             chart,
             at_risk,
@@ -162,6 +173,60 @@ pub async fn usage(
             recent,
         },
     ))
+}
+
+/// Most events one CSV export holds: the newest matching ones.
+const CSV_EVENTS: i64 = 10_000;
+
+/// `GET /usage/events.csv`: the newest [`CSV_EVENTS`] events matching the page's customer, type
+/// and app filters, as CSV (the on-page table's export holds only the 100 rows shown).
+pub async fn events_csv(
+    State(state): State<AppState>,
+    PageUser(_user): PageUser,
+    Query(q): Query<UsageParams>,
+) -> PageResult {
+    let events = report::recent(&state.store, &q.events(), CSV_EVENTS).await?;
+    let mut out = String::from("time,type,customer,app,id,data,cost_usd\n");
+    for (_, e) in events {
+        let cells = [
+            crate::web::fmt_ms(&e.time),
+            e.kind,
+            e.subject.unwrap_or_default(),
+            e.source,
+            e.id,
+            e.data.to_string(),
+            e.cost_usd.unwrap_or_default(),
+        ];
+        let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"usage-events.csv\"",
+            ),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+/// One CSV field (RFC 4180 quoting). Event fields are the senders' text, so a leading `=`, `+`,
+/// `-` or `@` is escaped with `'`: a spreadsheet would otherwise run it as a formula.
+fn csv_cell(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
 }
 
 #[derive(Deserialize)]

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/revenue/objects/{kind}/{id}", get(revenue::object))
         .route("/costs", get(metering::costs))
         .route("/usage", get(metering::usage))
+        .route("/usage/events.csv", get(metering::events_csv))
         .route("/analytics", get(pages::analytics))
         .route("/integrations", get(pages::integrations))
         .route("/alerts", get(pages::alerts))

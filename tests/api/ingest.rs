@@ -400,6 +400,7 @@ struct RollupRow {
     granularity: String,
     bucket: i64,
     subject: String,
+    source: String,
     r#type: String,
     provider: String,
     sku: String,
@@ -417,7 +418,7 @@ async fn rollups(app: &TestApp, granularity: &str) -> Vec<RollupRow> {
     app.state
         .store
         .fetch_all(
-            "SELECT granularity, bucket, subject, type, provider, sku, events, quantity, status_2xx, status_5xx,
+            "SELECT granularity, bucket, subject, source, type, provider, sku, events, quantity, status_2xx, status_5xx,
                     duration_ms_sum, cost_nano, unpriced,
                     lat_50 + lat_100 + lat_250 + lat_500 + lat_1000 + lat_2500 + lat_5000 + lat_inf AS latency
              FROM usage_rollups WHERE granularity = $1 ORDER BY bucket, subject, type, provider, sku",
@@ -496,8 +497,11 @@ dual_test!(rollups_count_what_was_stored);
 /// (bucket, customer, type, provider) → (events, quantity, 2xx, 5xx)
 /// (bucket, subject, type, provider) → (events, quantity, 2xx, 5xx, cost in nano-USD, unpriced,
 /// latency histogram total).
-type Aggregates =
-    std::collections::BTreeMap<(i64, String, String, String), (i64, f64, i64, i64, i64, i64, i64)>;
+/// Sums by (bucket, customer, app, type, provider, sku).
+type Aggregates = std::collections::BTreeMap<
+    (i64, String, String, String, String, String),
+    (i64, f64, i64, i64, i64, i64, i64),
+>;
 
 /// Property: after randomized ingest (random customers, types, times, batch sizes and repeats,
 /// sent by concurrent clients), every granularity's rollups equal a direct aggregation of the
@@ -516,7 +520,8 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap();
             let customer = format!("cus_{}", rng.random_range(0..7));
-            if rng.random_bool(0.5) {
+            let app = ["referral-app", "billing-app"][rng.random_range(0..2)];
+            let mut e = if rng.random_bool(0.5) {
                 let mut e = api_call(i, &customer);
                 e["time"] = json!(time);
                 e["data"]["status"] = json!([200, 201, 302, 404, 500][rng.random_range(0..5)]);
@@ -533,7 +538,9 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
                     f64::from(rng.random_range(0..100_u32)),
                     &time,
                 )
-            }
+            };
+            e["source"] = json!(app);
+            e
         })
         .collect();
     // Random batches, with a share of events sent twice (repeating an earlier batch's event or
@@ -588,26 +595,28 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
     assert_eq!((accepted, duplicates), (EVENTS, sent - EVENTS));
     assert_eq!(stored(app).await, EVENTS as i64);
 
-    let raw: Vec<(String, String, i64, String, Option<i64>)> = app
+    let raw: Vec<(String, String, String, i64, String, Option<i64>)> = app
         .state
         .store
         .fetch_all(
-            "SELECT subject, type, time, data, cost_nano FROM events",
+            "SELECT subject, source, type, time, data, cost_nano FROM events",
             opsdeck::args![],
         )
         .await
         .unwrap();
     for (granularity, width) in opsdeck::usage::rollup::GRANULARITIES {
         let mut expected = Aggregates::default();
-        for (subject, kind, time, data, cost) in &raw {
+        for (subject, source, kind, time, data, cost) in &raw {
             let data: Value = serde_json::from_str(data).unwrap();
-            let provider = data["provider"].as_str().unwrap_or("").to_string();
+            let text = |field: &str| data[field].as_str().unwrap_or("").to_string();
             let e = expected
                 .entry((
                     opsdeck::usage::rollup::bucket_start(*time, *width),
                     subject.clone(),
+                    source.clone(),
                     kind.clone(),
-                    provider,
+                    text("provider"),
+                    text("sku"),
                 ))
                 .or_default();
             e.0 += 1;
@@ -632,7 +641,7 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
         let mut actual = Aggregates::default();
         for r in rollups(app, granularity).await {
             let e = actual
-                .entry((r.bucket, r.subject, r.r#type, r.provider))
+                .entry((r.bucket, r.subject, r.source, r.r#type, r.provider, r.sku))
                 .or_default();
             e.0 += r.events;
             e.1 += r.quantity;
@@ -649,9 +658,9 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
         // The all-customer rows hold the same sums without the customer.
         let total = opsdeck::usage::rollup::total_of(granularity).unwrap();
         let mut summed = Aggregates::default();
-        for ((bucket, _, kind, provider), v) in expected {
+        for ((bucket, _, source, kind, provider, sku), v) in expected {
             let e = summed
-                .entry((bucket, String::new(), kind, provider))
+                .entry((bucket, String::new(), source, kind, provider, sku))
                 .or_default();
             e.0 += v.0;
             e.1 += v.1;
@@ -665,7 +674,7 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
         for r in rollups(app, total).await {
             assert_eq!(r.subject, "");
             let e = totals
-                .entry((r.bucket, r.subject, r.r#type, r.provider))
+                .entry((r.bucket, r.subject, r.source, r.r#type, r.provider, r.sku))
                 .or_default();
             e.0 += r.events;
             e.1 += r.quantity;
@@ -691,7 +700,7 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
         .await
         .unwrap();
     let mut expected = std::collections::BTreeMap::<(i64, String), (i64, i64, i64)>::new();
-    for (subject, kind, time, _, cost) in &raw {
+    for (subject, _, kind, time, _, cost) in &raw {
         let month = opsdeck::usage::quota::month_of(*time).0;
         let e = expected.entry((month, subject.clone())).or_default();
         e.0 += i64::from(kind == "api.request");

@@ -169,17 +169,33 @@ async fn quota_states_follow_usage_with_hysteresis(app: &TestApp) {
     let changes = wait_for_changes(app, &admin, "cus_a", 3).await;
     assert_eq!(changes[2]["to"], "warning");
 
-    // Over the quota and past the hard limit: overage at $0.50 per 1,000 calls.
-    ingest(app, &ingest_key, &calls("cus_a", 80, 45, "/api/x", 10.0)).await;
+    // 90 % is critical and 100 % over, each recorded once reached (the recording follows the
+    // commit asynchronously, so each is awaited before usage moves on).
+    for (start, used, n, from, to) in [
+        (80, 90, 4, "warning", "critical"),
+        (90, 100, 5, "critical", "over"),
+    ] {
+        ingest(app, &ingest_key, &calls("cus_a", start, 10, "/api/x", 10.0)).await;
+        let q = get(app, &ingest_key, "/api/v1/customers/cus_a/quota").await;
+        assert_eq!((q["used"].as_i64(), &q["state"]), (Some(used), &json!(to)));
+        let changes = wait_for_changes(app, &admin, "cus_a", n).await;
+        assert_eq!(
+            (&changes[n - 1]["from"], &changes[n - 1]["to"]),
+            (&json!(from), &json!(to))
+        );
+    }
+
+    // Past the hard limit: overage at $0.50 per 1,000 calls.
+    ingest(app, &ingest_key, &calls("cus_a", 100, 25, "/api/x", 10.0)).await;
     let q = get(app, &ingest_key, "/api/v1/customers/cus_a/quota").await;
     assert_eq!(q["used"], 125);
     assert_eq!(q["state"], "suspended");
     // 25 calls over at $0.50 per 1,000 = 1.25 cents → 1 cent.
     assert_eq!(q["overage_usd"], json!({"amount": 1, "currency": "usd"}));
-    let changes = wait_for_changes(app, &admin, "cus_a", 4).await;
+    let changes = wait_for_changes(app, &admin, "cus_a", 6).await;
     assert_eq!(
-        (&changes[3]["from"], &changes[3]["to"]),
-        (&json!("warning"), &json!("suspended"))
+        (&changes[5]["from"], &changes[5]["to"]),
+        (&json!("over"), &json!("suspended"))
     );
 
     // Customers at risk are listed on the usage report.
@@ -715,6 +731,46 @@ async fn pages_show_usage_costs_plans_and_prices(app: &TestApp) {
     assert!(usage.contains("data-export=\"usage-events.csv\""));
     assert!(usage.contains("data-export=\"usage-top-by-quota.csv\""));
     assert!(usage.contains("vs previous 30d") || usage.contains("none in the previous 30d"));
+
+    // The full export: every matching event (not just the rows shown), filtered by app, with
+    // senders' text quoted and kept from running as a spreadsheet formula.
+    let hostile = json!([{"specversion": "1.0", "id": "=HYPERLINK(\"x\")", "source": "other-app",
+        "type": "feature.used", "subject": "cus_a,b", "data": {"feature": "export"}}]);
+    ingest(app, &ingest_key, &hostile).await;
+    let csv = |query: &'static str| {
+        let client = client.clone();
+        async move {
+            let res = client
+                .get(app.url(&format!("/usage/events.csv{query}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+            res.text().await.unwrap()
+        }
+    };
+    let all = csv("").await;
+    assert!(
+        all.starts_with("time,type,customer,app,id,data,cost_usd\n"),
+        "{all}"
+    );
+    // 12 calls, the job and the hostile event, one line each after the header.
+    assert_eq!(all.lines().count(), 1 + 12 + 1 + 1, "{all}");
+    let other = csv("?source=other-app").await;
+    let lines: Vec<&str> = other.lines().collect();
+    assert_eq!(lines.len(), 2, "{other}");
+    assert!(
+        lines[1].contains(",\"cus_a,b\",other-app,\"'=HYPERLINK(\"\"x\"\")\","),
+        "{other}"
+    );
+    assert!(csv("?customer=nobody").await.lines().count() == 1);
+    let anonymous = api()
+        .get(app.url("/usage/events.csv"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(anonymous.status(), StatusCode::OK);
     // The Overview renders metering's figures without JavaScript.
     let overview = page("/").await;
     let card = &overview[overview.find("data-figure=\"api_calls\"").unwrap()..];
