@@ -1,8 +1,9 @@
 //! Revenue benchmark. Stores BENCH_SUBSCRIPTIONS subscriptions (default 100,000) for
 //! BENCH_CUSTOMERS customers (50,000), each with BENCH_MONTHS months of history (24): a state
-//! every BENCH_STATE_EVERY months (1: each monthly invoice records one, as Stripe bills) and a
-//! new price or quantity every BENCH_CHANGE_EVERY months (6; 1 is the worst case, every state a
-//! change); one in ten ends early. Also BENCH_INVOICES paid invoices (100,000) with their
+//! every BENCH_STATE_EVERY months (1: each monthly renewal's `customer.subscription.updated`
+//! records one) and a new price or quantity every BENCH_CHANGE_EVERY months (6; 1 is the worst
+//! case, every state a change); one in ten ends early. States are stored as the product stores
+//! them, repeats of the state before aside as echoes that a recompute does not read. Also BENCH_INVOICES paid invoices (100,000) with their
 //! payment intents and charges. Then times the full MRR history recompute (goal < 2 s) three times —
 //! into empty tables, over the stored history unchanged, and after 1% of the subscriptions
 //! changed — and the revenue and overview routes over HTTP (goal p95 < 10 ms).
@@ -21,6 +22,7 @@ use opsdeck::access::{Scopes, keys};
 use opsdeck::app::App;
 use opsdeck::config::Config;
 use opsdeck::revenue::history::{self, Settings};
+use opsdeck::revenue::states::{StateRow, split};
 use opsdeck::store::{Store, Value, multi_row_insert, now_ms};
 use tokio_util::sync::CancellationToken;
 
@@ -28,9 +30,9 @@ const DAY: i64 = 86_400_000;
 const MONTH: i64 = 30 * DAY;
 const MICRO: i64 = 1_000_000;
 
-/// One subscription-state row: (subscription, state_at, source, at, customer, status, mrr).
-type StateRow = (String, i64, &'static str, i64, String, &'static str, i64);
-
+/// Each subscription's states in order: one every `state_every` months (each monthly renewal
+/// records one, as Stripe sends `customer.subscription.updated`), a new price or quantity every
+/// `change_every` months, and for one in ten an end.
 fn states(
     subs: usize,
     customers: usize,
@@ -38,6 +40,17 @@ fn states(
     (state_every, change_every): (usize, usize),
     now: i64,
 ) -> Vec<StateRow> {
+    let row = |sub: &str, at: i64, source: &str, customer: &str, status: &str, mrr: i64| StateRow {
+        subscription_id: sub.to_string(),
+        state_at: at,
+        source: source.to_string(),
+        at,
+        customer_id: customer.to_string(),
+        status: status.to_string(),
+        currency: "usd".to_string(),
+        mrr,
+        data: None,
+    };
     let mut rows = Vec::with_capacity(subs * (months / state_every + 2));
     for i in 0..subs {
         let sub = format!("sub_{i:07}");
@@ -53,19 +66,11 @@ fn states(
             let period = m / change_every;
             let cents = [800, 2_600, 6_800][(i + period) % 3]
                 * (1 + (i + period * change_every) as i64 % 3);
-            rows.push((
-                sub.clone(),
-                at,
-                "invoice",
-                at,
-                customer.clone(),
-                "active",
-                cents * MICRO,
-            ));
+            rows.push(row(&sub, at, "event", &customer, "active", cents * MICRO));
         }
         if let Some(e) = ends {
             let at = start + e as i64 * MONTH;
-            rows.push((sub, at, "sync", at, customer, "canceled", 0));
+            rows.push(row(&sub, at, "event", &customer, "canceled", 0));
         }
     }
     rows
@@ -110,21 +115,53 @@ async fn main() {
 
     let loading = Instant::now();
     let rows = states(subs, customers, months, (state_every, every), now);
-    let state_rows = rows.len();
-    let rows = rows
-        .into_iter()
-        .map(|(sub, state_at, source, at, customer, status, mrr)| {
-            opsdeck::args![sub, state_at, source, at, customer, status, "usd", mrr]
-        })
-        .collect();
-    insert(
-        &store,
-        "stripe_subscription_states (subscription_id, state_at, source, at, customer_id, \
-         status, currency, mrr)",
-        8,
-        rows,
-    )
-    .await;
+    let generated = rows.len();
+    // Split as the product stores them: repeats of the state before go to the echoes.
+    let (mut kept, mut echoes) = (Vec::new(), Vec::new());
+    let mut one_sub: Vec<StateRow> = Vec::new();
+    for row in rows.into_iter().map(Some).chain([None]) {
+        if one_sub.last().is_some_and(|last| {
+            row.as_ref()
+                .is_none_or(|r| r.subscription_id != last.subscription_id)
+        }) {
+            let (s, e) = split(std::mem::take(&mut one_sub));
+            kept.extend(s);
+            echoes.extend(e);
+        }
+        one_sub.extend(row);
+    }
+    let state_rows = kept.len();
+    let echo_rows = echoes.len();
+    for (table, rows) in [
+        ("stripe_subscription_states", kept),
+        ("stripe_subscription_echoes", echoes),
+    ] {
+        let rows = rows
+            .into_iter()
+            .map(|r| {
+                opsdeck::args![
+                    r.subscription_id,
+                    r.state_at,
+                    r.source,
+                    r.at,
+                    r.customer_id,
+                    r.status,
+                    r.currency,
+                    r.mrr
+                ]
+            })
+            .collect();
+        insert(
+            &store,
+            &format!(
+                "{table} (subscription_id, state_at, source, at, customer_id, status, currency, \
+                 mrr)"
+            ),
+            8,
+            rows,
+        )
+        .await;
+    }
     let mut payments = Vec::with_capacity(invoices * 3);
     for n in 0..invoices {
         let created = now - (n as i64 * 7_919_000) % (months as i64 * MONTH);
@@ -172,8 +209,9 @@ async fn main() {
         .await
         .expect("payment sums");
     println!(
-        "{backend}: stored {state_rows} subscription-state rows ({subs} subscriptions, {customers} \
-         customers, {months} months, a state every {state_every}, a change every {every}) and \
+        "{backend}: stored {generated} subscription states as {state_rows} state rows and \
+         {echo_rows} echoes ({subs} subscriptions, {customers} customers, {months} months, a \
+         state every {state_every}, a change every {every}) and \
          {invoices} invoices with their payment intents and charges in {:.0} s",
         loading.elapsed().as_secs_f64()
     );

@@ -82,7 +82,7 @@ pub async fn apply(store: &Store, event: &Event, via: &str) -> Result<Outcome> {
     let fresh = records::upsert_object(&mut tx, kind, &object, created).await?;
     let changes_mrr = matches!(kind, "subscription" | "price" | "coupon");
     if kind == "subscription" {
-        match records::record_state(&mut tx, &object, created, "event").await {
+        match super::states::record(&mut tx, &object, created, "event").await {
             Ok(()) => {}
             Err(RevenueError::Malformed(problem)) => {
                 tracing::warn!(event = %event.id, %problem, "cannot value the subscription an event carries");

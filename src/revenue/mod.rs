@@ -1,5 +1,6 @@
 //! Revenue from Stripe. `stripe` speaks Stripe's wire format (typed client, objects, webhook
-//! signatures, conversion into the engine's terms); `records` stores what Stripe sent; `sync`
+//! signatures, conversion into the engine's terms); `records` stores what Stripe sent and `states`
+//! the subscription states valued for the engine; `sync`
 //! backfills and catches up; `events` applies webhook and catch-up events; `mrr` is the pure
 //! MRR engine and `history` runs it over the stored subscription states; `metrics` turns the
 //! history and payments into figures and `margin` sets net revenue against provider cost.
@@ -15,6 +16,7 @@ pub mod plans;
 pub mod records;
 pub mod routes;
 pub mod service;
+pub mod states;
 pub mod stripe;
 pub mod sync;
 

@@ -1,15 +1,13 @@
 //! The stored Stripe data: objects as Stripe sent them (newest version wins, so a late or
-//! repeated webhook never rolls an object back), the states each subscription went through,
-//! the event log that makes deliveries idempotent, and per-resource sync progress. Owns the
-//! `stripe_objects`, `stripe_subscription_states`, `stripe_events` and `stripe_sync` tables.
+//! repeated webhook never rolls an object back), the event log that makes deliveries
+//! idempotent, and per-resource sync progress. Owns the `stripe_objects`, `stripe_events` and
+//! `stripe_sync` tables; the states subscriptions went through are `states`'.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use super::RevenueError;
-use super::mrr;
-use super::stripe::{convert, objects};
 use crate::args;
 use crate::store::{Store, Tx};
 
@@ -338,61 +336,6 @@ pub async fn rebuild_payment_days(store: &Store) -> Result<usize> {
     }
     tx.commit().await?;
     Ok(rows.len())
-}
-
-/// Records that subscription `object` was in this state from `at` (ms) on, as learnt from
-/// `source` (`start`, `invoice`, `sync` or `event`), valued at its start and wherever one of its
-/// discounts starts or ends later; a later write for the same moment and source replaces it.
-pub async fn record_state(tx: &mut Tx, object: &Value, at: i64, source: &str) -> Result<()> {
-    let sub: objects::Subscription = serde_json::from_value(object.clone())
-        .map_err(|e| RevenueError::Malformed(format!("subscription: {e}")))?;
-    let snapshot = convert::snapshot(&sub).map_err(RevenueError::Malformed)?;
-    tx.execute(
-        "DELETE FROM stripe_subscription_states WHERE subscription_id = $1 AND state_at = $2 \
-         AND source = $3",
-        args![sub.id.as_str(), at, source],
-    )
-    .await?;
-    let data = (source == "event").then(|| object.to_string());
-    for (n, (moment, mrr)) in valued_moments(&snapshot, at).into_iter().enumerate() {
-        tx.execute(
-            "INSERT INTO stripe_subscription_states (subscription_id, state_at, source, at, \
-             customer_id, status, currency, mrr, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            args![
-                sub.id.as_str(),
-                at,
-                source,
-                moment,
-                sub.customer.id(),
-                sub.status.as_str(),
-                sub.currency.to_ascii_lowercase(),
-                mrr,
-                if n == 0 { data.clone() } else { None }
-            ],
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// The moments from `at` on where `snapshot`'s MRR is set (its start, each later discount start
-/// or end) with the MRR from each.
-pub fn valued_moments(snapshot: &mrr::Snapshot, at: i64) -> Vec<(i64, i64)> {
-    let mut moments = vec![at];
-    let discounts = snapshot
-        .discounts
-        .iter()
-        .chain(snapshot.items.iter().flat_map(|i| &i.discounts));
-    for d in discounts {
-        moments.extend([Some(d.start_ms), d.end_ms].into_iter().flatten());
-    }
-    moments.retain(|t| *t >= at);
-    moments.sort_unstable();
-    moments.dedup();
-    moments
-        .into_iter()
-        .map(|t| (t, snapshot.mrr_at(t)))
-        .collect()
 }
 
 /// Claims event `id` for processing: false when it was seen before (a retry or a duplicate).

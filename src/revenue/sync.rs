@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::RevenueError;
 use super::records::{self, SyncProgress};
+use super::states;
 use super::stripe::client::StripeClient;
 use super::stripe::objects;
 use crate::args;
@@ -360,28 +361,24 @@ pub async fn rebuild_states(store: &Store, now: i64) -> Result<()> {
             args![],
         )
         .await?;
-    let mut tx = store.begin().await?;
-    tx.execute(
-        "DELETE FROM stripe_subscription_states WHERE source IN ('start', 'sync', 'invoice')",
-        args![],
-    )
-    .await?;
+    let mut derived: Vec<(String, Vec<states::StateRow>)> = Vec::with_capacity(subs.len());
     for (data,) in subs {
         let Ok(sub) = serde_json::from_str::<Value>(&data) else {
             continue;
         };
         let id = sub.get("id").and_then(Value::as_str).unwrap_or_default();
-        let mut states = implied_states(&sub, now);
+        let mut implied = implied_states(&sub, now);
         if let Some(list) = invoices.get(id) {
-            states.extend(
+            implied.extend(
                 invoice_states(&sub, list, &prices)
                     .into_iter()
                     .map(|(at, state)| (at, "invoice", state)),
             );
         }
-        for (at, source, state) in states {
-            match records::record_state(&mut tx, &state, at, source).await {
-                Ok(()) => {}
+        let mut rows = Vec::new();
+        for (at, source, state) in implied {
+            match states::rows_of(&state, at, source) {
+                Ok(r) => rows.extend(r),
                 // One unreadable subscription must not stop the others.
                 Err(RevenueError::Malformed(problem)) => {
                     tracing::warn!(subscription = id, %problem, "cannot value a subscription state");
@@ -389,7 +386,11 @@ pub async fn rebuild_states(store: &Store, now: i64) -> Result<()> {
                 Err(e) => return Err(e),
             }
         }
+        derived.push((id.to_string(), rows));
     }
+    derived.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut tx = store.begin().await?;
+    states::replace_derived(&mut tx, derived).await?;
     tx.commit().await?;
     Ok(())
 }

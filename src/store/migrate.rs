@@ -61,6 +61,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0008_ingest_storage.sql"),
         include_str!("../../migrations/postgres/0008_ingest_storage.sql"),
     ),
+    (
+        9,
+        "state echoes",
+        include_str!("../../migrations/sqlite/0009_state_echoes.sql"),
+        include_str!("../../migrations/postgres/0009_state_echoes.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -1499,3 +1499,91 @@ async fn recompute_writes_the_difference_sqlite() {
 async fn recompute_writes_the_difference_postgres() {
     recompute_writes_the_difference(Backend::Postgres).await;
 }
+
+/// Monthly renewals (`customer.subscription.updated` changing nothing the engine reads) are
+/// kept aside as echoes, in whatever order they arrive; a late change between two identical
+/// renewals brings the second back, and the history is the one every state gives.
+async fn renewals_are_echoes(backend: Backend) {
+    let Some(app) = start(backend, None).await else {
+        return;
+    };
+    let now = now_ms() / 1000;
+    let start_at = (now / DAY - 200) * DAY;
+    let growth = price("price_growth", 2600, "month", 1, start_at);
+    let sub = subscription("sub_r1", "cus_r1", "active", &growth, 1, start_at);
+    let send = |id: String, day: i64, object: Value| {
+        let app = &app;
+        async move {
+            let body = event(
+                &id,
+                "customer.subscription.updated",
+                start_at + day * DAY,
+                object,
+            );
+            let header = signature::header(body.as_bytes(), now, &[SECRET]);
+            let (status, reply) = post_event(app, &body, Some(header)).await;
+            assert_eq!(status, StatusCode::OK, "{reply}");
+        }
+    };
+    let movements = || async {
+        app.state.revenue.mark_dirty();
+        app.state
+            .revenue
+            .recompute_if_dirty(&app.state.store)
+            .await
+            .expect("recompute");
+        let (_, movements, _) = history_rows(&app).await;
+        movements
+            .into_iter()
+            .map(|m| (m.1 / 1000 - start_at, m.2, m.3))
+            .collect::<Vec<_>>()
+    };
+    let mut upgraded = sub.clone();
+    upgraded["items"]["data"][0]["quantity"] = json!(3);
+    // Months 0-2 on one seat, 3-5 on three; delivered out of order.
+    for month in [5, 1, 4, 0, 2, 3] {
+        let object = if month >= 3 { &upgraded } else { &sub };
+        send(format!("evt_r{month}"), month * 30, object.clone()).await;
+    }
+    let states = "SELECT COUNT(*) FROM stripe_subscription_states";
+    let echoes = "SELECT COUNT(*) FROM stripe_subscription_echoes";
+    assert_eq!(
+        (count(&app, states).await, count(&app, echoes).await),
+        (2, 4)
+    );
+    let seat = 2_600 * 1_000_000;
+    assert_eq!(
+        movements().await,
+        [
+            (0, "new".to_string(), seat),
+            (90 * DAY, "expansion".to_string(), 2 * seat)
+        ]
+    );
+
+    // A late downgrade on day 135: month 5's three seats become a change again.
+    send("evt_r4b".into(), 135, sub.clone()).await;
+    assert_eq!(
+        (count(&app, states).await, count(&app, echoes).await),
+        (4, 3)
+    );
+    assert_eq!(
+        movements().await,
+        [
+            (0, "new".to_string(), seat),
+            (90 * DAY, "expansion".to_string(), 2 * seat),
+            (135 * DAY, "contraction".to_string(), -2 * seat),
+            (150 * DAY, "expansion".to_string(), 2 * seat)
+        ]
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_are_echoes_sqlite() {
+    renewals_are_echoes(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_are_echoes_postgres() {
+    renewals_are_echoes(Backend::Postgres).await;
+}
