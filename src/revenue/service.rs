@@ -94,11 +94,11 @@ impl Revenue {
         let client = if config.secret_key.is_empty() {
             None
         } else {
-            Some(StripeClient::new(
-                &config.api_base,
-                &config.secret_key,
-                retry,
-            )?)
+            let client = StripeClient::new(&config.api_base, &config.secret_key, retry)?;
+            Some(match config.max_reads_per_second {
+                0 => client,
+                n => client.with_pace(n),
+            })
         };
         Ok(Self {
             client,
@@ -248,6 +248,16 @@ impl Revenue {
         };
         match &result {
             Ok(_) => {
+                // Recompute before saying "synced" (the health's time and the "events"
+                // progress row both say it), so that a page showing the sync time shows
+                // figures that include what it brought.
+                self.mark_dirty();
+                let recomputing = std::time::Instant::now();
+                let recomputed = self.recompute_if_dirty(store).await;
+                tracing::info!(
+                    elapsed_ms = recomputing.elapsed().as_millis() as u64,
+                    "Stripe sync: MRR history recomputed"
+                );
                 records::set_progress(
                     store,
                     &SyncProgress {
@@ -260,10 +270,6 @@ impl Revenue {
                     },
                 )
                 .await?;
-                // Recompute before saying "synced", so that a page showing the sync time shows
-                // figures that include what it brought.
-                self.mark_dirty();
-                let recomputed = self.recompute_if_dirty(store).await;
                 self.set_health(|h| {
                     h.broken = false;
                     h.last_error = None;

@@ -159,7 +159,12 @@ pub async fn backfill(
         report(&progress);
     }
     super::history::derive_stripe_rates(store, reporting_currency).await?;
+    let rebuilding = std::time::Instant::now();
     rebuild_states(store, now_ms()).await?;
+    tracing::info!(
+        elapsed_ms = rebuilding.elapsed().as_millis() as u64,
+        "Stripe backfill: subscription states rebuilt"
+    );
     Ok(summary)
 }
 

@@ -416,6 +416,9 @@ impl StripeDemo {
         config.stripe.api_base = base;
         config.stripe.secret_key = KEY.into();
         config.stripe.webhook_secret = WEBHOOK_SECRET.into();
+        // A local simulator has no rate limit; Stripe's test-mode pace (20 reads a second)
+        // would make the demo's first sync take most of a minute.
+        config.stripe.max_reads_per_second = 1_000;
         for tier in TIERS {
             for annual in [false, true] {
                 config

@@ -136,6 +136,14 @@ impl StripeClient {
         })
     }
 
+    /// The same client paced at `per_second` reads instead (an account with a raised limit,
+    /// or a local server that has none).
+    pub fn with_pace(mut self, per_second: u32) -> Self {
+        let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        self.pace = Arc::new(RateLimiter::direct(Quota::per_second(per_second)));
+        self
+    }
+
     /// `GET {base}{path}?{query}` decoded as `T`, retried as the module describes.
     pub async fn get<T: DeserializeOwned>(
         &self,
