@@ -74,6 +74,11 @@ pub enum Command {
     /// Sync from a provider.
     #[command(subcommand)]
     Sync(SyncCommand),
+    /// Run the configured health checks once and print a table; exits 1 if any is down.
+    Check {
+        /// Only the monitor with this name.
+        name: Option<String>,
+    },
     /// Write a consistent copy of the SQLite store to FILE (safe while `serve` runs).
     Backup {
         /// Destination file; must not exist.
@@ -270,6 +275,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(cmd) => plan(load_config(&cli.store, None)?, cmd).await,
         Command::Pricing(cmd) => pricing(load_config(&cli.store, None)?, cmd).await,
         Command::Sync(cmd) => sync(load_config(&cli.store, None)?, cmd).await,
+        Command::Check { name } => check(load_config(&cli.store, None)?, name).await,
         Command::Backup { file } => {
             let config = load_config(&cli.store, None)?;
             let store = open_existing_store(&config).await?;
@@ -278,6 +284,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `opsdeck check [NAME]`: one check of each configured monitor, as a table.
+async fn check(config: Config, name: Option<String>) -> anyhow::Result<()> {
+    let monitors: Vec<crate::health::monitor::Monitor> = config
+        .monitors
+        .iter()
+        .map(|m| m.validate())
+        .collect::<Result<_, _>>()
+        .context("[[monitors]]")?;
+    if let Some(n) = &name
+        && !monitors.iter().any(|m| &m.name == n)
+    {
+        return Err(UsageError(format!("no monitor is named {n:?}")).into());
+    }
+    if monitors.is_empty() {
+        println!("no monitors are configured ([[monitors]] in the config file)");
+        return Ok(());
+    }
+    let results = crate::health::check_all(&monitors, name.as_deref(), 16).await;
+    let width = results
+        .iter()
+        .map(|(m, _)| m.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<width$}  {:<6}  {:<8}  {:>10}  DETAIL",
+        "NAME", "KIND", "STATE", "LATENCY"
+    );
+    let mut down = 0;
+    for (m, r) in &results {
+        if r.verdict == crate::health::checks::Verdict::Down {
+            down += 1;
+        }
+        println!(
+            "{:<width$}  {:<6}  {:<8}  {:>8.1}ms  {}",
+            m.name,
+            m.kind.as_str(),
+            r.verdict.as_str(),
+            r.latency_us as f64 / 1000.0,
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    if down > 0 {
+        anyhow::bail!("{down} of {} monitors down", results.len());
+    }
+    Ok(())
 }
 
 /// Cancels on Ctrl-C or SIGTERM.

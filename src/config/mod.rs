@@ -50,6 +50,9 @@ pub struct Config {
     /// `[[pricing]]`: provider prices declared in config, on top of the shipped defaults.
     #[serde(default)]
     pub pricing: Vec<PriceConfig>,
+    /// `[[monitors]]`: health checks declared in config (read-only in the UI).
+    #[serde(default)]
+    pub monitors: Vec<crate::health::monitor::MonitorSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +67,8 @@ pub struct StripeConfig {
     /// Days past due after which a subscription counts as churned; 0 = never.
     pub past_due_churn_days: u32,
     pub sync_interval: ConfigDuration,
+    /// Reads per second a sync makes; 0 = 80 % of Stripe's limit for the key's mode.
+    pub max_reads_per_second: u32,
     /// Stripe price or product id → plan id.
     pub plan_map: BTreeMap<String, String>,
     /// Currency → reporting-currency units per unit (decimal text), used where Stripe's
@@ -670,6 +675,18 @@ impl Loader {
         if !default_plan.is_empty() {
             crate::usage::plans::check_plan_id(default_plan)
                 .map_err(|p| fail("usage.default_plan".into(), p))?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, monitor) in c.monitors.iter().enumerate() {
+            monitor
+                .validate()
+                .map_err(|e| fail(format!("monitors[{i}].{}", e.field), e.problem))?;
+            if !names.insert(monitor.name.trim()) {
+                return Err(fail(
+                    format!("monitors[{i}].name"),
+                    format!("monitor {:?} is declared twice", monitor.name.trim()),
+                ));
+            }
         }
         for (i, price) in c.pricing.iter().enumerate() {
             let at = |field: &str| format!("pricing[{i}].{field}");

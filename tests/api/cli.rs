@@ -371,8 +371,10 @@ async fn demo_prints_a_working_login() {
     assert_eq!(overview.status(), reqwest::StatusCode::OK);
 
     // The demo's Stripe account syncs through the real connector: the Revenue page fills in.
+    // Its backfill shares the store with the usage simulator's, which writes ~250k events at
+    // the same time; under a loaded test run that took over two minutes.
     let mut revenue = String::new();
-    for _ in 0..240 {
+    for _ in 0..480 {
         revenue = client
             .get(format!("{base}/revenue"))
             .send()
@@ -650,5 +652,74 @@ async fn sync_stripe_from_the_command_line() {
         text(&out).1.contains("stripe.secret_key"),
         "{:?}",
         text(&out)
+    );
+}
+
+/// `opsdeck check` runs each configured monitor once, prints a table and exits 1 when one is
+/// down; a monitor definition that does not parse is refused naming its field.
+#[test]
+fn check_prints_a_table_and_fails_when_a_monitor_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let file = dir.path().join("opsdeck.toml");
+    let config = format!(
+        "[server]\ndata_dir = \"{}\"\n\n[[monitors]]\nname = \"listener\"\nkind = \"tcp\"\n\
+         target = \"{}\"\ninterval = \"5s\"\n\n[[monitors]]\nname = \"gone\"\nkind = \"tcp\"\n\
+         target = \"{closed}\"\ntimeout = \"2s\"\n",
+        dir.path().join("data").display(),
+        open.local_addr().unwrap()
+    );
+    std::fs::write(&file, &config).unwrap();
+    let path = file.to_str().unwrap();
+    let out = opsdeck(&["--config", path, "check"], dir.path(), None);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.lines().next().unwrap_or("").starts_with("NAME"),
+        "{stdout}"
+    );
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(row("listener").contains(" up "), "{stdout}");
+    assert!(
+        row("gone").contains(" down ") && row("gone").contains("refused"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("1 of 2 monitors down"), "{stderr}");
+
+    // Only the named one, which is up: exit 0.
+    let out = opsdeck(&["--config", path, "check", "listener"], dir.path(), None);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let out = opsdeck(&["--config", path, "check", "nobody"], dir.path(), None);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).1.contains("no monitor is named \"nobody\""));
+
+    // A bad definition: the field is named, with the file.
+    std::fs::write(
+        &file,
+        config.replace("interval = \"5s\"", "interval = \"100ms\""),
+    )
+    .unwrap();
+    let out = opsdeck(&["--config", path, "check"], dir.path(), None);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("monitors[0].interval") && stderr.contains("at least 1s"),
+        "{stderr}"
+    );
+    std::fs::write(&file, config.replace("kind = \"tcp\"", "kind = \"ping\"")).unwrap();
+    let (_, stderr) = text(&opsdeck(&["--config", path, "check"], dir.path(), None));
+    assert!(
+        stderr.contains("monitors[0].kind") && stderr.contains("unknown kind"),
+        "{stderr}"
     );
 }

@@ -1,0 +1,438 @@
+//! Runs one check of one monitor and judges it: `up`, `degraded` or `down`, with the latency,
+//! an error that says what was wrong, and the response headers worth keeping (rate limits and
+//! quotas). Nothing here stores anything; a check that fails in any way is a result, never a
+//! panic or an error that stops the caller.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::conditions::Observation;
+use super::monitor::{Kind, Monitor, host_port};
+
+/// Most of a response body a check reads; a bigger body fails the check.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Longest error text kept.
+const MAX_ERROR_CHARS: usize = 300;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Up,
+    Degraded,
+    Down,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Up => "up",
+            Verdict::Degraded => "degraded",
+            Verdict::Down => "down",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "up" => Some(Verdict::Up),
+            "degraded" => Some(Verdict::Degraded),
+            "down" => Some(Verdict::Down),
+            _ => None,
+        }
+    }
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckResult {
+    pub verdict: Verdict,
+    /// Time from start to the verdict, in microseconds.
+    pub latency_us: i64,
+    /// HTTP status, where there was one.
+    pub status: Option<u16>,
+    /// Why the check failed or is degraded.
+    pub error: Option<String>,
+    /// Rate-limit and quota headers, names lowercase.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Response headers kept with a result: what rate limits and quotas say. Never credentials.
+fn worth_keeping(name: &str) -> bool {
+    name.starts_with("ratelimit")
+        || name.starts_with("x-ratelimit")
+        || name.starts_with("x-rate-limit")
+        || matches!(
+            name,
+            "retry-after"
+                | "x-app-usage"
+                | "x-business-use-case-usage"
+                | "x-ad-account-usage"
+                | "stripe-should-retry"
+                | "twilio-concurrent-requests"
+        )
+}
+
+/// The HTTP client checks share: no cookies, a few redirects, rustls.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .user_agent(concat!("opsdeck-monitor/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Runs one check of `monitor`, bounded by its timeout.
+pub async fn run(monitor: &Monitor, client: &reqwest::Client) -> CheckResult {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(monitor.timeout, probe(monitor, client)).await;
+    let elapsed = started.elapsed();
+    let probe = match outcome {
+        Ok(p) => p,
+        Err(_) => Probe::failed(format!("timed out after {}", humanize(monitor.timeout))),
+    };
+    judge(monitor, probe, elapsed)
+}
+
+/// What a probe saw before any condition is applied.
+#[derive(Debug, Default)]
+struct Probe {
+    failure: Option<String>,
+    status: Option<u16>,
+    body: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+impl Probe {
+    fn failed(why: impl Into<String>) -> Self {
+        Probe {
+            failure: Some(why.into()),
+            ..Default::default()
+        }
+    }
+}
+
+async fn probe(monitor: &Monitor, client: &reqwest::Client) -> Probe {
+    match monitor.kind {
+        Kind::Http => http(monitor, client).await,
+        Kind::Tcp => tcp(&monitor.target).await,
+    }
+}
+
+async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
+    let method = reqwest::Method::from_bytes(monitor.method.as_bytes()).unwrap_or_default();
+    let mut req = client.request(method, &monitor.target);
+    for (k, v) in &monitor.headers {
+        req = req.header(k, v);
+    }
+    if let Some(body) = &monitor.body {
+        req = req.body(body.clone());
+    }
+    let mut res = match req.send().await {
+        Ok(r) => r,
+        // Without the URL: a query string may carry a key.
+        Err(e) => return Probe::failed(describe(&e.without_url())),
+    };
+    let status = res.status().as_u16();
+    let headers: Vec<(String, String)> = res
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    loop {
+        match res.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Probe {
+                        failure: Some(format!("response body over {} KiB", MAX_BODY_BYTES / 1024)),
+                        status: Some(status),
+                        headers,
+                        body: None,
+                    };
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Probe {
+                    failure: Some(format!("reading the body: {}", describe(&e.without_url()))),
+                    status: Some(status),
+                    headers,
+                    body: None,
+                };
+            }
+        }
+    }
+    Probe {
+        failure: None,
+        status: Some(status),
+        body: Some(String::from_utf8_lossy(&body).into_owned()),
+        headers,
+    }
+}
+
+async fn tcp(target: &str) -> Probe {
+    let (host, port) = match host_port(target) {
+        Ok(hp) => hp,
+        Err(e) => return Probe::failed(e),
+    };
+    match tokio::net::TcpStream::connect((host.as_str(), port)).await {
+        Ok(_) => Probe::default(),
+        Err(e) => Probe::failed(format!("connect {target}: {e}")),
+    }
+}
+
+/// Applies the monitor's conditions to what the probe saw.
+fn judge(monitor: &Monitor, probe: Probe, elapsed: Duration) -> CheckResult {
+    let latency_us = i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX);
+    let kept: Vec<(String, String)> = probe
+        .headers
+        .iter()
+        .filter(|(k, _)| worth_keeping(k))
+        .cloned()
+        .collect();
+    let result = |verdict, error: Option<String>| CheckResult {
+        verdict,
+        latency_us,
+        status: probe.status,
+        error: error.map(|e| truncate(&e)),
+        headers: kept.clone(),
+    };
+    if let Some(why) = &probe.failure {
+        return result(Verdict::Down, Some(why.clone()));
+    }
+    let seen = Observation {
+        status: probe.status,
+        latency_ms: elapsed.as_secs_f64() * 1000.0,
+        body: probe.body.as_deref(),
+        headers: &probe.headers,
+        certificate_days: None,
+    };
+    if monitor.conditions.is_empty()
+        && let Some(status) = probe.status
+        && !(200..300).contains(&status)
+    {
+        return result(Verdict::Down, Some(format!("HTTP {status}")));
+    }
+    let failed: Vec<String> = monitor
+        .conditions
+        .iter()
+        .filter_map(|c| c.check(&seen).err())
+        .collect();
+    if !failed.is_empty() {
+        return result(Verdict::Down, Some(failed.join("; ")));
+    }
+    let degraded: Vec<String> = monitor
+        .degraded_when
+        .iter()
+        .filter(|c| c.check(&seen).is_ok())
+        .map(|c| c.text.clone())
+        .collect();
+    if !degraded.is_empty() {
+        return result(Verdict::Degraded, Some(degraded.join("; ")));
+    }
+    result(Verdict::Up, None)
+}
+
+/// A transport error with its causes, which is where reqwest puts the useful part.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn truncate(text: &str) -> String {
+    if text.chars().count() <= MAX_ERROR_CHARS {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(MAX_ERROR_CHARS).collect();
+    out.push('…');
+    out
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::monitor::MonitorSpec;
+    use axum::Router;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::get;
+
+    /// A local server with a switch for every way a peer can answer.
+    async fn peer() -> String {
+        let app = Router::new()
+            .route(
+                "/ok",
+                get(|| async {
+                    (
+                        [("content-type", "application/json")],
+                        r#"{"status":"ok","db":{"lag":3}}"#,
+                    )
+                }),
+            )
+            .route(
+                "/down",
+                get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "maintenance") }),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "late"
+                }),
+            )
+            .route("/html", get(|| async { "<html>not json</html>" }))
+            .route("/huge", get(|| async { "x".repeat(MAX_BODY_BYTES + 10) }))
+            .route(
+                "/limited",
+                get(|| async {
+                    let mut h = HeaderMap::new();
+                    h.insert("ratelimit-remaining", "17".parse().expect("header"));
+                    h.insert(
+                        "x-app-usage",
+                        r#"{"call_count":12}"#.parse().expect("header"),
+                    );
+                    h.insert("set-cookie", "session=secret".parse().expect("header"));
+                    (h, "ok")
+                }),
+            )
+            .route(
+                "/trickle",
+                get(|| async {
+                    // Headers at once, then a body that never ends.
+                    let stream = futures_util::stream::unfold(0u8, |n| async move {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Some((
+                            Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b".")),
+                            n,
+                        ))
+                    });
+                    axum::body::Body::from_stream(stream)
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    fn monitor(kind: &str, target: String, conditions: &[&str], degraded: &[&str]) -> Monitor {
+        MonitorSpec {
+            name: "m".into(),
+            kind: kind.into(),
+            target,
+            timeout: Some("1s".into()),
+            conditions: conditions.iter().map(|c| c.to_string()).collect(),
+            degraded_when: degraded.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid monitor")
+    }
+
+    #[tokio::test]
+    async fn http_checks_judge_what_the_peer_answers() {
+        let base = peer().await;
+        let client = client();
+        let run = |path: &str, conditions: &[&str], degraded: &[&str]| {
+            let m = monitor("http", format!("{base}{path}"), conditions, degraded);
+            let client = client.clone();
+            async move { run(&m, &client).await }
+        };
+        let r = run("/ok", &["[STATUS] == 200", "[BODY].db.lag < 10"], &[]).await;
+        assert_eq!(
+            (r.verdict, r.status, r.error.as_deref()),
+            (Verdict::Up, Some(200), None)
+        );
+        let r = run("/ok", &["[BODY].db.lag < 2"], &[]).await;
+        assert_eq!(r.verdict, Verdict::Down);
+        assert_eq!(r.error.as_deref(), Some("[BODY].db.lag < 2: was 3"));
+        // No conditions: any 2xx passes, anything else fails with the status.
+        let r = run("/down", &[], &[]).await;
+        assert_eq!(
+            (r.verdict, r.error.as_deref()),
+            (Verdict::Down, Some("HTTP 503"))
+        );
+        let r = run("/slow", &[], &["[RESPONSE_TIME] > 200ms"]).await;
+        assert_eq!(r.verdict, Verdict::Degraded, "{r:?}");
+        assert!(r.latency_us >= 300_000);
+        let r = run("/html", &["[BODY].status == ok"], &[]).await;
+        assert!(
+            r.error.as_deref().is_some_and(|e| e.contains("not JSON")),
+            "{r:?}"
+        );
+        let r = run("/huge", &[], &[]).await;
+        assert_eq!(r.verdict, Verdict::Down);
+        assert!(
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("over 1024 KiB")),
+            "{r:?}"
+        );
+        let r = run("/trickle", &[], &[]).await;
+        assert_eq!(
+            (r.verdict, r.error.as_deref()),
+            (Verdict::Down, Some("timed out after 1s"))
+        );
+        // Rate-limit headers are kept; anything else (a cookie) is not.
+        let r = run("/limited", &[], &[]).await;
+        let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["ratelimit-remaining", "x-app-usage"]);
+    }
+
+    #[tokio::test]
+    async fn connection_failures_are_results_and_keep_secrets_out() {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let client = client();
+        let r = run(&monitor("tcp", closed.to_string(), &[], &[]), &client).await;
+        assert_eq!(r.verdict, Verdict::Down);
+        assert!(
+            r.error.as_deref().is_some_and(|e| e.contains("refused")),
+            "{r:?}"
+        );
+        let m = monitor(
+            "http",
+            format!("http://{closed}/v1?api_key=sk_live_secret"),
+            &[],
+            &[],
+        );
+        let r = run(&m, &client).await;
+        assert_eq!(r.verdict, Verdict::Down);
+        let e = r.error.unwrap_or_default();
+        assert!(!e.contains("sk_live_secret") && !e.is_empty(), "{e}");
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = open.local_addr().expect("addr");
+        let r = run(&monitor("tcp", addr.to_string(), &[], &[]), &client).await;
+        assert_eq!((r.verdict, r.error), (Verdict::Up, None));
+    }
+}

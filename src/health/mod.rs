@@ -1,0 +1,38 @@
+//! Integration health: monitors (what to check, how often, what counts as up), the checks
+//! themselves, and the condition language they are judged by. `monitor` validates definitions
+//! from config and the API alike; `checks` runs one check and returns its verdict; `conditions`
+//! parses and evaluates `[SUBJECT] <op> <value>` conditions.
+
+pub mod checks;
+pub mod conditions;
+pub mod monitor;
+
+use checks::CheckResult;
+use monitor::Monitor;
+
+/// Runs one check of every monitor in `monitors` whose name is `only` (all when `None`), at most
+/// `concurrency` at a time, returning results in the monitors' order.
+pub async fn check_all(
+    monitors: &[Monitor],
+    only: Option<&str>,
+    concurrency: usize,
+) -> Vec<(Monitor, CheckResult)> {
+    use futures_util::StreamExt;
+    let client = checks::client();
+    let chosen: Vec<Monitor> = monitors
+        .iter()
+        .filter(|m| only.is_none_or(|name| m.name == name))
+        .cloned()
+        .collect();
+    futures_util::stream::iter(chosen)
+        .map(|m| {
+            let client = client.clone();
+            async move {
+                let result = checks::run(&m, &client).await;
+                (m, result)
+            }
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
+}
