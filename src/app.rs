@@ -36,6 +36,8 @@ pub enum StartError {
     Metering(String),
     #[error("[stripe]: {0}")]
     Stripe(String),
+    #[error("[[monitors]]: {0}")]
+    Monitors(String),
 }
 
 /// Everything a request handler or job may use. Cheap to clone.
@@ -59,6 +61,8 @@ pub struct Shared {
     pub quota_watch: Arc<quota::Watch>,
     /// The Stripe connection and the MRR history's freshness.
     pub revenue: Arc<crate::revenue::service::Revenue>,
+    /// How late health checks start against their schedule.
+    pub health_drift: Arc<crate::health::scheduler::DriftStats>,
 }
 
 impl Deref for AppState {
@@ -89,6 +93,9 @@ impl App {
         crate::costs::prices::sync_config(&store, &config.pricing)
             .await
             .map_err(|e| StartError::Metering(e.to_string()))?;
+        crate::health::store::sync_config(&store, &master_key, &config.monitors)
+            .await
+            .map_err(|e| StartError::Monitors(e.to_string()))?;
         let prices = PriceBook::load(&store).await?;
         let quota_watch: Arc<quota::Watch> = Arc::default();
         let revenue = crate::revenue::service::Revenue::new(&config.stripe, quota_watch.clone())
@@ -108,6 +115,7 @@ impl App {
             categories: Categories::new(&config.usage.endpoint_categories),
             quota_watch,
             revenue: Arc::new(revenue),
+            health_drift: Arc::default(),
             master_key,
             store,
             config,

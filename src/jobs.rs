@@ -87,6 +87,31 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
         ));
     }
     let s = state.clone();
+    let stop = cancel.clone();
+    tracker.spawn(async move {
+        // The scheduler runs until cancelled; a failure to start (the store unreadable) is
+        // retried after a pause rather than leaving health unwatched.
+        loop {
+            let run = crate::health::scheduler::run(
+                s.store.clone(),
+                s.master_key.clone(),
+                s.config.health.concurrency,
+                s.health_drift.clone(),
+                stop.clone(),
+            );
+            match run.await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "health scheduler could not start; retrying in 30 s")
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+        }
+    });
+    let s = state.clone();
     tracker.spawn(run_until_stopped(
         "retention",
         Duration::from_secs(60),

@@ -44,6 +44,7 @@ pub struct Config {
     pub usage: UsageConfig,
     pub retention: RetentionConfig,
     pub stripe: StripeConfig,
+    pub health: HealthConfig,
     /// `[[plans]]`: plans declared in config (read-only in Settings).
     #[serde(default)]
     pub plans: Vec<PlanConfig>,
@@ -74,6 +75,13 @@ pub struct StripeConfig {
     /// Currency → reporting-currency units per unit (decimal text), used where Stripe's
     /// balance transactions give no rate.
     pub fx_rates: BTreeMap<String, DecimalText>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Most checks running at once, across every monitor.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -675,6 +683,12 @@ impl Loader {
         if !default_plan.is_empty() {
             crate::usage::plans::check_plan_id(default_plan)
                 .map_err(|p| fail("usage.default_plan".into(), p))?;
+        }
+        if !(1..=10_000).contains(&c.health.concurrency) {
+            return Err(fail(
+                "health.concurrency".into(),
+                "must be between 1 and 10000".into(),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, monitor) in c.monitors.iter().enumerate() {

@@ -1,11 +1,31 @@
 //! Integration health: monitors (what to check, how often, what counts as up), the checks
 //! themselves, and the condition language they are judged by. `monitor` validates definitions
 //! from config and the API alike; `checks` runs one check and returns its verdict; `conditions`
-//! parses and evaluates `[SUBJECT] <op> <value>` conditions.
+//! parses and evaluates `[SUBJECT] <op> <value>` conditions; `state` is the up/degraded/down
+//! state machine with its thresholds; `store` owns the monitor, state, result and rollup tables;
+//! `scheduler` runs every monitor on its interval and records the results in batches.
 
 pub mod checks;
 pub mod conditions;
 pub mod monitor;
+pub mod scheduler;
+pub mod state;
+pub mod store;
+
+use crate::store::StoreError;
+
+/// Failures of the health domain; the HTTP layer maps them in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error(transparent)]
+    Invalid(#[from] monitor::Invalid),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 use checks::CheckResult;
 use monitor::Monitor;

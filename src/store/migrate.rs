@@ -67,6 +67,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0009_state_echoes.sql"),
         include_str!("../../migrations/postgres/0009_state_echoes.sql"),
     ),
+    (
+        10,
+        "health",
+        include_str!("../../migrations/sqlite/0010_health.sql"),
+        include_str!("../../migrations/postgres/0010_health.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

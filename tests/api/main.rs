@@ -7,6 +7,7 @@ mod access;
 mod browser;
 mod cli;
 mod durability;
+mod health;
 mod ingest;
 mod keys;
 mod metering;

@@ -1,0 +1,363 @@
+//! The stored side of health: owns `monitors` (definitions sealed with the master key),
+//! `monitor_states`, `check_results` and `check_rollups`. Results are written in batches, one
+//! transaction each: the raw rows, the minute/hour/day rollups (pure SQL upserts that add
+//! counts and histogram buckets, so no row is read back) and the monitors' states.
+
+use std::collections::BTreeMap;
+
+use super::HealthError;
+use super::checks::{CheckResult, Verdict};
+use super::monitor::{Monitor, MonitorSpec};
+use super::state::{State, Tracker};
+use crate::access::secrets::MasterKey;
+use crate::args;
+use crate::store::{Store, Tx, multi_row_insert, now_ms};
+
+type Result<T, E = HealthError> = std::result::Result<T, E>;
+
+/// Upper bounds (ms) of the latency histogram's buckets `b0..b19`; the last is unbounded.
+pub const LATENCY_BOUNDS_MS: [f64; 19] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 750.0, 1000.0,
+    2000.0, 5000.0, 10000.0, 30000.0,
+];
+pub const BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
+
+/// The histogram bucket of a latency in microseconds.
+pub fn bucket_of(latency_us: i64) -> usize {
+    let ms = latency_us as f64 / 1000.0;
+    LATENCY_BOUNDS_MS.partition_point(|b| *b < ms)
+}
+
+/// The `q` quantile (0..1) of a histogram, as the upper bound of the bucket it falls in (the
+/// last bucket reports its lower bound); `None` when empty.
+pub fn quantile(histogram: &[i64; BUCKETS], q: f64) -> Option<f64> {
+    let total: i64 = histogram.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil().max(1.0) as i64;
+    let mut seen = 0;
+    for (i, n) in histogram.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(
+                LATENCY_BOUNDS_MS
+                    .get(i)
+                    .copied()
+                    .unwrap_or(LATENCY_BOUNDS_MS[BUCKETS - 2]),
+            );
+        }
+    }
+    None
+}
+
+pub const GRANULARITIES: [(&str, i64); 3] =
+    [("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
+
+/// A stored monitor with its definition opened.
+#[derive(Debug, Clone)]
+pub struct StoredMonitor {
+    pub id: i64,
+    pub source: String,
+    pub paused: bool,
+    pub spec: MonitorSpec,
+    pub monitor: Monitor,
+}
+
+fn seal_name(name: &str) -> String {
+    format!("monitor:{name}")
+}
+
+/// Makes the `config` monitors exactly `specs` (already validated): new ones added, changed
+/// ones updated, ones gone from the config removed with their history. API monitors are left
+/// alone, but a config monitor may not share an API monitor's name.
+pub async fn sync_config(store: &Store, key: &MasterKey, specs: &[MonitorSpec]) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let existing: Vec<(i64, String, String)> = tx
+        .fetch_all("SELECT id, name, source FROM monitors", args![])
+        .await?;
+    let now = now_ms();
+    for spec in specs {
+        let monitor = spec.validate()?;
+        let json = serde_json::to_vec(spec).map_err(|e| HealthError::Internal(e.to_string()))?;
+        let (nonce, sealed) = key
+            .seal(&seal_name(&monitor.name), &json)
+            .map_err(|e| HealthError::Internal(e.to_string()))?;
+        match existing.iter().find(|(_, name, _)| *name == monitor.name) {
+            Some((_, _, source)) if source != "config" => {
+                return Err(HealthError::Conflict(format!(
+                    "monitor {:?} from the config has the name of one created through the API",
+                    monitor.name
+                )));
+            }
+            Some((id, _, _)) => {
+                tx.execute(
+                    "UPDATE monitors SET kind = $2, spec_nonce = $3, spec_sealed = $4, \
+                     updated_at = $5 WHERE id = $1",
+                    args![*id, monitor.kind.as_str(), nonce, sealed, now],
+                )
+                .await?;
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO monitors (name, kind, source, spec_nonce, spec_sealed, paused, \
+                     created_at, updated_at) VALUES ($1, $2, 'config', $3, $4, 0, $5, $5)",
+                    args![
+                        monitor.name.as_str(),
+                        monitor.kind.as_str(),
+                        nonce,
+                        sealed,
+                        now
+                    ],
+                )
+                .await?;
+            }
+        }
+    }
+    let names: Vec<String> = specs.iter().map(|s| s.name.trim().to_string()).collect();
+    for (id, name, source) in existing {
+        if source == "config" && !names.contains(&name) {
+            delete_in(&mut tx, id).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn delete_in(tx: &mut Tx, id: i64) -> Result<()> {
+    for sql in [
+        "DELETE FROM check_results WHERE monitor_id = $1",
+        "DELETE FROM check_rollups WHERE monitor_id = $1",
+        "DELETE FROM monitor_states WHERE monitor_id = $1",
+        "DELETE FROM monitors WHERE id = $1",
+    ] {
+        tx.execute(sql, args![id]).await?;
+    }
+    Ok(())
+}
+
+/// Every stored monitor, by id, with its definition opened and validated again (a definition
+/// that no longer validates is skipped with a warning rather than stopping every other).
+pub async fn list(store: &Store, key: &MasterKey) -> Result<Vec<StoredMonitor>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: i64,
+        name: String,
+        source: String,
+        spec_nonce: Vec<u8>,
+        spec_sealed: Vec<u8>,
+        paused: i64,
+    }
+    let rows: Vec<Row> = store
+        .fetch_all(
+            "SELECT id, name, source, spec_nonce, spec_sealed, paused FROM monitors ORDER BY id",
+            args![],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for Row {
+        id,
+        name,
+        source,
+        spec_nonce: nonce,
+        spec_sealed: sealed,
+        paused,
+    } in rows
+    {
+        let opened = key
+            .open(&seal_name(&name), &nonce, &sealed)
+            .map_err(|e| e.to_string())
+            .and_then(|plain| {
+                serde_json::from_slice::<MonitorSpec>(plain.expose()).map_err(|e| e.to_string())
+            })
+            .and_then(|spec| Ok((spec.validate().map_err(|e| e.to_string())?, spec)));
+        match opened {
+            Ok((monitor, spec)) => out.push(StoredMonitor {
+                id,
+                source,
+                paused: paused != 0,
+                spec,
+                monitor,
+            }),
+            Err(problem) => {
+                tracing::warn!(monitor = %name, %problem, "cannot read a stored monitor; skipping it");
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every monitor's stored state, by id.
+pub async fn trackers(store: &Store) -> Result<BTreeMap<i64, Tracker>> {
+    let rows: Vec<(i64, String, Option<i64>, i64, i64)> = store
+        .fetch_all(
+            "SELECT monitor_id, state, since, failures, successes FROM monitor_states",
+            args![],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, state, since, failures, successes)| {
+            (
+                id,
+                Tracker {
+                    state: State::parse(&state).unwrap_or(State::Unknown),
+                    since,
+                    failures: u32::try_from(failures).unwrap_or(u32::MAX),
+                    successes: u32::try_from(successes).unwrap_or(u32::MAX),
+                },
+            )
+        })
+        .collect())
+}
+
+/// One check to record: the monitor, when it ran (UTC ms), the result and the monitor's
+/// tracker after it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub monitor_id: i64,
+    pub at: i64,
+    pub result: CheckResult,
+    pub tracker: Tracker,
+}
+
+/// Records a batch of checks in one transaction.
+pub async fn record(store: &Store, batch: &[Recorded]) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.begin().await?;
+    for chunk in batch.chunks(100) {
+        let sql = multi_row_insert(
+            "check_results (monitor_id, at, verdict, latency_us, status, error, headers)",
+            7,
+            chunk.len(),
+            // Two checks of one monitor in the same millisecond: the later one is kept.
+            "ON CONFLICT (monitor_id, at) DO UPDATE SET verdict = excluded.verdict, \
+             latency_us = excluded.latency_us, status = excluded.status, \
+             error = excluded.error, headers = excluded.headers",
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 7);
+        for r in chunk {
+            let headers = (!r.result.headers.is_empty())
+                .then(|| serde_json::to_string(&r.result.headers).unwrap_or_default());
+            values.extend(args![
+                r.monitor_id,
+                r.at,
+                r.result.verdict.as_str(),
+                r.result.latency_us,
+                r.result.status.map(i64::from),
+                r.result.error.clone(),
+                headers
+            ]);
+        }
+        tx.execute_assembled(sql, values).await?;
+    }
+    // Rollups: merged in memory first, so each (monitor, granularity, bucket) is one upsert.
+    let mut rollups: BTreeMap<(i64, &str, i64), [i64; 5 + BUCKETS]> = BTreeMap::new();
+    for r in batch {
+        for (granularity, width) in GRANULARITIES {
+            let slot = rollups
+                .entry((r.monitor_id, granularity, r.at.div_euclid(width) * width))
+                .or_insert([0; 5 + BUCKETS]);
+            slot[0] += 1;
+            slot[match r.result.verdict {
+                Verdict::Up => 1,
+                Verdict::Degraded => 2,
+                Verdict::Down => 3,
+            }] += 1;
+            slot[4] += r.result.latency_us;
+            slot[5 + bucket_of(r.result.latency_us)] += 1;
+        }
+    }
+    let columns: String = (0..BUCKETS).map(|i| format!(", b{i}")).collect();
+    let updates: String = (0..BUCKETS)
+        .map(|i| format!(", b{i} = check_rollups.b{i} + excluded.b{i}"))
+        .collect();
+    let rows: Vec<_> = rollups.into_iter().collect();
+    let width = 3 + 5 + BUCKETS;
+    for chunk in rows.chunks(20) {
+        let sql = multi_row_insert(
+            &format!(
+                "check_rollups (monitor_id, granularity, bucket, checks, up, degraded, down, \
+                 latency_sum_us{columns})"
+            ),
+            width,
+            chunk.len(),
+            &format!(
+                "ON CONFLICT (monitor_id, granularity, bucket) DO UPDATE SET \
+                 checks = check_rollups.checks + excluded.checks, \
+                 up = check_rollups.up + excluded.up, \
+                 degraded = check_rollups.degraded + excluded.degraded, \
+                 down = check_rollups.down + excluded.down, \
+                 latency_sum_us = check_rollups.latency_sum_us + excluded.latency_sum_us{updates}"
+            ),
+        );
+        let mut values = Vec::with_capacity(chunk.len() * width);
+        for ((id, granularity, bucket), counts) in chunk {
+            values.extend(args![*id, *granularity, *bucket]);
+            values.extend(counts.iter().map(|c| crate::store::Value::from(*c)));
+        }
+        tx.execute_assembled(sql, values).await?;
+    }
+    // The latest state of each monitor in the batch.
+    let mut latest: BTreeMap<i64, &Recorded> = BTreeMap::new();
+    for r in batch {
+        latest
+            .entry(r.monitor_id)
+            .and_modify(|e| {
+                if r.at >= e.at {
+                    *e = r;
+                }
+            })
+            .or_insert(r);
+    }
+    for r in latest.values() {
+        let t = &r.tracker;
+        tx.execute(
+            "INSERT INTO monitor_states (monitor_id, state, since, failures, successes, \
+             last_check_at, last_latency_us, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (monitor_id) DO UPDATE SET state = excluded.state, since = excluded.since, \
+             failures = excluded.failures, successes = excluded.successes, \
+             last_check_at = excluded.last_check_at, last_latency_us = excluded.last_latency_us, \
+             last_error = excluded.last_error",
+            args![
+                r.monitor_id,
+                t.state.as_str(),
+                t.since,
+                i64::from(t.failures),
+                i64::from(t.successes),
+                r.at,
+                r.result.latency_us,
+                r.result.error.clone()
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_fall_in_their_buckets_and_quantiles_read_back() {
+        assert_eq!(bucket_of(500), 0);
+        assert_eq!(bucket_of(1_000), 0);
+        assert_eq!(bucket_of(1_001), 1);
+        assert_eq!(bucket_of(120_000), 9);
+        assert_eq!(bucket_of(600_000_000), BUCKETS - 1);
+        let mut h = [0i64; BUCKETS];
+        for us in [
+            3_000, 4_000, 8_000, 90_000, 95_000, 99_000, 99_500, 99_900, 99_999, 1_500_000,
+        ] {
+            h[bucket_of(us)] += 1;
+        }
+        assert_eq!(quantile(&h, 0.5), Some(100.0));
+        assert_eq!(quantile(&h, 0.2), Some(5.0));
+        assert_eq!(quantile(&h, 0.99), Some(2000.0));
+        assert_eq!(quantile(&[0; BUCKETS], 0.5), None);
+    }
+}

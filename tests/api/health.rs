@@ -1,0 +1,270 @@
+//! Integration health against a real store: config monitors stored sealed, check results
+//! recorded with their rollups and states, monitors removed from the config removed with
+//! their history.
+
+use opsdeck::health::checks::{CheckResult, Verdict};
+use opsdeck::health::monitor::MonitorSpec;
+use opsdeck::health::state::{State, Thresholds, Tracker};
+use opsdeck::health::store::{self, Recorded};
+use opsdeck::store::now_ms;
+
+use crate::helpers::{Backend, spawn_app_with};
+
+fn spec(name: &str, kind: &str, target: &str) -> MonitorSpec {
+    MonitorSpec {
+        name: name.into(),
+        kind: kind.into(),
+        target: target.into(),
+        ..Default::default()
+    }
+}
+
+async fn count(app: &crate::helpers::TestApp, sql: &'static str) -> i64 {
+    let (n,): (i64,) = app
+        .state
+        .store
+        .fetch_one(sql, opsdeck::args![])
+        .await
+        .expect("count");
+    n
+}
+
+async fn monitors_and_results(backend: Backend) {
+    let mut api = spec(
+        "api",
+        "http",
+        "https://api.example.com/health?token=tok_secret_1",
+    );
+    api.headers
+        .insert("Authorization".into(), "Bearer hdr_secret_2".into());
+    api.failure_threshold = Some(2);
+    let db = spec("db", "tcp", "127.0.0.1:5432");
+    let configured = vec![api.clone(), db.clone()];
+    let Some(app) = spawn_app_with(backend, move |c| c.monitors = configured).await else {
+        return;
+    };
+    let (store, key) = (&app.state.store, &app.state.master_key);
+    let listed = store::list(store, key).await.expect("list");
+    let names: Vec<&str> = listed.iter().map(|m| m.monitor.name.as_str()).collect();
+    assert_eq!(names, ["api", "db"]);
+    assert_eq!(listed[0].spec, api, "the definition reads back whole");
+    assert!(listed.iter().all(|m| m.source == "config" && !m.paused));
+    // Sealed: neither the target's token nor the header's appears in the stored row.
+    let rows: Vec<(Vec<u8>,)> = store
+        .fetch_all("SELECT spec_sealed FROM monitors", opsdeck::args![])
+        .await
+        .expect("rows");
+    for (sealed,) in rows {
+        let text = String::from_utf8_lossy(&sealed);
+        assert!(!text.contains("tok_secret_1") && !text.contains("hdr_secret_2"));
+    }
+
+    // Three checks of "api" a minute apart (down, down, up) and one of "db".
+    let (api_id, db_id) = (listed[0].id, listed[1].id);
+    let limits = Thresholds {
+        failures: 2,
+        successes: 1,
+    };
+    let t0 = (now_ms() / 3_600_000) * 3_600_000 + 60_000;
+    let mut tracker = Tracker::default();
+    let mut batch = Vec::new();
+    for (i, (verdict, latency_us)) in [
+        (Verdict::Down, 40_000),
+        (Verdict::Down, 60_000),
+        (Verdict::Up, 120_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = t0 + i as i64 * 60_000;
+        tracker.apply(verdict, limits, false, at);
+        batch.push(Recorded {
+            monitor_id: api_id,
+            at,
+            result: CheckResult {
+                verdict,
+                latency_us,
+                status: Some(if verdict == Verdict::Up { 200 } else { 503 }),
+                error: (verdict == Verdict::Down).then(|| "HTTP 503".to_string()),
+                headers: vec![("ratelimit-remaining".into(), "9".into())],
+            },
+            tracker,
+        });
+    }
+    let mut db_tracker = Tracker::default();
+    db_tracker.apply(Verdict::Up, limits, false, t0);
+    batch.push(Recorded {
+        monitor_id: db_id,
+        at: t0,
+        result: CheckResult {
+            verdict: Verdict::Up,
+            latency_us: 800,
+            status: None,
+            error: None,
+            headers: vec![],
+        },
+        tracker: db_tracker,
+    });
+    // Recorded in two batches: the rollups add up across them.
+    store::record(store, &batch[..2]).await.expect("record");
+    store::record(store, &batch[2..]).await.expect("record");
+
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM check_results").await, 4);
+    let hour: (i64, i64, i64, i64, i64) = store
+        .fetch_one(
+            "SELECT checks, up, down, latency_sum_us, b9 FROM check_rollups \
+             WHERE monitor_id = $1 AND granularity = 'hour'",
+            opsdeck::args![api_id],
+        )
+        .await
+        .expect("hour rollup");
+    // 120 ms falls in the (100, 150] bucket, b9.
+    assert_eq!(hour, (3, 1, 2, 220_000, 1));
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM check_rollups WHERE granularity = 'minute'"
+        )
+        .await,
+        4
+    );
+    let trackers = store::trackers(store).await.expect("trackers");
+    // Down after two failures, up again with the success (threshold 1).
+    assert_eq!(trackers[&api_id].state, State::Up);
+    assert_eq!(trackers[&api_id].since, Some(t0 + 120_000));
+    assert_eq!(trackers[&db_id].state, State::Up);
+    let (error,): (Option<String>,) = store
+        .fetch_one(
+            "SELECT last_error FROM monitor_states WHERE monitor_id = $1",
+            opsdeck::args![api_id],
+        )
+        .await
+        .expect("state");
+    assert_eq!(error, None, "the latest check's error, which passed");
+
+    // "db" leaves the config: it goes, with its history; "api" stays as it was.
+    store::sync_config(store, key, &[api]).await.expect("sync");
+    let listed = store::list(store, key).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, api_id);
+    assert_eq!(
+        count(&app, "SELECT COUNT(*) FROM check_results").await,
+        3,
+        "db's results are gone with it"
+    );
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM monitor_states").await, 1);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_and_results_sqlite() {
+    monitors_and_results(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_and_results_postgres() {
+    monitors_and_results(Backend::Postgres).await;
+}
+
+/// A peer whose answer a test switches: its status code, and a delay.
+async fn switchable_peer() -> (String, std::sync::Arc<std::sync::atomic::AtomicU16>) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let status = std::sync::Arc::new(AtomicU16::new(200));
+    let s = status.clone();
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let s = s.clone();
+            async move {
+                let code = axum::http::StatusCode::from_u16(s.load(Ordering::Relaxed))
+                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                (code, "{\"status\":\"ok\"}")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/health"), status)
+}
+
+async fn state_of(app: &crate::helpers::TestApp, name: &str) -> Option<(String, i64)> {
+    app.state
+        .store
+        .fetch_optional(
+            "SELECT s.state, s.failures FROM monitor_states s JOIN monitors m ON m.id = s.monitor_id \
+             WHERE m.name = $1",
+            opsdeck::args![name],
+        )
+        .await
+        .expect("state")
+}
+
+/// The running server checks each monitor on its interval and moves its state only once the
+/// threshold is met.
+async fn scheduled_checks_move_the_state(backend: Backend) {
+    let (url, status) = switchable_peer().await;
+    let mut web = spec("web", "http", &url);
+    web.interval = Some("1s".into());
+    web.failure_threshold = Some(2);
+    let Some(app) = spawn_app_with(backend, move |c| c.monitors = vec![web]).await else {
+        return;
+    };
+    let wait_for = |want: &'static str| {
+        let app = &app;
+        async move {
+            for _ in 0..100 {
+                if state_of(app, "web").await.is_some_and(|(s, _)| s == want) {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    assert!(
+        wait_for("up").await,
+        "first check passes: {:?}",
+        state_of(&app, "web").await
+    );
+    status.store(503, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        wait_for("down").await,
+        "two failures: {:?}",
+        state_of(&app, "web").await
+    );
+    let (_, failures) = state_of(&app, "web").await.unwrap_or_default();
+    assert!(failures >= 2);
+    let (error,): (Option<String>,) = app
+        .state
+        .store
+        .fetch_one(
+            "SELECT error FROM check_results ORDER BY at DESC LIMIT 1",
+            opsdeck::args![],
+        )
+        .await
+        .expect("result");
+    assert_eq!(error.as_deref(), Some("HTTP 503"));
+    status.store(200, std::sync::atomic::Ordering::Relaxed);
+    assert!(wait_for("up").await, "back up");
+    let (n, p99, _) = {
+        let (n, _, p99, max) = app.state.health_drift.take();
+        (n, p99, max)
+    };
+    assert!(n >= 4, "{n} checks timed");
+    assert!(
+        p99 < std::time::Duration::from_millis(500),
+        "start lateness p99 {p99:?}"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_checks_move_the_state_sqlite() {
+    scheduled_checks_move_the_state(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_checks_move_the_state_postgres() {
+    scheduled_checks_move_the_state(Backend::Postgres).await;
+}
