@@ -8,6 +8,7 @@
 pub mod checks;
 pub mod conditions;
 pub mod monitor;
+pub mod routes;
 pub mod scheduler;
 pub mod state;
 pub mod store;

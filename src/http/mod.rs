@@ -71,6 +71,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::usage::api::router())
         .merge(crate::costs::routes::router())
         .merge(crate::revenue::routes::router())
+        .merge(crate::health::routes::router())
 }
 
 /// The generated OpenAPI 3.1 document.

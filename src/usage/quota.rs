@@ -258,7 +258,7 @@ fn compute(customer: &str, i: Inputs, period: (i64, i64), hysteresis: f64) -> Qu
     }
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {
