@@ -61,8 +61,8 @@ pub struct Shared {
     pub quota_watch: Arc<quota::Watch>,
     /// The Stripe connection and the MRR history's freshness.
     pub revenue: Arc<crate::revenue::service::Revenue>,
-    /// How late health checks start against their schedule.
-    pub health_drift: Arc<crate::health::scheduler::DriftStats>,
+    /// The health scheduler's shared parts (start lateness, manual checks).
+    pub health: Arc<crate::health::scheduler::Health>,
 }
 
 impl Deref for AppState {
@@ -115,7 +115,7 @@ impl App {
             categories: Categories::new(&config.usage.endpoint_categories),
             quota_watch,
             revenue: Arc::new(revenue),
-            health_drift: Arc::default(),
+            health: Arc::default(),
             master_key,
             store,
             config,

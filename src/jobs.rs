@@ -96,7 +96,7 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
                 s.store.clone(),
                 s.master_key.clone(),
                 s.config.health.concurrency,
-                s.health_drift.clone(),
+                s.health.clone(),
                 stop.clone(),
             );
             match run.await {

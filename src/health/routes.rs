@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_integrations))
         .routes(routes!(get_integration))
         .routes(routes!(get_results))
+        .routes(routes!(check_now))
 }
 
 impl From<HealthError> for ApiError {
@@ -357,5 +358,42 @@ async fn get_results(
                 result: r,
             })
             .collect(),
+    }))
+}
+
+/// What a manual check found, and the monitor's state after it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckNow {
+    /// `up`, `degraded` or `down`.
+    pub verdict: String,
+    pub latency_ms: f64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// The monitor's state after this check (thresholds apply as to scheduled checks).
+    pub state: String,
+}
+
+/// Runs one check of the monitor now and records it like a scheduled one.
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/check", tag = "health",
+    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id")),
+    responses((status = 200, body = CheckNow), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn check_now(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> Result<Json<CheckNow>> {
+    p.require(Scope::Admin)?;
+    let (result, tracker) = state
+        .health
+        .check_now(&state.store, &state.master_key, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no integration {id}")))?;
+    Ok(Json(CheckNow {
+        verdict: result.verdict.as_str().into(),
+        latency_ms: result.latency_us as f64 / 1000.0,
+        status: result.status,
+        error: result.error,
+        state: tracker.state.as_str().into(),
     }))
 }

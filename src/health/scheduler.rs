@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -38,9 +38,80 @@ fn jitter(interval: Duration) -> Duration {
 struct Finished {
     monitor_id: i64,
     at: i64,
-    /// How late the check started against its slot on the grid.
-    drift: Duration,
+    /// How late the check started against its slot on the grid; `None` for a manual check.
+    drift: Option<Duration>,
     result: CheckResult,
+    /// A manual check waits for its result to be written and gets the state after it.
+    reply: Option<oneshot::Sender<Tracker>>,
+}
+
+/// What the running scheduler shares: start lateness, and the way in for manual checks so
+/// that one task alone moves monitor states.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub drift: DriftStats,
+    inbox: std::sync::Mutex<Option<mpsc::Sender<Finished>>>,
+}
+
+impl Health {
+    fn inbox(&self) -> Option<mpsc::Sender<Finished>> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs one check of monitor `id` now and records it like a scheduled one, returning the
+    /// result and the monitor's state after it; `None` when there is no such monitor.
+    pub async fn check_now(
+        &self,
+        store: &Store,
+        key: &MasterKey,
+        id: i64,
+    ) -> Result<Option<(CheckResult, Tracker)>, super::HealthError> {
+        let Some(stored) = store::list(store, key)
+            .await?
+            .into_iter()
+            .find(|m| m.id == id)
+        else {
+            return Ok(None);
+        };
+        let at = now_ms();
+        let result = checks::run(&stored.monitor, &checks::client()).await;
+        let limits = Thresholds {
+            failures: stored.monitor.failure_threshold,
+            successes: stored.monitor.success_threshold,
+        };
+        if let Some(inbox) = self.inbox() {
+            let (reply, answer) = oneshot::channel();
+            let finished = Finished {
+                monitor_id: id,
+                at,
+                drift: None,
+                result: result.clone(),
+                reply: Some(reply),
+            };
+            if inbox.send(finished).await.is_ok()
+                && let Ok(tracker) = answer.await
+            {
+                return Ok(Some((result, tracker)));
+            }
+        }
+        // No scheduler running (or it stopped meanwhile): nothing else moves states.
+        let mut tracker = store::trackers(store)
+            .await?
+            .remove(&id)
+            .unwrap_or_default();
+        tracker.apply(result.verdict, limits, false, at);
+        store::record(
+            store,
+            &[Recorded {
+                monitor_id: id,
+                at,
+                result: result.clone(),
+                tracker,
+            }],
+        )
+        .await?;
+        Ok(Some((result, tracker)))
+    }
 }
 
 /// Lateness of check starts, for the benchmark and `/metrics`.
@@ -76,7 +147,7 @@ pub async fn run(
     store: Store,
     key: MasterKey,
     concurrency: usize,
-    drift: Arc<DriftStats>,
+    health: Arc<Health>,
     cancel: CancellationToken,
 ) -> Result<(), super::HealthError> {
     let monitors: Vec<StoredMonitor> = store::list(&store, &key)
@@ -102,13 +173,14 @@ pub async fn run(
         .iter()
         .map(|m| (m.id, m.monitor.name.clone()))
         .collect();
+    *health.inbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
     let recorder = tokio::spawn(record(
         store.clone(),
         rx,
         limits,
         std::mem::take(&mut trackers),
         names,
-        drift,
+        health.clone(),
     ));
 
     let client = checks::client();
@@ -153,8 +225,9 @@ pub async fn run(
                 .send(Finished {
                     monitor_id: id,
                     at,
-                    drift,
+                    drift: Some(drift),
                     result,
+                    reply: None,
                 })
                 .await;
         });
@@ -167,6 +240,7 @@ pub async fn run(
         }
         due.push(Reverse((next + jitter(interval), i)));
     }
+    *health.inbox.lock().unwrap_or_else(|e| e.into_inner()) = None;
     drop(tx);
     let _ = recorder.await;
     Ok(())
@@ -179,9 +253,10 @@ async fn record(
     limits: HashMap<i64, Thresholds>,
     mut trackers: std::collections::BTreeMap<i64, Tracker>,
     names: HashMap<i64, String>,
-    drift: Arc<DriftStats>,
+    health: Arc<Health>,
 ) {
     let mut batch: Vec<Recorded> = Vec::with_capacity(BATCH);
+    let mut replies: Vec<(oneshot::Sender<Tracker>, Tracker)> = Vec::new();
     loop {
         let deadline = tokio::time::sleep(FLUSH_EVERY);
         tokio::pin!(deadline);
@@ -190,7 +265,9 @@ async fn record(
             tokio::select! {
                 got = rx.recv() => match got {
                     Some(f) => {
-                        drift.push(f.drift);
+                        if let Some(d) = f.drift {
+                            health.drift.push(d);
+                        }
                         let tracker = trackers.entry(f.monitor_id).or_default();
                         let limit = limits.get(&f.monitor_id).copied().unwrap_or(Thresholds { failures: 1, successes: 1 });
                         if let Some(previous) = tracker.apply(f.result.verdict, limit, false, f.at) {
@@ -203,6 +280,11 @@ async fn record(
                             );
                         }
                         batch.push(Recorded { monitor_id: f.monitor_id, at: f.at, result: f.result, tracker: *tracker });
+                        if let Some(reply) = f.reply {
+                            // Someone is waiting: write now.
+                            replies.push((reply, *tracker));
+                            break;
+                        }
                     }
                     None => { closed = true; break; }
                 },
@@ -214,6 +296,9 @@ async fn record(
                 tracing::warn!(error = %e, checks = batch.len(), "could not record check results");
             }
             batch.clear();
+        }
+        for (reply, tracker) in replies.drain(..) {
+            let _ = reply.send(tracker);
         }
         if closed {
             return;

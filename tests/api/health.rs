@@ -166,7 +166,7 @@ async fn monitors_and_results_postgres() {
     monitors_and_results(Backend::Postgres).await;
 }
 
-/// A peer whose answer a test switches: its status code, and a delay.
+/// A peer whose status code a test switches.
 async fn switchable_peer() -> (String, std::sync::Arc<std::sync::atomic::AtomicU16>) {
     use std::sync::atomic::{AtomicU16, Ordering};
     let status = std::sync::Arc::new(AtomicU16::new(200));
@@ -203,7 +203,7 @@ async fn state_of(app: &crate::helpers::TestApp, name: &str) -> Option<(String, 
 /// The running server checks each monitor on its interval and moves its state only once the
 /// threshold is met.
 async fn scheduled_checks_move_the_state(backend: Backend) {
-    let (url, status) = switchable_peer().await;
+    let (url, answer) = switchable_peer().await;
     let mut web = spec("web", "http", &url);
     web.interval = Some("1s".into());
     web.failure_threshold = Some(2);
@@ -227,7 +227,7 @@ async fn scheduled_checks_move_the_state(backend: Backend) {
         "first check passes: {:?}",
         state_of(&app, "web").await
     );
-    status.store(503, std::sync::atomic::Ordering::Relaxed);
+    answer.store(503, std::sync::atomic::Ordering::Relaxed);
     assert!(
         wait_for("down").await,
         "two failures: {:?}",
@@ -245,9 +245,9 @@ async fn scheduled_checks_move_the_state(backend: Backend) {
         .await
         .expect("result");
     assert_eq!(error.as_deref(), Some("HTTP 503"));
-    status.store(200, std::sync::atomic::Ordering::Relaxed);
+    answer.store(200, std::sync::atomic::Ordering::Relaxed);
     assert!(wait_for("up").await, "back up");
-    let (timed, ..) = app.state.health_drift.take();
+    let (timed, ..) = app.state.health.drift.take();
     assert!(
         timed >= 4,
         "every check's start lateness is measured: {timed}"
@@ -313,6 +313,46 @@ async fn scheduled_checks_move_the_state(backend: Backend) {
         list[0]["at"].as_str() > list[1]["at"].as_str(),
         "newest first"
     );
+    // "Check now": admin only; recorded like a scheduled check, with the state after it.
+    let check_url = app.url(&format!("/api/v1/integrations/{id}/check"));
+    let res = crate::helpers::api()
+        .post(&check_url)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        reqwest::StatusCode::FORBIDDEN,
+        "a read key cannot"
+    );
+    let admin = app.key("ops", &["admin"]).await;
+    answer.store(500, std::sync::atomic::Ordering::Relaxed);
+    let res = crate::helpers::api()
+        .post(&check_url)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let now: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        (now["verdict"].as_str(), now["status"].as_u64()),
+        (Some("down"), Some(500))
+    );
+    assert_eq!(now["error"], "HTTP 500");
+    let (_, latest) = get(app.url(&format!("/api/v1/integrations/{id}/results?limit=1"))).await;
+    assert_eq!(
+        latest["results"][0]["status"], 500,
+        "written before the reply: {latest}"
+    );
+    let res = crate::helpers::api()
+        .post(app.url("/api/v1/integrations/424242/check"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::NOT_FOUND);
     for bad in ["limit=0", "limit=5000", "before=yesterday"] {
         let (status, body) =
             get(app.url(&format!("/api/v1/integrations/{id}/results?{bad}"))).await;
