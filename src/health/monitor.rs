@@ -69,6 +69,119 @@ pub struct MonitorSpec {
     /// Consecutive successes before a down monitor is `up` again. Default 1.
     #[serde(default)]
     pub success_threshold: Option<u32>,
+    /// Maintenance windows: checks still run and are recorded, but the state does not change.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceSpec>,
+}
+
+/// A maintenance window: once (`start`..`end`, RFC 3339) or weekly (`from`..`to`, "HH:MM" UTC,
+/// on `days`, every day when empty; `to` before `from` runs past midnight).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceSpec {
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+    #[serde(default)]
+    pub days: Vec<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// A validated maintenance window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Window {
+    /// [start, end) in UTC ms.
+    Once { start: i64, end: i64 },
+    /// Minutes of the UTC day [from, to), on the weekdays set in `days` (bit 0 = Monday).
+    Weekly { days: u8, from: u32, to: u32 },
+}
+
+const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl Window {
+    /// Whether `at` (UTC ms) falls inside the window.
+    pub fn contains(&self, at: i64) -> bool {
+        match *self {
+            Window::Once { start, end } => (start..end).contains(&at),
+            Window::Weekly { days, from, to } => {
+                let day = at.div_euclid(86_400_000);
+                let minute = (at.rem_euclid(86_400_000) / 60_000) as u32;
+                // 1970-01-01 was a Thursday (index 3 from Monday).
+                let weekday = |d: i64| (d + 3).rem_euclid(7) as u8;
+                if from <= to {
+                    days & (1 << weekday(day)) != 0 && (from..to).contains(&minute)
+                } else {
+                    // Past midnight: the evening part on a listed day, the morning part on the
+                    // day after one.
+                    (minute >= from && days & (1 << weekday(day)) != 0)
+                        || (minute < to && days & (1 << weekday(day - 1)) != 0)
+                }
+            }
+        }
+    }
+}
+
+impl MaintenanceSpec {
+    fn validate(&self, field: &str) -> Result<Window, Invalid> {
+        let time = |name: &str, v: &str| {
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                .map_err(|_| {
+                    invalid(
+                        &format!("{field}.{name}"),
+                        format!("{v:?} is not an RFC 3339 time"),
+                    )
+                })
+        };
+        let clock = |name: &str, v: &str| {
+            let parsed = v.split_once(':').and_then(|(h, m)| {
+                let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+                (h < 24 && m < 60 && v.len() == 5).then_some(h * 60 + m)
+            });
+            parsed.ok_or_else(|| invalid(&format!("{field}.{name}"), format!("{v:?} is not HH:MM")))
+        };
+        match (&self.start, &self.end, &self.from, &self.to) {
+            (Some(start), Some(end), None, None) if self.days.is_empty() => {
+                let (start, end) = (time("start", start)?, time("end", end)?);
+                if end <= start {
+                    return Err(invalid(&format!("{field}.end"), "must be after start"));
+                }
+                Ok(Window::Once { start, end })
+            }
+            (None, None, Some(from), Some(to)) => {
+                let (from, to) = (clock("from", from)?, clock("to", to)?);
+                if from == to {
+                    return Err(invalid(&format!("{field}.to"), "must differ from `from`"));
+                }
+                let mut days = 0u8;
+                for d in &self.days {
+                    let i = DAY_NAMES
+                        .iter()
+                        .position(|n| n.eq_ignore_ascii_case(d))
+                        .ok_or_else(|| {
+                            invalid(
+                                &format!("{field}.days"),
+                                format!("{d:?} is not a day (mon … sun)"),
+                            )
+                        })?;
+                    days |= 1 << i;
+                }
+                Ok(Window::Weekly {
+                    days: if days == 0 { 0x7f } else { days },
+                    from,
+                    to,
+                })
+            }
+            _ => Err(invalid(
+                field,
+                "give either start and end (RFC 3339) or from and to (HH:MM UTC, with optional days)",
+            )),
+        }
+    }
 }
 
 /// A validated monitor, ready to run.
@@ -86,6 +199,14 @@ pub struct Monitor {
     pub degraded_when: Vec<Condition>,
     pub failure_threshold: u32,
     pub success_threshold: u32,
+    pub maintenance: Vec<Window>,
+}
+
+impl Monitor {
+    /// Whether `at` (UTC ms) is inside one of the monitor's maintenance windows.
+    pub fn in_maintenance(&self, at: i64) -> bool {
+        self.maintenance.iter().any(|w| w.contains(at))
+    }
 }
 
 /// A refused definition: the field at fault and why.
@@ -202,6 +323,12 @@ impl MonitorSpec {
             degraded_when,
             failure_threshold: threshold("failure_threshold", self.failure_threshold)?,
             success_threshold: threshold("success_threshold", self.success_threshold)?,
+            maintenance: self
+                .maintenance
+                .iter()
+                .enumerate()
+                .map(|(i, w)| w.validate(&format!("maintenance[{i}]")))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -296,6 +423,92 @@ mod tests {
             Duration::from_secs(5),
             "the timeout never exceeds the interval"
         );
+    }
+
+    #[test]
+    fn maintenance_windows_cover_their_times() {
+        let window = |w: MaintenanceSpec| {
+            let mut s = spec("tcp", "a:1");
+            s.maintenance = vec![w];
+            s.validate().map(|m| m.maintenance[0].clone())
+        };
+        let once = window(MaintenanceSpec {
+            start: Some("2026-12-01T02:00:00Z".into()),
+            end: Some("2026-12-01T03:00:00Z".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        let t = 1_796_090_400_000; // 2026-12-01T02:00:00Z, a Tuesday
+        assert!(once.contains(t) && once.contains(t + 3_599_999) && !once.contains(t + 3_600_000));
+        // Saturdays 23:00-01:00 UTC: Saturday night and the small hours of Sunday.
+        let weekly = window(MaintenanceSpec {
+            days: vec!["sat".into()],
+            from: Some("23:00".into()),
+            to: Some("01:00".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        let saturday = t + 4 * 86_400_000; // 2026-12-05T02:00Z
+        let hour = 3_600_000;
+        assert!(!weekly.contains(saturday));
+        assert!(weekly.contains(saturday + 21 * hour), "Saturday 23:00");
+        assert!(
+            weekly.contains(saturday + 22 * hour + 59 * 60_000),
+            "Sunday 00:59"
+        );
+        assert!(!weekly.contains(saturday + 23 * hour), "Sunday 01:00");
+        assert!(!weekly.contains(t + 21 * hour), "not on Tuesday night");
+        for (bad, field, why) in [
+            (
+                MaintenanceSpec {
+                    start: Some("soon".into()),
+                    end: Some("later".into()),
+                    ..Default::default()
+                },
+                "maintenance[0].start",
+                "RFC 3339",
+            ),
+            (
+                MaintenanceSpec {
+                    start: Some("2026-12-01T03:00:00Z".into()),
+                    end: Some("2026-12-01T02:00:00Z".into()),
+                    ..Default::default()
+                },
+                "maintenance[0].end",
+                "after start",
+            ),
+            (
+                MaintenanceSpec {
+                    from: Some("25:00".into()),
+                    to: Some("01:00".into()),
+                    ..Default::default()
+                },
+                "maintenance[0].from",
+                "HH:MM",
+            ),
+            (
+                MaintenanceSpec {
+                    days: vec!["someday".into()],
+                    from: Some("01:00".into()),
+                    to: Some("02:00".into()),
+                    ..Default::default()
+                },
+                "maintenance[0].days",
+                "not a day",
+            ),
+            (
+                MaintenanceSpec {
+                    from: Some("01:00".into()),
+                    ..Default::default()
+                },
+                "maintenance[0]",
+                "either start and end",
+            ),
+        ] {
+            let e = window(bad).expect_err(field);
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.problem.contains(why), "{e}");
+        }
     }
 
     #[test]

@@ -35,6 +35,9 @@ fn jitter(interval: Duration) -> Duration {
     rand::rng().random_range(Duration::ZERO..most)
 }
 
+/// A monitor's thresholds and maintenance windows.
+type Rules = (Thresholds, Vec<super::monitor::Window>);
+
 struct Finished {
     monitor_id: i64,
     at: i64,
@@ -99,7 +102,12 @@ impl Health {
             .await?
             .remove(&id)
             .unwrap_or_default();
-        tracker.apply(result.verdict, limits, false, at);
+        tracker.apply(
+            result.verdict,
+            limits,
+            stored.monitor.in_maintenance(at),
+            at,
+        );
         store::record(
             store,
             &[Recorded {
@@ -156,15 +164,19 @@ pub async fn run(
         .filter(|m| !m.paused)
         .collect();
     let mut trackers = store::trackers(&store).await?;
-    let limits: HashMap<i64, Thresholds> = monitors
+    // What the recorder needs of each monitor: its thresholds and maintenance windows.
+    let limits: HashMap<i64, Rules> = monitors
         .iter()
         .map(|m| {
             (
                 m.id,
-                Thresholds {
-                    failures: m.monitor.failure_threshold,
-                    successes: m.monitor.success_threshold,
-                },
+                (
+                    Thresholds {
+                        failures: m.monitor.failure_threshold,
+                        successes: m.monitor.success_threshold,
+                    },
+                    m.monitor.maintenance.clone(),
+                ),
             )
         })
         .collect();
@@ -250,7 +262,7 @@ pub async fn run(
 async fn record(
     store: Store,
     mut rx: mpsc::Receiver<Finished>,
-    limits: HashMap<i64, Thresholds>,
+    limits: HashMap<i64, Rules>,
     mut trackers: std::collections::BTreeMap<i64, Tracker>,
     names: HashMap<i64, String>,
     health: Arc<Health>,
@@ -269,8 +281,11 @@ async fn record(
                             health.drift.push(d);
                         }
                         let tracker = trackers.entry(f.monitor_id).or_default();
-                        let limit = limits.get(&f.monitor_id).copied().unwrap_or(Thresholds { failures: 1, successes: 1 });
-                        if let Some(previous) = tracker.apply(f.result.verdict, limit, false, f.at) {
+                        let (limit, maintenance) = limits
+                            .get(&f.monitor_id)
+                            .map(|(t, w)| (*t, w.iter().any(|w| w.contains(f.at))))
+                            .unwrap_or((Thresholds { failures: 1, successes: 1 }, false));
+                        if let Some(previous) = tracker.apply(f.result.verdict, limit, maintenance, f.at) {
                             tracing::info!(
                                 monitor = names.get(&f.monitor_id).map_or("?", String::as_str),
                                 from = previous.as_str(),

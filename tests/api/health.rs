@@ -374,3 +374,56 @@ async fn scheduled_checks_move_the_state_sqlite() {
 async fn scheduled_checks_move_the_state_postgres() {
     scheduled_checks_move_the_state(Backend::Postgres).await;
 }
+
+/// During a maintenance window checks run and are recorded, but the state does not move.
+async fn maintenance_holds_the_state(backend: Backend) {
+    let (url, answer) = switchable_peer().await;
+    answer.store(503, std::sync::atomic::Ordering::Relaxed);
+    let mut web = spec("web", "http", &url);
+    web.interval = Some("1s".into());
+    let hour = 3_600_000;
+    let iso = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    web.maintenance = vec![opsdeck::health::monitor::MaintenanceSpec {
+        start: Some(iso(now_ms() - hour)),
+        end: Some(iso(now_ms() + hour)),
+        ..Default::default()
+    }];
+    let Some(app) = spawn_app_with(backend, move |c| c.monitors = vec![web]).await else {
+        return;
+    };
+    let mut downs = 0;
+    for _ in 0..60 {
+        downs = count(
+            &app,
+            "SELECT COUNT(*) FROM check_results WHERE verdict = 'down'",
+        )
+        .await;
+        if downs >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(downs >= 3, "failing checks are recorded: {downs}");
+    let (state, failures) = state_of(&app, "web").await.expect("a state row");
+    assert_eq!(
+        (state.as_str(), failures),
+        ("unknown", 0),
+        "held by the window"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_holds_the_state_sqlite() {
+    maintenance_holds_the_state(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_holds_the_state_postgres() {
+    maintenance_holds_the_state(Backend::Postgres).await;
+}
