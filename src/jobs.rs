@@ -191,7 +191,8 @@ pub async fn housekeeping(state: &AppState) -> Result<Outcome, String> {
 }
 
 /// One retention step: prunes a batch of expired raw events and the oldest expired rollup
-/// bucket of each granularity; runs again at once while there is more to delete.
+/// bucket of each granularity, running again at once while there is more to delete; then
+/// expired health check results and rollups.
 #[tracing::instrument(skip_all)]
 pub async fn retention(state: &AppState) -> Result<Outcome, String> {
     let r = &state.config.retention;
@@ -203,11 +204,21 @@ pub async fn retention(state: &AppState) -> Result<Outcome, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    Ok(if deleted > 0 {
-        Outcome::MoreWork
-    } else {
-        Outcome::Idle
-    })
+    if deleted > 0 {
+        return Ok(Outcome::MoreWork);
+    }
+    let checks = crate::health::store::prune(
+        &state.store,
+        crate::store::now_ms(),
+        r.check_results_days,
+        r.rollup_days,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if checks > 0 {
+        tracing::debug!(rows = checks, "pruned old health check results");
+    }
+    Ok(Outcome::Idle)
 }
 
 /// One quota step: re-evaluates the customers with new usage or a new plan since the last step

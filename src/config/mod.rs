@@ -169,6 +169,9 @@ pub struct PriceConfig {
 pub struct RetentionConfig {
     pub raw_days: u32,
     pub rollup_days: u32,
+    /// Raw health check results, and their per-minute rollups, are kept this many days; hour
+    /// and day rollups follow `rollup_days`.
+    pub check_results_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -600,6 +603,11 @@ impl Loader {
             "retention.rollup_days",
             c.retention.rollup_days >= c.retention.raw_days,
             "must be at least retention.raw_days (rollups outlive the events behind them)",
+        )?;
+        check(
+            "retention.check_results_days",
+            (1..=c.retention.rollup_days).contains(&c.retention.check_results_days),
+            "must be at least 1 and at most retention.rollup_days",
         )?;
         check(
             "ingest.max_body_bytes",

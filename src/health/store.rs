@@ -338,6 +338,44 @@ pub async fn record(store: &Store, batch: &[Recorded]) -> Result<()> {
     Ok(())
 }
 
+/// Deletes check results and minute rollups older than `results_days`, and hour and day
+/// rollups older than `rollup_days`, one monitor at a time (each a range of its primary key);
+/// returns the rows deleted.
+pub async fn prune(store: &Store, now: i64, results_days: u32, rollup_days: u32) -> Result<u64> {
+    let ids: Vec<(i64,)> = store
+        .fetch_all("SELECT DISTINCT monitor_id FROM monitor_states", args![])
+        .await?;
+    let day = 86_400_000;
+    let results_before = now - i64::from(results_days) * day;
+    let rollups_before = now - i64::from(rollup_days) * day;
+    let mut deleted = 0;
+    for (id,) in ids {
+        deleted += store
+            .execute(
+                "DELETE FROM check_results WHERE monitor_id = $1 AND at < $2",
+                args![id, results_before],
+            )
+            .await?;
+        deleted += store
+            .execute(
+                "DELETE FROM check_rollups WHERE monitor_id = $1 AND granularity = 'minute' \
+                 AND bucket < $2",
+                args![id, results_before],
+            )
+            .await?;
+        for granularity in ["hour", "day"] {
+            deleted += store
+                .execute(
+                    "DELETE FROM check_rollups WHERE monitor_id = $1 AND granularity = $2 \
+                     AND bucket < $3",
+                    args![id, granularity, rollups_before],
+                )
+                .await?;
+        }
+    }
+    Ok(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,6 +142,32 @@ async fn monitors_and_results(backend: Backend) {
         .expect("state");
     assert_eq!(error, None, "the latest check's error, which passed");
 
+    // Retention: results and minute rollups older than check_results_days go, hour and day
+    // rollups follow rollup_days.
+    let day = 86_400_000;
+    let mut old = batch[0].clone();
+    old.at = t0 - 20 * day;
+    store::record(store, &[old]).await.expect("record old");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM check_results").await, 5);
+    let deleted = store::prune(store, now_ms(), 14, 730).await.expect("prune");
+    assert_eq!(deleted, 2, "one result and its minute rollup");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM check_results").await, 4);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM check_rollups WHERE granularity = 'day'"
+        )
+        .await,
+        3,
+        "its day rollup stays"
+    );
+    assert_eq!(
+        store::prune(store, now_ms(), 14, 730).await.expect("prune"),
+        0
+    );
+    let deleted = store::prune(store, now_ms(), 14, 10).await.expect("prune");
+    assert_eq!(deleted, 2, "the hour and day rollups 20 days back");
+
     // "db" leaves the config: it goes, with its history; "api" stays as it was.
     store::sync_config(store, key, &[api]).await.expect("sync");
     let listed = store::list(store, key).await.expect("list");
