@@ -16,6 +16,7 @@ use crate::http::auth::Auth;
 use crate::http::error::ErrorBody;
 use crate::http::{ApiError, Result};
 use crate::store::{Store, now_ms};
+use crate::usage::quota::rfc3339 as iso;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -23,17 +24,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_integration))
         .routes(routes!(get_results))
         .routes(routes!(check_now))
-}
-
-impl From<HealthError> for ApiError {
-    fn from(e: HealthError) -> Self {
-        match e {
-            HealthError::Invalid(i) => ApiError::Invalid(i.to_string()),
-            HealthError::Conflict(m) => ApiError::Conflict(m),
-            HealthError::Internal(m) => ApiError::Internal(m),
-            HealthError::Store(s) => s.into(),
-        }
-    }
 }
 
 /// Share of checks that passed (up or degraded), 0..1; `null` without checks.
@@ -71,6 +61,7 @@ pub struct Integration {
     pub last_check: Option<String>,
     pub last_latency_ms: Option<f64>,
     pub last_error: Option<String>,
+    /// How often it is checked, in seconds; 0 when the scheduler does not run it.
     pub interval_secs: f64,
     pub uptime: Uptime,
     pub latency_ms: Latency,
@@ -79,10 +70,6 @@ pub struct Integration {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IntegrationList {
     pub integrations: Vec<Integration>,
-}
-
-fn iso(ms: i64) -> String {
-    crate::usage::quota::rfc3339(ms)
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -194,17 +181,6 @@ async fn integrations(state: &AppState, only: Option<i64>) -> Result<Vec<Integra
         .await
         .map_err(HealthError::from)?;
     let mut summaries = summaries(&state.store, now_ms(), only).await?;
-    let intervals: std::collections::HashMap<String, f64> = state
-        .config
-        .monitors
-        .iter()
-        .filter_map(|s| {
-            Some((
-                s.name.trim().to_string(),
-                s.validate().ok()?.interval.as_secs_f64(),
-            ))
-        })
-        .collect();
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -221,7 +197,7 @@ async fn integrations(state: &AppState, only: Option<i64>) -> Result<Vec<Integra
                 },
             ));
             Integration {
-                interval_secs: intervals.get(&r.name).copied().unwrap_or(0.0),
+                interval_secs: state.health.interval(r.id).map_or(0.0, |d| d.as_secs_f64()),
                 id: r.id,
                 name: r.name,
                 kind: r.kind,

@@ -48,15 +48,38 @@ struct Finished {
     reply: Option<oneshot::Sender<Tracker>>,
 }
 
-/// What the running scheduler shares: start lateness, and the way in for manual checks so
-/// that one task alone moves monitor states.
-#[derive(Debug, Default)]
+/// What the running scheduler shares: start lateness, the HTTP client every check uses, and
+/// the way in for manual checks so that one task alone moves monitor states.
+#[derive(Debug)]
 pub struct Health {
     pub drift: DriftStats,
+    client: reqwest::Client,
     inbox: std::sync::Mutex<Option<mpsc::Sender<Finished>>>,
+    /// Each scheduled monitor's interval, by id, for the grid.
+    intervals: std::sync::RwLock<HashMap<i64, Duration>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            drift: DriftStats::default(),
+            client: checks::client(),
+            inbox: std::sync::Mutex::default(),
+            intervals: std::sync::RwLock::default(),
+        }
+    }
 }
 
 impl Health {
+    /// How often monitor `id` is checked; `None` when the scheduler does not run it.
+    pub fn interval(&self, id: i64) -> Option<Duration> {
+        self.intervals
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
+    }
+
     fn inbox(&self) -> Option<mpsc::Sender<Finished>> {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -69,15 +92,11 @@ impl Health {
         key: &MasterKey,
         id: i64,
     ) -> Result<Option<(CheckResult, Tracker)>, super::HealthError> {
-        let Some(stored) = store::list(store, key)
-            .await?
-            .into_iter()
-            .find(|m| m.id == id)
-        else {
+        let Some(stored) = store::get(store, key, id).await? else {
             return Ok(None);
         };
         let at = now_ms();
-        let result = checks::run(&stored.monitor, &checks::client()).await;
+        let result = checks::run(&stored.monitor, &self.client).await;
         let limits = Thresholds {
             failures: stored.monitor.failure_threshold,
             successes: stored.monitor.success_threshold,
@@ -122,23 +141,28 @@ impl Health {
     }
 }
 
-/// Lateness of check starts, for the benchmark and `/metrics`.
+/// Lateness of check starts, for the benchmark and `/metrics`: the latest samples only, so a
+/// server that runs for months holds a fixed amount.
 #[derive(Debug, Default)]
 pub struct DriftStats {
-    samples: std::sync::Mutex<Vec<u32>>,
+    samples: std::sync::Mutex<std::collections::VecDeque<u32>>,
 }
+
+const DRIFT_SAMPLES: usize = 1 << 16;
 
 impl DriftStats {
     fn push(&self, drift: Duration) {
         let mut s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        if s.len() < 1_000_000 {
-            s.push(u32::try_from(drift.as_micros()).unwrap_or(u32::MAX));
+        if s.len() == DRIFT_SAMPLES {
+            s.pop_front();
         }
+        s.push_back(u32::try_from(drift.as_micros()).unwrap_or(u32::MAX));
     }
 
     /// (checks seen, p50, p99, max) of the start lateness, and clears the samples.
     pub fn take(&self) -> (usize, Duration, Duration, Duration) {
-        let mut s = std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut s: Vec<u32> =
+            std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner())).into();
         if s.is_empty() {
             return (0, Duration::ZERO, Duration::ZERO, Duration::ZERO);
         }
@@ -185,6 +209,10 @@ pub async fn run(
         .iter()
         .map(|m| (m.id, m.monitor.name.clone()))
         .collect();
+    *health.intervals.write().unwrap_or_else(|e| e.into_inner()) = monitors
+        .iter()
+        .map(|m| (m.id, m.monitor.interval))
+        .collect();
     *health.inbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
     let recorder = tokio::spawn(record(
         store.clone(),
@@ -195,7 +223,7 @@ pub async fn run(
         health.clone(),
     ));
 
-    let client = checks::client();
+    let client = health.client.clone();
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let (ids, monitors): (Vec<i64>, Vec<Arc<Monitor>>) = monitors
         .into_iter()

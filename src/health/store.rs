@@ -139,6 +139,15 @@ async fn delete_in(tx: &mut Tx, id: i64) -> Result<()> {
 /// Every stored monitor, by id, with its definition opened and validated again (a definition
 /// that no longer validates is skipped with a warning rather than stopping every other).
 pub async fn list(store: &Store, key: &MasterKey) -> Result<Vec<StoredMonitor>> {
+    read(store, key, None).await
+}
+
+/// Monitor `id`, with its definition opened; `None` when there is none (or it cannot be read).
+pub async fn get(store: &Store, key: &MasterKey, id: i64) -> Result<Option<StoredMonitor>> {
+    Ok(read(store, key, Some(id)).await?.pop())
+}
+
+async fn read(store: &Store, key: &MasterKey, only: Option<i64>) -> Result<Vec<StoredMonitor>> {
     #[derive(sqlx::FromRow)]
     struct Row {
         id: i64,
@@ -150,8 +159,9 @@ pub async fn list(store: &Store, key: &MasterKey) -> Result<Vec<StoredMonitor>> 
     }
     let rows: Vec<Row> = store
         .fetch_all(
-            "SELECT id, name, source, spec_nonce, spec_sealed, paused FROM monitors ORDER BY id",
-            args![],
+            "SELECT id, name, source, spec_nonce, spec_sealed, paused FROM monitors \
+             WHERE ($1 = 0 OR id = $1) ORDER BY id",
+            args![only.unwrap_or(0)],
         )
         .await?;
     let mut out = Vec::with_capacity(rows.len());

@@ -123,6 +123,18 @@ impl From<crate::costs::CostsError> for ApiError {
     }
 }
 
+impl From<crate::health::HealthError> for ApiError {
+    fn from(e: crate::health::HealthError) -> Self {
+        use crate::health::HealthError;
+        match e {
+            HealthError::Invalid(i) => ApiError::Invalid(i.to_string()),
+            HealthError::Conflict(m) => ApiError::Conflict(m),
+            HealthError::Internal(m) => ApiError::Internal(m),
+            HealthError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<crate::revenue::RevenueError> for ApiError {
     fn from(e: crate::revenue::RevenueError) -> Self {
         use crate::revenue::RevenueError;
