@@ -7,12 +7,14 @@
 
 pub mod checks;
 pub mod conditions;
+pub mod definition;
 pub mod monitor;
 pub mod routes;
 pub mod scheduler;
 pub mod state;
 pub mod store;
 
+use crate::access::AccessError;
 use crate::store::StoreError;
 
 /// Failures of the health domain; the HTTP layer maps them in one place.
@@ -23,9 +25,20 @@ pub enum HealthError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
     Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<AccessError> for HealthError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Store(s) => HealthError::Store(s),
+            other => HealthError::Internal(other.to_string()),
+        }
+    }
 }
 
 use checks::CheckResult;

@@ -2,17 +2,19 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::HealthError;
+use super::monitor::MonitorSpec;
 use super::store::{self, BUCKETS};
 use crate::access::Scope;
 use crate::app::AppState;
 use crate::args;
-use crate::http::auth::Auth;
+use crate::http::auth::{Auth, ClientAddr};
 use crate::http::error::ErrorBody;
 use crate::http::{ApiError, Result};
 use crate::store::{Store, now_ms};
@@ -20,8 +22,15 @@ use crate::usage::quota::rfc3339 as iso;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list_integrations))
-        .routes(routes!(get_integration))
+        .routes(routes!(list_integrations, create_integration))
+        .routes(routes!(
+            get_integration,
+            update_integration,
+            delete_integration
+        ))
+        .routes(routes!(get_definition))
+        .routes(routes!(pause_integration))
+        .routes(routes!(resume_integration))
         .routes(routes!(get_results))
         .routes(routes!(check_now))
 }
@@ -246,12 +255,7 @@ async fn get_integration(
     if id <= 0 {
         return Err(ApiError::NotFound(format!("no integration {id}")));
     }
-    integrations(&state, Some(id))
-        .await?
-        .into_iter()
-        .next()
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no integration {id}")))
+    Ok(Json(one(&state, id).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -372,4 +376,150 @@ async fn check_now(
         error: result.error,
         state: tracker.state.as_str().into(),
     }))
+}
+
+async fn one(state: &AppState, id: i64) -> Result<Integration> {
+    integrations(state, Some(id))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::NotFound(format!("no integration {id}")))
+}
+
+/// Creates a monitor (checked at once by the scheduler, on its interval after). The definition
+/// is validated as in the config file, with the field at fault named.
+#[utoipa::path(post, path = "/api/v1/integrations", tag = "health", security(("api_key" = [])),
+    request_body = MonitorSpec,
+    responses((status = 201, body = Integration), (status = 403, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_integration(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    client: ClientAddr,
+    Json(spec): Json<MonitorSpec>,
+) -> Result<(StatusCode, Json<Integration>)> {
+    p.require(Scope::Admin)?;
+    let id = store::create(&state.store, &state.master_key, &spec, &client.actor(&p)).await?;
+    state.health.reload().await;
+    Ok((StatusCode::CREATED, Json(one(&state, id).await?)))
+}
+
+/// Replaces a monitor's definition. Monitors from the config file are read-only (409).
+/// Credentials sent back as the definition route masks them keep their stored values.
+#[utoipa::path(put, path = "/api/v1/integrations/{id}", tag = "health", security(("api_key" = [])),
+    params(("id" = i64, Path, description = "Monitor id")), request_body = MonitorSpec,
+    responses((status = 200, body = Integration), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn update_integration(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    client: ClientAddr,
+    Path(id): Path<i64>,
+    Json(spec): Json<MonitorSpec>,
+) -> Result<Json<Integration>> {
+    p.require(Scope::Admin)?;
+    store::update(
+        &state.store,
+        &state.master_key,
+        id,
+        &spec,
+        &client.actor(&p),
+    )
+    .await?;
+    state.health.reload().await;
+    Ok(Json(one(&state, id).await?))
+}
+
+/// Deletes a monitor with its history. Monitors from the config file are read-only (409).
+#[utoipa::path(delete, path = "/api/v1/integrations/{id}", tag = "health",
+    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+async fn delete_integration(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    client: ClientAddr,
+    Path(id): Path<i64>,
+) -> Result<StatusCode> {
+    p.require(Scope::Admin)?;
+    state
+        .health
+        .delete(&state.store, id, &client.actor(&p))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A monitor's definition as stored, with likely credentials (URL passwords, key and token
+/// query values, authorization and key headers) masked as `********`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Definition {
+    pub id: i64,
+    /// `config` (read-only) or `api`.
+    pub source: String,
+    pub paused: bool,
+    pub definition: MonitorSpec,
+}
+
+#[utoipa::path(get, path = "/api/v1/integrations/{id}/definition", tag = "health",
+    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id")),
+    responses((status = 200, body = Definition), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn get_definition(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> Result<Json<Definition>> {
+    p.require(Scope::Admin)?;
+    let stored = store::get(&state.store, &state.master_key, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no integration {id}")))?;
+    Ok(Json(Definition {
+        id,
+        source: stored.source,
+        paused: stored.paused,
+        definition: super::definition::masked(&stored.spec),
+    }))
+}
+
+async fn set_paused(
+    state: &AppState,
+    p: &crate::access::Principal,
+    client: &ClientAddr,
+    id: i64,
+    paused: bool,
+) -> Result<Json<Integration>> {
+    p.require(Scope::Admin)?;
+    store::set_paused(&state.store, id, paused, &client.actor(p)).await?;
+    state.health.reload().await;
+    Ok(Json(one(state, id).await?))
+}
+
+/// Stops checking a monitor (config ones too: pausing is an operator's switch, kept across
+/// restarts); its history stays.
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/pause", tag = "health",
+    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id")),
+    responses((status = 200, body = Integration), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn pause_integration(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    client: ClientAddr,
+    Path(id): Path<i64>,
+) -> Result<Json<Integration>> {
+    set_paused(&state, &p, &client, id, true).await
+}
+
+/// Checks a paused monitor again on its interval.
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/resume", tag = "health",
+    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id")),
+    responses((status = 200, body = Integration), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn resume_integration(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    client: ClientAddr,
+    Path(id): Path<i64>,
+) -> Result<Json<Integration>> {
+    set_paused(&state, &p, &client, id, false).await
 }

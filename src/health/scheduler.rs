@@ -18,6 +18,7 @@ use super::checks::{self, CheckResult};
 use super::monitor::Monitor;
 use super::state::{Thresholds, Tracker};
 use super::store::{self, Recorded, StoredMonitor};
+use crate::access::audit::Actor;
 use crate::access::secrets::MasterKey;
 use crate::store::{Store, now_ms};
 
@@ -35,8 +36,39 @@ fn jitter(interval: Duration) -> Duration {
     rand::rng().random_range(Duration::ZERO..most)
 }
 
-/// A monitor's thresholds and maintenance windows.
-type Rules = (Thresholds, Vec<super::monitor::Window>);
+/// What the recorder needs of a monitor: its name (for the log), thresholds and maintenance
+/// windows.
+#[derive(Debug, Clone)]
+struct Known {
+    name: String,
+    thresholds: Thresholds,
+    maintenance: Vec<super::monitor::Window>,
+}
+
+impl Known {
+    fn of(m: &Monitor) -> Self {
+        Known {
+            name: m.name.clone(),
+            thresholds: Thresholds {
+                failures: m.failure_threshold,
+                successes: m.success_threshold,
+            },
+            maintenance: m.maintenance.clone(),
+        }
+    }
+}
+
+/// What reaches the recorder, in order: results, the set of monitors after a reload, and
+/// deletions (done by the recorder so that no result of a deleted monitor is written after it).
+enum Msg {
+    Done(Finished),
+    Monitors(HashMap<i64, Known>),
+    Delete {
+        id: i64,
+        actor: Actor,
+        reply: oneshot::Sender<Result<(), super::HealthError>>,
+    },
+}
 
 struct Finished {
     monitor_id: i64,
@@ -44,8 +76,9 @@ struct Finished {
     /// How late the check started against its slot on the grid; `None` for a manual check.
     drift: Option<Duration>,
     result: CheckResult,
-    /// A manual check waits for its result to be written and gets the state after it.
-    reply: Option<oneshot::Sender<Tracker>>,
+    /// A manual check carries its monitor's rules (a paused monitor is not in the recorder's
+    /// set), waits for its result to be written and gets the state after it.
+    manual: Option<(Known, oneshot::Sender<Tracker>)>,
 }
 
 /// What the running scheduler shares: start lateness, the HTTP client every check uses, and
@@ -54,7 +87,9 @@ struct Finished {
 pub struct Health {
     pub drift: DriftStats,
     client: reqwest::Client,
-    inbox: std::sync::Mutex<Option<mpsc::Sender<Finished>>>,
+    inbox: std::sync::Mutex<Option<mpsc::Sender<Msg>>>,
+    /// Asks the running scheduler to read the monitors again; answered once it has.
+    reloads: std::sync::Mutex<Option<mpsc::Sender<oneshot::Sender<()>>>>,
     /// Each scheduled monitor's interval, by id, for the grid.
     intervals: std::sync::RwLock<HashMap<i64, Duration>>,
 }
@@ -65,6 +100,7 @@ impl Default for Health {
             drift: DriftStats::default(),
             client: checks::client(),
             inbox: std::sync::Mutex::default(),
+            reloads: std::sync::Mutex::default(),
             intervals: std::sync::RwLock::default(),
         }
     }
@@ -80,8 +116,51 @@ impl Health {
             .copied()
     }
 
-    fn inbox(&self) -> Option<mpsc::Sender<Finished>> {
+    fn inbox(&self) -> Option<mpsc::Sender<Msg>> {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes the running scheduler (if any) pick up created, edited, paused and resumed
+    /// monitors; returns once it has, so the next read of the grid shows the change.
+    pub async fn reload(&self) {
+        let sender = self
+            .reloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(sender) = sender {
+            let (done, wait) = oneshot::channel();
+            if sender.send(done).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+    }
+
+    /// Deletes an API monitor and everything recorded of it. With a scheduler running, the
+    /// recorder does it between two batches and forgets the monitor, so a check of it still in
+    /// flight is dropped rather than written after the monitor is gone.
+    pub async fn delete(
+        &self,
+        store: &Store,
+        id: i64,
+        actor: &Actor,
+    ) -> Result<(), super::HealthError> {
+        if let Some(inbox) = self.inbox() {
+            let (reply, answer) = oneshot::channel();
+            let msg = Msg::Delete {
+                id,
+                actor: actor.clone(),
+                reply,
+            };
+            if inbox.send(msg).await.is_ok()
+                && let Ok(outcome) = answer.await
+            {
+                outcome?;
+                self.reload().await;
+                return Ok(());
+            }
+        }
+        store::delete(store, id, actor).await
     }
 
     /// Runs one check of monitor `id` now and records it like a scheduled one, returning the
@@ -108,9 +187,9 @@ impl Health {
                 at,
                 drift: None,
                 result: result.clone(),
-                reply: Some(reply),
+                manual: Some((Known::of(&stored.monitor), reply)),
             };
-            if inbox.send(finished).await.is_ok()
+            if inbox.send(Msg::Done(finished)).await.is_ok()
                 && let Ok(tracker) = answer.await
             {
                 return Ok(Some((result, tracker)));
@@ -174,7 +253,77 @@ impl DriftStats {
     }
 }
 
-/// Runs the monitors stored now until `cancel` fires.
+/// One scheduled monitor. `generation` changes when it is edited, so slots queued for the old
+/// definition are dropped when they come due.
+struct Scheduled {
+    monitor: Arc<Monitor>,
+    spec: super::monitor::MonitorSpec,
+    generation: u64,
+}
+
+/// The scheduler's view of the stored monitors, rebuilt on every reload.
+struct Plan {
+    scheduled: HashMap<i64, Scheduled>,
+    /// (next slot, monitor id, generation).
+    due: BinaryHeap<Reverse<(Instant, i64, u64)>>,
+    generations: u64,
+}
+
+impl Plan {
+    /// Reads the monitors again: new and edited ones get a first slot spread over their
+    /// interval, unchanged ones keep their place on the grid, paused and deleted ones go.
+    async fn reload(
+        &mut self,
+        store: &Store,
+        key: &MasterKey,
+        health: &Health,
+        recorder: &mpsc::Sender<Msg>,
+    ) -> Result<(), super::HealthError> {
+        let stored: Vec<StoredMonitor> = store::list(store, key)
+            .await?
+            .into_iter()
+            .filter(|m| !m.paused)
+            .collect();
+        let now = Instant::now();
+        let mut next = HashMap::with_capacity(stored.len());
+        for m in stored {
+            let entry = match self.scheduled.remove(&m.id) {
+                Some(old) if old.spec == m.spec => old,
+                _ => {
+                    self.generations += 1;
+                    let offset = rand::rng().random_range(
+                        Duration::ZERO..m.monitor.interval.max(Duration::from_millis(1)),
+                    );
+                    self.due
+                        .push(Reverse((now + offset, m.id, self.generations)));
+                    Scheduled {
+                        monitor: Arc::new(m.monitor),
+                        spec: m.spec,
+                        generation: self.generations,
+                    }
+                }
+            };
+            next.insert(m.id, entry);
+        }
+        self.scheduled = next;
+        *health.intervals.write().unwrap_or_else(|e| e.into_inner()) = self
+            .scheduled
+            .iter()
+            .map(|(id, s)| (*id, s.monitor.interval))
+            .collect();
+        let known = self
+            .scheduled
+            .iter()
+            .map(|(id, s)| (*id, Known::of(&s.monitor)))
+            .collect();
+        // Sent before any check of a new monitor starts, so its result finds its rules.
+        let _ = recorder.send(Msg::Monitors(known)).await;
+        Ok(())
+    }
+}
+
+/// Runs the stored monitors until `cancel` fires, reading them again whenever
+/// [`Health::reload`] asks.
 pub async fn run(
     store: Store,
     key: MasterKey,
@@ -182,140 +331,134 @@ pub async fn run(
     health: Arc<Health>,
     cancel: CancellationToken,
 ) -> Result<(), super::HealthError> {
-    let monitors: Vec<StoredMonitor> = store::list(&store, &key)
-        .await?
-        .into_iter()
-        .filter(|m| !m.paused)
-        .collect();
-    let mut trackers = store::trackers(&store).await?;
-    // What the recorder needs of each monitor: its thresholds and maintenance windows.
-    let limits: HashMap<i64, Rules> = monitors
-        .iter()
-        .map(|m| {
-            (
-                m.id,
-                (
-                    Thresholds {
-                        failures: m.monitor.failure_threshold,
-                        successes: m.monitor.success_threshold,
-                    },
-                    m.monitor.maintenance.clone(),
-                ),
-            )
-        })
-        .collect();
-    let (tx, rx) = mpsc::channel::<Finished>(BATCH * 4);
-    let names: HashMap<i64, String> = monitors
-        .iter()
-        .map(|m| (m.id, m.monitor.name.clone()))
-        .collect();
-    *health.intervals.write().unwrap_or_else(|e| e.into_inner()) = monitors
-        .iter()
-        .map(|m| (m.id, m.monitor.interval))
-        .collect();
+    let trackers = store::trackers(&store).await?;
+    let (tx, rx) = mpsc::channel::<Msg>(BATCH * 4);
+    let recorder = tokio::spawn(record(store.clone(), rx, trackers, health.clone()));
+    let mut plan = Plan {
+        scheduled: HashMap::new(),
+        due: BinaryHeap::new(),
+        generations: 0,
+    };
+    if let Err(e) = plan.reload(&store, &key, &health, &tx).await {
+        drop(tx);
+        let _ = recorder.await;
+        return Err(e);
+    }
+    let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<()>>(16);
+    *health.reloads.lock().unwrap_or_else(|e| e.into_inner()) = Some(reload_tx);
     *health.inbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
-    let recorder = tokio::spawn(record(
-        store.clone(),
-        rx,
-        limits,
-        std::mem::take(&mut trackers),
-        names,
-        health.clone(),
-    ));
 
     let client = health.client.clone();
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
-    let (ids, monitors): (Vec<i64>, Vec<Arc<Monitor>>) = monitors
-        .into_iter()
-        .map(|m| (m.id, Arc::new(m.monitor)))
-        .unzip();
-    let start = Instant::now();
-    // (next slot, monitor index); each monitor's first slot is spread over its interval.
-    let mut due: BinaryHeap<Reverse<(Instant, usize)>> = monitors
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let offset =
-                rand::rng().random_range(Duration::ZERO..m.interval.max(Duration::from_millis(1)));
-            Reverse((start + offset, i))
-        })
-        .collect();
     loop {
-        let Some(Reverse((slot, i))) = due.peek().copied() else {
-            cancel.cancelled().await;
-            break;
-        };
+        let next = plan.due.peek().map(|Reverse((slot, _, _))| *slot);
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep_until(slot) => {}
+            Some(done) = reload_rx.recv() => {
+                if let Err(e) = plan.reload(&store, &key, &health, &tx).await {
+                    tracing::warn!(error = %e, "could not reload monitors; keeping the current set");
+                }
+                let _ = done.send(());
+                continue;
+            }
+            _ = async {
+                match next {
+                    Some(slot) => tokio::time::sleep_until(slot).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
-        due.pop();
-        let monitor = monitors[i].clone();
+        let Some(Reverse((slot, id, generation))) = plan.due.pop() else {
+            continue;
+        };
+        let Some(entry) = plan
+            .scheduled
+            .get(&id)
+            .filter(|s| s.generation == generation)
+        else {
+            // Edited, paused or deleted since this slot was queued.
+            continue;
+        };
+        let monitor = entry.monitor.clone();
         let permit = tokio::select! {
             _ = cancel.cancelled() => break,
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
-        let (client, tx, id) = (client.clone(), tx.clone(), ids[i]);
+        let (client, tx) = (client.clone(), tx.clone());
+        let interval = monitor.interval;
         tokio::spawn(async move {
             let drift = Instant::now().saturating_duration_since(slot);
             let at = now_ms();
             let result = checks::run(&monitor, &client).await;
             drop(permit);
             let _ = tx
-                .send(Finished {
+                .send(Msg::Done(Finished {
                     monitor_id: id,
                     at,
                     drift: Some(drift),
                     result,
-                    reply: None,
-                })
+                    manual: None,
+                }))
                 .await;
         });
         // The next slot on this monitor's grid that is still ahead.
-        let interval = monitors[i].interval;
         let mut next = slot + interval;
         let now = Instant::now();
         while next <= now {
             next += interval;
         }
-        due.push(Reverse((next + jitter(interval), i)));
+        plan.due
+            .push(Reverse((next + jitter(interval), id, generation)));
     }
+    *health.reloads.lock().unwrap_or_else(|e| e.into_inner()) = None;
     *health.inbox.lock().unwrap_or_else(|e| e.into_inner()) = None;
     drop(tx);
     let _ = recorder.await;
     Ok(())
 }
 
-/// Applies each result to its monitor's state and writes them in batches.
+/// Applies each result to its monitor's state and writes them in batches; deletes monitors
+/// between batches.
 async fn record(
     store: Store,
-    mut rx: mpsc::Receiver<Finished>,
-    limits: HashMap<i64, Rules>,
+    mut rx: mpsc::Receiver<Msg>,
     mut trackers: std::collections::BTreeMap<i64, Tracker>,
-    names: HashMap<i64, String>,
     health: Arc<Health>,
 ) {
+    let mut known: HashMap<i64, Known> = HashMap::new();
+    // Deleted monitors, so that a reload read before the deletion cannot bring one back (ids
+    // are never reused).
+    let mut gone: std::collections::HashSet<i64> = std::collections::HashSet::new();
     let mut batch: Vec<Recorded> = Vec::with_capacity(BATCH);
     let mut replies: Vec<(oneshot::Sender<Tracker>, Tracker)> = Vec::new();
     loop {
         let deadline = tokio::time::sleep(FLUSH_EVERY);
         tokio::pin!(deadline);
         let mut closed = false;
+        let mut delete = None;
         while batch.len() < BATCH {
             tokio::select! {
                 got = rx.recv() => match got {
-                    Some(f) => {
+                    Some(Msg::Done(f)) => {
                         if let Some(d) = f.drift {
                             health.drift.push(d);
                         }
+                        if gone.contains(&f.monitor_id) {
+                            continue;
+                        }
+                        let (rules, reply) = match f.manual {
+                            Some((rules, reply)) => (rules, Some(reply)),
+                            None => match known.get(&f.monitor_id) {
+                                Some(rules) => (rules.clone(), None),
+                                // Paused or deleted while the check ran.
+                                None => continue,
+                            },
+                        };
                         let tracker = trackers.entry(f.monitor_id).or_default();
-                        let (limit, maintenance) = limits
-                            .get(&f.monitor_id)
-                            .map(|(t, w)| (*t, w.iter().any(|w| w.contains(f.at))))
-                            .unwrap_or((Thresholds { failures: 1, successes: 1 }, false));
-                        if let Some(previous) = tracker.apply(f.result.verdict, limit, maintenance, f.at) {
+                        let maintenance = rules.maintenance.iter().any(|w| w.contains(f.at));
+                        if let Some(previous) = tracker.apply(f.result.verdict, rules.thresholds, maintenance, f.at) {
                             tracing::info!(
-                                monitor = names.get(&f.monitor_id).map_or("?", String::as_str),
+                                monitor = rules.name.as_str(),
                                 from = previous.as_str(),
                                 to = tracker.state.as_str(),
                                 error = f.result.error.as_deref().unwrap_or(""),
@@ -323,11 +466,19 @@ async fn record(
                             );
                         }
                         batch.push(Recorded { monitor_id: f.monitor_id, at: f.at, result: f.result, tracker: *tracker });
-                        if let Some(reply) = f.reply {
+                        if let Some(reply) = reply {
                             // Someone is waiting: write now.
                             replies.push((reply, *tracker));
                             break;
                         }
+                    }
+                    Some(Msg::Monitors(mut next)) => {
+                        next.retain(|id, _| !gone.contains(id));
+                        known = next;
+                    }
+                    Some(Msg::Delete { id, actor, reply }) => {
+                        delete = Some((id, actor, reply));
+                        break;
                     }
                     None => { closed = true; break; }
                 },
@@ -342,6 +493,15 @@ async fn record(
         }
         for (reply, tracker) in replies.drain(..) {
             let _ = reply.send(tracker);
+        }
+        if let Some((id, actor, reply)) = delete {
+            let outcome = store::delete(&store, id, &actor).await;
+            if outcome.is_ok() {
+                gone.insert(id);
+                known.remove(&id);
+                trackers.remove(&id);
+            }
+            let _ = reply.send(outcome);
         }
         if closed {
             return;

@@ -9,6 +9,7 @@ use super::HealthError;
 use super::checks::{CheckResult, Verdict};
 use super::monitor::{Monitor, MonitorSpec};
 use super::state::{State, Tracker};
+use crate::access::audit::{self, Actor};
 use crate::access::secrets::MasterKey;
 use crate::args;
 use crate::store::{Store, Tx, multi_row_insert, now_ms};
@@ -79,10 +80,7 @@ pub async fn sync_config(store: &Store, key: &MasterKey, specs: &[MonitorSpec]) 
     let now = now_ms();
     for spec in specs {
         let monitor = spec.validate()?;
-        let json = serde_json::to_vec(spec).map_err(|e| HealthError::Internal(e.to_string()))?;
-        let (nonce, sealed) = key
-            .seal(&seal_name(&monitor.name), &json)
-            .map_err(|e| HealthError::Internal(e.to_string()))?;
+        let (nonce, sealed) = seal(key, &monitor.name, spec)?;
         match existing.iter().find(|(_, name, _)| *name == monitor.name) {
             Some((_, _, source)) if source != "config" => {
                 return Err(HealthError::Conflict(format!(
@@ -120,6 +118,178 @@ pub async fn sync_config(store: &Store, key: &MasterKey, specs: &[MonitorSpec]) 
             delete_in(&mut tx, id).await?;
         }
     }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The plain columns of one stored monitor, for checks before a change.
+async fn head(tx: &mut Tx, id: i64) -> Result<(String, String)> {
+    tx.fetch_optional::<(String, String)>(
+        "SELECT name, source FROM monitors WHERE id = $1",
+        args![id],
+    )
+    .await?
+    .ok_or_else(|| HealthError::NotFound(format!("no integration {id}")))
+}
+
+/// Refuses a change to a monitor declared in the config file: the file is its source of truth
+/// and would put it back at the next start.
+fn writable(name: &str, source: &str) -> Result<()> {
+    if source == "config" {
+        return Err(HealthError::Conflict(format!(
+            "monitor {name:?} is declared in the config file; change it there"
+        )));
+    }
+    Ok(())
+}
+
+async fn name_free(tx: &mut Tx, name: &str, except: i64) -> Result<()> {
+    let taken: Option<(i64,)> = tx
+        .fetch_optional(
+            "SELECT id FROM monitors WHERE name = $1 AND id <> $2",
+            args![name, except],
+        )
+        .await?;
+    match taken {
+        Some(_) => Err(HealthError::Conflict(format!(
+            "a monitor named {name:?} already exists"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn seal(key: &MasterKey, name: &str, spec: &MonitorSpec) -> Result<(Vec<u8>, Vec<u8>)> {
+    let json = serde_json::to_vec(spec).map_err(|e| HealthError::Internal(e.to_string()))?;
+    key.seal(&seal_name(name), &json)
+        .map_err(|e| HealthError::Internal(e.to_string()))
+}
+
+/// Creates a monitor through the API (validated here, so the API names the same fields as the
+/// config); returns its id.
+pub async fn create(
+    store: &Store,
+    key: &MasterKey,
+    spec: &MonitorSpec,
+    actor: &Actor,
+) -> Result<i64> {
+    let mut spec = spec.clone();
+    super::definition::keep_masked(&mut spec, None)?;
+    let monitor = spec.validate()?;
+    let (nonce, sealed) = seal(key, &monitor.name, &spec)?;
+    let mut tx = store.begin().await?;
+    name_free(&mut tx, &monitor.name, 0).await?;
+    let now = now_ms();
+    let (id,): (i64,) = tx
+        .fetch_one(
+            "INSERT INTO monitors (name, kind, source, spec_nonce, spec_sealed, paused, \
+             created_at, updated_at) VALUES ($1, $2, 'api', $3, $4, 0, $5, $5) RETURNING id",
+            args![
+                monitor.name.as_str(),
+                monitor.kind.as_str(),
+                nonce,
+                sealed,
+                now
+            ],
+        )
+        .await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "monitor.create",
+        Some(&format!("monitor:{id}:{}", monitor.name)),
+        Some(serde_json::json!({"kind": monitor.kind.as_str()})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Replaces an API monitor's definition. Credentials sent back masked (as the definition
+/// route shows them) keep their stored values.
+pub async fn update(
+    store: &Store,
+    key: &MasterKey,
+    id: i64,
+    spec: &MonitorSpec,
+    actor: &Actor,
+) -> Result<()> {
+    let mut spec = spec.clone();
+    let old = get(store, key, id).await?;
+    super::definition::keep_masked(&mut spec, old.as_ref().map(|o| &o.spec))?;
+    let monitor = spec.validate()?;
+    let mut tx = store.begin().await?;
+    let (name, source) = head(&mut tx, id).await?;
+    writable(&name, &source)?;
+    name_free(&mut tx, &monitor.name, id).await?;
+    let (nonce, sealed) = seal(key, &monitor.name, &spec)?;
+    tx.execute(
+        "UPDATE monitors SET name = $2, kind = $3, spec_nonce = $4, spec_sealed = $5, \
+         updated_at = $6 WHERE id = $1",
+        args![
+            id,
+            monitor.name.as_str(),
+            monitor.kind.as_str(),
+            nonce,
+            sealed,
+            now_ms()
+        ],
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "monitor.update",
+        Some(&format!("monitor:{id}:{}", monitor.name)),
+        (name != monitor.name).then(|| serde_json::json!({"renamed_from": name})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Pauses or resumes a monitor. Config monitors may be paused too: pausing is an operator's
+/// switch during an incident, not a change to the definition, and it survives a restart.
+pub async fn set_paused(store: &Store, id: i64, paused: bool, actor: &Actor) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let (name, _) = head(&mut tx, id).await?;
+    tx.execute(
+        "UPDATE monitors SET paused = $2, updated_at = $3 WHERE id = $1",
+        args![id, i64::from(paused), now_ms()],
+    )
+    .await?;
+    let action = if paused {
+        "monitor.pause"
+    } else {
+        "monitor.resume"
+    };
+    audit::record(
+        &mut tx,
+        actor,
+        action,
+        Some(&format!("monitor:{id}:{name}")),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes an API monitor with its states, results and rollups. Call through
+/// [`super::scheduler::Health::delete`] while a scheduler runs, so no result of it is written
+/// after it is gone.
+pub async fn delete(store: &Store, id: i64, actor: &Actor) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let (name, source) = head(&mut tx, id).await?;
+    writable(&name, &source)?;
+    delete_in(&mut tx, id).await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "monitor.delete",
+        Some(&format!("monitor:{id}:{name}")),
+        None,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -129,6 +129,7 @@ impl From<crate::health::HealthError> for ApiError {
         match e {
             HealthError::Invalid(i) => ApiError::Invalid(i.to_string()),
             HealthError::Conflict(m) => ApiError::Conflict(m),
+            HealthError::NotFound(m) => ApiError::NotFound(m),
             HealthError::Internal(m) => ApiError::Internal(m),
             HealthError::Store(s) => s.into(),
         }

@@ -464,3 +464,270 @@ async fn maintenance_holds_the_state_sqlite() {
 async fn maintenance_holds_the_state_postgres() {
     maintenance_holds_the_state(Backend::Postgres).await;
 }
+
+async fn wait_until<F, Fut>(what: &str, mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..150 {
+        if ok().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn results_of(app: &crate::helpers::TestApp, id: i64) -> i64 {
+    let (n,): (i64,) = app
+        .state
+        .store
+        .fetch_one(
+            "SELECT COUNT(*) FROM check_results WHERE monitor_id = $1",
+            opsdeck::args![id],
+        )
+        .await
+        .expect("count");
+    n
+}
+
+/// Monitors created, edited, paused, resumed and deleted over the JSON API: validated with the
+/// field named, config ones read-only, credentials masked when read back and kept on edit,
+/// the scheduler following every change, and nothing of a deleted monitor written after.
+async fn monitors_through_the_api(backend: Backend) {
+    use reqwest::{Method, StatusCode};
+    use serde_json::json;
+    let (url, _answer) = switchable_peer().await;
+    let mut configured = spec("cfg", "tcp", "127.0.0.1:9");
+    configured.interval = Some("24h".into());
+    let Some(app) = spawn_app_with(backend, move |c| c.monitors = vec![configured]).await else {
+        return;
+    };
+    let admin = app.key("ops", &["admin"]).await;
+    let reader = app.key("viewer", &["read"]).await;
+    let monitors = || count(&app, "SELECT COUNT(*) FROM monitors");
+    let body = json!({
+        "name": "web", "kind": "http", "target": url, "interval": "1s",
+        "headers": {"Authorization": "Bearer sekrit-42", "Accept": "application/json"},
+        "conditions": ["[STATUS] == 200"],
+    });
+
+    // Refused without changing anything: a read key, then bad definitions, each naming the
+    // field at fault.
+    let res = app
+        .call(Method::POST, "/api/v1/integrations", &reader, Some(&body))
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    for (patch, field) in [
+        (
+            json!({"interval": "500ms"}),
+            "interval: must be at least 1s",
+        ),
+        (json!({"kind": "gopher"}), "kind: unknown kind"),
+        (json!({"target": "not a url"}), "target:"),
+        (json!({"conditions": ["[STATUS] =="]}), "conditions[0]:"),
+        (json!({"name": ""}), "name:"),
+        (json!({"timeout": "5s", "interval": "2s"}), "timeout:"),
+    ] {
+        let mut bad = body.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            bad[k] = v.clone();
+        }
+        let res = app
+            .call(Method::POST, "/api/v1/integrations", &admin, Some(&bad))
+            .await;
+        let err =
+            crate::helpers::error_body(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
+        let detail = err["detail"].as_str().unwrap();
+        assert!(detail.contains(field), "{patch}: {detail}");
+    }
+    let mut unknown_field = body.clone();
+    unknown_field["intervall"] = json!("5s");
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/integrations",
+            &admin,
+            Some(&unknown_field),
+        )
+        .await;
+    assert!(res.status().is_client_error(), "{}", res.status());
+    let res = crate::helpers::api()
+        .post(app.url("/api/v1/integrations"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error(), "{}", res.status());
+    assert_eq!(monitors().await, 1, "nothing created by refused requests");
+
+    // Created, then checked by the running scheduler without a restart.
+    let res = app
+        .call(Method::POST, "/api/v1/integrations", &admin, Some(&body))
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: serde_json::Value = res.json().await.unwrap();
+    let id = created["id"].as_i64().expect("id");
+    assert_eq!(created["source"], "api");
+    assert_eq!(
+        created["interval_secs"], 1.0,
+        "scheduled at once: {created}"
+    );
+    let path = format!("/api/v1/integrations/{id}");
+    let state = |key: String| {
+        let app = &app;
+        let path = path.clone();
+        async move {
+            let res = app.call(Method::GET, &path, &key, None).await;
+            let v: serde_json::Value = res.json().await.unwrap();
+            v["state"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    wait_until("the new monitor is up", || async {
+        state(reader.clone()).await == "up"
+    })
+    .await;
+    let res = app
+        .call(Method::POST, "/api/v1/integrations", &admin, Some(&body))
+        .await;
+    crate::helpers::error_body(res, StatusCode::CONFLICT, "conflict").await;
+    let mut clash = body.clone();
+    clash["name"] = json!("cfg");
+    let res = app
+        .call(Method::POST, "/api/v1/integrations", &admin, Some(&clash))
+        .await;
+    crate::helpers::error_body(res, StatusCode::CONFLICT, "conflict").await;
+
+    // Read back masked; sent back masked with one real change, the stored credential stays.
+    let res = app
+        .call(Method::GET, &format!("{path}/definition"), &reader, None)
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "definitions are for admins"
+    );
+    let res = app
+        .call(Method::GET, &format!("{path}/definition"), &admin, None)
+        .await;
+    let shown: serde_json::Value = res.json().await.unwrap();
+    let text = shown.to_string();
+    assert!(!text.contains("sekrit-42"), "{text}");
+    assert_eq!(shown["definition"]["headers"]["Accept"], "application/json");
+    let mut edited = shown["definition"].clone();
+    edited["failure_threshold"] = json!(3);
+    let res = app.call(Method::PUT, &path, &admin, Some(&edited)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let stored = store::get(&app.state.store, &app.state.master_key, id)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.spec.failure_threshold, Some(3));
+    assert_eq!(stored.spec.headers["Authorization"], "Bearer sekrit-42");
+    // An invalid edit changes nothing.
+    edited["interval"] = json!("0s");
+    let res = app.call(Method::PUT, &path, &admin, Some(&edited)).await;
+    crate::helpers::error_body(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
+    let again = store::get(&app.state.store, &app.state.master_key, id)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(again.spec, stored.spec);
+
+    // The config monitor is read-only, but may be paused.
+    let listed: serde_json::Value = app
+        .call(Method::GET, "/api/v1/integrations", &reader, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cfg_id = listed["integrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "cfg")
+        .and_then(|i| i["id"].as_i64())
+        .expect("cfg listed");
+    let cfg_path = format!("/api/v1/integrations/{cfg_id}");
+    let res = app.call(Method::PUT, &cfg_path, &admin, Some(&body)).await;
+    crate::helpers::error_body(res, StatusCode::CONFLICT, "conflict").await;
+    let res = app.call(Method::DELETE, &cfg_path, &admin, None).await;
+    crate::helpers::error_body(res, StatusCode::CONFLICT, "conflict").await;
+    let res = app
+        .call(Method::POST, &format!("{cfg_path}/pause"), &admin, None)
+        .await;
+    let paused: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(paused["state"], "paused");
+
+    // Paused: no more checks (one already in flight may land); resumed: checks again.
+    let res = app
+        .call(Method::POST, &format!("{path}/pause"), &admin, None)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let before = results_of(&app, id).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        results_of(&app, id).await,
+        before,
+        "a paused monitor is not checked"
+    );
+    let res = app
+        .call(Method::POST, &format!("{path}/resume"), &admin, None)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    wait_until("the resumed monitor is checked", || async {
+        results_of(&app, id).await > before
+    })
+    .await;
+
+    // Deleted with its history, and nothing written for it after.
+    let res = app.call(Method::DELETE, &path, &admin, None).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app.call(Method::GET, &path, &reader, None).await;
+    crate::helpers::error_body(res, StatusCode::NOT_FOUND, "not_found").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(results_of(&app, id).await, 0);
+    let (left,): (i64,) = app
+        .state
+        .store
+        .fetch_one(
+            "SELECT (SELECT COUNT(*) FROM check_rollups WHERE monitor_id = $1) \
+             + (SELECT COUNT(*) FROM monitor_states WHERE monitor_id = $1)",
+            opsdeck::args![id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    for method in [Method::DELETE, Method::PUT] {
+        let res = app.call(method, &path, &admin, Some(&body)).await;
+        crate::helpers::error_body(res, StatusCode::NOT_FOUND, "not_found").await;
+    }
+    let actions = app.audit_actions().await;
+    for action in [
+        "monitor.create",
+        "monitor.update",
+        "monitor.pause",
+        "monitor.resume",
+        "monitor.delete",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} in {actions:?}"
+        );
+    }
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_through_the_api_sqlite() {
+    monitors_through_the_api(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_through_the_api_postgres() {
+    monitors_through_the_api(Backend::Postgres).await;
+}

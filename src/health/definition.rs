@@ -1,0 +1,179 @@
+//! What the API shows of a stored monitor definition. Headers, targets and query strings may
+//! carry credentials, so those parts are masked when a definition is read back; an edit that
+//! sends a masked value back unchanged keeps the stored one, so a form can round-trip a
+//! definition without ever holding its secrets.
+
+use super::monitor::{Invalid, MonitorSpec};
+
+/// Stands in for a credential in a definition read back through the API.
+pub const MASK: &str = "********";
+
+/// Whether a header or query parameter of this name is likely to carry a credential.
+fn sensitive(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie"
+    ) || [
+        "key",
+        "token",
+        "secret",
+        "auth",
+        "password",
+        "passwd",
+        "signature",
+        "session",
+    ]
+    .iter()
+    .any(|w| name.contains(w))
+}
+
+/// `target` with a URL's password and sensitive query values masked; a target that is not a
+/// URL (`host:port`) is returned as it is.
+fn mask_target(target: &str) -> String {
+    let Ok(mut url) = reqwest::Url::parse(target) else {
+        return target.to_string();
+    };
+    if url.cannot_be_a_base() {
+        return target.to_string();
+    }
+    if url.password().is_some() {
+        let _ = url.set_password(Some(MASK));
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if sensitive(&k) {
+                    MASK.to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+/// The definition with its likely credentials replaced by [`MASK`].
+pub fn masked(spec: &MonitorSpec) -> MonitorSpec {
+    let mut out = spec.clone();
+    for (name, value) in out.headers.iter_mut() {
+        if sensitive(name) {
+            *value = MASK.to_string();
+        }
+    }
+    out.target = mask_target(&spec.target);
+    out
+}
+
+/// Puts the stored credentials back where an edited definition still holds [`MASK`]: a header
+/// of the same name, or a target that differs from the stored one only in masked parts. A
+/// mask left with nothing stored behind it (a new header, a new host) is refused: the monitor
+/// would otherwise send the mask itself as a credential.
+pub fn keep_masked(edited: &mut MonitorSpec, stored: Option<&MonitorSpec>) -> Result<(), Invalid> {
+    for (name, value) in edited.headers.iter_mut() {
+        if value == MASK {
+            match stored.and_then(|s| s.headers.get(name)) {
+                Some(old) => value.clone_from(old),
+                None => {
+                    return Err(Invalid {
+                        field: "headers".into(),
+                        problem: format!("give the value of {name:?}; nothing is stored for it"),
+                    });
+                }
+            }
+        }
+    }
+    if edited.target.contains(MASK) {
+        match stored {
+            Some(s) if mask_target(&s.target) == edited.target => {
+                edited.target.clone_from(&s.target);
+            }
+            _ => {
+                return Err(Invalid {
+                    field: "target".into(),
+                    problem:
+                        "give the credentials in full; the masked ones belong to another target"
+                            .into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(target: &str, headers: &[(&str, &str)]) -> MonitorSpec {
+        MonitorSpec {
+            name: "api".into(),
+            kind: "http".into(),
+            target: target.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn credentials_are_masked_and_the_rest_is_shown() {
+        let stored = spec(
+            "https://ops:hunter2@example.com/health?api_key=sk_live_1&region=eu",
+            &[
+                ("Authorization", "Bearer abc"),
+                ("Accept", "application/json"),
+                ("X-Api-Key", "k"),
+            ],
+        );
+        let shown = masked(&stored);
+        let text = serde_json::to_string(&shown).unwrap();
+        for secret in ["hunter2", "sk_live_1", "Bearer abc", "\"k\""] {
+            assert!(!text.contains(secret), "{secret} leaked in {text}");
+        }
+        assert!(shown.target.contains("region=eu"), "{}", shown.target);
+        assert!(shown.target.starts_with("https://ops:"), "{}", shown.target);
+        assert_eq!(shown.headers["Accept"], "application/json");
+        // A host:port target has nothing to mask.
+        assert_eq!(
+            masked(&spec("db.internal:5432", &[])).target,
+            "db.internal:5432"
+        );
+    }
+
+    #[test]
+    fn a_masked_round_trip_keeps_the_stored_credentials_and_real_edits_win() {
+        let stored = spec(
+            "https://ops:hunter2@example.com/health?token=t1",
+            &[("Authorization", "Bearer abc"), ("X-Api-Key", "k")],
+        );
+        let mut edited = masked(&stored);
+        edited.headers.insert("X-Api-Key".into(), "new-key".into());
+        keep_masked(&mut edited, Some(&stored)).unwrap();
+        assert_eq!(edited.target, stored.target);
+        assert_eq!(edited.headers["Authorization"], "Bearer abc");
+        assert_eq!(edited.headers["X-Api-Key"], "new-key");
+
+        // A new host with the mask still in it is not given the old host's password, and the
+        // mask is not sent as one either.
+        let mut moved = masked(&stored);
+        moved.target = moved.target.replace("example.com", "elsewhere.test");
+        assert_eq!(
+            keep_masked(&mut moved, Some(&stored)).unwrap_err().field,
+            "target"
+        );
+        let mut fresh = masked(&stored);
+        fresh.headers.insert("X-New-Token".into(), MASK.into());
+        assert_eq!(
+            keep_masked(&mut fresh, Some(&stored)).unwrap_err().field,
+            "headers"
+        );
+        assert!(keep_masked(&mut masked(&stored), None).is_err());
+    }
+}
