@@ -8,6 +8,7 @@
 pub mod checks;
 pub mod conditions;
 pub mod definition;
+pub mod grid;
 pub mod monitor;
 pub mod routes;
 pub mod scheduler;

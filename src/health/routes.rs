@@ -9,15 +9,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::HealthError;
+pub use super::grid::{Integration, Latency, Uptime};
 use super::monitor::MonitorSpec;
-use super::store::{self, BUCKETS};
+use super::store;
 use crate::access::Scope;
 use crate::app::AppState;
 use crate::args;
 use crate::http::auth::{Auth, ClientAddr};
 use crate::http::error::ErrorBody;
 use crate::http::{ApiError, Result};
-use crate::store::{Store, now_ms};
 use crate::usage::quota::rfc3339 as iso;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,196 +35,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(check_now))
 }
 
-/// Share of checks that passed (up or degraded), 0..1; `null` without checks.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Uptime {
-    #[serde(rename = "24h")]
-    pub day: Option<f64>,
-    #[serde(rename = "7d")]
-    pub week: Option<f64>,
-    #[serde(rename = "30d")]
-    pub month: Option<f64>,
-}
-
-/// Check latency percentiles over the last 24 hours, in milliseconds (the upper bound of the
-/// histogram bucket each falls in).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Latency {
-    pub p50: Option<f64>,
-    pub p95: Option<f64>,
-    pub p99: Option<f64>,
-}
-
-/// One row of the status grid.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Integration {
-    pub id: i64,
-    pub name: String,
-    pub kind: String,
-    /// `config` (read-only) or `api`.
-    pub source: String,
-    /// `up`, `degraded`, `down`, `unknown` or `paused`.
-    pub state: String,
-    /// When the state began (RFC 3339).
-    pub since: Option<String>,
-    pub last_check: Option<String>,
-    pub last_latency_ms: Option<f64>,
-    pub last_error: Option<String>,
-    /// How often it is checked, in seconds; 0 when the scheduler does not run it.
-    pub interval_secs: f64,
-    pub uptime: Uptime,
-    pub latency_ms: Latency,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IntegrationList {
     pub integrations: Vec<Integration>,
 }
 
-const DAY_MS: i64 = 86_400_000;
-
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: i64,
-    name: String,
-    kind: String,
-    source: String,
-    paused: i64,
-    state: Option<String>,
-    since: Option<i64>,
-    last_check_at: Option<i64>,
-    last_latency_us: Option<i64>,
-    last_error: Option<String>,
-}
-
-/// Uptime and 24-hour histogram per monitor, from the hour and day rollups.
-async fn summaries(
-    store: &Store,
-    now: i64,
-    only: Option<i64>,
-) -> Result<std::collections::HashMap<i64, (Uptime, Latency)>> {
-    let hour_from = now - DAY_MS;
-    let day_from = |days: i64| (now / DAY_MS - days + 1) * DAY_MS;
-    let histogram: String = (0..BUCKETS)
-        .map(|i| {
-            format!(", CAST(SUM(CASE WHEN granularity = 'hour' THEN b{i} ELSE 0 END) AS BIGINT)")
-        })
-        .collect();
-    let sql = format!(
-        "SELECT monitor_id, \
-         CAST(SUM(CASE WHEN granularity = 'hour' THEN checks ELSE 0 END) AS BIGINT), \
-         CAST(SUM(CASE WHEN granularity = 'hour' THEN checks - down ELSE 0 END) AS BIGINT), \
-         CAST(SUM(CASE WHEN granularity = 'day' AND bucket >= $3 THEN checks ELSE 0 END) AS BIGINT), \
-         CAST(SUM(CASE WHEN granularity = 'day' AND bucket >= $3 THEN checks - down ELSE 0 END) AS BIGINT), \
-         CAST(SUM(CASE WHEN granularity = 'day' THEN checks ELSE 0 END) AS BIGINT), \
-         CAST(SUM(CASE WHEN granularity = 'day' THEN checks - down ELSE 0 END) AS BIGINT){histogram} \
-         FROM check_rollups WHERE ((granularity = 'hour' AND bucket >= $1) \
-         OR (granularity = 'day' AND bucket >= $2)) AND ($4 = 0 OR monitor_id = $4) \
-         GROUP BY monitor_id"
-    );
-    let rows: Vec<SummaryRow> = store
-        .fetch_all_assembled(
-            sql,
-            args![hour_from, day_from(30), day_from(7), only.unwrap_or(0)],
-        )
-        .await
-        .map_err(HealthError::from)?;
-    let share = |checks: i64, passed: i64| (checks > 0).then(|| passed as f64 / checks as f64);
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let uptime = Uptime {
-                day: share(r.counts[0], r.counts[1]),
-                week: share(r.counts[2], r.counts[3]),
-                month: share(r.counts[4], r.counts[5]),
-            };
-            let latency = Latency {
-                p50: store::quantile(&r.histogram, 0.50),
-                p95: store::quantile(&r.histogram, 0.95),
-                p99: store::quantile(&r.histogram, 0.99),
-            };
-            (r.monitor_id, (uptime, latency))
-        })
-        .collect())
-}
-
-/// A summary row: the monitor, six counts and the histogram.
-struct SummaryRow {
-    monitor_id: i64,
-    counts: [i64; 6],
-    histogram: [i64; BUCKETS],
-}
-
-impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for SummaryRow
-where
-    usize: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    fn from_row(row: &'r R) -> std::result::Result<Self, sqlx::Error> {
-        let mut counts = [0; 6];
-        for (i, c) in counts.iter_mut().enumerate() {
-            *c = row.try_get(1 + i)?;
-        }
-        let mut histogram = [0; BUCKETS];
-        for (i, h) in histogram.iter_mut().enumerate() {
-            *h = row.try_get(7 + i)?;
-        }
-        Ok(Self {
-            monitor_id: row.try_get(0)?,
-            counts,
-            histogram,
-        })
-    }
-}
-
 async fn integrations(state: &AppState, only: Option<i64>) -> Result<Vec<Integration>> {
-    let rows: Vec<Row> = state
-        .store
-        .fetch_all(
-            "SELECT m.id, m.name, m.kind, m.source, m.paused, s.state, s.since, s.last_check_at, \
-             s.last_latency_us, s.last_error FROM monitors m \
-             LEFT JOIN monitor_states s ON s.monitor_id = m.id \
-             WHERE ($1 = 0 OR m.id = $1) ORDER BY m.name",
-            args![only.unwrap_or(0)],
-        )
-        .await
-        .map_err(HealthError::from)?;
-    let mut summaries = summaries(&state.store, now_ms(), only).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let (uptime, latency_ms) = summaries.remove(&r.id).unwrap_or((
-                Uptime {
-                    day: None,
-                    week: None,
-                    month: None,
-                },
-                Latency {
-                    p50: None,
-                    p95: None,
-                    p99: None,
-                },
-            ));
-            Integration {
-                interval_secs: state.health.interval(r.id).map_or(0.0, |d| d.as_secs_f64()),
-                id: r.id,
-                name: r.name,
-                kind: r.kind,
-                source: r.source,
-                state: if r.paused != 0 {
-                    "paused".into()
-                } else {
-                    r.state.unwrap_or_else(|| "unknown".into())
-                },
-                since: r.since.map(iso),
-                last_check: r.last_check_at.map(iso),
-                last_latency_ms: r.last_latency_us.map(|us| us as f64 / 1000.0),
-                last_error: r.last_error,
-                uptime,
-                latency_ms,
-            }
-        })
-        .collect())
+    Ok(state.health.rows(&state.store, only).await?)
 }
 
 /// The status grid: every monitor's state, last check, uptime over 24 h / 7 d / 30 d and

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::checks::{self, CheckResult};
+use super::grid::{Grid, Integration, Listed};
 use super::monitor::Monitor;
 use super::state::{Thresholds, Tracker};
 use super::store::{self, Recorded, StoredMonitor};
@@ -90,8 +91,8 @@ pub struct Health {
     inbox: std::sync::Mutex<Option<mpsc::Sender<Msg>>>,
     /// Asks the running scheduler to read the monitors again; answered once it has.
     reloads: std::sync::Mutex<Option<mpsc::Sender<oneshot::Sender<()>>>>,
-    /// Each scheduled monitor's interval, by id, for the grid.
-    intervals: std::sync::RwLock<HashMap<i64, Duration>>,
+    /// The status grid, kept by the running scheduler; `None` until it has loaded it.
+    grid: std::sync::RwLock<Option<Grid>>,
 }
 
 impl Default for Health {
@@ -101,19 +102,35 @@ impl Default for Health {
             client: checks::client(),
             inbox: std::sync::Mutex::default(),
             reloads: std::sync::Mutex::default(),
-            intervals: std::sync::RwLock::default(),
+            grid: std::sync::RwLock::default(),
         }
     }
 }
 
 impl Health {
-    /// How often monitor `id` is checked; `None` when the scheduler does not run it.
-    pub fn interval(&self, id: i64) -> Option<Duration> {
-        self.intervals
-            .read()
+    /// The grid's rows (all, or monitor `only`): from memory while the scheduler runs, else
+    /// read from the store for this call.
+    pub async fn rows(
+        &self,
+        store: &Store,
+        only: Option<i64>,
+    ) -> Result<Vec<Integration>, super::HealthError> {
+        let now = now_ms();
+        if let Some(grid) = self.grid.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Ok(grid.rows(now, only));
+        }
+        Ok(Grid::load(store, now).await?.rows(now, only))
+    }
+
+    fn with_grid(&self, f: impl FnOnce(&mut Grid)) {
+        if let Some(grid) = self
+            .grid
+            .write()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .copied()
+            .as_mut()
+        {
+            f(grid);
+        }
     }
 
     fn inbox(&self) -> Option<mpsc::Sender<Msg>> {
@@ -279,14 +296,21 @@ impl Plan {
         health: &Health,
         recorder: &mpsc::Sender<Msg>,
     ) -> Result<(), super::HealthError> {
-        let stored: Vec<StoredMonitor> = store::list(store, key)
-            .await?
-            .into_iter()
-            .filter(|m| !m.paused)
+        let stored: Vec<StoredMonitor> = store::list(store, key).await?;
+        let listed: Vec<Listed> = stored
+            .iter()
+            .map(|m| Listed {
+                id: m.id,
+                name: m.monitor.name.clone(),
+                kind: m.monitor.kind.as_str().into(),
+                source: m.source.clone(),
+                paused: m.paused,
+                interval: (!m.paused).then_some(m.monitor.interval),
+            })
             .collect();
         let now = Instant::now();
         let mut next = HashMap::with_capacity(stored.len());
-        for m in stored {
+        for m in stored.into_iter().filter(|m| !m.paused) {
             let entry = match self.scheduled.remove(&m.id) {
                 Some(old) if old.spec == m.spec => old,
                 _ => {
@@ -306,11 +330,7 @@ impl Plan {
             next.insert(m.id, entry);
         }
         self.scheduled = next;
-        *health.intervals.write().unwrap_or_else(|e| e.into_inner()) = self
-            .scheduled
-            .iter()
-            .map(|(id, s)| (*id, s.monitor.interval))
-            .collect();
+        health.with_grid(|g| g.set_monitors(listed));
         let known = self
             .scheduled
             .iter()
@@ -332,6 +352,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), super::HealthError> {
     let trackers = store::trackers(&store).await?;
+    let grid = Grid::load(&store, now_ms()).await?;
+    *health.grid.write().unwrap_or_else(|e| e.into_inner()) = Some(grid);
     let (tx, rx) = mpsc::channel::<Msg>(BATCH * 4);
     let recorder = tokio::spawn(record(store.clone(), rx, trackers, health.clone()));
     let mut plan = Plan {
@@ -412,6 +434,7 @@ pub async fn run(
     }
     *health.reloads.lock().unwrap_or_else(|e| e.into_inner()) = None;
     *health.inbox.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *health.grid.write().unwrap_or_else(|e| e.into_inner()) = None;
     drop(tx);
     let _ = recorder.await;
     Ok(())
@@ -486,8 +509,11 @@ async fn record(
             }
         }
         if !batch.is_empty() {
-            if let Err(e) = store::record(&store, &batch).await {
-                tracing::warn!(error = %e, checks = batch.len(), "could not record check results");
+            match store::record(&store, &batch).await {
+                Ok(()) => health.with_grid(|g| g.apply(&batch)),
+                Err(e) => {
+                    tracing::warn!(error = %e, checks = batch.len(), "could not record check results");
+                }
             }
             batch.clear();
         }
@@ -500,6 +526,7 @@ async fn record(
                 gone.insert(id);
                 known.remove(&id);
                 trackers.remove(&id);
+                health.with_grid(|g| g.remove(id));
             }
             let _ = reply.send(outcome);
         }

@@ -399,6 +399,33 @@ async fn scheduled_checks_move_the_state(backend: Backend) {
             "{bad}: {body}"
         );
     }
+
+    // The grid the scheduler keeps in memory says exactly what a fresh load from the store
+    // (as after a restart) says. Paused first, so no check lands between the two reads.
+    let actor = opsdeck::access::audit::Actor::new("test", None);
+    store::set_paused(&app.state.store, id, true, &actor)
+        .await
+        .unwrap();
+    app.state.health.reload().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let now = now_ms();
+    let memory = app.state.health.rows(&app.state.store, None).await.unwrap();
+    let loaded = opsdeck::health::grid::Grid::load(&app.state.store, now)
+        .await
+        .unwrap()
+        .rows(now, None);
+    let (memory, loaded) = (
+        serde_json::to_value(&memory).unwrap(),
+        serde_json::to_value(&loaded).unwrap(),
+    );
+    assert_eq!(memory, loaded);
+    assert_eq!(memory[0]["state"], "paused");
+    assert!(
+        memory[0]["sparkline"]
+            .as_array()
+            .is_some_and(|points| points.iter().any(|p| p.as_f64().is_some())),
+        "the last hours have a mean latency: {memory}"
+    );
     app.finish().await;
 }
 

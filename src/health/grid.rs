@@ -1,0 +1,583 @@
+//! The status grid, held in memory: every monitor's state, last check and sliding-window
+//! figures (uptime over 24 h / 7 d / 30 d, latency percentiles and an hourly sparkline over
+//! 24 h). It is loaded once from the stored states and hour/day rollups, then kept current by
+//! the recorder as each batch is written, so reading the grid never touches the database —
+//! summing 10,000 monitors' rollups per request cannot meet the grid's 10 ms budget. Windows
+//! are rings of hour and day slots stamped with their hour or day, so a slot from a previous
+//! lap is recognised as stale rather than subtracted.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::HealthError;
+use super::checks::Verdict;
+use super::state::{State, Tracker};
+use super::store::{self, BUCKETS, Recorded};
+use crate::args;
+use crate::store::Store;
+use crate::usage::quota::rfc3339 as iso;
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+/// Hour slots: the last 24 hours and the current one.
+const HOURS: usize = 25;
+/// Day slots: today and the 30 before it, so 30 whole days fit beside a partial today.
+const DAYS: usize = 31;
+
+/// Share of checks that passed (up or degraded), 0..1; `null` without checks.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Uptime {
+    #[serde(rename = "24h")]
+    pub day: Option<f64>,
+    #[serde(rename = "7d")]
+    pub week: Option<f64>,
+    #[serde(rename = "30d")]
+    pub month: Option<f64>,
+}
+
+/// Check latency percentiles over the last 24 hours, in milliseconds (the upper bound of the
+/// histogram bucket each falls in).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Latency {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+/// One row of the status grid.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Integration {
+    pub id: i64,
+    pub name: String,
+    pub kind: String,
+    /// `config` (read-only) or `api`.
+    pub source: String,
+    /// `up`, `degraded`, `down`, `unknown` or `paused`.
+    pub state: String,
+    /// When the state began (RFC 3339).
+    pub since: Option<String>,
+    pub last_check: Option<String>,
+    pub last_latency_ms: Option<f64>,
+    pub last_error: Option<String>,
+    /// How often it is checked, in seconds; 0 when the scheduler does not run it.
+    pub interval_secs: f64,
+    pub uptime: Uptime,
+    pub latency_ms: Latency,
+    /// Mean latency (ms) of each of the last 24 hours, oldest first; `null` for an hour
+    /// without checks.
+    pub sparkline: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct HourSlot {
+    /// Hours since the epoch; 0 for a slot never used.
+    hour: i64,
+    checks: u32,
+    down: u32,
+    latency_sum_us: u64,
+    histogram: [u16; BUCKETS],
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct DaySlot {
+    day: i64,
+    checks: u32,
+    down: u32,
+}
+
+/// One monitor's row as the grid keeps it.
+#[derive(Debug, Clone)]
+struct Entry {
+    id: i64,
+    name: String,
+    kind: String,
+    source: String,
+    paused: bool,
+    interval: Option<Duration>,
+    tracker: Tracker,
+    last_check_at: Option<i64>,
+    last_latency_us: Option<i64>,
+    last_error: Option<String>,
+    hours: [HourSlot; HOURS],
+    days: [DaySlot; DAYS],
+}
+
+impl Entry {
+    fn new(id: i64, name: String, kind: String, source: String, paused: bool) -> Self {
+        Entry {
+            id,
+            name,
+            kind,
+            source,
+            paused,
+            interval: None,
+            tracker: Tracker::default(),
+            last_check_at: None,
+            last_latency_us: None,
+            last_error: None,
+            hours: [HourSlot::default(); HOURS],
+            days: [DaySlot::default(); DAYS],
+        }
+    }
+
+    /// The hour slot for `hour`, emptied if it still holds an older lap; `None` when `hour` is
+    /// older than what the slot holds (a result too late to count in the window).
+    fn hour_slot(&mut self, hour: i64) -> Option<&mut HourSlot> {
+        let slot = &mut self.hours[hour.rem_euclid(HOURS as i64) as usize];
+        if slot.hour < hour {
+            *slot = HourSlot {
+                hour,
+                ..Default::default()
+            };
+        }
+        (slot.hour == hour).then_some(slot)
+    }
+
+    fn day_slot(&mut self, day: i64) -> Option<&mut DaySlot> {
+        let slot = &mut self.days[day.rem_euclid(DAYS as i64) as usize];
+        if slot.day < day {
+            *slot = DaySlot {
+                day,
+                ..Default::default()
+            };
+        }
+        (slot.day == day).then_some(slot)
+    }
+
+    fn count(&mut self, at: i64, verdict: Verdict, latency_us: i64) {
+        let down = u32::from(verdict == Verdict::Down);
+        if let Some(h) = self.hour_slot(at.div_euclid(HOUR_MS)) {
+            h.checks = h.checks.saturating_add(1);
+            h.down = h.down.saturating_add(down);
+            h.latency_sum_us = h
+                .latency_sum_us
+                .saturating_add(u64::try_from(latency_us).unwrap_or(0));
+            let b = &mut h.histogram[store::bucket_of(latency_us)];
+            *b = b.saturating_add(1);
+        }
+        if let Some(d) = self.day_slot(at.div_euclid(DAY_MS)) {
+            d.checks = d.checks.saturating_add(1);
+            d.down = d.down.saturating_add(down);
+        }
+    }
+
+    fn row(&self, now: i64) -> Integration {
+        let share = |checks: u64, down: u64| {
+            (checks > 0).then(|| (checks - down.min(checks)) as f64 / checks as f64)
+        };
+        let this_hour = now.div_euclid(HOUR_MS);
+        // As the rollup query had it: hour buckets starting within the last 24 hours.
+        let first_hour = (now - DAY_MS + HOUR_MS - 1).div_euclid(HOUR_MS);
+        let (mut checks, mut down) = (0u64, 0u64);
+        let mut histogram = [0i64; BUCKETS];
+        let mut sparkline = vec![None; 24];
+        for slot in &self.hours {
+            if slot.checks == 0 || slot.hour < first_hour || slot.hour > this_hour {
+                continue;
+            }
+            checks += u64::from(slot.checks);
+            down += u64::from(slot.down);
+            for (sum, n) in histogram.iter_mut().zip(slot.histogram) {
+                *sum += i64::from(n);
+            }
+            // The sparkline's last point is the current hour.
+            if let Some(point) = usize::try_from(23 - (this_hour - slot.hour))
+                .ok()
+                .and_then(|i| sparkline.get_mut(i))
+            {
+                *point = Some(
+                    (slot.latency_sum_us as f64 / f64::from(slot.checks) / 1000.0 * 10.0).round()
+                        / 10.0,
+                );
+            }
+        }
+        let today = now.div_euclid(DAY_MS);
+        let days = |n: i64| {
+            self.days
+                .iter()
+                .filter(|d| d.day > today - n && d.day <= today)
+                .fold((0u64, 0u64), |(c, dn), d| {
+                    (c + u64::from(d.checks), dn + u64::from(d.down))
+                })
+        };
+        let (week_checks, week_down) = days(7);
+        let (month_checks, month_down) = days(30);
+        Integration {
+            id: self.id,
+            name: self.name.clone(),
+            kind: self.kind.clone(),
+            source: self.source.clone(),
+            state: if self.paused {
+                "paused".into()
+            } else {
+                self.tracker.state.as_str().into()
+            },
+            since: self.tracker.since.map(iso),
+            last_check: self.last_check_at.map(iso),
+            last_latency_ms: self.last_latency_us.map(|us| us as f64 / 1000.0),
+            last_error: self.last_error.clone(),
+            interval_secs: self.interval.map_or(0.0, |d| d.as_secs_f64()),
+            uptime: Uptime {
+                day: share(checks, down),
+                week: share(week_checks, week_down),
+                month: share(month_checks, month_down),
+            },
+            latency_ms: Latency {
+                p50: store::quantile(&histogram, 0.50),
+                p95: store::quantile(&histogram, 0.95),
+                p99: store::quantile(&histogram, 0.99),
+            },
+            sparkline,
+        }
+    }
+}
+
+/// Every monitor's grid row, by id, with the order the grid lists them in (by name).
+#[derive(Debug, Default)]
+pub struct Grid {
+    entries: HashMap<i64, Entry>,
+    order: Vec<i64>,
+}
+
+/// A monitor as the grid lists it: what the scheduler knows after a reload.
+pub struct Listed {
+    pub id: i64,
+    pub name: String,
+    pub kind: String,
+    pub source: String,
+    pub paused: bool,
+    pub interval: Option<Duration>,
+}
+
+impl Grid {
+    /// Reads the grid from the store: monitors, their states and the hour and day rollups of
+    /// the windows. Intervals are unknown until the scheduler lists its monitors.
+    pub async fn load(store: &Store, now: i64) -> Result<Self, HealthError> {
+        let monitors: Vec<(i64, String, String, String, i64)> = store
+            .fetch_all(
+                "SELECT id, name, kind, source, paused FROM monitors",
+                args![],
+            )
+            .await?;
+        let mut grid = Grid::default();
+        for (id, name, kind, source, paused) in monitors {
+            grid.entries
+                .insert(id, Entry::new(id, name, kind, source, paused != 0));
+        }
+        grid.sort();
+        #[derive(sqlx::FromRow)]
+        struct StateRow {
+            monitor_id: i64,
+            state: String,
+            since: Option<i64>,
+            failures: i64,
+            successes: i64,
+            last_check_at: Option<i64>,
+            last_latency_us: Option<i64>,
+            last_error: Option<String>,
+        }
+        let states: Vec<StateRow> = store
+            .fetch_all(
+                "SELECT monitor_id, state, since, failures, successes, last_check_at, \
+                 last_latency_us, last_error FROM monitor_states",
+                args![],
+            )
+            .await?;
+        for s in states {
+            if let Some(e) = grid.entries.get_mut(&s.monitor_id) {
+                e.tracker = Tracker {
+                    state: State::parse(&s.state).unwrap_or(State::Unknown),
+                    since: s.since,
+                    failures: u32::try_from(s.failures).unwrap_or(u32::MAX),
+                    successes: u32::try_from(s.successes).unwrap_or(u32::MAX),
+                };
+                e.last_check_at = s.last_check_at;
+                e.last_latency_us = s.last_latency_us;
+                e.last_error = s.last_error;
+            }
+        }
+        let histogram: String = (0..BUCKETS).map(|i| format!(", b{i}")).collect();
+        let rows: Vec<RollupRow> = store
+            .fetch_all_assembled(
+                format!(
+                    "SELECT monitor_id, granularity, bucket, checks, down, latency_sum_us\
+                     {histogram} FROM check_rollups WHERE (granularity = 'hour' AND bucket >= $1) \
+                     OR (granularity = 'day' AND bucket >= $2)"
+                ),
+                args![
+                    (now.div_euclid(HOUR_MS) - HOURS as i64 + 1) * HOUR_MS,
+                    (now.div_euclid(DAY_MS) - DAYS as i64 + 1) * DAY_MS
+                ],
+            )
+            .await?;
+        for r in rows {
+            let Some(e) = grid.entries.get_mut(&r.monitor_id) else {
+                continue;
+            };
+            let sat = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+            if r.granularity == "hour" {
+                if let Some(h) = e.hour_slot(r.bucket.div_euclid(HOUR_MS)) {
+                    h.checks = sat(r.checks);
+                    h.down = sat(r.down);
+                    h.latency_sum_us = u64::try_from(r.latency_sum_us).unwrap_or(0);
+                    for (slot, n) in h.histogram.iter_mut().zip(r.histogram) {
+                        *slot = u16::try_from(n).unwrap_or(u16::MAX);
+                    }
+                }
+            } else if let Some(d) = e.day_slot(r.bucket.div_euclid(DAY_MS)) {
+                d.checks = sat(r.checks);
+                d.down = sat(r.down);
+            }
+        }
+        Ok(grid)
+    }
+
+    fn sort(&mut self) {
+        let mut order: Vec<(&str, i64)> = self
+            .entries
+            .values()
+            .map(|e| (e.name.as_str(), e.id))
+            .collect();
+        order.sort_unstable();
+        self.order = order.into_iter().map(|(_, id)| id).collect();
+    }
+
+    /// Takes the monitors as the scheduler now lists them: new ones added, renamed, paused or
+    /// rescheduled ones updated (keeping their figures), others dropped.
+    pub fn set_monitors(&mut self, listed: Vec<Listed>) {
+        let mut entries = HashMap::with_capacity(listed.len());
+        for m in listed {
+            let mut e = self.entries.remove(&m.id).unwrap_or_else(|| {
+                Entry::new(
+                    m.id,
+                    m.name.clone(),
+                    m.kind.clone(),
+                    m.source.clone(),
+                    m.paused,
+                )
+            });
+            e.name = m.name;
+            e.kind = m.kind;
+            e.source = m.source;
+            e.paused = m.paused;
+            e.interval = m.interval;
+            entries.insert(m.id, e);
+        }
+        self.entries = entries;
+        self.sort();
+    }
+
+    /// Counts a written batch.
+    pub fn apply(&mut self, batch: &[Recorded]) {
+        for r in batch {
+            let Some(e) = self.entries.get_mut(&r.monitor_id) else {
+                continue;
+            };
+            e.count(r.at, r.result.verdict, r.result.latency_us);
+            if e.last_check_at.is_none_or(|last| r.at >= last) {
+                e.tracker = r.tracker;
+                e.last_check_at = Some(r.at);
+                e.last_latency_us = Some(r.result.latency_us);
+                e.last_error.clone_from(&r.result.error);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: i64) {
+        if self.entries.remove(&id).is_some() {
+            self.order.retain(|i| *i != id);
+        }
+    }
+
+    /// The rows at `now`: all of them in name order, or the one with id `only`.
+    pub fn rows(&self, now: i64, only: Option<i64>) -> Vec<Integration> {
+        match only {
+            Some(id) => self
+                .entries
+                .get(&id)
+                .map(|e| e.row(now))
+                .into_iter()
+                .collect(),
+            None => self
+                .order
+                .iter()
+                .filter_map(|id| self.entries.get(id))
+                .map(|e| e.row(now))
+                .collect(),
+        }
+    }
+}
+
+/// A rollup row read at load: the monitor, the slot and its counts and histogram.
+struct RollupRow {
+    monitor_id: i64,
+    granularity: String,
+    bucket: i64,
+    checks: i64,
+    down: i64,
+    latency_sum_us: i64,
+    histogram: [i64; BUCKETS],
+}
+
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for RollupRow
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let mut histogram = [0; BUCKETS];
+        for (i, h) in histogram.iter_mut().enumerate() {
+            *h = row.try_get(6 + i)?;
+        }
+        Ok(Self {
+            monitor_id: row.try_get(0)?,
+            granularity: row.try_get(1)?,
+            bucket: row.try_get(2)?,
+            checks: row.try_get(3)?,
+            down: row.try_get(4)?,
+            latency_sum_us: row.try_get(5)?,
+            histogram,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::checks::CheckResult;
+
+    fn recorded(id: i64, at: i64, verdict: Verdict, latency_ms: i64) -> Recorded {
+        Recorded {
+            monitor_id: id,
+            at,
+            result: CheckResult {
+                verdict,
+                latency_us: latency_ms * 1000,
+                status: None,
+                error: (verdict == Verdict::Down).then(|| "HTTP 503".to_string()),
+                headers: Vec::new(),
+            },
+            tracker: Tracker {
+                state: if verdict == Verdict::Down {
+                    State::Down
+                } else {
+                    State::Up
+                },
+                since: Some(at),
+                failures: 0,
+                successes: 0,
+            },
+        }
+    }
+
+    fn grid_of(ids: &[(i64, &str)]) -> Grid {
+        let mut g = Grid::default();
+        g.set_monitors(
+            ids.iter()
+                .map(|(id, name)| Listed {
+                    id: *id,
+                    name: (*name).into(),
+                    kind: "http".into(),
+                    source: "api".into(),
+                    paused: false,
+                    interval: Some(Duration::from_secs(60)),
+                })
+                .collect(),
+        );
+        g
+    }
+
+    #[test]
+    fn windows_slide_and_old_laps_do_not_count() {
+        let now = 1_000 * DAY_MS + 10 * HOUR_MS + 5 * 60_000;
+        let mut g = grid_of(&[(1, "api")]);
+        g.apply(&[
+            // 40 days ago: outside every window, though its slots get reused.
+            recorded(1, now - 40 * DAY_MS, Verdict::Down, 10),
+            // 25 hours ago: outside 24 h, inside 7 d.
+            recorded(1, now - 25 * HOUR_MS, Verdict::Down, 10),
+            // 10 days ago: inside 30 d only.
+            recorded(1, now - 10 * DAY_MS, Verdict::Down, 10),
+            recorded(1, now - 2 * HOUR_MS, Verdict::Up, 40),
+            recorded(1, now - 60_000, Verdict::Up, 120),
+            recorded(1, now - 30_000, Verdict::Down, 800),
+        ]);
+        let row = &g.rows(now, None)[0];
+        assert_eq!(row.uptime.day, Some(2.0 / 3.0));
+        assert_eq!(row.uptime.week, Some(2.0 / 4.0));
+        assert_eq!(row.uptime.month, Some(2.0 / 5.0));
+        assert_eq!(row.latency_ms.p50, Some(150.0));
+        assert_eq!(row.latency_ms.p99, Some(1000.0));
+        assert_eq!(row.state, "down");
+        assert_eq!(row.last_error.as_deref(), Some("HTTP 503"));
+        assert_eq!(row.sparkline.len(), 24);
+        assert_eq!(
+            row.sparkline[23],
+            Some(460.0),
+            "this hour's mean: (120 + 800) / 2"
+        );
+        assert_eq!(row.sparkline[21], Some(40.0));
+        assert_eq!(row.sparkline.iter().flatten().count(), 2);
+
+        // A day later with nothing new: the recent checks have slid out of 24 h but not 7 d.
+        let later = &g.rows(now + DAY_MS, None)[0];
+        assert_eq!(later.uptime.day, None);
+        assert_eq!(later.uptime.week, Some(2.0 / 4.0));
+        // A result too old for its slot's current lap is not counted.
+        g.apply(&[recorded(
+            1,
+            now - 25 * DAY_MS - 2 * HOUR_MS,
+            Verdict::Down,
+            1,
+        )]);
+        assert_eq!(g.rows(now, None)[0].uptime.day, Some(2.0 / 3.0));
+    }
+
+    #[test]
+    fn monitors_come_and_go_in_name_order_keeping_their_figures() {
+        let now = 500 * DAY_MS;
+        let mut g = grid_of(&[(1, "b"), (2, "a")]);
+        g.apply(&[recorded(1, now - 1000, Verdict::Up, 5)]);
+        let names: Vec<String> = g.rows(now, None).into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        g.set_monitors(vec![
+            Listed {
+                id: 1,
+                name: "c".into(),
+                kind: "http".into(),
+                source: "api".into(),
+                paused: true,
+                interval: None,
+            },
+            Listed {
+                id: 3,
+                name: "a2".into(),
+                kind: "tcp".into(),
+                source: "config".into(),
+                paused: false,
+                interval: Some(Duration::from_secs(5)),
+            },
+        ]);
+        let rows = g.rows(now, None);
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a2", "c"]);
+        assert_eq!(rows[1].state, "paused");
+        assert_eq!(
+            rows[1].uptime.day,
+            Some(1.0),
+            "renamed and paused, history kept"
+        );
+        assert_eq!(rows[1].interval_secs, 0.0);
+        assert_eq!(rows[0].state, "unknown");
+        g.remove(1);
+        assert_eq!(g.rows(now, None).len(), 1);
+        assert!(g.rows(now, Some(1)).is_empty());
+        // Results of a monitor the grid does not list are ignored.
+        g.apply(&[recorded(9, now, Verdict::Up, 1)]);
+        assert_eq!(g.rows(now, None).len(), 1);
+    }
+}
