@@ -934,6 +934,34 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_monitors_validate() {
+        let example = crate::config::DEFAULT_TOML;
+        let start = example.find("# [[monitors]]").expect("example monitors");
+        let block: Vec<&str> = example[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").unwrap_or(""))
+            .collect();
+        #[derive(Deserialize)]
+        struct Example {
+            monitors: Vec<MonitorSpec>,
+        }
+        let parsed: Example = toml::from_str(&block.join("\n")).expect("the example parses");
+        let kinds: Vec<Kind> = parsed
+            .monitors
+            .iter()
+            .map(|m| {
+                m.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", m.name))
+                    .kind
+            })
+            .collect();
+        for kind in Kind::ALL {
+            assert!(kinds.contains(kind), "no example of {kind:?}");
+        }
+    }
+
+    #[test]
     fn infrastructure_kinds_validate_their_own_fields() {
         let m = spec("smtp", "mail.example.com:465")
             .validate()
