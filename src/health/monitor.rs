@@ -629,7 +629,8 @@ fn applies(subject: &Subject, kind: Kind) -> bool {
         Subject::ResponseTime => true,
         Subject::Status | Subject::Header(_) => kind == Http,
         Subject::Body | Subject::Json(_) => matches!(kind, Http | Dns | Postgres | Redis | Smtp),
-        Subject::CertificateExpiration => matches!(kind, Http | Tls | Smtp),
+        // Redis only over rediss://; a plain target reads it as absent.
+        Subject::CertificateExpiration => matches!(kind, Http | Tls | Smtp | Redis),
         Subject::DnsRcode => kind == Dns,
     }
 }

@@ -454,6 +454,77 @@ mod tests {
         );
     }
 
+    /// Reads one RESP command and answers AUTH (password `s3cret`) and PING; anything else,
+    /// or a closed connection, ends the session.
+    async fn answer_one<S: Io>(io: &mut BufReader<S>) -> Result<(), String> {
+        let header = read_line(io).await?;
+        let n: usize = header
+            .trim_start_matches('*')
+            .parse()
+            .map_err(|_| "not an array")?;
+        let mut args = Vec::new();
+        for _ in 0..n {
+            read_line(io).await?;
+            args.push(read_line(io).await?);
+        }
+        let answer: &[u8] = match args.first().map(String::as_str) {
+            Some("AUTH") if args.last().map(String::as_str) == Some("s3cret") => b"+OK\r\n",
+            Some("AUTH") => b"-WRONGPASS invalid username-password pair\r\n",
+            Some("PING") => b"+PONG\r\n",
+            _ => return Err("done".into()),
+        };
+        io.get_mut()
+            .write_all(answer)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn rediss_speaks_resp_over_verified_tls() {
+        use crate::health::probes::testing::{Ca, server_config};
+        let ca = Ca::new();
+        let ca_file = ca.pem_file();
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(server_config(&ca.leaf(&["cache.test"], 20)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let Ok(tls) = acceptor.accept(socket).await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let mut io = BufReader::new(tls);
+                    while answer_one(&mut io).await.is_ok() {}
+                });
+            }
+        });
+        let m = |password: &str, conditions: &[&str]| {
+            MonitorSpec {
+                name: "cache".into(),
+                kind: "redis".into(),
+                target: format!("rediss://:{password}@127.0.0.1:{}", addr.port()),
+                timeout: Some("2s".into()),
+                server_name: Some("cache.test".into()),
+                ca_file: Some(ca_file.path().display().to_string()),
+                conditions: conditions.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            }
+            .validate()
+            .expect("valid monitor")
+        };
+        let client = checks::client();
+        let r = checks::run(&m("s3cret", &["[CERTIFICATE_EXPIRATION] > 19"]), &client).await;
+        assert_eq!((r.verdict, r.error), (Verdict::Up, None));
+        let r = checks::run(&m("wrong-secret", &[]), &client).await;
+        assert_eq!(
+            r.error.as_deref(),
+            Some("authentication failed: WRONGPASS invalid username-password pair")
+        );
+    }
+
     #[tokio::test]
     async fn redis_checks_against_a_real_server() {
         let Ok(url) = std::env::var("OPSDECK_TEST_REDIS_URL") else {
