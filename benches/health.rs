@@ -32,7 +32,12 @@ async fn target() -> (String, Arc<AtomicU64>) {
         "/health",
         axum::routing::get(move || {
             counter.fetch_add(1, Ordering::Relaxed);
-            async { ([("content-type", "application/json")], "{\"status\":\"ok\"}") }
+            async {
+                (
+                    [("content-type", "application/json")],
+                    "{\"status\":\"ok\"}",
+                )
+            }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -1,6 +1,7 @@
 //! Runs one check of one monitor and judges it: `up`, `degraded` or `down`, with the latency,
 //! an error that says what was wrong, and the response headers worth keeping (rate limits and
-//! quotas). Nothing here stores anything; a check that fails in any way is a result, never a
+//! quotas). The http and tcp probes live here; the protocol-speaking kinds have theirs in
+//! `probes/`. Nothing here stores anything; a check that fails in any way is a result, never a
 //! panic or an error that stops the caller.
 
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use serde::Serialize;
 
 use super::conditions::Observation;
 use super::monitor::{Kind, Monitor, host_port};
+use super::probes;
 
 /// Most of a response body a check reads; a bigger body fails the check.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -73,10 +75,12 @@ fn worth_keeping(name: &str) -> bool {
         )
 }
 
-/// The HTTP client checks share: no cookies, a few redirects, rustls.
+/// The HTTP client checks share: no cookies, a few redirects, rustls, and the peer certificate
+/// kept with each response for `[CERTIFICATE_EXPIRATION]`.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::limited(5))
+        .tls_info(true)
         .user_agent(concat!("opsdeck-monitor/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
@@ -97,15 +101,17 @@ pub async fn run(monitor: &Monitor, client: &reqwest::Client) -> CheckResult {
 
 /// What a probe saw before any condition is applied.
 #[derive(Debug, Default)]
-struct Probe {
-    failure: Option<String>,
-    status: Option<u16>,
-    body: Option<String>,
-    headers: Vec<(String, String)>,
+pub(crate) struct Probe {
+    pub failure: Option<String>,
+    pub status: Option<u16>,
+    pub body: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub certificate_days: Option<f64>,
+    pub dns_rcode: Option<String>,
 }
 
 impl Probe {
-    fn failed(why: impl Into<String>) -> Self {
+    pub fn failed(why: impl Into<String>) -> Self {
         Probe {
             failure: Some(why.into()),
             ..Default::default()
@@ -117,6 +123,11 @@ async fn probe(monitor: &Monitor, client: &reqwest::Client) -> Probe {
     match monitor.kind {
         Kind::Http => http(monitor, client).await,
         Kind::Tcp => tcp(&monitor.target).await,
+        Kind::Tls => probes::tls::probe(monitor).await,
+        Kind::Dns => probes::dns::probe(monitor).await,
+        Kind::Postgres => probes::postgres::probe(monitor).await,
+        Kind::Redis => probes::redis::probe(monitor).await,
+        Kind::Smtp => probes::smtp::probe(monitor).await,
     }
 }
 
@@ -135,6 +146,12 @@ async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
         Err(e) => return Probe::failed(describe(&e.without_url())),
     };
     let status = res.status().as_u16();
+    let certificate_days = res
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .and_then(probes::tls::not_after)
+        .map(|end| (end - time::OffsetDateTime::now_utc().unix_timestamp()) as f64 / 86_400.0);
     let headers: Vec<(String, String)> = res
         .headers()
         .iter()
@@ -154,7 +171,7 @@ async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
                         failure: Some(format!("response body over {} KiB", MAX_BODY_BYTES / 1024)),
                         status: Some(status),
                         headers,
-                        body: None,
+                        ..Probe::default()
                     };
                 }
                 body.extend_from_slice(&chunk);
@@ -165,16 +182,17 @@ async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
                     failure: Some(format!("reading the body: {}", describe(&e.without_url()))),
                     status: Some(status),
                     headers,
-                    body: None,
+                    ..Probe::default()
                 };
             }
         }
     }
     Probe {
-        failure: None,
         status: Some(status),
         body: Some(String::from_utf8_lossy(&body).into_owned()),
         headers,
+        certificate_days,
+        ..Probe::default()
     }
 }
 
@@ -213,13 +231,13 @@ fn judge(monitor: &Monitor, probe: Probe, elapsed: Duration) -> CheckResult {
         latency_ms: elapsed.as_secs_f64() * 1000.0,
         body: probe.body.as_deref(),
         headers: &probe.headers,
-        certificate_days: None,
+        certificate_days: probe.certificate_days,
+        dns_rcode: probe.dns_rcode.as_deref(),
     };
     if monitor.conditions.is_empty()
-        && let Some(status) = probe.status
-        && !(200..300).contains(&status)
+        && let Some(why) = default_failure(monitor, &probe)
     {
-        return result(Verdict::Down, Some(format!("HTTP {status}")));
+        return result(Verdict::Down, Some(why));
     }
     let failed: Vec<String> = monitor
         .conditions
@@ -239,6 +257,25 @@ fn judge(monitor: &Monitor, probe: Probe, elapsed: Duration) -> CheckResult {
         return result(Verdict::Degraded, Some(degraded.join("; ")));
     }
     result(Verdict::Up, None)
+}
+
+/// What fails a check that has no conditions of its own: an HTTP status outside 2xx; a DNS
+/// answer that is not NOERROR or has no records of the type asked for.
+fn default_failure(monitor: &Monitor, probe: &Probe) -> Option<String> {
+    if let Some(status) = probe.status
+        && !(200..300).contains(&status)
+    {
+        return Some(format!("HTTP {status}"));
+    }
+    if let Some(rcode) = &probe.dns_rcode {
+        if rcode != "NOERROR" {
+            return Some(format!("DNS {rcode}"));
+        }
+        if probe.body.as_deref().is_none_or(str::is_empty) {
+            return Some(format!("no {} records", monitor.record_type.as_str()));
+        }
+    }
+    None
 }
 
 /// A transport error with its causes, which is where reqwest puts the useful part.

@@ -4,9 +4,12 @@
 //! Subjects: `[STATUS]` (HTTP status), `[RESPONSE_TIME]` (milliseconds), `[BODY]` (the body as
 //! text), `[BODY].path.to[0].value` (a value inside a JSON body), `[HEADER].name` (a response
 //! header, case-insensitive), `[CERTIFICATE_EXPIRATION]` (days until the peer certificate
-//! expires). Operators: `==`, `!=`, `<`, `<=`, `>`, `>=`, `contains`, `!contains`. Values are
-//! numbers (a duration such as `500ms` or `2s` for `[RESPONSE_TIME]`, days for certificates)
-//! or text, optionally in double quotes.
+//! expires), `[DNS_RCODE]` (a DNS answer's response code, e.g. `NOERROR`, `NXDOMAIN`). What
+//! `[BODY]` holds depends on the kind: the HTTP body, a DNS answer's records one per line, a
+//! postgres query's value, redis `INFO` as a JSON object, an SMTP greeting. Operators: `==`,
+//! `!=`, `<`, `<=`, `>`, `>=`, `contains`, `!contains`. Values are numbers (a duration such as
+//! `500ms` or `2s` for `[RESPONSE_TIME]`, days such as `14` or `14d` — or hours, `36h` — for
+//! certificates) or text, optionally in double quotes.
 
 use std::fmt;
 
@@ -22,6 +25,7 @@ pub enum Subject {
     Json(Vec<Step>),
     Header(String),
     CertificateExpiration,
+    DnsRcode,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +66,7 @@ pub struct Observation<'a> {
     /// Header names lowercase.
     pub headers: &'a [(String, String)],
     pub certificate_days: Option<f64>,
+    pub dns_rcode: Option<&'a str>,
 }
 
 impl fmt::Display for Condition {
@@ -101,10 +106,11 @@ impl Condition {
                 ));
             }
             ("CERTIFICATE_EXPIRATION", None) => Subject::CertificateExpiration,
+            ("DNS_RCODE", None) => Subject::DnsRcode,
             (other, _) => {
                 return Err(format!(
                     "{trimmed:?}: unknown subject [{other}] (known: [STATUS], [RESPONSE_TIME], \
-                     [BODY], [BODY].path, [HEADER].name, [CERTIFICATE_EXPIRATION])"
+                     [BODY], [BODY].path, [HEADER].name, [CERTIFICATE_EXPIRATION], [DNS_RCODE])"
                 ));
             }
         };
@@ -139,6 +145,9 @@ impl Condition {
             Subject::ResponseTime => Some(parse_ms(&value).ok_or_else(|| {
                 format!("{trimmed:?}: {value:?} is not a time (e.g. 500, 500ms, 2s)")
             })?),
+            Subject::CertificateExpiration => Some(parse_days(&value).ok_or_else(|| {
+                format!("{trimmed:?}: {value:?} is not a number of days (e.g. 14, 14d, 36h)")
+            })?),
             _ => value.parse::<f64>().ok().filter(|n| n.is_finite()),
         };
         let ordered = matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge);
@@ -168,12 +177,18 @@ impl Condition {
         })
     }
 
+    /// What the condition reads, so a definition can refuse subjects its kind never sees.
+    pub fn subject(&self) -> &Subject {
+        &self.subject
+    }
+
     /// Whether `seen` satisfies the condition; `Err` says what was seen instead.
     pub fn check(&self, seen: &Observation<'_>) -> Result<(), String> {
         let actual: Option<Actual> = match &self.subject {
             Subject::Status => seen.status.map(|s| Actual::Number(f64::from(s))),
             Subject::ResponseTime => Some(Actual::Number(seen.latency_ms)),
             Subject::CertificateExpiration => seen.certificate_days.map(Actual::Number),
+            Subject::DnsRcode => seen.dns_rcode.map(|r| Actual::Text(r.to_string())),
             Subject::Body => seen.body.map(|b| Actual::Text(b.to_string())),
             Subject::Header(name) => seen
                 .headers
@@ -307,6 +322,23 @@ fn parse_ms(value: &str) -> Option<f64> {
         .map(|n| n * scale)
 }
 
+/// `14`, `14d`, `36h` → days; negative values allowed, since an expired certificate has them.
+fn parse_days(value: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = value.strip_suffix('d') {
+        (n, 1.0)
+    } else if let Some(n) = value.strip_suffix('h') {
+        (n, 1.0 / 24.0)
+    } else {
+        (value, 1.0)
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite())
+        .map(|n| n * scale)
+}
+
 /// `data.items[0].status` → steps.
 fn parse_path(path: &str) -> Result<Vec<Step>, String> {
     let mut steps = Vec::new();
@@ -354,6 +386,7 @@ mod tests {
             body: Some(body),
             headers,
             certificate_days: Some(12.5),
+            dns_rcode: Some("NOERROR"),
         }
     }
 
@@ -376,6 +409,9 @@ mod tests {
             "[BODY].data.items[1].n == 7",
             "[HEADER].Content-Type contains json",
             "[CERTIFICATE_EXPIRATION] > 7",
+            "[CERTIFICATE_EXPIRATION] < 14d",
+            "[CERTIFICATE_EXPIRATION] > 36h",
+            "[DNS_RCODE] == NOERROR",
             "[BODY] !contains error",
         ] {
             let c = Condition::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
@@ -392,6 +428,17 @@ mod tests {
         assert!(
             c.check(&seen(200, 1.0, "<html>", &[]))
                 .is_err_and(|e| e.contains("not JSON"))
+        );
+        let c = Condition::parse("[CERTIFICATE_EXPIRATION] > 13d").expect("parses");
+        assert_eq!(
+            c.check(&o),
+            Err("[CERTIFICATE_EXPIRATION] > 13d: was 12.5".to_string())
+        );
+        let c = Condition::parse("[DNS_RCODE] == NOERROR").expect("parses");
+        assert!(
+            c.check(&seen(200, 1.0, "", &[])).is_ok()
+                && c.check(&Observation::default())
+                    .is_err_and(|e| e.contains("absent"))
         );
         let c = Condition::parse("[RESPONSE_TIME] < 100").expect("parses");
         assert_eq!(
@@ -411,6 +458,7 @@ mod tests {
             ("[STATUS] == ok", "not a number"),
             ("[STATUS] contains 2", "applies to text"),
             ("[RESPONSE_TIME] < fast", "not a time"),
+            ("[CERTIFICATE_EXPIRATION] < 2w", "not a number of days"),
             ("[BODY] > abc", "not a number to compare"),
             ("[BODY].a[x] == 1", "not an array index"),
             ("[HEADER] == x", "needs a name"),

@@ -3,7 +3,7 @@
 //! sends a masked value back unchanged keeps the stored one, so a form can round-trip a
 //! definition without ever holding its secrets.
 
-use super::monitor::{Invalid, MonitorSpec};
+use super::monitor::{Invalid, MonitorSpec, Secret};
 
 /// Stands in for a credential in a definition read back through the API.
 pub const MASK: &str = "********";
@@ -66,6 +66,9 @@ pub fn masked(spec: &MonitorSpec) -> MonitorSpec {
         }
     }
     out.target = mask_target(&spec.target);
+    if out.password.is_some() {
+        out.password = Some(Secret(MASK.into()));
+    }
     out
 }
 
@@ -84,6 +87,17 @@ pub fn keep_masked(edited: &mut MonitorSpec, stored: Option<&MonitorSpec>) -> Re
                         problem: format!("give the value of {name:?}; nothing is stored for it"),
                     });
                 }
+            }
+        }
+    }
+    if edited.password.as_ref().is_some_and(|p| p.expose() == MASK) {
+        match stored.and_then(|s| s.password.clone()) {
+            Some(old) => edited.password = Some(old),
+            None => {
+                return Err(Invalid {
+                    field: "password".into(),
+                    problem: "give the password; none is stored".into(),
+                });
             }
         }
     }
@@ -145,6 +159,21 @@ mod tests {
             masked(&spec("db.internal:5432", &[])).target,
             "db.internal:5432"
         );
+    }
+
+    #[test]
+    fn passwords_are_masked_and_kept_on_a_round_trip() {
+        let mut stored = spec("smtp.example.com:587", &[]);
+        stored.kind = "smtp".into();
+        stored.username = Some("ops".into());
+        stored.password = Some(Secret("pa55word".into()));
+        let shown = masked(&stored);
+        assert!(!serde_json::to_string(&shown).unwrap().contains("pa55word"));
+        let mut back = shown.clone();
+        keep_masked(&mut back, Some(&stored)).unwrap();
+        assert_eq!(back.password, stored.password);
+        let mut fresh = shown;
+        assert_eq!(keep_masked(&mut fresh, None).unwrap_err().field, "password");
     }
 
     #[test]

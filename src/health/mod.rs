@@ -1,6 +1,7 @@
 //! Integration health: monitors (what to check, how often, what counts as up), the checks
 //! themselves, and the condition language they are judged by. `monitor` validates definitions
-//! from config and the API alike; `checks` runs one check and returns its verdict; `conditions`
+//! from config and the API alike; `checks` runs one check and returns its verdict, with the
+//! protocol-speaking kinds (tls, dns, postgres, redis, smtp) in `probes`; `conditions`
 //! parses and evaluates `[SUBJECT] <op> <value>` conditions; `state` is the up/degraded/down
 //! state machine with its thresholds; `store` owns the monitor, state, result and rollup tables;
 //! `scheduler` runs every monitor on its interval and records the results in batches.
@@ -10,6 +11,7 @@ pub mod conditions;
 pub mod definition;
 pub mod grid;
 pub mod monitor;
+pub mod probes;
 pub mod routes;
 pub mod scheduler;
 pub mod state;

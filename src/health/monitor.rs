@@ -3,11 +3,14 @@
 //! things with the same field names.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::conditions::Condition;
+use super::conditions::{Condition, Subject};
+use super::probes::dns::RecordType;
 
 /// Every kind a monitor can have. The generic kinds check a protocol; the provider kinds make
 /// the provider's cheapest authenticated read.
@@ -16,15 +19,33 @@ use super::conditions::Condition;
 pub enum Kind {
     Http,
     Tcp,
+    Tls,
+    Dns,
+    Postgres,
+    Redis,
+    Smtp,
 }
 
 impl Kind {
-    pub const ALL: &'static [Kind] = &[Kind::Http, Kind::Tcp];
+    pub const ALL: &'static [Kind] = &[
+        Kind::Http,
+        Kind::Tcp,
+        Kind::Tls,
+        Kind::Dns,
+        Kind::Postgres,
+        Kind::Redis,
+        Kind::Smtp,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Http => "http",
             Kind::Tcp => "tcp",
+            Kind::Tls => "tls",
+            Kind::Dns => "dns",
+            Kind::Postgres => "postgres",
+            Kind::Redis => "redis",
+            Kind::Smtp => "smtp",
         }
     }
 
@@ -39,7 +60,8 @@ impl Kind {
 pub struct MonitorSpec {
     pub name: String,
     pub kind: String,
-    /// A URL, `host:port` or connection URL, as the kind needs.
+    /// As the kind needs: a URL (http), `host:port` (tcp, tls, smtp), a domain name (dns), or a
+    /// connection URL (`postgres://…`, `redis://…`; credentials allowed, never shown).
     pub target: String,
     /// How often to check, e.g. "30s" (at least 1 s). Default 60 s.
     #[serde(default)]
@@ -56,6 +78,37 @@ pub struct MonitorSpec {
     /// Request body (http).
     #[serde(default)]
     pub body: Option<String>,
+    /// The name to verify the certificate against and send as SNI (tls, smtp, rediss), when
+    /// it differs from the target's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// A PEM file of CA certificates to trust instead of the system's (tls, smtp, rediss).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Skip certificate verification (tls, smtp, rediss); an expired certificate still fails.
+    #[serde(default)]
+    pub insecure: Option<bool>,
+    /// Record type to query (dns): A (default), AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT.
+    #[serde(default)]
+    pub record_type: Option<String>,
+    /// Nameserver to ask, `host:port` or an IP (port 53) (dns). Default: the first
+    /// `nameserver` in /etc/resolv.conf.
+    #[serde(default)]
+    pub nameserver: Option<String>,
+    /// Query whose first column of the first row is `[BODY]` (postgres), run read-only.
+    /// Default `SELECT current_setting('server_version')`.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// `starttls` (default), `tls` (implicit, default on port 465) or `none` (smtp).
+    #[serde(default)]
+    pub tls_mode: Option<String>,
+    /// Log in with AUTH PLAIN or LOGIN (smtp); needs `password`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for `username` (smtp).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub password: Option<Secret>,
     /// Conditions that must all hold for the check to pass, e.g. `[STATUS] == 200`. An http
     /// monitor without any passes on a 2xx status.
     #[serde(default)]
@@ -184,8 +237,54 @@ impl MaintenanceSpec {
     }
 }
 
+/// A credential in a monitor definition. It serializes as itself, since definitions are stored
+/// sealed and must round-trip, but `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Which certificates a TLS handshake accepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Trust {
+    /// The system's roots.
+    #[default]
+    System,
+    /// Only the CAs in this PEM file.
+    CaFile(PathBuf),
+    /// Anything; only expiry is still checked.
+    Insecure,
+}
+
+/// How a TLS-speaking monitor verifies its peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    pub server_name: Option<String>,
+    pub trust: Trust,
+}
+
+/// How an smtp monitor secures its session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SmtpMode {
+    #[default]
+    StartTls,
+    Implicit,
+    Plain,
+}
+
 /// A validated monitor, ready to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Monitor {
     pub name: String,
     pub kind: Kind,
@@ -200,6 +299,42 @@ pub struct Monitor {
     pub failure_threshold: u32,
     pub success_threshold: u32,
     pub maintenance: Vec<Window>,
+    /// tls, smtp and rediss.
+    pub tls: TlsOptions,
+    /// dns: what to ask and whom (`None`: the system's nameserver).
+    pub record_type: RecordType,
+    pub nameserver: Option<String>,
+    /// postgres.
+    pub query: Option<String>,
+    /// smtp.
+    pub smtp_mode: SmtpMode,
+    pub credentials: Option<(String, Secret)>,
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The target may be a connection URL with a password in it.
+        f.debug_struct("Monitor")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("target", &redact_url(&self.target))
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("conditions", &self.conditions)
+            .field("degraded_when", &self.degraded_when)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://user:password@host…` with the password replaced by `***`; anything else as is.
+pub fn redact_url(target: &str) -> String {
+    match reqwest::Url::parse(target) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => target.to_string(),
+    }
 }
 
 impl Monitor {
@@ -272,19 +407,96 @@ impl MonitorSpec {
         ) {
             return Err(invalid("method", format!("unknown HTTP method {method:?}")));
         }
-        let http_only = [
-            ("method", self.method.is_some()),
-            ("headers", !self.headers.is_empty()),
-            ("body", self.body.is_some()),
+        use Kind::*;
+        let tls_kinds: &[Kind] = &[Tls, Smtp, Redis];
+        let kind_only: [(&str, bool, &[Kind]); 12] = [
+            ("method", self.method.is_some(), &[Http]),
+            ("headers", !self.headers.is_empty(), &[Http]),
+            ("body", self.body.is_some(), &[Http]),
+            ("server_name", self.server_name.is_some(), tls_kinds),
+            ("ca_file", self.ca_file.is_some(), tls_kinds),
+            ("insecure", self.insecure.is_some(), tls_kinds),
+            ("record_type", self.record_type.is_some(), &[Dns]),
+            ("nameserver", self.nameserver.is_some(), &[Dns]),
+            ("query", self.query.is_some(), &[Postgres]),
+            ("tls_mode", self.tls_mode.is_some(), &[Smtp]),
+            ("username", self.username.is_some(), &[Smtp]),
+            ("password", self.password.is_some(), &[Smtp]),
         ];
-        if kind != Kind::Http
-            && let Some((field, _)) = http_only.iter().find(|(_, set)| *set)
+        if let Some((field, _, kinds)) = kind_only
+            .iter()
+            .find(|(_, set, kinds)| *set && !kinds.contains(&kind))
         {
+            let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            let mut problem = format!(
+                "applies to {} monitors, not {}",
+                names.join(", "),
+                kind.as_str()
+            );
+            if kind == Postgres && matches!(*field, "server_name" | "ca_file" | "insecure") {
+                problem.push_str(" (set sslmode and sslrootcert in the postgres URL)");
+            }
+            return Err(invalid(field, problem));
+        }
+        let tls = self.tls_options(kind, target)?;
+        let record_type = match &self.record_type {
+            Some(t) => RecordType::parse(t).ok_or_else(|| {
+                invalid(
+                    "record_type",
+                    format!("{t:?} is not a record type ({})", RecordType::NAMES),
+                )
+            })?,
+            None => RecordType::A,
+        };
+        if let Some(ns) = &self.nameserver {
+            nameserver_addr(ns).map_err(|p| invalid("nameserver", p))?;
+        }
+        if let Some(q) = &self.query
+            && (q.trim().is_empty() || q.len() > 10_000)
+        {
+            return Err(invalid("query", "must be 1 to 10000 characters"));
+        }
+        let smtp_mode = match self.tls_mode.as_deref() {
+            Some("starttls") => SmtpMode::StartTls,
+            Some("tls") => SmtpMode::Implicit,
+            Some("none") => SmtpMode::Plain,
+            Some(other) => {
+                return Err(invalid(
+                    "tls_mode",
+                    format!("{other:?} is not one of starttls, tls, none"),
+                ));
+            }
+            None if kind == Smtp && host_port(target).is_ok_and(|(_, p)| p == 465) => {
+                SmtpMode::Implicit
+            }
+            None => SmtpMode::StartTls,
+        };
+        if kind == Smtp && smtp_mode == SmtpMode::Plain && tls.trust != Trust::System {
             return Err(invalid(
-                field,
-                format!("applies to http monitors, not {}", kind.as_str()),
+                "tls_mode",
+                "is none, so there is no certificate to check",
             ));
         }
+        let credentials = match (&self.username, &self.password) {
+            (Some(user), Some(password)) => {
+                if user.is_empty() || user.contains(['\r', '\n', '\0']) {
+                    return Err(invalid("username", "must be non-empty, on one line"));
+                }
+                if password.expose().is_empty() || password.expose().contains(['\r', '\n', '\0']) {
+                    return Err(invalid("password", "must be non-empty, on one line"));
+                }
+                if smtp_mode == SmtpMode::Plain {
+                    return Err(invalid(
+                        "password",
+                        "would be sent in clear with tls_mode = \"none\"; use starttls or tls",
+                    ));
+                }
+                Some((user.clone(), password.clone()))
+            }
+            (Some(_), None) => return Err(invalid("password", "is required with username")),
+            (None, Some(_)) => return Err(invalid("username", "is required with password")),
+            (None, None) => None,
+        };
         let mut headers = Vec::with_capacity(self.headers.len());
         for (k, v) in &self.headers {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
@@ -305,7 +517,30 @@ impl MonitorSpec {
                 .collect::<Result<Vec<_>, _>>()
         };
         let conditions = parse_all("conditions", &self.conditions)?;
-        let degraded_when = parse_all("degraded_when", &self.degraded_when)?;
+        let mut degraded_when = parse_all("degraded_when", &self.degraded_when)?;
+        for (field, list) in [
+            ("conditions", &conditions),
+            ("degraded_when", &degraded_when),
+        ] {
+            for (i, c) in list.iter().enumerate() {
+                if !applies(c.subject(), kind) {
+                    return Err(invalid(
+                        &format!("{field}[{i}]"),
+                        format!(
+                            "{:?}: its subject does not apply to {} monitors",
+                            c.text,
+                            kind.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+        if kind == Tls && degraded_when.is_empty() {
+            // What a certificate monitor is for: a warning while there is time to renew.
+            degraded_when = vec![
+                Condition::parse(DEFAULT_TLS_DEGRADED).map_err(|p| invalid("degraded_when", p))?,
+            ];
+        }
         let threshold = |field: &str, v: Option<u32>| match v.unwrap_or(1) {
             n @ 1..=100 => Ok(n),
             _ => Err(invalid(field, "must be 1 to 100")),
@@ -329,7 +564,74 @@ impl MonitorSpec {
                 .enumerate()
                 .map(|(i, w)| w.validate(&format!("maintenance[{i}]")))
                 .collect::<Result<_, _>>()?,
+            tls,
+            record_type,
+            nameserver: self.nameserver.clone(),
+            query: self.query.clone(),
+            smtp_mode,
+            credentials,
         })
+    }
+
+    fn tls_options(&self, kind: Kind, target: &str) -> Result<TlsOptions, Invalid> {
+        let speaks_tls = match kind {
+            Kind::Redis => target.starts_with("rediss://"),
+            _ => true,
+        };
+        let set = self.server_name.is_some() || self.ca_file.is_some() || self.insecure.is_some();
+        if set && !speaks_tls {
+            let field = if self.server_name.is_some() {
+                "server_name"
+            } else if self.ca_file.is_some() {
+                "ca_file"
+            } else {
+                "insecure"
+            };
+            return Err(invalid(field, "applies to rediss:// targets only"));
+        }
+        if let Some(name) = &self.server_name
+            && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            return Err(invalid(
+                "server_name",
+                format!("{name:?} is not a DNS name or IP address"),
+            ));
+        }
+        let trust = match (&self.ca_file, self.insecure) {
+            (Some(_), Some(true)) => {
+                return Err(invalid(
+                    "insecure",
+                    "give either ca_file or insecure, not both",
+                ));
+            }
+            (Some(path), _) => {
+                super::probes::tls::read_ca_file(std::path::Path::new(path))
+                    .map_err(|p| invalid("ca_file", p))?;
+                Trust::CaFile(PathBuf::from(path))
+            }
+            (None, Some(true)) => Trust::Insecure,
+            (None, _) => Trust::System,
+        };
+        Ok(TlsOptions {
+            server_name: self.server_name.clone(),
+            trust,
+        })
+    }
+}
+
+/// The degraded rule a tls monitor gets when it declares none.
+pub const DEFAULT_TLS_DEGRADED: &str = "[CERTIFICATE_EXPIRATION] < 14d";
+
+/// Whether a kind's checks ever see what `subject` reads.
+fn applies(subject: &Subject, kind: Kind) -> bool {
+    use Kind::*;
+    match subject {
+        Subject::ResponseTime => true,
+        Subject::Status | Subject::Header(_) => kind == Http,
+        Subject::Body | Subject::Json(_) => matches!(kind, Http | Dns | Postgres | Redis | Smtp),
+        // Redis only over rediss://; a plain target reads it as absent.
+        Subject::CertificateExpiration => matches!(kind, Http | Tls | Smtp | Redis),
+        Subject::DnsRcode => kind == Dns,
     }
 }
 
@@ -349,8 +651,41 @@ fn check_target(kind: Kind, target: &str) -> Result<(), String> {
             }
             Ok(())
         }
-        Kind::Tcp => host_port(target).map(|_| ()),
+        Kind::Tcp | Kind::Tls | Kind::Smtp => host_port(target).map(|_| ()),
+        Kind::Dns => super::probes::dns::check_name(target),
+        Kind::Postgres => {
+            // Never echo the target: it may carry a password.
+            let url = reqwest::Url::parse(target)
+                .map_err(|_| "postgres kind needs a postgres:// URL".to_string())?;
+            if !matches!(url.scheme(), "postgres" | "postgresql") {
+                return Err("postgres kind needs a postgres:// URL".into());
+            }
+            target
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .map(|_| ())
+                .map_err(|e| {
+                    let text = e.to_string();
+                    match url.password() {
+                        Some(p) if !p.is_empty() => text.replace(p, "***"),
+                        _ => text,
+                    }
+                })
+                .map_err(|e| format!("not a usable postgres URL: {e}"))
+        }
+        Kind::Redis => super::probes::redis::Target::parse(target).map(|_| ()),
     }
+}
+
+/// A nameserver as `host:port`, or an IP address meaning port 53 → (host, port).
+pub fn nameserver_addr(text: &str) -> Result<(String, u16), String> {
+    if let Ok(ip) = text
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        return Ok((ip.to_string(), 53));
+    }
+    host_port(text)
 }
 
 /// `host:port` (IPv6 in brackets) → (host, port).
@@ -596,6 +931,213 @@ mod tests {
             let e = s.validate().expect_err(field);
             assert_eq!(e.field, field, "{e}");
             assert!(e.problem.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_documented_example_monitors_validate() {
+        let example = crate::config::DEFAULT_TOML;
+        let start = example.find("# [[monitors]]").expect("example monitors");
+        let block: Vec<&str> = example[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").unwrap_or(""))
+            .collect();
+        #[derive(Deserialize)]
+        struct Example {
+            monitors: Vec<MonitorSpec>,
+        }
+        let parsed: Example = toml::from_str(&block.join("\n")).expect("the example parses");
+        let kinds: Vec<Kind> = parsed
+            .monitors
+            .iter()
+            .map(|m| {
+                m.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", m.name))
+                    .kind
+            })
+            .collect();
+        for kind in Kind::ALL {
+            assert!(kinds.contains(kind), "no example of {kind:?}");
+        }
+    }
+
+    #[test]
+    fn infrastructure_kinds_validate_their_own_fields() {
+        let m = spec("smtp", "mail.example.com:465")
+            .validate()
+            .expect("valid");
+        assert_eq!(m.smtp_mode, SmtpMode::Implicit, "465 means implicit TLS");
+        let m = spec("smtp", "mail.example.com:587")
+            .validate()
+            .expect("valid");
+        assert_eq!(m.smtp_mode, SmtpMode::StartTls);
+        let m = spec("tls", "example.com:443").validate().expect("valid");
+        assert_eq!(
+            m.degraded_when
+                .iter()
+                .map(|c| c.text.as_str())
+                .collect::<Vec<_>>(),
+            [DEFAULT_TLS_DEGRADED]
+        );
+        let m = MonitorSpec {
+            record_type: Some("mx".into()),
+            nameserver: Some("1.1.1.1".into()),
+            ..spec("dns", "example.com")
+        }
+        .validate()
+        .expect("valid");
+        assert_eq!(
+            (m.record_type, m.nameserver.as_deref()),
+            (RecordType::Mx, Some("1.1.1.1"))
+        );
+        let m = spec("postgres", "postgres://app:hunter2@db.internal/app")
+            .validate()
+            .expect("valid");
+        assert!(!format!("{m:?}").contains("hunter2"), "{m:?}");
+        let m = MonitorSpec {
+            username: Some("ops".into()),
+            password: Some(Secret("hunter2".into())),
+            ..spec("smtp", "mail.example.com:587")
+        }
+        .validate()
+        .expect("valid");
+        assert!(!format!("{m:?}").contains("hunter2") && m.credentials.is_some());
+
+        let cases: Vec<(MonitorSpec, &str, &str)> = vec![
+            (spec("tls", "example.com"), "target", "host:port"),
+            (spec("dns", "exa mple.com"), "target", "not a domain name"),
+            (
+                spec("postgres", "mysql://root:hunter2@db/app"),
+                "target",
+                "postgres:// URL",
+            ),
+            (
+                spec(
+                    "postgres",
+                    "postgres://root:hunter2@db/app?sslmode=sometimes",
+                ),
+                "target",
+                "not a usable postgres URL",
+            ),
+            (
+                spec("redis", "redis://:hunter2@cache/x"),
+                "target",
+                "database number",
+            ),
+            (spec("smtp", "mail.example.com"), "target", "host:port"),
+            (
+                MonitorSpec {
+                    record_type: Some("A".into()),
+                    ..spec("tcp", "a:1")
+                },
+                "record_type",
+                "applies to dns monitors, not tcp",
+            ),
+            (
+                MonitorSpec {
+                    insecure: Some(true),
+                    ..spec("http", "https://a")
+                },
+                "insecure",
+                "applies to tls, smtp, redis monitors",
+            ),
+            (
+                MonitorSpec {
+                    ca_file: Some("/x.pem".into()),
+                    ..spec("postgres", "postgres://db/app")
+                },
+                "ca_file",
+                "sslrootcert",
+            ),
+            (
+                MonitorSpec {
+                    insecure: Some(true),
+                    ..spec("redis", "redis://cache")
+                },
+                "insecure",
+                "rediss:// targets only",
+            ),
+            (
+                MonitorSpec {
+                    ca_file: Some("/nonexistent/ca.pem".into()),
+                    ..spec("tls", "a:443")
+                },
+                "ca_file",
+                "/nonexistent/ca.pem",
+            ),
+            (
+                MonitorSpec {
+                    record_type: Some("ANY".into()),
+                    ..spec("dns", "example.com")
+                },
+                "record_type",
+                "not a record type",
+            ),
+            (
+                MonitorSpec {
+                    nameserver: Some("dns.example".into()),
+                    ..spec("dns", "example.com")
+                },
+                "nameserver",
+                "host:port",
+            ),
+            (
+                MonitorSpec {
+                    query: Some(" ".into()),
+                    ..spec("postgres", "postgres://db/app")
+                },
+                "query",
+                "1 to 10000",
+            ),
+            (
+                MonitorSpec {
+                    tls_mode: Some("ssl".into()),
+                    ..spec("smtp", "a:25")
+                },
+                "tls_mode",
+                "starttls, tls, none",
+            ),
+            (
+                MonitorSpec {
+                    username: Some("ops".into()),
+                    ..spec("smtp", "a:587")
+                },
+                "password",
+                "required with username",
+            ),
+            (
+                MonitorSpec {
+                    username: Some("ops".into()),
+                    password: Some(Secret("hunter2".into())),
+                    tls_mode: Some("none".into()),
+                    ..spec("smtp", "a:25")
+                },
+                "password",
+                "sent in clear",
+            ),
+            (
+                MonitorSpec {
+                    conditions: vec!["[STATUS] == 200".into()],
+                    ..spec("dns", "example.com")
+                },
+                "conditions[0]",
+                "does not apply to dns monitors",
+            ),
+            (
+                MonitorSpec {
+                    degraded_when: vec!["[CERTIFICATE_EXPIRATION] < 7".into()],
+                    ..spec("tcp", "a:1")
+                },
+                "degraded_when[0]",
+                "does not apply to tcp monitors",
+            ),
+        ];
+        for (s, field, why) in cases {
+            let e = s.validate().expect_err(field);
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.problem.contains(why), "{e}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
         }
     }
 }
