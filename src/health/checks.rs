@@ -57,6 +57,8 @@ pub struct CheckResult {
     pub error: Option<String>,
     /// Rate-limit and quota headers, names lowercase.
     pub headers: Vec<(String, String)>,
+    /// Figures a provider check read (credits, balances, quota use), by name.
+    pub readings: Vec<(String, f64)>,
 }
 
 /// Response headers kept with a result: what rate limits and quotas say. Never credentials.
@@ -108,6 +110,10 @@ pub(crate) struct Probe {
     pub headers: Vec<(String, String)>,
     pub certificate_days: Option<f64>,
     pub dns_rcode: Option<String>,
+    /// The peer's own answer says it works, but not fully (a provider account with a warning).
+    pub degraded: Option<String>,
+    /// Figures read from a provider, by name.
+    pub readings: Vec<(String, f64)>,
 }
 
 impl Probe {
@@ -128,6 +134,7 @@ async fn probe(monitor: &Monitor, client: &reqwest::Client) -> Probe {
         Kind::Postgres => probes::postgres::probe(monitor).await,
         Kind::Redis => probes::redis::probe(monitor).await,
         Kind::Smtp => probes::smtp::probe(monitor).await,
+        Kind::Provider(p) => provider(monitor, p, client).await,
     }
 }
 
@@ -140,7 +147,7 @@ async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
     if let Some(body) = &monitor.body {
         req = req.body(body.clone());
     }
-    let mut res = match req.send().await {
+    let res = match req.send().await {
         Ok(r) => r,
         // Without the URL: a query string may carry a key.
         Err(e) => return Probe::failed(describe(&e.without_url())),
@@ -162,36 +169,83 @@ async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
             )
         })
         .collect();
-    let mut body = Vec::new();
-    loop {
-        match res.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Probe {
-                        failure: Some(format!("response body over {} KiB", MAX_BODY_BYTES / 1024)),
-                        status: Some(status),
-                        headers,
-                        ..Probe::default()
-                    };
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                return Probe {
-                    failure: Some(format!("reading the body: {}", describe(&e.without_url()))),
-                    status: Some(status),
-                    headers,
-                    ..Probe::default()
-                };
-            }
+    let body = match read_body(res).await {
+        Ok(body) => body,
+        Err(why) => {
+            return Probe {
+                failure: Some(why),
+                status: Some(status),
+                headers,
+                ..Probe::default()
+            };
         }
-    }
+    };
     Probe {
         status: Some(status),
         body: Some(String::from_utf8_lossy(&body).into_owned()),
         headers,
         certificate_days,
+        ..Probe::default()
+    }
+}
+
+/// Reads a response body of at most [`MAX_BODY_BYTES`]; a bigger one, or one that breaks off,
+/// is an error saying so (without the URL).
+pub(crate) async fn read_body(mut res: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match res.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(format!("response body over {} KiB", MAX_BODY_BYTES / 1024));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(format!("reading the body: {}", describe(&e.without_url()))),
+        }
+    }
+}
+
+/// A provider kind: its check, with the readings as `[BODY]` (a JSON object) so conditions such
+/// as `[BODY].credits < 100` work, and the provider's own verdict on its answer.
+async fn provider(
+    monitor: &Monitor,
+    provider: super::providers::Provider,
+    client: &reqwest::Client,
+) -> Probe {
+    let target = super::providers::ProviderTarget {
+        provider,
+        base: monitor.target.clone(),
+        account: monitor.account.clone(),
+        key: monitor
+            .key
+            .as_ref()
+            .map(|k| k.expose().to_string())
+            .unwrap_or_default(),
+    };
+    let seen = super::providers::check(&target, client).await;
+    let readings: serde_json::Map<String, serde_json::Value> = seen
+        .readings
+        .iter()
+        .map(|r| (r.name.clone(), serde_json::json!(r.value)))
+        .collect();
+    let (failure, degraded) = match seen.problem {
+        Some((Verdict::Down, why)) => (Some(why), None),
+        Some((_, why)) => (None, Some(why)),
+        None => (None, None),
+    };
+    Probe {
+        failure,
+        degraded,
+        status: seen.status,
+        body: Some(serde_json::Value::Object(readings).to_string()),
+        headers: seen.headers,
+        readings: seen
+            .readings
+            .into_iter()
+            .map(|r| (r.name, r.value))
+            .collect(),
         ..Probe::default()
     }
 }
@@ -222,6 +276,7 @@ fn judge(monitor: &Monitor, probe: Probe, elapsed: Duration) -> CheckResult {
         status: probe.status,
         error: error.map(|e| truncate(&e)),
         headers: kept.clone(),
+        readings: probe.readings.clone(),
     };
     if let Some(why) = &probe.failure {
         return result(Verdict::Down, Some(why.clone()));
@@ -247,11 +302,17 @@ fn judge(monitor: &Monitor, probe: Probe, elapsed: Duration) -> CheckResult {
     if !failed.is_empty() {
         return result(Verdict::Down, Some(failed.join("; ")));
     }
-    let degraded: Vec<String> = monitor
-        .degraded_when
+    let degraded: Vec<String> = probe
+        .degraded
         .iter()
-        .filter(|c| c.check(&seen).is_ok())
-        .map(|c| c.text.clone())
+        .cloned()
+        .chain(
+            monitor
+                .degraded_when
+                .iter()
+                .filter(|c| c.check(&seen).is_ok())
+                .map(|c| c.text.clone()),
+        )
         .collect();
     if !degraded.is_empty() {
         return result(Verdict::Degraded, Some(degraded.join("; ")));
@@ -279,7 +340,7 @@ fn default_failure(monitor: &Monitor, probe: &Probe) -> Option<String> {
 }
 
 /// A transport error with its causes, which is where reqwest puts the useful part.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -66,8 +66,10 @@ pub fn masked(spec: &MonitorSpec) -> MonitorSpec {
         }
     }
     out.target = mask_target(&spec.target);
-    if out.password.is_some() {
-        out.password = Some(Secret(MASK.into()));
+    for secret in [&mut out.password, &mut out.key] {
+        if secret.is_some() {
+            *secret = Some(Secret(MASK.into()));
+        }
     }
     out
 }
@@ -90,14 +92,23 @@ pub fn keep_masked(edited: &mut MonitorSpec, stored: Option<&MonitorSpec>) -> Re
             }
         }
     }
-    if edited.password.as_ref().is_some_and(|p| p.expose() == MASK) {
-        match stored.and_then(|s| s.password.clone()) {
-            Some(old) => edited.password = Some(old),
-            None => {
-                return Err(Invalid {
-                    field: "password".into(),
-                    problem: "give the password; none is stored".into(),
-                });
+    for (field, secret, old) in [
+        (
+            "password",
+            &mut edited.password,
+            stored.and_then(|s| s.password.clone()),
+        ),
+        ("key", &mut edited.key, stored.and_then(|s| s.key.clone())),
+    ] {
+        if secret.as_ref().is_some_and(|p| p.expose() == MASK) {
+            match old {
+                Some(old) => *secret = Some(old),
+                None => {
+                    return Err(Invalid {
+                        field: field.into(),
+                        problem: format!("give the {field}; none is stored"),
+                    });
+                }
             }
         }
     }

@@ -69,6 +69,18 @@ pub struct Integration {
     /// Mean latency (ms) of each of the last 24 hours, oldest first; `null` for an hour
     /// without checks.
     pub sparkline: Vec<Option<f64>>,
+    /// The provider quota with a known total, as last read; `null` for other kinds.
+    pub quota: Option<QuotaGauge>,
+}
+
+/// How much of a provider quota is used, as last read.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QuotaGauge {
+    pub name: String,
+    pub remaining: f64,
+    pub total: f64,
+    /// 0–100.
+    pub used_percent: f64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -103,6 +115,7 @@ struct Entry {
     last_error: Option<String>,
     hours: [HourSlot; HOURS],
     days: [DaySlot; DAYS],
+    quota: Option<QuotaGauge>,
 }
 
 impl Entry {
@@ -120,6 +133,27 @@ impl Entry {
             last_error: None,
             hours: [HourSlot::default(); HOURS],
             days: [DaySlot::default(); DAYS],
+            quota: None,
+        }
+    }
+
+    /// Takes the quota gauge from a check's readings, if the kind has a quota with a total.
+    fn read_quota(&mut self, readings: &[(String, f64)]) {
+        let Some(provider) = super::providers::Provider::parse(&self.kind) else {
+            return;
+        };
+        for def in super::forecast::quotas(provider) {
+            if let Some((remaining, Some(total))) = def.read(readings)
+                && total > 0.0
+            {
+                self.quota = Some(QuotaGauge {
+                    name: def.name.to_string(),
+                    remaining,
+                    total,
+                    used_percent: ((total - remaining) / total * 1000.0).round() / 10.0,
+                });
+                return;
+            }
         }
     }
 
@@ -231,6 +265,7 @@ impl Entry {
                 p99: store::quantile(&histogram, 0.99),
             },
             sparkline,
+            quota: self.quota.clone(),
         }
     }
 }
@@ -313,6 +348,25 @@ impl Grid {
                 ],
             )
             .await?;
+        // The latest value of each provider reading, for the quota gauges.
+        let latest: Vec<(i64, String, f64)> = store
+            .fetch_all(
+                "SELECT r.monitor_id, r.name, r.value FROM provider_readings r \
+                 JOIN (SELECT monitor_id, name, MAX(at) AS at FROM provider_readings \
+                 GROUP BY monitor_id, name) m \
+                 ON m.monitor_id = r.monitor_id AND m.name = r.name AND m.at = r.at",
+                args![],
+            )
+            .await?;
+        let mut by_monitor: HashMap<i64, Vec<(String, f64)>> = HashMap::new();
+        for (id, name, value) in latest {
+            by_monitor.entry(id).or_default().push((name, value));
+        }
+        for (id, readings) in by_monitor {
+            if let Some(e) = grid.entries.get_mut(&id) {
+                e.read_quota(&readings);
+            }
+        }
         for r in rows {
             let Some(e) = grid.entries.get_mut(&r.monitor_id) else {
                 continue;
@@ -377,6 +431,9 @@ impl Grid {
                 continue;
             };
             e.count(r.at, r.result.verdict, r.result.latency_us);
+            if !r.result.readings.is_empty() {
+                e.read_quota(&r.result.readings);
+            }
             if e.last_check_at.is_none_or(|last| r.at >= last) {
                 e.tracker = r.tracker;
                 e.last_check_at = Some(r.at);
@@ -460,6 +517,7 @@ mod tests {
                 status: None,
                 error: (verdict == Verdict::Down).then(|| "HTTP 503".to_string()),
                 headers: Vec::new(),
+                readings: Vec::new(),
             },
             tracker: Tracker {
                 state: if verdict == Verdict::Down {

@@ -9,9 +9,11 @@
 pub mod checks;
 pub mod conditions;
 pub mod definition;
+pub mod forecast;
 pub mod grid;
 pub mod monitor;
 pub mod probes;
+pub mod providers;
 pub mod routes;
 pub mod scheduler;
 pub mod state;

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::conditions::{Condition, Subject};
 use super::probes::dns::RecordType;
+use super::providers::Provider;
 
 /// Every kind a monitor can have. The generic kinds check a protocol; the provider kinds make
 /// the provider's cheapest authenticated read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Http,
     Tcp,
@@ -24,6 +24,8 @@ pub enum Kind {
     Postgres,
     Redis,
     Smtp,
+    /// A provider's cheapest authenticated read (`providers.rs`).
+    Provider(Provider),
 }
 
 impl Kind {
@@ -35,6 +37,19 @@ impl Kind {
         Kind::Postgres,
         Kind::Redis,
         Kind::Smtp,
+        Kind::Provider(Provider::Stripe),
+        Kind::Provider(Provider::N8n),
+        Kind::Provider(Provider::Twilio),
+        Kind::Provider(Provider::Vonage),
+        Kind::Provider(Provider::Retell),
+        Kind::Provider(Provider::DigitalOcean),
+        Kind::Provider(Provider::Supabase),
+        Kind::Provider(Provider::Luma),
+        Kind::Provider(Provider::Kling),
+        Kind::Provider(Provider::Bfl),
+        Kind::Provider(Provider::ElevenLabs),
+        Kind::Provider(Provider::PiApi),
+        Kind::Provider(Provider::OpenAi),
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +61,14 @@ impl Kind {
             Kind::Postgres => "postgres",
             Kind::Redis => "redis",
             Kind::Smtp => "smtp",
+            Kind::Provider(p) => p.as_str(),
+        }
+    }
+
+    pub fn provider(self) -> Option<Provider> {
+        match self {
+            Kind::Provider(p) => Some(p),
+            _ => None,
         }
     }
 
@@ -60,8 +83,10 @@ impl Kind {
 pub struct MonitorSpec {
     pub name: String,
     pub kind: String,
-    /// As the kind needs: a URL (http), `host:port` (tcp, tls, smtp), a domain name (dns), or a
-    /// connection URL (`postgres://…`, `redis://…`; credentials allowed, never shown).
+    /// As the kind needs: a URL (http), `host:port` (tcp, tls, smtp), a domain name (dns), a
+    /// connection URL (`postgres://…`, `redis://…`; credentials allowed, never shown), or for a
+    /// provider kind its API base (default: the provider's production API; n8n needs one).
+    #[serde(default)]
     pub target: String,
     /// How often to check, e.g. "30s" (at least 1 s). Default 60 s.
     #[serde(default)]
@@ -109,6 +134,14 @@ pub struct MonitorSpec {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub password: Option<Secret>,
+    /// Provider kinds: the account the key belongs to where the provider needs one (Twilio
+    /// Account SID, Vonage API key, Supabase project ref, Kling access key).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Provider kinds: the API key, token or secret.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub key: Option<Secret>,
     /// Conditions that must all hold for the check to pass, e.g. `[STATUS] == 200`. An http
     /// monitor without any passes on a 2xx status.
     #[serde(default)]
@@ -309,6 +342,9 @@ pub struct Monitor {
     /// smtp.
     pub smtp_mode: SmtpMode,
     pub credentials: Option<(String, Secret)>,
+    /// Provider kinds: the account (where the provider needs one) and the key.
+    pub account: Option<String>,
+    pub key: Option<Secret>,
 }
 
 impl fmt::Debug for Monitor {
@@ -378,8 +414,12 @@ impl MonitorSpec {
                 format!("unknown kind {:?} (known: {})", self.kind, known.join(", ")),
             )
         })?;
-        let target = self.target.trim();
+        let target = match (self.target.trim(), kind.provider()) {
+            ("", Some(p)) => p.default_base().unwrap_or_default(),
+            (t, _) => t,
+        };
         check_target(kind, target).map_err(|p| invalid("target", p))?;
+        let (account, key) = self.provider_credentials(kind)?;
         let interval = match &self.interval {
             Some(text) => parse_duration(text).map_err(|p| invalid("interval", p))?,
             None => DEFAULT_INTERVAL,
@@ -570,7 +610,72 @@ impl MonitorSpec {
             query: self.query.clone(),
             smtp_mode,
             credentials,
+            account,
+            key,
         })
+    }
+
+    /// A provider kind's `account` and `key`: the key always, the account where the provider
+    /// needs one; both refused on other kinds.
+    fn provider_credentials(
+        &self,
+        kind: Kind,
+    ) -> Result<(Option<String>, Option<Secret>), Invalid> {
+        let Some(provider) = kind.provider() else {
+            for (field, set) in [
+                ("account", self.account.is_some()),
+                ("key", self.key.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        field,
+                        format!("applies to provider monitors, not {}", kind.as_str()),
+                    ));
+                }
+            }
+            return Ok((None, None));
+        };
+        let key = match &self.key {
+            Some(k) if !k.expose().trim().is_empty() && !k.expose().contains(['\r', '\n']) => {
+                Secret(k.expose().trim().to_string())
+            }
+            Some(_) => return Err(invalid("key", "must be non-empty, on one line")),
+            None => {
+                return Err(invalid(
+                    "key",
+                    format!("is required: the {} API key", provider.as_str()),
+                ));
+            }
+        };
+        let account = match (
+            provider.needs().account,
+            self.account.as_deref().map(str::trim),
+        ) {
+            (Some(_), Some(a))
+                if !a.is_empty()
+                    && a.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+            {
+                Some(a.to_string())
+            }
+            (Some(what), Some(_)) => {
+                return Err(invalid("account", format!("is not a valid {what}")));
+            }
+            (Some(what), None) => {
+                return Err(invalid(
+                    "account",
+                    format!("is required for {} monitors: the {what}", provider.as_str()),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "account",
+                    format!("{} monitors take no account", provider.as_str()),
+                ));
+            }
+            (None, None) => None,
+        };
+        Ok((account, Some(key)))
     }
 
     fn tls_options(&self, kind: Kind, target: &str) -> Result<TlsOptions, Invalid> {
@@ -627,8 +732,10 @@ fn applies(subject: &Subject, kind: Kind) -> bool {
     use Kind::*;
     match subject {
         Subject::ResponseTime => true,
-        Subject::Status | Subject::Header(_) => kind == Http,
-        Subject::Body | Subject::Json(_) => matches!(kind, Http | Dns | Postgres | Redis | Smtp),
+        Subject::Status | Subject::Header(_) => matches!(kind, Http | Provider(_)),
+        Subject::Body | Subject::Json(_) => {
+            matches!(kind, Http | Dns | Postgres | Redis | Smtp | Provider(_))
+        }
         // Redis only over rediss://; a plain target reads it as absent.
         Subject::CertificateExpiration => matches!(kind, Http | Tls | Smtp | Redis),
         Subject::DnsRcode => kind == Dns,
@@ -673,6 +780,27 @@ fn check_target(kind: Kind, target: &str) -> Result<(), String> {
                 .map_err(|e| format!("not a usable postgres URL: {e}"))
         }
         Kind::Redis => super::probes::redis::Target::parse(target).map(|_| ()),
+        Kind::Provider(p) => {
+            let Ok(url) = reqwest::Url::parse(target) else {
+                return Err(format!(
+                    "{target:?} is not a URL: {} monitors take the API base, e.g. {}",
+                    p.as_str(),
+                    p.default_base().unwrap_or("https://n8n.example.com")
+                ));
+            };
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty)
+            {
+                return Err(format!(
+                    "{target:?}: the API base must be an http(s) URL with a host"
+                ));
+            }
+            if url.password().is_some() || url.query().is_some() {
+                return Err(
+                    "the API base carries no credentials or query; use key and account".into(),
+                );
+            }
+            Ok(())
+        }
     }
 }
 

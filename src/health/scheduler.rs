@@ -351,10 +351,30 @@ pub async fn run(
     health: Arc<Health>,
     cancel: CancellationToken,
 ) -> Result<(), super::HealthError> {
-    let trackers = store::trackers(&store).await?;
-    let grid = Grid::load(&store, now_ms()).await?;
-    *health.grid.write().unwrap_or_else(|e| e.into_inner()) = Some(grid);
+    // The ways in (manual checks, deletions, reloads) open first: anything sent while the
+    // grid loads waits in the channels rather than bypassing the recorder or being missed.
     let (tx, rx) = mpsc::channel::<Msg>(BATCH * 4);
+    let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<()>>(16);
+    *health.reloads.lock().unwrap_or_else(|e| e.into_inner()) = Some(reload_tx);
+    *health.inbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
+    let close = |health: &Health| {
+        *health.reloads.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *health.inbox.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *health.grid.write().unwrap_or_else(|e| e.into_inner()) = None;
+    };
+    let loaded = async {
+        let trackers = store::trackers(&store).await?;
+        let grid = Grid::load(&store, now_ms()).await?;
+        Ok::<_, super::HealthError>((trackers, grid))
+    };
+    let (trackers, grid) = match loaded.await {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            close(&health);
+            return Err(e);
+        }
+    };
+    *health.grid.write().unwrap_or_else(|e| e.into_inner()) = Some(grid);
     let recorder = tokio::spawn(record(store.clone(), rx, trackers, health.clone()));
     let mut plan = Plan {
         scheduled: HashMap::new(),
@@ -362,13 +382,11 @@ pub async fn run(
         generations: 0,
     };
     if let Err(e) = plan.reload(&store, &key, &health, &tx).await {
+        close(&health);
         drop(tx);
         let _ = recorder.await;
         return Err(e);
     }
-    let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<()>>(16);
-    *health.reloads.lock().unwrap_or_else(|e| e.into_inner()) = Some(reload_tx);
-    *health.inbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
 
     let client = health.client.clone();
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -432,9 +450,7 @@ pub async fn run(
         plan.due
             .push(Reverse((next + jitter(interval), id, generation)));
     }
-    *health.reloads.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    *health.inbox.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    *health.grid.write().unwrap_or_else(|e| e.into_inner()) = None;
+    close(&health);
     drop(tx);
     let _ = recorder.await;
     Ok(())

@@ -297,6 +297,7 @@ pub async fn delete(store: &Store, id: i64, actor: &Actor) -> Result<()> {
 async fn delete_in(tx: &mut Tx, id: i64) -> Result<()> {
     for sql in [
         "DELETE FROM check_results WHERE monitor_id = $1",
+        "DELETE FROM provider_readings WHERE monitor_id = $1",
         "DELETE FROM check_rollups WHERE monitor_id = $1",
         "DELETE FROM monitor_states WHERE monitor_id = $1",
         "DELETE FROM monitors WHERE id = $1",
@@ -433,6 +434,28 @@ pub async fn record(store: &Store, batch: &[Recorded]) -> Result<()> {
         }
         tx.execute_assembled(sql, values).await?;
     }
+    let readings: Vec<(i64, &str, i64, f64)> = batch
+        .iter()
+        .flat_map(|r| {
+            r.result
+                .readings
+                .iter()
+                .map(move |(name, value)| (r.monitor_id, name.as_str(), r.at, *value))
+        })
+        .collect();
+    for chunk in readings.chunks(200) {
+        let sql = multi_row_insert(
+            "provider_readings (monitor_id, name, at, value)",
+            4,
+            chunk.len(),
+            "ON CONFLICT (monitor_id, name, at) DO UPDATE SET value = excluded.value",
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 4);
+        for (id, name, at, value) in chunk {
+            values.extend(args![*id, *name, *at, *value]);
+        }
+        tx.execute_assembled(sql, values).await?;
+    }
     // Rollups: merged in memory first, so each (monitor, granularity, bucket) is one upsert.
     let mut rollups: BTreeMap<(i64, &str, i64), [i64; 5 + BUCKETS]> = BTreeMap::new();
     for r in batch {
@@ -533,6 +556,12 @@ pub async fn prune(store: &Store, now: i64, results_days: u32, rollup_days: u32)
         deleted += store
             .execute(
                 "DELETE FROM check_results WHERE monitor_id = $1 AND at < $2",
+                args![id, results_before],
+            )
+            .await?;
+        deleted += store
+            .execute(
+                "DELETE FROM provider_readings WHERE monitor_id = $1 AND at < $2",
                 args![id, results_before],
             )
             .await?;

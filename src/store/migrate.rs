@@ -73,6 +73,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0010_health.sql"),
         include_str!("../../migrations/postgres/0010_health.sql"),
     ),
+    (
+        12,
+        "provider readings",
+        include_str!("../../migrations/sqlite/0012_provider_readings.sql"),
+        include_str!("../../migrations/postgres/0012_provider_readings.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -98,6 +98,7 @@ async fn monitors_and_results(backend: Backend) {
                 status: Some(if verdict == Verdict::Up { 200 } else { 503 }),
                 error: (verdict == Verdict::Down).then(|| "HTTP 503".to_string()),
                 headers: vec![("ratelimit-remaining".into(), "9".into())],
+                readings: vec![],
             },
             tracker,
         });
@@ -113,6 +114,7 @@ async fn monitors_and_results(backend: Backend) {
             status: None,
             error: None,
             headers: vec![],
+            readings: vec![],
         },
         tracker: db_tracker,
     });
@@ -757,4 +759,174 @@ async fn monitors_through_the_api_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitors_through_the_api_postgres() {
     monitors_through_the_api(Backend::Postgres).await;
+}
+
+/// A provider monitor run by the server against a fake speaking the provider's API: its
+/// readings are stored and shown as a quota gauge in the grid, and the readings route
+/// forecasts when the quota runs out from the stored history.
+async fn provider_readings_and_forecast(backend: Backend) {
+    use opsdeck::health::monitor::Secret;
+    use opsdeck::simulators::providers::FakeProviders;
+    let fake = FakeProviders::new("xi_key_123", "unused");
+    let (base, _server) = fake.start().await.expect("fake starts");
+    let mut eleven = spec("voices", "elevenlabs", &base);
+    eleven.interval = Some("1s".into());
+    eleven.key = Some(Secret("xi_key_123".into()));
+    let Some(app) = spawn_app_with(backend, move |c| c.monitors = vec![eleven]).await else {
+        return;
+    };
+    let key = app.key("viewer", &["read"]).await;
+    let grid = || async {
+        let v: serde_json::Value = app
+            .call(reqwest::Method::GET, "/api/v1/integrations", &key, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        v["integrations"][0].clone()
+    };
+    let mut row = serde_json::Value::Null;
+    for _ in 0..100 {
+        row = grid().await;
+        if !row["quota"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(row["state"], "up", "{row}");
+    assert_eq!(row["quota"]["name"], "characters", "{row}");
+    assert_eq!(row["quota"]["used_percent"], 61.0, "{row}");
+    let id = row["id"].as_i64().unwrap();
+    // Spending shows at the next check.
+    fake.figures(|f| f.elevenlabs_used = 90_000);
+    for _ in 0..50 {
+        row = grid().await;
+        if row["quota"]["used_percent"] == 90.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(row["quota"]["used_percent"], 90.0, "{row}");
+    let (stored,): (i64,) = app
+        .state
+        .store
+        .fetch_one(
+            "SELECT COUNT(*) FROM provider_readings WHERE monitor_id = $1 \
+             AND name = 'characters_used'",
+            opsdeck::args![id],
+        )
+        .await
+        .unwrap();
+    assert!(stored >= 2, "{stored}");
+    // The key never reaches a stored result.
+    let (leaks,): (i64,) = app
+        .state
+        .store
+        .fetch_one(
+            "SELECT COUNT(*) FROM check_results WHERE headers LIKE '%xi_key_123%' \
+             OR error LIKE '%xi_key_123%'",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(leaks, 0);
+
+    // Three days of history, 10,000 characters a day on a 100,000 allowance, recorded like
+    // checks: 30,000 used at the last, so 7 days left.
+    let day = 86_400_000;
+    let t0 = now_ms() - 4 * day;
+    let history: Vec<Recorded> = (0..=3)
+        .map(|i| Recorded {
+            monitor_id: id,
+            at: t0 + i * day,
+            result: CheckResult {
+                verdict: Verdict::Up,
+                latency_us: 1_000,
+                status: Some(200),
+                error: None,
+                headers: vec![],
+                readings: vec![
+                    ("characters_used".into(), 10_000.0 * i as f64),
+                    ("characters_limit".into(), 100_000.0),
+                ],
+            },
+            tracker: Tracker {
+                state: State::Up,
+                since: Some(t0),
+                failures: 0,
+                successes: 1,
+            },
+        })
+        .collect();
+    let actor = opsdeck::access::audit::Actor::new("test", None);
+    store::set_paused(&app.state.store, id, true, &actor)
+        .await
+        .unwrap();
+    app.state.health.reload().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Only the synthetic history below: the live readings are from today.
+    app.state
+        .store
+        .execute(
+            "DELETE FROM provider_readings WHERE monitor_id = $1",
+            opsdeck::args![id],
+        )
+        .await
+        .unwrap();
+    store::record(&app.state.store, &history).await.unwrap();
+    let res = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/integrations/{id}/readings?days=7"),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let readings: serde_json::Value = res.json().await.unwrap();
+    let quota = &readings["quotas"][0];
+    assert_eq!(quota["name"], "characters", "{readings}");
+    assert_eq!(quota["remaining"], 70_000.0, "{readings}");
+    assert_eq!(quota["used_percent"], 30.0);
+    let per_day = quota["per_day"].as_f64().expect("a rate");
+    assert!((per_day - 10_000.0).abs() < 1e-6, "{per_day}");
+    let expected =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t0 + 10 * day) * 1_000_000)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+    assert_eq!(
+        quota["runs_out"].as_str().map(|t| &t[..16]),
+        Some(&expected[..16]),
+        "{readings}"
+    );
+    let names: Vec<&str> = readings["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["characters_limit", "characters_used"]);
+    for bad in ["days=0", "days=31", "days=x"] {
+        let res = app
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/integrations/{id}/readings?{bad}"),
+                &key,
+                None,
+            )
+            .await;
+        assert!(res.status().is_client_error(), "{bad}: {}", res.status());
+    }
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_readings_and_forecast_sqlite() {
+    provider_readings_and_forecast(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_readings_and_forecast_postgres() {
+    provider_readings_and_forecast(Backend::Postgres).await;
 }

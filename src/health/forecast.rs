@@ -1,0 +1,217 @@
+//! Provider quotas and when they run out. A quota is what is left of something a provider
+//! meters — credits, a balance, a resource pack, a monthly character allowance — read from a
+//! provider check's readings. The forecast fits a straight line (least squares) through the
+//! remaining amount over a recent window and extends it to zero: "at the current rate, this
+//! runs out on …". A flat or rising series has no date, and a refill (remaining jumps up) starts
+//! the fit again from there, since consumption before a top-up says little about after it.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::providers::Provider;
+
+/// How a quota's remaining amount is read from a check's readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaDef {
+    pub name: &'static str,
+    /// The reading that holds what is left, or (with `used`) the limit.
+    pub reading: &'static str,
+    /// When set, remaining = `reading` − `used` (an allowance and its use).
+    pub used: Option<&'static str>,
+    /// A reading with the total, for a percentage.
+    pub total: Option<&'static str>,
+    pub unit: &'static str,
+}
+
+const fn left(name: &'static str, reading: &'static str, unit: &'static str) -> QuotaDef {
+    QuotaDef {
+        name,
+        reading,
+        used: None,
+        total: None,
+        unit,
+    }
+}
+
+/// The quotas each provider's check reads.
+pub fn quotas(provider: Provider) -> &'static [QuotaDef] {
+    match provider {
+        Provider::Luma | Provider::Bfl | Provider::PiApi => {
+            const Q: &[QuotaDef] = &[left("credits", "credits", "credits")];
+            Q
+        }
+        Provider::Twilio => {
+            const Q: &[QuotaDef] = &[left("balance", "balance", "USD")];
+            Q
+        }
+        Provider::Vonage => {
+            const Q: &[QuotaDef] = &[left("balance", "balance_eur", "EUR")];
+            Q
+        }
+        Provider::Kling => {
+            const Q: &[QuotaDef] = &[QuotaDef {
+                name: "resource packs",
+                reading: "pack_remaining",
+                used: None,
+                total: Some("pack_total"),
+                unit: "units",
+            }];
+            Q
+        }
+        Provider::ElevenLabs => {
+            const Q: &[QuotaDef] = &[QuotaDef {
+                name: "characters",
+                reading: "characters_limit",
+                used: Some("characters_used"),
+                total: Some("characters_limit"),
+                unit: "characters",
+            }];
+            Q
+        }
+        Provider::DigitalOcean => {
+            const Q: &[QuotaDef] = &[QuotaDef {
+                name: "API requests this hour",
+                reading: "ratelimit_remaining",
+                used: None,
+                total: Some("ratelimit_limit"),
+                unit: "requests",
+            }];
+            Q
+        }
+        Provider::Stripe
+        | Provider::N8n
+        | Provider::Retell
+        | Provider::Supabase
+        | Provider::OpenAi => &[],
+    }
+}
+
+impl QuotaDef {
+    /// (remaining, total) from one check's readings; `None` when a reading is missing.
+    pub fn read(&self, readings: &[(String, f64)]) -> Option<(f64, Option<f64>)> {
+        let get = |name: &str| readings.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+        let base = get(self.reading)?;
+        let remaining = match self.used {
+            Some(used) => base - get(used)?,
+            None => base,
+        };
+        Some((remaining, self.total.and_then(get)))
+    }
+}
+
+/// A quota now and where it is heading.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QuotaForecast {
+    pub name: String,
+    pub unit: String,
+    pub remaining: f64,
+    pub total: Option<f64>,
+    /// Share used, 0–100, where a total is known.
+    pub used_percent: Option<f64>,
+    /// Consumption per day at the current rate (positive while it is being used up).
+    pub per_day: Option<f64>,
+    /// When it reaches zero at the current rate (RFC 3339); `null` when not falling.
+    pub runs_out: Option<String>,
+}
+
+const DAY_MS: f64 = 86_400_000.0;
+
+/// When a series of (UTC ms, remaining) points reaches zero at its current rate: the least-
+/// squares line through the points since the last refill. Returns (per-day consumption, the
+/// time in UTC ms), or `None` with fewer than two points, a flat or rising line, or a span
+/// shorter than a minute (too little to extrapolate from).
+pub fn runs_out(points: &[(i64, f64)]) -> Option<(f64, i64)> {
+    // Since the last refill: the last point after which the remaining amount went up.
+    let start = points
+        .windows(2)
+        .rposition(|w| w[1].1 > w[0].1)
+        .map_or(0, |i| i + 1);
+    let points = &points[start..];
+    let (first, last) = (points.first()?, points.last()?);
+    if points.len() < 2 || last.0 - first.0 < 60_000 {
+        return None;
+    }
+    let n = points.len() as f64;
+    // Centred on the first point, in days, to keep the sums well conditioned.
+    let xs: Vec<f64> = points
+        .iter()
+        .map(|(t, _)| (t - first.0) as f64 / DAY_MS)
+        .collect();
+    let mean_x = xs.iter().sum::<f64>() / n;
+    let mean_y = points.iter().map(|(_, v)| v).sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (x, (_, y)) in xs.iter().zip(points) {
+        sxy += (x - mean_x) * (y - mean_y);
+        sxx += (x - mean_x) * (x - mean_x);
+    }
+    if sxx == 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    if slope >= 0.0 {
+        return None;
+    }
+    let intercept = mean_y - slope * mean_x;
+    let zero_days = -intercept / slope;
+    let at = first.0 as f64 + zero_days * DAY_MS;
+    Some((-slope, at.clamp(last.0 as f64, 8.0e15) as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn a_steady_burn_runs_out_where_the_line_meets_zero() {
+        // 1,000 credits, 100 a day, sampled every 6 hours for 3 days: 700 left, 7 days to go.
+        let t0 = 1_000 * DAY;
+        let points: Vec<(i64, f64)> = (0..=12)
+            .map(|i| (t0 + i * DAY / 4, 1000.0 - 25.0 * i as f64))
+            .collect();
+        let (per_day, at) = runs_out(&points).expect("falling");
+        assert!((per_day - 100.0).abs() < 1e-9, "{per_day}");
+        assert!((at - (t0 + 10 * DAY)).abs() <= 1, "{}", at - t0);
+    }
+
+    #[test]
+    fn refills_restart_the_fit_and_flat_or_short_series_have_no_date() {
+        let t0 = 2_000 * DAY;
+        // Burnt 50 a day, topped up on day 2, then 200 a day from 1,000.
+        let points = vec![
+            (t0, 300.0),
+            (t0 + DAY, 250.0),
+            (t0 + 2 * DAY, 1000.0),
+            (t0 + 3 * DAY, 800.0),
+            (t0 + 4 * DAY, 600.0),
+        ];
+        let (per_day, at) = runs_out(&points).expect("falling");
+        assert!((per_day - 200.0).abs() < 1e-9);
+        assert!((at - (t0 + 7 * DAY)).abs() <= 1, "{}", at - t0);
+        assert_eq!(runs_out(&[(t0, 5.0), (t0 + DAY, 5.0)]), None, "flat");
+        assert_eq!(runs_out(&[(t0, 5.0)]), None, "one point");
+        assert_eq!(
+            runs_out(&[(t0, 5.0), (t0 + 1000, 4.0)]),
+            None,
+            "a second apart"
+        );
+        // Already at zero: now, not in the past.
+        let (_, at) =
+            runs_out(&[(t0, 10.0), (t0 + DAY, 0.0), (t0 + 2 * DAY, 0.0)]).expect("falling");
+        assert_eq!(at, t0 + 2 * DAY);
+    }
+
+    #[test]
+    fn quotas_read_what_is_left_and_the_total() {
+        let eleven = quotas(Provider::ElevenLabs)[0];
+        let r = vec![
+            ("characters_used".to_string(), 61_000.0),
+            ("characters_limit".to_string(), 100_000.0),
+        ];
+        assert_eq!(eleven.read(&r), Some((39_000.0, Some(100_000.0))));
+        assert_eq!(eleven.read(&r[..1]), None);
+        let luma = quotas(Provider::Luma)[0];
+        assert_eq!(luma.read(&[("credits".into(), 12.5)]), Some((12.5, None)));
+    }
+}
