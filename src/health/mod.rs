@@ -9,6 +9,7 @@ pub mod checks;
 pub mod conditions;
 pub mod definition;
 pub mod grid;
+pub mod history;
 pub mod monitor;
 pub mod routes;
 pub mod scheduler;

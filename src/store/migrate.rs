@@ -73,6 +73,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0010_health.sql"),
         include_str!("../../migrations/postgres/0010_health.sql"),
     ),
+    (
+        11,
+        "error log",
+        include_str!("../../migrations/sqlite/0011_error_log.sql"),
+        include_str!("../../migrations/postgres/0011_error_log.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.
