@@ -702,27 +702,37 @@ fn millis(v: f64) -> String {
     }
 }
 
+/// Equal time slots a history chart is drawn over.
+struct Slots {
+    /// Start of the first slot, UTC ms.
+    first: i64,
+    step: i64,
+    count: usize,
+    label: fn(i64) -> String,
+    /// "hour" or "day", for the charts' names.
+    per: &'static str,
+}
+
 /// Passing and down checks per slot, stacked, and a latency figure per slot: an unchecked
 /// slot draws no bar, so gaps show as gaps rather than as an outage or as zero latency.
 fn history_charts(
     rollups: &[history::Rollup],
-    first: i64,
-    step: i64,
-    slots: usize,
-    label: fn(i64) -> String,
+    slots: &Slots,
     latency: fn(&history::Rollup) -> Option<f64>,
-    what: &str,
     latency_name: &str,
 ) -> (String, String) {
-    let labels: Vec<String> = (0..slots).map(|i| label(first + i as i64 * step)).collect();
-    let mut passing = vec![0.0; slots];
-    let mut down = vec![0.0; slots];
-    let mut lat = vec![0.0; slots];
+    let n = slots.count;
+    let labels: Vec<String> = (0..n)
+        .map(|i| (slots.label)(slots.first + i as i64 * slots.step))
+        .collect();
+    let mut passing = vec![0.0; n];
+    let mut down = vec![0.0; n];
+    let mut lat = vec![0.0; n];
     for r in rollups {
-        let Ok(i) = usize::try_from((r.bucket - first) / step) else {
+        let Ok(i) = usize::try_from((r.bucket - slots.first) / slots.step) else {
             continue;
         };
-        if i >= slots {
+        if i >= n {
             continue;
         }
         passing[i] = (r.checks - r.down) as f64;
@@ -742,7 +752,7 @@ fn history_charts(
             },
         ],
         &count,
-        &format!("Checks per {what}: passing and down"),
+        &format!("Checks per {}: passing and down", slots.per),
     );
     let latency = chart::bars(
         &labels,
@@ -751,7 +761,7 @@ fn history_charts(
             values: lat,
         }],
         &millis,
-        &format!("{latency_name} per {what}"),
+        &format!("{latency_name} per {}", slots.per),
     );
     (checks, latency)
 }
@@ -790,26 +800,28 @@ async fn detail_page(
         history::checks(store, id, i64::MAX, RUN_CHECKS),
         history::checks(store, id, before.unwrap_or(i64::MAX), LOG_PAGE),
     )?;
+    let hourly = Slots {
+        first: first_hour,
+        step: HOUR_MS,
+        count: 7 * 24,
+        label: hour_label,
+        per: "hour",
+    };
     let (hourly_checks, hourly_latency) = history_charts(
         &hours,
-        first_hour,
-        HOUR_MS,
-        7 * 24,
-        hour_label,
+        &hourly,
         history::Rollup::mean_latency_ms,
-        "hour",
         "Mean latency",
     );
-    let (daily_checks, daily_p95) = history_charts(
-        &days,
-        first_day,
-        DAY_MS,
-        30,
-        day_label,
-        history::Rollup::p95_ms,
-        "day",
-        "Latency p95",
-    );
+    let daily = Slots {
+        first: first_day,
+        step: DAY_MS,
+        count: 30,
+        label: day_label,
+        per: "day",
+    };
+    let (daily_checks, daily_p95) =
+        history_charts(&days, &daily, history::Rollup::p95_ms, "Latency p95");
     let days = days
         .iter()
         .rev()

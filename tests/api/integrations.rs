@@ -56,6 +56,20 @@ fn with_config_monitor(c: &mut opsdeck::config::Config, target: String) {
     }];
 }
 
+/// Waits until the server's scheduler runs the config monitor (the grid knows its interval).
+/// Until then a created monitor or a manual check can miss the in-memory grid: the scheduler
+/// loads the grid before it takes reloads and manual checks.
+async fn scheduler_ready(app: &TestApp) {
+    for _ in 0..100 {
+        let rows = app.state.health.rows(&app.state.store, None).await.unwrap();
+        if rows.iter().any(|r| r.interval_secs > 0.0) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the scheduler did not start");
+}
+
 async fn monitors(app: &TestApp) -> i64 {
     let (n,): (i64,) = app
         .state
@@ -122,6 +136,7 @@ fn add_form<'a>(csrf: &'a str, name: &'a str, target: &'a str) -> Vec<(&'a str, 
 }
 
 async fn grid_and_forms(app: &TestApp) {
+    scheduler_ready(app).await;
     let (url, answer) = peer().await;
     let admin = browser();
     let csrf = sign_in_admin(app, &admin).await;
@@ -423,6 +438,7 @@ mod grid_and_forms_case {
 /// CSRF token is refused for admins too; the session cookie reads the JSON grid the live
 /// script polls.
 async fn viewers_and_forged_forms(app: &TestApp) {
+    scheduler_ready(app).await;
     let (url, _answer) = peer().await;
     let key = app.key("ops", &["admin"]).await;
     let res = app
@@ -486,7 +502,13 @@ async fn viewers_and_forged_forms(app: &TestApp) {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let body: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(body["integrations"][0]["name"], "web");
+    let names: Vec<&str> = body["integrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, ["cfg", "web"]);
 
     // Admins with a forged token are refused before anything runs.
     let admin = browser();
@@ -501,7 +523,7 @@ async fn viewers_and_forged_forms(app: &TestApp) {
             .await;
         assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
     }
-    assert_eq!(monitors(app).await, 1);
+    assert_eq!(monitors(app).await, 2);
     let html = page(app, &admin, "/integrations").await;
     assert!(!row(&html, "web").contains("state-paused"));
     assert!(
@@ -512,7 +534,10 @@ async fn viewers_and_forged_forms(app: &TestApp) {
     );
 }
 
-dual_test!(viewers_and_forged_forms);
+dual_test!(viewers_and_forged_forms, |c| super::with_config_monitor(
+    c,
+    "127.0.0.1:9".into()
+));
 
 const SECRET: &str = "whsec_opsdeck_integrations_test";
 
@@ -578,3 +603,99 @@ async fn webhook_receipts(app: &TestApp) {
 
 dual_test!(webhook_receipts, |c| c.stripe.webhook_secret =
     super::SECRET.into());
+
+/// In a real headless Chromium, the grid's badge turns from up to down without a reload when
+/// the monitor's peer starts failing: the embedded script polls the JSON grid with the session
+/// cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_sees_a_badge_go_down_live() {
+    const CHROMIUM: &str = "/usr/bin/chromium";
+    if !std::path::Path::new(CHROMIUM).exists() {
+        eprintln!("\n*** SKIPPED browser test: {CHROMIUM} is not installed. ***\n");
+        return;
+    }
+    let (url, answer) = peer().await;
+    let web = MonitorSpec {
+        name: "web".into(),
+        kind: "http".into(),
+        target: url,
+        interval: Some("1s".into()),
+        ..Default::default()
+    };
+    let app = spawn_app_with(Backend::Sqlite, move |c| c.monitors = vec![web])
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let rows = app.state.health.rows(&app.state.store, None).await.unwrap();
+        if rows.iter().any(|r| r.state == "up") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let base = app.base.clone();
+    let profile = tempfile::tempdir().unwrap();
+    let profile_path = profile.path().to_path_buf();
+    let result = tokio::task::spawn_blocking(move || {
+        drive_live_grid(CHROMIUM, &base, profile_path, &answer)
+    })
+    .await
+    .unwrap();
+    app.finish().await;
+    result.expect("browser session");
+}
+
+fn drive_live_grid(
+    chromium: &str,
+    base: &str,
+    profile: std::path::PathBuf,
+    answer: &AtomicU16,
+) -> anyhow::Result<()> {
+    use headless_chrome::{Browser, LaunchOptions};
+    use std::time::Duration;
+    let args: Vec<&std::ffi::OsStr> = [
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    .iter()
+    .map(std::ffi::OsStr::new)
+    .collect();
+    let browser = Browser::new(
+        LaunchOptions::default_builder()
+            .path(Some(std::path::PathBuf::from(chromium)))
+            .headless(true)
+            .sandbox(false)
+            .user_data_dir(Some(profile))
+            .args(args)
+            .idle_browser_timeout(Duration::from_secs(90))
+            .build()?,
+    )?;
+    let tab = browser.new_tab()?;
+    tab.set_default_timeout(Duration::from_secs(30));
+    tab.navigate_to(&format!("{base}/integrations"))?
+        .wait_until_navigated()?;
+    tab.wait_for_element("#email")?.click()?;
+    tab.type_str(ADMIN_EMAIL)?;
+    tab.wait_for_element("#password")?.click()?;
+    tab.type_str(ADMIN_PASSWORD)?;
+    tab.wait_for_element("#signin")?.click()?;
+    tab.wait_for_element("tr[data-name=\"web\"] .state.state-up")?;
+    // Marks this page load: a reload would lose the mark.
+    tab.evaluate("window.__sameLoad = 'yes'", false)?;
+    answer.store(503, Ordering::Relaxed);
+    let badge = tab.wait_for_element("tr[data-name=\"web\"] .state.state-down")?;
+    anyhow::ensure!(badge.get_inner_text()? == "down", "badge text follows");
+    let same = tab.evaluate("window.__sameLoad", false)?.value;
+    anyhow::ensure!(
+        same == Some(serde_json::json!("yes")),
+        "updated without a reload, got {same:?}"
+    );
+    let error = tab
+        .find_element("tr[data-name=\"web\"] .last-error")?
+        .get_inner_text()?;
+    anyhow::ensure!(error.contains("503"), "last error follows: {error:?}");
+    Ok(())
+}
