@@ -1,5 +1,5 @@
-// opsdeck's one script. Pages work without it; it adds live figures on the Overview, sortable
-// tables and CSV export. No framework, no build step.
+// opsdeck's one script. Pages work without it; it adds live figures on the Overview and the
+// Integrations grid, sortable tables and CSV export. No framework, no build step.
 
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 
@@ -75,6 +75,63 @@ function addExport(table) {
   table.before(button);
 }
 
+// The Integrations grid: states, uptime, p95, last check and last error from the JSON API,
+// formatted as the server formats them. Rows added or removed since the page loaded wait for a
+// reload; the sparkline too (it changes by the hour).
+const percent = (v) => (v === null || v === undefined ? "—" : `${(v * 100).toFixed(2)} %`);
+const upto = (v) => (v === null || v === undefined ? "—" : `≤ ${v} ms`);
+
+function age(iso) {
+  if (!iso) return "never";
+  const s = Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 1000));
+  if (s < 90) return `${s} s ago`;
+  if (s < 5400) return `${Math.floor(s / 60)} min ago`;
+  if (s < 172800) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+function shortError(text) {
+  const chars = [...text];
+  return chars.length <= 80 ? text : chars.slice(0, 79).join("") + "…";
+}
+
+async function refreshGrid(table) {
+  try {
+    const res = await fetch(table.dataset.live, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (!res.ok) return;
+    const { integrations } = await res.json();
+    const counts = {};
+    for (const i of integrations) {
+      counts[i.state] = (counts[i.state] ?? 0) + 1;
+      const row = table.querySelector(`tr[data-id="${i.id}"]`);
+      if (!row) continue;
+      const badge = row.querySelector(".state");
+      badge.textContent = i.state;
+      badge.className = `state state-${i.state}`;
+      row.querySelector(".uptime-24h").textContent = percent(i.uptime["24h"]);
+      row.querySelector(".uptime-7d").textContent = percent(i.uptime["7d"]);
+      row.querySelector(".uptime-30d").textContent = percent(i.uptime["30d"]);
+      row.querySelector(".p95").textContent = upto(i.latency_ms.p95);
+      const checked = row.querySelector(".last-check time");
+      checked.textContent = age(i.last_check);
+      if (i.last_check) checked.title = new Date(i.last_check).toISOString();
+      const error = row.querySelector(".last-error");
+      error.textContent = "";
+      if (i.last_error) {
+        const span = document.createElement("span");
+        span.title = i.last_error;
+        span.textContent = shortError(i.last_error);
+        error.append(span);
+      }
+    }
+    document.querySelectorAll("#state-counts [data-state]").forEach((card) => {
+      card.querySelector(".value").textContent = counts[card.dataset.state] ?? 0;
+    });
+  } catch (_) {
+    // Offline or signed out: keep what is shown.
+  }
+}
+
 document.querySelectorAll("table[data-sortable]").forEach(makeSortable);
 document.querySelectorAll("table[data-export]").forEach(addExport);
 const overview = document.getElementById("overview-cards");
@@ -82,3 +139,5 @@ if (overview) {
   refreshOverview(overview);
   setInterval(() => refreshOverview(overview), 30_000);
 }
+const grid = document.querySelector("table[data-live]");
+if (grid) setInterval(() => refreshGrid(grid), 10_000);

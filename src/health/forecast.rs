@@ -9,6 +9,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::providers::Provider;
+use crate::args;
+use crate::store::Store;
+use crate::usage::quota::rfc3339 as iso;
 
 /// How a quota's remaining amount is read from a check's readings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +158,100 @@ pub fn runs_out(points: &[(i64, f64)]) -> Option<(f64, i64)> {
     let zero_days = -intercept / slope;
     let at = first.0 as f64 + zero_days * DAY_MS;
     Some((-slope, at.clamp(last.0 as f64, 8.0e15) as i64))
+}
+
+/// One figure's history: `[time (RFC 3339), value]` pairs, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadingSeries {
+    pub name: String,
+    #[schema(value_type = Vec<(String, f64)>)]
+    pub points: Vec<(String, f64)>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readings {
+    pub series: Vec<ReadingSeries>,
+    /// Each quota the provider meters: what is left now, the rate it is used at, and when it
+    /// runs out at that rate.
+    pub quotas: Vec<QuotaForecast>,
+}
+
+/// A monitor's readings over the last `days` days, grouped by name, with each of its kind's
+/// quotas forecast from them.
+pub async fn readings(
+    store: &Store,
+    id: i64,
+    kind: &str,
+    days: i64,
+    now: i64,
+) -> Result<Readings, super::HealthError> {
+    let rows: Vec<(String, i64, f64)> = store
+        .fetch_all(
+            "SELECT name, at, value FROM provider_readings WHERE monitor_id = $1 AND at >= $2 \
+             ORDER BY name, at",
+            args![id, now - days * 86_400_000],
+        )
+        .await?;
+    let mut series: Vec<(String, Vec<(i64, f64)>)> = Vec::new();
+    for (name, at, value) in rows {
+        match series.last_mut() {
+            Some((last, points)) if *last == name => points.push((at, value)),
+            _ => series.push((name, vec![(at, value)])),
+        }
+    }
+    let quotas = Provider::parse(kind)
+        .map(quotas)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|def| forecast_of(def, &series))
+        .collect();
+    Ok(Readings {
+        series: series
+            .into_iter()
+            .map(|(name, points)| ReadingSeries {
+                name,
+                points: points.into_iter().map(|(at, v)| (iso(at), v)).collect(),
+            })
+            .collect(),
+        quotas,
+    })
+}
+
+/// A quota's forecast from the readings' series: its remaining amount at each check where all
+/// its readings were taken.
+fn forecast_of(def: &QuotaDef, series: &[(String, Vec<(i64, f64)>)]) -> Option<QuotaForecast> {
+    let find = |name: &str| series.iter().find(|(n, _)| n == name).map(|(_, p)| p);
+    let base = find(def.reading)?;
+    let used = def.used.and_then(find);
+    let total = def.total.and_then(find);
+    let value_at = |points: &Vec<(i64, f64)>, at: i64| {
+        points
+            .binary_search_by_key(&at, |(t, _)| *t)
+            .ok()
+            .map(|i| points[i].1)
+    };
+    let remaining: Vec<(i64, f64)> = base
+        .iter()
+        .filter_map(|(at, v)| match (def.used, used) {
+            (Some(_), Some(used)) => value_at(used, *at).map(|u| (*at, v - u)),
+            (Some(_), None) => None,
+            (None, _) => Some((*at, *v)),
+        })
+        .collect();
+    let &(last_at, now_left) = remaining.last()?;
+    let total_now = total.and_then(|t| value_at(t, last_at));
+    let outlook = runs_out(&remaining);
+    Some(QuotaForecast {
+        name: def.name.to_string(),
+        unit: def.unit.to_string(),
+        remaining: now_left,
+        total: total_now,
+        used_percent: total_now
+            .filter(|t| *t > 0.0)
+            .map(|t| ((t - now_left) / t * 1000.0).round() / 10.0),
+        per_day: outlook.map(|(rate, _)| rate),
+        runs_out: outlook.map(|(_, at)| iso(at)),
+    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod definition;
 pub mod forecast;
 pub mod grid;
+pub mod history;
 pub mod monitor;
 pub mod probes;
 pub mod providers;

@@ -349,34 +349,18 @@ struct ReadingsQuery {
     days: Option<i64>,
 }
 
-/// One figure's history: `[time (RFC 3339), value]` pairs, oldest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReadingSeries {
-    pub name: String,
-    #[schema(value_type = Vec<(String, f64)>)]
-    pub points: Vec<(String, f64)>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Readings {
-    pub series: Vec<ReadingSeries>,
-    /// Each quota the provider meters: what is left now, the rate it is used at, and when it
-    /// runs out at that rate.
-    pub quotas: Vec<super::forecast::QuotaForecast>,
-}
-
 /// The figures a provider monitor's checks read (credits, balances, quota use, rate-limit
 /// headroom) over time, with each quota's forecast.
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/readings", tag = "health",
     security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id"), ReadingsQuery),
-    responses((status = 200, body = Readings), (status = 403, body = ErrorBody),
+    responses((status = 200, body = super::forecast::Readings), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn get_readings(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<i64>,
     Query(q): Query<ReadingsQuery>,
-) -> Result<Json<Readings>> {
+) -> Result<Json<super::forecast::Readings>> {
     p.require(Scope::Read)?;
     let days = q.days.unwrap_or(7);
     if !(1..=30).contains(&days) {
@@ -388,77 +372,7 @@ async fn get_readings(
         .await
         .map_err(HealthError::from)?;
     let (kind,) = kind.ok_or_else(|| ApiError::NotFound(format!("no integration {id}")))?;
-    let from = crate::store::now_ms() - days * 86_400_000;
-    let rows: Vec<(String, i64, f64)> = state
-        .store
-        .fetch_all(
-            "SELECT name, at, value FROM provider_readings WHERE monitor_id = $1 AND at >= $2 \
-             ORDER BY name, at",
-            args![id, from],
-        )
-        .await
-        .map_err(HealthError::from)?;
-    let mut series: Vec<(String, Vec<(i64, f64)>)> = Vec::new();
-    for (name, at, value) in rows {
-        match series.last_mut() {
-            Some((last, points)) if *last == name => points.push((at, value)),
-            _ => series.push((name, vec![(at, value)])),
-        }
-    }
-    let quotas = super::providers::Provider::parse(&kind)
-        .map(super::forecast::quotas)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|def| forecast_of(def, &series))
-        .collect();
-    Ok(Json(Readings {
-        series: series
-            .into_iter()
-            .map(|(name, points)| ReadingSeries {
-                name,
-                points: points.into_iter().map(|(at, v)| (iso(at), v)).collect(),
-            })
-            .collect(),
-        quotas,
-    }))
-}
-
-/// A quota's forecast from the readings' series: its remaining amount at each check where all
-/// its readings were taken.
-fn forecast_of(
-    def: &super::forecast::QuotaDef,
-    series: &[(String, Vec<(i64, f64)>)],
-) -> Option<super::forecast::QuotaForecast> {
-    let find = |name: &str| series.iter().find(|(n, _)| n == name).map(|(_, p)| p);
-    let base = find(def.reading)?;
-    let used = def.used.and_then(find);
-    let total = def.total.and_then(find);
-    let value_at = |points: &Vec<(i64, f64)>, at: i64| {
-        points
-            .binary_search_by_key(&at, |(t, _)| *t)
-            .ok()
-            .map(|i| points[i].1)
-    };
-    let remaining: Vec<(i64, f64)> = base
-        .iter()
-        .filter_map(|(at, v)| match (def.used, used) {
-            (Some(_), Some(used)) => value_at(used, *at).map(|u| (*at, v - u)),
-            (Some(_), None) => None,
-            (None, _) => Some((*at, *v)),
-        })
-        .collect();
-    let &(last_at, now_left) = remaining.last()?;
-    let total_now = total.and_then(|t| value_at(t, last_at));
-    let outlook = super::forecast::runs_out(&remaining);
-    Some(super::forecast::QuotaForecast {
-        name: def.name.to_string(),
-        unit: def.unit.to_string(),
-        remaining: now_left,
-        total: total_now,
-        used_percent: total_now
-            .filter(|t| *t > 0.0)
-            .map(|t| ((t - now_left) / t * 1000.0).round() / 10.0),
-        per_day: outlook.map(|(rate, _)| rate),
-        runs_out: outlook.map(|(_, at)| iso(at)),
-    })
+    Ok(Json(
+        super::forecast::readings(&state.store, id, &kind, days, crate::store::now_ms()).await?,
+    ))
 }

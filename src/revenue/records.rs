@@ -373,6 +373,54 @@ pub async fn finish_event(
     Ok(())
 }
 
+/// One logged Stripe event delivery, as the Integrations page's Webhooks tab lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Receipt {
+    pub id: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    /// When Stripe created the event, UTC ms.
+    pub created: i64,
+    pub received_at: i64,
+    /// `webhook` or `catchup` (fetched from `/v1/events` after downtime).
+    pub via: String,
+    /// `received` (being applied), `applied`, `ignored`, `stale` or `failed`.
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// Logged events received before `(received_at, id)` of the previous page's last row, newest
+/// first. Only the first delivery of an event is logged: redeliveries are answered as
+/// duplicates, and deliveries refused for their signature are never stored.
+pub async fn receipts(
+    store: &Store,
+    before: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<Receipt>> {
+    let (at, id) = before.unwrap_or((i64::MAX, String::new()));
+    // Ties on `received_at` are settled by the id.
+    Ok(store
+        .fetch_all(
+            "SELECT id, type, created, received_at, via, outcome, detail FROM stripe_events \
+             WHERE received_at <= $1 AND (received_at < $1 OR id < $2) \
+             ORDER BY received_at DESC, id DESC LIMIT $3",
+            args![at, id, limit],
+        )
+        .await?)
+}
+
+/// Logged events received at or after `since` (UTC ms), counted by how they were received
+/// and handled: `(via, outcome, count)`.
+pub async fn receipt_counts(store: &Store, since: i64) -> Result<Vec<(String, String, i64)>> {
+    Ok(store
+        .fetch_all(
+            "SELECT via, outcome, COUNT(*) FROM stripe_events WHERE received_at >= $1 \
+             GROUP BY via, outcome ORDER BY via, outcome",
+            args![since],
+        )
+        .await?)
+}
+
 /// One resource's sync progress, as the Settings page and `opsdeck sync stripe` show it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct SyncProgress {

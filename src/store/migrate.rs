@@ -74,6 +74,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0010_health.sql"),
     ),
     (
+        11,
+        "error log",
+        include_str!("../../migrations/sqlite/0011_error_log.sql"),
+        include_str!("../../migrations/postgres/0011_error_log.sql"),
+    ),
+    (
         12,
         "provider readings",
         include_str!("../../migrations/sqlite/0012_provider_readings.sql"),

@@ -1,9 +1,11 @@
-//! Server-rendered pages: sign-in, the layout and navigation, Overview, Settings (users, API
-//! keys, audit log, secrets) and honest placeholders for capabilities not built yet. Pages read
+//! Server-rendered pages: sign-in, the layout and navigation, Overview, Revenue, Costs, Usage,
+//! Integrations, Settings (users, API keys, audit log, secrets) and honest placeholders for
+//! capabilities not built yet. Pages read
 //! through the same domain functions as the JSON API; templates are compiled into the binary
 //! (askama) and the one stylesheet and script are embedded.
 
 pub mod chart;
+pub mod integrations;
 mod metering;
 mod pages;
 pub mod revenue;
@@ -33,7 +35,21 @@ pub fn router() -> Router<AppState> {
         .route("/usage", get(metering::usage))
         .route("/usage/events.csv", get(metering::events_csv))
         .route("/analytics", get(pages::analytics))
-        .route("/integrations", get(pages::integrations))
+        .route(
+            "/integrations",
+            get(integrations::grid).post(integrations::create),
+        )
+        .route("/integrations/errors", get(integrations::errors))
+        .route("/integrations/tokens", get(integrations::tokens))
+        .route("/integrations/webhooks", get(integrations::webhooks))
+        .route(
+            "/integrations/{id}",
+            get(integrations::detail).post(integrations::update),
+        )
+        .route("/integrations/{id}/check", post(integrations::check_now))
+        .route("/integrations/{id}/pause", post(integrations::pause))
+        .route("/integrations/{id}/resume", post(integrations::resume))
+        .route("/integrations/{id}/delete", post(integrations::delete))
         .route("/alerts", get(pages::alerts))
         .route("/settings", get(settings::index))
         .route(

@@ -1,5 +1,5 @@
-//! The product pages. Only Overview has live content so far; the rest state plainly which
-//! capability will fill them, with no invented figures.
+//! The Overview page, and placeholders for pages whose capability is not built yet (Analytics,
+//! Alerts): they state plainly which capability will fill them, with no invented figures.
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -157,16 +157,6 @@ pub async fn analytics(PageUser(u): PageUser) -> Response {
         "Analytics",
         "Page views, feature use, funnels, campaigns, retention cohorts and DAU/WAU/MAU.",
         &[],
-    )
-}
-
-pub async fn integrations(PageUser(u): PageUser) -> Response {
-    placeholder(
-        &u,
-        "/integrations",
-        "Integrations",
-        "Health, latency and uptime of every provider you depend on, OAuth token expiry, quotas and webhook deliveries.",
-        &["Overview", "Error Logs", "Token Status", "Webhooks"],
     )
 }
 

@@ -48,7 +48,7 @@ async fn sign_in_shows_overview_and_sign_out_ends_it(app: &TestApp) {
     ] {
         assert!(html.contains(nav), "nav has {nav}");
     }
-    for path in ["/analytics", "/integrations", "/alerts"] {
+    for path in ["/analytics", "/alerts"] {
         let res = client.get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{path}");
         assert!(
@@ -56,6 +56,16 @@ async fn sign_in_shows_overview_and_sign_out_ends_it(app: &TestApp) {
             "{path} says so plainly"
         );
     }
+    // Integrations is built; with no monitors it says how to declare one.
+    let integrations = client.get(app.url("/integrations")).send().await.unwrap();
+    assert_eq!(integrations.status(), StatusCode::OK);
+    assert!(
+        integrations
+            .text()
+            .await
+            .unwrap()
+            .contains("No monitors yet")
+    );
     // Revenue is built; without Stripe it says how to connect rather than show invented $0s.
     let revenue = client.get(app.url("/revenue")).send().await.unwrap();
     assert_eq!(revenue.status(), StatusCode::OK);

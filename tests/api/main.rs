@@ -9,6 +9,7 @@ mod cli;
 mod durability;
 mod health;
 mod ingest;
+mod integrations;
 mod keys;
 mod metering;
 mod ops;
