@@ -402,6 +402,9 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     let stripe = crate::simulators::stripe_demo::StripeDemo::start(&mut config)
         .await
         .context("starting the demo Stripe account")?;
+    let providers = crate::simulators::providers_demo::ProvidersDemo::start(&mut config)
+        .await
+        .context("starting the demo providers")?;
     let listener = bind(&listen).await?;
     let app = App::build(config, None).await?;
     let users::Bootstrap::Generated { email, password } =
@@ -428,7 +431,7 @@ async fn demo(listen: String) -> anyhow::Result<()> {
         },
         &cancel,
         &sims,
-        vec![Box::new(stripe)],
+        vec![Box::new(stripe), Box::new(providers)],
     );
     println!("opsdeck demo running at {url}");
     println!("  sign in as {email}");

@@ -52,11 +52,15 @@ async fn integrations(state: &AppState, only: Option<i64>) -> Result<Vec<Integra
 async fn list_integrations(
     State(state): State<AppState>,
     Auth(p): Auth,
-) -> Result<Json<IntegrationList>> {
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
     p.require(Scope::Read)?;
-    Ok(Json(IntegrationList {
-        integrations: integrations(&state, None).await?,
-    }))
+    let body = state.health.grid_json(&state.store).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// One monitor, as in the grid.

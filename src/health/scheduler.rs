@@ -122,6 +122,21 @@ impl Health {
         Ok(Grid::load(store, now).await?.rows(now, only))
     }
 
+    /// The whole grid as `{"integrations": [...]}`, mostly from rows cached as JSON while the
+    /// scheduler runs.
+    pub async fn grid_json(&self, store: &Store) -> Result<Vec<u8>, super::HealthError> {
+        let now = now_ms();
+        if let Some(grid) = self
+            .grid
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            return Ok(grid.json(now));
+        }
+        Ok(Grid::load(store, now).await?.json(now))
+    }
+
     fn with_grid(&self, f: impl FnOnce(&mut Grid)) {
         if let Some(grid) = self
             .grid
@@ -281,8 +296,10 @@ struct Scheduled {
 /// The scheduler's view of the stored monitors, rebuilt on every reload.
 struct Plan {
     scheduled: HashMap<i64, Scheduled>,
-    /// (next slot, monitor id, generation).
-    due: BinaryHeap<Reverse<(Instant, i64, u64)>>,
+    /// (when to start: the slot plus its jitter, the slot on the monitor's grid, monitor id,
+    /// generation). The grid advances from the slot, not from the jittered start, so jitter
+    /// never accumulates into a longer interval.
+    due: BinaryHeap<Reverse<(Instant, Instant, i64, u64)>>,
     generations: u64,
 }
 
@@ -318,8 +335,12 @@ impl Plan {
                     let offset = rand::rng().random_range(
                         Duration::ZERO..m.monitor.interval.max(Duration::from_millis(1)),
                     );
-                    self.due
-                        .push(Reverse((now + offset, m.id, self.generations)));
+                    self.due.push(Reverse((
+                        now + offset,
+                        now + offset,
+                        m.id,
+                        self.generations,
+                    )));
                     Scheduled {
                         monitor: Arc::new(m.monitor),
                         spec: m.spec,
@@ -391,7 +412,7 @@ pub async fn run(
     let client = health.client.clone();
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     loop {
-        let next = plan.due.peek().map(|Reverse((slot, _, _))| *slot);
+        let next = plan.due.peek().map(|Reverse((start, ..))| *start);
         tokio::select! {
             _ = cancel.cancelled() => break,
             Some(done) = reload_rx.recv() => {
@@ -408,7 +429,7 @@ pub async fn run(
                 }
             } => {}
         }
-        let Some(Reverse((slot, id, generation))) = plan.due.pop() else {
+        let Some(Reverse((start, slot, id, generation))) = plan.due.pop() else {
             continue;
         };
         let Some(entry) = plan
@@ -427,7 +448,7 @@ pub async fn run(
         let (client, tx) = (client.clone(), tx.clone());
         let interval = monitor.interval;
         tokio::spawn(async move {
-            let drift = Instant::now().saturating_duration_since(slot);
+            let drift = Instant::now().saturating_duration_since(start);
             let at = now_ms();
             let result = checks::run(&monitor, &client).await;
             drop(permit);
@@ -448,7 +469,7 @@ pub async fn run(
             next += interval;
         }
         plan.due
-            .push(Reverse((next + jitter(interval), id, generation)));
+            .push(Reverse((next + jitter(interval), next, id, generation)));
     }
     close(&health);
     drop(tx);

@@ -1,0 +1,149 @@
+//! The demo's providers: the fake providers served on a loopback port, a monitor for each of
+//! them (plus the demo Stripe account's balance) added to the config, and a loop that keeps
+//! them alive — credits and allowances spent so the quota forecasts have a slope, one provider
+//! slow, one flaky, a project now and then coming up — so the status grid moves as a real one
+//! does. The monitors go through the real provider checks; nothing is written to the store.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio_util::sync::CancellationToken;
+
+use super::providers::{Behaviour, FakeProviders};
+use super::{DemoContext, Simulator};
+use crate::config::Config;
+use crate::health::monitor::{MonitorSpec, Secret};
+use crate::health::providers::Provider;
+
+const KEY: &str = "demo_provider_key_5b2e";
+const ACCOUNT: &str = "AC5b2e00demo";
+
+/// How often the loop changes something.
+const TICK: Duration = Duration::from_secs(5);
+
+pub struct ProvidersDemo {
+    fake: FakeProviders,
+}
+
+impl ProvidersDemo {
+    /// Serves the fake providers and adds a monitor per provider to `config`; call after the
+    /// Stripe demo has set `config.stripe`, whose balance gets a monitor too.
+    pub async fn start(config: &mut Config) -> std::io::Result<Self> {
+        let fake = FakeProviders::new(KEY, ACCOUNT);
+        let (base, _server) = fake.start().await?;
+        let monitor = |p: Provider, name: &str, interval: &str| MonitorSpec {
+            name: name.into(),
+            kind: p.as_str().into(),
+            target: base.clone(),
+            interval: Some(interval.into()),
+            timeout: Some("5s".into()),
+            account: p.needs().account.map(|_| ACCOUNT.to_string()),
+            key: Some(Secret(KEY.into())),
+            ..Default::default()
+        };
+        let mut monitors = vec![
+            monitor(Provider::N8n, "n8n automations", "30s"),
+            monitor(Provider::Twilio, "Twilio SMS", "30s"),
+            monitor(Provider::Vonage, "Vonage SMS", "60s"),
+            monitor(Provider::Retell, "Retell voice agents", "15s"),
+            monitor(Provider::DigitalOcean, "DigitalOcean", "30s"),
+            monitor(Provider::Supabase, "Supabase", "30s"),
+            monitor(Provider::Luma, "Luma Dream Machine", "15s"),
+            monitor(Provider::Kling, "Kling AI", "30s"),
+            monitor(Provider::Bfl, "Black Forest Labs", "15s"),
+            monitor(Provider::ElevenLabs, "ElevenLabs", "30s"),
+            monitor(Provider::PiApi, "PiAPI", "30s"),
+            monitor(Provider::OpenAi, "OpenAI", "30s"),
+        ];
+        // PiAPI answers slowly in the demo: degraded past 800 ms.
+        if let Some(m) = monitors.iter_mut().find(|m| m.kind == "piapi") {
+            m.degraded_when = vec!["[RESPONSE_TIME] > 800ms".into()];
+        }
+        // Low credits degrade Luma before they run out.
+        if let Some(m) = monitors.iter_mut().find(|m| m.kind == "luma") {
+            m.degraded_when = vec!["[BODY].credits < 500".into()];
+        }
+        if !config.stripe.api_base.is_empty() && !config.stripe.secret_key.is_empty() {
+            monitors.push(MonitorSpec {
+                name: "Stripe".into(),
+                kind: "stripe".into(),
+                target: config.stripe.api_base.clone(),
+                interval: Some("30s".into()),
+                key: Some(Secret(config.stripe.secret_key.clone())),
+                ..Default::default()
+            });
+        }
+        config.monitors.extend(monitors);
+        fake.set(Provider::PiApi, Behaviour::Slow(900));
+        Ok(ProvidersDemo { fake })
+    }
+}
+
+impl Simulator for ProvidersDemo {
+    fn name(&self) -> &'static str {
+        "providers"
+    }
+
+    fn run(
+        &self,
+        _ctx: DemoContext,
+        cancel: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(live(self.fake.clone(), cancel))
+    }
+}
+
+/// Spends credits and allowances, and now and then makes a provider misbehave for a while.
+async fn live(fake: FakeProviders, cancel: CancellationToken) {
+    let mut rng = StdRng::seed_from_u64(0x5eed_9a7e);
+    let mut tick: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        tick += 1;
+        fake.figures(|f| {
+            f.luma_credits = (f.luma_credits - rng.random_range(0.0..6.0)).max(0.0);
+            f.bfl_credits = (f.bfl_credits - rng.random_range(0.0..3.0)).max(0.0);
+            f.piapi_credits = (f.piapi_credits - rng.random_range(0.0..8.0)).max(0.0);
+            f.elevenlabs_used =
+                (f.elevenlabs_used + rng.random_range(0..400)).min(f.elevenlabs_limit);
+            if let Some(pack) = f.kling_packs.first_mut() {
+                pack.2 = (pack.2 - rng.random_range(0.0..2.0)).max(0.0);
+            }
+            f.twilio_balance = (f.twilio_balance - rng.random_range(0.0..0.05)).max(0.0);
+            f.digitalocean_month_to_date += rng.random_range(0.0..0.02);
+            // The hourly request budget refills every 12 ticks (a minute), as a reset would.
+            if tick.is_multiple_of(12) {
+                f.digitalocean_requests_left = 5000;
+            }
+            // A Supabase project restarting a service now and then.
+            let realtime = if rng.random_bool(0.05) {
+                "COMING_UP"
+            } else {
+                "ACTIVE_HEALTHY"
+            };
+            if let Some(s) = f.supabase_services.iter_mut().find(|s| s.0 == "realtime") {
+                s.1 = realtime.into();
+            }
+        });
+        // Retell is flaky: a failing spell of a tick or two, about one tick in eight.
+        let retell = if rng.random_bool(0.125) {
+            Behaviour::Failing
+        } else {
+            Behaviour::Normal
+        };
+        fake.set(Provider::Retell, retell);
+        // OpenAI rate-limits the demo for a minute every ten.
+        let openai = if tick % 120 < 12 {
+            Behaviour::RateLimited
+        } else {
+            Behaviour::Normal
+        };
+        fake.set(Provider::OpenAi, openai);
+    }
+}
