@@ -147,9 +147,10 @@ async fn main() {
         .await
         .expect("grid loads");
     println!(
-        "grid load (the scheduler's start): {:.0} ms for {} rows",
+        "grid load (the scheduler's start): {:.0} ms for {} rows; resident memory now {:.0} MB",
         loading.elapsed().as_secs_f64() * 1000.0,
-        grid.rows(now_ms(), None).len()
+        grid.rows(now_ms(), None).len(),
+        rss_mb()
     );
     drop(grid);
 
@@ -186,6 +187,7 @@ async fn main() {
     let warm = Duration::from_secs(interval as u64 + 2);
     println!("warming up for {} s …", warm.as_secs());
     tokio::time::sleep(warm).await;
+    println!("resident memory after the warm-up: {:.0} MB", rss_mb());
     let _ = state.health.drift.take();
     let served_before = served.load(Ordering::Relaxed);
     let started = Instant::now();

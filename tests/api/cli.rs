@@ -394,6 +394,41 @@ async fn demo_prints_a_working_login() {
         "paying demo customers are listed"
     );
 
+    // The simulated providers are checked through the real provider checks: most monitors
+    // have a verdict within a minute or so (first checks spread over 15-60 s intervals), and
+    // the ElevenLabs one shows its character quota.
+    let mut grid = serde_json::Value::Null;
+    let checked = |g: &serde_json::Value| {
+        g["integrations"].as_array().map_or(0, |rows| {
+            rows.iter().filter(|r| r["state"] != "unknown").count()
+        })
+    };
+    for _ in 0..180 {
+        grid = client
+            .get(format!("{base}/api/v1/integrations"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        if checked(&grid) >= 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(checked(&grid) >= 10, "demo monitors checked: {grid}");
+    let rows = grid["integrations"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 13, "a monitor per simulated provider and Stripe");
+    let eleven = rows.iter().find(|r| r["kind"] == "elevenlabs").expect("elevenlabs");
+    if eleven["state"] != "unknown" {
+        assert_eq!(eleven["quota"]["name"], "characters", "{eleven}");
+    }
+    assert!(
+        rows.iter().any(|r| r["state"] == "up"),
+        "providers answer: {grid}"
+    );
+
     assert!(sigterm_and_wait(&mut child).success());
     assert!(
         !data_dir.exists(),
