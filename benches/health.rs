@@ -12,8 +12,10 @@
 mod common;
 
 use std::sync::Arc;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use common::*;
 use opsdeck::access::audit::Actor;
@@ -23,6 +25,62 @@ use opsdeck::config::Config;
 use opsdeck::health::monitor::MonitorSpec;
 use opsdeck::store::now_ms;
 use tokio_util::sync::CancellationToken;
+
+/// The checked server runs in a child process (this binary again, with BENCH_TARGET_CHILD
+/// set), so the resident memory measured is opsdeck's alone; the child prints its address and
+/// then, on each line read from stdin, how many requests it has served.
+async fn target_child() {
+    let (url, served) = target().await;
+    println!("{url}");
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(_)) = lines.next_line().await {
+        println!("{}", served.load(Ordering::Relaxed));
+    }
+}
+
+/// The target in its child process: its URL, and a way to ask how many requests it served.
+struct Target {
+    url: String,
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Target {
+    async fn spawn() -> Self {
+        let mut child = tokio::process::Command::new(std::env::current_exe().expect("self"))
+            .env("BENCH_TARGET_CHILD", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("target process");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let url = stdout
+            .next_line()
+            .await
+            .expect("target address")
+            .expect("target address");
+        Target {
+            url,
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    async fn served(&mut self) -> u64 {
+        self.stdin.write_all(b"?\n").await.expect("ask target");
+        self.stdout
+            .next_line()
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0)
+    }
+}
 
 /// The checked server: a small JSON answer, like a health endpoint.
 async fn target() -> (String, Arc<AtomicU64>) {
@@ -96,6 +154,10 @@ async fn history(store: &opsdeck::store::Store, postgres: bool, days: i64, now: 
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    if std::env::var_os("BENCH_TARGET_CHILD").is_some() {
+        target_child().await;
+        return;
+    }
     let monitors = env_usize("BENCH_MONITORS", 10_000).max(1);
     let interval = env_usize("BENCH_INTERVAL", 10).max(1);
     let seconds = env_usize("BENCH_SECONDS", 60).clamp(5, 600) as u64;
@@ -105,7 +167,8 @@ async fn main() {
         .ok()
         .filter(|u| !u.is_empty());
 
-    let (url, served) = target().await;
+    let mut target = Target::spawn().await;
+    let url = target.url.clone();
     let temp = tempfile::tempdir().expect("temp dir");
     let mut config = Config::defaults();
     config.server.data_dir = temp.path().to_path_buf();
@@ -189,12 +252,12 @@ async fn main() {
     tokio::time::sleep(warm).await;
     println!("resident memory after the warm-up: {:.0} MB", rss_mb());
     let _ = state.health.drift.take();
-    let served_before = served.load(Ordering::Relaxed);
+    let served_before = target.served().await;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let elapsed = started.elapsed().as_secs_f64();
     let (checks, p50, p99, max) = state.health.drift.take();
-    let served_in = served.load(Ordering::Relaxed) - served_before;
+    let served_in = target.served().await.saturating_sub(served_before);
     let due = monitors as f64 / interval as f64;
     println!(
         "checks: {:.0}/s recorded ({:.0}/s served by the target) over {elapsed:.0} s; due {due:.0}/s \
@@ -210,7 +273,7 @@ async fn main() {
         max.as_secs_f64() * 1000.0
     );
     println!(
-        "peak resident memory: {:.0} MB (the whole process: server, scheduler, target server)",
+        "peak resident memory: {:.0} MB (opsdeck's process: server, scheduler, store; the target runs apart)",
         peak.load(Ordering::Relaxed) as f64 / 10.0
     );
 
@@ -240,4 +303,5 @@ async fn main() {
     cancel.cancel();
     let _ = sampler.await;
     let _ = server.await;
+    let _ = target.child.kill().await;
 }

@@ -82,7 +82,10 @@ pub struct App {
 impl App {
     /// Opens the store named by the config, applies migrations and loads the master key
     /// (`master_key_env` is the value of `OPSDECK_MASTER_KEY`, if set).
-    pub async fn build(config: Config, master_key_env: Option<&str>) -> Result<Self, StartError> {
+    pub async fn build(
+        mut config: Config,
+        master_key_env: Option<&str>,
+    ) -> Result<Self, StartError> {
         let store = open_store(&config).await?;
         store.migrate().await?;
         let master_key = MasterKey::load_or_create(master_key_env, &config.master_key_path())
@@ -96,6 +99,9 @@ impl App {
         crate::health::store::sync_config(&store, &master_key, &config.monitors)
             .await
             .map_err(|e| StartError::Monitors(e.to_string()))?;
+        // Stored now, and read from the store from here on: at 10,000 monitors the definitions
+        // are megabytes the running server has no use for.
+        config.monitors = Vec::new();
         let prices = PriceBook::load(&store).await?;
         let quota_watch: Arc<quota::Watch> = Arc::default();
         let revenue = crate::revenue::service::Revenue::new(&config.stripe, quota_watch.clone())

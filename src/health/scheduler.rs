@@ -289,8 +289,17 @@ impl DriftStats {
 /// definition are dropped when they come due.
 struct Scheduled {
     monitor: Arc<Monitor>,
-    spec: super::monitor::MonitorSpec,
+    /// A hash of the definition, to tell an edit from a reload that changed nothing without
+    /// keeping a second copy of every definition.
+    definition: u64,
     generation: u64,
+}
+
+fn definition_hash(spec: &super::monitor::MonitorSpec) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(spec).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 /// The scheduler's view of the stored monitors, rebuilt on every reload.
@@ -328,8 +337,9 @@ impl Plan {
         let now = Instant::now();
         let mut next = HashMap::with_capacity(stored.len());
         for m in stored.into_iter().filter(|m| !m.paused) {
+            let definition = definition_hash(&m.spec);
             let entry = match self.scheduled.remove(&m.id) {
-                Some(old) if old.spec == m.spec => old,
+                Some(old) if old.definition == definition => old,
                 _ => {
                     self.generations += 1;
                     let offset = rand::rng().random_range(
@@ -343,7 +353,7 @@ impl Plan {
                     )));
                     Scheduled {
                         monitor: Arc::new(m.monitor),
-                        spec: m.spec,
+                        definition,
                         generation: self.generations,
                     }
                 }
