@@ -246,7 +246,26 @@ async fn main() {
         })
     };
 
-    // One whole interval first: every monitor's first slot is spread over it.
+    // The scheduler starts once it has loaded the grid; then one whole interval, over which
+    // every monitor's first slot is spread, before measuring.
+    let loading = Instant::now();
+    for _ in 0..600 {
+        let scheduled = state
+            .health
+            .rows(&store, Some(1))
+            .await
+            .ok()
+            .and_then(|rows| rows.first().map(|r| r.interval_secs > 0.0))
+            .unwrap_or(false);
+        if scheduled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "scheduler started {:.1} s after the server",
+        loading.elapsed().as_secs_f64()
+    );
     let warm = Duration::from_secs(interval as u64 + 2);
     println!("warming up for {} s …", warm.as_secs());
     tokio::time::sleep(warm).await;
