@@ -86,31 +86,7 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
             },
         ));
     }
-    let s = state.clone();
-    let stop = cancel.clone();
-    tracker.spawn(async move {
-        // The scheduler runs until cancelled; a failure to start (the store unreadable) is
-        // retried after a pause rather than leaving health unwatched.
-        loop {
-            let run = crate::health::scheduler::run(
-                s.store.clone(),
-                s.master_key.clone(),
-                s.config.health.concurrency,
-                s.health.clone(),
-                stop.clone(),
-            );
-            match run.await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "health scheduler could not start; retrying in 30 s")
-                }
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-            }
-        }
-    });
+    tracker.spawn(health_scheduler(state.clone(), cancel.clone()));
     let s = state.clone();
     tracker.spawn(run_until_stopped(
         "retention",
@@ -238,4 +214,82 @@ pub async fn quota(state: &AppState) -> Result<Outcome, String> {
         tracing::info!(changes, "quota states changed");
     }
     Ok(Outcome::Idle)
+}
+
+/// Takes or renews the health scheduler's lease; a store error counts as not holding it.
+async fn take(s: &AppState, holder: &str) -> bool {
+    let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(30_000);
+    crate::store::lease::acquire(&s.store, HEALTH_LEASE, holder, ttl, crate::store::now_ms())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not take or renew the health scheduler's lease");
+            false
+        })
+}
+
+/// Lease on the health scheduler, and how long it lasts without renewal.
+const HEALTH_LEASE: &str = "health-scheduler";
+const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Runs the health scheduler while this instance holds its lease: with several instances on
+/// one database, one checks the monitors and the others stand by, taking over within the
+/// lease's 30 s once the holder stops renewing. A failure to start (the store unreadable) is
+/// retried after a pause rather than leaving health unwatched.
+async fn health_scheduler(s: AppState, stop: CancellationToken) {
+    let holder = uuid::Uuid::new_v4().to_string();
+    let mut standing_by = false;
+    loop {
+        if !take(&s, &holder).await {
+            if !standing_by {
+                tracing::info!("another instance runs the health scheduler; standing by");
+                standing_by = true;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(LEASE_TTL / 3) => continue,
+            }
+        }
+        standing_by = false;
+        // Renewed every 10 s; a renewal that fails stops this run, so two instances never
+        // check at once for longer than the renewal interval.
+        let run_stop = stop.child_token();
+        let renew = {
+            let (s, holder, run_stop) = (s.clone(), holder.clone(), run_stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = run_stop.cancelled() => return,
+                        _ = tokio::time::sleep(LEASE_TTL / 3) => {}
+                    }
+                    if !take(&s, &holder).await {
+                        tracing::warn!("lost the health scheduler's lease; stopping checks here");
+                        run_stop.cancel();
+                        return;
+                    }
+                }
+            })
+        };
+        let run = crate::health::scheduler::run(
+            s.store.clone(),
+            s.master_key.clone(),
+            s.config.health.concurrency,
+            s.health.clone(),
+            run_stop.clone(),
+        )
+        .await;
+        run_stop.cancel();
+        let _ = renew.await;
+        if let Err(e) = run {
+            tracing::warn!(error = %e, "health scheduler could not start; retrying in 30 s");
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+        }
+        if stop.is_cancelled() {
+            // Handed over at once rather than when the lease runs out.
+            let _ = crate::store::lease::release(&s.store, HEALTH_LEASE, &holder).await;
+            return;
+        }
+    }
 }

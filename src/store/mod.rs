@@ -12,6 +12,7 @@
 
 mod backup;
 mod direct;
+pub mod lease;
 mod migrate;
 
 use std::path::Path;

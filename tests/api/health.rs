@@ -930,3 +930,87 @@ async fn provider_readings_and_forecast_sqlite() {
 async fn provider_readings_and_forecast_postgres() {
     provider_readings_and_forecast(Backend::Postgres).await;
 }
+
+/// The health scheduler runs under a lease: the running server holds it, a second instance
+/// cannot take it while it is renewed, and can once it lapses or is given up by its holder
+/// (and only by its holder).
+async fn scheduler_lease(backend: Backend) {
+    use opsdeck::store::lease;
+    let Some(app) = spawn_app_with(backend, |_| {}).await else {
+        return;
+    };
+    let store = &app.state.store;
+    let mut held = None;
+    for _ in 0..100 {
+        held = store
+            .fetch_optional::<(String, i64)>(
+                "SELECT holder, expires_at FROM leases WHERE name = 'health-scheduler'",
+                opsdeck::args![],
+            )
+            .await
+            .unwrap();
+        if held.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (server, expires) = held.expect("the running server holds the scheduler's lease");
+    assert!(expires > now_ms(), "unexpired");
+    let now = now_ms();
+    assert!(
+        !lease::acquire(store, "health-scheduler", "other", 30_000, now)
+            .await
+            .unwrap()
+    );
+    // Renewal by the holder works; another takes over only after expiry.
+    assert!(
+        lease::acquire(store, "test-lease", "a", 1_000, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        lease::acquire(store, "test-lease", "a", 1_000, now + 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !lease::acquire(store, "test-lease", "b", 1_000, now + 1_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        lease::acquire(store, "test-lease", "b", 1_000, now + 1_500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !lease::acquire(store, "test-lease", "a", 1_000, now + 1_600)
+            .await
+            .unwrap()
+    );
+    lease::release(store, "test-lease", "a").await.unwrap();
+    assert!(
+        !lease::acquire(store, "test-lease", "a", 1_000, now + 1_700)
+            .await
+            .unwrap(),
+        "not a's to give up"
+    );
+    lease::release(store, "test-lease", "b").await.unwrap();
+    assert!(
+        lease::acquire(store, "test-lease", "a", 1_000, now + 1_800)
+            .await
+            .unwrap()
+    );
+    assert!(!server.is_empty());
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_lease_sqlite() {
+    scheduler_lease(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_lease_postgres() {
+    scheduler_lease(Backend::Postgres).await;
+}
