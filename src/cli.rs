@@ -310,8 +310,14 @@ async fn check(config: Config, name: Option<String>) -> anyhow::Result<()> {
         .max()
         .unwrap_or(4)
         .max(4);
+    let kind_width = results
+        .iter()
+        .map(|(m, _)| m.kind.as_str().len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     println!(
-        "{:<width$}  {:<6}  {:<8}  {:>10}  DETAIL",
+        "{:<width$}  {:<kind_width$}  {:<8}  {:>10}  DETAIL",
         "NAME", "KIND", "STATE", "LATENCY"
     );
     let mut down = 0;
@@ -320,7 +326,7 @@ async fn check(config: Config, name: Option<String>) -> anyhow::Result<()> {
             down += 1;
         }
         println!(
-            "{:<width$}  {:<6}  {:<8}  {:>8.1}ms  {}",
+            "{:<width$}  {:<kind_width$}  {:<8}  {:>8.1}ms  {}",
             m.name,
             m.kind.as_str(),
             r.verdict.as_str(),
