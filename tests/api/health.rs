@@ -205,28 +205,6 @@ async fn monitors_and_results_postgres() {
     monitors_and_results(Backend::Postgres).await;
 }
 
-/// A peer whose status code a test switches.
-async fn switchable_peer() -> (String, std::sync::Arc<std::sync::atomic::AtomicU16>) {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    let status = std::sync::Arc::new(AtomicU16::new(200));
-    let s = status.clone();
-    let app = axum::Router::new().route(
-        "/health",
-        axum::routing::get(move || {
-            let s = s.clone();
-            async move {
-                let code = axum::http::StatusCode::from_u16(s.load(Ordering::Relaxed))
-                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-                (code, "{\"status\":\"ok\"}")
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/health"), status)
-}
-
 async fn state_of(app: &crate::helpers::TestApp, name: &str) -> Option<(String, i64)> {
     app.state
         .store
@@ -242,7 +220,7 @@ async fn state_of(app: &crate::helpers::TestApp, name: &str) -> Option<(String, 
 /// The running server checks each monitor on its interval and moves its state only once the
 /// threshold is met.
 async fn scheduled_checks_move_the_state(backend: Backend) {
-    let (url, answer) = switchable_peer().await;
+    let (url, answer) = crate::helpers::switchable_peer().await;
     let mut web = spec("web", "http", &url);
     web.interval = Some("1s".into());
     web.failure_threshold = Some(2);
@@ -443,7 +421,7 @@ async fn scheduled_checks_move_the_state_postgres() {
 
 /// During a maintenance window checks run and are recorded, but the state does not move.
 async fn maintenance_holds_the_state(backend: Backend) {
-    let (url, answer) = switchable_peer().await;
+    let (url, answer) = crate::helpers::switchable_peer().await;
     answer.store(503, std::sync::atomic::Ordering::Relaxed);
     let mut web = spec("web", "http", &url);
     web.interval = Some("1s".into());
@@ -527,7 +505,7 @@ async fn results_of(app: &crate::helpers::TestApp, id: i64) -> i64 {
 async fn monitors_through_the_api(backend: Backend) {
     use reqwest::{Method, StatusCode};
     use serde_json::json;
-    let (url, _answer) = switchable_peer().await;
+    let (url, _answer) = crate::helpers::switchable_peer().await;
     let mut configured = spec("cfg", "tcp", "127.0.0.1:9");
     configured.interval = Some("24h".into());
     let Some(app) = spawn_app_with(backend, move |c| c.monitors = vec![configured]).await else {

@@ -353,3 +353,26 @@ pub async fn error_body(
     );
     body
 }
+
+/// A local HTTP peer at `/health` answering `{"status":"ok"}` with the status code the test
+/// stores in the returned cell (200 at first).
+pub async fn switchable_peer() -> (String, std::sync::Arc<std::sync::atomic::AtomicU16>) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let status = std::sync::Arc::new(AtomicU16::new(200));
+    let s = status.clone();
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let s = s.clone();
+            async move {
+                let code = axum::http::StatusCode::from_u16(s.load(Ordering::Relaxed))
+                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                (code, "{\"status\":\"ok\"}")
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/health"), status)
+}

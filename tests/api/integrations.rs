@@ -3,7 +3,6 @@
 //! delete) with config monitors read-only, viewers and forged forms refused, the error log,
 //! and the Webhooks tab's Stripe receipts.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use opsdeck::access::Role;
@@ -14,27 +13,6 @@ use reqwest::StatusCode;
 
 use crate::dual_test;
 use crate::helpers::*;
-
-/// A peer whose status code the test switches.
-async fn peer() -> (String, Arc<AtomicU16>) {
-    let status = Arc::new(AtomicU16::new(200));
-    let s = status.clone();
-    let app = axum::Router::new().route(
-        "/health",
-        axum::routing::get(move || {
-            let s = s.clone();
-            async move {
-                let code = axum::http::StatusCode::from_u16(s.load(Ordering::Relaxed))
-                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-                (code, "{\"status\":\"ok\"}")
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/health"), status)
-}
 
 /// A local port nothing listens on.
 async fn closed_port() -> String {
@@ -137,7 +115,7 @@ fn add_form<'a>(csrf: &'a str, name: &'a str, target: &'a str) -> Vec<(&'a str, 
 
 async fn grid_and_forms(app: &TestApp) {
     scheduler_ready(app).await;
-    let (url, answer) = peer().await;
+    let (url, answer) = switchable_peer().await;
     let admin = browser();
     let csrf = sign_in_admin(app, &admin).await;
 
@@ -439,7 +417,7 @@ mod grid_and_forms_case {
 /// script polls.
 async fn viewers_and_forged_forms(app: &TestApp) {
     scheduler_ready(app).await;
-    let (url, _answer) = peer().await;
+    let (url, _answer) = switchable_peer().await;
     let key = app.key("ops", &["admin"]).await;
     let res = app
         .call(
@@ -614,7 +592,7 @@ async fn chromium_sees_a_badge_go_down_live() {
         eprintln!("\n*** SKIPPED browser test: {CHROMIUM} is not installed. ***\n");
         return;
     }
-    let (url, answer) = peer().await;
+    let (url, answer) = switchable_peer().await;
     let web = MonitorSpec {
         name: "web".into(),
         kind: "http".into(),
