@@ -303,7 +303,9 @@ async fn check(config: Config, name: Option<String>) -> anyhow::Result<()> {
         println!("no monitors are configured ([[monitors]] in the config file)");
         return Ok(());
     }
-    let results = crate::health::check_all(&monitors, name.as_deref(), 16).await;
+    // Without the store, token kinds use the access tokens as the config file gives them.
+    let tokens = crate::tokens::Vault::from_config(&config.credentials, crate::store::now_ms());
+    let results = crate::health::check_all(&monitors, name.as_deref(), 16, &tokens).await;
     let width = results
         .iter()
         .map(|(m, _)| m.name.len())

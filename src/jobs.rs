@@ -113,6 +113,16 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
     });
     let s = state.clone();
     tracker.spawn(run_until_stopped(
+        "tokens",
+        Duration::from_secs(60),
+        cancel.clone(),
+        move || {
+            let s = s.clone();
+            async move { tokens(&s).await }
+        },
+    ));
+    let s = state.clone();
+    tracker.spawn(run_until_stopped(
         "retention",
         Duration::from_secs(60),
         cancel,
@@ -238,4 +248,18 @@ pub async fn quota(state: &AppState) -> Result<Outcome, String> {
         tracing::info!(changes, "quota states changed");
     }
     Ok(Outcome::Idle)
+}
+
+/// One tokens step: refreshes the OAuth credentials that are due, logs expiry warnings once
+/// per expiry and reloads the health checks' vault.
+pub async fn tokens(state: &AppState) -> Result<Outcome, String> {
+    crate::tokens::job::refresh_due(
+        &state.store,
+        &state.master_key,
+        &state.tokens,
+        crate::store::now_ms(),
+    )
+    .await
+    .map(|_| Outcome::Idle)
+    .map_err(|e| e.to_string())
 }
