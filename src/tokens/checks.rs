@@ -157,7 +157,9 @@ pub(crate) async fn probe(
             if let Some(left) = number("expires_in") {
                 readings.push(("expires_in_seconds".into(), left));
             }
+            // A self-renewing token's hourly expiry is no warning; an access-only one's is.
             if expiry.is_none()
+                && !live.renews
                 && let Some(exp) = number("exp")
             {
                 expiry = Some(exp as i64 * 1000);

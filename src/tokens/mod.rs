@@ -176,6 +176,8 @@ pub struct Live {
     pub state: TokenState,
     pub effective_expiry: Option<i64>,
     pub warn_before_ms: i64,
+    /// The access token renews through a refresh token, so its own expiry is no warning.
+    pub renews: bool,
 }
 
 /// The current access tokens by credential name, for the health checks. Cheap to read; filled
@@ -224,6 +226,7 @@ impl Vault {
                         state: derive_state(STORED_OK, eff, c.warn_before_ms, now),
                         effective_expiry: eff,
                         warn_before_ms: c.warn_before_ms,
+                        renews,
                     },
                 );
             }

@@ -429,6 +429,7 @@ pub async fn reload_vault(store: &Store, key: &MasterKey, vault: &Vault) -> Resu
                 state: p.state_at(now),
                 effective_expiry: p.effective_expiry(),
                 warn_before_ms: p.warn_before_ms,
+                renews: p.renews != 0,
             };
             (p.name, live)
         })
