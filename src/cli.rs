@@ -407,6 +407,9 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     let providers = crate::simulators::providers_demo::ProvidersDemo::start(&mut config)
         .await
         .context("starting the demo providers")?;
+    let _oauth = crate::simulators::oauth::configure_demo(&mut config)
+        .await
+        .context("starting the demo OAuth providers")?;
     let listener = bind(&listen).await?;
     let app = App::build(config, None).await?;
     let users::Bootstrap::Generated { email, password } =

@@ -220,19 +220,20 @@ async fn google_token(State(f): State<FakeOauth>, headers: HeaderMap, body: Byte
             "Backend Error",
         );
     }
-    let form: HashMap<String, String> = reqwest::Url::parse(&format!(
-        "http://fake/?{}",
-        String::from_utf8_lossy(&body)
-    ))
-    .map(|u| u.query_pairs().into_owned().collect())
-    .unwrap_or_default();
+    let form: HashMap<String, String> =
+        reqwest::Url::parse(&format!("http://fake/?{}", String::from_utf8_lossy(&body)))
+            .map(|u| u.query_pairs().into_owned().collect())
+            .unwrap_or_default();
     let basic = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|t| t.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())));
+        .and_then(|t| {
+            t.split_once(':')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        });
     let client = basic.or_else(|| {
         Some((
             form.get("client_id")?.clone(),
@@ -346,8 +347,10 @@ async fn meta_exchange(State(f): State<FakeOauth>, RawQuery(raw): RawQuery) -> R
         );
     }
     let (token, _) = f.issue("EAAGfake", META_EXPIRES_IN);
-    axum::Json(json!({"access_token": token, "token_type": "bearer", "expires_in": META_EXPIRES_IN}))
-        .into_response()
+    axum::Json(
+        json!({"access_token": token, "token_type": "bearer", "expires_in": META_EXPIRES_IN}),
+    )
+    .into_response()
 }
 
 /// `GET /v25.0/debug_token?input_token=…&access_token={app-id}|{app-secret}`.
@@ -408,7 +411,11 @@ async fn meta_me(
         .or_else(|| query(&raw).get("access_token").cloned())
         .unwrap_or_default();
     if f.valid_access(&token).is_none() {
-        return graph_error(190, Some(463), "Error validating access token: Session has expired.");
+        return graph_error(
+            190,
+            Some(463),
+            "Error validating access token: Session has expired.",
+        );
     }
     let mut res =
         axum::Json(json!({"id": "10229485729384756", "name": "Ops Example"})).into_response();
@@ -418,4 +425,99 @@ async fn meta_me(
         }
     }
     res
+}
+
+/// `opsdeck demo`'s OAuth providers: serves the fake and adds to `config` a Google credential
+/// whose access token is about to expire (the refresh job renews it at once, through the real
+/// refresh-token grant), a Meta credential exchanged for a long-lived token, and an access-only
+/// credential five hours from expiry, which the Token Status tab and the grid show as expiring;
+/// plus a token monitor on each.
+pub async fn configure_demo(config: &mut crate::config::Config) -> std::io::Result<FakeOauth> {
+    use crate::health::monitor::{MonitorSpec, Secret};
+    use crate::tokens::CredentialSpec;
+    const CLIENT_ID: &str = "482915-demo.apps.googleusercontent.com";
+    const CLIENT_SECRET: &str = "GOCSPX-demo-secret";
+    const APP_ID: &str = "1020304050";
+    const APP_SECRET: &str = "demo-meta-app-secret";
+    let fake = FakeOauth::new(CLIENT_ID, CLIENT_SECRET, APP_ID, APP_SECRET);
+    let (base, _server) = fake.start().await?;
+    let now = unix_now();
+    fake.add_refresh_token("1//demo-refresh-token");
+    fake.add_access_token("ya29.demo-initial", now + 300);
+    fake.add_access_token("ya29.demo-legacy", now + 5 * 3600);
+    fake.add_access_token("EAAdemo-short-lived", now + 3600);
+    let at = |secs: i64| crate::usage::quota::rfc3339((now + secs) * 1000);
+    let secret = |s: &str| Some(Secret(s.into()));
+    config.credentials.extend([
+        CredentialSpec {
+            name: "google-workspace".into(),
+            provider: "google".into(),
+            token_url: Some(format!("{base}/token")),
+            client_id: CLIENT_ID.into(),
+            client_secret: secret(CLIENT_SECRET),
+            access_token: secret("ya29.demo-initial"),
+            refresh_token: secret("1//demo-refresh-token"),
+            expires_at: Some(at(300)),
+            scopes: vec!["https://www.googleapis.com/auth/calendar.readonly".into()],
+            owner: Some("ops@demo.opsdeck.dev".into()),
+            ..Default::default()
+        },
+        CredentialSpec {
+            name: "legacy-reporting".into(),
+            provider: "google".into(),
+            token_url: Some(format!("{base}/token")),
+            access_token: secret("ya29.demo-legacy"),
+            expires_at: Some(at(5 * 3600)),
+            owner: Some("finance@demo.opsdeck.dev".into()),
+            ..Default::default()
+        },
+        CredentialSpec {
+            name: "facebook-ads".into(),
+            provider: "meta".into(),
+            token_url: Some(format!("{base}/v25.0/oauth/access_token")),
+            client_id: APP_ID.into(),
+            client_secret: secret(APP_SECRET),
+            access_token: secret("EAAdemo-short-lived"),
+            scopes: vec!["ads_read".into()],
+            owner: Some("growth@demo.opsdeck.dev".into()),
+            warn_before: Some("3d".into()),
+            ..Default::default()
+        },
+    ]);
+    let monitor = |name: &str, kind: &str, target: String, credential: &str| MonitorSpec {
+        name: name.into(),
+        kind: kind.into(),
+        target,
+        credential: Some(credential.into()),
+        interval: Some("30s".into()),
+        timeout: Some("5s".into()),
+        ..Default::default()
+    };
+    config.monitors.extend([
+        monitor(
+            "Google sign-in",
+            "google_oauth",
+            base.clone(),
+            "google-workspace",
+        ),
+        monitor(
+            "Google Calendar",
+            "google_calendar",
+            base.clone(),
+            "google-workspace",
+        ),
+        monitor(
+            "Legacy reporting (Google)",
+            "google_oauth",
+            base.clone(),
+            "legacy-reporting",
+        ),
+        monitor(
+            "Facebook Ads",
+            "meta",
+            format!("{base}/v25.0"),
+            "facebook-ads",
+        ),
+    ]);
+    Ok(fake)
 }

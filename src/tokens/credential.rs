@@ -289,9 +289,12 @@ impl CredentialSpec {
         let expires_at = match self.expires_at.as_deref() {
             None => None,
             Some(t) => Some(
-                time::OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339)
-                    .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-                    .map_err(|_| invalid("expires_at", format!("{t:?} is not an RFC 3339 time")))?,
+                time::OffsetDateTime::parse(
+                    t.trim(),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                .map_err(|_| invalid("expires_at", format!("{t:?} is not an RFC 3339 time")))?,
             ),
         };
         let mut scopes = Vec::with_capacity(self.scopes.len());

@@ -75,7 +75,8 @@ pub async fn refresh_due(
     }
     for p in store::plain(store).await? {
         let state = p.state_at(now);
-        if let (TokenState::Expiring | TokenState::Expired, Some(at)) = (state, p.effective_expiry())
+        if let (TokenState::Expiring | TokenState::Expired, Some(at)) =
+            (state, p.effective_expiry())
             && p.warned_for != Some(at)
         {
             tracing::warn!(

@@ -265,9 +265,16 @@ pub async fn debug_token(
         .as_ref()
         .and_then(|j| j.get("data"))
         .ok_or_else(|| Failure::Failed("the debug_token answer has no data".into()))?;
-    let when = |field: &str| seconds(data.get(field)).filter(|s| *s > 0).map(|s| s * 1000);
+    let when = |field: &str| {
+        seconds(data.get(field))
+            .filter(|s| *s > 0)
+            .map(|s| s * 1000)
+    };
     Ok(Debugged {
-        is_valid: data.get("is_valid").and_then(Value::as_bool).unwrap_or(false),
+        is_valid: data
+            .get("is_valid")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         expires_at: when("expires_at"),
         data_access_expires_at: when("data_access_expires_at"),
         scopes: data
@@ -346,7 +353,9 @@ mod tests {
     fn invalid_grant_and_code_190_are_terminal_and_the_rest_is_not() {
         let f = oauth_error(
             400,
-            Some(&json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."})),
+            Some(
+                &json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."}),
+            ),
         );
         assert_eq!(
             f,
@@ -359,11 +368,21 @@ mod tests {
         assert!(matches!(oauth_error(503, None), Failure::Failed(_)));
         let f = graph_error(
             400,
-            Some(&json!({"error": {"message": "Error validating access token: Session has expired", "type": "OAuthException", "code": 190, "error_subcode": 463, "fbtrace_id": "A1"}})),
+            Some(
+                &json!({"error": {"message": "Error validating access token: Session has expired", "type": "OAuthException", "code": 190, "error_subcode": 463, "fbtrace_id": "A1"}}),
+            ),
         );
-        assert!(matches!(f, Failure::Terminal(ref t) if t.contains("190") && t.contains("Session has expired")), "{f:?}");
+        assert!(
+            matches!(f, Failure::Terminal(ref t) if t.contains("190") && t.contains("Session has expired")),
+            "{f:?}"
+        );
         assert!(matches!(
-            graph_error(400, Some(&json!({"error": {"message": "Application request limit reached", "code": 4}}))),
+            graph_error(
+                400,
+                Some(
+                    &json!({"error": {"message": "Application request limit reached", "code": 4}})
+                )
+            ),
             Failure::Failed(_)
         ));
     }
@@ -376,9 +395,6 @@ mod tests {
         );
         assert_eq!(seconds(Some(&json!("3599"))), Some(3599));
         assert_eq!(seconds(Some(&json!(3599))), Some(3599));
-        assert_eq!(
-            encode_form(&[("a b", "1/2&3")]),
-            "a%20b=1%2F2%263"
-        );
+        assert_eq!(encode_form(&[("a b", "1/2&3")]), "a%20b=1%2F2%263");
     }
 }

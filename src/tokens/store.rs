@@ -131,7 +131,9 @@ fn seal(key: &MasterKey, name: &str, secrets: &Secrets) -> Result<(Vec<u8>, Vec<
 fn open(key: &MasterKey, name: &str, nonce: &[u8], sealed: &[u8]) -> Result<Secrets> {
     let plain = key.open(&seal_name(name), nonce, sealed)?;
     serde_json::from_slice(plain.expose()).map_err(|_| {
-        TokensError::Internal(format!("credential {name:?}: its sealed secrets are unreadable"))
+        TokensError::Internal(format!(
+            "credential {name:?}: its sealed secrets are unreadable"
+        ))
     })
 }
 
@@ -341,7 +343,8 @@ pub async fn delete(store: &Store, name: &str, actor: &Actor) -> Result<()> {
             args![name],
         )
         .await?;
-    let (id, source) = row.ok_or_else(|| TokensError::NotFound(format!("no credential {name:?}")))?;
+    let (id, source) =
+        row.ok_or_else(|| TokensError::NotFound(format!("no credential {name:?}")))?;
     if source == "config" {
         return Err(TokensError::Conflict(format!(
             "credential {name:?} is declared in the config file; change it there"
@@ -461,6 +464,7 @@ pub struct Renewed {
 }
 
 /// Stores new tokens (sealed), clears failures and logs the attempt, in one transaction.
+#[allow(clippy::too_many_arguments)]
 pub async fn record_success(
     store: &Store,
     key: &MasterKey,
@@ -492,7 +496,15 @@ pub async fn record_success(
          data_access_expires_at = $5, obtained_at = $6, scopes = $7, state = 'ok', \
          last_error = NULL, failures = 0, next_attempt_at = NULL, last_refresh_at = $6, \
          last_outcome = 'refreshed', lease_until = NULL, updated_at = $6 WHERE id = $1",
-        args![p.id, nonce, sealed, new.expires_at, data_access, now, scopes],
+        args![
+            p.id,
+            nonce,
+            sealed,
+            new.expires_at,
+            data_access,
+            now,
+            scopes
+        ],
     )
     .await?;
     log_in(
@@ -609,7 +621,10 @@ pub fn refreshable(p: &Plain, s: &Secrets) -> std::result::Result<(), super::Inv
                 return Err(invalid("access_token", "is required for the meta exchange"));
             }
             if s.client_secret.is_none() {
-                return Err(invalid("client_secret", "is required for the meta exchange"));
+                return Err(invalid(
+                    "client_secret",
+                    "is required for the meta exchange",
+                ));
             }
             Ok(())
         }

@@ -111,13 +111,21 @@ async fn refresh_success_then_invalid_grant(app: &TestApp) {
     fake.add_refresh_token("1//rt-good");
     let admin = app.key("ops", &["admin"]).await;
     let now = now_ms();
-    let res = create(app, &admin, google("workspace", &base, "1//rt-good", now + 5 * MINUTE)).await;
+    let res = create(
+        app,
+        &admin,
+        google("workspace", &base, "1//rt-good", now + 5 * MINUTE),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let text = res.text().await.unwrap();
     assert_no_secrets(&text, &["1//rt-good", CLIENT_SECRET, "ya29.initial"]);
     let shown: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
-        (shown["has_refresh_token"].as_bool(), shown["state"].as_str()),
+        (
+            shown["has_refresh_token"].as_bool(),
+            shown["state"].as_str()
+        ),
         (Some(true), Some("ok"))
     );
 
@@ -130,7 +138,7 @@ async fn refresh_success_then_invalid_grant(app: &TestApp) {
     let p = plain(app, "workspace").await;
     let expires = p.expires_at.expect("expiry known");
     assert!(
-        (now + 3590_000..=now_ms() + 3600_000).contains(&expires),
+        (now + 3_590_000..=now_ms() + 3_600_000).contains(&expires),
         "{expires} vs {now}"
     );
     let s = secrets(app, "workspace").await;
@@ -148,7 +156,11 @@ async fn refresh_success_then_invalid_grant(app: &TestApp) {
         "tokens are stored sealed"
     );
     assert_eq!(
-        count(app, "SELECT COUNT(*) FROM token_refresh_log WHERE outcome = 'refreshed'").await,
+        count(
+            app,
+            "SELECT COUNT(*) FROM token_refresh_log WHERE outcome = 'refreshed'"
+        )
+        .await,
         1
     );
     // Not due again until its last ten minutes.
@@ -164,19 +176,28 @@ async fn refresh_success_then_invalid_grant(app: &TestApp) {
     }
     let r = checks::run_with(&monitor("google_oauth", &base, "workspace"), &client, vault).await;
     assert!(
-        r.readings.iter().any(|(n, v)| n == "expires_in_seconds" && *v > 3000.0),
+        r.readings
+            .iter()
+            .any(|(n, v)| n == "expires_in_seconds" && *v > 3000.0),
         "{r:?}"
     );
     // An access token expired at Google (revoked by the user): down, with no token in the reason.
     fake.expire_access_token(&token);
-    let r = checks::run_with(&monitor("google_calendar", &base, "workspace"), &client, vault).await;
+    let r = checks::run_with(
+        &monitor("google_calendar", &base, "workspace"),
+        &client,
+        vault,
+    )
+    .await;
     assert_eq!(r.verdict, Verdict::Down);
     let why = r.error.unwrap_or_default();
     assert!(why.contains("401") && why.contains("workspace"), "{why}");
     assert_no_secrets(&why, &[&token]);
     let r = checks::run_with(&monitor("google_oauth", &base, "nobody"), &client, vault).await;
     assert!(
-        r.error.as_deref().is_some_and(|e| e.contains("no credential named \"nobody\"")),
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.contains("no credential named \"nobody\"")),
         "{r:?}"
     );
 
@@ -189,7 +210,11 @@ async fn refresh_success_then_invalid_grant(app: &TestApp) {
     for later in [expires, expires + HOUR, expires + 48 * HOUR] {
         assert!(run_job(app, later).await.is_empty());
     }
-    assert_eq!(fake.count("POST /token"), 2, "invalid_grant is never retried");
+    assert_eq!(
+        fake.count("POST /token"),
+        2,
+        "invalid_grant is never retried"
+    );
     let status = tokens::status(&app.state.store, now_ms()).await.unwrap();
     assert_eq!(status[0].state, TokenState::ReauthorizationRequired);
     assert!(
@@ -201,12 +226,19 @@ async fn refresh_success_then_invalid_grant(app: &TestApp) {
     );
     let r = checks::run_with(&monitor("google_oauth", &base, "workspace"), &client, vault).await;
     assert!(
-        r.error.as_deref().is_some_and(|e| e.contains("re-authorization")),
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.contains("re-authorization")),
         "{r:?}"
     );
     // A manual refresh skips it too, and the API shows the log without secrets.
     let res = app
-        .call(Method::POST, "/api/v1/tokens/refresh?name=workspace", &admin, None)
+        .call(
+            Method::POST,
+            "/api/v1/tokens/refresh?name=workspace",
+            &admin,
+            None,
+        )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     let body: serde_json::Value = res.json().await.unwrap();
@@ -234,13 +266,21 @@ async fn transient_failures_are_retried_with_backoff(app: &TestApp) {
     fake.add_refresh_token("1//rt-flaky");
     let admin = app.key("ops", &["admin"]).await;
     let now = now_ms();
-    let res = create(app, &admin, google("flaky", &base, "1//rt-flaky", now + 2 * MINUTE)).await;
+    let res = create(
+        app,
+        &admin,
+        google("flaky", &base, "1//rt-flaky", now + 2 * MINUTE),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     fake.set_failing(true);
     let reports = run_job(app, now).await;
     assert_eq!(reports[0].outcome, "failed", "{reports:?}");
     assert!(
-        reports[0].error.as_deref().is_some_and(|e| e.contains("500")),
+        reports[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("500")),
         "{reports:?}"
     );
     let p = plain(app, "flaky").await;
@@ -255,7 +295,10 @@ async fn transient_failures_are_retried_with_backoff(app: &TestApp) {
     assert_eq!(reports[0].outcome, "refreshed", "{reports:?}");
     let p = plain(app, "flaky").await;
     assert_eq!((p.state.as_str(), p.failures), ("ok", 0));
-    assert_eq!(count(app, "SELECT COUNT(*) FROM token_refresh_log").await, 2);
+    assert_eq!(
+        count(app, "SELECT COUNT(*) FROM token_refresh_log").await,
+        2
+    );
 }
 dual_test!(transient_failures_are_retried_with_backoff);
 
@@ -286,7 +329,11 @@ async fn meta_exchange_reads_both_expiries(app: &TestApp) {
     assert!(expires > now + 59 * 24 * HOUR, "{expires}");
     assert_eq!(p.data_access_expires_at, Some(data_access * 1000));
     let s = secrets(app, "ads").await;
-    assert!(s.access_token.as_deref().is_some_and(|t| t.starts_with("EAAGfake")));
+    assert!(
+        s.access_token
+            .as_deref()
+            .is_some_and(|t| t.starts_with("EAAGfake"))
+    );
     // Whichever comes first: data access, inside the 3-day window.
     let status = tokens::status(&app.state.store, now_ms()).await.unwrap();
     assert_eq!(status[0].effective_expiry, Some(data_access * 1000));
@@ -314,7 +361,10 @@ async fn meta_exchange_reads_both_expiries(app: &TestApp) {
     .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let reports = run_job(app, now).await;
-    let stale = reports.iter().find(|r| r.name == "stale").expect("attempted");
+    let stale = reports
+        .iter()
+        .find(|r| r.name == "stale")
+        .expect("attempted");
     assert_eq!(stale.outcome, "invalid_grant", "{reports:?}");
     assert!(
         stale.error.as_deref().is_some_and(|e| e.contains("190")),
@@ -353,7 +403,10 @@ async fn expiry_warnings_at_the_configured_horizon(app: &TestApp) {
     run_job(app, now + HOUR + 1000).await;
     let warned = plain(app, "crm").await.warned_for;
     assert!(warned.is_some());
-    assert_eq!(count(app, "SELECT COUNT(*) FROM token_refresh_log").await, 0);
+    assert_eq!(
+        count(app, "SELECT COUNT(*) FROM token_refresh_log").await,
+        0
+    );
 }
 dual_test!(expiry_warnings_at_the_configured_horizon);
 
@@ -369,7 +422,10 @@ async fn bulk_refresh_is_for_admins(app: &TestApp) {
         json!({"name": "c", "provider": "oauth2", "token_url": "https://auth.example.com/token",
             "access_token": "c-access-token"}),
     ] {
-        assert_eq!(create(app, &admin, body).await.status(), StatusCode::CREATED);
+        assert_eq!(
+            create(app, &admin, body).await.status(),
+            StatusCode::CREATED
+        );
     }
     for (method, path) in [
         (Method::POST, "/api/v1/tokens/refresh"),
@@ -411,7 +467,12 @@ async fn bulk_refresh_is_for_admins(app: &TestApp) {
         .call(Method::DELETE, "/api/v1/tokens/c", &admin, None)
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert!(app.audit_actions().await.iter().any(|a| a == "credential.delete"));
+    assert!(
+        app.audit_actions()
+            .await
+            .iter()
+            .any(|a| a == "credential.delete")
+    );
     assert_eq!(count(app, "SELECT COUNT(*) FROM credentials").await, 2);
 }
 dual_test!(bulk_refresh_is_for_admins);
@@ -436,12 +497,18 @@ async fn bad_input_is_refused_with_the_field_named(app: &TestApp) {
         ),
     ] {
         let res = create(app, &admin, body).await;
-        let err = crate::helpers::error_body(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
+        let err =
+            crate::helpers::error_body(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
         let detail = err["detail"].as_str().unwrap();
         assert!(detail.starts_with(field), "{field}: {detail}");
         assert_no_secrets(detail, &["1//rt-secret-q", CLIENT_SECRET]);
     }
-    let res = create(app, &admin, json!({"name": "x", "provider": "google", "shh": 1})).await;
+    let res = create(
+        app,
+        &admin,
+        json!({"name": "x", "provider": "google", "shh": 1}),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(count(app, "SELECT COUNT(*) FROM credentials").await, 0);
     // Refreshing a credential that has no refresh token names the field and stores nothing.
@@ -453,7 +520,12 @@ async fn bad_input_is_refused_with_the_field_named(app: &TestApp) {
     .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let res = app
-        .call(Method::POST, "/api/v1/tokens/refresh?name=plain", &admin, None)
+        .call(
+            Method::POST,
+            "/api/v1/tokens/refresh?name=plain",
+            &admin,
+            None,
+        )
         .await;
     let err = crate::helpers::error_body(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
     assert!(
@@ -461,12 +533,24 @@ async fn bad_input_is_refused_with_the_field_named(app: &TestApp) {
         "{err}"
     );
     let res = app
-        .call(Method::POST, "/api/v1/tokens/refresh?name=ghost", &admin, None)
+        .call(
+            Method::POST,
+            "/api/v1/tokens/refresh?name=ghost",
+            &admin,
+            None,
+        )
         .await;
     crate::helpers::error_body(res, StatusCode::NOT_FOUND, "not_found").await;
-    assert_eq!(count(app, "SELECT COUNT(*) FROM token_refresh_log").await, 0);
     assert_eq!(
-        count(app, "SELECT COUNT(*) FROM audit_log WHERE action = 'credential.refresh'").await,
+        count(app, "SELECT COUNT(*) FROM token_refresh_log").await,
+        0
+    );
+    assert_eq!(
+        count(
+            app,
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'credential.refresh'"
+        )
+        .await,
         0
     );
     // A duplicate name is a conflict.
@@ -479,3 +563,112 @@ async fn bad_input_is_refused_with_the_field_named(app: &TestApp) {
     assert_eq!(res.status(), StatusCode::CONFLICT);
 }
 dual_test!(bad_input_is_refused_with_the_field_named);
+
+async fn token_status_tab_and_grid_column(app: &TestApp) {
+    let (fake, base) = fake().await;
+    let now = now_ms();
+    fake.add_access_token("EAAlong-lived", now / 1000 + 5 * 3600);
+    let admin = app.key("ops", &["admin"]).await;
+    let res = create(
+        app,
+        &admin,
+        json!({"name": "ads", "provider": "meta", "owner": "growth team",
+            "token_url": format!("{base}/v25.0/oauth/access_token"),
+            "client_id": APP_ID, "client_secret": APP_SECRET, "access_token": "EAAlong-lived",
+            "expires_at": iso(now + 5 * HOUR)}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // A meta monitor checked now: the grid's token expiry comes from its reading.
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/integrations",
+            &admin,
+            Some(&json!({"name": "Facebook Ads", "kind": "meta",
+                "target": format!("{base}/v25.0"), "credential": "ads", "interval": "24h"})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let res = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/integrations/{id}/check"),
+            &admin,
+            None,
+        )
+        .await;
+    let checked: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        checked["verdict"], "degraded",
+        "expires within 24 h: {checked}"
+    );
+    let row: serde_json::Value = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/integrations/{id}"),
+            &admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        row["token_expires_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with('2')),
+        "{row}"
+    );
+
+    let browser = crate::helpers::browser();
+    crate::helpers::sign_in_admin(app, &browser).await;
+    let page = browser
+        .get(app.url("/integrations/tokens"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("growth team") && page.contains(">expiring<"),
+        "{page}"
+    );
+    assert!(page.contains("Refresh all") && page.contains("Refresh now"));
+    assert_no_secrets(&page, &["EAAlong-lived", APP_SECRET]);
+    let grid = browser
+        .get(app.url("/integrations"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        grid.contains("class=\"token-expiry\"><time"),
+        "the grid shows the expiry"
+    );
+    // "Refresh now" is a CSRF form: without the token nothing happens.
+    let res = app
+        .post_form(&browser, "/integrations/tokens/refresh", &[("name", "ads")])
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(fake.count("GET /v25.0/oauth/access_token"), 0);
+    let csrf = crate::helpers::csrf_from(&page);
+    let res = app
+        .post_form(
+            &browser,
+            "/integrations/tokens/refresh",
+            &[("csrf_token", &csrf), ("name", "ads")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(fake.count("GET /v25.0/oauth/access_token"), 1);
+    let after = plain(app, "ads").await;
+    assert_eq!(after.last_outcome.as_deref(), Some("refreshed"));
+}
+dual_test!(token_status_tab_and_grid_column);
