@@ -112,15 +112,22 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
         }
     });
     let s = state.clone();
-    tracker.spawn(run_until_stopped(
-        "tokens",
-        Duration::from_secs(60),
-        cancel.clone(),
-        move || {
+    let stop = cancel.clone();
+    tracker.spawn(async move {
+        // The first step waits one interval: credentials are refreshed minutes ahead of expiry,
+        // so nothing is lost, and a server that has just started (a test adding credentials,
+        // an instance joining others) is not raced by a refresh it did not ask for.
+        let interval = Duration::from_secs(60);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        run_until_stopped("tokens", interval, stop, move || {
             let s = s.clone();
             async move { tokens(&s).await }
-        },
-    ));
+        })
+        .await
+    });
     let s = state.clone();
     tracker.spawn(run_until_stopped(
         "retention",

@@ -365,6 +365,34 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_credentials_validate() {
+        let example = crate::config::DEFAULT_TOML;
+        let start = example
+            .find("# [[credentials]]")
+            .expect("example credentials");
+        let block: Vec<&str> = example[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").unwrap_or(""))
+            .collect();
+        #[derive(Deserialize)]
+        struct Example {
+            credentials: Vec<CredentialSpec>,
+        }
+        let parsed: Example = toml::from_str(&block.join("\n")).expect("the example parses");
+        let providers: Vec<Provider> = parsed
+            .credentials
+            .iter()
+            .map(|c| {
+                c.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", c.name))
+                    .provider
+            })
+            .collect();
+        assert_eq!(providers, Provider::ALL);
+    }
+
+    #[test]
     fn defaults_fill_in() {
         let c = google().validate().expect("valid");
         assert_eq!(c.token_url, "https://oauth2.googleapis.com/token");
