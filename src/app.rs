@@ -38,6 +38,8 @@ pub enum StartError {
     Stripe(String),
     #[error("[[monitors]]: {0}")]
     Monitors(String),
+    #[error("[[credentials]]: {0}")]
+    Credentials(String),
 }
 
 /// Everything a request handler or job may use. Cheap to clone.
@@ -63,6 +65,8 @@ pub struct Shared {
     pub revenue: Arc<crate::revenue::service::Revenue>,
     /// The health scheduler's shared parts (start lateness, manual checks).
     pub health: Arc<crate::health::scheduler::Health>,
+    /// OAuth credentials: the vault of current access tokens and the refresh client.
+    pub tokens: Arc<crate::tokens::Tokens>,
 }
 
 impl Deref for AppState {
@@ -99,6 +103,13 @@ impl App {
         crate::health::store::sync_config(&store, &master_key, &config.monitors)
             .await
             .map_err(|e| StartError::Monitors(e.to_string()))?;
+        crate::tokens::store::sync_config(&store, &master_key, &config.credentials)
+            .await
+            .map_err(|e| StartError::Credentials(e.to_string()))?;
+        let vault: Arc<crate::tokens::Vault> = Arc::default();
+        crate::tokens::store::reload_vault(&store, &master_key, &vault)
+            .await
+            .map_err(|e| StartError::Credentials(e.to_string()))?;
         // Stored now, and read from the store from here on: at 10,000 monitors the definitions
         // are megabytes the running server has no use for.
         config.monitors = Vec::new();
@@ -121,7 +132,8 @@ impl App {
             categories: Categories::new(&config.usage.endpoint_categories),
             quota_watch,
             revenue: Arc::new(revenue),
-            health: Arc::default(),
+            health: Arc::new(crate::health::scheduler::Health::with_tokens(vault.clone())),
+            tokens: Arc::new(crate::tokens::Tokens::new(vault)),
             master_key,
             store,
             config,

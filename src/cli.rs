@@ -303,7 +303,9 @@ async fn check(config: Config, name: Option<String>) -> anyhow::Result<()> {
         println!("no monitors are configured ([[monitors]] in the config file)");
         return Ok(());
     }
-    let results = crate::health::check_all(&monitors, name.as_deref(), 16).await;
+    // Without the store, token kinds use the access tokens as the config file gives them.
+    let tokens = crate::tokens::Vault::from_config(&config.credentials, crate::store::now_ms());
+    let results = crate::health::check_all(&monitors, name.as_deref(), 16, &tokens).await;
     let width = results
         .iter()
         .map(|(m, _)| m.name.len())
@@ -411,6 +413,9 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     let providers = crate::simulators::providers_demo::ProvidersDemo::start(&mut config)
         .await
         .context("starting the demo providers")?;
+    let _oauth = crate::simulators::oauth::configure_demo(&mut config)
+        .await
+        .context("starting the demo OAuth providers")?;
     let listener = bind(&listen).await?;
     let app = App::build(config, None).await?;
     let users::Bootstrap::Generated { email, password } =

@@ -88,6 +88,23 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
     }
     tracker.spawn(health_scheduler(state.clone(), cancel.clone()));
     let s = state.clone();
+    let stop = cancel.clone();
+    tracker.spawn(async move {
+        // The first step waits one interval: credentials are refreshed minutes ahead of expiry,
+        // so nothing is lost, and a server that has just started (a test adding credentials,
+        // an instance joining others) is not raced by a refresh it did not ask for.
+        let interval = Duration::from_secs(60);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        run_until_stopped("tokens", interval, stop, move || {
+            let s = s.clone();
+            async move { tokens(&s).await }
+        })
+        .await
+    });
+    let s = state.clone();
     tracker.spawn(run_until_stopped(
         "retention",
         Duration::from_secs(60),
@@ -292,4 +309,18 @@ async fn health_scheduler(s: AppState, stop: CancellationToken) {
             return;
         }
     }
+}
+
+/// One tokens step: refreshes the OAuth credentials that are due, logs expiry warnings once
+/// per expiry and reloads the health checks' vault.
+pub async fn tokens(state: &AppState) -> Result<Outcome, String> {
+    crate::tokens::job::refresh_due(
+        &state.store,
+        &state.master_key,
+        &state.tokens,
+        crate::store::now_ms(),
+    )
+    .await
+    .map(|_| Outcome::Idle)
+    .map_err(|e| e.to_string())
 }

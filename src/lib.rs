@@ -15,5 +15,6 @@ pub mod overview;
 pub mod revenue;
 pub mod simulators;
 pub mod store;
+pub mod tokens;
 pub mod usage;
 pub mod web;

@@ -54,6 +54,10 @@ pub struct Config {
     /// `[[monitors]]`: health checks declared in config (read-only in the UI).
     #[serde(default)]
     pub monitors: Vec<crate::health::monitor::MonitorSpec>,
+    /// `[[credentials]]`: OAuth credentials declared in config (read-only in the UI); the
+    /// tokens they give are replaced in the store by refreshes.
+    #[serde(default)]
+    pub credentials: Vec<crate::tokens::CredentialSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -707,6 +711,18 @@ impl Loader {
                 return Err(fail(
                     format!("monitors[{i}].name"),
                     format!("monitor {:?} is declared twice", monitor.name.trim()),
+                ));
+            }
+        }
+        let mut credentials = std::collections::HashSet::new();
+        for (i, credential) in c.credentials.iter().enumerate() {
+            credential
+                .validate()
+                .map_err(|e| fail(format!("credentials[{i}].{}", e.field), e.problem))?;
+            if !credentials.insert(credential.name.trim()) {
+                return Err(fail(
+                    format!("credentials[{i}].name"),
+                    format!("credential {:?} is declared twice", credential.name.trim()),
                 ));
             }
         }

@@ -91,8 +91,18 @@ pub fn client() -> reqwest::Client {
 
 /// Runs one check of `monitor`, bounded by its timeout.
 pub async fn run(monitor: &Monitor, client: &reqwest::Client) -> CheckResult {
+    run_with(monitor, client, None).await
+}
+
+/// [`run`] with the OAuth credentials' current access tokens, which the token kinds
+/// (`google_oauth`, `google_calendar`, `meta`) need.
+pub async fn run_with(
+    monitor: &Monitor,
+    client: &reqwest::Client,
+    tokens: Option<&crate::tokens::Vault>,
+) -> CheckResult {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(monitor.timeout, probe(monitor, client)).await;
+    let outcome = tokio::time::timeout(monitor.timeout, probe(monitor, client, tokens)).await;
     let elapsed = started.elapsed();
     let probe = match outcome {
         Ok(p) => p,
@@ -125,7 +135,11 @@ impl Probe {
     }
 }
 
-async fn probe(monitor: &Monitor, client: &reqwest::Client) -> Probe {
+async fn probe(
+    monitor: &Monitor,
+    client: &reqwest::Client,
+    tokens: Option<&crate::tokens::Vault>,
+) -> Probe {
     match monitor.kind {
         Kind::Http => http(monitor, client).await,
         Kind::Tcp => tcp(&monitor.target).await,
@@ -135,6 +149,7 @@ async fn probe(monitor: &Monitor, client: &reqwest::Client) -> Probe {
         Kind::Redis => probes::redis::probe(monitor).await,
         Kind::Smtp => probes::smtp::probe(monitor).await,
         Kind::Provider(p) => provider(monitor, p, client).await,
+        Kind::Token(t) => crate::tokens::checks::probe(monitor, t, client, tokens).await,
     }
 }
 

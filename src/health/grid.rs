@@ -73,6 +73,9 @@ pub struct Integration {
     pub sparkline: Vec<Option<f64>>,
     /// The provider quota with a known total, as last read; `null` for other kinds.
     pub quota: Option<QuotaGauge>,
+    /// When the OAuth credential of a token kind (google_oauth, google_calendar, meta) stops
+    /// working, as last read (RFC 3339); `null` for other kinds.
+    pub token_expires_at: Option<String>,
 }
 
 /// How much of a provider quota is used, as last read.
@@ -118,6 +121,8 @@ struct Entry {
     hours: [HourSlot; HOURS],
     days: [DaySlot; DAYS],
     quota: Option<QuotaGauge>,
+    /// UTC ms, from a token kind's `token_expires_at` reading.
+    token_expires_at: Option<i64>,
     /// The row as JSON, with the (current hour, first hour of the 24 h window, today) it was
     /// computed for: valid until a result, a change of the monitor, or the windows slide.
     json: Option<((i64, i64, i64), Box<str>)>,
@@ -148,6 +153,7 @@ impl Entry {
             hours: [HourSlot::default(); HOURS],
             days: [DaySlot::default(); DAYS],
             quota: None,
+            token_expires_at: None,
             json: None,
         }
     }
@@ -164,6 +170,9 @@ impl Entry {
 
     /// Takes the quota gauge from a check's readings, if the kind has a quota with a total.
     fn read_quota(&mut self, readings: &[(String, f64)]) {
+        if let Some((_, at)) = readings.iter().find(|(n, _)| n == "token_expires_at") {
+            self.token_expires_at = Some(*at as i64 * 1000);
+        }
         let Some(provider) = super::providers::Provider::parse(&self.kind) else {
             return;
         };
@@ -292,6 +301,7 @@ impl Entry {
             },
             sparkline,
             quota: self.quota.clone(),
+            token_expires_at: self.token_expires_at.map(iso),
         }
     }
 }

@@ -50,12 +50,13 @@ impl From<AccessError> for HealthError {
 use checks::CheckResult;
 use monitor::Monitor;
 
-/// Runs one check of every monitor in `monitors` whose name is `only` (all when `None`), at most
+/// Runs one check (token kinds with the access tokens in `tokens`) of every monitor in `monitors` whose name is `only` (all when `None`), at most
 /// `concurrency` at a time, returning results in the monitors' order.
 pub async fn check_all(
     monitors: &[Monitor],
     only: Option<&str>,
     concurrency: usize,
+    tokens: &crate::tokens::Vault,
 ) -> Vec<(Monitor, CheckResult)> {
     use futures_util::StreamExt;
     let client = checks::client();
@@ -68,7 +69,7 @@ pub async fn check_all(
         .map(|m| {
             let client = client.clone();
             async move {
-                let result = checks::run(&m, &client).await;
+                let result = checks::run_with(&m, &client, Some(tokens)).await;
                 (m, result)
             }
         })

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::conditions::{Condition, Subject};
 use super::probes::dns::RecordType;
 use super::providers::Provider;
+use crate::tokens::checks::TokenKind;
 
 /// Every kind a monitor can have. The generic kinds check a protocol; the provider kinds make
 /// the provider's cheapest authenticated read.
@@ -26,6 +27,8 @@ pub enum Kind {
     Smtp,
     /// A provider's cheapest authenticated read (`providers.rs`).
     Provider(Provider),
+    /// A read with a registered OAuth credential (`tokens::checks`).
+    Token(TokenKind),
 }
 
 impl Kind {
@@ -50,6 +53,9 @@ impl Kind {
         Kind::Provider(Provider::ElevenLabs),
         Kind::Provider(Provider::PiApi),
         Kind::Provider(Provider::OpenAi),
+        Kind::Token(TokenKind::GoogleOauth),
+        Kind::Token(TokenKind::GoogleCalendar),
+        Kind::Token(TokenKind::Meta),
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +68,16 @@ impl Kind {
             Kind::Redis => "redis",
             Kind::Smtp => "smtp",
             Kind::Provider(p) => p.as_str(),
+            Kind::Token(t) => t.as_str(),
+        }
+    }
+
+    /// The API base a provider or token kind reads when `target` is left out.
+    pub fn default_base(self) -> Option<&'static str> {
+        match self {
+            Kind::Provider(p) => p.default_base(),
+            Kind::Token(t) => Some(t.default_base()),
+            _ => None,
         }
     }
 
@@ -142,6 +158,10 @@ pub struct MonitorSpec {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub key: Option<Secret>,
+    /// Token kinds (google_oauth, google_calendar, meta): the name of the registered OAuth
+    /// credential whose current access token the check uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     /// Conditions that must all hold for the check to pass, e.g. `[STATUS] == 200`. An http
     /// monitor without any passes on a 2xx status.
     #[serde(default)]
@@ -345,6 +365,8 @@ pub struct Monitor {
     /// Provider kinds: the account (where the provider needs one) and the key.
     pub account: Option<String>,
     pub key: Option<Secret>,
+    /// Token kinds: the credential's name.
+    pub credential: Option<String>,
 }
 
 impl fmt::Debug for Monitor {
@@ -414,12 +436,37 @@ impl MonitorSpec {
                 format!("unknown kind {:?} (known: {})", self.kind, known.join(", ")),
             )
         })?;
-        let target = match (self.target.trim(), kind.provider()) {
-            ("", Some(p)) => p.default_base().unwrap_or_default(),
-            (t, _) => t,
+        let target = match self.target.trim() {
+            "" => kind.default_base().unwrap_or_default(),
+            t => t,
         };
         check_target(kind, target).map_err(|p| invalid("target", p))?;
         let (account, key) = self.provider_credentials(kind)?;
+        let credential = match (kind, self.credential.as_deref().map(str::trim)) {
+            (Kind::Token(_), Some(c)) if !c.is_empty() && c.len() <= 100 => Some(c.to_string()),
+            (Kind::Token(_), Some(_)) => {
+                return Err(invalid("credential", "must be 1 to 100 characters"));
+            }
+            (Kind::Token(t), None) => {
+                return Err(invalid(
+                    "credential",
+                    format!(
+                        "is required for {} monitors: the name of a [[credentials]] entry",
+                        t.as_str()
+                    ),
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(invalid(
+                    "credential",
+                    format!(
+                        "applies to google_oauth, google_calendar and meta monitors, not {}",
+                        kind.as_str()
+                    ),
+                ));
+            }
+            (_, None) => None,
+        };
         let interval = match &self.interval {
             Some(text) => parse_duration(text).map_err(|p| invalid("interval", p))?,
             None => DEFAULT_INTERVAL,
@@ -612,6 +659,7 @@ impl MonitorSpec {
             credentials,
             account,
             key,
+            credential,
         })
     }
 
@@ -732,9 +780,12 @@ fn applies(subject: &Subject, kind: Kind) -> bool {
     use Kind::*;
     match subject {
         Subject::ResponseTime => true,
-        Subject::Status | Subject::Header(_) => matches!(kind, Http | Provider(_)),
+        Subject::Status | Subject::Header(_) => matches!(kind, Http | Provider(_) | Token(_)),
         Subject::Body | Subject::Json(_) => {
-            matches!(kind, Http | Dns | Postgres | Redis | Smtp | Provider(_))
+            matches!(
+                kind,
+                Http | Dns | Postgres | Redis | Smtp | Provider(_) | Token(_)
+            )
         }
         // Redis only over rediss://; a plain target reads it as absent.
         Subject::CertificateExpiration => matches!(kind, Http | Tls | Smtp | Redis),
@@ -780,12 +831,12 @@ fn check_target(kind: Kind, target: &str) -> Result<(), String> {
                 .map_err(|e| format!("not a usable postgres URL: {e}"))
         }
         Kind::Redis => super::probes::redis::Target::parse(target).map(|_| ()),
-        Kind::Provider(p) => {
+        Kind::Provider(_) | Kind::Token(_) => {
             let Ok(url) = reqwest::Url::parse(target) else {
                 return Err(format!(
                     "{target:?} is not a URL: {} monitors take the API base, e.g. {}",
-                    p.as_str(),
-                    p.default_base().unwrap_or("https://n8n.example.com")
+                    kind.as_str(),
+                    kind.default_base().unwrap_or("https://n8n.example.com")
                 ));
             };
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty)
@@ -795,9 +846,14 @@ fn check_target(kind: Kind, target: &str) -> Result<(), String> {
                 ));
             }
             if url.password().is_some() || url.query().is_some() {
-                return Err(
-                    "the API base carries no credentials or query; use key and account".into(),
-                );
+                let instead = if matches!(kind, Kind::Token(_)) {
+                    "credential"
+                } else {
+                    "key and account"
+                };
+                return Err(format!(
+                    "the API base carries no credentials or query; use {instead}"
+                ));
             }
             Ok(())
         }

@@ -93,6 +93,8 @@ pub struct Health {
     reloads: std::sync::Mutex<Option<mpsc::Sender<oneshot::Sender<()>>>>,
     /// The status grid, kept by the running scheduler; `None` until it has loaded it.
     grid: std::sync::RwLock<Option<Grid>>,
+    /// The OAuth credentials' current access tokens, for the token kinds.
+    pub tokens: Arc<crate::tokens::Vault>,
 }
 
 impl Default for Health {
@@ -103,11 +105,20 @@ impl Default for Health {
             inbox: std::sync::Mutex::default(),
             reloads: std::sync::Mutex::default(),
             grid: std::sync::RwLock::default(),
+            tokens: Arc::default(),
         }
     }
 }
 
 impl Health {
+    /// A scheduler's shared parts reading access tokens from `tokens`.
+    pub fn with_tokens(tokens: Arc<crate::tokens::Vault>) -> Self {
+        Health {
+            tokens,
+            ..Health::default()
+        }
+    }
+
     /// The grid's rows (all, or monitor `only`): from memory while the scheduler runs, else
     /// read from the store for this call.
     pub async fn rows(
@@ -207,7 +218,7 @@ impl Health {
             return Ok(None);
         };
         let at = now_ms();
-        let result = checks::run(&stored.monitor, &self.client).await;
+        let result = checks::run_with(&stored.monitor, &self.client, Some(&self.tokens)).await;
         let limits = Thresholds {
             failures: stored.monitor.failure_threshold,
             successes: stored.monitor.success_threshold,
@@ -455,12 +466,12 @@ pub async fn run(
             _ = cancel.cancelled() => break,
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
-        let (client, tx) = (client.clone(), tx.clone());
+        let (client, tx, tokens) = (client.clone(), tx.clone(), health.tokens.clone());
         let interval = monitor.interval;
         tokio::spawn(async move {
             let drift = Instant::now().saturating_duration_since(start);
             let at = now_ms();
-            let result = checks::run(&monitor, &client).await;
+            let result = checks::run_with(&monitor, &client, Some(&tokens)).await;
             drop(permit);
             let _ = tx
                 .send(Msg::Done(Finished {

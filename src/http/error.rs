@@ -136,6 +136,19 @@ impl From<crate::health::HealthError> for ApiError {
     }
 }
 
+impl From<crate::tokens::TokensError> for ApiError {
+    fn from(e: crate::tokens::TokensError) -> Self {
+        use crate::tokens::TokensError;
+        match e {
+            TokensError::Invalid(i) => ApiError::Invalid(i.to_string()),
+            TokensError::Conflict(m) => ApiError::Conflict(m),
+            TokensError::NotFound(m) => ApiError::NotFound(m),
+            TokensError::Internal(m) => ApiError::Internal(m),
+            TokensError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<crate::revenue::RevenueError> for ApiError {
     fn from(e: crate::revenue::RevenueError) -> Self {
         use crate::revenue::RevenueError;

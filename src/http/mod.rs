@@ -72,6 +72,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::costs::routes::router())
         .merge(crate::revenue::routes::router())
         .merge(crate::health::routes::router())
+        .merge(crate::tokens::routes::router())
 }
 
 /// The generated OpenAPI 3.1 document.

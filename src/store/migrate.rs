@@ -86,6 +86,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0012_provider_readings.sql"),
     ),
     (
+        13,
+        "tokens",
+        include_str!("../../migrations/sqlite/0013_tokens.sql"),
+        include_str!("../../migrations/postgres/0013_tokens.sql"),
+    ),
+    (
         15,
         "leases",
         include_str!("../../migrations/sqlite/0015_leases.sql"),

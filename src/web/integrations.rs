@@ -4,7 +4,8 @@
 //! returns; history is read through `health::history` and webhook receipts through
 //! `revenue::records`. Changes go through the health store's own create, update, pause and
 //! delete, so the forms validate, refuse config monitors and audit exactly as the JSON API does.
-//! Figures a capability does not collect yet (quota, token expiry) show "—", never a guess.
+//! Figures a capability does not collect (quota of a kind without one, token expiry of a
+//! kind without a credential) show "—", never a guess.
 
 use std::collections::BTreeMap;
 
@@ -115,6 +116,19 @@ fn ago(now: i64, iso: &str) -> String {
         Some(at) => format!(
             "{} ago",
             super::revenue::show_age(((now - at) / 1000).max(0))
+        ),
+        None => "—".into(),
+    }
+}
+
+/// "in 5 h" (or "expired 2 h ago") for an RFC 3339 time: the grid's token expiry.
+pub fn until(iso: &str) -> String {
+    let now = now_ms();
+    match parse_iso(iso) {
+        Some(at) if at >= now => format!("in {}", super::revenue::show_age((at - now) / 1000)),
+        Some(at) => format!(
+            "expired {} ago",
+            super::revenue::show_age((now - at) / 1000)
         ),
         None => "—".into(),
     }
@@ -1042,22 +1056,112 @@ pub async fn errors(
     ))
 }
 
+/// One credential's row on the Token Status tab, with its newest refresh attempts.
+pub struct TokenRow {
+    pub p: crate::tokens::store::Plain,
+    pub state: crate::tokens::TokenState,
+    pub log: Vec<crate::tokens::store::LogRow>,
+}
+
+impl TokenRow {
+    /// "in 5 h" / "3 h ago" for a time, or "—".
+    pub fn when(&self, at: &Option<i64>) -> String {
+        let now = now_ms();
+        match *at {
+            None => "—".into(),
+            Some(t) if t >= now => format!("in {}", super::revenue::show_age((t - now) / 1000)),
+            Some(t) => format!("{} ago", super::revenue::show_age((now - t) / 1000)),
+        }
+    }
+}
+
 #[derive(askama::Template)]
 #[template(path = "integrations_tokens.html")]
 struct TokensPage {
     chrome: Chrome,
     tab: &'static str,
+    rows: Vec<TokenRow>,
+    notice: Option<String>,
 }
 
-/// `GET /integrations/tokens`: what will be here once the OAuth credentials registry exists.
-pub async fn tokens(PageUser(user): PageUser) -> PageResult {
+#[derive(Deserialize)]
+pub struct TokensParams {
+    done: Option<String>,
+    refreshed: Option<usize>,
+    failed: Option<usize>,
+}
+
+/// `GET /integrations/tokens`: every OAuth credential with its state, expiries, last refresh
+/// and recent refresh log; admins get "Refresh now" and "Refresh all".
+pub async fn tokens(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+    Query(q): Query<TokensParams>,
+) -> PageResult {
+    let now = now_ms();
+    let mut rows = Vec::new();
+    for p in crate::tokens::store::plain(&state.store).await? {
+        let log = crate::tokens::store::log(&state.store, p.id, 5).await?;
+        rows.push(TokenRow {
+            state: p.state_at(now),
+            p,
+            log,
+        });
+    }
+    let notice = (q.done.as_deref() == Some("refreshed")).then(|| {
+        format!(
+            "Refresh done: {} refreshed, {} failed or refused.",
+            q.refreshed.unwrap_or(0),
+            q.failed.unwrap_or(0)
+        )
+    });
     Ok(render(
         StatusCode::OK,
         &TokensPage {
             chrome: Chrome::new(&user, "/integrations"),
             tab: "/integrations/tokens",
+            rows,
+            notice,
         },
     ))
+}
+
+#[derive(Deserialize)]
+pub struct RefreshForm {
+    /// One credential; all when empty.
+    #[serde(default)]
+    name: String,
+}
+
+/// `POST /integrations/tokens/refresh`: "Refresh now" (one credential) or "Refresh all".
+pub async fn refresh_tokens(
+    State(state): State<AppState>,
+    form: CsrfForm<RefreshForm>,
+) -> PageResult {
+    if form.user.role != Role::Admin {
+        return Err(ApiError::Forbidden(
+            "only admins can refresh credentials".into(),
+        ));
+    }
+    let only = (!form.form.name.is_empty()).then_some(form.form.name.as_str());
+    let reports = crate::tokens::job::refresh_now(
+        &state.store,
+        &state.master_key,
+        &state.tokens,
+        only,
+        &form.actor(),
+        now_ms(),
+    )
+    .await?;
+    let refreshed = reports.iter().filter(|r| r.outcome == "refreshed").count();
+    let failed = reports
+        .iter()
+        .filter(|r| matches!(r.outcome.as_str(), "failed" | "invalid_grant"))
+        .count();
+    Ok(Redirect::to(&format!(
+        "/integrations/tokens?done=refreshed&refreshed={refreshed}&failed={failed}"
+    ))
+    .into_response())
 }
 
 #[derive(Deserialize)]

@@ -41,6 +41,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/integrations/errors", get(integrations::errors))
         .route("/integrations/tokens", get(integrations::tokens))
+        .route(
+            "/integrations/tokens/refresh",
+            post(integrations::refresh_tokens),
+        )
         .route("/integrations/webhooks", get(integrations::webhooks))
         .route(
             "/integrations/{id}",

@@ -421,9 +421,12 @@ async fn demo_prints_a_working_login() {
     let rows = grid["integrations"].as_array().cloned().unwrap_or_default();
     assert_eq!(
         rows.len(),
-        13,
-        "a monitor per simulated provider and Stripe"
+        17,
+        "a monitor per simulated provider and Stripe, and four on the demo's OAuth credentials"
     );
+    for kind in ["google_oauth", "google_calendar", "meta"] {
+        assert!(rows.iter().any(|r| r["kind"] == kind), "a {kind} monitor");
+    }
     let eleven = rows
         .iter()
         .find(|r| r["kind"] == "elevenlabs")

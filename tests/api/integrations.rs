@@ -576,7 +576,10 @@ async fn webhook_receipts(app: &TestApp) {
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let tokens = page(app, &admin, "/integrations/tokens").await;
-    assert!(tokens.contains("No OAuth credentials are tracked yet"));
+    assert!(
+        tokens.contains("No OAuth credentials yet"),
+        "the empty Token Status tab says so"
+    );
 }
 
 dual_test!(webhook_receipts, |c| c.stripe.webhook_secret =

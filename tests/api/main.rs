@@ -15,3 +15,4 @@ mod metering;
 mod ops;
 mod revenue;
 mod storage;
+mod tokens;
