@@ -6,6 +6,7 @@
 //! real connector syncs from, or calls opsdeck's public HTTP API like a customer's app would.
 
 pub mod providers;
+pub mod providers_extras;
 pub mod providers_demo;
 pub mod stripe;
 pub mod stripe_demo;

@@ -85,6 +85,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0012_provider_readings.sql"),
         include_str!("../../migrations/postgres/0012_provider_readings.sql"),
     ),
+    (
+        14,
+        "provider extras",
+        include_str!("../../migrations/sqlite/0014_provider_extras.sql"),
+        include_str!("../../migrations/postgres/0014_provider_extras.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.
