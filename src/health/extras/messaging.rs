@@ -30,6 +30,13 @@ pub struct Snapshot {
     pub notes: Vec<String>,
 }
 
+impl Snapshot {
+    /// The SMS and calls rows with their labels, as the page's table lists them.
+    pub fn rows(&self) -> [(&'static str, &Traffic); 2] {
+        [("SMS (delivered)", &self.sms), ("Calls (completed)", &self.calls)]
+    }
+}
+
 /// Messages or calls over the window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Traffic {

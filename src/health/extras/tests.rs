@@ -321,3 +321,32 @@ fn scrub_hides_an_echoed_key_and_links_are_rebased() {
         Some("http://127.0.0.1:4000/2010-04-01/Accounts/AC1/Messages.json?Page=1")
     );
 }
+
+#[test]
+fn extras_interval_defaults_parses_and_refuses_with_the_field_named() {
+    use crate::health::monitor::{MonitorSpec, Secret};
+    let spec = |kind: &str, interval: Option<&str>| MonitorSpec {
+        name: "m".into(),
+        kind: kind.into(),
+        target: "http://127.0.0.1:1".into(),
+        account: (kind == "twilio").then(|| ACCOUNT.to_string()),
+        key: Some(Secret(KEY.into())),
+        extras_interval: interval.map(str::to_string),
+        ..Default::default()
+    };
+    let interval = |kind: &str, i: Option<&str>| spec(kind, i).validate().map(|m| m.extras_interval);
+    assert_eq!(interval("n8n", None), Ok(Some(DEFAULT_INTERVAL)));
+    assert_eq!(interval("twilio", Some("5m")), Ok(Some(Duration::from_secs(300))));
+    assert_eq!(interval("retell", Some("off")), Ok(None));
+    assert_eq!(interval("luma", None), Ok(None), "no extras for luma");
+    for (kind, bad, says) in [
+        ("n8n", "30s", "from 1m to 24h"),
+        ("n8n", "2d", "extras_interval"),
+        ("n8n", "soon", "extras_interval"),
+        ("luma", "10m", "applies to n8n"),
+    ] {
+        let e = spec(kind, Some(bad)).validate().unwrap_err();
+        assert_eq!(e.field, "extras_interval", "{bad}");
+        assert!(e.to_string().contains(says), "{bad}: {e}");
+    }
+}
