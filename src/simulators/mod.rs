@@ -6,8 +6,8 @@
 //! real connector syncs from, or calls opsdeck's public HTTP API like a customer's app would.
 
 pub mod providers;
-pub mod providers_extras;
 pub mod providers_demo;
+pub mod providers_extras;
 pub mod stripe;
 pub mod stripe_demo;
 pub mod usage;

@@ -283,7 +283,11 @@ fn error_body(p: Provider, status: u16) -> Value {
 }
 
 /// Applies the provider's behaviour; `None` means answer normally.
-pub(super) async fn misbehave(fake: &FakeProviders, p: Provider, authorized: bool) -> Option<Response> {
+pub(super) async fn misbehave(
+    fake: &FakeProviders,
+    p: Provider,
+    authorized: bool,
+) -> Option<Response> {
     if !authorized {
         return Some((StatusCode::UNAUTHORIZED, axum::Json(error_body(p, 401))).into_response());
     }

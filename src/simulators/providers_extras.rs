@@ -16,8 +16,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::providers::{
-    FakeProviders, basic, bearer, digitalocean_headers, guard, header, misbehave, query,
-    twilio_ok,
+    FakeProviders, basic, bearer, digitalocean_headers, guard, header, misbehave, query, twilio_ok,
 };
 use crate::health::providers::Provider;
 
@@ -153,22 +152,24 @@ impl ExtrasData {
             updated: now - ago_min * MINUTE,
             duration_s: secs,
         };
-        let record = |status: &str, latency_ms, price: &str, duration_s, ago_min: i64| VonageRecord {
-            status: status.into(),
-            latency_ms,
-            price: price.into(),
-            duration_s,
-            at: now - ago_min * MINUTE,
-        };
-        let retell = |i: usize, status: &str, reason: &str, cents: f64, e2e: &[f64], ok| RetellCall {
-            id: format!("call_{i:03}"),
-            status: status.into(),
-            reason: reason.into(),
-            cost_cents: cents,
-            e2e_ms: e2e.to_vec(),
-            start: now - (i as i64 + 1) * 10 * MINUTE,
-            successful: ok,
-        };
+        let record =
+            |status: &str, latency_ms, price: &str, duration_s, ago_min: i64| VonageRecord {
+                status: status.into(),
+                latency_ms,
+                price: price.into(),
+                duration_s,
+                at: now - ago_min * MINUTE,
+            };
+        let retell =
+            |i: usize, status: &str, reason: &str, cents: f64, e2e: &[f64], ok| RetellCall {
+                id: format!("call_{i:03}"),
+                status: status.into(),
+                reason: reason.into(),
+                cost_cents: cents,
+                e2e_ms: e2e.to_vec(),
+                start: now - (i as i64 + 1) * 10 * MINUTE,
+                successful: ok,
+            };
         ExtrasData {
             n8n_workflows: vec![
                 ("wf1".into(), "Sync CRM".into(), true),
@@ -222,8 +223,22 @@ impl ExtrasData {
             ],
             vonage_page: 1000,
             retell_calls: vec![
-                retell(0, "ended", "user_hangup", 12.5, &[400.0, 600.0, 800.0], Some(true)),
-                retell(1, "ended", "agent_hangup", 10.0, &[500.0, 700.0], Some(true)),
+                retell(
+                    0,
+                    "ended",
+                    "user_hangup",
+                    12.5,
+                    &[400.0, 600.0, 800.0],
+                    Some(true),
+                ),
+                retell(
+                    1,
+                    "ended",
+                    "agent_hangup",
+                    10.0,
+                    &[500.0, 700.0],
+                    Some(true),
+                ),
                 retell(2, "error", "error_llm_websocket_open", 2.25, &[], None),
                 retell(3, "ended", "user_hangup", 8.0, &[900.0], Some(false)),
                 retell(4, "not_connected", "dial_no_answer", 0.0, &[], None),
@@ -292,12 +307,18 @@ pub(super) fn routes() -> Router<FakeProviders> {
         .route("/v3/list-calls", post(retell_v3))
         .route("/v2/list-calls", post(retell_v2))
         .route("/v2/droplets", get(droplets))
-        .route("/v2/monitoring/metrics/droplet/{metric}", get(droplet_metric))
+        .route(
+            "/v2/monitoring/metrics/droplet/{metric}",
+            get(droplet_metric),
+        )
         .route(
             "/v1/projects/{reference}/analytics/endpoints/usage.api-counts",
             get(supabase_api_counts),
         )
-        .route("/v1/projects/{reference}/config/disk/util", get(supabase_disk))
+        .route(
+            "/v1/projects/{reference}/config/disk/util",
+            get(supabase_disk),
+        )
         .route(
             "/v1/projects/{reference}/database/query/read-only",
             post(supabase_query),
@@ -488,15 +509,17 @@ fn twilio_page(
         .and_then(|s| s.parse().ok())
         .unwrap_or(50usize)
         .clamp(1, 1000);
-    let page: usize = params
-        .get("Page")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let page: usize = params.get("Page").and_then(|s| s.parse().ok()).unwrap_or(0);
     let total = items.len();
     let list: Vec<Value> = items.into_iter().skip(page * size).take(size).collect();
     let uri = format!("/2010-04-01/Accounts/{sid}/{resource}.json");
-    let next = ((page + 1) * size < total)
-        .then(|| format!("{uri}?PageSize={size}&Page={}&PageToken=PA{}", page + 1, page + 1));
+    let next = ((page + 1) * size < total).then(|| {
+        format!(
+            "{uri}?PageSize={size}&Page={}&PageToken=PA{}",
+            page + 1,
+            page + 1
+        )
+    });
     let mut res = axum::Json(json!({
         key: list, "page": page, "page_size": size, "start": page * size,
         "first_page_uri": format!("{uri}?PageSize={size}&Page=0"),
@@ -613,7 +636,9 @@ async fn vonage_records(
         })
         .collect();
     let more = offset + size < records.len();
-    let host = header(&headers, "host").unwrap_or("api.nexmo.com").to_string();
+    let host = header(&headers, "host")
+        .unwrap_or("api.nexmo.com")
+        .to_string();
     let mut body = json!({
         "request_id": "ccf5c6ff-4c2c-4a2f-8a71-3e3f4a1f2a14", "request_status": if more { "TRUNCATED" } else { "SUCCESS" },
         "received_at": iso(crate::store::now_ms()), "price": 0, "currency": "EUR",
@@ -699,12 +724,11 @@ async fn droplets(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    f.note(format!("GET /v2/droplets?{}", q.clone().unwrap_or_default()));
-    guard!(
-        f,
-        Provider::DigitalOcean,
-        bearer(&headers) == Some(f.key())
-    );
+    f.note(format!(
+        "GET /v2/droplets?{}",
+        q.clone().unwrap_or_default()
+    ));
+    guard!(f, Provider::DigitalOcean, bearer(&headers) == Some(f.key()));
     let params = query(&q);
     let per_page: usize = params
         .get("per_page")
@@ -729,13 +753,16 @@ async fn droplets(
                 "networks": {"v4": [], "v6": []}, "tags": ["web"]})
         })
         .collect();
-    let host = header(&headers, "host").unwrap_or("api.digitalocean.com").to_string();
+    let host = header(&headers, "host")
+        .unwrap_or("api.digitalocean.com")
+        .to_string();
     let mut links = json!({});
     if page * per_page < all.len() {
         links["pages"] = json!({"next": format!("http://{host}/v2/droplets?page={}&per_page={per_page}", page + 1)});
     }
-    let mut res = axum::Json(json!({"droplets": list, "links": links, "meta": {"total": all.len()}}))
-        .into_response();
+    let mut res =
+        axum::Json(json!({"droplets": list, "links": links, "meta": {"total": all.len()}}))
+            .into_response();
     digitalocean_headers(&f, &mut res);
     res
 }
@@ -750,17 +777,15 @@ async fn droplet_metric(
         "GET /v2/monitoring/metrics/droplet/{metric}?{}",
         q.clone().unwrap_or_default()
     ));
-    guard!(
-        f,
-        Provider::DigitalOcean,
-        bearer(&headers) == Some(f.key())
-    );
+    guard!(f, Provider::DigitalOcean, bearer(&headers) == Some(f.key()));
     let params = query(&q);
     let num = |k: &str| params.get(k).and_then(|v| v.parse::<i64>().ok());
     let (Some(host), Some(start), Some(end)) = (num("host_id"), num("start"), num("end")) else {
         return (
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({"id": "bad_request", "message": "host_id, start and end are required"})),
+            axum::Json(
+                json!({"id": "bad_request", "message": "host_id, start and end are required"}),
+            ),
         )
             .into_response();
     };
@@ -789,9 +814,15 @@ async fn droplet_metric(
             let cpus = d.vcpus as f64;
             let elapsed = |t: i64| (t - start) as f64 * cpus;
             vec![
-                series(json!({"host_id": id, "mode": "idle"}), &|t| 900_000.0 + elapsed(t) * (1.0 - d.busy)),
-                series(json!({"host_id": id, "mode": "user"}), &|t| 40_000.0 + elapsed(t) * d.busy * 0.8),
-                series(json!({"host_id": id, "mode": "system"}), &|t| 9_000.0 + elapsed(t) * d.busy * 0.2),
+                series(json!({"host_id": id, "mode": "idle"}), &|t| {
+                    900_000.0 + elapsed(t) * (1.0 - d.busy)
+                }),
+                series(json!({"host_id": id, "mode": "user"}), &|t| {
+                    40_000.0 + elapsed(t) * d.busy * 0.8
+                }),
+                series(json!({"host_id": id, "mode": "system"}), &|t| {
+                    9_000.0 + elapsed(t) * d.busy * 0.2
+                }),
             ]
         }
         (Some(d), "memory_total") => vec![series(json!({"host_id": id}), &|_| d.memory_total)],
@@ -808,7 +839,11 @@ async fn droplet_metric(
         )],
         (Some(d), "bandwidth") => {
             let inbound = params.get("direction").map(String::as_str) == Some("inbound");
-            let rate = if inbound { d.bandwidth_in } else { d.bandwidth_out };
+            let rate = if inbound {
+                d.bandwidth_in
+            } else {
+                d.bandwidth_out
+            };
             vec![series(
                 json!({"host_id": id, "interface": params.get("interface"), "direction": params.get("direction")}),
                 &|_| rate,
@@ -816,8 +851,10 @@ async fn droplet_metric(
         }
         _ => vec![],
     };
-    let mut res = axum::Json(json!({"status": "success", "data": {"resultType": "matrix", "result": result}}))
-        .into_response();
+    let mut res = axum::Json(
+        json!({"status": "success", "data": {"resultType": "matrix", "result": result}}),
+    )
+    .into_response();
     digitalocean_headers(&f, &mut res);
     res
 }
@@ -876,7 +913,10 @@ async fn supabase_query(
     ));
     guard!(f, Provider::Supabase, supabase_ok(&f, &headers, &reference));
     let asked: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let sql = asked.get("query").and_then(Value::as_str).unwrap_or_default();
+    let sql = asked
+        .get("query")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !sql.contains("pg_stat_database") {
         return (
             StatusCode::BAD_REQUEST,

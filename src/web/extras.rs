@@ -37,7 +37,12 @@ impl ExtrasView {
         let latest = extras::latest(&state.store, m.id, interval).await?;
         let mut view = ExtrasView {
             cadence: interval
-                .map(|d| format!("every {}", super::integrations::every(&(d.as_secs() as f64))))
+                .map(|d| {
+                    format!(
+                        "every {}",
+                        super::integrations::every(&(d.as_secs() as f64))
+                    )
+                })
                 .unwrap_or_else(|| "off".into()),
             last_run: latest.last_run,
             collected_at: latest.collected_at,

@@ -419,8 +419,15 @@ async fn demo_prints_a_working_login() {
     }
     assert!(checked(&grid) >= 10, "demo monitors checked: {grid}");
     let rows = grid["integrations"].as_array().cloned().unwrap_or_default();
-    assert_eq!(rows.len(), 13, "a monitor per simulated provider and Stripe");
-    let eleven = rows.iter().find(|r| r["kind"] == "elevenlabs").expect("elevenlabs");
+    assert_eq!(
+        rows.len(),
+        13,
+        "a monitor per simulated provider and Stripe"
+    );
+    let eleven = rows
+        .iter()
+        .find(|r| r["kind"] == "elevenlabs")
+        .expect("elevenlabs");
     if eleven["state"] != "unknown" {
         assert_eq!(eleven["quota"]["name"], "characters", "{eleven}");
     }

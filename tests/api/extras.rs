@@ -20,7 +20,8 @@ fn monitor(name: &str, kind: &str, base: &str) -> MonitorSpec {
         interval: Some("24h".into()),
         account: (kind == "twilio").then(|| ACCOUNT.to_string()),
         key: Some(Secret(KEY.into())),
-        extras_interval: Some("10m".into()),
+        // A day: no slot boundary falls inside the test, so it knows which runs happen.
+        extras_interval: Some("24h".into()),
         ..Default::default()
     }
 }
@@ -43,10 +44,18 @@ async fn extras_stored_and_shown(backend: Backend) {
     let ids: Vec<(i64, String)> = app
         .state
         .store
-        .fetch_all("SELECT id, name FROM monitors ORDER BY id", opsdeck::args![])
+        .fetch_all(
+            "SELECT id, name FROM monitors ORDER BY id",
+            opsdeck::args![],
+        )
         .await
         .unwrap();
-    let id_of = |name: &str| ids.iter().find(|(_, n)| n == name).map(|(id, _)| *id).unwrap();
+    let id_of = |name: &str| {
+        ids.iter()
+            .find(|(_, n)| n == name)
+            .map(|(id, _)| *id)
+            .unwrap()
+    };
     let (n8n, twilio, quiet) = (id_of("automations"), id_of("sms"), id_of("quiet"));
     let extras = |id: i64| {
         let app = &app;
@@ -75,8 +84,8 @@ async fn extras_stored_and_shown(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(body["snapshot"]["provider"], "twilio", "{body}");
-    assert_eq!(body["interval_s"], 600);
-    assert_eq!(body["last_run"]["state"], "ok");
+    assert_eq!(body["interval_s"], 86_400);
+    assert_eq!(body["last_run"]["state"], "ok", "{body}");
     assert_eq!(body["readings"]["twilio.sms.delivered_rate"], 2.0 / 3.0);
     assert_eq!(body["snapshot"]["sms"]["cost_per_unit"], "0.006667");
     let body = extras(n8n).await;
@@ -85,25 +94,44 @@ async fn extras_stored_and_shown(backend: Backend) {
     assert_eq!(body["snapshot"]["failures"][0]["node"], "HTTP Request");
     // Off: never collected, and says so.
     let body = extras(quiet).await;
-    assert!(body["interval_s"].is_null() && body["collected_at"].is_null(), "{body}");
+    assert!(
+        body["interval_s"].is_null() && body["collected_at"].is_null(),
+        "{body}"
+    );
 
     // A slot is collected once: the current one is taken, the next one runs once.
     let (store, master) = (&app.state.store, &app.state.master_key);
     let client = opsdeck::health::checks::client();
     let now = opsdeck::store::now_ms();
-    let ran = opsdeck::health::extras::run_due(store, master, &client, now).await.unwrap();
+    let ran = opsdeck::health::extras::run_due(store, master, &client, now)
+        .await
+        .unwrap();
     assert_eq!(ran, 0);
-    fake.set(opsdeck::health::providers::Provider::N8n, Behaviour::Garbage);
-    let later = now + 600_000;
-    let ran = opsdeck::health::extras::run_due(store, master, &client, later).await.unwrap();
+    fake.set(
+        opsdeck::health::providers::Provider::N8n,
+        Behaviour::Garbage,
+    );
+    let later = now + 86_400_000;
+    // A day later, with a day's new traffic.
+    fake.figures(|f| {
+        f.extras = opsdeck::simulators::providers_extras::ExtrasData::sample(later);
+    });
+    let ran = opsdeck::health::extras::run_due(store, master, &client, later)
+        .await
+        .unwrap();
     assert_eq!(ran, 2, "n8n and twilio, not the one switched off");
-    let ran = opsdeck::health::extras::run_due(store, master, &client, later).await.unwrap();
+    let ran = opsdeck::health::extras::run_due(store, master, &client, later)
+        .await
+        .unwrap();
     assert_eq!(ran, 0);
     // n8n answered garbage: that collection failed, saying why; Twilio's went on; the
     // previous n8n figures are still what is shown.
     let body = extras(n8n).await;
     assert_eq!(body["last_run"]["state"], "failed", "{body}");
-    assert_eq!(body["last_run"]["error"], "n8n workflows: the answer is not JSON");
+    assert_eq!(
+        body["last_run"]["error"],
+        "n8n workflows: the answer is not JSON"
+    );
     assert_eq!(body["readings"]["n8n.workflow.wf1.success_rate"], 0.75);
     assert_eq!(extras(twilio).await["last_run"]["state"], "ok");
 

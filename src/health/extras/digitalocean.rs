@@ -45,8 +45,11 @@ pub struct Droplet {
     pub bandwidth_out_mbps: Option<f64>,
 }
 
-/// A matrix answer's series: each one's labels and `(unix s, value)` points.
-pub fn matrix(json: &Value) -> Result<Vec<(&serde_json::Map<String, Value>, Vec<(i64, f64)>)>, String> {
+/// One series of a matrix: its labels and `(unix s, value)` points, oldest first.
+pub type Series<'a> = (&'a serde_json::Map<String, Value>, Vec<(i64, f64)>);
+
+/// A matrix answer's series.
+pub fn matrix(json: &Value) -> Result<Vec<Series<'_>>, String> {
     let result = json
         .pointer("/data/result")
         .and_then(Value::as_array)
@@ -63,10 +66,16 @@ pub fn matrix(json: &Value) -> Result<Vec<(&serde_json::Map<String, Value>, Vec<
             .ok_or("a series without values")?;
         let mut points = Vec::with_capacity(values.len());
         for v in values {
-            let pair = v.as_array().filter(|p| p.len() == 2).ok_or("a point is not [time, value]")?;
+            let pair = v
+                .as_array()
+                .filter(|p| p.len() == 2)
+                .ok_or("a point is not [time, value]")?;
             let t = pair[0].as_f64().ok_or("a point's time is not a number")? as i64;
             let x = match &pair[1] {
-                Value::String(s) => s.trim().parse::<f64>().map_err(|_| format!("value {s:?} is not a number"))?,
+                Value::String(s) => s
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("value {s:?} is not a number"))?,
                 Value::Number(n) => n.as_f64().ok_or("a value out of range")?,
                 other => return Err(format!("value {other} is not a number")),
             };
@@ -82,9 +91,7 @@ pub fn matrix(json: &Value) -> Result<Vec<(&serde_json::Map<String, Value>, Vec<
 pub fn cpu_from(json: &Value) -> Result<Option<f64>, String> {
     let modes: BTreeMap<String, Vec<(i64, f64)>> = matrix(json)?
         .into_iter()
-        .filter_map(|(labels, points)| {
-            Some((labels.get("mode")?.as_str()?.to_string(), points))
-        })
+        .filter_map(|(labels, points)| Some((labels.get("mode")?.as_str()?.to_string(), points)))
         .collect();
     Ok(if modes.is_empty() {
         None
@@ -96,7 +103,10 @@ pub fn cpu_from(json: &Value) -> Result<Option<f64>, String> {
 /// The sum over series of each one's latest value (filesystems: one series per mount).
 pub fn latest_sum(json: &Value) -> Result<Option<f64>, String> {
     let series = matrix(json)?;
-    let lasts: Vec<f64> = series.iter().filter_map(|(_, p)| p.last().map(|x| x.1)).collect();
+    let lasts: Vec<f64> = series
+        .iter()
+        .filter_map(|(_, p)| p.last().map(|x| x.1))
+        .collect();
     Ok((!lasts.is_empty()).then(|| lasts.iter().sum()))
 }
 
@@ -112,12 +122,19 @@ pub fn mean_of(json: &Value) -> Result<Option<f64>, String> {
 pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
     let mut notes = Vec::new();
     let mut droplets = Vec::new();
-    let mut url = format!("{}?per_page={}&page=1", ctx.url("/v2/droplets"), ctx.limits.page_size.min(200));
+    let mut url = format!(
+        "{}?per_page={}&page=1",
+        ctx.url("/v2/droplets"),
+        ctx.limits.page_size.min(200)
+    );
     let mut remaining = None;
     let mut total = None;
     for page_no in 0..ctx.limits.max_pages {
         let page = ctx
-            .fetch("DigitalOcean droplets", ctx.client.get(&url).bearer_auth(&ctx.key))
+            .fetch(
+                "DigitalOcean droplets",
+                ctx.client.get(&url).bearer_auth(&ctx.key),
+            )
             .await?;
         remaining = ratelimit(&page.headers).or(remaining);
         // `meta.total` counts droplets past the page bound too.
@@ -131,7 +148,11 @@ pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
                 },
                 name: str_of(d, "name").into(),
                 status: str_of(d, "status").into(),
-                region: d.pointer("/region/slug").and_then(Value::as_str).unwrap_or_default().into(),
+                region: d
+                    .pointer("/region/slug")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .into(),
                 size: str_of(d, "size_slug").into(),
                 vcpus: num_of(d, "vcpus").unwrap_or(0.0) as u64,
                 memory_mb: num_of(d, "memory").unwrap_or(0.0) as u64,
@@ -139,9 +160,15 @@ pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
                 ..Droplet::default()
             });
         }
-        match page.json.pointer("/links/pages/next").and_then(Value::as_str) {
+        match page
+            .json
+            .pointer("/links/pages/next")
+            .and_then(Value::as_str)
+        {
             Some(next) => {
-                url = ctx.rebase(next).ok_or_else(|| shape("DigitalOcean droplets", "links.pages.next is not a URL"))?;
+                url = ctx.rebase(next).ok_or_else(|| {
+                    shape("DigitalOcean droplets", "links.pages.next is not a URL")
+                })?;
                 if page_no + 1 == ctx.limits.max_pages {
                     notes.push(format!("only the first {} droplets listed", droplets.len()));
                 }
@@ -149,10 +176,17 @@ pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
             None => break,
         }
     }
-    let total = total.unwrap_or(droplets.len() as u64).max(droplets.len() as u64);
+    let total = total
+        .unwrap_or(droplets.len() as u64)
+        .max(droplets.len() as u64);
 
     let balance = ctx
-        .fetch("DigitalOcean balance", ctx.client.get(ctx.url("/v2/customers/my/balance")).bearer_auth(&ctx.key))
+        .fetch(
+            "DigitalOcean balance",
+            ctx.client
+                .get(ctx.url("/v2/customers/my/balance"))
+                .bearer_auth(&ctx.key),
+        )
         .await?;
     let money = |field: &str| balance.json.get(field).and_then(math::micros_of);
     let (account, mtd_usage, mtd_balance) = (
@@ -182,7 +216,10 @@ pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
         }
     }
     if droplets.iter().filter(|d| d.status == "active").count() > ctx.limits.max_droplets {
-        notes.push(format!("metrics read for the first {} active droplets", ctx.limits.max_droplets));
+        notes.push(format!(
+            "metrics read for the first {} active droplets",
+            ctx.limits.max_droplets
+        ));
     }
 
     let mut readings = vec![
@@ -247,7 +284,11 @@ async fn measure(ctx: &Ctx<'_>, d: &mut Droplet, start: i64, end: i64) -> Result
             .client
             .get(ctx.url(&format!("/v2/monitoring/metrics/droplet/{metric}")))
             .bearer_auth(&ctx.key)
-            .query(&[("host_id", d.id.clone()), ("start", start.to_string()), ("end", end.to_string())])
+            .query(&[
+                ("host_id", d.id.clone()),
+                ("start", start.to_string()),
+                ("end", end.to_string()),
+            ])
             .query(extra);
         let what = what.clone();
         async move { ctx.fetch(&what, req).await }
@@ -258,8 +299,14 @@ async fn measure(ctx: &Ctx<'_>, d: &mut Droplet, start: i64, end: i64) -> Result
         get("memory_available", &[]),
         get("filesystem_size", &[]),
         get("filesystem_free", &[]),
-        get("bandwidth", &[("interface", "public"), ("direction", "inbound")]),
-        get("bandwidth", &[("interface", "public"), ("direction", "outbound")]),
+        get(
+            "bandwidth",
+            &[("interface", "public"), ("direction", "inbound")]
+        ),
+        get(
+            "bandwidth",
+            &[("interface", "public"), ("direction", "outbound")]
+        ),
     )?;
     let bad = |why: String| shape(&what, why);
     d.cpu_percent = cpu_from(&cpu.json).map_err(bad)?;
@@ -302,7 +349,10 @@ mod tests {
         let free = json!({"data": {"result": [
             {"metric": {"device": "/dev/vda1"}, "values": [[2, "30"]]},
             {"metric": {"device": "/dev/sda"}, "values": [[2, "20"]]}]}});
-        let (s, f) = (latest_sum(&size).unwrap().unwrap(), latest_sum(&free).unwrap().unwrap());
+        let (s, f) = (
+            latest_sum(&size).unwrap().unwrap(),
+            latest_sum(&free).unwrap().unwrap(),
+        );
         assert_eq!((s, f), (150.0, 50.0));
         assert!((math::percent_used(s - f, s).unwrap() - 66.666_666).abs() < 1e-3);
         let bw = json!({"data": {"result": [{"metric": {}, "values": [[1, "1.5"], [2, "2.5"]]}]}});
@@ -314,6 +364,10 @@ mod tests {
         // Garbage inside the matrix is an error that says what.
         let junk = json!({"data": {"result": [{"metric": {}, "values": [[1, "lots"]]}]}});
         assert!(mean_of(&junk).unwrap_err().contains("lots"));
-        assert!(matrix(&json!({"unexpected": true})).unwrap_err().contains("data.result"));
+        assert!(
+            matrix(&json!({"unexpected": true}))
+                .unwrap_err()
+                .contains("data.result")
+        );
     }
 }

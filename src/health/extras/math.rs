@@ -23,8 +23,7 @@ pub fn parse_micros(text: &str) -> Option<Micros> {
     if whole.is_empty() && fraction.is_empty() {
         return None;
     }
-    if !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit())
-    {
+    if !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let whole: i64 = if whole.is_empty() {
@@ -185,7 +184,11 @@ mod tests {
         assert_eq!(parse_micros("12"), Some(12_000_000));
         assert_eq!(parse_micros(" 18.5 "), Some(18_500_000));
         assert_eq!(parse_micros(".5"), Some(500_000));
-        assert_eq!(parse_micros("0.0000005"), Some(1), "rounds the seventh decimal");
+        assert_eq!(
+            parse_micros("0.0000005"),
+            Some(1),
+            "rounds the seventh decimal"
+        );
         assert_eq!(parse_micros("0.0000004"), Some(0));
         for bad in ["", "-", ".", "1.2.3", "abc", "1e-3", "0x10", "--1"] {
             assert_eq!(parse_micros(bad), None, "{bad:?}");

@@ -33,7 +33,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// The SMS and calls rows with their labels, as the page's table lists them.
     pub fn rows(&self) -> [(&'static str, &Traffic); 2] {
-        [("SMS (delivered)", &self.sms), ("Calls (completed)", &self.calls)]
+        [
+            ("SMS (delivered)", &self.sms),
+            ("Calls (completed)", &self.calls),
+        ]
     }
 }
 
@@ -181,10 +184,7 @@ async fn twilio_list(
     let mut url = ctx.url(&format!("/2010-04-01/Accounts/{account}/{resource}.json"));
     let mut first = true;
     for _ in 0..ctx.limits.max_pages {
-        let mut req = ctx
-            .client
-            .get(&url)
-            .basic_auth(account, Some(&ctx.key));
+        let mut req = ctx.client.get(&url).basic_auth(account, Some(&ctx.key));
         if first {
             req = req.query(&[
                 ("PageSize", ctx.limits.page_size.to_string()),
@@ -565,7 +565,10 @@ mod tests {
         assert_eq!(vonage_sms("EXPIRED"), Some(false));
         assert_eq!(vonage_sms("buffered"), None);
         assert_eq!(vonage_call("ANSWERED"), Some(true));
-        assert_eq!(reports_base("https://rest.nexmo.com"), "https://api.nexmo.com");
+        assert_eq!(
+            reports_base("https://rest.nexmo.com"),
+            "https://api.nexmo.com"
+        );
         assert_eq!(reports_base("http://127.0.0.1:9"), "http://127.0.0.1:9");
         assert_eq!(date(86_400_000 + 5), "1970-01-02");
     }

@@ -157,7 +157,10 @@ pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
     })
     .await?;
     if more {
-        notes.push(format!("only the first {} workflows listed", workflows.len()));
+        notes.push(format!(
+            "only the first {} workflows listed",
+            workflows.len()
+        ));
     }
 
     let since = ctx.now - ctx.limits.window_ms;

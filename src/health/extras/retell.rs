@@ -96,7 +96,8 @@ impl Acc {
             }
         }
         if let Some(c) = call.pointer("/call_cost/combined_cost") {
-            let m = math::micros_of(c).ok_or_else(|| format!("combined_cost {c} is not a number"))?;
+            let m =
+                math::micros_of(c).ok_or_else(|| format!("combined_cost {c} is not a number"))?;
             self.cost += m;
             self.costed += 1;
         }
@@ -238,7 +239,11 @@ pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
     if let Some(c) = math::parse_micros(&s.cost_total_cents) {
         readings.push(("retell.cost_total_cents".into(), math::units(c)));
     }
-    if let Some(c) = s.cost_per_call_cents.as_deref().and_then(math::parse_micros) {
+    if let Some(c) = s
+        .cost_per_call_cents
+        .as_deref()
+        .and_then(math::parse_micros)
+    {
         readings.push(("retell.cost_per_call_cents".into(), math::units(c)));
     }
     for (reason, n) in &s.disconnection_reasons {

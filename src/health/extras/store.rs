@@ -28,7 +28,9 @@ const CONCURRENCY: usize = 4;
 /// over it instead of all calling out at once.
 pub fn slot_of(now: i64, interval_ms: i64, monitor_id: i64) -> i64 {
     let interval_ms = interval_ms.max(1);
-    let offset = monitor_id.wrapping_mul(2_654_435_761).rem_euclid(interval_ms);
+    let offset = monitor_id
+        .wrapping_mul(2_654_435_761)
+        .rem_euclid(interval_ms);
     now - (now - offset).rem_euclid(interval_ms)
 }
 
@@ -44,7 +46,8 @@ pub async fn run_due(
     let monitors = crate::health::store::list(store, key).await?;
     let mut claimed = Vec::new();
     for m in monitors {
-        let (Kind::Provider(provider), Some(interval)) = (m.monitor.kind, m.monitor.extras_interval)
+        let (Kind::Provider(provider), Some(interval)) =
+            (m.monitor.kind, m.monitor.extras_interval)
         else {
             continue;
         };
@@ -227,10 +230,7 @@ pub async fn latest(store: &Store, id: i64, interval: Option<Duration>) -> Resul
 /// Deletes extras rows of slots before `before` (UTC ms); returns the rows deleted.
 pub async fn prune(store: &Store, before: i64) -> Result<u64> {
     Ok(store
-        .execute(
-            "DELETE FROM provider_extras WHERE slot < $1",
-            args![before],
-        )
+        .execute("DELETE FROM provider_extras WHERE slot < $1", args![before])
         .await?)
 }
 

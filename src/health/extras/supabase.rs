@@ -92,11 +92,18 @@ pub fn db_stats(row: &Value) -> Option<DbStats> {
 
 pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
     let project = format!("/v1/projects/{}", ctx.account);
-    let get = |path: &str| ctx.client.get(ctx.url(&format!("{project}{path}"))).bearer_auth(&ctx.key);
+    let get = |path: &str| {
+        ctx.client
+            .get(ctx.url(&format!("{project}{path}")))
+            .bearer_auth(&ctx.key)
+    };
     let mut notes = Vec::new();
 
     let health = ctx
-        .fetch("Supabase health", get("/health").query(&[("services", SERVICES)]))
+        .fetch(
+            "Supabase health",
+            get("/health").query(&[("services", SERVICES)]),
+        )
         .await?;
     let mut services = Vec::new();
     for s in list("Supabase health", &health.json, "")? {
@@ -105,7 +112,10 @@ pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
         if name.is_empty() || status.is_empty() {
             return Err(shape("Supabase health", "a service without name or status"));
         }
-        let error = s.get("error").and_then(Value::as_str).map(|e| e.chars().take(200).collect());
+        let error = s
+            .get("error")
+            .and_then(Value::as_str)
+            .map(|e| e.chars().take(200).collect());
         services.push((name.to_string(), status.to_string(), error));
     }
 
@@ -116,7 +126,8 @@ pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
             get("/analytics/endpoints/usage.api-counts").query(&[("interval", INTERVAL)]),
         )
         .await?;
-    let api = api_counts(&counts.json, INTERVAL).map_err(|why| shape("Supabase API counts", why))?;
+    let api =
+        api_counts(&counts.json, INTERVAL).map_err(|why| shape("Supabase API counts", why))?;
 
     let disk = match ctx.fetch("Supabase disk", get("/config/disk/util")).await {
         Ok(page) => {
@@ -126,7 +137,10 @@ pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
                     .and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()))
             };
             let (Some(size), Some(used)) = (m("fs_size_bytes"), m("fs_used_bytes")) else {
-                return Err(shape("Supabase disk", "no metrics.fs_size_bytes or fs_used_bytes"));
+                return Err(shape(
+                    "Supabase disk",
+                    "no metrics.fs_size_bytes or fs_used_bytes",
+                ));
             };
             Some(Disk {
                 size_bytes: size as u64,
@@ -148,24 +162,30 @@ pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
         .post(ctx.url(&format!("{project}/database/query/read-only")))
         .bearer_auth(&ctx.key)
         .json(&json!({ "query": PG_STAT_SQL }));
-    let db = match ctx.fetch("Supabase pg_stat", query).await {
-        Ok(page) => {
-            let row = page
-                .json
-                .as_array()
-                .and_then(|rows| rows.first())
-                .ok_or_else(|| shape("Supabase pg_stat", "no row"))?;
-            Some(db_stats(row).ok_or_else(|| shape("Supabase pg_stat", "a row without the pg_stat columns"))?)
-        }
-        Err(f) if matches!(f.status, Some(400 | 401 | 403 | 404)) => {
-            notes.push(f.why);
-            None
-        }
-        Err(f) => return Err(f),
-    };
+    let db =
+        match ctx.fetch("Supabase pg_stat", query).await {
+            Ok(page) => {
+                let row = page
+                    .json
+                    .as_array()
+                    .and_then(|rows| rows.first())
+                    .ok_or_else(|| shape("Supabase pg_stat", "no row"))?;
+                Some(db_stats(row).ok_or_else(|| {
+                    shape("Supabase pg_stat", "a row without the pg_stat columns")
+                })?)
+            }
+            Err(f) if matches!(f.status, Some(400 | 401 | 403 | 404)) => {
+                notes.push(f.why);
+                None
+            }
+            Err(f) => return Err(f),
+        };
 
     let mut readings = Vec::new();
-    let healthy = services.iter().filter(|(_, s, _)| s == "ACTIVE_HEALTHY").count();
+    let healthy = services
+        .iter()
+        .filter(|(_, s, _)| s == "ACTIVE_HEALTHY")
+        .count();
     readings.push(("supabase.services.healthy".to_string(), healthy as f64));
     for (name, status, _) in &services {
         readings.push((
@@ -194,7 +214,10 @@ pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
     }
     if let Some(s) = &db {
         readings.push(("supabase.db.connections".into(), s.connections as f64));
-        readings.push(("supabase.db.max_connections".into(), s.max_connections as f64));
+        readings.push((
+            "supabase.db.max_connections".into(),
+            s.max_connections as f64,
+        ));
         if let Some(r) = s.cache_hit_rate {
             readings.push(("supabase.db.cache_hit_rate".into(), r));
         }

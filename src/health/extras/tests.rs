@@ -52,7 +52,9 @@ fn close(a: f64, b: f64) -> bool {
 async fn n8n_counts_executions_per_workflow_across_pages() {
     let fake = FakeProviders::new(KEY, ACCOUNT);
     let (base, _server) = fake.start().await.expect("fake starts");
-    let c = run(Provider::N8n, &base, limits(2)).await.expect("collects");
+    let c = run(Provider::N8n, &base, limits(2))
+        .await
+        .expect("collects");
     // wf1 in the window: 3 succeeded (2, 4, 6 s), 1 failed (3 s), 1 running.
     assert_eq!(get(&c, "n8n.workflow.wf1.executions"), 5.0);
     assert_eq!(get(&c, "n8n.workflow.wf1.success_rate"), 0.75);
@@ -60,7 +62,11 @@ async fn n8n_counts_executions_per_workflow_across_pages() {
     // wf2: 1 success, 1 crashed, 1 canceled (no side), 1 waiting; durations 10, 1, 1 s.
     assert_eq!(get(&c, "n8n.workflow.wf2.success_rate"), 0.5);
     assert_eq!(get(&c, "n8n.workflow.wf2.avg_duration_ms"), 4_000.0);
-    assert_eq!(get(&c, "n8n.executions.total"), 9.0, "the 2-day-old one is out");
+    assert_eq!(
+        get(&c, "n8n.executions.total"),
+        9.0,
+        "the 2-day-old one is out"
+    );
     assert_eq!(get(&c, "n8n.executions.success_rate"), 4.0 / 6.0);
     assert_eq!(get(&c, "n8n.executions.running"), 1.0);
     assert_eq!(get(&c, "n8n.executions.waiting"), 1.0);
@@ -94,16 +100,29 @@ async fn n8n_counts_executions_per_workflow_across_pages() {
             .any(|r| r.starts_with("GET /api/v1/executions?") && r.contains("cursor=2")),
         "{requests:?}"
     );
-    assert!(requests.iter().any(|r| r.contains("/api/v1/workflows?") && r.contains("cursor=2")));
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("/api/v1/workflows?") && r.contains("cursor=2"))
+    );
 
     // An older server without insights: totals are counted, nothing invented.
     fake.figures(|f| f.extras.n8n_insights = false);
-    let c = run(Provider::N8n, &base, limits(100)).await.expect("collects");
-    assert!(c.readings.iter().all(|(n, _)| !n.starts_with("n8n.insights")));
+    let c = run(Provider::N8n, &base, limits(100))
+        .await
+        .expect("collects");
+    assert!(
+        c.readings
+            .iter()
+            .all(|(n, _)| !n.starts_with("n8n.insights"))
+    );
     let Snapshot::N8n(s) = &c.snapshot else {
         panic!()
     };
-    assert_eq!((s.source.as_str(), s.insights.is_none()), ("executions", true));
+    assert_eq!(
+        (s.source.as_str(), s.insights.is_none()),
+        ("executions", true)
+    );
     // The page bound stops the scan and says so.
     let mut tight = limits(1);
     tight.max_pages = 2;
@@ -119,7 +138,9 @@ async fn n8n_counts_executions_per_workflow_across_pages() {
 async fn twilio_rates_latency_and_costs_across_pages() {
     let fake = FakeProviders::new(KEY, ACCOUNT);
     let (base, _server) = fake.start().await.expect("fake starts");
-    let c = run(Provider::Twilio, &base, limits(2)).await.expect("collects");
+    let c = run(Provider::Twilio, &base, limits(2))
+        .await
+        .expect("collects");
     assert_eq!(get(&c, "twilio.balance"), 42.17);
     // Outbound: delivered ×2, undelivered, queued; the inbound one is left out.
     assert_eq!(get(&c, "twilio.sms.total"), 4.0);
@@ -140,8 +161,15 @@ async fn twilio_rates_latency_and_costs_across_pages() {
     assert_eq!(s.sms.cost_per_unit.as_deref(), Some("0.006667"));
     assert_eq!(s.balance.as_deref(), Some("42.17"));
     let requests = fake.requests();
-    for page in ["Messages.json?PageSize=2&Page=1", "Messages.json?PageSize=2&Page=2", "Calls.json?PageSize=2&Page=1"] {
-        assert!(requests.iter().any(|r| r.contains(page)), "{page}: {requests:?}");
+    for page in [
+        "Messages.json?PageSize=2&Page=1",
+        "Messages.json?PageSize=2&Page=2",
+        "Calls.json?PageSize=2&Page=1",
+    ] {
+        assert!(
+            requests.iter().any(|r| r.contains(page)),
+            "{page}: {requests:?}"
+        );
     }
 }
 
@@ -150,7 +178,9 @@ async fn vonage_reports_follow_truncated_pages() {
     let fake = FakeProviders::new(KEY, ACCOUNT);
     let (base, _server) = fake.start().await.expect("fake starts");
     fake.figures(|f| f.extras.vonage_page = 2);
-    let c = run(Provider::Vonage, &base, limits(100)).await.expect("collects");
+    let c = run(Provider::Vonage, &base, limits(100))
+        .await
+        .expect("collects");
     assert_eq!(get(&c, "vonage.balance_eur"), 18.5);
     assert_eq!(get(&c, "vonage.sms.total"), 4.0, "both pages read");
     assert_eq!(get(&c, "vonage.sms.delivered_rate"), 2.0 / 3.0);
@@ -176,7 +206,9 @@ async fn retell_success_latency_cost_and_reasons_on_v3_and_v2() {
     let (base, _server) = fake.start().await.expect("fake starts");
     for v3 in [true, false] {
         fake.figures(|f| f.extras.retell_v3 = v3);
-        let c = run(Provider::Retell, &base, limits(2)).await.expect("collects");
+        let c = run(Provider::Retell, &base, limits(2))
+            .await
+            .expect("collects");
         assert_eq!(get(&c, "retell.calls.total"), 5.0, "v3 {v3}");
         assert_eq!(get(&c, "retell.calls.success_rate"), 0.6);
         assert_eq!(get(&c, "retell.calls.analysis_success_rate"), 2.0 / 3.0);
@@ -193,15 +225,29 @@ async fn retell_success_latency_cost_and_reasons_on_v3_and_v2() {
         assert_eq!(s.disconnection_reasons[0], ("user_hangup".to_string(), 2));
     }
     let requests = fake.requests();
-    assert!(requests.iter().filter(|r| *r == "POST /v3/list-calls").count() >= 4);
-    assert!(requests.iter().filter(|r| *r == "POST /v2/list-calls").count() >= 3);
+    assert!(
+        requests
+            .iter()
+            .filter(|r| *r == "POST /v3/list-calls")
+            .count()
+            >= 4
+    );
+    assert!(
+        requests
+            .iter()
+            .filter(|r| *r == "POST /v2/list-calls")
+            .count()
+            >= 3
+    );
 }
 
 #[tokio::test]
 async fn digitalocean_droplets_metrics_and_balance() {
     let fake = FakeProviders::new(KEY, ACCOUNT);
     let (base, _server) = fake.start().await.expect("fake starts");
-    let c = run(Provider::DigitalOcean, &base, limits(2)).await.expect("collects");
+    let c = run(Provider::DigitalOcean, &base, limits(2))
+        .await
+        .expect("collects");
     assert_eq!(get(&c, "do.droplets.total"), 3.0);
     assert_eq!(get(&c, "do.droplets.active"), 2.0);
     assert!(close(get(&c, "do.droplet.3164444.cpu_percent"), 25.0));
@@ -210,23 +256,38 @@ async fn digitalocean_droplets_metrics_and_balance() {
     assert!(close(get(&c, "do.droplet.3164444.bandwidth_in_mbps"), 1.5));
     assert!(close(get(&c, "do.droplet.3164445.cpu_percent"), 60.0));
     assert!(close(get(&c, "do.droplet.3164445.disk_percent"), 80.0));
-    assert!(c.readings.iter().all(|(n, _)| !n.starts_with("do.droplet.3164446")), "off: not measured");
+    assert!(
+        c.readings
+            .iter()
+            .all(|(n, _)| !n.starts_with("do.droplet.3164446")),
+        "off: not measured"
+    );
     assert!(close(get(&c, "do.balance.month_to_date_usage_usd"), 23.4));
     let Snapshot::DigitalOcean(s) = &c.snapshot else {
         panic!()
     };
     assert_eq!(s.droplets.len(), 3);
     assert_eq!(s.month_to_date_usage_usd.as_deref(), Some("23.4"));
-    assert!(fake.requests().iter().any(|r| r.contains("/v2/droplets?") && r.contains("page=2")));
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.contains("/v2/droplets?") && r.contains("page=2"))
+    );
     // Bounded: one droplet measured, and a note says so.
     let mut one = limits(200);
     one.max_droplets = 1;
-    let c = run(Provider::DigitalOcean, &base, one).await.expect("collects");
+    let c = run(Provider::DigitalOcean, &base, one)
+        .await
+        .expect("collects");
     let Snapshot::DigitalOcean(s) = &c.snapshot else {
         panic!()
     };
     assert_eq!(s.droplets.iter().filter(|d| d.measured).count(), 1);
-    assert!(s.notes.iter().any(|n| n.contains("first 1 active")), "{:?}", s.notes);
+    assert!(
+        s.notes.iter().any(|n| n.contains("first 1 active")),
+        "{:?}",
+        s.notes
+    );
 }
 
 #[tokio::test]
@@ -234,7 +295,9 @@ async fn supabase_services_api_counts_disk_and_pg_stat() {
     let fake = FakeProviders::new(KEY, ACCOUNT);
     let (base, _server) = fake.start().await.expect("fake starts");
     fake.figures(|f| f.supabase_services[1].1 = "UNHEALTHY".into());
-    let c = run(Provider::Supabase, &base, limits(100)).await.expect("collects");
+    let c = run(Provider::Supabase, &base, limits(100))
+        .await
+        .expect("collects");
     assert_eq!(get(&c, "supabase.services.healthy"), 5.0);
     assert_eq!(get(&c, "supabase.service.db.healthy"), 0.0);
     assert_eq!(get(&c, "supabase.api.rest_requests"), 125.0);
@@ -269,12 +332,17 @@ async fn misbehaving_providers_fail_the_collection_clearly() {
         (Behaviour::Trickle(100), "timed out after 500 ms"),
     ];
     for p in providers {
-        let ok = run(p, &base, limits(100)).await.expect("collects when well");
+        let ok = run(p, &base, limits(100))
+            .await
+            .expect("collects when well");
         let json = serde_json::to_string(&ok.snapshot).expect("serializes");
         assert!(!json.contains(KEY), "{p:?} snapshot leaks the key");
         assert!(ok.readings.iter().all(|(n, _)| !n.contains(KEY)));
         // Round-trips as stored.
-        assert_eq!(serde_json::from_str::<Snapshot>(&json).expect("reads back"), ok.snapshot);
+        assert_eq!(
+            serde_json::from_str::<Snapshot>(&json).expect("reads back"),
+            ok.snapshot
+        );
         for (behaviour, says) in cases {
             fake.set(p, *behaviour);
             let started = std::time::Instant::now();
@@ -283,17 +351,24 @@ async fn misbehaving_providers_fail_the_collection_clearly() {
             let f = r.expect_err("fails");
             assert!(f.why.contains(says), "{p:?} {behaviour:?}: {}", f.why);
             assert!(!f.why.contains(KEY), "{p:?} {behaviour:?} leaks the key");
-            assert!(started.elapsed() < Duration::from_secs(3), "{p:?} {behaviour:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{p:?} {behaviour:?}"
+            );
         }
     }
     // The error names what was being read.
     fake.set(Provider::DigitalOcean, Behaviour::Garbage);
-    let f = run(Provider::DigitalOcean, &base, limits(100)).await.expect_err("fails");
+    let f = run(Provider::DigitalOcean, &base, limits(100))
+        .await
+        .expect_err("fails");
     assert_eq!(f.why, "DigitalOcean droplets: the answer is not JSON");
     fake.set(Provider::DigitalOcean, Behaviour::Normal);
     // A wrong key is refused with the provider's message; Vonage's secret (sent in the query
     // of get-balance) never reaches the error, even on a transport failure.
-    let f = run(Provider::Vonage, "http://127.0.0.1:9", limits(100)).await.expect_err("fails");
+    let f = run(Provider::Vonage, "http://127.0.0.1:9", limits(100))
+        .await
+        .expect_err("fails");
     assert!(f.why.starts_with("Vonage balance: "), "{}", f.why);
     assert!(!f.why.contains(KEY));
 }
@@ -313,11 +388,13 @@ fn scrub_hides_an_echoed_key_and_links_are_rebased() {
     assert_eq!(ctx.scrub(&format!("bad key {KEY}!")), "bad key ***!");
     // A next link naming another host is followed on the monitor's own base.
     assert_eq!(
-        ctx.rebase("https://evil.example/v2/droplets?page=2").as_deref(),
+        ctx.rebase("https://evil.example/v2/droplets?page=2")
+            .as_deref(),
         Some("http://127.0.0.1:4000/v2/droplets?page=2")
     );
     assert_eq!(
-        ctx.rebase("/2010-04-01/Accounts/AC1/Messages.json?Page=1").as_deref(),
+        ctx.rebase("/2010-04-01/Accounts/AC1/Messages.json?Page=1")
+            .as_deref(),
         Some("http://127.0.0.1:4000/2010-04-01/Accounts/AC1/Messages.json?Page=1")
     );
 }
@@ -334,9 +411,13 @@ fn extras_interval_defaults_parses_and_refuses_with_the_field_named() {
         extras_interval: interval.map(str::to_string),
         ..Default::default()
     };
-    let interval = |kind: &str, i: Option<&str>| spec(kind, i).validate().map(|m| m.extras_interval);
+    let interval =
+        |kind: &str, i: Option<&str>| spec(kind, i).validate().map(|m| m.extras_interval);
     assert_eq!(interval("n8n", None), Ok(Some(DEFAULT_INTERVAL)));
-    assert_eq!(interval("twilio", Some("5m")), Ok(Some(Duration::from_secs(300))));
+    assert_eq!(
+        interval("twilio", Some("5m")),
+        Ok(Some(Duration::from_secs(300)))
+    );
     assert_eq!(interval("retell", Some("off")), Ok(None));
     assert_eq!(interval("luma", None), Ok(None), "no extras for luma");
     for (kind, bad, says) in [
