@@ -104,6 +104,19 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
         })
         .await
     });
+    // Provider extras on their own cadence, apart from the health scheduler: slow, bounded
+    // collections that must never delay a health check.
+    let s = state.clone();
+    let client = crate::health::checks::client();
+    tracker.spawn(run_until_stopped(
+        "provider-extras",
+        EXTRAS_TICK,
+        cancel.clone(),
+        move || {
+            let (s, client) = (s.clone(), client.clone());
+            async move { provider_extras(&s, &client).await }
+        },
+    ));
     let s = state.clone();
     tracker.spawn(run_until_stopped(
         "retention",
@@ -115,6 +128,29 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
         },
     ));
     tracker
+}
+
+/// How often the provider-extras job looks for monitors whose slot has come; a slot is at
+/// least a minute, so a collection starts at most this late.
+const EXTRAS_TICK: Duration = Duration::from_secs(15);
+
+/// One provider-extras step: collects the extras of every provider monitor whose slot is due.
+pub async fn provider_extras(
+    state: &AppState,
+    client: &reqwest::Client,
+) -> Result<Outcome, String> {
+    let ran = crate::health::extras::run_due(
+        &state.store,
+        &state.master_key,
+        client,
+        crate::store::now_ms(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if ran > 0 {
+        tracing::debug!(collections = ran, "collected provider extras");
+    }
+    Ok(Outcome::Idle)
 }
 
 /// Loops `step` until cancelled: again at once after `MoreWork`, after `interval` when idle,
@@ -211,6 +247,13 @@ pub async fn retention(state: &AppState) -> Result<Outcome, String> {
     if checks > 0 {
         tracing::debug!(rows = checks, "pruned old health check results");
     }
+    // Extras runs are kept as long as check results (their readings are pruned with those).
+    crate::health::extras::store::prune(
+        &state.store,
+        crate::store::now_ms() - i64::from(r.check_results_days) * 86_400_000,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(Outcome::Idle)
 }
 

@@ -4,11 +4,13 @@
 //! protocol-speaking kinds (tls, dns, postgres, redis, smtp) in `probes`; `conditions`
 //! parses and evaluates `[SUBJECT] <op> <value>` conditions; `state` is the up/degraded/down
 //! state machine with its thresholds; `store` owns the monitor, state, result and rollup tables;
-//! `scheduler` runs every monitor on its interval and records the results in batches.
+//! `scheduler` runs every monitor on its interval and records the results in batches;
+//! `extras` is provider monitors' slower, deeper collection on its own cadence.
 
 pub mod checks;
 pub mod conditions;
 pub mod definition;
+pub mod extras;
 pub mod forecast;
 pub mod grid;
 pub mod history;

@@ -178,6 +178,11 @@ pub struct MonitorSpec {
     /// Maintenance windows: checks still run and are recorded, but the state does not change.
     #[serde(default)]
     pub maintenance: Vec<MaintenanceSpec>,
+    /// Provider kinds with extras (n8n, twilio, vonage, retell, digitalocean, supabase): how
+    /// often the slower extras collection runs, e.g. "10m" (1 min to 24 h), or "off".
+    /// Default 15 min; off for vonage, whose Reports API bills each request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extras_interval: Option<String>,
 }
 
 /// A maintenance window: once (`start`..`end`, RFC 3339) or weekly (`from`..`to`, "HH:MM" UTC,
@@ -367,6 +372,9 @@ pub struct Monitor {
     pub key: Option<Secret>,
     /// Token kinds: the credential's name.
     pub credential: Option<String>,
+    /// Provider kinds with extras: how often they are collected; `None` when off (or the kind
+    /// has none).
+    pub extras_interval: Option<Duration>,
 }
 
 impl fmt::Debug for Monitor {
@@ -628,6 +636,7 @@ impl MonitorSpec {
                 Condition::parse(DEFAULT_TLS_DEGRADED).map_err(|p| invalid("degraded_when", p))?,
             ];
         }
+        let extras_interval = self.extras_interval(kind)?;
         let threshold = |field: &str, v: Option<u32>| match v.unwrap_or(1) {
             n @ 1..=100 => Ok(n),
             _ => Err(invalid(field, "must be 1 to 100")),
@@ -660,7 +669,37 @@ impl MonitorSpec {
             account,
             key,
             credential,
+            extras_interval,
         })
+    }
+
+    /// `extras_interval`: the default for provider kinds with extras, `off`, or a duration of
+    /// 1 min to 24 h; refused on other kinds.
+    fn extras_interval(&self, kind: Kind) -> Result<Option<Duration>, Invalid> {
+        const FIELD: &str = "extras_interval";
+        let has = kind.provider().is_some_and(super::extras::has_extras);
+        match (self.extras_interval.as_deref().map(str::trim), has) {
+            // Vonage bills Reports API requests: its extras run only when asked for.
+            (None, true) if kind == Kind::Provider(super::providers::Provider::Vonage) => Ok(None),
+            (None, true) => Ok(Some(super::extras::DEFAULT_INTERVAL)),
+            (None, false) => Ok(None),
+            (Some(_), false) => Err(invalid(
+                FIELD,
+                format!(
+                    "applies to n8n, twilio, vonage, retell, digitalocean and supabase \
+                     monitors, not {}",
+                    kind.as_str()
+                ),
+            )),
+            (Some("off"), true) => Ok(None),
+            (Some(text), true) => {
+                let d = parse_duration(text).map_err(|p| invalid(FIELD, p))?;
+                if d < Duration::from_secs(60) || d > Duration::from_secs(86_400) {
+                    return Err(invalid(FIELD, "must be from 1m to 24h, or \"off\""));
+                }
+                Ok(Some(d))
+            }
+        }
     }
 
     /// A provider kind's `account` and `key`: the key always, the account where the provider

@@ -217,7 +217,7 @@ async fn fetch(req: reqwest::RequestBuilder) -> Result<Answer, Seen> {
 }
 
 /// The error text providers put in their error bodies, in the shapes they use.
-fn error_message(v: &Value) -> Option<String> {
+pub(crate) fn error_message(v: &Value) -> Option<String> {
     let text = v
         .pointer("/error/message")
         .or_else(|| v.pointer("/message"))

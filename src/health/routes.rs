@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(get_definition))
         .routes(routes!(get_readings))
+        .routes(routes!(get_extras))
         .routes(routes!(pause_integration))
         .routes(routes!(resume_integration))
         .routes(routes!(get_results))
@@ -378,5 +379,26 @@ async fn get_readings(
     let (kind,) = kind.ok_or_else(|| ApiError::NotFound(format!("no integration {id}")))?;
     Ok(Json(
         super::forecast::readings(&state.store, id, &kind, days, crate::store::now_ms()).await?,
+    ))
+}
+
+/// A provider monitor's extras: how the latest collection went, and the latest successful
+/// one's tables (`snapshot`, tagged by `provider`) and figures (`readings`). Monitors of kinds
+/// without extras answer with `interval_s: null` and nothing collected.
+#[utoipa::path(get, path = "/api/v1/integrations/{id}/extras", tag = "health",
+    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id")),
+    responses((status = 200, body = super::extras::store::Latest), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn get_extras(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> Result<Json<super::extras::store::Latest>> {
+    p.require(Scope::Read)?;
+    let stored = store::get(&state.store, &state.master_key, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no integration {id}")))?;
+    Ok(Json(
+        super::extras::store::latest(&state.store, id, stored.monitor.extras_interval).await?,
     ))
 }

@@ -298,6 +298,7 @@ async fn delete_in(tx: &mut Tx, id: i64) -> Result<()> {
     for sql in [
         "DELETE FROM check_results WHERE monitor_id = $1",
         "DELETE FROM provider_readings WHERE monitor_id = $1",
+        "DELETE FROM provider_extras WHERE monitor_id = $1",
         "DELETE FROM check_rollups WHERE monitor_id = $1",
         "DELETE FROM monitor_states WHERE monitor_id = $1",
         "DELETE FROM monitors WHERE id = $1",

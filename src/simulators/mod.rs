@@ -8,6 +8,7 @@
 pub mod oauth;
 pub mod providers;
 pub mod providers_demo;
+pub mod providers_extras;
 pub mod stripe;
 pub mod stripe_demo;
 pub mod usage;

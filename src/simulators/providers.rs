@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -40,6 +40,8 @@ pub enum Behaviour {
     WrongShape,
     /// 200 with a 2 MiB body.
     Huge,
+    /// 200 at once, then a JSON body dripped a byte every this many milliseconds (slowloris).
+    Trickle(u64),
 }
 
 /// The figures the fake serves; tests and the demo set and spend them.
@@ -61,6 +63,9 @@ pub struct Figures {
     pub elevenlabs_limit: u64,
     pub elevenlabs_status: String,
     pub piapi_credits: f64,
+    /// The extras' data (`providers_extras.rs`): n8n workflows and executions, Twilio and
+    /// Vonage traffic, Retell calls, DigitalOcean droplets, Supabase usage.
+    pub extras: super::providers_extras::ExtrasData,
 }
 
 impl Default for Figures {
@@ -83,6 +88,7 @@ impl Default for Figures {
             elevenlabs_limit: 100_000,
             elevenlabs_status: "active".into(),
             piapi_credits: 2400.0,
+            extras: super::providers_extras::ExtrasData::sample(crate::store::now_ms()),
         }
     }
 }
@@ -145,14 +151,13 @@ impl FakeProviders {
 
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/api/v1/workflows", get(n8n))
+            .merge(super::providers_extras::routes())
             .route("/2010-04-01/Accounts/{file}", get(twilio_account))
             .route(
                 "/2010-04-01/Accounts/{sid}/Balance.json",
                 get(twilio_balance),
             )
             .route("/account/get-balance", get(vonage))
-            .route("/v3/list-calls", post(retell))
             .route("/v2/account", get(digitalocean_account))
             .route("/v2/customers/my/balance", get(digitalocean_balance))
             .route("/v1/projects/{reference}/health", get(supabase))
@@ -176,7 +181,17 @@ impl FakeProviders {
         Ok((base, task))
     }
 
-    fn note(&self, what: String) {
+    /// The one key every provider accepts.
+    pub(super) fn key(&self) -> &str {
+        &self.shared.key
+    }
+
+    /// Twilio's SID, Vonage's API key, Supabase's project ref.
+    pub(super) fn account(&self) -> &str {
+        &self.shared.account
+    }
+
+    pub(super) fn note(&self, what: String) {
         self.shared
             .requests
             .lock()
@@ -184,7 +199,7 @@ impl FakeProviders {
             .push(what);
     }
 
-    fn behaviour(&self, p: Provider) -> Behaviour {
+    pub(super) fn behaviour(&self, p: Provider) -> Behaviour {
         self.shared
             .behaviour
             .lock()
@@ -194,7 +209,7 @@ impl FakeProviders {
             .unwrap_or_default()
     }
 
-    fn with_figures<T>(&self, f: impl FnOnce(&mut Figures) -> T) -> T {
+    pub(super) fn with_figures<T>(&self, f: impl FnOnce(&mut Figures) -> T) -> T {
         f(&mut self
             .shared
             .figures
@@ -203,7 +218,7 @@ impl FakeProviders {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("authorization")?
         .to_str()
@@ -211,11 +226,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name)?.to_str().ok()
 }
 
-fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+pub(super) fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     let encoded = header(headers, "authorization")?.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
@@ -225,7 +240,7 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-fn query(raw: &Option<String>) -> HashMap<String, String> {
+pub(super) fn query(raw: &Option<String>) -> HashMap<String, String> {
     raw.as_deref()
         .and_then(|q| reqwest::Url::parse(&format!("http://fake/?{q}")).ok())
         .map(|u| u.query_pairs().into_owned().collect())
@@ -268,7 +283,11 @@ fn error_body(p: Provider, status: u16) -> Value {
 }
 
 /// Applies the provider's behaviour; `None` means answer normally.
-async fn misbehave(fake: &FakeProviders, p: Provider, authorized: bool) -> Option<Response> {
+pub(super) async fn misbehave(
+    fake: &FakeProviders,
+    p: Provider,
+    authorized: bool,
+) -> Option<Response> {
     if !authorized {
         return Some((StatusCode::UNAUTHORIZED, axum::Json(error_body(p, 401))).into_response());
     }
@@ -308,6 +327,26 @@ async fn misbehave(fake: &FakeProviders, p: Provider, authorized: bool) -> Optio
         Behaviour::WrongShape => {
             Some((StatusCode::OK, axum::Json(json!({"unexpected": true}))).into_response())
         }
+        Behaviour::Trickle(ms) => {
+            let drip = futures_util::stream::unfold(0u32, move |i| async move {
+                if i >= 10_000 {
+                    return None;
+                }
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                let chunk = if i == 0 { "{\"data\": [" } else { " " };
+                Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), i + 1))
+            });
+            Some(
+                (
+                    StatusCode::OK,
+                    [("content-type", "application/json")],
+                    axum::body::Body::from_stream(drip),
+                )
+                    .into_response(),
+            )
+        }
         Behaviour::Huge => Some(
             (
                 StatusCode::OK,
@@ -326,36 +365,9 @@ macro_rules! guard {
         }
     };
 }
+pub(super) use guard;
 
-async fn n8n(
-    State(f): State<FakeProviders>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    f.note(format!(
-        "GET /api/v1/workflows?{}",
-        q.clone().unwrap_or_default()
-    ));
-    guard!(
-        f,
-        Provider::N8n,
-        header(&headers, "x-n8n-api-key") == Some(&f.shared.key)
-    );
-    let limit: usize = query(&q)
-        .get("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(100);
-    let workflows: Vec<Value> = (1..=limit.min(3))
-        .map(|i| {
-            json!({"id": format!("wf{i}"), "name": format!("Workflow {i}"), "active": true,
-            "createdAt": "2026-10-01T09:00:00.000Z", "updatedAt": "2026-11-20T12:00:00.000Z"})
-        })
-        .collect();
-    axum::Json(json!({"data": workflows, "nextCursor": if limit < 3 { Some("MTIzZTQ1NjctZTg5Yi0xMmQz") } else { None }}))
-        .into_response()
-}
-
-fn twilio_ok(f: &FakeProviders, headers: &HeaderMap, sid: &str) -> bool {
+pub(super) fn twilio_ok(f: &FakeProviders, headers: &HeaderMap, sid: &str) -> bool {
     basic(headers).is_some_and(|(user, password)| {
         user == f.shared.account && password == f.shared.key && sid == f.shared.account
     })
@@ -404,28 +416,7 @@ async fn vonage(State(f): State<FakeProviders>, RawQuery(q): RawQuery) -> Respon
     axum::Json(json!({"value": value, "autoReload": false})).into_response()
 }
 
-async fn retell(State(f): State<FakeProviders>, headers: HeaderMap, body: Bytes) -> Response {
-    f.note("POST /v3/list-calls".into());
-    guard!(f, Provider::Retell, bearer(&headers) == Some(&f.shared.key));
-    let limit = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|b| b.get("limit").and_then(Value::as_u64))
-        .unwrap_or(50);
-    let calls: Vec<Value> = (0..limit.min(2))
-        .map(|i| json!({
-            "call_id": format!("call_{i}"), "agent_id": "agent_1", "agent_version": 3,
-            "call_type": "phone_call", "call_status": "ended",
-            "start_timestamp": 1_764_000_000_000i64 + i as i64 * 60_000,
-            "end_timestamp": 1_764_000_090_000i64 + i as i64 * 60_000, "duration_ms": 90_000,
-            "disconnection_reason": "user_hangup",
-            "call_cost": {"combined_cost": 12.5, "product_costs": [], "total_duration_seconds": 90},
-        }))
-        .collect();
-    axum::Json(json!({"items": calls, "has_more": limit < 2, "pagination_key": "call_1"}))
-        .into_response()
-}
-
-fn digitalocean_headers(f: &FakeProviders, res: &mut Response) {
+pub(super) fn digitalocean_headers(f: &FakeProviders, res: &mut Response) {
     let left = f.with_figures(|x| {
         x.digitalocean_requests_left = x.digitalocean_requests_left.saturating_sub(1);
         x.digitalocean_requests_left

@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use super::providers::{Behaviour, FakeProviders};
+use super::providers_extras::{Execution, ExtrasData, RetellCall, TwilioItem};
 use super::{DemoContext, Simulator};
 use crate::config::Config;
 use crate::health::monitor::{MonitorSpec, Secret};
@@ -42,6 +43,8 @@ impl ProvidersDemo {
             timeout: Some("5s".into()),
             account: p.needs().account.map(|_| ACCOUNT.to_string()),
             key: Some(Secret(KEY.into())),
+            // Extras every minute in the demo, so their tables fill while one watches.
+            extras_interval: crate::health::extras::has_extras(p).then(|| "1m".to_string()),
             ..Default::default()
         };
         let mut monitors = vec![
@@ -130,6 +133,7 @@ async fn live(fake: FakeProviders, cancel: CancellationToken) {
             if let Some(s) = f.supabase_services.iter_mut().find(|s| s.0 == "realtime") {
                 s.1 = realtime.into();
             }
+            traffic(&mut f.extras, crate::store::now_ms(), tick, &mut rng);
         });
         // Retell is flaky: a failing spell of a tick or two, about one tick in eight.
         let retell = if rng.random_bool(0.125) {
@@ -146,4 +150,102 @@ async fn live(fake: FakeProviders, cancel: CancellationToken) {
         };
         fake.set(Provider::OpenAi, openai);
     }
+}
+
+/// A tick's worth of traffic for the extras: an n8n execution now and then (one workflow
+/// flakier than the other), SMS and calls with their prices, a Retell call, droplets' load
+/// wandering, Supabase requests; everything older than a day is dropped, as the window is.
+fn traffic(x: &mut ExtrasData, now: i64, tick: u64, rng: &mut StdRng) {
+    let day_ago = now - 86_400_000;
+    if rng.random_bool(0.6) {
+        let (workflow, fails) = if rng.random_bool(0.5) {
+            ("wf1", 0.1)
+        } else {
+            ("wf2", 0.3)
+        };
+        let failed = rng.random_bool(fails);
+        let took = rng.random_range(500..12_000);
+        x.n8n_executions.insert(
+            0,
+            Execution {
+                id: 1_000 + tick,
+                workflow_id: workflow.into(),
+                status: if failed { "error" } else { "success" }.into(),
+                mode: "trigger".into(),
+                started_at: now - took,
+                stopped_at: Some(now),
+                error: failed.then(|| {
+                    (
+                        "Request failed with status code 502".to_string(),
+                        "HTTP Request".to_string(),
+                    )
+                }),
+            },
+        );
+    }
+    let status = if rng.random_bool(0.93) {
+        "delivered"
+    } else {
+        "undelivered"
+    };
+    x.twilio_messages.insert(
+        0,
+        TwilioItem {
+            status: status.into(),
+            direction: "outbound-api".into(),
+            price: Some("-0.00790".into()),
+            at: now - 5_000,
+            updated: now - 5_000 + rng.random_range(800..6_000),
+            duration_s: 0,
+        },
+    );
+    if rng.random_bool(0.3) {
+        let seconds = rng.random_range(10..400u64);
+        x.twilio_calls.insert(
+            0,
+            TwilioItem {
+                status: "completed".into(),
+                direction: "outbound-api".into(),
+                price: Some(format!("-{:.5}", 0.013 * seconds.div_ceil(60) as f64)),
+                at: now - seconds as i64 * 1000,
+                updated: now,
+                duration_s: seconds,
+            },
+        );
+    }
+    if rng.random_bool(0.4) {
+        let error = rng.random_bool(0.08);
+        let e2e: Vec<f64> = (0..6).map(|_| rng.random_range(450.0..1_600.0)).collect();
+        x.retell_calls.insert(
+            0,
+            RetellCall {
+                id: format!("call_demo_{tick}"),
+                status: if error { "error" } else { "ended" }.into(),
+                reason: if error {
+                    "error_llm_websocket_open"
+                } else if rng.random_bool(0.6) {
+                    "user_hangup"
+                } else {
+                    "agent_hangup"
+                }
+                .into(),
+                cost_cents: rng.random_range(4.0..30.0),
+                e2e_ms: e2e,
+                start: now - 90_000,
+                successful: Some(!error && rng.random_bool(0.85)),
+            },
+        );
+    }
+    for d in x.droplets.iter_mut().filter(|d| d.status == "active") {
+        d.busy = (d.busy + rng.random_range(-0.05..0.05)).clamp(0.02, 0.98);
+        d.fs_free = (d.fs_free - rng.random_range(0.0..5e6)).max(0.0);
+    }
+    if let Some(bucket) = x.supabase_api.last_mut() {
+        bucket[0] += rng.random_range(0..40);
+        bucket[1] += rng.random_range(0..4);
+    }
+    x.n8n_executions.retain(|e| e.started_at >= day_ago);
+    x.twilio_messages.retain(|m| m.at >= day_ago);
+    x.twilio_calls.retain(|c| c.at >= day_ago);
+    x.retell_calls.retain(|c| c.start >= day_ago);
 }

@@ -92,6 +92,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0013_tokens.sql"),
     ),
     (
+        14,
+        "provider extras",
+        include_str!("../../migrations/sqlite/0014_provider_extras.sql"),
+        include_str!("../../migrations/postgres/0014_provider_extras.sql"),
+    ),
+    (
         15,
         "leases",
         include_str!("../../migrations/sqlite/0015_leases.sql"),

@@ -700,6 +700,8 @@ struct DetailPage {
     quotas: Vec<crate::health::forecast::QuotaForecast>,
     latest: Vec<(String, f64, String)>,
     provider: bool,
+    /// Provider kinds with extras: the latest collection's tables.
+    extras: Option<super::extras::ExtrasView>,
 }
 
 /// Checks the verdict history is drawn from: enough to show recent flapping, bounded so the
@@ -834,9 +836,11 @@ async fn detail_page(
         crate::health::forecast::readings(store, id, &row.kind, 7, now),
     )?;
     let provider = crate::health::providers::Provider::parse(&row.kind).is_some();
+    // Extras readings (dotted names) have their own tables below; this one is the check's.
     let latest = readings
         .series
         .iter()
+        .filter(|s| !s.name.contains('.'))
         .filter_map(|s| {
             s.points
                 .last()
@@ -896,6 +900,10 @@ async fn detail_page(
         ),
         _ => (None, problem),
     };
+    let extras = match &stored {
+        Some(s) => super::extras::ExtrasView::load(state, s).await?,
+        None => None,
+    };
     let older = (page.len() as i64 == LOG_PAGE)
         .then(|| page.last().map(|c| c.at))
         .flatten();
@@ -924,6 +932,7 @@ async fn detail_page(
             quotas: readings.quotas,
             latest,
             provider,
+            extras,
         },
     ))
 }

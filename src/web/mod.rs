@@ -5,6 +5,7 @@
 //! (askama) and the one stylesheet and script are embedded.
 
 pub mod chart;
+pub mod extras;
 pub mod integrations;
 mod metering;
 mod pages;

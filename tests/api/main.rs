@@ -7,6 +7,7 @@ mod access;
 mod browser;
 mod cli;
 mod durability;
+mod extras;
 mod health;
 mod ingest;
 mod integrations;
