@@ -15,6 +15,9 @@ use super::probes;
 /// Most of a response body a check reads; a bigger body fails the check.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// Most readings kept from one check.
+const MAX_READINGS: usize = 64;
+
 /// Longest error text kept.
 const MAX_ERROR_CHARS: usize = 300;
 
@@ -233,21 +236,23 @@ async fn provider(
         provider,
         base: monitor.target.clone(),
         account: monitor.account.clone(),
-        key: monitor
-            .key
-            .as_ref()
-            .map(|k| k.expose().to_string())
-            .unwrap_or_default(),
+        key: monitor.key.clone().unwrap_or_default(),
     };
     let seen = super::providers::check(&target, client).await;
+    // A gateway may echo what it was sent: the key and account never reach an error.
+    let secrets = [
+        target.key.expose(),
+        target.account.as_deref().unwrap_or_default(),
+    ];
+    let scrub = |why: String| probes::redact(&why, &secrets);
     let readings: serde_json::Map<String, serde_json::Value> = seen
         .readings
         .iter()
         .map(|r| (r.name.clone(), serde_json::json!(r.value)))
         .collect();
     let (failure, degraded) = match seen.problem {
-        Some((Verdict::Down, why)) => (Some(why), None),
-        Some((_, why)) => (None, Some(why)),
+        Some((Verdict::Down, why)) => (Some(scrub(why)), None),
+        Some((_, why)) => (None, Some(scrub(why))),
         None => (None, None),
     };
     Probe {
@@ -256,9 +261,13 @@ async fn provider(
         status: seen.status,
         body: Some(serde_json::Value::Object(readings).to_string()),
         headers: seen.headers,
+        // Bounded: reading names can come from an answer (currencies), which a broken peer
+        // could make endless.
         readings: seen
             .readings
             .into_iter()
+            .filter(|r| r.value.is_finite())
+            .take(MAX_READINGS)
             .map(|r| (r.name, r.value))
             .collect(),
         ..Probe::default()

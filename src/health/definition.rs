@@ -79,39 +79,6 @@ pub fn masked(spec: &MonitorSpec) -> MonitorSpec {
 /// mask left with nothing stored behind it (a new header, a new host) is refused: the monitor
 /// would otherwise send the mask itself as a credential.
 pub fn keep_masked(edited: &mut MonitorSpec, stored: Option<&MonitorSpec>) -> Result<(), Invalid> {
-    for (name, value) in edited.headers.iter_mut() {
-        if value == MASK {
-            match stored.and_then(|s| s.headers.get(name)) {
-                Some(old) => value.clone_from(old),
-                None => {
-                    return Err(Invalid {
-                        field: "headers".into(),
-                        problem: format!("give the value of {name:?}; nothing is stored for it"),
-                    });
-                }
-            }
-        }
-    }
-    for (field, secret, old) in [
-        (
-            "password",
-            &mut edited.password,
-            stored.and_then(|s| s.password.clone()),
-        ),
-        ("key", &mut edited.key, stored.and_then(|s| s.key.clone())),
-    ] {
-        if secret.as_ref().is_some_and(|p| p.expose() == MASK) {
-            match old {
-                Some(old) => *secret = Some(old),
-                None => {
-                    return Err(Invalid {
-                        field: field.into(),
-                        problem: format!("give the {field}; none is stored"),
-                    });
-                }
-            }
-        }
-    }
     if edited.target.contains(MASK) {
         match stored {
             Some(s) if mask_target(&s.target) == edited.target => {
@@ -127,7 +94,58 @@ pub fn keep_masked(edited: &mut MonitorSpec, stored: Option<&MonitorSpec>) -> Re
             }
         }
     }
+    // Stored credentials go only where they went before: a masked value kept for a new host
+    // (or kind) would hand the secret to whoever answers there.
+    let moved = stored.is_none_or(|s| {
+        s.kind.trim() != edited.kind.trim() || origin(&s.target) != origin(&edited.target)
+    });
+    let refuse = |field: &str, what: &str| Invalid {
+        field: field.into(),
+        problem: if moved {
+            format!(
+                "give {what} again: the target changed, and a stored secret only goes where it went before"
+            )
+        } else {
+            format!("give {what}; nothing is stored for it")
+        },
+    };
+    for (name, value) in edited.headers.iter_mut() {
+        if value == MASK {
+            match stored.and_then(|s| s.headers.get(name)).filter(|_| !moved) {
+                Some(old) => value.clone_from(old),
+                None => return Err(refuse("headers", &format!("the value of {name:?}"))),
+            }
+        }
+    }
+    for (field, secret, old) in [
+        (
+            "password",
+            &mut edited.password,
+            stored.and_then(|s| s.password.clone()),
+        ),
+        ("key", &mut edited.key, stored.and_then(|s| s.key.clone())),
+    ] {
+        if secret.as_ref().is_some_and(|p| p.expose() == MASK) {
+            match old.filter(|_| !moved) {
+                Some(old) => *secret = Some(old),
+                None => return Err(refuse(field, &format!("the {field}"))),
+            }
+        }
+    }
     Ok(())
+}
+
+/// Where a target sends its requests: scheme, host and port for a URL, the text otherwise.
+fn origin(target: &str) -> String {
+    match reqwest::Url::parse(target.trim()) {
+        Ok(url) if url.has_host() => format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or(0)
+        ),
+        _ => target.trim().to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +188,24 @@ mod tests {
             masked(&spec("db.internal:5432", &[])).target,
             "db.internal:5432"
         );
+    }
+
+    #[test]
+    fn masked_secrets_never_follow_a_new_target() {
+        let mut stored = spec("https://api.openai.com", &[("X-Api-Key", "k1")]);
+        stored.kind = "openai".into();
+        stored.key = Some(Secret("sk-live".into()));
+        let mut same_host = masked(&stored);
+        same_host.target = "https://api.openai.com/".into();
+        keep_masked(&mut same_host, Some(&stored)).unwrap();
+        assert_eq!(same_host.key, stored.key, "same origin keeps the key");
+        let mut elsewhere = masked(&stored);
+        elsewhere.target = "https://evil.example".into();
+        let e = keep_masked(&mut elsewhere, Some(&stored)).unwrap_err();
+        assert!(e.problem.contains("target changed"), "{e}");
+        let mut other_kind = masked(&stored);
+        other_kind.kind = "luma".into();
+        assert!(keep_masked(&mut other_kind, Some(&stored)).is_err());
     }
 
     #[test]

@@ -157,7 +157,12 @@ pub fn runs_out(points: &[(i64, f64)]) -> Option<(f64, i64)> {
     let intercept = mean_y - slope * mean_x;
     let zero_days = -intercept / slope;
     let at = first.0 as f64 + zero_days * DAY_MS;
-    Some((-slope, at.clamp(last.0 as f64, 8.0e15) as i64))
+    // Beyond ten years a date says nothing useful (and past year 9999 cannot be written).
+    let horizon = last.0 as f64 + 3650.0 * DAY_MS;
+    if !at.is_finite() || !slope.is_finite() || at > horizon {
+        return None;
+    }
+    Some((-slope, at.max(last.0 as f64) as i64))
 }
 
 /// One figure's history: `[time (RFC 3339), value]` pairs, oldest first.

@@ -115,8 +115,8 @@ pub struct ProviderTarget {
     /// The API base without a trailing slash.
     pub base: String,
     pub account: Option<String>,
-    /// The API key, token or secret.
-    pub key: String,
+    /// The API key, token or secret (its `Debug` shows `***`).
+    pub key: super::monitor::Secret,
 }
 
 /// One figure read from a provider, e.g. `credits` = 1520.5.
@@ -239,10 +239,13 @@ fn number(v: &Value, pointer: &str) -> Result<f64, String> {
         Some(Value::Number(n)) => n
             .as_f64()
             .ok_or_else(|| format!("{pointer} is out of range")),
+        // "NaN" and "inf" parse as floats; no provider means them, and NaN cannot be stored.
         Some(Value::String(s)) => s
             .trim()
-            .parse()
-            .map_err(|_| format!("{pointer} is not a number: {s:?}")),
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| format!("{pointer} is not a number: {s:?}")),
         Some(other) => Err(format!("{pointer} is not a number: {other}")),
         None => Err(format!("the answer has no {pointer}")),
     }
@@ -269,7 +272,11 @@ pub async fn check(t: &ProviderTarget, client: &reqwest::Client) -> Seen {
 async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen> {
     let base = t.base.trim_end_matches('/');
     let account = t.account.as_deref().unwrap_or_default();
-    let bearer = |path: &str| client.get(format!("{base}{path}")).bearer_auth(&t.key);
+    let bearer = |path: &str| {
+        client
+            .get(format!("{base}{path}"))
+            .bearer_auth(t.key.expose())
+    };
     match t.provider {
         Provider::Stripe => {
             let a = fetch(bearer("/v1/balance")).await?;
@@ -290,6 +297,14 @@ async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen
                         .map_err(|e| shape(a.status, a.headers.clone(), e))?;
                     let currency = text(item, "/currency")
                         .map_err(|e| shape(a.status, a.headers.clone(), e))?;
+                    // Reading names come from the answer: only real currency codes make one.
+                    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
+                        return Err(shape(
+                            a.status,
+                            a.headers.clone(),
+                            format!("{currency:?} is not a currency code"),
+                        ));
+                    }
                     readings.push(reading(format!("{prefix}_{currency}"), amount));
                 }
             }
@@ -298,7 +313,7 @@ async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen
         Provider::N8n => {
             let req = client
                 .get(format!("{base}/api/v1/workflows?limit=1"))
-                .header("X-N8N-API-KEY", &t.key);
+                .header("X-N8N-API-KEY", t.key.expose());
             let a = fetch(req).await?;
             if !a.json.get("data").is_some_and(Value::is_array) {
                 return Err(shape(a.status, a.headers, "no data list".into()));
@@ -310,7 +325,7 @@ async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen
             let a = fetch(
                 client
                     .get(format!("{account_url}.json"))
-                    .basic_auth(account, Some(&t.key)),
+                    .basic_auth(account, Some(t.key.expose())),
             )
             .await?;
             // The account resource carries the auth token: only `status` is read from it.
@@ -323,7 +338,7 @@ async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen
             let b = fetch(
                 client
                     .get(format!("{account_url}/Balance.json"))
-                    .basic_auth(account, Some(&t.key)),
+                    .basic_auth(account, Some(t.key.expose())),
             )
             .await;
             let mut readings = Vec::new();
@@ -338,7 +353,7 @@ async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen
         Provider::Vonage => {
             let req = client
                 .get(format!("{base}/account/get-balance"))
-                .query(&[("api_key", account), ("api_secret", t.key.as_str())]);
+                .query(&[("api_key", account), ("api_secret", t.key.expose())]);
             let a = fetch(req).await?;
             let value =
                 number(&a.json, "/value").map_err(|e| shape(a.status, a.headers.clone(), e))?;
@@ -348,7 +363,7 @@ async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen
             let post = |path: &str| {
                 client
                     .post(format!("{base}{path}"))
-                    .bearer_auth(&t.key)
+                    .bearer_auth(t.key.expose())
                     .json(&serde_json::json!({"limit": 1}))
             };
             let a = match fetch(post("/v3/list-calls")).await {
@@ -431,7 +446,7 @@ async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen
         }
         Provider::Kling => {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let token = kling_jwt(account, &t.key, now);
+            let token = kling_jwt(account, t.key.expose(), now);
             let end_ms = now * 1000;
             let start_ms = end_ms - 30 * 86_400_000;
             let a = fetch(
@@ -484,7 +499,7 @@ async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen
             let a = fetch(
                 client
                     .get(format!("{base}/v1/credits"))
-                    .header("x-key", &t.key),
+                    .header("x-key", t.key.expose()),
             )
             .await?;
             let credits =
@@ -495,7 +510,7 @@ async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen
             let a = fetch(
                 client
                     .get(format!("{base}/v1/user/subscription"))
-                    .header("xi-api-key", &t.key),
+                    .header("xi-api-key", t.key.expose()),
             )
             .await?;
             let used = number(&a.json, "/character_count")
@@ -527,7 +542,7 @@ async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen
             let a = fetch(
                 client
                     .get(format!("{base}/account/info"))
-                    .header("x-api-key", &t.key),
+                    .header("x-api-key", t.key.expose()),
             )
             .await?;
             let code = number(&a.json, "/code").unwrap_or(200.0);
@@ -580,7 +595,10 @@ fn rate_limit_readings(headers: &[(String, String)]) -> Vec<Reading> {
             "ratelimit-remaining" | "ratelimit-remaining-requests" => "ratelimit_remaining",
             _ => continue,
         };
-        if let Ok(v) = value.trim().parse::<f64>() {
+        if let Ok(v) = value.trim().parse::<f64>()
+            && v.is_finite()
+            && !out.iter().any(|r: &Reading| r.name == key)
+        {
             out.push(reading(key, v));
         }
     }
@@ -890,14 +908,16 @@ mod tests {
                 "59".to_string(),
             ),
             ("x-ratelimit-limit-requests".to_string(), "junk".to_string()),
+            ("x-ratelimit-limit-requests".to_string(), "NaN".to_string()),
         ];
+        // The first of two headers naming one figure wins (one reading per name and check);
+        // what is not a finite number is skipped.
         let r = rate_limit_readings(&headers);
         assert_eq!(
             r,
             vec![
                 reading("ratelimit_limit", 5000.0),
                 reading("ratelimit_remaining", 4816.0),
-                reading("ratelimit_remaining", 59.0),
             ]
         );
     }

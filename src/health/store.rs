@@ -408,8 +408,18 @@ pub async fn record(store: &Store, batch: &[Recorded]) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
+    // One row per key in each statement: PostgreSQL refuses an upsert that meets the same key
+    // twice (two checks of a monitor in one millisecond, a reading repeated in one answer),
+    // which would lose the whole batch. The later one is kept, as the upserts below keep it.
+    let mut keys = std::collections::HashSet::new();
+    let mut unique: Vec<&Recorded> = batch
+        .iter()
+        .rev()
+        .filter(|r| keys.insert((r.monitor_id, r.at)))
+        .collect();
+    unique.reverse();
     let mut tx = store.begin().await?;
-    for chunk in batch.chunks(100) {
+    for chunk in unique.chunks(100) {
         let sql = multi_row_insert(
             "check_results (monitor_id, at, verdict, latency_us, status, error, headers)",
             7,
@@ -435,15 +445,20 @@ pub async fn record(store: &Store, batch: &[Recorded]) -> Result<()> {
         }
         tx.execute_assembled(sql, values).await?;
     }
-    let readings: Vec<(i64, &str, i64, f64)> = batch
+    let mut names = std::collections::HashSet::new();
+    let mut readings: Vec<(i64, &str, i64, f64)> = unique
         .iter()
+        .rev()
         .flat_map(|r| {
             r.result
                 .readings
                 .iter()
+                .rev()
                 .map(move |(name, value)| (r.monitor_id, name.as_str(), r.at, *value))
         })
+        .filter(|(id, name, at, _)| names.insert((*id, *name, *at)))
         .collect();
+    readings.reverse();
     for chunk in readings.chunks(200) {
         let sql = multi_row_insert(
             "provider_readings (monitor_id, name, at, value)",

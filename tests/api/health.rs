@@ -992,3 +992,66 @@ async fn scheduler_lease_sqlite() {
 async fn scheduler_lease_postgres() {
     scheduler_lease(Backend::Postgres).await;
 }
+
+/// A batch holding two checks of one monitor in the same millisecond, and a reading named
+/// twice in one check, is written whole on both databases (PostgreSQL refuses an upsert that
+/// meets one key twice): the later of each is kept.
+async fn duplicate_keys_in_a_batch(backend: Backend) {
+    let mut tcp = spec("db", "tcp", "127.0.0.1:9");
+    tcp.interval = Some("24h".into());
+    let Some(app) = spawn_app_with(backend, move |c| c.monitors = vec![tcp]).await else {
+        return;
+    };
+    let store = &app.state.store;
+    let id = store::list(store, &app.state.master_key).await.unwrap()[0].id;
+    let at = now_ms() - 5_000;
+    let check = |latency_us: i64, credits: &[f64]| Recorded {
+        monitor_id: id,
+        at,
+        result: CheckResult {
+            verdict: Verdict::Up,
+            latency_us,
+            status: None,
+            error: None,
+            headers: vec![],
+            readings: credits
+                .iter()
+                .map(|c| ("credits".to_string(), *c))
+                .collect(),
+        },
+        tracker: Tracker::default(),
+    };
+    store::record(
+        store,
+        &[check(1_000, &[5.0, 6.0]), check(2_000, &[7.0, 8.0])],
+    )
+    .await
+    .expect("the batch is written");
+    let (latency,): (i64,) = store
+        .fetch_one(
+            "SELECT latency_us FROM check_results WHERE monitor_id = $1",
+            opsdeck::args![id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(latency, 2_000, "the later check is kept");
+    let (value,): (f64,) = store
+        .fetch_one(
+            "SELECT value FROM provider_readings WHERE monitor_id = $1 AND name = 'credits'",
+            opsdeck::args![id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(value, 8.0, "the last reading of the later check is kept");
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_keys_in_a_batch_sqlite() {
+    duplicate_keys_in_a_batch(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_keys_in_a_batch_postgres() {
+    duplicate_keys_in_a_batch(Backend::Postgres).await;
+}

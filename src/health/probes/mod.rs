@@ -55,7 +55,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<String, St
 }
 
 /// `text` with every non-empty secret replaced by `***`: servers may echo what they were sent.
-fn redact(text: &str, secrets: &[&str]) -> String {
+pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
     secrets
         .iter()
         .filter(|s| !s.is_empty())
