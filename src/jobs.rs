@@ -276,15 +276,23 @@ pub async fn quota(state: &AppState) -> Result<Outcome, String> {
     Ok(Outcome::Idle)
 }
 
-/// Takes or renews the health scheduler's lease; a store error counts as not holding it.
-async fn take(s: &AppState, holder: &str) -> bool {
+/// Takes or renews the health scheduler's lease: `Some(held)`, or `None` when the store could
+/// not say in time (which is not the same as someone else holding it).
+async fn take(s: &AppState, holder: &str) -> Option<bool> {
     let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(30_000);
-    crate::store::lease::acquire(&s.store, HEALTH_LEASE, holder, ttl, crate::store::now_ms())
-        .await
-        .unwrap_or_else(|e| {
+    let attempt =
+        crate::store::lease::acquire(&s.store, HEALTH_LEASE, holder, ttl, crate::store::now_ms());
+    match tokio::time::timeout(LEASE_TTL / 3, attempt).await {
+        Ok(Ok(held)) => Some(held),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "could not take or renew the health scheduler's lease");
-            false
-        })
+            None
+        }
+        Err(_) => {
+            tracing::warn!("taking or renewing the health scheduler's lease timed out");
+            None
+        }
+    }
 }
 
 /// Lease on the health scheduler, and how long it lasts without renewal.
@@ -299,7 +307,7 @@ async fn health_scheduler(s: AppState, stop: CancellationToken) {
     let holder = uuid::Uuid::new_v4().to_string();
     let mut standing_by = false;
     loop {
-        if !take(&s, &holder).await {
+        if take(&s, &holder).await != Some(true) {
             if !standing_by {
                 tracing::info!("another instance runs the health scheduler; standing by");
                 standing_by = true;
@@ -310,21 +318,37 @@ async fn health_scheduler(s: AppState, stop: CancellationToken) {
             }
         }
         standing_by = false;
-        // Renewed every 10 s; a renewal that fails stops this run, so two instances never
-        // check at once for longer than the renewal interval.
+        // Renewed every 10 s. Another holder stops this run at once; a store that cannot
+        // answer stops it only when the lease this instance last renewed is about to run out
+        // (so a passing error does not restart the scheduler, and two instances never check
+        // at once past the lease).
         let run_stop = stop.child_token();
         let renew = {
             let (s, holder, run_stop) = (s.clone(), holder.clone(), run_stop.clone());
             tokio::spawn(async move {
+                let mut renewed = tokio::time::Instant::now();
                 loop {
                     tokio::select! {
                         _ = run_stop.cancelled() => return,
                         _ = tokio::time::sleep(LEASE_TTL / 3) => {}
                     }
-                    if !take(&s, &holder).await {
-                        tracing::warn!("lost the health scheduler's lease; stopping checks here");
-                        run_stop.cancel();
-                        return;
+                    match take(&s, &holder).await {
+                        Some(true) => renewed = tokio::time::Instant::now(),
+                        Some(false) => {
+                            tracing::warn!(
+                                "another instance holds the health scheduler's lease; stopping checks here"
+                            );
+                            run_stop.cancel();
+                            return;
+                        }
+                        None if renewed.elapsed() >= LEASE_TTL - LEASE_TTL / 3 => {
+                            tracing::warn!(
+                                "could not renew the health scheduler's lease in time; stopping checks here"
+                            );
+                            run_stop.cancel();
+                            return;
+                        }
+                        None => {}
                     }
                 }
             })

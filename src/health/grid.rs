@@ -498,6 +498,14 @@ impl Grid {
         }
     }
 
+    /// When each monitor was last checked (UTC ms), for those checked at all.
+    pub fn last_checks(&self) -> HashMap<i64, i64> {
+        self.entries
+            .values()
+            .filter_map(|e| e.last_check_at.map(|at| (e.id, at)))
+            .collect()
+    }
+
     pub fn remove(&mut self, id: i64) {
         if self.entries.remove(&id).is_some() {
             self.order.retain(|i| *i != id);

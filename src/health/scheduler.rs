@@ -23,6 +23,9 @@ use crate::access::audit::Actor;
 use crate::access::secrets::MasterKey;
 use crate::store::{Store, now_ms};
 
+/// How often the scheduler looks for monitors changed elsewhere.
+const CHANGES_POLL: Duration = Duration::from_secs(5);
+
 /// Most results the recorder holds before writing, and longest it waits.
 const BATCH: usize = 500;
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -232,10 +235,13 @@ impl Health {
                 result: result.clone(),
                 manual: Some((Known::of(&stored.monitor), reply)),
             };
-            if inbox.send(Msg::Done(finished)).await.is_ok()
-                && let Ok(tracker) = answer.await
-            {
-                return Ok(Some((result, tracker)));
+            if inbox.send(Msg::Done(finished)).await.is_ok() {
+                match answer.await {
+                    Ok(tracker) => return Ok(Some((result, tracker))),
+                    // The recorder drops a result of a monitor deleted meanwhile.
+                    Err(_) if store::get(store, key, id).await?.is_none() => return Ok(None),
+                    Err(_) => {}
+                }
             }
         }
         // No scheduler running (or it stopped meanwhile): nothing else moves states.
@@ -346,16 +352,46 @@ impl Plan {
             })
             .collect();
         let now = Instant::now();
+        let now_wall = now_ms();
+        // When each monitor was last checked (the grid knows), so a restart or a takeover
+        // continues each one's rhythm instead of re-drawing it over a whole interval: a 24 h
+        // monitor would otherwise wait up to 24 h more.
+        let last_checks: HashMap<i64, i64> = health
+            .grid
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|g| g.last_checks())
+            .unwrap_or_default();
+        let fresh = stored
+            .iter()
+            .filter(|m| !m.paused && !self.scheduled.contains_key(&m.id))
+            .count();
+        // Monitors due now (never checked, overdue, new, edited, resumed) start within ten
+        // seconds, or spread at 100 a second when there are many, never over more than their
+        // interval.
+        let catch_up = Duration::from_secs(10).max(Duration::from_millis(10) * fresh as u32);
         let mut next = HashMap::with_capacity(stored.len());
         for m in stored.into_iter().filter(|m| !m.paused) {
             let definition = definition_hash(&m.spec);
             let entry = match self.scheduled.remove(&m.id) {
                 Some(old) if old.definition == definition => old,
-                _ => {
+                edited => {
                     self.generations += 1;
-                    let offset = rand::rng().random_range(
-                        Duration::ZERO..m.monitor.interval.max(Duration::from_millis(1)),
-                    );
+                    let interval = m.monitor.interval.max(Duration::from_millis(1));
+                    let continues = edited
+                        .is_none()
+                        .then(|| last_checks.get(&m.id))
+                        .flatten()
+                        .map(|last| {
+                            last + i64::try_from(interval.as_millis()).unwrap_or(i64::MAX)
+                                - now_wall
+                        })
+                        .filter(|ahead| *ahead > 0);
+                    let offset = match continues {
+                        Some(ahead) => Duration::from_millis(u64::try_from(ahead).unwrap_or(0)),
+                        None => rand::rng().random_range(Duration::ZERO..catch_up.min(interval)),
+                    };
                     self.due.push(Reverse((
                         now + offset,
                         now + offset,
@@ -432,6 +468,9 @@ pub async fn run(
 
     let client = health.client.clone();
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut signature = store::signature(&store).await.ok();
+    let mut poll = tokio::time::interval(CHANGES_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = plan.due.peek().map(|Reverse((start, ..))| *start);
         tokio::select! {
@@ -440,7 +479,20 @@ pub async fn run(
                 if let Err(e) = plan.reload(&store, &key, &health, &tx).await {
                     tracing::warn!(error = %e, "could not reload monitors; keeping the current set");
                 }
+                signature = store::signature(&store).await.ok();
                 let _ = done.send(());
+                continue;
+            }
+            // Changes made through another instance (it has no scheduler to tell) or by a
+            // restarted instance's config: seen within the poll interval.
+            _ = poll.tick() => {
+                let now = store::signature(&store).await.ok();
+                if now.is_some() && now != signature {
+                    if let Err(e) = plan.reload(&store, &key, &health, &tx).await {
+                        tracing::warn!(error = %e, "could not reload monitors; keeping the current set");
+                    }
+                    signature = now;
+                }
                 continue;
             }
             _ = async {
@@ -507,6 +559,7 @@ async fn record(
     health: Arc<Health>,
 ) {
     let mut known: HashMap<i64, Known> = HashMap::new();
+    let mut last_at: HashMap<i64, i64> = HashMap::new();
     // Deleted monitors, so that a reload read before the deletion cannot bring one back (ids
     // are never reused).
     let mut gone: std::collections::HashSet<i64> = std::collections::HashSet::new();
@@ -537,7 +590,14 @@ async fn record(
                         };
                         let tracker = trackers.entry(f.monitor_id).or_default();
                         let maintenance = rules.maintenance.iter().any(|w| w.contains(f.at));
-                        if let Some(previous) = tracker.apply(f.result.verdict, rules.thresholds, maintenance, f.at) {
+                        // A check that started before the last one applied (a slow manual
+                        // check, an overlapping run) is recorded but does not move the state:
+                        // the store, the grid and this task agree on "the newest check wins".
+                        let newest = last_at.get(&f.monitor_id).is_none_or(|last| f.at >= *last);
+                        if newest {
+                            last_at.insert(f.monitor_id, f.at);
+                        }
+                        if newest && let Some(previous) = tracker.apply(f.result.verdict, rules.thresholds, maintenance, f.at) {
                             tracing::info!(
                                 monitor = rules.name.as_str(),
                                 from = previous.as_str(),
@@ -567,7 +627,19 @@ async fn record(
             }
         }
         if !batch.is_empty() {
-            match store::record(&store, &batch).await {
+            let mut written = store::record(&store, &batch).await;
+            if written.is_err() {
+                // A monitor deleted by another instance fails the whole batch on its foreign
+                // key until the next reload: write the rest.
+                let ids: Vec<i64> = batch.iter().map(|r| r.monitor_id).collect();
+                if let Ok(present) = store::existing(&store, &ids).await
+                    && present.len() < ids.iter().collect::<std::collections::HashSet<_>>().len()
+                {
+                    batch.retain(|r| present.contains(&r.monitor_id));
+                    written = store::record(&store, &batch).await;
+                }
+            }
+            match written {
                 Ok(()) => health.with_grid(|g| g.apply(&batch)),
                 Err(e) => {
                     tracing::warn!(error = %e, checks = batch.len(), "could not record check results");

@@ -369,6 +369,35 @@ async fn read(store: &Store, key: &MasterKey, only: Option<i64>) -> Result<Vec<S
     Ok(out)
 }
 
+/// What changes whenever a monitor is created, edited, paused, resumed or deleted: count,
+/// latest change and the sum of ids (a deletion and a creation together still move the sum
+/// and the latest change).
+pub async fn signature(store: &Store) -> Result<(i64, i64, i64)> {
+    Ok(store
+        .fetch_one(
+            "SELECT COUNT(*), CAST(COALESCE(MAX(updated_at), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(id), 0) AS BIGINT) FROM monitors",
+            args![],
+        )
+        .await?)
+}
+
+/// Which of `ids` still name a stored monitor.
+pub async fn existing(store: &Store, ids: &[i64]) -> Result<std::collections::HashSet<i64>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    // Integers only, so inlining them is safe.
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let rows: Vec<(i64,)> = store
+        .fetch_all_assembled(
+            format!("SELECT id FROM monitors WHERE id IN ({list})"),
+            args![],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
 /// Every monitor's stored state, by id.
 pub async fn trackers(store: &Store) -> Result<BTreeMap<i64, Tracker>> {
     let rows: Vec<(i64, String, Option<i64>, i64, i64)> = store
@@ -539,7 +568,9 @@ pub async fn record(store: &Store, batch: &[Recorded]) -> Result<()> {
              ON CONFLICT (monitor_id) DO UPDATE SET state = excluded.state, since = excluded.since, \
              failures = excluded.failures, successes = excluded.successes, \
              last_check_at = excluded.last_check_at, last_latency_us = excluded.last_latency_us, \
-             last_error = excluded.last_error",
+             last_error = excluded.last_error \
+             WHERE monitor_states.last_check_at IS NULL \
+             OR monitor_states.last_check_at <= excluded.last_check_at",
             args![
                 r.monitor_id,
                 t.state.as_str(),

@@ -93,6 +93,9 @@ impl Default for Figures {
     }
 }
 
+/// Requests the fake remembers for `requests()`.
+const MAX_LOGGED: usize = 10_000;
+
 struct Shared {
     key: String,
     /// Twilio Account SID, Vonage API key, Supabase project ref and Kling access key.
@@ -191,12 +194,17 @@ impl FakeProviders {
         &self.shared.account
     }
 
+    /// Logs a request; the demo runs for days, so only the latest are kept.
     pub(super) fn note(&self, what: String) {
-        self.shared
+        let mut log = self
+            .shared
             .requests
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(what);
+            .unwrap_or_else(|e| e.into_inner());
+        if log.len() >= MAX_LOGGED {
+            log.drain(..MAX_LOGGED / 2);
+        }
+        log.push(what);
     }
 
     pub(super) fn behaviour(&self, p: Provider) -> Behaviour {

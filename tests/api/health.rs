@@ -1055,3 +1055,62 @@ async fn duplicate_keys_in_a_batch_sqlite() {
 async fn duplicate_keys_in_a_batch_postgres() {
     duplicate_keys_in_a_batch(Backend::Postgres).await;
 }
+
+/// Monitors changed through another instance (which writes the store and has no scheduler to
+/// tell) are picked up by the running scheduler on its next poll, and a monitor deleted there
+/// stops being checked here without losing other monitors' results.
+async fn changes_made_elsewhere_reach_the_scheduler(backend: Backend) {
+    let (url, _answer) = crate::helpers::switchable_peer().await;
+    let mut steady = spec("steady", "http", &url);
+    steady.interval = Some("1s".into());
+    let Some(app) = spawn_app_with(backend, move |c| c.monitors = vec![steady]).await else {
+        return;
+    };
+    let (store, key) = (&app.state.store, &app.state.master_key);
+    let actor = opsdeck::access::audit::Actor::new("other-instance", None);
+    let mut web = spec("elsewhere", "http", &url);
+    web.interval = Some("1s".into());
+    let id = store::create(store, key, &web, &actor).await.unwrap();
+    wait_until(
+        "the scheduler checks a monitor created elsewhere",
+        || async { results_of(&app, id).await > 0 },
+    )
+    .await;
+    store::delete(store, id, &actor).await.unwrap();
+    // Within a poll (5 s) it is dropped; until then its results are set aside, not the batch.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let steady_id = store::list(store, key)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.monitor.name == "steady")
+        .map(|m| m.id)
+        .unwrap();
+    let before = results_of(&app, steady_id).await;
+    assert_eq!(
+        results_of(&app, id).await,
+        0,
+        "nothing of the deleted monitor is kept"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        results_of(&app, id).await,
+        0,
+        "and nothing is written after"
+    );
+    wait_until("the other monitor's results keep landing", || async {
+        results_of(&app, steady_id).await > before
+    })
+    .await;
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_elsewhere_reach_the_scheduler_sqlite() {
+    changes_made_elsewhere_reach_the_scheduler(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_elsewhere_reach_the_scheduler_postgres() {
+    changes_made_elsewhere_reach_the_scheduler(Backend::Postgres).await;
+}
