@@ -151,7 +151,7 @@ async fn probe(
         Kind::Postgres => probes::postgres::probe(monitor).await,
         Kind::Redis => probes::redis::probe(monitor).await,
         Kind::Smtp => probes::smtp::probe(monitor).await,
-        Kind::Provider(p) => provider(monitor, p, client).await,
+        Kind::Provider(p) => provider(monitor, p).await,
         Kind::Token(t) => crate::tokens::checks::probe(monitor, t, client, tokens).await,
     }
 }
@@ -227,18 +227,14 @@ pub(crate) async fn read_body(mut res: reqwest::Response) -> Result<Vec<u8>, Str
 
 /// A provider kind: its check, with the readings as `[BODY]` (a JSON object) so conditions such
 /// as `[BODY].credits < 100` work, and the provider's own verdict on its answer.
-async fn provider(
-    monitor: &Monitor,
-    provider: super::providers::Provider,
-    client: &reqwest::Client,
-) -> Probe {
+async fn provider(monitor: &Monitor, provider: super::providers::Provider) -> Probe {
     let target = super::providers::ProviderTarget {
         provider,
         base: monitor.target.clone(),
         account: monitor.account.clone(),
         key: monitor.key.clone().unwrap_or_default(),
     };
-    let seen = super::providers::check(&target, client).await;
+    let seen = super::providers::check(&target).await;
     // A gateway may echo what it was sent: the key and account never reach an error.
     let secrets = [
         target.key.expose(),

@@ -263,10 +263,25 @@ fn shape(status: u16, headers: Vec<(String, String)>, why: String) -> Seen {
 
 /// Runs the provider's check. Transport failures, error statuses and wrong shapes all come
 /// back as a `Seen` with a `Down` problem.
-pub async fn check(t: &ProviderTarget, client: &reqwest::Client) -> Seen {
-    match read(t, client).await {
+pub async fn check(t: &ProviderTarget) -> Seen {
+    match read(t, client()).await {
         Ok(seen) | Err(seen) => seen,
     }
+}
+
+/// The client provider checks use: like the shared one, but following no redirect. Provider
+/// APIs do not redirect their reads, and a redirect would carry key headers such as `x-key` or
+/// `xi-api-key` (which, unlike `Authorization`, reqwest keeps across origins) to another host.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("opsdeck-monitor/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build()
+            .unwrap_or_default()
+    })
 }
 
 async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen> {
@@ -732,6 +747,41 @@ mod tests {
         let r = run(Provider::Vonage, "http://127.0.0.1:9", KEY).await;
         assert_eq!(r.verdict, Verdict::Down);
         assert!(!r.error.unwrap_or_default().contains(KEY));
+    }
+
+    /// A provider read answered with a redirect fails with the status, and the key never
+    /// reaches the host it points to.
+    #[tokio::test]
+    async fn provider_reads_follow_no_redirect() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let elsewhere = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            async { axum::Json(serde_json::json!({"credits": 1})) }
+        });
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other_url = format!("http://{}", other.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(other, elsewhere).await });
+        let to = format!("{other_url}/v1/credits");
+        let redirecting = axum::Router::new().fallback(move || {
+            let to = to.clone();
+            async move {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [("location", to)],
+                    "",
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, redirecting).await });
+        let r = run(Provider::Bfl, &base, KEY).await;
+        assert_eq!(r.verdict, Verdict::Down);
+        assert_eq!(r.error.as_deref(), Some("HTTP 307"));
+        assert_eq!(seen.load(Ordering::Relaxed), 0, "the key was not sent on");
     }
 
     #[tokio::test]
