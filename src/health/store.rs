@@ -319,6 +319,39 @@ pub async fn get(store: &Store, key: &MasterKey, id: i64) -> Result<Option<Store
     Ok(read(store, key, Some(id)).await?.pop())
 }
 
+/// The unpaused monitors of the given kinds, with their definitions opened: for jobs that
+/// concern a few kinds, which need not open every monitor's definition.
+pub async fn list_active_of_kinds(
+    store: &Store,
+    key: &MasterKey,
+    kinds: &[&'static str],
+) -> Result<Vec<StoredMonitor>> {
+    if kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Kind names are our own constants (lowercase letters, digits and underscores).
+    let list = kinds
+        .iter()
+        .filter(|k| {
+            k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let ids: Vec<(i64,)> = store
+        .fetch_all_assembled(
+            format!("SELECT id FROM monitors WHERE paused = 0 AND kind IN ({list}) ORDER BY id"),
+            args![],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for (id,) in ids {
+        out.extend(read(store, key, Some(id)).await?);
+    }
+    Ok(out)
+}
+
 async fn read(store: &Store, key: &MasterKey, only: Option<i64>) -> Result<Vec<StoredMonitor>> {
     #[derive(sqlx::FromRow)]
     struct Row {
