@@ -124,10 +124,11 @@ const DAY_MS: f64 = 86_400_000.0;
 /// time in UTC ms), or `None` with fewer than two points, a flat or rising line, or a span
 /// shorter than a minute (too little to extrapolate from).
 pub fn runs_out(points: &[(i64, f64)]) -> Option<(f64, i64)> {
-    // Since the last refill: the last point after which the remaining amount went up.
+    // Since the last refill: the last point after which the remaining amount rose by more
+    // than 5 % (a top-up), so a refund of a few cents does not throw the history away.
     let start = points
         .windows(2)
-        .rposition(|w| w[1].1 > w[0].1)
+        .rposition(|w| w[1].1 - w[0].1 > 0.05 * w[0].1.abs().max(1.0))
         .map_or(0, |i| i + 1);
     let points = &points[start..];
     let (first, last) = (points.first()?, points.last()?);
@@ -292,6 +293,18 @@ mod tests {
         assert!((per_day - 200.0).abs() < 1e-9);
         assert!((at - (t0 + 7 * DAY)).abs() <= 1, "{}", at - t0);
         assert_eq!(runs_out(&[(t0, 5.0), (t0 + DAY, 5.0)]), None, "flat");
+        // A small uptick (a refund) is not a top-up: the fit keeps the whole burn.
+        let (per_day, _) = runs_out(&[
+            (t0, 1000.0),
+            (t0 + DAY, 900.0),
+            (t0 + 2 * DAY, 905.0),
+            (t0 + 3 * DAY, 700.0),
+        ])
+        .expect("falling");
+        assert!(
+            (per_day - 89.5).abs() < 1e-9,
+            "the line through all four, not 205 from the last two: {per_day}"
+        );
         assert_eq!(runs_out(&[(t0, 5.0)]), None, "one point");
         assert_eq!(
             runs_out(&[(t0, 5.0), (t0 + 1000, 4.0)]),
