@@ -330,6 +330,21 @@ struct Plan {
 }
 
 impl Plan {
+    /// Reloads, logging a failure (the current set stays); returns the monitors' signature
+    /// after it.
+    async fn reload_logged(
+        &mut self,
+        store: &Store,
+        key: &MasterKey,
+        health: &Health,
+        recorder: &mpsc::Sender<Msg>,
+    ) -> Option<(i64, i64, i64)> {
+        if let Err(e) = self.reload(store, key, health, recorder).await {
+            tracing::warn!(error = %e, "could not reload monitors; keeping the current set");
+        }
+        store::signature(store).await.ok()
+    }
+
     /// Reads the monitors again: new and edited ones get a first slot spread over their
     /// interval, unchanged ones keep their place on the grid, paused and deleted ones go.
     async fn reload(
@@ -476,10 +491,7 @@ pub async fn run(
         tokio::select! {
             _ = cancel.cancelled() => break,
             Some(done) = reload_rx.recv() => {
-                if let Err(e) = plan.reload(&store, &key, &health, &tx).await {
-                    tracing::warn!(error = %e, "could not reload monitors; keeping the current set");
-                }
-                signature = store::signature(&store).await.ok();
+                signature = plan.reload_logged(&store, &key, &health, &tx).await;
                 let _ = done.send(());
                 continue;
             }
@@ -488,10 +500,7 @@ pub async fn run(
             _ = poll.tick() => {
                 let now = store::signature(&store).await.ok();
                 if now.is_some() && now != signature {
-                    if let Err(e) = plan.reload(&store, &key, &health, &tx).await {
-                        tracing::warn!(error = %e, "could not reload monitors; keeping the current set");
-                    }
-                    signature = now;
+                    signature = plan.reload_logged(&store, &key, &health, &tx).await;
                 }
                 continue;
             }
@@ -502,6 +511,18 @@ pub async fn run(
                 }
             } => {}
         }
+        // A free slot first, the due monitor after: while every slot is busy with slow
+        // checks, a reload (an API change waiting for its answer) is still served, and the
+        // due monitor stays queued.
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(done) = reload_rx.recv() => {
+                signature = plan.reload_logged(&store, &key, &health, &tx).await;
+                let _ = done.send(());
+                continue;
+            }
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
         let Some(Reverse((start, slot, id, generation))) = plan.due.pop() else {
             continue;
         };
@@ -514,10 +535,6 @@ pub async fn run(
             continue;
         };
         let monitor = entry.monitor.clone();
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let (client, tx, tokens) = (client.clone(), tx.clone(), health.tokens.clone());
         let interval = monitor.interval;
         tokio::spawn(async move {

@@ -1114,3 +1114,66 @@ async fn changes_made_elsewhere_reach_the_scheduler_sqlite() {
 async fn changes_made_elsewhere_reach_the_scheduler_postgres() {
     changes_made_elsewhere_reach_the_scheduler(Backend::Postgres).await;
 }
+
+/// With every check slot held by slow checks, a change through the API still answers at
+/// once: the scheduler serves reloads while it waits for a free slot.
+async fn changes_do_not_wait_for_busy_slots(backend: Backend) {
+    use opsdeck::health::monitor::Secret;
+    use opsdeck::health::providers::Provider;
+    use opsdeck::simulators::providers::{Behaviour, FakeProviders};
+    let fake = FakeProviders::new("k", "a");
+    fake.set(Provider::Luma, Behaviour::Slow(2_900));
+    let (base, _server) = fake.start().await.expect("fake starts");
+    let slow = |name: &str| {
+        let mut m = spec(name, "luma", &base);
+        m.interval = Some("3s".into());
+        m.timeout = Some("3s".into());
+        m.key = Some(Secret("k".into()));
+        m
+    };
+    let monitors = vec![slow("slow-1"), slow("slow-2"), slow("slow-3")];
+    let Some(app) = spawn_app_with(backend, move |c| {
+        c.monitors = monitors;
+        c.health.concurrency = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let admin = app.key("ops", &["admin"]).await;
+    // Let the slow checks take the only slot.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (url, _answer) = crate::helpers::switchable_peer().await;
+    let body = serde_json::json!({"name": "new", "kind": "http", "target": url, "interval": "60s"});
+    let started = std::time::Instant::now();
+    let res = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/integrations",
+            &admin,
+            Some(&body),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let row: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        row["interval_secs"], 60.0,
+        "scheduled when the answer came: {row}"
+    );
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "answered in {took:?} while slow checks held every slot"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_do_not_wait_for_busy_slots_sqlite() {
+    changes_do_not_wait_for_busy_slots(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_do_not_wait_for_busy_slots_postgres() {
+    changes_do_not_wait_for_busy_slots(Backend::Postgres).await;
+}
