@@ -188,17 +188,19 @@ pub struct Latest {
 /// The latest extras of monitor `id`.
 pub async fn latest(store: &Store, id: i64, interval: Option<Duration>) -> Result<Latest> {
     let iso = crate::usage::quota::rfc3339;
-    let last: Option<(i64, Option<i64>, String, Option<String>)> = store
-        .fetch_optional(
-            "SELECT started_at, finished_at, state, error FROM provider_extras \
-             WHERE monitor_id = $1 AND state <> 'running' ORDER BY slot DESC LIMIT 1",
-            args![id],
-        )
-        .await?;
+    // The last good collection is read before the last finished run: a run finishing between
+    // the two reads then shows in both, never as figures without their run.
     let ok: Option<(i64, Option<String>)> = store
         .fetch_optional(
             "SELECT started_at, snapshot FROM provider_extras \
              WHERE monitor_id = $1 AND state = 'ok' ORDER BY slot DESC LIMIT 1",
+            args![id],
+        )
+        .await?;
+    let last: Option<(i64, Option<i64>, String, Option<String>)> = store
+        .fetch_optional(
+            "SELECT started_at, finished_at, state, error FROM provider_extras \
+             WHERE monitor_id = $1 AND state <> 'running' ORDER BY slot DESC LIMIT 1",
             args![id],
         )
         .await?;
