@@ -177,16 +177,7 @@ async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
         .and_then(|info| info.peer_certificate())
         .and_then(probes::tls::not_after)
         .map(|end| (end - time::OffsetDateTime::now_utc().unix_timestamp()) as f64 / 86_400.0);
-    let headers: Vec<(String, String)> = res
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = lowercase_headers(res.headers());
     let body = match read_body(res).await {
         Ok(body) => body,
         Err(why) => {
@@ -205,6 +196,19 @@ async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
         certificate_days,
         ..Probe::default()
     }
+}
+
+/// A response's headers as (lowercase name, value) pairs.
+pub(crate) fn lowercase_headers(headers: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Reads a response body of at most [`MAX_BODY_BYTES`]; a bigger one, or one that breaks off,

@@ -163,29 +163,39 @@ struct Answer {
     json: Value,
 }
 
-/// Sends `req` and reads a JSON answer; a non-2xx status becomes an error naming the status
-/// and, where the provider sent one, its error message (never the request, which may carry a
-/// key in its query string).
-async fn fetch(req: reqwest::RequestBuilder) -> Result<Answer, Seen> {
+/// A provider's JSON answer, or why there is none: the status (when there was an answer),
+/// its headers (names lowercase) and a reason naming the status and, where the provider sent
+/// one, its own error message — never the request, which may carry a key in its query string.
+pub(crate) struct JsonAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub json: Value,
+}
+
+pub(crate) struct JsonFailure {
+    pub status: Option<u16>,
+    pub headers: Vec<(String, String)>,
+    pub why: String,
+}
+
+/// Sends `req` and reads a JSON answer of at most the body cap; shared by the health reads
+/// and the extras collections.
+pub(crate) async fn get_json(req: reqwest::RequestBuilder) -> Result<JsonAnswer, JsonFailure> {
+    let failed = |status, headers, why| JsonFailure {
+        status,
+        headers,
+        why,
+    };
     let res = req
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(|e| Seen::failed(None, Vec::new(), super::checks::describe(&e.without_url())))?;
+        .map_err(|e| failed(None, Vec::new(), super::checks::describe(&e.without_url())))?;
     let status = res.status().as_u16();
-    let headers: Vec<(String, String)> = res
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = super::checks::lowercase_headers(res.headers());
     let body = super::checks::read_body(res)
         .await
-        .map_err(|why| Seen::failed(Some(status), headers.clone(), why))?;
+        .map_err(|why| failed(Some(status), headers.clone(), why))?;
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     if !(200..300).contains(&status) {
         let mut why = format!("HTTP {status}");
@@ -200,20 +210,32 @@ async fn fetch(req: reqwest::RequestBuilder) -> Result<Answer, Seen> {
             }
             why.push(')');
         }
-        return Err(Seen::failed(Some(status), headers, why));
+        return Err(failed(Some(status), headers, why));
     }
     match json {
-        Some(json) => Ok(Answer {
+        Some(json) => Ok(JsonAnswer {
             status,
             headers,
             json,
         }),
-        None => Err(Seen::failed(
+        None => Err(failed(
             Some(status),
             headers,
             "the answer is not JSON".into(),
         )),
     }
+}
+
+/// [`get_json`] as a health read: a failure is a `Down` observation.
+async fn fetch(req: reqwest::RequestBuilder) -> Result<Answer, Seen> {
+    get_json(req)
+        .await
+        .map(|a| Answer {
+            status: a.status,
+            headers: a.headers,
+            json: a.json,
+        })
+        .map_err(|f| Seen::failed(f.status, f.headers, f.why))
 }
 
 /// The error text providers put in their error bodies, in the shapes they use.
@@ -272,7 +294,7 @@ pub async fn check(t: &ProviderTarget) -> Seen {
 /// The client provider checks use: like the shared one, but following no redirect. Provider
 /// APIs do not redirect their reads, and a redirect would carry key headers such as `x-key` or
 /// `xi-api-key` (which, unlike `Authorization`, reqwest keeps across origins) to another host.
-fn client() -> &'static reqwest::Client {
+pub(crate) fn client() -> &'static reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()

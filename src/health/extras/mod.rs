@@ -150,52 +150,16 @@ impl Ctx<'_> {
     pub async fn fetch(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Page, Failure> {
         let timeout = self.limits.request_timeout;
         let attempt = async {
-            let res = req
-                .header("accept", "application/json")
-                .send()
+            super::providers::get_json(req)
                 .await
-                .map_err(|e| Failure::new(super::checks::describe(&e.without_url())))?;
-            let status = res.status().as_u16();
-            let headers: Vec<(String, String)> = res
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_ascii_lowercase(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
+                .map(|a| Page {
+                    headers: a.headers,
+                    json: a.json,
                 })
-                .collect();
-            let body = super::checks::read_body(res).await.map_err(|why| Failure {
-                status: Some(status),
-                why,
-            })?;
-            let json: Option<Value> = serde_json::from_slice(&body).ok();
-            if !(200..300).contains(&status) {
-                let mut why = format!("HTTP {status}");
-                if let Some(message) = json.as_ref().and_then(super::providers::error_message) {
-                    why.push_str(": ");
-                    why.push_str(&message);
-                }
-                if status == 429 {
-                    why.push_str(" (rate limited");
-                    if let Some((_, v)) = headers.iter().find(|(k, _)| k == "retry-after") {
-                        why.push_str(&format!("; retry after {v} s"));
-                    }
-                    why.push(')');
-                }
-                return Err(Failure {
-                    status: Some(status),
-                    why,
-                });
-            }
-            match json {
-                Some(json) => Ok(Page { headers, json }),
-                None => Err(Failure {
-                    status: Some(status),
-                    why: "the answer is not JSON".into(),
-                }),
-            }
+                .map_err(|f| Failure {
+                    status: f.status,
+                    why: f.why,
+                })
         };
         let outcome = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
