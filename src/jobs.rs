@@ -107,7 +107,8 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
     // Provider extras on their own cadence, apart from the health scheduler: slow, bounded
     // collections that must never delay a health check.
     let s = state.clone();
-    let client = crate::health::checks::client();
+    // The provider client: no redirects, so key headers never reach another host.
+    let client = crate::health::providers::client().clone();
     tracker.spawn(run_until_stopped(
         "provider-extras",
         EXTRAS_TICK,
