@@ -82,6 +82,10 @@ pub struct WriterInbox(mpsc::Receiver<Job>);
 /// so it commits one group at a time.)
 const PG_COMMITS_IN_FLIGHT: usize = 2;
 
+/// Times a PostgreSQL group commit is tried when it is aborted as a deadlock or serialization
+/// failure (see [`StoreError::is_retryable`]).
+const PG_COMMIT_ATTEMPTS: u32 = 3;
+
 /// Runs until every [`Ingestor`] handle is dropped or `stop` resolves, finishing the jobs it has
 /// already received.
 pub async fn run(
@@ -147,7 +151,20 @@ async fn commit_and_reply(
         async move {
             match direct {
                 Some(d) => commit_direct(&d, events).await,
-                None => commit(store, &events).await,
+                None => {
+                    // A transaction PostgreSQL aborted for its interleaving with the other one
+                    // in flight changed nothing, so it is run again before anyone hears of it.
+                    let mut attempt = 1;
+                    loop {
+                        match commit(store, &events).await {
+                            Err(e) if e.is_retryable() && attempt < PG_COMMIT_ATTEMPTS => {
+                                tracing::warn!(error = %e, attempt, "ingest commit aborted; retrying");
+                                attempt += 1;
+                            }
+                            other => break other,
+                        }
+                    }
+                }
             }
         }
     };
@@ -209,16 +226,28 @@ pub struct EventColumns<'a> {
 }
 
 impl<'a> EventColumns<'a> {
-    pub fn new(events: &'a [NewEvent]) -> Self {
-        Self {
-            source: events.iter().map(|e| e.source.as_str()).collect(),
-            id: events.iter().map(|e| e.id.as_str()).collect(),
-            kind: events.iter().map(|e| e.kind.as_str()).collect(),
-            subject: events.iter().map(|e| e.subject.as_deref()).collect(),
-            time: events.iter().map(|e| e.time_ms).collect(),
-            data: events.iter().map(|e| e.data.as_str()).collect(),
-            cost_nano: events.iter().map(|e| e.facts.cost_nano).collect(),
+    pub fn new(events: impl IntoIterator<Item = &'a NewEvent>) -> Self {
+        let events = events.into_iter();
+        let n = events.size_hint().0;
+        let mut c = Self {
+            source: Vec::with_capacity(n),
+            id: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            subject: Vec::with_capacity(n),
+            time: Vec::with_capacity(n),
+            data: Vec::with_capacity(n),
+            cost_nano: Vec::with_capacity(n),
+        };
+        for e in events {
+            c.source.push(e.source.as_str());
+            c.id.push(e.id.as_str());
+            c.kind.push(e.kind.as_str());
+            c.subject.push(e.subject.as_deref());
+            c.time.push(e.time_ms);
+            c.data.push(e.data.as_str());
+            c.cost_nano.push(e.facts.cost_nano);
         }
+        c
     }
 
     /// About how many bytes `e` adds to the statement's message: its text columns plus each
@@ -328,38 +357,54 @@ async fn commit(store: &Store, jobs: &[Arc<Vec<NewEvent>>]) -> Result<Vec<Writte
             "the pooled ingest path is PostgreSQL's; SQLite writes through its direct connection",
         ));
     };
-    let mut results = Vec::with_capacity(jobs.len());
+    // Every job's events go in (source, id) order across the whole group: the writer keeps
+    // two transactions in flight, and a repeated event makes the later insert wait for the
+    // earlier transaction, so two groups holding the same events in opposite orders would
+    // deadlock. The sort is stable, so among copies of one event the earliest job's comes
+    // first and is the one counted as accepted.
+    let mut order: Vec<(usize, &NewEvent)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| job.iter().map(move |e| (j, e)))
+        .collect();
+    order.sort_by(|(_, a), (_, b)| (&a.source, &a.id).cmp(&(&b.source, &b.id)));
+    let mut accepted = vec![0; jobs.len()];
     let mut rollups = Rollups::default();
-    for job in jobs {
-        let mut accepted = 0;
-        for chunk in chunks_by_size(job, PG_STATEMENT_BYTES, EventColumns::wire_size) {
-            let inserted = EventColumns::new(chunk).insert(conn, received).await?;
-            if inserted.len() == chunk.len() {
-                // The common case: nothing was a duplicate, so no lookup is needed.
-                for e in chunk {
-                    rollups.add(e);
-                }
-                accepted += chunk.len();
-                continue;
+    for chunk in chunks_by_size(&order, PG_STATEMENT_BYTES, |(_, e)| {
+        EventColumns::wire_size(e)
+    }) {
+        let inserted = EventColumns::new(chunk.iter().map(|(_, e)| *e))
+            .insert(conn, received)
+            .await?;
+        if inserted.len() == chunk.len() {
+            // The common case: nothing was a duplicate, so no lookup is needed.
+            for (j, e) in chunk {
+                rollups.add(e);
+                accepted[*j] += 1;
             }
-            // Only the rows actually inserted reach the rollups; an event repeated within the
-            // chunk is matched once.
-            let mut fresh: HashSet<(&str, &str)> = inserted
-                .iter()
-                .map(|(s, i)| (s.as_str(), i.as_str()))
-                .collect();
-            for e in chunk {
-                if fresh.remove(&(e.source.as_str(), e.id.as_str())) {
-                    rollups.add(e);
-                    accepted += 1;
-                }
+            continue;
+        }
+        // Only the rows actually inserted reach the rollups; an event repeated within the
+        // chunk is matched once.
+        let mut fresh: HashSet<(&str, &str)> = inserted
+            .iter()
+            .map(|(s, i)| (s.as_str(), i.as_str()))
+            .collect();
+        for (j, e) in chunk {
+            if fresh.remove(&(e.source.as_str(), e.id.as_str())) {
+                rollups.add(e);
+                accepted[*j] += 1;
             }
         }
-        results.push(Written {
+    }
+    let results = jobs
+        .iter()
+        .zip(accepted)
+        .map(|(job, accepted)| Written {
             accepted,
             duplicates: job.len() - accepted,
-        });
-    }
+        })
+        .collect();
     rollups.write_pg(conn).await?;
     tx.commit().await?;
     Ok(results)

@@ -579,8 +579,9 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
                     .send()
                     .await
                     .unwrap();
-                assert!(res.status().is_success());
+                let status = res.status();
                 let reply: Value = res.json().await.unwrap();
+                assert!(status.is_success(), "{status}: {reply}");
                 counts.0 += reply["accepted"].as_u64().unwrap() as usize;
                 counts.1 += reply["duplicates"].as_u64().unwrap() as usize;
             }
