@@ -39,6 +39,20 @@ fn mask_target(target: &str) -> String {
     }
     if url.password().is_some() {
         let _ = url.set_password(Some(MASK));
+    } else if !url.username().is_empty() {
+        // A user name without a password is how tokens ride in URLs (`https://<token>@host`).
+        let _ = url.set_username(MASK);
+    }
+    let path: Vec<String> = url
+        .path_segments()
+        .map(|segments| {
+            segments
+                .map(|s| if secret_like(s) { MASK } else { s }.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !path.is_empty() {
+        url.set_path(&path.join("/"));
     }
     if url.query().is_some() {
         let pairs: Vec<(String, String)> = url
@@ -57,6 +71,66 @@ fn mask_target(target: &str) -> String {
     url.to_string()
 }
 
+/// Whether a URL path segment looks like a credential rather than a name: long and mixing
+/// letters and digits, as webhook and bot URLs carry their tokens (`/services/T0/B0/<token>`,
+/// `/bot<id>:<token>/`). An id masked by mistake costs only its display: the round trip keeps it.
+fn secret_like(segment: &str) -> bool {
+    segment.len() >= 20
+        && segment.bytes().any(|b| b.is_ascii_digit())
+        && segment.bytes().any(|b| b.is_ascii_alphabetic())
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_:.%".contains(&b))
+}
+
+/// `body` with the values of likely credential fields masked: the members of a JSON object
+/// (at any depth) and the pairs of a form-encoded body whose names look sensitive. Other
+/// bodies are shown as they are.
+fn mask_body(body: &str) -> String {
+    if let Ok(mut json) = serde_json::from_str::<serde_json::Value>(body) {
+        fn walk(v: &mut serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::Object(map) => {
+                    let mut masked = false;
+                    for (k, v) in map.iter_mut() {
+                        if sensitive(k) && !v.is_object() && !v.is_array() && !v.is_null() {
+                            *v = serde_json::Value::String(MASK.into());
+                            masked = true;
+                        } else {
+                            masked |= walk(v);
+                        }
+                    }
+                    masked
+                }
+                serde_json::Value::Array(items) => items.iter_mut().fold(false, |m, v| walk(v) | m),
+                _ => false,
+            }
+        }
+        // Re-serialised only when something was masked, so a body without credentials is
+        // shown exactly as it was written.
+        return if walk(&mut json) {
+            json.to_string()
+        } else {
+            body.to_string()
+        };
+    }
+    let form = !body.trim().is_empty()
+        && body
+            .split('&')
+            .all(|pair| pair.contains('=') && !pair.contains(char::is_whitespace));
+    if form {
+        return body
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if sensitive(&k.replace('+', " ")) => format!("{k}={MASK}"),
+                _ => pair.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+    }
+    body.to_string()
+}
+
 /// The definition with its likely credentials replaced by [`MASK`].
 pub fn masked(spec: &MonitorSpec) -> MonitorSpec {
     let mut out = spec.clone();
@@ -66,6 +140,7 @@ pub fn masked(spec: &MonitorSpec) -> MonitorSpec {
         }
     }
     out.target = mask_target(&spec.target);
+    out.body = spec.body.as_deref().map(mask_body);
     for secret in [&mut out.password, &mut out.key] {
         if secret.is_some() {
             *secret = Some(Secret(MASK.into()));
@@ -109,6 +184,16 @@ pub fn keep_masked(edited: &mut MonitorSpec, stored: Option<&MonitorSpec>) -> Re
             format!("give {what}; nothing is stored for it")
         },
     };
+    if edited.body.as_deref().is_some_and(|b| b.contains(MASK)) {
+        match stored.and_then(|s| s.body.as_ref()).filter(|_| !moved) {
+            Some(b) if edited.body.as_deref() == Some(mask_body(b).as_str()) => {
+                edited.body = Some(b.clone());
+            }
+            _ => {
+                return Err(refuse("body", "the body's credentials in full"));
+            }
+        }
+    }
     for (name, value) in edited.headers.iter_mut() {
         if value == MASK {
             match stored.and_then(|s| s.headers.get(name)).filter(|_| !moved) {
@@ -188,6 +273,53 @@ mod tests {
             masked(&spec("db.internal:5432", &[])).target,
             "db.internal:5432"
         );
+    }
+
+    #[test]
+    fn tokens_in_paths_user_names_and_bodies_are_masked_and_kept() {
+        let mut stored = spec(
+            "https://ghp_token123@hooks.example.com/services/T0123/B0456/AbCdEf0123456789XyZ12345/health",
+            &[],
+        );
+        stored.body =
+            Some(r#"{"query":"ping","auth":{"client_secret":"cs-9f8e7d","user":"ops"}}"#.into());
+        let shown = masked(&stored);
+        let text = serde_json::to_string(&shown).unwrap();
+        for secret in ["ghp_token123", "AbCdEf0123456789XyZ12345", "cs-9f8e7d"] {
+            assert!(!text.contains(secret), "{secret} leaked in {text}");
+        }
+        assert!(
+            shown.target.contains("/services/T0123/B0456/"),
+            "{}",
+            shown.target
+        );
+        assert!(shown.target.ends_with("/health"), "{}", shown.target);
+        let body = shown.body.clone().unwrap();
+        assert!(
+            body.contains(r#""user":"ops""#) && body.contains("ping"),
+            "{body}"
+        );
+        let mut back = shown.clone();
+        keep_masked(&mut back, Some(&stored)).unwrap();
+        assert_eq!((&back.target, &back.body), (&stored.target, &stored.body));
+        // An edited body still holding the mask has nothing to take it from.
+        let mut edited = shown.clone();
+        edited.body = Some(body.replace("ping", "pong"));
+        assert_eq!(
+            keep_masked(&mut edited, Some(&stored)).unwrap_err().field,
+            "body"
+        );
+
+        let form = "grant_type=client_credentials&client_secret=s3cr3t&scope=read";
+        assert_eq!(
+            mask_body(form),
+            format!("grant_type=client_credentials&client_secret={MASK}&scope=read")
+        );
+        // Bodies without credentials are shown exactly as written.
+        for plain in ["{ \"q\": 1 }", "hello world", "a=1&b=2"] {
+            assert_eq!(mask_body(plain), plain);
+        }
+        assert!(!secret_like("health") && !secret_like("2024-01-01T00:00:00"));
     }
 
     #[test]
