@@ -327,9 +327,27 @@ impl Grid {
     /// Reads the grid from the store: monitors, their states and the hour and day rollups of
     /// the windows. Intervals are unknown until the scheduler lists its monitors.
     pub async fn load(store: &Store, now: i64) -> Result<Self, HealthError> {
+        Self::load_only(store, now, None).await
+    }
+
+    /// [`Grid::load`] of monitor `only` alone (a page of one integration on an instance that
+    /// keeps no grid), or of every monitor.
+    pub async fn load_only(
+        store: &Store,
+        now: i64,
+        only: Option<i64>,
+    ) -> Result<Self, HealthError> {
+        // The id is a number, so it goes into the text as one.
+        let (where_id, and_id) = match only {
+            Some(id) => (
+                format!(" WHERE id = {id}"),
+                format!(" AND monitor_id = {id}"),
+            ),
+            None => (String::new(), String::new()),
+        };
         let monitors: Vec<(i64, String, String, String, i64)> = store
-            .fetch_all(
-                "SELECT id, name, kind, source, paused FROM monitors",
+            .fetch_all_assembled(
+                format!("SELECT id, name, kind, source, paused FROM monitors{where_id}"),
                 args![],
             )
             .await?;
@@ -351,9 +369,12 @@ impl Grid {
             last_error: Option<String>,
         }
         let states: Vec<StateRow> = store
-            .fetch_all(
-                "SELECT monitor_id, state, since, failures, successes, last_check_at, \
-                 last_latency_us, last_error FROM monitor_states",
+            .fetch_all_assembled(
+                format!(
+                    "SELECT monitor_id, state, since, failures, successes, last_check_at, \
+                     last_latency_us, last_error FROM monitor_states{}",
+                    where_id.replace("id =", "monitor_id =")
+                ),
                 args![],
             )
             .await?;
@@ -403,11 +424,13 @@ impl Grid {
         }
         // The latest value of each provider reading, for the quota gauges.
         let latest: Vec<(i64, String, f64)> = store
-            .fetch_all(
-                "SELECT r.monitor_id, r.name, r.value FROM provider_readings r \
-                 JOIN (SELECT monitor_id, name, MAX(at) AS at FROM provider_readings \
-                 GROUP BY monitor_id, name) m \
-                 ON m.monitor_id = r.monitor_id AND m.name = r.name AND m.at = r.at",
+            .fetch_all_assembled(
+                format!(
+                    "SELECT r.monitor_id, r.name, r.value FROM provider_readings r \
+                     JOIN (SELECT monitor_id, name, MAX(at) AS at FROM provider_readings \
+                     WHERE 1 = 1{and_id} GROUP BY monitor_id, name) m \
+                     ON m.monitor_id = r.monitor_id AND m.name = r.name AND m.at = r.at"
+                ),
                 args![],
             )
             .await?;

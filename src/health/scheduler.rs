@@ -98,7 +98,16 @@ pub struct Health {
     grid: std::sync::RwLock<Option<Grid>>,
     /// The OAuth credentials' current access tokens, for the token kinds.
     pub tokens: Arc<crate::tokens::Vault>,
+    /// Where no scheduler runs here (a standby instance), the grid as last read from the
+    /// store and when: reused for [`STANDBY_GRID_TTL`], so a dashboard polling a standby does
+    /// not read every monitor's windows on each request, and requests arriving during a read
+    /// wait for it rather than each starting their own.
+    standby: tokio::sync::Mutex<Option<(Instant, Grid)>>,
 }
+
+/// How long a standby instance serves the grid it read (changes made through it are shown at
+/// once: they drop the copy).
+const STANDBY_GRID_TTL: Duration = Duration::from_secs(5);
 
 impl Default for Health {
     fn default() -> Self {
@@ -109,6 +118,7 @@ impl Default for Health {
             reloads: std::sync::Mutex::default(),
             grid: std::sync::RwLock::default(),
             tokens: Arc::default(),
+            standby: tokio::sync::Mutex::default(),
         }
     }
 }
@@ -123,7 +133,7 @@ impl Health {
     }
 
     /// The grid's rows (all, or monitor `only`): from memory while the scheduler runs, else
-    /// read from the store for this call.
+    /// from the store (one monitor's row read alone, the whole grid through the standby copy).
     pub async fn rows(
         &self,
         store: &Store,
@@ -133,11 +143,13 @@ impl Health {
         if let Some(grid) = self.grid.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             return Ok(grid.rows(now, only));
         }
-        Ok(Grid::load(store, now).await?.rows(now, only))
+        if only.is_some() {
+            return Ok(Grid::load_only(store, now, only).await?.rows(now, only));
+        }
+        self.with_standby(store, |g| g.rows(now, None)).await
     }
 
-    /// The whole grid as `{"integrations": [...]}`, mostly from rows cached as JSON while the
-    /// scheduler runs.
+    /// The whole grid as `{"integrations": [...]}`, mostly from rows cached as JSON.
     pub async fn grid_json(&self, store: &Store) -> Result<Vec<u8>, super::HealthError> {
         let now = now_ms();
         if let Some(grid) = self
@@ -148,7 +160,29 @@ impl Health {
         {
             return Ok(grid.json(now));
         }
-        Ok(Grid::load(store, now).await?.json(now))
+        self.with_standby(store, |g| g.json(now)).await
+    }
+
+    /// Runs `f` on the standby copy of the grid, read again when older than its TTL.
+    async fn with_standby<T>(
+        &self,
+        store: &Store,
+        f: impl FnOnce(&mut Grid) -> T,
+    ) -> Result<T, super::HealthError> {
+        let mut copy = self.standby.lock().await;
+        let (read, mut grid) = match copy.take() {
+            Some((read, grid)) if read.elapsed() < STANDBY_GRID_TTL => (read, grid),
+            _ => (Instant::now(), Grid::load(store, now_ms()).await?),
+        };
+        let out = f(&mut grid);
+        *copy = Some((read, grid));
+        Ok(out)
+    }
+
+    /// Drops the standby copy after a change made through this instance, so its next read
+    /// shows the change.
+    async fn forget_standby(&self) {
+        *self.standby.lock().await = None;
     }
 
     fn with_grid(&self, f: impl FnOnce(&mut Grid)) {
@@ -180,6 +214,7 @@ impl Health {
                 let _ = wait.await;
             }
         }
+        self.forget_standby().await;
     }
 
     /// Deletes an API monitor and everything recorded of it. With a scheduler running, the
@@ -206,7 +241,9 @@ impl Health {
                 return Ok(());
             }
         }
-        store::delete(store, id, actor).await
+        store::delete(store, id, actor).await?;
+        self.forget_standby().await;
+        Ok(())
     }
 
     /// Runs one check of monitor `id` now and records it like a scheduled one, returning the
@@ -265,6 +302,7 @@ impl Health {
             }],
         )
         .await?;
+        self.forget_standby().await;
         Ok(Some((result, tracker)))
     }
 }

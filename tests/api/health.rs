@@ -1177,3 +1177,85 @@ async fn changes_do_not_wait_for_busy_slots_sqlite() {
 async fn changes_do_not_wait_for_busy_slots_postgres() {
     changes_do_not_wait_for_busy_slots(Backend::Postgres).await;
 }
+
+/// An instance without the scheduler (a standby) reads the grid from the store: one
+/// integration's row alone, the whole grid through a copy it keeps a few seconds, which a
+/// change made through it drops at once. Both agree with the leader's grid in memory.
+async fn a_standby_reads_the_grid_from_the_store(backend: Backend) {
+    let (url, _answer) = crate::helpers::switchable_peer().await;
+    let mut a = spec("alpha", "http", &url);
+    a.interval = Some("1s".into());
+    let mut b = spec("beta", "http", &url);
+    b.interval = Some("1s".into());
+    let Some(app) = spawn_app_with(backend, move |c| c.monitors = vec![a, b]).await else {
+        return;
+    };
+    let (store, key) = (&app.state.store, &app.state.master_key);
+    let ids: Vec<i64> = store::list(store, key)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    for id in ids.clone() {
+        wait_until("both monitors are checked", || async {
+            results_of(&app, id).await > 0
+        })
+        .await;
+    }
+    // Stop the leader's checks from moving on while the two views are compared.
+    let actor = opsdeck::access::audit::Actor::new("test", None);
+    for id in &ids {
+        store::set_paused(store, *id, true, &actor).await.unwrap();
+    }
+    app.state.health.reload().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let standby = opsdeck::health::scheduler::Health::default();
+    let pick = |rows: Vec<opsdeck::health::grid::Integration>| {
+        rows.into_iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap();
+                // Only the leader knows the intervals (from the definitions).
+                v.as_object_mut().unwrap().remove("interval_secs");
+                v
+            })
+            .collect::<Vec<_>>()
+    };
+    for id in &ids {
+        let one = pick(standby.rows(store, Some(*id)).await.unwrap());
+        let leader = pick(app.state.health.rows(store, Some(*id)).await.unwrap());
+        assert_eq!(one.len(), 1);
+        assert_eq!(one, leader, "monitor {id}");
+    }
+    let all = pick(standby.rows(store, None).await.unwrap());
+    assert_eq!(all, pick(app.state.health.rows(store, None).await.unwrap()));
+    let json: serde_json::Value =
+        serde_json::from_slice(&standby.grid_json(store).await.unwrap()).unwrap();
+    assert_eq!(json["integrations"].as_array().unwrap().len(), 2);
+
+    // A monitor created elsewhere shows once the copy is old; one created through the standby
+    // shows at once.
+    let gamma = store::create(store, key, &spec("gamma", "http", &url), &actor)
+        .await
+        .unwrap();
+    assert_eq!(
+        standby.rows(store, None).await.unwrap().len(),
+        2,
+        "the copy is reused"
+    );
+    assert_eq!(standby.rows(store, Some(gamma)).await.unwrap().len(), 1);
+    standby.reload().await;
+    assert_eq!(standby.rows(store, None).await.unwrap().len(), 3);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_reads_the_grid_from_the_store_sqlite() {
+    a_standby_reads_the_grid_from_the_store(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_reads_the_grid_from_the_store_postgres() {
+    a_standby_reads_the_grid_from_the_store(Backend::Postgres).await;
+}
