@@ -118,6 +118,9 @@ struct Entry {
     last_check_at: Option<i64>,
     last_latency_us: Option<i64>,
     last_error: Option<String>,
+    /// Why the stored definition cannot be read, for a monitor the scheduler cannot run;
+    /// shown in place of the last check's error.
+    problem: Option<String>,
     hours: [HourSlot; HOURS],
     days: [DaySlot; DAYS],
     quota: Option<QuotaGauge>,
@@ -150,6 +153,7 @@ impl Entry {
             last_check_at: None,
             last_latency_us: None,
             last_error: None,
+            problem: None,
             hours: [HourSlot::default(); HOURS],
             days: [DaySlot::default(); DAYS],
             quota: None,
@@ -287,7 +291,10 @@ impl Entry {
             since: self.tracker.since.map(iso),
             last_check: self.last_check_at.map(iso),
             last_latency_ms: self.last_latency_us.map(|us| us as f64 / 1000.0),
-            last_error: self.last_error.clone(),
+            last_error: match &self.problem {
+                Some(p) => Some(format!("the stored definition cannot be read: {p}")),
+                None => self.last_error.clone(),
+            },
             interval_secs: self.interval.map_or(0.0, |d| d.as_secs_f64()),
             uptime: Uptime {
                 day: share(checks, down),
@@ -321,6 +328,8 @@ pub struct Listed {
     pub source: String,
     pub paused: bool,
     pub interval: Option<Duration>,
+    /// Set for a monitor whose definition cannot be read (see [`Entry::problem`]).
+    pub problem: Option<String>,
 }
 
 impl Grid {
@@ -476,12 +485,19 @@ impl Grid {
         self.order = order.into_iter().map(|(_, id)| id).collect();
     }
 
-    /// Takes the monitors as the scheduler now lists them: new ones added, renamed, paused or
-    /// rescheduled ones updated (keeping their figures), others dropped.
-    pub fn set_monitors(&mut self, listed: Vec<Listed>) {
-        let mut entries = HashMap::with_capacity(listed.len());
+    /// Takes the monitors the scheduler read: `listed` added or updated (keeping their
+    /// figures), `removed` dropped; with `full`, `listed` is every monitor and any other entry
+    /// goes too.
+    pub fn update_monitors(&mut self, listed: Vec<Listed>, removed: &[i64], full: bool) {
+        if full {
+            let keep: std::collections::HashSet<i64> = listed.iter().map(|m| m.id).collect();
+            self.entries.retain(|id, _| keep.contains(id));
+        }
+        for id in removed {
+            self.entries.remove(id);
+        }
         for m in listed {
-            let mut e = self.entries.remove(&m.id).unwrap_or_else(|| {
+            let e = self.entries.entry(m.id).or_insert_with(|| {
                 Entry::new(
                     m.id,
                     m.name.clone(),
@@ -496,10 +512,14 @@ impl Grid {
             e.source = m.source;
             e.paused = m.paused;
             e.interval = m.interval;
-            entries.insert(m.id, e);
+            e.problem = m.problem;
         }
-        self.entries = entries;
         self.sort();
+    }
+
+    /// When monitor `id` was last checked (UTC ms), if it was.
+    pub fn last_check(&self, id: i64) -> Option<i64> {
+        self.entries.get(&id).and_then(|e| e.last_check_at)
     }
 
     /// Counts a written batch.
@@ -519,14 +539,6 @@ impl Grid {
                 e.last_error.clone_from(&r.result.error);
             }
         }
-    }
-
-    /// When each monitor was last checked (UTC ms), for those checked at all.
-    pub fn last_checks(&self) -> HashMap<i64, i64> {
-        self.entries
-            .values()
-            .filter_map(|e| e.last_check_at.map(|at| (e.id, at)))
-            .collect()
     }
 
     pub fn remove(&mut self, id: i64) {
@@ -638,7 +650,7 @@ mod tests {
 
     fn grid_of(ids: &[(i64, &str)]) -> Grid {
         let mut g = Grid::default();
-        g.set_monitors(
+        g.update_monitors(
             ids.iter()
                 .map(|(id, name)| Listed {
                     id: *id,
@@ -647,8 +659,11 @@ mod tests {
                     source: "api".into(),
                     paused: false,
                     interval: Some(Duration::from_secs(60)),
+                    problem: None,
                 })
                 .collect(),
+            &[],
+            true,
         );
         g
     }
@@ -730,24 +745,30 @@ mod tests {
         g.apply(&[recorded(1, now - 1000, Verdict::Up, 5)]);
         let names: Vec<String> = g.rows(now, None).into_iter().map(|r| r.name).collect();
         assert_eq!(names, ["a", "b"]);
-        g.set_monitors(vec![
-            Listed {
-                id: 1,
-                name: "c".into(),
-                kind: "http".into(),
-                source: "api".into(),
-                paused: true,
-                interval: None,
-            },
-            Listed {
-                id: 3,
-                name: "a2".into(),
-                kind: "tcp".into(),
-                source: "config".into(),
-                paused: false,
-                interval: Some(Duration::from_secs(5)),
-            },
-        ]);
+        g.update_monitors(
+            vec![
+                Listed {
+                    id: 1,
+                    name: "c".into(),
+                    kind: "http".into(),
+                    source: "api".into(),
+                    paused: true,
+                    interval: None,
+                    problem: None,
+                },
+                Listed {
+                    id: 3,
+                    name: "a2".into(),
+                    kind: "tcp".into(),
+                    source: "config".into(),
+                    paused: false,
+                    interval: Some(Duration::from_secs(5)),
+                    problem: None,
+                },
+            ],
+            &[],
+            true,
+        );
         let rows = g.rows(now, None);
         let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["a2", "c"]);
@@ -759,6 +780,33 @@ mod tests {
         );
         assert_eq!(rows[1].interval_secs, 0.0);
         assert_eq!(rows[0].state, "unknown");
+        // A partial update touches only what it names: one monitor added (unreadable), one
+        // removed, the other kept.
+        g.update_monitors(
+            vec![Listed {
+                id: 4,
+                name: "b".into(),
+                kind: "http".into(),
+                source: "api".into(),
+                paused: false,
+                interval: None,
+                problem: Some("sealed with another key".into()),
+            }],
+            &[3],
+            false,
+        );
+        let rows = g.rows(now, None);
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["b", "c"]);
+        assert!(
+            rows[0]
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("sealed with another key"),
+            "{:?}",
+            rows[0].last_error
+        );
         g.remove(1);
         assert_eq!(g.rows(now, None).len(), 1);
         assert!(g.rows(now, Some(1)).is_empty());

@@ -18,7 +18,7 @@ use super::checks::{self, CheckResult};
 use super::grid::{Grid, Integration, Listed};
 use super::monitor::Monitor;
 use super::state::{Thresholds, Tracker};
-use super::store::{self, Recorded, StoredMonitor};
+use super::store::{self, Recorded};
 use crate::access::audit::Actor;
 use crate::access::secrets::MasterKey;
 use crate::store::{Store, now_ms};
@@ -66,7 +66,13 @@ impl Known {
 /// deletions (done by the recorder so that no result of a deleted monitor is written after it).
 enum Msg {
     Done(Finished),
-    Monitors(HashMap<i64, Known>),
+    /// The rules of monitors (re)read by a reload, and those no longer checked (deleted,
+    /// paused, unreadable); with `full`, `known` is every checked monitor.
+    Monitors {
+        known: HashMap<i64, Known>,
+        unknown: Vec<i64>,
+        full: bool,
+    },
     Delete {
         id: i64,
         actor: Actor,
@@ -357,7 +363,7 @@ fn definition_hash(spec: &super::monitor::MonitorSpec) -> u64 {
     h.finish()
 }
 
-/// The scheduler's view of the stored monitors, rebuilt on every reload.
+/// The scheduler's view of the stored monitors, brought up to date on every reload.
 struct Plan {
     scheduled: HashMap<i64, Scheduled>,
     /// (when to start: the slot plus its jitter, the slot on the monitor's grid, monitor id,
@@ -365,26 +371,29 @@ struct Plan {
     /// never accumulates into a longer interval.
     due: BinaryHeap<Reverse<(Instant, Instant, i64, u64)>>,
     generations: u64,
+    /// Each stored monitor's `updated_at` as last read (paused and unreadable ones too), so a
+    /// reload opens only the definitions changed since; empty until the first reload.
+    versions: HashMap<i64, i64>,
 }
 
 impl Plan {
-    /// Reloads, logging a failure (the current set stays); returns the monitors' signature
-    /// after it.
+    /// Reloads, logging a failure (the current set stays, and the next reload tries again).
     async fn reload_logged(
         &mut self,
         store: &Store,
         key: &MasterKey,
         health: &Health,
         recorder: &mpsc::Sender<Msg>,
-    ) -> Option<(i64, i64, i64)> {
+    ) {
         if let Err(e) = self.reload(store, key, health, recorder).await {
             tracing::warn!(error = %e, "could not reload monitors; keeping the current set");
         }
-        store::signature(store).await.ok()
     }
 
-    /// Reads the monitors again: new and edited ones get a first slot spread over their
-    /// interval, unchanged ones keep their place on the grid, paused and deleted ones go.
+    /// Brings the plan up to date with the store: new and edited monitors get a first slot
+    /// (see below), unchanged ones keep their place on the grid, paused and deleted ones go.
+    /// Only the monitors changed since the last reload are read, so a change made through the
+    /// API costs one small query and its own definition, not every monitor's.
     async fn reload(
         &mut self,
         store: &Store,
@@ -392,30 +401,72 @@ impl Plan {
         health: &Health,
         recorder: &mpsc::Sender<Msg>,
     ) -> Result<(), super::HealthError> {
-        let stored: Vec<StoredMonitor> = store::list(store, key).await?;
-        let listed: Vec<Listed> = stored
+        let current = store::versions(store).await?;
+        let full = self.versions.is_empty();
+        let changed: Vec<i64> = current
             .iter()
-            .map(|m| Listed {
-                id: m.id,
-                name: m.monitor.name.clone(),
-                kind: m.monitor.kind.as_str().into(),
-                source: m.source.clone(),
-                paused: m.paused,
-                interval: (!m.paused).then_some(m.monitor.interval),
-            })
+            .filter(|(id, at)| self.versions.get(id) != Some(at))
+            .map(|(id, _)| *id)
             .collect();
+        let mut removed: Vec<i64> = self
+            .versions
+            .keys()
+            .filter(|id| !current.contains_key(id))
+            .copied()
+            .collect();
+        if !full && changed.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let (stored, unreadable) =
+            store::read_for_schedule(store, key, (!full).then_some(changed.as_slice())).await?;
+        // A monitor deleted between the two reads is gone now.
+        let mut read: std::collections::HashSet<i64> = stored.iter().map(|m| m.id).collect();
+        read.extend(unreadable.iter().map(|u| u.id));
+        removed.extend(changed.iter().filter(|id| !read.contains(id)));
+        for id in &removed {
+            self.versions.remove(id);
+            self.scheduled.remove(id);
+        }
+        for id in &read {
+            // One read before the definitions: a monitor edited in between is read again
+            // next time (a created one has no version yet, and is too).
+            self.versions
+                .insert(*id, current.get(id).copied().unwrap_or_default());
+        }
+        let mut listed: Vec<Listed> = Vec::with_capacity(read.len());
+        listed.extend(unreadable.into_iter().map(|u| {
+            self.scheduled.remove(&u.id);
+            Listed {
+                id: u.id,
+                name: u.name,
+                kind: u.kind,
+                source: u.source,
+                paused: u.paused,
+                interval: None,
+                problem: Some(u.problem),
+            }
+        }));
+        listed.extend(stored.iter().map(|m| Listed {
+            id: m.id,
+            name: m.monitor.name.clone(),
+            kind: m.monitor.kind.as_str().into(),
+            source: m.source.clone(),
+            paused: m.paused,
+            interval: (!m.paused).then_some(m.monitor.interval),
+            problem: None,
+        }));
         let now = Instant::now();
         let now_wall = now_ms();
         // When each monitor was last checked (the grid knows), so a restart or a takeover
         // continues each one's rhythm instead of re-drawing it over a whole interval: a 24 h
         // monitor would otherwise wait up to 24 h more.
-        let last_checks: HashMap<i64, i64> = health
-            .grid
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|g| g.last_checks())
-            .unwrap_or_default();
+        let last_checks: HashMap<i64, i64> = {
+            let grid = health.grid.read().unwrap_or_else(|e| e.into_inner());
+            stored
+                .iter()
+                .filter_map(|m| Some((m.id, grid.as_ref()?.last_check(m.id)?)))
+                .collect()
+        };
         let fresh = stored
             .iter()
             .filter(|m| !m.paused && !self.scheduled.contains_key(&m.id))
@@ -424,10 +475,16 @@ impl Plan {
         // seconds, or spread at 100 a second when there are many, never over more than their
         // interval.
         let catch_up = Duration::from_secs(10).max(Duration::from_millis(10) * fresh as u32);
-        let mut next = HashMap::with_capacity(stored.len());
-        for m in stored.into_iter().filter(|m| !m.paused) {
+        let mut known = HashMap::with_capacity(stored.len());
+        let mut unknown = removed.clone();
+        for m in stored {
+            let previous = self.scheduled.remove(&m.id);
+            if m.paused {
+                unknown.push(m.id);
+                continue;
+            }
             let definition = definition_hash(&m.spec);
-            let entry = match self.scheduled.remove(&m.id) {
+            let entry = match previous {
                 Some(old) if old.definition == definition => old,
                 edited => {
                     self.generations += 1;
@@ -458,17 +515,19 @@ impl Plan {
                     }
                 }
             };
-            next.insert(m.id, entry);
+            known.insert(m.id, Known::of(&entry.monitor));
+            self.scheduled.insert(m.id, entry);
         }
-        self.scheduled = next;
-        health.with_grid(|g| g.set_monitors(listed));
-        let known = self
-            .scheduled
-            .iter()
-            .map(|(id, s)| (*id, Known::of(&s.monitor)))
-            .collect();
+        unknown.extend(listed.iter().filter(|l| l.problem.is_some()).map(|l| l.id));
+        health.with_grid(|g| g.update_monitors(listed, &removed, full));
         // Sent before any check of a new monitor starts, so its result finds its rules.
-        let _ = recorder.send(Msg::Monitors(known)).await;
+        let _ = recorder
+            .send(Msg::Monitors {
+                known,
+                unknown,
+                full,
+            })
+            .await;
         Ok(())
     }
 }
@@ -511,6 +570,7 @@ pub async fn run(
         scheduled: HashMap::new(),
         due: BinaryHeap::new(),
         generations: 0,
+        versions: HashMap::new(),
     };
     if let Err(e) = plan.reload(&store, &key, &health, &tx).await {
         close(&health);
@@ -521,7 +581,6 @@ pub async fn run(
 
     let client = health.client.clone();
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut signature = store::signature(&store).await.ok();
     let mut poll = tokio::time::interval(CHANGES_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -529,17 +588,14 @@ pub async fn run(
         tokio::select! {
             _ = cancel.cancelled() => break,
             Some(done) = reload_rx.recv() => {
-                signature = plan.reload_logged(&store, &key, &health, &tx).await;
+                plan.reload_logged(&store, &key, &health, &tx).await;
                 let _ = done.send(());
                 continue;
             }
             // Changes made through another instance (it has no scheduler to tell) or by a
             // restarted instance's config: seen within the poll interval.
             _ = poll.tick() => {
-                let now = store::signature(&store).await.ok();
-                if now.is_some() && now != signature {
-                    signature = plan.reload_logged(&store, &key, &health, &tx).await;
-                }
+                plan.reload_logged(&store, &key, &health, &tx).await;
                 continue;
             }
             _ = async {
@@ -555,7 +611,7 @@ pub async fn run(
         let permit = tokio::select! {
             _ = cancel.cancelled() => break,
             Some(done) = reload_rx.recv() => {
-                signature = plan.reload_logged(&store, &key, &health, &tx).await;
+                plan.reload_logged(&store, &key, &health, &tx).await;
                 let _ = done.send(());
                 continue;
             }
@@ -668,9 +724,16 @@ async fn record(
                             break;
                         }
                     }
-                    Some(Msg::Monitors(mut next)) => {
-                        next.retain(|id, _| !gone.contains(id));
-                        known = next;
+                    Some(Msg::Monitors { known: mut read, unknown, full }) => {
+                        read.retain(|id, _| !gone.contains(id));
+                        if full {
+                            known = read;
+                        } else {
+                            for id in unknown {
+                                known.remove(&id);
+                            }
+                            known.extend(read);
+                        }
                     }
                     Some(Msg::Delete { id, actor, reply }) => {
                         delete = Some((id, actor, reply));

@@ -3,7 +3,7 @@
 //! transaction each: the raw rows, the minute/hour/day rollups (pure SQL upserts that add
 //! counts and histogram buckets, so no row is read back) and the monitors' states.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::HealthError;
 use super::checks::{CheckResult, Verdict};
@@ -311,12 +311,12 @@ async fn delete_in(tx: &mut Tx, id: i64) -> Result<()> {
 /// Every stored monitor, by id, with its definition opened and validated again (a definition
 /// that no longer validates is skipped with a warning rather than stopping every other).
 pub async fn list(store: &Store, key: &MasterKey) -> Result<Vec<StoredMonitor>> {
-    read(store, key, None).await
+    Ok(read(store, key, None).await?.0)
 }
 
 /// Monitor `id`, with its definition opened; `None` when there is none (or it cannot be read).
 pub async fn get(store: &Store, key: &MasterKey, id: i64) -> Result<Option<StoredMonitor>> {
-    Ok(read(store, key, Some(id)).await?.pop())
+    Ok(read(store, key, Some(&[id])).await?.0.pop())
 }
 
 /// The unpaused monitors of the given kinds, with their definitions opened: for jobs that
@@ -345,34 +345,87 @@ pub async fn list_active_of_kinds(
             args![],
         )
         .await?;
-    let mut out = Vec::with_capacity(ids.len());
-    for (id,) in ids {
-        out.extend(read(store, key, Some(id)).await?);
+    let ids: Vec<i64> = ids.into_iter().map(|(id,)| id).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    Ok(read(store, key, Some(&ids)).await?.0)
 }
 
-async fn read(store: &Store, key: &MasterKey, only: Option<i64>) -> Result<Vec<StoredMonitor>> {
+/// A stored monitor whose definition cannot be opened or no longer validates (sealed with
+/// another master key, or written by a version that accepted what this one refuses). It is
+/// not checked, but stays listed so it can be seen, fixed or deleted.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub id: i64,
+    pub name: String,
+    pub kind: String,
+    pub source: String,
+    pub paused: bool,
+    pub problem: String,
+}
+
+/// The monitors `ids` (all when `None`), read for the scheduler: the definitions it can run
+/// and those it cannot.
+pub async fn read_for_schedule(
+    store: &Store,
+    key: &MasterKey,
+    ids: Option<&[i64]>,
+) -> Result<(Vec<StoredMonitor>, Vec<Unreadable>)> {
+    read(store, key, ids).await
+}
+
+async fn read(
+    store: &Store,
+    key: &MasterKey,
+    ids: Option<&[i64]>,
+) -> Result<(Vec<StoredMonitor>, Vec<Unreadable>)> {
     #[derive(sqlx::FromRow)]
     struct Row {
         id: i64,
         name: String,
+        kind: String,
         source: String,
         spec_nonce: Vec<u8>,
         spec_sealed: Vec<u8>,
         paused: i64,
     }
-    let rows: Vec<Row> = store
-        .fetch_all(
-            "SELECT id, name, source, spec_nonce, spec_sealed, paused FROM monitors \
-             WHERE ($1 = 0 OR id = $1) ORDER BY id",
-            args![only.unwrap_or(0)],
-        )
-        .await?;
+    const SELECT: &str =
+        "SELECT id, name, kind, source, spec_nonce, spec_sealed, paused FROM monitors";
+    let rows: Vec<Row> = match ids {
+        None => {
+            store
+                .fetch_all_assembled(format!("{SELECT} ORDER BY id"), args![])
+                .await?
+        }
+        Some(ids) => {
+            let mut rows = Vec::with_capacity(ids.len());
+            // Integers only, so inlining them is safe; a thousand at a time keeps the
+            // statement small.
+            for chunk in ids.chunks(1000) {
+                let list = chunk
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                rows.extend(
+                    store
+                        .fetch_all_assembled::<Row>(
+                            format!("{SELECT} WHERE id IN ({list}) ORDER BY id"),
+                            args![],
+                        )
+                        .await?,
+                );
+            }
+            rows
+        }
+    };
     let mut out = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
     for Row {
         id,
         name,
+        kind,
         source,
         spec_nonce: nonce,
         spec_sealed: sealed,
@@ -396,23 +449,28 @@ async fn read(store: &Store, key: &MasterKey, only: Option<i64>) -> Result<Vec<S
             }),
             Err(problem) => {
                 tracing::warn!(monitor = %name, %problem, "cannot read a stored monitor; skipping it");
+                unreadable.push(Unreadable {
+                    id,
+                    name,
+                    kind,
+                    source,
+                    paused: paused != 0,
+                    problem,
+                });
             }
         }
     }
-    Ok(out)
+    Ok((out, unreadable))
 }
 
-/// What changes whenever a monitor is created, edited, paused, resumed or deleted: count,
-/// latest change and the sum of ids (a deletion and a creation together still move the sum
-/// and the latest change).
-pub async fn signature(store: &Store) -> Result<(i64, i64, i64)> {
-    Ok(store
-        .fetch_one(
-            "SELECT COUNT(*), CAST(COALESCE(MAX(updated_at), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(id), 0) AS BIGINT) FROM monitors",
-            args![],
-        )
-        .await?)
+/// Each stored monitor's last change (UTC ms), by id: what the scheduler compares against
+/// what it read last to re-read only the monitors created, edited, paused or resumed since,
+/// and to drop deleted ones, without opening every definition again.
+pub async fn versions(store: &Store) -> Result<HashMap<i64, i64>> {
+    let rows: Vec<(i64, i64)> = store
+        .fetch_all("SELECT id, updated_at FROM monitors", args![])
+        .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Which of `ids` still name a stored monitor.

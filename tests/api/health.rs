@@ -1259,3 +1259,68 @@ async fn a_standby_reads_the_grid_from_the_store_sqlite() {
 async fn a_standby_reads_the_grid_from_the_store_postgres() {
     a_standby_reads_the_grid_from_the_store(Backend::Postgres).await;
 }
+
+/// A stored monitor whose definition cannot be opened (sealed with another key, or damaged)
+/// is no longer checked but stays on the grid with the reason, and can still be deleted.
+async fn an_unreadable_monitor_stays_listed(backend: Backend) {
+    let (url, _answer) = crate::helpers::switchable_peer().await;
+    let Some(app) = spawn_app_with(backend, |_| {}).await else {
+        return;
+    };
+    let (store, key) = (&app.state.store, &app.state.master_key);
+    let actor = opsdeck::access::audit::Actor::new("test", None);
+    let mut m = spec("sealed", "http", &url);
+    m.interval = Some("1s".into());
+    let id = store::create(store, key, &m, &actor).await.unwrap();
+    app.state.health.reload().await;
+    wait_until("the monitor is checked", || async {
+        results_of(&app, id).await > 0
+    })
+    .await;
+    store
+        .execute(
+            "UPDATE monitors SET spec_sealed = $1, updated_at = updated_at + 1 WHERE id = $2",
+            opsdeck::args![vec![7u8; 48], id],
+        )
+        .await
+        .unwrap();
+    app.state.health.reload().await;
+    let rows = app.state.health.rows(store, Some(id)).await.unwrap();
+    assert_eq!(rows.len(), 1, "still listed");
+    let error = rows[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("cannot be read"), "{error}");
+    // Let a check already in flight land, then nothing more comes.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let checked = results_of(&app, id).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(results_of(&app, id).await, checked, "no longer checked");
+
+    let admin = app.key("admin", &["admin"]).await;
+    let res = crate::helpers::api()
+        .delete(app.url(&format!("/api/v1/integrations/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    assert!(
+        app.state
+            .health
+            .rows(store, Some(id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(results_of(&app, id).await, 0);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_monitor_stays_listed_sqlite() {
+    an_unreadable_monitor_stays_listed(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_monitor_stays_listed_postgres() {
+    an_unreadable_monitor_stays_listed(Backend::Postgres).await;
+}
