@@ -30,8 +30,8 @@ pub struct Snapshot {
     pub balance: Option<String>,
     pub sms: Traffic,
     pub calls: Traffic,
-    /// Twilio's WhatsApp senders, busiest first, with the configured ones even without
-    /// traffic; always empty for Vonage. Absent in snapshots stored before WhatsApp was
+    /// Twilio's WhatsApp senders: the configured ones first (shown even without traffic),
+    /// then busiest first; always empty for Vonage. Absent in snapshots stored before WhatsApp was
     /// split out, hence the default.
     #[serde(default)]
     pub whatsapp_senders: Vec<WhatsAppSender>,
