@@ -183,6 +183,10 @@ pub struct MonitorSpec {
     /// Default 15 min; off for vonage, whose Reports API bills each request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extras_interval: Option<String>,
+    /// Twilio: WhatsApp senders (`whatsapp:+14155238886`, or just the `+E.164` number) whose
+    /// extras row shows even when they had no traffic in the window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub whatsapp_senders: Vec<String>,
 }
 
 /// A maintenance window: once (`start`..`end`, RFC 3339) or weekly (`from`..`to`, "HH:MM" UTC,
@@ -375,6 +379,8 @@ pub struct Monitor {
     /// Provider kinds with extras: how often they are collected; `None` when off (or the kind
     /// has none).
     pub extras_interval: Option<Duration>,
+    /// Twilio: WhatsApp senders always shown, as `whatsapp:+<digits>`.
+    pub whatsapp_senders: Vec<String>,
 }
 
 impl fmt::Debug for Monitor {
@@ -637,6 +643,7 @@ impl MonitorSpec {
             ];
         }
         let extras_interval = self.extras_interval(kind)?;
+        let whatsapp_senders = self.whatsapp_senders(kind)?;
         let threshold = |field: &str, v: Option<u32>| match v.unwrap_or(1) {
             n @ 1..=100 => Ok(n),
             _ => Err(invalid(field, "must be 1 to 100")),
@@ -670,7 +677,46 @@ impl MonitorSpec {
             key,
             credential,
             extras_interval,
+            whatsapp_senders,
         })
+    }
+
+    /// `whatsapp_senders`: Twilio only; each `whatsapp:+` and 6 to 15 digits (E.164), the
+    /// prefix added to a bare `+` number, duplicates dropped.
+    fn whatsapp_senders(&self, kind: Kind) -> Result<Vec<String>, Invalid> {
+        const FIELD: &str = "whatsapp_senders";
+        if self.whatsapp_senders.is_empty() {
+            return Ok(Vec::new());
+        }
+        if kind != Kind::Provider(super::providers::Provider::Twilio) {
+            return Err(invalid(
+                FIELD,
+                format!("applies to twilio monitors, not {}", kind.as_str()),
+            ));
+        }
+        if self.whatsapp_senders.len() > 50 {
+            return Err(invalid(FIELD, "at most 50 senders"));
+        }
+        let mut out: Vec<String> = Vec::with_capacity(self.whatsapp_senders.len());
+        for (i, raw) in self.whatsapp_senders.iter().enumerate() {
+            let text = raw.trim();
+            let number = match text.get(..9) {
+                Some(p) if p.eq_ignore_ascii_case("whatsapp:") => &text[9..],
+                _ => text,
+            };
+            let digits = number.strip_prefix('+').unwrap_or_default();
+            if !(6..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    &format!("{FIELD}[{i}]"),
+                    format!("{raw:?} is not a WhatsApp sender like \"whatsapp:+14155238886\""),
+                ));
+            }
+            let sender = format!("whatsapp:+{digits}");
+            if !out.contains(&sender) {
+                out.push(sender);
+            }
+        }
+        Ok(out)
     }
 
     /// `extras_interval`: the default for provider kinds with extras, `off`, or a duration of

@@ -13,7 +13,10 @@ use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use super::providers::{Behaviour, FakeProviders};
-use super::providers_extras::{Execution, ExtrasData, RetellCall, TwilioItem};
+use super::providers_extras::{
+    Execution, ExtrasData, RetellCall, TwilioItem, WHATSAPP_ALERTS, WHATSAPP_SUPPORT,
+    whatsapp_message,
+};
 use super::{DemoContext, Simulator};
 use crate::config::Config;
 use crate::health::monitor::{MonitorSpec, Secret};
@@ -64,6 +67,15 @@ impl ProvidersDemo {
         // PiAPI answers slowly in the demo: degraded past 800 ms.
         if let Some(m) = monitors.iter_mut().find(|m| m.kind == "piapi") {
             m.degraded_when = vec!["[RESPONSE_TIME] > 800ms".into()];
+        }
+        // The WhatsApp senders the demo's Twilio traffic uses, plus one idle sender that shows
+        // with no traffic, as a configured one does.
+        if let Some(m) = monitors.iter_mut().find(|m| m.kind == "twilio") {
+            m.whatsapp_senders = vec![
+                WHATSAPP_SUPPORT.into(),
+                WHATSAPP_ALERTS.into(),
+                "whatsapp:+13105550188".into(),
+            ];
         }
         // Low credits degrade Luma before they run out.
         if let Some(m) = monitors.iter_mut().find(|m| m.kind == "luma") {
@@ -152,9 +164,69 @@ async fn live(fake: FakeProviders, cancel: CancellationToken) {
     }
 }
 
+/// WhatsApp traffic on two senders: support conversations (replies, mostly read, now and
+/// then one outside the 24-hour window failing with 63016) and one-way alerts (delivered,
+/// read less often).
+fn whatsapp(x: &mut ExtrasData, now: i64, rng: &mut StdRng) {
+    let customer = format!("whatsapp:+4477009{:05}", rng.random_range(0..1_000));
+    if rng.random_bool(0.5) {
+        x.twilio_messages.insert(
+            0,
+            whatsapp_message(
+                WHATSAPP_SUPPORT,
+                &customer,
+                false,
+                "received",
+                Some("-0.00500"),
+                now - 8_000,
+                0,
+            ),
+        );
+        let status = match rng.random_range(0..100) {
+            0..4 => "failed",
+            4..6 => "undelivered",
+            6..30 => "delivered",
+            _ => "read",
+        };
+        let price = (status != "failed").then_some("-0.00500");
+        x.twilio_messages.insert(
+            0,
+            whatsapp_message(
+                WHATSAPP_SUPPORT,
+                &customer,
+                true,
+                status,
+                price,
+                now - 4_000,
+                rng.random_range(700..4_000),
+            ),
+        );
+    }
+    if rng.random_bool(0.3) {
+        let status = if rng.random_bool(0.45) {
+            "read"
+        } else {
+            "delivered"
+        };
+        x.twilio_messages.insert(
+            0,
+            whatsapp_message(
+                WHATSAPP_ALERTS,
+                &customer,
+                true,
+                status,
+                Some("-0.00420"),
+                now - 3_000,
+                rng.random_range(900..5_000),
+            ),
+        );
+    }
+}
+
 /// A tick's worth of traffic for the extras: an n8n execution now and then (one workflow
-/// flakier than the other), SMS and calls with their prices, a Retell call, droplets' load
-/// wandering, Supabase requests; everything older than a day is dropped, as the window is.
+/// flakier than the other), SMS, WhatsApp messages and calls with their prices, a Retell
+/// call, droplets' load wandering, Supabase requests; everything older than a day is
+/// dropped, as the window is.
 fn traffic(x: &mut ExtrasData, now: i64, tick: u64, rng: &mut StdRng) {
     let day_ago = now - 86_400_000;
     if rng.random_bool(0.6) {
@@ -193,6 +265,9 @@ fn traffic(x: &mut ExtrasData, now: i64, tick: u64, rng: &mut StdRng) {
         TwilioItem {
             status: status.into(),
             direction: "outbound-api".into(),
+            from: "+15005550006".into(),
+            to: "+14155552671".into(),
+            error_code: (status == "undelivered").then_some(30003),
             price: Some("-0.00790".into()),
             at: now - 5_000,
             updated: now - 5_000 + rng.random_range(800..6_000),
@@ -206,6 +281,9 @@ fn traffic(x: &mut ExtrasData, now: i64, tick: u64, rng: &mut StdRng) {
             TwilioItem {
                 status: "completed".into(),
                 direction: "outbound-api".into(),
+                from: "+15005550006".into(),
+                to: "+14155552671".into(),
+                error_code: None,
                 price: Some(format!("-{:.5}", 0.013 * seconds.div_ceil(60) as f64)),
                 at: now - seconds as i64 * 1000,
                 updated: now,
@@ -213,6 +291,7 @@ fn traffic(x: &mut ExtrasData, now: i64, tick: u64, rng: &mut StdRng) {
             },
         );
     }
+    whatsapp(x, now, rng);
     if rng.random_bool(0.4) {
         let error = rng.random_bool(0.08);
         let e2e: Vec<f64> = (0..6).map(|_| rng.random_range(450.0..1_600.0)).collect();

@@ -41,6 +41,11 @@ pub struct Execution {
 pub struct TwilioItem {
     pub status: String,
     pub direction: String,
+    /// As Twilio sends them: `+E164` for SMS and calls, `whatsapp:+E164` for WhatsApp.
+    pub from: String,
+    pub to: String,
+    /// A failed or undelivered message's Twilio error code.
+    pub error_code: Option<u32>,
     /// As Twilio sends it: negative, a string, `None` while unpriced.
     pub price: Option<String>,
     /// date_sent / start_time (UTC ms).
@@ -139,6 +144,9 @@ impl ExtrasData {
         let msg = |status: &str, price: Option<&str>, ago_min: i64, receipt_s: i64| TwilioItem {
             status: status.into(),
             direction: "outbound-api".into(),
+            from: SMS_NUMBER.into(),
+            to: CUSTOMER.into(),
+            error_code: (status == "undelivered").then_some(30003),
             price: price.map(str::to_string),
             at: now - ago_min * MINUTE,
             updated: now - ago_min * MINUTE + receipt_s * 1000,
@@ -147,6 +155,9 @@ impl ExtrasData {
         let call = |status: &str, secs: u64, price: Option<&str>, ago_min: i64| TwilioItem {
             status: status.into(),
             direction: "outbound-api".into(),
+            from: SMS_NUMBER.into(),
+            to: CUSTOMER.into(),
+            error_code: None,
             price: price.map(str::to_string),
             at: now - ago_min * MINUTE,
             updated: now - ago_min * MINUTE,
@@ -191,18 +202,26 @@ impl ExtrasData {
                 exec(101, "wf1", "error", 2 * 24 * 60, Some(1)),
             ],
             n8n_insights: true,
-            // 4 outbound messages priced -0.0079 ×2, -0.0042 and unpriced; delivered after
-            // 2 s and 4 s; one inbound (ignored).
-            twilio_messages: vec![
-                msg("delivered", Some("-0.00790"), 5, 2),
-                msg("queued", None, 6, 0),
-                msg("undelivered", Some("-0.00420"), 7, 30),
-                msg("delivered", Some("-0.00790"), 8, 4),
-                TwilioItem {
-                    direction: "inbound".into(),
-                    ..msg("received", Some("-0.00790"), 9, 0)
-                },
-            ],
+            // SMS: 4 outbound messages priced -0.0079 ×2, -0.0042 and unpriced; delivered
+            // after 2 s and 4 s; one inbound (ignored). The rest is WhatsApp (see
+            // `whatsapp_sample`), which the SMS figures leave out.
+            twilio_messages: {
+                let mut m = vec![
+                    msg("delivered", Some("-0.00790"), 5, 2),
+                    msg("queued", None, 6, 0),
+                    msg("undelivered", Some("-0.00420"), 7, 30),
+                    msg("delivered", Some("-0.00790"), 8, 4),
+                    TwilioItem {
+                        direction: "inbound".into(),
+                        from: CUSTOMER.into(),
+                        to: SMS_NUMBER.into(),
+                        ..msg("received", Some("-0.00790"), 9, 0)
+                    },
+                ];
+                m.extend(whatsapp_sample(now));
+                m.sort_by_key(|i| std::cmp::Reverse(i.at));
+                m
+            },
             // 61 s + 30 s completed (2 + 1 billed minutes) for 0.039, one busy.
             twilio_calls: vec![
                 call("completed", 61, Some("-0.02600"), 10),
@@ -290,6 +309,98 @@ impl ExtrasData {
             supabase_pg: [12, 60, 990, 10, 9_900, 100, 1],
         }
     }
+}
+
+/// The sample's SMS number and customer.
+const SMS_NUMBER: &str = "+15005550006";
+const CUSTOMER: &str = "+14155552671";
+/// The sample's WhatsApp senders.
+pub const WHATSAPP_SUPPORT: &str = "whatsapp:+14155238886";
+pub const WHATSAPP_ALERTS: &str = "whatsapp:+12025550143";
+
+/// A WhatsApp message between one of the business's senders and a customer.
+pub fn whatsapp_message(
+    sender: &str,
+    customer: &str,
+    outbound: bool,
+    status: &str,
+    price: Option<&str>,
+    at: i64,
+    receipt_ms: i64,
+) -> TwilioItem {
+    let (from, to) = if outbound {
+        (sender, customer)
+    } else {
+        (customer, sender)
+    };
+    TwilioItem {
+        status: status.into(),
+        direction: if outbound { "outbound-api" } else { "inbound" }.into(),
+        from: from.into(),
+        to: to.into(),
+        // 63016: a free-form message outside the 24-hour window; 63024: an invalid recipient.
+        error_code: match status {
+            "failed" => Some(63016),
+            "undelivered" => Some(63024),
+            _ => None,
+        },
+        price: price.map(str::to_string),
+        at,
+        updated: at + receipt_ms,
+        duration_s: 0,
+    }
+}
+
+/// The sample's WhatsApp traffic, whose figures the tests know:
+///
+/// - support (`+14155238886`): 7 outbound in the window — read ×2, delivered, failed ×2
+///   (63016, unpriced), undelivered (63024), sent (no receipt yet) — five priced at
+///   -0.0050; 2 inbound; one read message two days old, outside the window.
+/// - alerts (`+12025550143`): 1 read at -0.0042 and 1 inbound.
+fn whatsapp_sample(now: i64) -> Vec<TwilioItem> {
+    let customer = "whatsapp:+447700900123";
+    let ago = |min: i64| now - min * MINUTE;
+    let support = |outbound, status, price, min, receipt_s: i64| {
+        whatsapp_message(
+            WHATSAPP_SUPPORT,
+            customer,
+            outbound,
+            status,
+            price,
+            ago(min),
+            receipt_s * 1000,
+        )
+    };
+    vec![
+        support(true, "read", Some("-0.00500"), 3, 3),
+        support(false, "received", Some("-0.00500"), 4, 0),
+        support(true, "read", Some("-0.00500"), 11, 5),
+        support(true, "delivered", Some("-0.00500"), 13, 2),
+        support(true, "failed", None, 15, 1),
+        support(true, "failed", None, 16, 1),
+        support(true, "undelivered", Some("-0.00500"), 17, 20),
+        support(true, "sent", Some("-0.00500"), 18, 1),
+        support(false, "received", Some("-0.00500"), 19, 0),
+        support(true, "read", Some("-0.00500"), 2 * 24 * 60, 4),
+        whatsapp_message(
+            WHATSAPP_ALERTS,
+            customer,
+            true,
+            "read",
+            Some("-0.00420"),
+            ago(21),
+            6_000,
+        ),
+        whatsapp_message(
+            WHATSAPP_ALERTS,
+            customer,
+            false,
+            "received",
+            None,
+            ago(22),
+            0,
+        ),
+    ]
 }
 
 pub(super) fn routes() -> Router<FakeProviders> {
@@ -550,11 +661,11 @@ async fn twilio_messages(
             .map(|(i, m)| {
                 json!({
                     "sid": format!("SM{i:032}"), "account_sid": sid, "status": m.status,
-                    "direction": m.direction, "from": "+15005550006", "to": "+14155552671",
+                    "direction": m.direction, "from": m.from, "to": m.to,
                     "body": "Your code is 123456", "num_segments": "1", "num_media": "0",
                     "date_created": rfc2822(m.at), "date_sent": rfc2822(m.at),
                     "date_updated": rfc2822(m.updated), "price": m.price, "price_unit": "USD",
-                    "error_code": if m.status == "undelivered" { json!(30003) } else { json!(null) },
+                    "error_code": m.error_code,
                     "error_message": null, "api_version": "2010-04-01",
                 })
             })
@@ -582,7 +693,7 @@ async fn twilio_calls(
             .map(|(i, c)| {
                 json!({
                     "sid": format!("CA{i:032}"), "account_sid": sid, "status": c.status,
-                    "direction": c.direction, "from": "+15005550006", "to": "+14155552671",
+                    "direction": c.direction, "from": c.from, "to": c.to,
                     "start_time": rfc2822(c.at), "end_time": rfc2822(c.at + c.duration_s as i64 * 1000),
                     "duration": c.duration_s.to_string(), "price": c.price, "price_unit": "USD",
                 })

@@ -8,13 +8,18 @@
 //! delivered message, the moment its delivery receipt changed it, which is as close as its
 //! API comes. Twilio bills calls per started minute, so its cost per minute divides by billed
 //! minutes; Vonage's voice records carry exact durations, so its divides by real minutes.
+//!
+//! WhatsApp through Twilio uses the same Messages resource with `whatsapp:+E164` addresses, so
+//! the one scan of `Messages.json` is split by channel: a message with a `whatsapp:` address
+//! is WhatsApp traffic, counted per WhatsApp sender (the business's own address: `from` of
+//! an outbound message, `to` of an inbound one), and the SMS figures are SMS alone.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::math::{self, Micros};
+use super::math::{self, Micros, name_part};
 use super::{Collected, Ctx, Failure, list, num_of, shape, str_of};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +30,11 @@ pub struct Snapshot {
     pub balance: Option<String>,
     pub sms: Traffic,
     pub calls: Traffic,
+    /// Twilio's WhatsApp senders: the configured ones first (shown even without traffic),
+    /// then busiest first; always empty for Vonage. Absent in snapshots stored before WhatsApp was
+    /// split out, hence the default.
+    #[serde(default)]
+    pub whatsapp_senders: Vec<WhatsAppSender>,
     /// The page bound was reached: figures cover the newest part of the window.
     pub truncated: bool,
     pub notes: Vec<String>,
@@ -58,6 +68,86 @@ pub struct Traffic {
     pub unit: String,
     pub minutes: Option<f64>,
     pub statuses: BTreeMap<String, u64>,
+}
+
+/// One WhatsApp sender's traffic over the window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WhatsAppSender {
+    /// The business's address, `whatsapp:+E164` ([`UNASSIGNED`] when Twilio named none).
+    pub sender: String,
+    /// Named in the monitor's `whatsapp_senders`.
+    pub configured: bool,
+    /// Outbound messages (canceled ones left out).
+    pub sent: u64,
+    /// Delivered or read: a read message was delivered first.
+    pub delivered: u64,
+    pub read: u64,
+    /// Failed or undelivered.
+    pub failed: u64,
+    /// Not final yet (queued, accepted, sent without a receipt, …).
+    pub pending: u64,
+    /// delivered / (delivered + failed), as the SMS delivered rate.
+    pub delivered_rate: Option<f64>,
+    /// read / delivered: of the messages that arrived, the share opened. Recipients can turn
+    /// read receipts off, so this is a floor.
+    pub read_rate: Option<f64>,
+    /// Inbound messages to this sender.
+    pub received: u64,
+    /// Outbound messages' prices, like the SMS cost (inbound ones are not counted).
+    pub cost_total: String,
+    pub cost_per_message: Option<String>,
+    /// The failed and undelivered messages' `error_code`s, most common first, at most
+    /// [`TOP_ERRORS`]; `(code, messages)`.
+    pub errors: Vec<(String, u64)>,
+}
+
+/// The sender of a WhatsApp message whose business side carries no `whatsapp:` address.
+pub const UNASSIGNED: &str = "whatsapp:unassigned";
+
+/// Error codes kept per sender.
+pub const TOP_ERRORS: usize = 5;
+
+/// Sender rows kept in a snapshot (configured ones first): each row is a few readings.
+const MAX_SENDERS: usize = 100;
+
+/// The channel a Twilio message went over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channel {
+    Sms,
+    /// With the business's sender address.
+    WhatsApp(String),
+}
+
+/// `address` as `whatsapp:…` with the prefix in Twilio's lower case, when it is one.
+fn whatsapp_address(address: &str) -> Option<String> {
+    let prefix = address.get(..9)?;
+    prefix
+        .eq_ignore_ascii_case("whatsapp:")
+        .then(|| format!("whatsapp:{}", &address[9..]))
+}
+
+/// Which channel message `m` went over. Twilio puts `whatsapp:` on both addresses of a
+/// WhatsApp message; should only the customer's side carry it (a sender not chosen yet),
+/// the message is still WhatsApp, counted under [`UNASSIGNED`] rather than as an SMS.
+pub fn channel(m: &Value) -> Channel {
+    let (from, to) = (str_of(m, "from"), str_of(m, "to"));
+    let (ours, theirs) = if str_of(m, "direction").starts_with("outbound") {
+        (from, to)
+    } else {
+        (to, from)
+    };
+    match (whatsapp_address(ours), whatsapp_address(theirs)) {
+        (Some(sender), _) => Channel::WhatsApp(sender),
+        (None, Some(_)) => Channel::WhatsApp(UNASSIGNED.into()),
+        (None, None) => Channel::Sms,
+    }
+}
+
+/// The name-safe part of a sender for reading names: the E.164 digits
+/// (`whatsapp:+14155238886` → `14155238886`), which identify the number on their own.
+pub fn sender_key(sender: &str) -> String {
+    let bare = sender.strip_prefix("whatsapp:").unwrap_or(sender);
+    name_part(bare.trim_start_matches('+'))
 }
 
 /// Messages or calls while they are read.
@@ -94,6 +184,38 @@ impl Acc {
         }
     }
 
+    /// Counts an outbound Twilio message: its outcome, its delivery latency and its price.
+    /// Returns the outcome (`None`: canceled, not counted), or why its price is unreadable.
+    fn message(&mut self, m: &Value) -> Result<Option<Option<bool>>, String> {
+        let status = str_of(m, "status");
+        let Some(outcome) = twilio_message(status) else {
+            return Ok(None);
+        };
+        self.add(status, outcome);
+        if outcome == Some(true)
+            && let (Some(s), Some(u)) = (
+                m.get("date_sent")
+                    .and_then(Value::as_str)
+                    .and_then(math::rfc2822_ms),
+                m.get("date_updated")
+                    .and_then(Value::as_str)
+                    .and_then(math::rfc2822_ms),
+            )
+            && u >= s
+        {
+            self.latencies.push((u - s) as f64);
+        }
+        match m.get("price") {
+            Some(Value::Null) | None => {}
+            Some(p) => {
+                self.price(Some(
+                    math::micros_of(p).ok_or_else(|| format!("price {p} is not a decimal"))?,
+                ));
+            }
+        }
+        Ok(Some(outcome))
+    }
+
     fn finish(mut self, unit: &str) -> Traffic {
         let per_unit = if unit == "minute" {
             (self.minutes > 0.0).then(|| (self.cost as f64 / self.minutes).round() as Micros)
@@ -114,6 +236,118 @@ impl Acc {
             minutes: (unit == "minute").then_some(self.minutes),
             statuses: self.statuses,
         }
+    }
+}
+
+/// One WhatsApp sender's messages while they are read.
+#[derive(Default)]
+struct SenderAcc {
+    out: Acc,
+    read: u64,
+    received: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl SenderAcc {
+    /// Counts message `m` of this sender, outbound or inbound.
+    fn add(&mut self, m: &Value, outbound: bool) -> Result<(), String> {
+        if !outbound {
+            self.received += 1;
+            return Ok(());
+        }
+        let outcome = self.out.message(m)?;
+        let status = str_of(m, "status");
+        if status == "read" {
+            self.read += 1;
+        }
+        if outcome == Some(Some(false)) {
+            let code = match m.get("error_code") {
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+                _ => "none".to_string(),
+            };
+            *self.errors.entry(code).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn finish(self, sender: String, configured: bool) -> WhatsAppSender {
+        let mut errors: Vec<(String, u64)> = self.errors.into_iter().collect();
+        errors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        errors.truncate(TOP_ERRORS);
+        let read = self.read;
+        let received = self.received;
+        let t = self.out.finish("message");
+        WhatsAppSender {
+            sender,
+            configured,
+            sent: t.total,
+            delivered: t.succeeded,
+            read,
+            failed: t.failed,
+            pending: t.pending,
+            delivered_rate: t.success_rate,
+            read_rate: math::rate(read, t.succeeded),
+            received,
+            cost_total: t.cost_total,
+            cost_per_message: t.cost_per_unit,
+            errors,
+        }
+    }
+}
+
+/// The sender rows: every sender with traffic and every configured one, configured first,
+/// then busiest (sent + received) first, bounded.
+fn sender_rows(
+    mut tallies: BTreeMap<String, SenderAcc>,
+    configured: &[String],
+) -> Vec<WhatsAppSender> {
+    for c in configured {
+        tallies.entry(c.clone()).or_default();
+    }
+    let mut rows: Vec<WhatsAppSender> = tallies
+        .into_iter()
+        .map(|(sender, acc)| {
+            let is_configured = configured.contains(&sender);
+            acc.finish(sender, is_configured)
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.configured
+            .cmp(&a.configured)
+            .then((b.sent + b.received).cmp(&(a.sent + a.received)))
+            .then_with(|| a.sender.cmp(&b.sender))
+    });
+    rows.truncate(MAX_SENDERS);
+    rows
+}
+
+/// A sender's readings, `twilio.whatsapp.<digits>.<figure>`.
+fn sender_readings(s: &WhatsAppSender, out: &mut Vec<(String, f64)>) {
+    let p = format!("twilio.whatsapp.{}", sender_key(&s.sender));
+    for (figure, n) in [
+        ("sent", s.sent),
+        ("delivered", s.delivered),
+        ("read", s.read),
+        ("failed", s.failed),
+        ("received", s.received),
+    ] {
+        out.push((format!("{p}.{figure}"), n as f64));
+    }
+    if let Some(r) = s.delivered_rate {
+        out.push((format!("{p}.delivered_rate"), r));
+    }
+    if let Some(r) = s.read_rate {
+        out.push((format!("{p}.read_rate"), r));
+    }
+    if let Some(m) = math::parse_micros(&s.cost_total) {
+        out.push((format!("{p}.cost_total"), math::units(m)));
+    }
+    if let Some(m) = s.cost_per_message.as_deref().and_then(math::parse_micros) {
+        out.push((format!("{p}.cost_per_message"), math::units(m)));
+    }
+    for (code, n) in &s.errors {
+        out.push((format!("{p}.error.{}", name_part(code)), *n as f64));
     }
 }
 
@@ -240,8 +474,15 @@ pub async fn twilio(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
         Err(f) => return Err(f),
     }
     let mut concurrency = None;
+    // SMS figures are SMS alone: "SMS delivered rate" is what a user alerts on, and WhatsApp
+    // differs in price, in statuses (`read`) and in how it fails (template and session-window
+    // errors), so mixing it in would move the SMS rate for reasons that are not SMS's. Its
+    // own figures are per sender below; the total of both is their sum.
     let mut sms = Acc::default();
+    let mut senders: BTreeMap<String, SenderAcc> = BTreeMap::new();
     let mut bad = None;
+    // One scan serves both channels. Reading each sender with `From=whatsapp:+…` instead
+    // would add requests, not save any: the SMS figures need the whole list anyway.
     let mut truncated = twilio_list(
         ctx,
         "Twilio messages",
@@ -249,9 +490,6 @@ pub async fn twilio(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
         "DateSent>",
         "messages",
         |m| {
-            if !str_of(m, "direction").starts_with("outbound") {
-                return;
-            }
             let sent = m
                 .get("date_sent")
                 .and_then(Value::as_str)
@@ -260,30 +498,15 @@ pub async fn twilio(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
             if sent.is_some_and(|s| s < since) {
                 return;
             }
-            let status = str_of(m, "status");
-            let Some(outcome) = twilio_message(status) else {
-                return;
+            let outbound = str_of(m, "direction").starts_with("outbound");
+            let counted = match channel(m) {
+                // Inbound SMS are not the account's sending: left out, as before.
+                Channel::Sms if !outbound => return,
+                Channel::Sms => sms.message(m).map(|_| ()),
+                Channel::WhatsApp(sender) => senders.entry(sender).or_default().add(m, outbound),
             };
-            sms.add(status, outcome);
-            if outcome == Some(true)
-                && let (Some(s), Some(u)) = (
-                    m.get("date_sent")
-                        .and_then(Value::as_str)
-                        .and_then(math::rfc2822_ms),
-                    m.get("date_updated")
-                        .and_then(Value::as_str)
-                        .and_then(math::rfc2822_ms),
-                )
-                && u >= s
-            {
-                sms.latencies.push((u - s) as f64);
-            }
-            match m.get("price") {
-                Some(Value::Null) | None => {}
-                Some(p) => match math::micros_of(p) {
-                    Some(micros) => sms.price(Some(micros)),
-                    None => bad = Some(format!("price {p} is not a decimal")),
-                },
+            if let Err(why) = counted {
+                bad = Some(why);
             }
             if currency.is_empty() {
                 currency = str_of(m, "price_unit").to_string();
@@ -336,6 +559,10 @@ pub async fn twilio(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
     }
     readings_of("twilio.sms", &sms, "delivered_rate", &mut readings);
     readings_of("twilio.calls", &calls, "success_rate", &mut readings);
+    let whatsapp_senders = sender_rows(senders, &ctx.whatsapp_senders);
+    for s in &whatsapp_senders {
+        sender_readings(s, &mut readings);
+    }
     Ok(Collected {
         readings,
         snapshot: super::Snapshot::Twilio(Snapshot {
@@ -348,6 +575,7 @@ pub async fn twilio(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
             balance: balance.map(math::decimal),
             sms,
             calls,
+            whatsapp_senders,
             truncated,
             notes,
         }),
@@ -515,6 +743,7 @@ pub async fn vonage(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
             balance: Some(math::decimal(balance)),
             sms,
             calls,
+            whatsapp_senders: Vec::new(),
             truncated,
             notes: Vec::new(),
         }),
@@ -554,6 +783,141 @@ mod tests {
         let t = calls.finish("minute");
         assert_eq!(t.cost_per_unit.as_deref(), Some("0.013"));
         assert_eq!(t.minutes, Some(3.0));
+    }
+
+    fn message(direction: &str, from: &str, to: &str, status: &str) -> Value {
+        serde_json::json!({
+            "direction": direction, "from": from, "to": to, "status": status,
+            "price": "-0.00500", "error_code": null,
+        })
+    }
+
+    #[test]
+    fn whatsapp_is_told_from_sms_by_either_address_and_counted_on_the_business_side() {
+        let ours = "whatsapp:+14155238886";
+        let theirs = "whatsapp:+447700900123";
+        let wa = |s: &str| Channel::WhatsApp(s.to_string());
+        // Outbound: the sender is `from`; inbound: it is `to`.
+        assert_eq!(
+            channel(&message("outbound-api", ours, theirs, "read")),
+            wa(ours)
+        );
+        assert_eq!(
+            channel(&message("outbound-reply", ours, theirs, "sent")),
+            wa(ours)
+        );
+        assert_eq!(
+            channel(&message("inbound", theirs, ours, "received")),
+            wa(ours)
+        );
+        // Twilio's prefix is lower case; another case is the same sender.
+        assert_eq!(
+            channel(&message(
+                "outbound-api",
+                "WhatsApp:+14155238886",
+                theirs,
+                "sent"
+            )),
+            wa(ours)
+        );
+        // Only the customer's side is WhatsApp: still not an SMS.
+        let no_from = serde_json::json!({"direction": "outbound-api", "from": null,
+            "to": theirs, "status": "accepted"});
+        assert_eq!(channel(&no_from), wa(UNASSIGNED));
+        // Plain numbers, or none at all, are SMS.
+        assert_eq!(
+            channel(&message(
+                "outbound-api",
+                "+15005550006",
+                "+14155552671",
+                "sent"
+            )),
+            Channel::Sms
+        );
+        assert_eq!(channel(&serde_json::json!({})), Channel::Sms);
+        assert_eq!(
+            channel(&message("inbound", "whatsapp", "+1", "x")),
+            Channel::Sms
+        );
+        assert_eq!(sender_key(ours), "14155238886");
+        assert_eq!(sender_key(UNASSIGNED), "unassigned");
+        assert_eq!(sender_key("whatsapp:+1 (415)"), "1__415_");
+    }
+
+    #[test]
+    fn a_senders_read_rate_is_over_delivered_and_errors_are_ranked() {
+        let (ours, theirs) = ("whatsapp:+14155238886", "whatsapp:+447700900123");
+        let mut acc = SenderAcc::default();
+        let mut add = |direction: &str, status: &str, code: Option<Value>| {
+            let mut m = message(direction, ours, theirs, status);
+            if let Some(c) = code {
+                m["error_code"] = c;
+            }
+            acc.add(&m, direction != "inbound").expect("counts");
+        };
+        for status in ["read", "read", "delivered", "sent", "canceled"] {
+            add("outbound-api", status, None);
+        }
+        add("outbound-api", "failed", Some(63016.into()));
+        add("outbound-api", "failed", Some(63016.into()));
+        // Codes arrive as numbers, now and then as strings.
+        add("outbound-api", "undelivered", Some("63024".into()));
+        add("outbound-api", "failed", None);
+        add("inbound", "received", None);
+        let s = acc.finish(ours.into(), false);
+        // The canceled one is not a sent message.
+        assert_eq!((s.sent, s.delivered, s.read, s.failed), (8, 3, 2, 4));
+        assert_eq!((s.pending, s.received), (1, 1));
+        assert_eq!(s.delivered_rate, Some(3.0 / 7.0));
+        assert_eq!(
+            s.read_rate,
+            Some(2.0 / 3.0),
+            "read ÷ delivered, read ones included"
+        );
+        // Priced outbound messages only: 8 × 0.005 (the canceled one was never sent).
+        assert_eq!(s.cost_total, "0.04");
+        assert_eq!(s.cost_per_message.as_deref(), Some("0.005"));
+        assert_eq!(
+            s.errors,
+            vec![
+                ("63016".to_string(), 2),
+                ("63024".to_string(), 1),
+                ("none".to_string(), 1)
+            ]
+        );
+        // A price that is not a decimal is an error, not a zero.
+        let mut bad = message("outbound-api", ours, theirs, "read");
+        bad["price"] = "free".into();
+        assert!(SenderAcc::default().add(&bad, true).is_err());
+    }
+
+    #[test]
+    fn configured_senders_show_without_traffic_and_come_first() {
+        let mut tallies = BTreeMap::new();
+        let busy = "whatsapp:+12025550143";
+        let acc: &mut SenderAcc = tallies.entry(busy.to_string()).or_default();
+        acc.received = 3;
+        let idle = "whatsapp:+13105550188".to_string();
+        let rows = sender_rows(tallies, std::slice::from_ref(&idle));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].sender.as_str(), rows[0].configured),
+            (idle.as_str(), true)
+        );
+        assert_eq!(
+            (rows[0].sent, rows[0].delivered_rate, rows[0].read_rate),
+            (0, None, None)
+        );
+        assert_eq!((rows[1].sender.as_str(), rows[1].received), (busy, 3));
+        let mut readings = Vec::new();
+        sender_readings(&rows[0], &mut readings);
+        let names: Vec<&str> = readings.iter().map(|(n, _)| n.as_str()).collect();
+        // Zero counts are recorded (a quiet sender is a figure), rates without a base are not.
+        assert!(
+            names.contains(&"twilio.whatsapp.13105550188.sent"),
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| n.ends_with("_rate")), "{names:?}");
     }
 
     #[test]

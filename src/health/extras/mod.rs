@@ -2,7 +2,8 @@
 //! health read — n8n workflows and their execution success, Twilio/Vonage delivery and call
 //! rates with latency and unit costs, Retell call success, latency percentiles, cost and
 //! disconnection reasons, DigitalOcean droplets with CPU/memory/disk/bandwidth and the
-//! balance, Supabase service health, API counts, disk and `pg_stat_*` figures.
+//! balance, Supabase service health, API counts, disk and `pg_stat_*` figures; Twilio's
+//! WhatsApp traffic per sender.
 //!
 //! A collection runs per monitor on its own cadence (`extras_interval`, default 15 min, `off`
 //! to disable), bounded in pages per list, in time per request and in time overall. Its
@@ -32,7 +33,8 @@ use super::providers::Provider;
 ///
 /// `<provider>.<subject>.<figure>` with provider `n8n`, `twilio`, `vonage`, `retell`, `do`
 /// (DigitalOcean) or `supabase`; `<subject>` may carry a provider id made name-safe
-/// (`n8n.workflow.<id>.success_rate`, `do.droplet.<id>.cpu_percent`). Units by suffix:
+/// (`n8n.workflow.<id>.success_rate`, `do.droplet.<id>.cpu_percent`,
+/// `twilio.whatsapp.<E.164 digits>.read_rate`). Units by suffix:
 /// `_rate` is a fraction 0–1, `_percent` 0–100, `_ms` milliseconds, `_bytes`, `_mbps`,
 /// `_cents`, `_usd`; money without a suffix (`twilio.sms.cost_per_message`) is in the
 /// account's currency, which the snapshot names. Counts have no suffix.
@@ -100,6 +102,8 @@ pub struct Ctx<'a> {
     pub limits: Limits,
     /// UTC ms at the start of the collection.
     pub now: i64,
+    /// Twilio: the monitor's `whatsapp_senders`, shown even without traffic.
+    pub whatsapp_senders: Vec<String>,
 }
 
 /// A failed request: the HTTP status where there was one (404 picks fallbacks), and why.

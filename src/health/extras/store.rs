@@ -90,6 +90,7 @@ pub async fn run_due(
                     .unwrap_or_default(),
                 limits: Limits::for_timeout(m.monitor.timeout),
                 now,
+                whatsapp_senders: m.monitor.whatsapp_senders.clone(),
             };
             let outcome = collect(&ctx).await;
             if let Err(f) = &outcome {

@@ -23,6 +23,15 @@ fn limits(page_size: u32) -> Limits {
 }
 
 async fn run(p: Provider, base: &str, limits: Limits) -> Result<Collected, Failure> {
+    run_with(p, base, limits, Vec::new()).await
+}
+
+async fn run_with(
+    p: Provider,
+    base: &str,
+    limits: Limits,
+    whatsapp_senders: Vec<String>,
+) -> Result<Collected, Failure> {
     let client = crate::health::checks::client();
     let ctx = Ctx {
         client: &client,
@@ -32,6 +41,7 @@ async fn run(p: Provider, base: &str, limits: Limits) -> Result<Collected, Failu
         key: KEY.into(),
         limits,
         now: crate::store::now_ms(),
+        whatsapp_senders,
     };
     collect(&ctx).await
 }
@@ -170,6 +180,127 @@ async fn twilio_rates_latency_and_costs_across_pages() {
             requests.iter().any(|r| r.contains(page)),
             "{page}: {requests:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn twilio_whatsapp_senders_are_split_from_sms_across_pages() {
+    use crate::simulators::providers_extras::{WHATSAPP_ALERTS, WHATSAPP_SUPPORT};
+    let fake = FakeProviders::new(KEY, ACCOUNT);
+    let (base, _server) = fake.start().await.expect("fake starts");
+    let idle = "whatsapp:+13105550188".to_string();
+    let c = run_with(Provider::Twilio, &base, limits(3), vec![idle.clone()])
+        .await
+        .expect("collects");
+    // SMS alone: the same figures as with no WhatsApp traffic at all.
+    assert_eq!(get(&c, "twilio.sms.total"), 4.0);
+    assert_eq!(get(&c, "twilio.sms.failed"), 1.0);
+    assert!(close(get(&c, "twilio.sms.cost_total"), 0.02));
+    // Support: read ×2, delivered, failed ×2 (63016), undelivered (63024), sent; the
+    // two-day-old read one is outside the window.
+    let p = "twilio.whatsapp.14155238886";
+    assert_eq!(get(&c, &format!("{p}.sent")), 7.0);
+    assert_eq!(get(&c, &format!("{p}.delivered")), 3.0);
+    assert_eq!(get(&c, &format!("{p}.read")), 2.0);
+    assert_eq!(get(&c, &format!("{p}.failed")), 3.0);
+    assert_eq!(get(&c, &format!("{p}.received")), 2.0);
+    assert_eq!(get(&c, &format!("{p}.delivered_rate")), 0.5);
+    assert_eq!(get(&c, &format!("{p}.read_rate")), 2.0 / 3.0);
+    assert!(close(get(&c, &format!("{p}.cost_total")), 0.025));
+    assert!(close(get(&c, &format!("{p}.cost_per_message")), 0.005));
+    assert_eq!(get(&c, &format!("{p}.error.63016")), 2.0);
+    assert_eq!(get(&c, &format!("{p}.error.63024")), 1.0);
+    let p = "twilio.whatsapp.12025550143";
+    assert_eq!(get(&c, &format!("{p}.read_rate")), 1.0);
+    assert!(close(get(&c, &format!("{p}.cost_per_message")), 0.0042));
+    assert_eq!(get(&c, "twilio.whatsapp.13105550188.sent"), 0.0);
+    let Snapshot::Twilio(s) = &c.snapshot else {
+        panic!()
+    };
+    assert!(!s.truncated, "every page read");
+    let senders: Vec<(&str, bool)> = s
+        .whatsapp_senders
+        .iter()
+        .map(|w| (w.sender.as_str(), w.configured))
+        .collect();
+    assert_eq!(
+        senders,
+        vec![
+            (idle.as_str(), true),
+            (WHATSAPP_SUPPORT, false),
+            (WHATSAPP_ALERTS, false)
+        ]
+    );
+    assert_eq!(
+        s.whatsapp_senders[1].errors,
+        vec![("63016".to_string(), 2), ("63024".to_string(), 1)]
+    );
+    // A snapshot stored before WhatsApp was split out still reads.
+    let mut old = serde_json::to_value(&c.snapshot).expect("serializes");
+    old.as_object_mut()
+        .expect("an object")
+        .remove("whatsapp_senders");
+    let Snapshot::Twilio(back) = serde_json::from_value::<Snapshot>(old).expect("reads") else {
+        panic!()
+    };
+    assert!(back.whatsapp_senders.is_empty());
+}
+
+#[test]
+fn whatsapp_senders_are_normalised_and_refused_with_the_field_named() {
+    use crate::health::monitor::{MonitorSpec, Secret};
+    let spec = |kind: &str, senders: &[&str]| MonitorSpec {
+        name: "m".into(),
+        kind: kind.into(),
+        target: "http://127.0.0.1:1".into(),
+        account: (kind == "twilio").then(|| ACCOUNT.to_string()),
+        key: Some(Secret(KEY.into())),
+        whatsapp_senders: senders.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let m = spec(
+        "twilio",
+        &[
+            "whatsapp:+14155238886",
+            " +14155238886 ",
+            "WHATSAPP:+12025550143",
+        ],
+    )
+    .validate()
+    .expect("valid");
+    assert_eq!(
+        m.whatsapp_senders,
+        vec!["whatsapp:+14155238886", "whatsapp:+12025550143"]
+    );
+    for (kind, bad, field, says) in [
+        (
+            "twilio",
+            "14155238886",
+            "whatsapp_senders[0]",
+            "is not a WhatsApp sender",
+        ),
+        (
+            "twilio",
+            "whatsapp:+1415abc",
+            "whatsapp_senders[0]",
+            "is not",
+        ),
+        (
+            "twilio",
+            "whatsapp:+1234567890123456",
+            "whatsapp_senders[0]",
+            "is not",
+        ),
+        (
+            "n8n",
+            "whatsapp:+14155238886",
+            "whatsapp_senders",
+            "applies to twilio",
+        ),
+    ] {
+        let e = spec(kind, &[bad]).validate().unwrap_err();
+        assert_eq!(e.field, field, "{bad}");
+        assert!(e.to_string().contains(says), "{bad}: {e}");
     }
 }
 
@@ -384,6 +515,7 @@ fn scrub_hides_an_echoed_key_and_links_are_rebased() {
         key: KEY.into(),
         limits: limits(10),
         now: 0,
+        whatsapp_senders: Vec::new(),
     };
     assert_eq!(ctx.scrub(&format!("bad key {KEY}!")), "bad key ***!");
     // A next link naming another host is followed on the monitor's own base.
