@@ -182,8 +182,14 @@ pub struct Readings {
     pub quotas: Vec<QuotaForecast>,
 }
 
+/// Most points a series of [`readings`] holds, whatever the window: a monitor checked every
+/// minute has 43,200 readings of each figure in 30 days, more than a chart can show or a
+/// forecast needs.
+pub const MAX_POINTS: i64 = 720;
+
 /// A monitor's readings over the last `days` days, grouped by name, with each of its kind's
-/// quotas forecast from them.
+/// quotas forecast from them. Each series holds at most [`MAX_POINTS`]: the last reading in each
+/// equal slice of the window (the database picks them, so a long window is never read whole).
 pub async fn readings(
     store: &Store,
     id: i64,
@@ -191,11 +197,21 @@ pub async fn readings(
     days: i64,
     now: i64,
 ) -> Result<Readings, super::HealthError> {
+    let slice = (days * 86_400_000 / MAX_POINTS).max(1);
+    // The window starts on a slice's edge, so the slice holding `now` is the last of at most
+    // MAX_POINTS rather than one more.
+    let from = ((now - days * 86_400_000).div_euclid(slice) + 1) * slice;
+    // A check writes all its figures at its own time, so the last reading of each slice of
+    // every figure comes from the same check, and a quota made of two figures (an allowance
+    // and its use) still finds both at one time.
     let rows: Vec<(String, i64, f64)> = store
         .fetch_all(
-            "SELECT name, at, value FROM provider_readings WHERE monitor_id = $1 AND at >= $2 \
-             ORDER BY name, at",
-            args![id, now - days * 86_400_000],
+            "SELECT r.name, r.at, r.value FROM provider_readings r \
+             JOIN (SELECT name, MAX(at) AS at FROM provider_readings \
+             WHERE monitor_id = $1 AND at >= $2 GROUP BY name, at / $3) last \
+             ON r.name = last.name AND r.at = last.at \
+             WHERE r.monitor_id = $1 ORDER BY r.name, r.at",
+            args![id, from, slice],
         )
         .await?;
     let mut series: Vec<(String, Vec<(i64, f64)>)> = Vec::new();

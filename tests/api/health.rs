@@ -885,6 +885,55 @@ async fn provider_readings_and_forecast(backend: Backend) {
         .filter_map(|s| s["name"].as_str())
         .collect();
     assert_eq!(names, ["characters_limit", "characters_used"]);
+
+    // A figure read every five minutes for a week comes back as the last reading of each of
+    // at most 720 slices of the window, picked by the database.
+    let now = now_ms();
+    let every: Vec<(i64, f64)> = (0..2016)
+        .map(|i| (now - 7 * day + 60_000 + i * 300_000, i as f64))
+        .collect();
+    let values = every
+        .iter()
+        .map(|(at, v)| format!("({id}, 'requests_left', {at}, {v})"))
+        .collect::<Vec<_>>()
+        .join(",");
+    app.state
+        .store
+        .execute_assembled(
+            format!("INSERT INTO provider_readings (monitor_id, name, at, value) VALUES {values}"),
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    let res = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/integrations/{id}/readings?days=7"),
+            &key,
+            None,
+        )
+        .await;
+    let readings: serde_json::Value = res.json().await.unwrap();
+    let series = readings["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "requests_left")
+        .expect("the series");
+    let slice = 7 * day / opsdeck::health::forecast::MAX_POINTS;
+    let mut expected: std::collections::BTreeMap<i64, f64> = Default::default();
+    let from = ((now - 7 * day) / slice + 1) * slice;
+    for (at, v) in every.iter().filter(|(at, _)| *at >= from) {
+        expected.insert(at / slice, *v);
+    }
+    let got: Vec<f64> = series["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    assert!(got.len() <= 720 && got.len() >= 715, "{}", got.len());
+    assert_eq!(got, expected.into_values().collect::<Vec<_>>());
     for bad in ["days=0", "days=31", "days=x"] {
         let res = app
             .call(
