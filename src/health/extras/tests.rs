@@ -30,6 +30,7 @@ async fn run(p: Provider, base: &str, limits: Limits) -> Result<Collected, Failu
         base: base.to_string(),
         account: ACCOUNT.into(),
         key: KEY.into(),
+        metric_types: Vec::new(),
         limits,
         now: crate::store::now_ms(),
     };
@@ -382,6 +383,7 @@ fn scrub_hides_an_echoed_key_and_links_are_rebased() {
         base: "http://127.0.0.1:4000".into(),
         account: ACCOUNT.into(),
         key: KEY.into(),
+        metric_types: Vec::new(),
         limits: limits(10),
         now: 0,
     };
