@@ -300,6 +300,80 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn ctx<'a>(client: &'a reqwest::Client, base: &str, key: String, max_pages: u32) -> Ctx<'a> {
+        let mut limits = super::super::Limits::for_timeout(std::time::Duration::from_secs(5));
+        limits.max_pages = max_pages;
+        Ctx {
+            client,
+            provider: crate::health::providers::Provider::Gcp,
+            base: base.to_string(),
+            account: String::new(),
+            key,
+            metric_types: Vec::new(),
+            limits,
+            now: crate::store::now_ms(),
+        }
+    }
+
+    /// Against the fake, two series a page: every page is followed, each series' latest value
+    /// is a reading; past the page bound the collection says so; a refusal names what was read.
+    #[tokio::test]
+    async fn series_are_paged_through_and_bounded() {
+        use crate::simulators::gcp::{FakeGcp, GcpBehaviour};
+        let fake = FakeGcp::new().expect("a key");
+        let (base, _server) = fake.start().await.expect("fake starts");
+        fake.max_page(2);
+        let client = crate::health::checks::client();
+        let c = collect(&ctx(&client, &base, fake.key_file(), 8))
+            .await
+            .expect("collects");
+        let super::super::Snapshot::Gcp(snap) = &c.snapshot else {
+            panic!("a gcp snapshot")
+        };
+        assert_eq!(snap.series.len(), 6, "{snap:?}");
+        assert!(snap.notes.is_empty(), "{:?}", snap.notes);
+        let reading = |n: &str| c.readings.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!(
+            reading("gcp.gce_instance.7310000000000000001.instance_cpu_utilization"),
+            Some(0.42)
+        );
+        // Aligned to means, the byte counts come back as doubles: the latest one is read.
+        assert_eq!(
+            reading("gcp.gce_instance.7310000000000000002.instance_network_received_bytes_count"),
+            Some(2_400_000.0)
+        );
+        // Two pages of each metric's three series: 2 × 2 list requests (+ none for the token).
+        assert_eq!(fake.list_requests(), 4);
+        let c = collect(&ctx(&client, &base, fake.key_file(), 1))
+            .await
+            .expect("collects");
+        let super::super::Snapshot::Gcp(snap) = &c.snapshot else {
+            panic!("a gcp snapshot")
+        };
+        assert_eq!(snap.series.len(), 4);
+        assert!(
+            snap.notes
+                .iter()
+                .any(|n| n.contains("only the first 2 series of")),
+            "{:?}",
+            snap.notes
+        );
+        fake.set(GcpBehaviour::PermissionDenied);
+        let e = collect(&ctx(&client, &base, fake.key_file(), 8))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, Some(403));
+        assert!(
+            e.why.starts_with(
+                "Google Cloud time series of compute.googleapis.com/instance/cpu/utilization: \
+                 HTTP 403: Permission monitoring.timeSeries.list denied"
+            ),
+            "{}",
+            e.why
+        );
+        assert_eq!(fake.token_requests(), 1);
+    }
+
     #[test]
     fn series_give_their_latest_point_whatever_the_value_type() {
         let ts = json!({
