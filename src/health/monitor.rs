@@ -188,7 +188,7 @@ pub struct MonitorSpec {
     /// Maintenance windows: checks still run and are recorded, but the state does not change.
     #[serde(default)]
     pub maintenance: Vec<MaintenanceSpec>,
-    /// Provider kinds with extras (n8n, twilio, vonage, retell, digitalocean, supabase): how
+    /// Provider kinds with extras (n8n, twilio, vonage, retell, digitalocean, supabase, gcp): how
     /// often the slower extras collection runs, e.g. "10m" (1 min to 24 h), or "off".
     /// Default 15 min; off for vonage, whose Reports API bills each request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
