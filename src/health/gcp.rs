@@ -126,8 +126,11 @@ impl ServiceAccount {
             bad("private_key is not a PEM PKCS#8 key (-----BEGIN PRIVATE KEY-----)")
         })?;
         let pkcs8 = der.secret_pkcs8_der().to_vec();
-        RsaKeyPair::from_pkcs8(&pkcs8)
-            .map_err(|_| bad("private_key is not an RSA private key (2048 to 8192 bits)"))?;
+        if !known_rsa_key(&pkcs8) {
+            RsaKeyPair::from_pkcs8(&pkcs8)
+                .map_err(|_| bad("private_key is not an RSA private key (2048 to 8192 bits)"))?;
+            remember_rsa_key(&pkcs8);
+        }
         Ok(ServiceAccount {
             client_email: client_email.to_string(),
             private_key_id: private_key_id.to_string(),
@@ -184,6 +187,31 @@ impl ServiceAccount {
         }
         h.finalize().into()
     }
+}
+
+/// Digests of private keys already loaded as RSA keys. Definitions are validated again at each
+/// reload and extras step (every 15 s), and loading an RSA key checks it (~1 ms); a key seen
+/// before is known good.
+fn loaded_keys() -> &'static Mutex<std::collections::HashSet<[u8; 32]>> {
+    static LOADED: OnceLock<Mutex<std::collections::HashSet<[u8; 32]>>> = OnceLock::new();
+    LOADED.get_or_init(Default::default)
+}
+
+fn known_rsa_key(pkcs8: &[u8]) -> bool {
+    let digest: [u8; 32] = sha2::Sha256::digest(pkcs8).into();
+    loaded_keys()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&digest)
+}
+
+fn remember_rsa_key(pkcs8: &[u8]) {
+    let digest: [u8; 32] = sha2::Sha256::digest(pkcs8).into();
+    let mut set = loaded_keys().lock().unwrap_or_else(|e| e.into_inner());
+    if set.len() >= MAX_CACHED_KEYS {
+        set.clear();
+    }
+    set.insert(digest);
 }
 
 /// An access token and when it stops being used (unix s).
