@@ -237,6 +237,7 @@ async fn provider(monitor: &Monitor, provider: super::providers::Provider) -> Pr
         base: monitor.target.clone(),
         account: monitor.account.clone(),
         key: monitor.key.clone().unwrap_or_default(),
+        metric_types: monitor.metric_types.clone(),
     };
     let seen = super::providers::check(&target).await;
     // A gateway may echo what it was sent: the key and account never reach an error.

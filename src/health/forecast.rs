@@ -85,7 +85,8 @@ pub fn quotas(provider: Provider) -> &'static [QuotaDef] {
         | Provider::N8n
         | Provider::Retell
         | Provider::Supabase
-        | Provider::OpenAi => &[],
+        | Provider::OpenAi
+        | Provider::Gcp => &[],
     }
 }
 

@@ -5,13 +5,15 @@
 //! parses and evaluates `[SUBJECT] <op> <value>` conditions; `state` is the up/degraded/down
 //! state machine with its thresholds; `store` owns the monitor, state, result and rollup tables;
 //! `scheduler` runs every monitor on its interval and records the results in batches;
-//! `extras` is provider monitors' slower, deeper collection on its own cadence.
+//! `extras` is provider monitors' slower, deeper collection on its own cadence; `gcp` holds
+//! Google Cloud's service-account key, JWT-bearer grant and token cache.
 
 pub mod checks;
 pub mod conditions;
 pub mod definition;
 pub mod extras;
 pub mod forecast;
+pub mod gcp;
 pub mod grid;
 pub mod history;
 pub mod monitor;

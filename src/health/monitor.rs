@@ -53,6 +53,7 @@ impl Kind {
         Kind::Provider(Provider::ElevenLabs),
         Kind::Provider(Provider::PiApi),
         Kind::Provider(Provider::OpenAi),
+        Kind::Provider(Provider::Gcp),
         Kind::Token(TokenKind::GoogleOauth),
         Kind::Token(TokenKind::GoogleCalendar),
         Kind::Token(TokenKind::Meta),
@@ -154,10 +155,19 @@ pub struct MonitorSpec {
     /// Account SID, Vonage API key, Supabase project ref, Kling access key).
     #[serde(default)]
     pub account: Option<String>,
-    /// Provider kinds: the API key, token or secret.
+    /// Provider kinds: the API key, token or secret; for gcp the service-account key file
+    /// (its JSON text).
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub key: Option<Secret>,
+    /// gcp: the project whose Cloud Monitoring is read. Default: the key's `project_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// gcp: the Cloud Monitoring metric types read (at most 5), e.g.
+    /// `compute.googleapis.com/instance/cpu/utilization`; the first is the health read's.
+    /// Default: instance CPU utilization and received network bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metric_types: Vec<String>,
     /// Token kinds (google_oauth, google_calendar, meta): the name of the registered OAuth
     /// credential whose current access token the check uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,7 +188,7 @@ pub struct MonitorSpec {
     /// Maintenance windows: checks still run and are recorded, but the state does not change.
     #[serde(default)]
     pub maintenance: Vec<MaintenanceSpec>,
-    /// Provider kinds with extras (n8n, twilio, vonage, retell, digitalocean, supabase): how
+    /// Provider kinds with extras (n8n, twilio, vonage, retell, digitalocean, supabase, gcp): how
     /// often the slower extras collection runs, e.g. "10m" (1 min to 24 h), or "off".
     /// Default 15 min; off for vonage, whose Reports API bills each request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -371,9 +381,11 @@ pub struct Monitor {
     /// smtp.
     pub smtp_mode: SmtpMode,
     pub credentials: Option<(String, Secret)>,
-    /// Provider kinds: the account (where the provider needs one) and the key.
+    /// Provider kinds: the account (where the provider needs one; gcp's project) and the key.
     pub account: Option<String>,
     pub key: Option<Secret>,
+    /// gcp: the metric types read; empty for other kinds.
+    pub metric_types: Vec<String>,
     /// Token kinds: the credential's name.
     pub credential: Option<String>,
     /// Provider kinds with extras: how often they are collected; `None` when off (or the kind
@@ -456,6 +468,7 @@ impl MonitorSpec {
         };
         check_target(kind, target).map_err(|p| invalid("target", p))?;
         let (account, key) = self.provider_credentials(kind)?;
+        let metric_types = self.metric_types(kind)?;
         let credential = match (kind, self.credential.as_deref().map(str::trim)) {
             (Kind::Token(_), Some(c)) if !c.is_empty() && c.len() <= 100 => Some(c.to_string()),
             (Kind::Token(_), Some(_)) => {
@@ -675,6 +688,7 @@ impl MonitorSpec {
             credentials,
             account,
             key,
+            metric_types,
             credential,
             extras_interval,
             whatsapp_senders,
@@ -732,7 +746,7 @@ impl MonitorSpec {
             (Some(_), false) => Err(invalid(
                 FIELD,
                 format!(
-                    "applies to n8n, twilio, vonage, retell, digitalocean and supabase \
+                    "applies to n8n, twilio, vonage, retell, digitalocean, supabase and gcp \
                      monitors, not {}",
                     kind.as_str()
                 ),
@@ -748,12 +762,106 @@ impl MonitorSpec {
         }
     }
 
+    /// gcp's `metric_types`: the defaults when none are given, at most 5 otherwise, each a
+    /// plain metric type (it goes inside the filter's quotes); refused on other kinds.
+    fn metric_types(&self, kind: Kind) -> Result<Vec<String>, Invalid> {
+        const FIELD: &str = "metric_types";
+        if kind != Kind::Provider(Provider::Gcp) {
+            if !self.metric_types.is_empty() {
+                return Err(invalid(
+                    FIELD,
+                    format!("applies to gcp monitors, not {}", kind.as_str()),
+                ));
+            }
+            return Ok(Vec::new());
+        }
+        if self.metric_types.is_empty() {
+            return Ok(super::gcp::DEFAULT_METRIC_TYPES
+                .iter()
+                .map(|t| t.to_string())
+                .collect());
+        }
+        if self.metric_types.len() > 5 {
+            return Err(invalid(FIELD, "at most 5 metric types"));
+        }
+        let mut out = Vec::with_capacity(self.metric_types.len());
+        for (i, t) in self.metric_types.iter().enumerate() {
+            let t = t.trim();
+            let plain = !t.is_empty()
+                && t.len() <= 200
+                && t.contains('/')
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
+            if !plain {
+                return Err(invalid(
+                    &format!("{FIELD}[{i}]"),
+                    format!(
+                        "{t:?} is not a metric type such as {}",
+                        super::gcp::DEFAULT_METRIC_TYPES[0]
+                    ),
+                ));
+            }
+            out.push(t.to_string());
+        }
+        Ok(out)
+    }
+
+    /// gcp's key and project: the key must be a service-account key file with an RSA key
+    /// (checked here, so bad key material is refused at once, naming `key`), the project
+    /// given or the key's own.
+    fn gcp_credentials(&self) -> Result<(Option<String>, Option<Secret>), Invalid> {
+        if self.account.is_some() {
+            return Err(invalid("account", "gcp monitors take project, not account"));
+        }
+        let key = match &self.key {
+            Some(k) if !k.expose().trim().is_empty() => Secret(k.expose().trim().to_string()),
+            _ => {
+                return Err(invalid(
+                    "key",
+                    "is required: the service-account key file (JSON)",
+                ));
+            }
+        };
+        let sa = super::gcp::ServiceAccount::parse(key.expose())
+            .map_err(|e| invalid("key", e.to_string()))?;
+        let project = match self.project.as_deref().map(str::trim) {
+            Some(p) => p.to_string(),
+            None => sa
+                .project_id
+                .clone()
+                .ok_or_else(|| invalid("project", "is required: the key names no project_id"))?,
+        };
+        // Project ids are lowercase letters, digits and hyphens; older ones carry a domain
+        // (`example.com:project`). It goes into the request path.
+        let plain = !project.is_empty()
+            && project.len() <= 100
+            && project
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c));
+        if !plain {
+            return Err(invalid(
+                "project",
+                format!("{project:?} is not a Google Cloud project id"),
+            ));
+        }
+        Ok((Some(project), Some(key)))
+    }
+
     /// A provider kind's `account` and `key`: the key always, the account where the provider
     /// needs one; both refused on other kinds.
     fn provider_credentials(
         &self,
         kind: Kind,
     ) -> Result<(Option<String>, Option<Secret>), Invalid> {
+        if kind == Kind::Provider(Provider::Gcp) {
+            return self.gcp_credentials();
+        }
+        if self.project.is_some() {
+            return Err(invalid(
+                "project",
+                format!("applies to gcp monitors, not {}", kind.as_str()),
+            ));
+        }
         let Some(provider) = kind.provider() else {
             for (field, set) in [
                 ("account", self.account.is_some()),
@@ -1216,7 +1324,21 @@ mod tests {
         struct Example {
             monitors: Vec<MonitorSpec>,
         }
-        let parsed: Example = toml::from_str(&block.join("\n")).expect("the example parses");
+        let mut parsed: Example = toml::from_str(&block.join("\n")).expect("the example parses");
+        // The gcp example's key is a placeholder for a key file's contents, which no example
+        // can hold: a generated key stands in for it.
+        let (pem, _) = crate::simulators::gcp::generate_key().expect("a key");
+        for m in parsed.monitors.iter_mut().filter(|m| m.kind == "gcp") {
+            assert_eq!(
+                m.key.as_ref().map(Secret::expose),
+                Some("${GCP_SERVICE_ACCOUNT_KEY}")
+            );
+            m.key = Some(Secret(crate::simulators::gcp::key_file(
+                &pem,
+                super::super::gcp::DEFAULT_TOKEN_URI,
+                "my-project",
+            )));
+        }
         let kinds: Vec<Kind> = parsed
             .monitors
             .iter()

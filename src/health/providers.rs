@@ -25,6 +25,8 @@ pub enum Provider {
     ElevenLabs,
     PiApi,
     OpenAi,
+    /// Google Cloud, with a service-account key (`gcp.rs`).
+    Gcp,
 }
 
 /// What a provider check needs besides the base URL: which credentials, named as the monitor
@@ -51,6 +53,7 @@ impl Provider {
         Provider::ElevenLabs,
         Provider::PiApi,
         Provider::OpenAi,
+        Provider::Gcp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +71,7 @@ impl Provider {
             Provider::ElevenLabs => "elevenlabs",
             Provider::PiApi => "piapi",
             Provider::OpenAi => "openai",
+            Provider::Gcp => "gcp",
         }
     }
 
@@ -92,6 +96,8 @@ impl Provider {
             Provider::ElevenLabs => "https://api.elevenlabs.io",
             Provider::PiApi => "https://api.piapi.ai",
             Provider::OpenAi => "https://api.openai.com",
+            // The Cloud Monitoring API; the token endpoint comes from the key file.
+            Provider::Gcp => "https://monitoring.googleapis.com",
         })
     }
 
@@ -115,8 +121,11 @@ pub struct ProviderTarget {
     /// The API base without a trailing slash.
     pub base: String,
     pub account: Option<String>,
-    /// The API key, token or secret (its `Debug` shows `***`).
+    /// The API key, token or secret (its `Debug` shows `***`); for gcp the service-account
+    /// key file.
     pub key: super::monitor::Secret,
+    /// gcp: the Cloud Monitoring metric types read, the first by the health read.
+    pub metric_types: Vec<String>,
 }
 
 /// One figure read from a provider, e.g. `credits` = 1520.5.
@@ -601,6 +610,7 @@ async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen
             }
             Ok(ok(a, readings))
         }
+        Provider::Gcp => super::gcp::read(t, client).await,
         Provider::OpenAi => {
             let a = fetch(bearer("/v1/models")).await?;
             if !a.json.get("data").is_some_and(Value::is_array) {

@@ -5,6 +5,7 @@
 //! A simulator never writes to opsdeck's store directly: it only serves a provider API that a
 //! real connector syncs from, or calls opsdeck's public HTTP API like a customer's app would.
 
+pub mod gcp;
 pub mod oauth;
 pub mod providers;
 pub mod providers_demo;

@@ -287,6 +287,8 @@ fn error_body(p: Provider, status: u16) -> Value {
         Provider::Bfl | Provider::Luma => json!({"detail": long}),
         Provider::PiApi => json!({"code": status, "message": long, "data": {}}),
         Provider::N8n | Provider::Retell | Provider::Supabase => json!({"message": long}),
+        // Google Cloud has its own fake (`gcp.rs`); its envelope, should this one be asked.
+        Provider::Gcp => json!({"error": {"code": status, "message": long, "status": short}}),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The demo's providers: the fake providers served on a loopback port, a monitor for each of
-//! them (plus the demo Stripe account's balance) added to the config, and a loop that keeps
+//! them (plus the demo Stripe account's balance, and a Google Cloud project on its own fake
+//! with a key generated at start) added to the config, and a loop that keeps
 //! them alive — credits and allowances spent so the quota forecasts have a slope, one provider
 //! slow, one flaky, a project now and then coming up — so the status grid moves as a real one
 //! does. The monitors go through the real provider checks; nothing is written to the store.
@@ -12,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
+use super::gcp::FakeGcp;
 use super::providers::{Behaviour, FakeProviders};
 use super::providers_extras::{
     Execution, ExtrasData, RetellCall, TwilioItem, WHATSAPP_ALERTS, WHATSAPP_SUPPORT,
@@ -30,6 +32,7 @@ const TICK: Duration = Duration::from_secs(5);
 
 pub struct ProvidersDemo {
     fake: FakeProviders,
+    gcp: FakeGcp,
 }
 
 impl ProvidersDemo {
@@ -91,9 +94,23 @@ impl ProvidersDemo {
                 ..Default::default()
             });
         }
+        // Google Cloud: a service account whose key is generated now, never stored anywhere
+        // but in the demo's config.
+        let gcp = FakeGcp::new().map_err(|_| std::io::Error::other("generating an RSA key"))?;
+        let (gcp_base, _gcp_server) = gcp.start().await?;
+        monitors.push(MonitorSpec {
+            name: "Google Cloud".into(),
+            kind: "gcp".into(),
+            target: gcp_base,
+            interval: Some("30s".into()),
+            timeout: Some("5s".into()),
+            key: Some(Secret(gcp.key_file())),
+            extras_interval: Some("1m".into()),
+            ..Default::default()
+        });
         config.monitors.extend(monitors);
         fake.set(Provider::PiApi, Behaviour::Slow(900));
-        Ok(ProvidersDemo { fake })
+        Ok(ProvidersDemo { fake, gcp })
     }
 }
 
@@ -107,12 +124,12 @@ impl Simulator for ProvidersDemo {
         _ctx: DemoContext,
         cancel: CancellationToken,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(live(self.fake.clone(), cancel))
+        Box::pin(live(self.fake.clone(), self.gcp.clone(), cancel))
     }
 }
 
 /// Spends credits and allowances, and now and then makes a provider misbehave for a while.
-async fn live(fake: FakeProviders, cancel: CancellationToken) {
+async fn live(fake: FakeProviders, gcp: FakeGcp, cancel: CancellationToken) {
     let mut rng = StdRng::seed_from_u64(0x5eed_9a7e);
     let mut tick: u64 = 0;
     loop {
@@ -161,6 +178,21 @@ async fn live(fake: FakeProviders, cancel: CancellationToken) {
             Behaviour::Normal
         };
         fake.set(Provider::OpenAi, openai);
+        // The instances' load wanders, so the CPU column moves between collections.
+        gcp.series(|all| {
+            for s in all.iter_mut() {
+                let Some(last) = s.values.last().copied() else {
+                    continue;
+                };
+                let next = if s.int64 {
+                    (last * rng.random_range(0.8..1.25)).clamp(1e5, 5e7).round()
+                } else {
+                    (last + rng.random_range(-0.05..0.05)).clamp(0.01, 0.99)
+                };
+                s.values.remove(0);
+                s.values.push(next);
+            }
+        });
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::app::AppState;
 use crate::health::extras::store::{self as extras, Run};
-use crate::health::extras::{Snapshot, digitalocean, messaging, n8n, retell, supabase};
+use crate::health::extras::{Snapshot, digitalocean, gcp, messaging, n8n, retell, supabase};
 use crate::health::store::StoredMonitor;
 use crate::http::ApiError;
 
@@ -20,6 +20,7 @@ pub struct ExtrasView {
     pub retell: Option<retell::Snapshot>,
     pub digitalocean: Option<digitalocean::Snapshot>,
     pub supabase: Option<supabase::Snapshot>,
+    pub gcp: Option<gcp::Snapshot>,
 }
 
 impl ExtrasView {
@@ -51,6 +52,7 @@ impl ExtrasView {
             retell: None,
             digitalocean: None,
             supabase: None,
+            gcp: None,
         };
         match latest.snapshot {
             Some(Snapshot::N8n(s)) => view.n8n = Some(s),
@@ -59,6 +61,7 @@ impl ExtrasView {
             Some(Snapshot::Retell(s)) => view.retell = Some(s),
             Some(Snapshot::DigitalOcean(s)) => view.digitalocean = Some(s),
             Some(Snapshot::Supabase(s)) => view.supabase = Some(s),
+            Some(Snapshot::Gcp(s)) => view.gcp = Some(s),
             None => {}
         }
         Ok(Some(view))
@@ -69,6 +72,17 @@ impl ExtrasView {
 pub fn rate(v: &Option<f64>) -> String {
     v.map(|v| format!("{:.1} %", v * 100.0))
         .unwrap_or_else(|| "—".into())
+}
+
+/// A Cloud Monitoring value: a `…/utilization` fraction as a percentage, a whole number as
+/// such, anything else to four decimals; "—" without one.
+pub fn gcp_value(metric: &str, v: &Option<f64>) -> String {
+    match v {
+        None => "—".into(),
+        Some(v) if metric.ends_with("utilization") => format!("{:.1} %", v * 100.0),
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
+        Some(v) => format!("{v:.4}"),
+    }
 }
 
 /// A percentage 0–100 as "25.0 %", or "—".

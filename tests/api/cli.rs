@@ -421,11 +421,17 @@ async fn demo_prints_a_working_login() {
     let rows = grid["integrations"].as_array().cloned().unwrap_or_default();
     assert_eq!(
         rows.len(),
-        17,
-        "a monitor per simulated provider and Stripe, and four on the demo's OAuth credentials"
+        18,
+        "a monitor per simulated provider, Stripe and Google Cloud, and four on the demo's \
+         OAuth credentials"
     );
-    for kind in ["google_oauth", "google_calendar", "meta"] {
+    for kind in ["google_oauth", "google_calendar", "meta", "gcp"] {
         assert!(rows.iter().any(|r| r["kind"] == kind), "a {kind} monitor");
+    }
+    // The Google Cloud monitor signs with the key the demo generated, against its fake.
+    let gcp = rows.iter().find(|r| r["kind"] == "gcp").expect("gcp");
+    if gcp["state"] != "unknown" {
+        assert_eq!(gcp["state"], "up", "{gcp}");
     }
     let eleven = rows
         .iter()

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod durability;
 mod extras;
+mod gcp;
 mod health;
 mod ingest;
 mod integrations;

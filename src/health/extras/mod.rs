@@ -3,7 +3,8 @@
 //! rates with latency and unit costs, Retell call success, latency percentiles, cost and
 //! disconnection reasons, DigitalOcean droplets with CPU/memory/disk/bandwidth and the
 //! balance, Supabase service health, API counts, disk and `pg_stat_*` figures; Twilio's
-//! WhatsApp traffic per sender.
+//! WhatsApp traffic per sender; Google Cloud Monitoring time series (the latest value of each
+//! series of a few metric types).
 //!
 //! A collection runs per monitor on its own cadence (`extras_interval`, default 15 min, `off`
 //! to disable), bounded in pages per list, in time per request and in time overall. Its
@@ -15,6 +16,7 @@
 //! [`run_due`]. Nothing here renders HTML or answers HTTP.
 
 pub mod digitalocean;
+pub mod gcp;
 pub mod math;
 pub mod messaging;
 pub mod n8n;
@@ -32,9 +34,9 @@ use super::providers::Provider;
 /// The naming scheme of extras readings, for the README and reviewers:
 ///
 /// `<provider>.<subject>.<figure>` with provider `n8n`, `twilio`, `vonage`, `retell`, `do`
-/// (DigitalOcean) or `supabase`; `<subject>` may carry a provider id made name-safe
-/// (`n8n.workflow.<id>.success_rate`, `do.droplet.<id>.cpu_percent`,
-/// `twilio.whatsapp.<E.164 digits>.read_rate`). Units by suffix:
+/// (DigitalOcean), `supabase` or `gcp` (`gcp.<resource type>.<id>.<metric>`); `<subject>` may
+/// carry a provider id made name-safe (`n8n.workflow.<id>.success_rate`,
+/// `do.droplet.<id>.cpu_percent`, `twilio.whatsapp.<E.164 digits>.read_rate`). Units by suffix:
 /// `_rate` is a fraction 0–1, `_percent` 0–100, `_ms` milliseconds, `_bytes`, `_mbps`,
 /// `_cents`, `_usd`; money without a suffix (`twilio.sms.cost_per_message`) is in the
 /// account's currency, which the snapshot names. Counts have no suffix.
@@ -50,6 +52,7 @@ pub fn has_extras(p: Provider) -> bool {
             | Provider::Retell
             | Provider::DigitalOcean
             | Provider::Supabase
+            | Provider::Gcp
     )
 }
 
@@ -99,6 +102,8 @@ pub struct Ctx<'a> {
     pub base: String,
     pub account: String,
     pub key: String,
+    /// gcp: the metric types read (empty for other providers).
+    pub metric_types: Vec<String>,
     pub limits: Limits,
     /// UTC ms at the start of the collection.
     pub now: i64,
@@ -233,6 +238,7 @@ pub enum Snapshot {
     #[serde(rename = "digitalocean")]
     DigitalOcean(digitalocean::Snapshot),
     Supabase(supabase::Snapshot),
+    Gcp(gcp::Snapshot),
 }
 
 /// Runs one collection for `ctx.provider`, within the overall deadline.
@@ -245,6 +251,7 @@ pub async fn collect(ctx: &Ctx<'_>) -> Result<Collected, Failure> {
             Provider::Retell => retell::collect(ctx).await,
             Provider::DigitalOcean => digitalocean::collect(ctx).await,
             Provider::Supabase => supabase::collect(ctx).await,
+            Provider::Gcp => gcp::collect(ctx).await,
             other => Err(Failure::new(format!("{} has no extras", other.as_str()))),
         }
     };

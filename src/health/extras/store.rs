@@ -88,6 +88,7 @@ pub async fn run_due(
                     .as_ref()
                     .map(|k| k.expose().to_string())
                     .unwrap_or_default(),
+                metric_types: m.monitor.metric_types.clone(),
                 limits: Limits::for_timeout(m.monitor.timeout),
                 now,
                 whatsapp_senders: m.monitor.whatsapp_senders.clone(),
