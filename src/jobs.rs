@@ -237,6 +237,13 @@ pub async fn retention(state: &AppState) -> Result<Outcome, String> {
     if deleted > 0 {
         return Ok(Outcome::MoreWork);
     }
+    // The history of monitors deleted by a process that stopped before removing it.
+    let purged = crate::health::store::purge_deleted(&state.store)
+        .await
+        .map_err(|e| e.to_string())?;
+    if purged > 0 {
+        tracing::info!(rows = purged, "removed the history of deleted monitors");
+    }
     let checks = crate::health::store::prune(
         &state.store,
         crate::store::now_ms(),

@@ -224,8 +224,9 @@ impl Health {
     }
 
     /// Deletes an API monitor and everything recorded of it. With a scheduler running, the
-    /// recorder does it between two batches and forgets the monitor, so a check of it still in
-    /// flight is dropped rather than written after the monitor is gone.
+    /// recorder removes the monitor between two batches and forgets it, so a check of it still
+    /// in flight is dropped rather than written after the monitor is gone; its history is
+    /// removed after that, in chunks, without holding the recorder up.
     pub async fn delete(
         &self,
         store: &Store,
@@ -244,11 +245,15 @@ impl Health {
             {
                 outcome?;
                 self.reload().await;
+                // The history goes here, outside the recorder, before the answer; a purge cut
+                // short is finished by the retention job.
+                store::purge_deleted(store).await?;
                 return Ok(());
             }
         }
         store::delete(store, id, actor).await?;
         self.forget_standby().await;
+        store::purge_deleted(store).await?;
         Ok(())
     }
 

@@ -119,6 +119,7 @@ pub async fn sync_config(store: &Store, key: &MasterKey, specs: &[MonitorSpec]) 
         }
     }
     tx.commit().await?;
+    purge_deleted(store).await?;
     Ok(())
 }
 
@@ -294,18 +295,77 @@ pub async fn delete(store: &Store, id: i64, actor: &Actor) -> Result<()> {
     Ok(())
 }
 
+/// Removes monitor `id` and its state, and leaves its id for [`purge_deleted`] to remove its
+/// history: a monitor checked every 10 s has tens of thousands of rows, too many to delete
+/// while the scheduler's recorder (which deletes for the API) waits.
 async fn delete_in(tx: &mut Tx, id: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO monitor_purges (monitor_id, deleted_at) VALUES ($1, $2) \
+         ON CONFLICT (monitor_id) DO NOTHING",
+        args![id, now_ms()],
+    )
+    .await?;
     for sql in [
-        "DELETE FROM check_results WHERE monitor_id = $1",
-        "DELETE FROM provider_readings WHERE monitor_id = $1",
-        "DELETE FROM provider_extras WHERE monitor_id = $1",
-        "DELETE FROM check_rollups WHERE monitor_id = $1",
         "DELETE FROM monitor_states WHERE monitor_id = $1",
         "DELETE FROM monitors WHERE id = $1",
     ] {
         tx.execute(sql, args![id]).await?;
     }
     Ok(())
+}
+
+/// Rows of a deleted monitor's check results removed per statement, so a long history never
+/// holds the database's write lock (SQLite's is the whole file) for long.
+const PURGE_CHUNK: i64 = 5_000;
+
+/// Removes the history of every deleted monitor still listed in `monitor_purges`, each table
+/// in statements of its own, and then the monitor's id from the list; returns the rows
+/// removed. Safe to run twice at once (deleting what is gone deletes nothing).
+pub async fn purge_deleted(store: &Store) -> Result<u64> {
+    let ids: Vec<(i64,)> = store
+        .fetch_all(
+            "SELECT monitor_id FROM monitor_purges ORDER BY monitor_id",
+            args![],
+        )
+        .await?;
+    let mut removed = 0;
+    for (id,) in ids {
+        // Oldest first, a chunk at a time along the primary key (monitor, time).
+        loop {
+            let cutoff: Option<(i64,)> = store
+                .fetch_optional(
+                    "SELECT at FROM check_results WHERE monitor_id = $1 ORDER BY at \
+                     LIMIT 1 OFFSET $2",
+                    args![id, PURGE_CHUNK],
+                )
+                .await?;
+            match cutoff {
+                Some((at,)) => {
+                    removed += store
+                        .execute(
+                            "DELETE FROM check_results WHERE monitor_id = $1 AND at < $2",
+                            args![id, at],
+                        )
+                        .await?;
+                }
+                None => {
+                    removed += store
+                        .execute("DELETE FROM check_results WHERE monitor_id = $1", args![id])
+                        .await?;
+                    break;
+                }
+            }
+        }
+        for sql in [
+            "DELETE FROM check_rollups WHERE monitor_id = $1",
+            "DELETE FROM provider_readings WHERE monitor_id = $1",
+            "DELETE FROM provider_extras WHERE monitor_id = $1",
+            "DELETE FROM monitor_purges WHERE monitor_id = $1",
+        ] {
+            removed += store.execute(sql, args![id]).await?;
+        }
+    }
+    Ok(removed)
 }
 
 /// Every stored monitor, by id, with its definition opened and validated again (a definition

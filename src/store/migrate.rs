@@ -103,6 +103,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0015_leases.sql"),
         include_str!("../../migrations/postgres/0015_leases.sql"),
     ),
+    (
+        16,
+        "monitor purges",
+        include_str!("../../migrations/sqlite/0016_monitor_purges.sql"),
+        include_str!("../../migrations/postgres/0016_monitor_purges.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

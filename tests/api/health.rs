@@ -1126,6 +1126,7 @@ async fn changes_made_elsewhere_reach_the_scheduler(backend: Backend) {
     )
     .await;
     store::delete(store, id, &actor).await.unwrap();
+    store::purge_deleted(store).await.unwrap();
     // Within a poll (5 s) it is dropped; until then its results are set aside, not the batch.
     tokio::time::sleep(std::time::Duration::from_secs(7)).await;
     let steady_id = store::list(store, key)
@@ -1372,4 +1373,117 @@ async fn an_unreadable_monitor_stays_listed_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_monitor_stays_listed_postgres() {
     an_unreadable_monitor_stays_listed(Backend::Postgres).await;
+}
+
+/// Deleting a monitor removes it at once and leaves its history to a purge that goes in
+/// chunks; a purge cut short (here: never started, as after a crash) is finished later and
+/// touches no other monitor's rows.
+async fn deleted_monitors_history_is_purged_in_chunks(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |_| {}).await else {
+        return;
+    };
+    let (store, key) = (&app.state.store, &app.state.master_key);
+    let actor = opsdeck::access::audit::Actor::new("test", None);
+    let mut ids = Vec::new();
+    for name in ["gone", "kept"] {
+        let mut m = spec(name, "tcp", "127.0.0.1:9");
+        m.interval = Some("1h".into());
+        let id = store::create(store, key, &m, &actor).await.unwrap();
+        // 12,000 results and a rollup each, written as a long history would be.
+        for chunk in 0..12 {
+            let values = (0..1000)
+                .map(|i| format!("({id}, {}, 'up', 1000)", (chunk * 1000 + i) * 10_000))
+                .collect::<Vec<_>>()
+                .join(",");
+            store
+                .execute_assembled(
+                    format!(
+                        "INSERT INTO check_results (monitor_id, at, verdict, latency_us) \
+                         VALUES {values}"
+                    ),
+                    opsdeck::args![],
+                )
+                .await
+                .unwrap();
+        }
+        store
+            .execute(
+                "INSERT INTO check_rollups (monitor_id, granularity, bucket, checks, up, \
+                 degraded, down, latency_sum_us) VALUES ($1, 'hour', 0, 1, 1, 0, 0, 1000)",
+                opsdeck::args![id],
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let rows = |sql: &'static str, id: i64| async move {
+        let (n,): (i64,) = store.fetch_one(sql, opsdeck::args![id]).await.unwrap();
+        n
+    };
+    store::delete(store, ids[0], &actor).await.unwrap();
+    assert!(store::get(store, key, ids[0]).await.unwrap().is_none());
+    assert_eq!(
+        rows(
+            "SELECT COUNT(*) FROM check_results WHERE monitor_id = $1",
+            ids[0]
+        )
+        .await,
+        12_000,
+        "the history waits for the purge"
+    );
+    assert_eq!(
+        rows(
+            "SELECT COUNT(*) FROM monitor_purges WHERE monitor_id = $1",
+            ids[0]
+        )
+        .await,
+        1
+    );
+    let removed = store::purge_deleted(store).await.unwrap();
+    assert_eq!(
+        removed,
+        12_000 + 1 + 1,
+        "results, the rollup and the purge's own row"
+    );
+    for (sql, left) in [
+        (
+            "SELECT COUNT(*) FROM check_results WHERE monitor_id = $1",
+            0,
+        ),
+        (
+            "SELECT COUNT(*) FROM check_rollups WHERE monitor_id = $1",
+            0,
+        ),
+        (
+            "SELECT COUNT(*) FROM monitor_purges WHERE monitor_id = $1",
+            0,
+        ),
+    ] {
+        assert_eq!(rows(sql, ids[0]).await, left, "{sql}");
+    }
+    assert_eq!(
+        rows(
+            "SELECT COUNT(*) FROM check_results WHERE monitor_id = $1",
+            ids[1]
+        )
+        .await,
+        12_000,
+        "the other monitor's history is untouched"
+    );
+    assert_eq!(
+        store::purge_deleted(store).await.unwrap(),
+        0,
+        "nothing left to do"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_monitors_history_is_purged_in_chunks_sqlite() {
+    deleted_monitors_history_is_purged_in_chunks(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_monitors_history_is_purged_in_chunks_postgres() {
+    deleted_monitors_history_is_purged_in_chunks(Backend::Postgres).await;
 }
