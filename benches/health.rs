@@ -153,8 +153,18 @@ async fn history(store: &opsdeck::store::Store, postgres: bool, days: i64, now: 
         .expect("day rollups");
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
+/// The allocator is tuned as the `opsdeck` binary tunes it, before the runtime starts its
+/// threads, so the resident memory measured is the product's.
+fn main() {
+    opsdeck::cli::tune_allocator();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run());
+}
+
+async fn run() {
     if std::env::var_os("BENCH_TARGET_CHILD").is_some() {
         target_child().await;
         return;

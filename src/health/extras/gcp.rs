@@ -310,6 +310,7 @@ mod tests {
             account: String::new(),
             key,
             metric_types: Vec::new(),
+            whatsapp_senders: Vec::new(),
             limits,
             now: crate::store::now_ms(),
         }
