@@ -453,14 +453,7 @@ async fn whatsapp_senders_reported(backend: Backend) {
     // The page shows the table.
     let admin = browser();
     sign_in_admin(&app, &admin).await;
-    let html = admin
-        .get(app.url(&format!("/integrations/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = crate::helpers::page_text(&app, &admin, &format!("/integrations/{id}")).await;
     for shown in [
         "WhatsApp senders",
         support,

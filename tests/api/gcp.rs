@@ -158,14 +158,7 @@ async fn gcp_end_to_end(backend: Backend) {
     // The monitor page shows the series table.
     let page = browser();
     sign_in_admin(&app, &page).await;
-    let html = page
-        .get(app.url(&format!("/integrations/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = crate::helpers::page_text(&app, &page, &format!("/integrations/{id}")).await;
     for shown in ["worker-1", "88.0 %", "opsdeck-demo", "europe-west1-b"] {
         assert!(html.contains(shown), "the page lacks {shown:?}");
     }

@@ -317,15 +317,19 @@ pub async fn sign_in_admin(app: &TestApp, client: &reqwest::Client) -> String {
 }
 
 pub async fn page_csrf(app: &TestApp, client: &reqwest::Client, path: &str) -> String {
-    let html = client
+    csrf_from(&page_text(app, client, path).await)
+}
+
+/// The body of the page at `path`, fetched by `client` (a signed-in browser, usually).
+pub async fn page_text(app: &TestApp, client: &reqwest::Client, path: &str) -> String {
+    client
         .get(app.url(path))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    csrf_from(&html)
+        .unwrap()
 }
 
 /// Asserts the error body shape `{code, detail, request_id}` and returns it.
