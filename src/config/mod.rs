@@ -45,6 +45,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub stripe: StripeConfig,
     pub health: HealthConfig,
+    pub webhooks: WebhooksConfig,
     /// `[[plans]]`: plans declared in config (read-only in Settings).
     #[serde(default)]
     pub plans: Vec<PlanConfig>,
@@ -86,6 +87,23 @@ pub struct StripeConfig {
 pub struct HealthConfig {
     /// Most checks running at once, across every monitor.
     pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// The delay before each retry after a failed attempt; the first attempt goes at once.
+    pub retry_schedule: Vec<ConfigDuration>,
+    /// Each delay moves by up to this share (percent) either way.
+    pub jitter_percent: u32,
+    /// Time for one attempt.
+    pub timeout: ConfigDuration,
+    /// An endpoint failing this long without a success is disabled.
+    pub disable_after: ConfigDuration,
+    /// Attempts in flight at once.
+    pub concurrency: usize,
+    /// Private and loopback ranges (CIDR) endpoints may resolve to.
+    pub allow_private: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -511,6 +529,41 @@ impl Loader {
             public.is_empty() || public.starts_with("http://") || public.starts_with("https://"),
             "must be empty or start with http:// or https://",
         )?;
+        let w = &c.webhooks;
+        check(
+            "webhooks.retry_schedule",
+            w.retry_schedule.len() <= 50,
+            "at most 50 retries",
+        )?;
+        check(
+            "webhooks.jitter_percent",
+            w.jitter_percent <= 50,
+            "must be 0 to 50",
+        )?;
+        check(
+            "webhooks.timeout",
+            w.timeout.0 >= std::time::Duration::from_millis(100)
+                && w.timeout.0 <= std::time::Duration::from_secs(300),
+            "must be 100ms to 300s",
+        )?;
+        check(
+            "webhooks.concurrency",
+            (1..=10_000).contains(&w.concurrency),
+            "must be 1 to 10000",
+        )?;
+        for (i, cidr) in w.allow_private.iter().enumerate() {
+            if let Err(problem) = Ok::<(), String>(()).and(if cidr.contains('/') {
+                Ok(())
+            } else {
+                Err(format!("{cidr:?} is not a CIDR"))
+            }) {
+                return Err(ConfigError::Invalid {
+                    origin: self.origin_of("webhooks.allow_private"),
+                    key: format!("webhooks.allow_private[{i}]"),
+                    problem,
+                });
+            }
+        }
         let stripe = &c.stripe;
         check(
             "stripe.api_base",

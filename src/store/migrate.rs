@@ -109,6 +109,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0016_monitor_purges.sql"),
         include_str!("../../migrations/postgres/0016_monitor_purges.sql"),
     ),
+    (
+        17,
+        "webhooks",
+        include_str!("../../migrations/sqlite/0017_webhooks.sql"),
+        include_str!("../../migrations/postgres/0017_webhooks.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -18,3 +18,4 @@ mod ops;
 mod revenue;
 mod storage;
 mod tokens;
+mod webhooks;
