@@ -83,13 +83,45 @@ fn worth_keeping(name: &str) -> bool {
 /// The HTTP client checks share: no cookies, a few redirects, rustls, and the peer certificate
 /// kept with each response for `[CERTIFICATE_EXPIRATION]`.
 pub fn client() -> reqwest::Client {
+    builder(reqwest::redirect::Policy::limited(5))
+}
+
+/// The client for http monitors that send credentials in custom headers (`X-Api-Key`):
+/// redirects are followed only within the same origin. reqwest drops `Authorization` and
+/// cookies on a redirect to another host, but not headers it cannot know are secret, which a
+/// redirect would hand to whoever the first host points at; a cross-origin redirect is
+/// answered as the 3xx it is.
+pub fn same_origin_client() -> reqwest::Client {
+    builder(reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt.previous().last().is_some_and(|from| {
+            from.scheme() == attempt.url().scheme()
+                && from.host_str() == attempt.url().host_str()
+                && from.port_or_known_default() == attempt.url().port_or_known_default()
+        });
+        if attempt.previous().len() > 5 {
+            attempt.error("too many redirects")
+        } else if same {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    }))
+}
+
+fn builder(policy: reqwest::redirect::Policy) -> reqwest::Client {
     reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::limited(5))
+        .redirect(policy)
         .tls_info(true)
         .user_agent(concat!("opsdeck-monitor/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_default()
+}
+
+/// One [`same_origin_client`] for the process, built on first use.
+fn same_origin() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(same_origin_client)
 }
 
 /// Runs one check of `monitor`, bounded by its timeout.
@@ -158,7 +190,19 @@ async fn probe(
 
 async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
     let method = reqwest::Method::from_bytes(monitor.method.as_bytes()).unwrap_or_default();
-    let mut req = client.request(method, &monitor.target);
+    let guarded = monitor.headers.iter().any(|(k, _)| {
+        super::definition::sensitive(k)
+            && !matches!(
+                k.to_ascii_lowercase().as_str(),
+                "authorization" | "cookie" | "proxy-authorization"
+            )
+    });
+    let req = if guarded {
+        same_origin().request(method, &monitor.target)
+    } else {
+        client.request(method, &monitor.target)
+    };
+    let mut req = req;
     for (k, v) in &monitor.headers {
         req = req.header(k, v);
     }
@@ -295,11 +339,15 @@ fn judge(monitor: &Monitor, probe: Probe, elapsed: Duration) -> CheckResult {
         .filter(|(k, _)| worth_keeping(k))
         .cloned()
         .collect();
+    // A peer may echo what it was sent (a failed `[BODY]` condition quotes the body), so the
+    // monitor's own credentials never reach a stored error.
+    let secrets = own_secrets(monitor);
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let result = |verdict, error: Option<String>| CheckResult {
         verdict,
         latency_us,
         status: probe.status,
-        error: error.map(|e| truncate(&e)),
+        error: error.map(|e| truncate(&probes::redact(&e, &secrets))),
         headers: kept.clone(),
         readings: probe.readings.clone(),
     };
@@ -343,6 +391,73 @@ fn judge(monitor: &Monitor, probe: Probe, elapsed: Duration) -> CheckResult {
         return result(Verdict::Degraded, Some(degraded.join("; ")));
     }
     result(Verdict::Up, None)
+}
+
+/// The credentials a monitor sends: values of sensitive headers, the URL's password or bare
+/// user name, sensitive query values and token-like path segments, sensitive fields of a JSON
+/// or form body, and its password or key. Short values (under 6 characters) are left out: they
+/// would blank ordinary words rather than protect anything.
+fn own_secrets(monitor: &Monitor) -> Vec<String> {
+    use super::definition::{secret_like, sensitive};
+    let mut out: Vec<String> = monitor
+        .headers
+        .iter()
+        .filter(|(k, _)| sensitive(k))
+        .flat_map(|(_, v)| {
+            // `Bearer abc…`: the token alone too, as a peer may quote it without the scheme.
+            let token = v.split_whitespace().last().unwrap_or_default().to_string();
+            [v.clone(), token]
+        })
+        .collect();
+    if let Ok(url) = reqwest::Url::parse(&monitor.target) {
+        match url.password() {
+            Some(p) => out.push(p.to_string()),
+            None => out.push(url.username().to_string()),
+        }
+        out.extend(
+            url.query_pairs()
+                .filter(|(k, _)| sensitive(k))
+                .map(|(_, v)| v.into_owned()),
+        );
+        if let Some(segments) = url.path_segments() {
+            out.extend(segments.filter(|s| secret_like(s)).map(str::to_string));
+        }
+    }
+    if let Some(body) = &monitor.body {
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(body) {
+            fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+                match v {
+                    serde_json::Value::Object(map) => {
+                        for (k, v) in map {
+                            match v {
+                                serde_json::Value::String(s) if sensitive(k) => out.push(s.clone()),
+                                other => walk(other, out),
+                            }
+                        }
+                    }
+                    serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+                    _ => {}
+                }
+            }
+            walk(&json, &mut out);
+        } else {
+            out.extend(body.split('&').filter_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                sensitive(k).then(|| v.to_string())
+            }));
+        }
+    }
+    if let Some((_, password)) = &monitor.credentials {
+        out.push(password.expose().to_string());
+    }
+    if let Some(key) = &monitor.key {
+        out.push(key.expose().to_string());
+    }
+    out.retain(|s| s.len() >= 6);
+    // Longest first, so a token inside a longer header value is not left half-shown.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
 }
 
 /// What fails a check that has no conditions of its own: an HTTP status outside 2xx; a DNS
@@ -557,5 +672,115 @@ mod tests {
         let addr = open.local_addr().expect("addr");
         let r = run(&monitor("tcp", addr.to_string(), &[], &[]), &client).await;
         assert_eq!((r.verdict, r.error), (Verdict::Up, None));
+    }
+
+    /// A peer that echoes the request (method, headers, body) back as JSON, and one that
+    /// redirects to another origin: the monitor sends what it declares, its credentials never
+    /// reach a stored error, and a custom key header never follows a redirect off its host.
+    #[tokio::test]
+    async fn http_checks_send_what_is_declared_and_keep_credentials_home() {
+        use axum::routing::any;
+        let seen_elsewhere = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = seen_elsewhere.clone();
+        let elsewhere = Router::new().route(
+            "/",
+            any(move |headers: HeaderMap| {
+                let log = log.clone();
+                async move {
+                    let keys: Vec<String> = headers.keys().map(|k| k.to_string()).collect();
+                    log.lock().expect("log").extend(keys);
+                    "landed"
+                }
+            }),
+        );
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let other_url = format!("http://{}/", other.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(other, elsewhere).await });
+        let to = other_url.clone();
+        let app = Router::new()
+            .route(
+                "/echo",
+                any(
+                    |method: axum::http::Method, headers: HeaderMap, body: String| async move {
+                        let headers: serde_json::Map<String, serde_json::Value> = headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.to_string(), v.to_str().unwrap_or_default().into())
+                            })
+                            .collect();
+                        axum::Json(serde_json::json!({
+                            "method": method.as_str(), "headers": headers, "body": body,
+                            "status": "degraded"
+                        }))
+                    },
+                ),
+            )
+            .route(
+                "/moved",
+                any(move || {
+                    let to = to.clone();
+                    async move { (StatusCode::FOUND, [("location", to)], "") }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let spec = |path: &str, conditions: &[&str]| MonitorSpec {
+            name: "m".into(),
+            kind: "http".into(),
+            target: format!("{base}{path}?api_key=qk_7f3e9a1b2c"),
+            timeout: Some("2s".into()),
+            method: Some("POST".into()),
+            headers: [
+                ("X-Api-Key".to_string(), "hk_5d8c2e7f4a".to_string()),
+                ("X-Trace".to_string(), "visible".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            body: Some(r#"{"client_secret":"bs_9a8b7c6d5e","q":"ping"}"#.into()),
+            conditions: conditions.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        };
+        let m = spec(
+            "/echo",
+            &[
+                r#"[BODY].method == "POST""#,
+                r#"[BODY].headers.x-trace == "visible""#,
+                r#"[BODY].status == "ok""#,
+            ],
+        )
+        .validate()
+        .expect("valid");
+        let r = run(&m, &client()).await;
+        assert_eq!(r.verdict, Verdict::Down, "{r:?}");
+        let error = r.error.clone().unwrap_or_default();
+        assert!(error.contains("degraded"), "the failed condition is reported: {error}");
+        assert!(
+            !error.contains("[BODY].method") && !error.contains("x-trace"),
+            "the conditions on what was sent hold: {error}"
+        );
+        let echoed = r#"[BODY].headers.x-api-key == "hk_5d8c2e7f4a""#;
+        let m = spec("/echo", &[echoed, r#"[BODY].body == "nothing""#])
+            .validate()
+            .expect("valid");
+        let r = run(&m, &client()).await;
+        let error = r.error.clone().unwrap_or_default();
+        assert_eq!(r.verdict, Verdict::Down, "{r:?}");
+        for secret in ["hk_5d8c2e7f4a", "bs_9a8b7c6d5e", "qk_7f3e9a1b2c"] {
+            assert!(!error.contains(secret), "{secret} in {error}");
+        }
+
+        // The key header does not follow the redirect to another origin: the 302 is the answer.
+        let m = spec("/moved", &["[STATUS] == 302"]).validate().expect("valid");
+        let r = run(&m, &client()).await;
+        assert_eq!(r.verdict, Verdict::Up, "{r:?}");
+        assert!(seen_elsewhere.lock().expect("log").is_empty());
+        // Without a custom key header the redirect is followed as before.
+        let mut plain = spec("/moved", &["[STATUS] == 200"]);
+        plain.headers.clear();
+        let r = run(&plain.validate().expect("valid"), &client()).await;
+        assert_eq!(r.verdict, Verdict::Up, "{r:?}");
+        assert!(!seen_elsewhere.lock().expect("log").is_empty());
     }
 }

@@ -9,7 +9,7 @@ use super::monitor::{Invalid, MonitorSpec, Secret};
 pub const MASK: &str = "********";
 
 /// Whether a header or query parameter of this name is likely to carry a credential.
-fn sensitive(name: &str) -> bool {
+pub(crate) fn sensitive(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     matches!(
         name.as_str(),
@@ -74,7 +74,7 @@ fn mask_target(target: &str) -> String {
 /// Whether a URL path segment looks like a credential rather than a name: long and mixing
 /// letters and digits, as webhook and bot URLs carry their tokens (`/services/T0/B0/<token>`,
 /// `/bot<id>:<token>/`). An id masked by mistake costs only its display: the round trip keeps it.
-fn secret_like(segment: &str) -> bool {
+pub(crate) fn secret_like(segment: &str) -> bool {
     segment.len() >= 20
         && segment.bytes().any(|b| b.is_ascii_digit())
         && segment.bytes().any(|b| b.is_ascii_alphabetic())
