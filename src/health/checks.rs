@@ -463,8 +463,10 @@ fn own_secrets(monitor: &Monitor) -> Vec<String> {
 /// What fails a check that has no conditions of its own: an HTTP status outside 2xx; a DNS
 /// answer that is not NOERROR or has no records of the type asked for.
 fn default_failure(monitor: &Monitor, probe: &Probe) -> Option<String> {
+    // A provider read judges its own status (a 429 is degraded, not down).
     if let Some(status) = probe.status
         && !(200..300).contains(&status)
+        && !matches!(monitor.kind, Kind::Provider(_))
     {
         return Some(format!("HTTP {status}"));
     }
@@ -693,7 +695,9 @@ mod tests {
                 }
             }),
         );
-        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let other_url = format!("http://{}/", other.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(other, elsewhere).await });
         let to = other_url.clone();
@@ -704,9 +708,7 @@ mod tests {
                     |method: axum::http::Method, headers: HeaderMap, body: String| async move {
                         let headers: serde_json::Map<String, serde_json::Value> = headers
                             .iter()
-                            .map(|(k, v)| {
-                                (k.to_string(), v.to_str().unwrap_or_default().into())
-                            })
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().into()))
                             .collect();
                         axum::Json(serde_json::json!({
                             "method": method.as_str(), "headers": headers, "body": body,
@@ -722,7 +724,9 @@ mod tests {
                     async move { (StatusCode::FOUND, [("location", to)], "") }
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
 
@@ -755,7 +759,10 @@ mod tests {
         let r = run(&m, &client()).await;
         assert_eq!(r.verdict, Verdict::Down, "{r:?}");
         let error = r.error.clone().unwrap_or_default();
-        assert!(error.contains("degraded"), "the failed condition is reported: {error}");
+        assert!(
+            error.contains("degraded"),
+            "the failed condition is reported: {error}"
+        );
         assert!(
             !error.contains("[BODY].method") && !error.contains("x-trace"),
             "the conditions on what was sent hold: {error}"
@@ -772,7 +779,9 @@ mod tests {
         }
 
         // The key header does not follow the redirect to another origin: the 302 is the answer.
-        let m = spec("/moved", &["[STATUS] == 302"]).validate().expect("valid");
+        let m = spec("/moved", &["[STATUS] == 302"])
+            .validate()
+            .expect("valid");
         let r = run(&m, &client()).await;
         assert_eq!(r.verdict, Verdict::Up, "{r:?}");
         assert!(seen_elsewhere.lock().expect("log").is_empty());

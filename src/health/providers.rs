@@ -295,8 +295,37 @@ fn shape(status: u16, headers: Vec<(String, String)>, why: String) -> Seen {
 /// Runs the provider's check. Transport failures, error statuses and wrong shapes all come
 /// back as a `Seen` with a `Down` problem.
 pub async fn check(t: &ProviderTarget) -> Seen {
-    match read(t, client()).await {
+    let mut seen = match read(t, client()).await {
         Ok(seen) | Err(seen) => seen,
+    };
+    note_rate_limit(&mut seen);
+    seen
+}
+
+/// Every provider read records whether it was rate limited (`rate_limited`, 0 or 1, so a
+/// window's sum counts the hits), and what the provider said about it: `retry_after_s`, and
+/// Stripe's `Stripe-Should-Retry` as `should_retry` (0 or 1). A 429 is `Degraded`, not `Down`:
+/// the provider answered and knows the key; it is only saying "not now", which is what an
+/// alert on rate-limit hits is for, rather than an outage.
+fn note_rate_limit(seen: &mut Seen) {
+    let limited = seen.status == Some(429);
+    seen.readings
+        .push(reading("rate_limited", if limited { 1.0 } else { 0.0 }));
+    let header = |name: &str| {
+        seen.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if limited && let Some(secs) = header("retry-after").and_then(|v| v.parse::<f64>().ok()) {
+        seen.readings.push(reading("retry_after_s", secs));
+    }
+    if let Some(v) = header("stripe-should-retry") {
+        seen.readings
+            .push(reading("should_retry", if v == "true" { 1.0 } else { 0.0 }));
+    }
+    if limited && let Some((verdict, _)) = seen.problem.as_mut() {
+        *verdict = Verdict::Degraded;
     }
 }
 
@@ -758,7 +787,14 @@ mod tests {
                 fake.set(*p, *behaviour);
                 let r = run(*p, &base, KEY).await;
                 fake.set(*p, Behaviour::Normal);
-                assert_eq!(r.verdict, Verdict::Down, "{p:?} {behaviour:?}: {r:?}");
+                // Throttled is degraded (the provider answered), every other fault down.
+                let verdict = if matches!(behaviour, Behaviour::RateLimited) {
+                    assert_eq!(reading_of(&r, "rate_limited"), Some(1.0), "{p:?}: {r:?}");
+                    Verdict::Degraded
+                } else {
+                    Verdict::Down
+                };
+                assert_eq!(r.verdict, verdict, "{p:?} {behaviour:?}: {r:?}");
                 let error = r.error.clone().unwrap_or_default();
                 assert!(error.contains(says), "{p:?} {behaviour:?}: {error}");
                 assert!(
@@ -832,7 +868,10 @@ mod tests {
             ..crate::simulators::stripe::Fault::rate_limited()
         });
         let r = run(Provider::Stripe, &base, KEY).await;
-        assert!(r.error.unwrap_or_default().contains("rate limited"));
+        assert_eq!(r.verdict, Verdict::Degraded, "{r:?}");
+        assert_eq!(reading_of(&r, "rate_limited"), Some(1.0));
+        assert_eq!(reading_of(&r, "should_retry"), Some(1.0));
+        assert!(r.error.clone().unwrap_or_default().contains("rate limited"));
         assert!(
             r.headers
                 .iter()
