@@ -304,25 +304,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `opsdeck check [NAME]`: one check of each configured monitor, as a table.
+/// `opsdeck check [NAME]`: one check of each monitor, as a table. With the server's store
+/// reachable (its data directory or database URL, and its master key), that is every monitor
+/// the server checks: the config file's and those created in the UI or API (paused ones only
+/// when named), with the OAuth access tokens the server keeps refreshed. Without it, the
+/// config file's monitors and tokens as written.
 async fn check(config: Config, name: Option<String>) -> anyhow::Result<()> {
-    let monitors: Vec<crate::health::monitor::Monitor> = config
+    let mut monitors: Vec<crate::health::monitor::Monitor> = config
         .monitors
         .iter()
         .map(|m| m.validate())
         .collect::<Result<_, _>>()
         .context("[[monitors]]")?;
+    let mut tokens = crate::tokens::Vault::from_config(&config.credentials, crate::store::now_ms());
+    match stored_monitors(&config).await {
+        Ok((stored, vault)) => {
+            monitors.extend(
+                stored
+                    .into_iter()
+                    .filter(|m| m.source != "config")
+                    .filter(|m| !m.paused || name.as_deref() == Some(m.monitor.name.as_str()))
+                    .map(|m| m.monitor),
+            );
+            tokens = vault;
+        }
+        Err(why) => eprintln!(
+            "note: the store is not readable ({why}); checking the config file's monitors with \
+             its tokens as written"
+        ),
+    }
     if let Some(n) = &name
         && !monitors.iter().any(|m| &m.name == n)
     {
         return Err(UsageError(format!("no monitor is named {n:?}")).into());
     }
     if monitors.is_empty() {
-        println!("no monitors are configured ([[monitors]] in the config file)");
+        println!("no monitors are configured ([[monitors]] in the config file, or the API)");
         return Ok(());
     }
-    // Without the store, token kinds use the access tokens as the config file gives them.
-    let tokens = crate::tokens::Vault::from_config(&config.credentials, crate::store::now_ms());
     let results = crate::health::check_all(&monitors, name.as_deref(), 16, &tokens).await;
     let width = results
         .iter()
@@ -358,6 +377,27 @@ async fn check(config: Config, name: Option<String>) -> anyhow::Result<()> {
         anyhow::bail!("{down} of {} monitors down", results.len());
     }
     Ok(())
+}
+
+/// The monitors stored by a server on this configuration, and its OAuth tokens. Reads only: the
+/// store and the master key must already exist (nothing is created or migrated here).
+async fn stored_monitors(
+    config: &Config,
+) -> anyhow::Result<(
+    Vec<crate::health::store::StoredMonitor>,
+    crate::tokens::Vault,
+)> {
+    let env_key = std::env::var("OPSDECK_MASTER_KEY").ok();
+    let key_file = config.master_key_path();
+    if env_key.is_none() && !key_file.exists() {
+        bail!("no master key at {}", key_file.display());
+    }
+    let key = crate::access::secrets::MasterKey::load_or_create(env_key.as_deref(), &key_file)?;
+    let store = open_existing_store(config).await?;
+    let monitors = crate::health::store::list(&store, &key).await?;
+    let vault = crate::tokens::Vault::default();
+    crate::tokens::store::reload_vault(&store, &key, &vault).await?;
+    Ok((monitors, vault))
 }
 
 /// Cancels on Ctrl-C or SIGTERM.

@@ -774,3 +774,73 @@ fn check_prints_a_table_and_fails_when_a_monitor_is_down() {
         "{stderr}"
     );
 }
+
+/// With the server's store there, `opsdeck check` also runs the monitors created through the
+/// API (paused ones only when named), as the server would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_runs_the_stored_monitors_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = open.local_addr().unwrap().to_string();
+    let file = dir.path().join("opsdeck.toml");
+    let config_text = format!(
+        "[server]\ndata_dir = \"{}\"\n\n[[monitors]]\nname = \"from-file\"\nkind = \"tcp\"\n\
+         target = \"{target}\"\n",
+        dir.path().join("data").display()
+    );
+    std::fs::write(&file, &config_text).unwrap();
+    let path = file.to_str().unwrap().to_string();
+    {
+        let config =
+            opsdeck::config::Config::load(Some(&file), &[], &opsdeck::config::Overrides::default())
+                .unwrap();
+        let app = opsdeck::app::App::build(config, None).await.unwrap();
+        let (store, key) = (&app.state.store, &app.state.master_key);
+        let actor = opsdeck::access::audit::Actor::new("test", None);
+        for name in ["made-in-api", "paused-in-api"] {
+            let spec = opsdeck::health::monitor::MonitorSpec {
+                name: name.into(),
+                kind: "tcp".into(),
+                target: target.clone(),
+                ..Default::default()
+            };
+            let id = opsdeck::health::store::create(store, key, &spec, &actor)
+                .await
+                .unwrap();
+            if name.starts_with("paused") {
+                opsdeck::health::store::set_paused(store, id, true, &actor)
+                    .await
+                    .unwrap();
+            }
+        }
+        app.state.store.close().await;
+    }
+    let run = |args: Vec<String>| {
+        let dir = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            text(&opsdeck(&args, &dir, None))
+        })
+    };
+    let (stdout, stderr) = run(vec!["--config".into(), path.clone(), "check".into()])
+        .await
+        .unwrap();
+    assert!(
+        stdout.contains("from-file") && stdout.contains("made-in-api"),
+        "{stdout}{stderr}"
+    );
+    assert!(!stdout.contains("paused-in-api"), "{stdout}");
+    assert!(!stderr.contains("not readable"), "{stderr}");
+    let (stdout, _) = run(vec![
+        "--config".into(),
+        path,
+        "check".into(),
+        "paused-in-api".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        stdout.contains("paused-in-api") && stdout.contains(" up "),
+        "{stdout}"
+    );
+}
