@@ -18,3 +18,4 @@ pub mod store;
 pub mod tokens;
 pub mod usage;
 pub mod web;
+pub mod webhooks;
