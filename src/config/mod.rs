@@ -552,15 +552,11 @@ impl Loader {
             "must be 1 to 10000",
         )?;
         for (i, cidr) in w.allow_private.iter().enumerate() {
-            if let Err(problem) = Ok::<(), String>(()).and(if cidr.contains('/') {
-                Ok(())
-            } else {
-                Err(format!("{cidr:?} is not a CIDR"))
-            }) {
+            if let Err(e) = cidr.parse::<crate::webhooks::guard::Cidr>() {
                 return Err(ConfigError::Invalid {
                     origin: self.origin_of("webhooks.allow_private"),
                     key: format!("webhooks.allow_private[{i}]"),
-                    problem,
+                    problem: e.to_string(),
                 });
             }
         }
@@ -954,6 +950,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("access.session_ttl"), "{err}");
+
+        let f = write("[webhooks]\nallow_private = [\"10.0.0.0/8\", \"10.1.2.3/8\"]\n");
+        let err = Config::load(Some(f.path()), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("webhooks.allow_private[1]") && err.contains("10.0.0.0/8"),
+            "{err}"
+        );
+        let f = write("[webhooks]\nretry_schedule = [\"5s\", \"soon\"]\n");
+        let err = Config::load(Some(f.path()), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("webhooks.retry_schedule"), "{err}");
 
         let f = write("[server\n");
         let err = Config::load(Some(f.path()), &[], &Overrides::default())

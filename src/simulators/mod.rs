@@ -13,6 +13,7 @@ pub mod providers_extras;
 pub mod stripe;
 pub mod stripe_demo;
 pub mod usage;
+pub mod webhook_receiver;
 
 use std::future::Future;
 use std::pin::Pin;
