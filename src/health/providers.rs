@@ -767,6 +767,12 @@ mod tests {
         for (p, figures) in expected {
             let r = run(*p, &base, KEY).await;
             assert_eq!(r.verdict, Verdict::Up, "{p:?}: {r:?}");
+            // Twilio's account read answers with the account's auth_token (the fake's is the
+            // key): nothing of a result may carry it, nor any other provider's key.
+            assert!(
+                !format!("{r:?}").contains(KEY),
+                "{p:?} keeps the key: {r:?}"
+            );
             for (name, value) in *figures {
                 assert_eq!(reading_of(&r, name), Some(*value), "{p:?} {name}: {r:?}");
             }

@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(get_definition))
         .routes(routes!(get_readings))
+        .routes(routes!(get_rollups))
         .routes(routes!(get_extras))
         .routes(routes!(pause_integration))
         .routes(routes!(resume_integration))
@@ -345,6 +346,100 @@ async fn resume_integration(
     Path(id): Path<i64>,
 ) -> Result<Json<Integration>> {
     set_paused(&state, &p, &client, id, false).await
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RollupsQuery {
+    /// `minute` (the last 1-24 hours), `hour` (1-30 days) or `day` (1-400 days); default `hour`.
+    granularity: Option<String>,
+    /// How far back: hours for `minute`, days for `hour` and `day` (default 1 hour, 1 day, 30
+    /// days).
+    span: Option<i64>,
+}
+
+/// One minute, hour or day of a monitor's checks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RollupPoint {
+    /// Start of the bucket (RFC 3339).
+    pub at: String,
+    pub checks: i64,
+    pub up: i64,
+    pub degraded: i64,
+    pub down: i64,
+    /// Share of checks that passed (up or degraded), 0..1.
+    pub uptime: Option<f64>,
+    pub mean_latency_ms: Option<f64>,
+    pub latency_ms: Latency,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RollupSeries {
+    pub granularity: String,
+    pub points: Vec<RollupPoint>,
+}
+
+/// A monitor's uptime and latency percentiles per minute, hour or day, oldest first, from the
+/// rollups written with each batch of results (never from the raw results).
+#[utoipa::path(get, path = "/api/v1/integrations/{id}/rollups", tag = "health",
+    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id"), RollupsQuery),
+    responses((status = 200, body = RollupSeries), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn get_rollups(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    Query(q): Query<RollupsQuery>,
+) -> Result<Json<RollupSeries>> {
+    p.require(Scope::Read)?;
+    let granularity = q.granularity.as_deref().unwrap_or("hour");
+    let (unit_ms, default, most) = match granularity {
+        "minute" => (3_600_000, 1, 24),
+        "hour" => (86_400_000, 1, 30),
+        "day" => (86_400_000, 30, 400),
+        _ => {
+            return Err(ApiError::Invalid(
+                "granularity: must be minute, hour or day".into(),
+            ));
+        }
+    };
+    let span = q.span.unwrap_or(default);
+    if !(1..=most).contains(&span) {
+        return Err(ApiError::Invalid(format!(
+            "span: must be 1 to {most} for {granularity}"
+        )));
+    }
+    let known: Option<(i64,)> = state
+        .store
+        .fetch_optional("SELECT id FROM monitors WHERE id = $1", args![id])
+        .await
+        .map_err(HealthError::from)?;
+    if known.is_none() {
+        return Err(ApiError::NotFound(format!("no integration {id}")));
+    }
+    let from = crate::store::now_ms() - span * unit_ms;
+    let rows = super::history::rollups(&state.store, id, granularity, from).await?;
+    let quantile = |r: &super::history::Rollup, q| store::quantile(&r.histogram, q);
+    Ok(Json(RollupSeries {
+        granularity: granularity.to_string(),
+        points: rows
+            .iter()
+            .map(|r| RollupPoint {
+                at: iso(r.bucket),
+                checks: r.checks,
+                up: r.up,
+                degraded: r.degraded,
+                down: r.down,
+                uptime: r.uptime(),
+                mean_latency_ms: r.mean_latency_ms(),
+                latency_ms: Latency {
+                    p50: quantile(r, 0.5),
+                    p95: quantile(r, 0.95),
+                    p99: quantile(r, 0.99),
+                },
+            })
+            .collect(),
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -1487,3 +1487,76 @@ async fn deleted_monitors_history_is_purged_in_chunks_sqlite() {
 async fn deleted_monitors_history_is_purged_in_chunks_postgres() {
     deleted_monitors_history_is_purged_in_chunks(Backend::Postgres).await;
 }
+
+/// Minute, hour and day rollups over the API agree with the raw results they summarise, and
+/// bad parameters are refused naming the parameter.
+async fn rollups_over_the_api(backend: Backend) {
+    let (url, _answer) = crate::helpers::switchable_peer().await;
+    let mut m = spec("rolled", "http", &url);
+    m.interval = Some("1s".into());
+    let Some(app) = spawn_app_with(backend, move |c| c.monitors = vec![m]).await else {
+        return;
+    };
+    let (store, key) = (&app.state.store, &app.state.master_key);
+    let id = store::list(store, key).await.unwrap()[0].id;
+    wait_until("a few checks", || async { results_of(&app, id).await >= 3 }).await;
+    let actor = opsdeck::access::audit::Actor::new("test", None);
+    store::set_paused(store, id, true, &actor).await.unwrap();
+    app.state.health.reload().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let raw = results_of(&app, id).await;
+    let read_key = app.key("reader", &["read"]).await;
+    for (granularity, span) in [("minute", 1), ("hour", 1), ("day", 30)] {
+        let res = app
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/integrations/{id}/rollups?granularity={granularity}&span={span}"),
+                &read_key,
+                None,
+            )
+            .await;
+        assert_eq!(res.status(), reqwest::StatusCode::OK, "{granularity}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        let points = body["points"].as_array().unwrap();
+        let checks: i64 = points.iter().map(|p| p["checks"].as_i64().unwrap()).sum();
+        assert_eq!(checks, raw, "{granularity}: {body}");
+        assert!(points.iter().all(|p| p["uptime"] == 1.0), "{body}");
+        assert!(points[0]["latency_ms"]["p95"].as_f64().is_some(), "{body}");
+    }
+    for bad in [
+        "granularity=second",
+        "granularity=minute&span=25",
+        "span=0",
+        "span=x",
+    ] {
+        let res = app
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/integrations/{id}/rollups?{bad}"),
+                &read_key,
+                None,
+            )
+            .await;
+        assert!(res.status().is_client_error(), "{bad}: {}", res.status());
+    }
+    let res = app
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/integrations/99999/rollups",
+            &read_key,
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::NOT_FOUND);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_over_the_api_sqlite() {
+    rollups_over_the_api(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_over_the_api_postgres() {
+    rollups_over_the_api(Backend::Postgres).await;
+}
