@@ -1560,3 +1560,74 @@ async fn rollups_over_the_api_sqlite() {
 async fn rollups_over_the_api_postgres() {
     rollups_over_the_api(Backend::Postgres).await;
 }
+
+/// The global limit holds however many checks are due: six slow monitors every second with
+/// `[health] concurrency = 2` never have more than two requests in flight. A monitor whose
+/// `degraded_when` holds is degraded through the scheduler, not down.
+async fn concurrency_is_bounded_and_degraded_is_a_state(backend: Backend) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (now, most) = (
+        std::sync::Arc::new(AtomicUsize::new(0)),
+        std::sync::Arc::new(AtomicUsize::new(0)),
+    );
+    let (n, m) = (now.clone(), most.clone());
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(move || {
+            let (n, m) = (n.clone(), m.clone());
+            async move {
+                let inside = n.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(inside, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/slow", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let monitors: Vec<MonitorSpec> = (0..6)
+        .map(|i| {
+            let mut m = spec(&format!("slow-{i}"), "http", &url);
+            m.interval = Some("1s".into());
+            if i == 0 {
+                m.degraded_when = vec!["[RESPONSE_TIME] > 100".into()];
+            }
+            m
+        })
+        .collect();
+    let Some(app) = spawn_app_with(backend, move |c| {
+        c.monitors = monitors;
+        c.health.concurrency = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    wait_until("the slow monitor is degraded", || async {
+        state_of(&app, "slow-0").await.map(|(s, _)| s) == Some("degraded".into())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        2,
+        "never more than the limit, and it is used"
+    );
+    assert_eq!(
+        state_of(&app, "slow-1").await.map(|(s, _)| s),
+        Some("up".into())
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_is_bounded_and_degraded_is_a_state_sqlite() {
+    concurrency_is_bounded_and_degraded_is_a_state(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_is_bounded_and_degraded_is_a_state_postgres() {
+    concurrency_is_bounded_and_degraded_is_a_state(Backend::Postgres).await;
+}
