@@ -177,6 +177,18 @@ impl Entry {
         if let Some((_, at)) = readings.iter().find(|(n, _)| n == "token_expires_at") {
             self.token_expires_at = Some(*at as i64 * 1000);
         }
+        if self.kind == "meta" {
+            // Meta's gauge is its rate limit: the nearest of the usage figures to 100 %.
+            if let Some((_, used)) = readings.iter().find(|(n, _)| n == "graph_usage_percent") {
+                self.quota = Some(QuotaGauge {
+                    name: "Graph API rate limit".into(),
+                    remaining: (100.0 - used).max(0.0),
+                    total: 100.0,
+                    used_percent: *used,
+                });
+            }
+            return;
+        }
         let Some(provider) = super::providers::Provider::parse(&self.kind) else {
             return;
         };
@@ -813,5 +825,36 @@ mod tests {
         // Results of a monitor the grid does not list are ignored.
         g.apply(&[recorded(9, now, Verdict::Up, 1)]);
         assert_eq!(g.rows(now, None).len(), 1);
+    }
+
+    #[test]
+    fn meta_shows_its_rate_limit_as_the_gauge() {
+        let now = 500 * DAY_MS;
+        let mut g = Grid::default();
+        g.update_monitors(
+            vec![Listed {
+                id: 7,
+                name: "ads".into(),
+                kind: "meta".into(),
+                source: "api".into(),
+                paused: false,
+                interval: Some(Duration::from_secs(60)),
+                problem: None,
+            }],
+            &[],
+            true,
+        );
+        let mut r = recorded(7, now, Verdict::Up, 5);
+        r.result.readings = vec![
+            ("app_call_count".into(), 12.0),
+            ("graph_usage_percent".into(), 64.0),
+        ];
+        g.apply(&[r]);
+        let quota = g.rows(now, Some(7))[0].quota.clone().expect("a gauge");
+        assert_eq!(quota.name, "Graph API rate limit");
+        assert_eq!(
+            (quota.used_percent, quota.remaining, quota.total),
+            (64.0, 36.0, 100.0)
+        );
     }
 }

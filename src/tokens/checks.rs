@@ -88,7 +88,32 @@ pub fn usage_readings(headers: &[(String, String)]) -> Vec<(String, f64)> {
             }
         }
     }
+    // The nearest limit: Meta throttles once any of these reaches 100 %.
+    let most = out
+        .iter()
+        .filter(|(n, _)| n != "buc_minutes_to_regain_access")
+        .map(|(_, v)| *v)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    if let Some(most) = most {
+        out.push(("graph_usage_percent".into(), most));
+    }
     out
+}
+
+/// Why Meta is throttling (or about to lift a block), from [`usage_readings`]: a figure at
+/// 100 % or more, or minutes left before access is regained.
+pub fn throttled(readings: &[(String, f64)]) -> Option<String> {
+    let get = |n: &str| readings.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    if let Some(minutes) = get("buc_minutes_to_regain_access").filter(|m| *m > 0.0) {
+        return Some(format!(
+            "Graph API throttled: access regained in about {minutes} min"
+        ));
+    }
+    readings
+        .iter()
+        .filter(|(n, _)| n != "graph_usage_percent" && n != "buc_minutes_to_regain_access")
+        .find(|(_, v)| *v >= 100.0)
+        .map(|(n, v)| format!("Graph API throttled: {n} at {v} %"))
 }
 
 fn failed(status: Option<u16>, headers: Vec<(String, String)>, why: String) -> Probe {
@@ -239,13 +264,11 @@ pub(crate) async fn probe(
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            readings.extend(usage_readings(&headers));
-            if let Some((n, v)) = readings
-                .iter()
-                .find(|(n, v)| n.ends_with("call_count") && *v >= 100.0)
-            {
-                degraded = Some(format!("Graph API throttled: {n} at {v} %"));
+            let usage = usage_readings(&headers);
+            if let Some(why) = throttled(&usage) {
+                degraded = Some(why);
             }
+            readings.extend(usage);
             (200, headers)
         }
     };
@@ -344,6 +367,25 @@ mod tests {
         assert_eq!(get("app_total_time"), Some(12.0));
         assert_eq!(get("buc_call_count"), Some(95.0));
         assert_eq!(get("buc_minutes_to_regain_access"), Some(7.0));
+        assert_eq!(get("graph_usage_percent"), Some(95.0), "the nearest limit");
+        assert_eq!(
+            throttled(&r).as_deref(),
+            Some("Graph API throttled: access regained in about 7 min")
+        );
         assert!(usage_readings(&[("x-app-usage".into(), "garbage".into())]).is_empty());
+        // CPU time counts as much as calls; below 100 % everywhere is not throttled.
+        let cpu = usage_readings(&[(
+            "x-app-usage".into(),
+            r#"{"call_count":3,"total_cputime":100,"total_time":40}"#.into(),
+        )]);
+        assert_eq!(
+            throttled(&cpu).as_deref(),
+            Some("Graph API throttled: app_total_cputime at 100 %")
+        );
+        let calm = usage_readings(&[(
+            "x-app-usage".into(),
+            r#"{"call_count":3,"total_cputime":99,"total_time":40}"#.into(),
+        )]);
+        assert_eq!(throttled(&calm), None);
     }
 }

@@ -348,6 +348,10 @@ async fn meta_exchange_reads_both_expiries(app: &TestApp) {
     assert_eq!(r.verdict, Verdict::Degraded, "{r:?}");
     let reading = |n: &str| r.readings.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
     assert_eq!(reading("app_call_count"), Some(12.0));
+    assert!(
+        reading("graph_usage_percent").is_some_and(|p| p >= 12.0),
+        "{r:?}"
+    );
     assert_eq!(reading("token_expires_at"), Some(data_access as f64));
     assert!(r.headers.iter().any(|(k, _)| k == "x-app-usage"), "{r:?}");
     // An expired short-lived token cannot be exchanged: OAuthException 190 is terminal.
