@@ -1631,3 +1631,81 @@ async fn concurrency_is_bounded_and_degraded_is_a_state_sqlite() {
 async fn concurrency_is_bounded_and_degraded_is_a_state_postgres() {
     concurrency_is_bounded_and_degraded_is_a_state(Backend::Postgres).await;
 }
+
+/// A peer that answers garbage or never finishes fails its own check with a clear error; the
+/// monitor beside it keeps its cadence.
+async fn a_misbehaving_peer_fails_alone(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    // Slowloris: headers, then a byte of body every 200 ms, forever (until the client leaves).
+    let drip = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let drip_url = format!("http://{}/", drip.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = drip.accept().await {
+            tokio::spawn(async move {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                            content-length: 100000\r\n\r\n{";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if sock.write_all(b" ").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let (healthy_url, _answer) = crate::helpers::switchable_peer().await;
+    let mut slow = spec("drip", "http", &drip_url);
+    slow.interval = Some("1s".into());
+    slow.timeout = Some("1s".into());
+    let mut fine = spec("fine", "http", &healthy_url);
+    fine.interval = Some("1s".into());
+    let Some(app) = spawn_app_with(backend, move |c| c.monitors = vec![slow, fine]).await else {
+        return;
+    };
+    let (store, key) = (&app.state.store, &app.state.master_key);
+    let ids: std::collections::HashMap<String, i64> = store::list(store, key)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.monitor.name, m.id))
+        .collect();
+    wait_until("the dripping peer is down", || async {
+        state_of(&app, "drip").await.map(|(s, _)| s) == Some("down".into())
+    })
+    .await;
+    let before = results_of(&app, ids["fine"]).await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let after = results_of(&app, ids["fine"]).await;
+    assert!(
+        after - before >= 3,
+        "the healthy monitor kept its cadence: {before} → {after}"
+    );
+    let (error,): (Option<String>,) = store
+        .fetch_one(
+            "SELECT last_error FROM monitor_states WHERE monitor_id = $1",
+            opsdeck::args![ids["drip"]],
+        )
+        .await
+        .unwrap();
+    assert!(
+        error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("timed out after 1s"),
+        "{error:?}"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_peer_fails_alone_sqlite() {
+    a_misbehaving_peer_fails_alone(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_peer_fails_alone_postgres() {
+    a_misbehaving_peer_fails_alone(Backend::Postgres).await;
+}
