@@ -40,6 +40,8 @@ pub enum StartError {
     Monitors(String),
     #[error("[[credentials]]: {0}")]
     Credentials(String),
+    #[error("[webhooks]: {0}")]
+    Webhooks(String),
 }
 
 /// Everything a request handler or job may use. Cheap to clone.
@@ -67,6 +69,8 @@ pub struct Shared {
     pub health: Arc<crate::health::scheduler::Health>,
     /// OAuth credentials: the vault of current access tokens and the refresh client.
     pub tokens: Arc<crate::tokens::Tokens>,
+    /// The outgoing webhook delivery worker (its guarded client and rate limiters).
+    pub webhooks: Arc<crate::webhooks::worker::Deliverer>,
 }
 
 impl Deref for AppState {
@@ -121,8 +125,11 @@ impl App {
             .await
             .map_err(|e| StartError::Stripe(e.to_string()))?;
         let access = &config.access;
+        let webhooks = crate::webhooks::worker::Deliverer::new(&config.webhooks)
+            .map_err(|e| StartError::Webhooks(e.to_string()))?;
         let (ingestor, inbox) = Ingestor::channel();
         let state = AppState(Arc::new(Shared {
+            webhooks: Arc::new(webhooks),
             key_usage: KeyUsage::default(),
             login_limiter: LoginLimiter::new(access.login_max_failures, access.login_window.0),
             api_limiter: ApiLimiter::new(access.api_requests_per_minute),

@@ -34,6 +34,21 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
     ));
     let s = state.clone();
     tracker.spawn(run_until_stopped(
+        "webhooks",
+        Duration::from_millis(500),
+        cancel.clone(),
+        move || {
+            let s = s.clone();
+            async move {
+                s.webhooks
+                    .step(&s.store, &s.master_key)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+    ));
+    let s = state.clone();
+    tracker.spawn(run_until_stopped(
         "quota",
         state.config.usage.quota_check_interval.0,
         cancel.clone(),

@@ -6,6 +6,8 @@
 //!
 //! Nothing here renders pages or answers HTTP requests; routes and pages call into it.
 
+pub mod endpoints;
 pub mod guard;
 pub mod queue;
 pub mod signing;
+pub mod worker;

@@ -202,7 +202,7 @@ pub async fn record(
             "UPDATE webhook_deliveries SET state = $3, attempts = $4, next_attempt_at = $5, \
              lease_owner = NULL, lease_until = NULL, \
              last_status = CASE WHEN $6 THEN $7 ELSE last_status END, \
-             last_error = CASE WHEN $6 THEN $8 ELSE last_error END, updated_at = $9 \
+             last_error = CASE WHEN $6 THEN $8 ELSE COALESCE($8, last_error) END, updated_at = $9 \
              WHERE id = $1 AND lease_owner = $2",
             args![
                 o.delivery_id,

@@ -167,3 +167,226 @@ async fn queue_claims_and_leases_sqlite() {
 async fn queue_claims_and_leases_postgres() {
     queue_claims_and_leases(Backend::Postgres).await;
 }
+
+use opsdeck::simulators::webhook_receiver::{Behaviour, ResponseBody, WebhookReceiver};
+use opsdeck::webhooks::endpoints::{self, EndpointSpec};
+
+async fn wait_for<F, Fut>(what: &str, mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if ok().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn delivery(app: &crate::helpers::TestApp, msg: &str) -> (String, i64, Option<i64>) {
+    app.state
+        .store
+        .fetch_one(
+            "SELECT state, attempts, last_status FROM webhook_deliveries WHERE message_id = $1",
+            opsdeck::args![msg],
+        )
+        .await
+        .unwrap()
+}
+
+async fn send(app: &crate::helpers::TestApp, kind: &str) -> String {
+    let mut tx = app.state.store.begin().await.unwrap();
+    let id = queue::enqueue(
+        &mut tx,
+        kind,
+        &serde_json::json!({"hello": "world"}),
+        opsdeck::store::now_ms(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+/// The running server's worker delivers each message signed per Standard Webhooks to a local
+/// receiver that verifies the signature from the spec; failures are retried on the schedule
+/// and then given up; 410 disables the endpoint; redirects, huge and endless answers and
+/// refused addresses fail cleanly.
+async fn deliveries_reach_a_verifying_receiver(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |c| {
+        c.webhooks.allow_private = vec!["127.0.0.0/8".into(), "::1/128".into()];
+        c.webhooks.retry_schedule = vec![
+            opsdeck::config::ConfigDuration(std::time::Duration::from_millis(300)),
+            opsdeck::config::ConfigDuration(std::time::Duration::from_millis(300)),
+        ];
+        c.webhooks.timeout = opsdeck::config::ConfigDuration(std::time::Duration::from_secs(2));
+    })
+    .await
+    else {
+        return;
+    };
+    let secret = opsdeck::webhooks::signing::Secret::generate().expose();
+    let receiver = WebhookReceiver::start(&[secret.as_str()]).await.unwrap();
+    let (store, key) = (&app.state.store, &app.state.master_key);
+    let spec = EndpointSpec {
+        name: "receiver".into(),
+        url: receiver.url(),
+        event_types: vec!["alert.*".into()],
+        secret: Some(secret.clone()),
+        rate_per_second: None,
+    };
+    let (endpoint, _) = endpoints::create(store, key, &spec, 0).await.unwrap();
+
+    // Delivered once, verified.
+    let ok = send(&app, "alert.firing").await;
+    wait_for("delivered", || async {
+        delivery(&app, &ok).await.0 == "succeeded"
+    })
+    .await;
+    assert_eq!(receiver.count(&ok), 1);
+    let got = receiver.received();
+    assert!(
+        got.iter().all(|r| r.verified),
+        "{:?}",
+        got.iter().map(|r| &r.rejection).collect::<Vec<_>>()
+    );
+    let body: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["type"], "alert.firing");
+    assert_eq!(body["data"]["hello"], "world");
+    assert_eq!(
+        delivery(&app, &ok).await,
+        ("succeeded".into(), 1, Some(200))
+    );
+
+    // 500s: the first attempt and two retries, then failed, each attempt stored.
+    receiver.set(Behaviour::status(500));
+    let failing = send(&app, "alert.firing").await;
+    wait_for("given up", || async {
+        delivery(&app, &failing).await.0 == "failed"
+    })
+    .await;
+    assert_eq!(receiver.count(&failing), 3);
+    let (attempts,): (i64,) = store
+        .fetch_one(
+            "SELECT COUNT(*) FROM webhook_attempts a JOIN webhook_deliveries d \
+             ON d.id = a.delivery_id WHERE d.message_id = $1 AND a.status = 500",
+            opsdeck::args![failing.as_str()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(attempts, 3);
+
+    // A redirect is a failure, not followed; huge and endless answers are cut off.
+    receiver.set(Behaviour::redirect("http://127.0.0.1:9/"));
+    let moved = send(&app, "alert.firing").await;
+    wait_for("redirect refused", || async {
+        delivery(&app, &moved).await.0 == "failed"
+    })
+    .await;
+    let (error,): (Option<String>,) = store
+        .fetch_one(
+            "SELECT last_error FROM webhook_deliveries WHERE message_id = $1",
+            opsdeck::args![moved.as_str()],
+        )
+        .await
+        .unwrap();
+    assert!(
+        error
+            .unwrap_or_default()
+            .contains("redirects are not followed")
+    );
+    receiver.set(Behaviour::ok().body(ResponseBody::Huge(10 * 1024 * 1024)));
+    let huge = send(&app, "alert.firing").await;
+    wait_for("huge answer", || async {
+        delivery(&app, &huge).await.0 == "succeeded"
+    })
+    .await;
+    receiver.set(Behaviour::ok().body(ResponseBody::NeverFinish));
+    let endless = send(&app, "alert.firing").await;
+    wait_for("endless answer", || async {
+        delivery(&app, &endless).await.0 == "succeeded"
+    })
+    .await;
+    let (excerpt,): (Option<String>,) = store
+        .fetch_one(
+            "SELECT a.response FROM webhook_attempts a JOIN webhook_deliveries d \
+             ON d.id = a.delivery_id WHERE d.message_id = $1",
+            opsdeck::args![huge.as_str()],
+        )
+        .await
+        .unwrap();
+    assert!(excerpt.unwrap_or_default().len() <= 1024);
+
+    // Types the endpoint did not subscribe to are not sent to it.
+    let other = send(&app, "payment.failed").await;
+    let (n,): (i64,) = store
+        .fetch_one(
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE message_id = $1",
+            opsdeck::args![other.as_str()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+
+    // 410 Gone disables the endpoint; later messages are not queued for it.
+    receiver.set(Behaviour::status(410));
+    let gone = send(&app, "alert.firing").await;
+    wait_for("endpoint disabled", || async {
+        delivery(&app, &gone).await.0 == "failed"
+    })
+    .await;
+    let listed = endpoints::list(store).await.unwrap();
+    let e = listed.iter().find(|e| e.id == endpoint).unwrap();
+    assert!(!e.enabled);
+    assert!(
+        e.disabled_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("410")
+    );
+    let after = send(&app, "alert.firing").await;
+    let (n,): (i64,) = store
+        .fetch_one(
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE message_id = $1",
+            opsdeck::args![after.as_str()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+
+    // An endpoint on the metadata address is refused before any connection, and retried.
+    let meta = EndpointSpec {
+        name: "metadata".into(),
+        url: "http://169.254.169.254/latest/meta-data/".into(),
+        event_types: vec![],
+        secret: None,
+        rate_per_second: None,
+    };
+    endpoints::create(store, key, &meta, 0).await.unwrap();
+    let refused = send(&app, "alert.firing").await;
+    wait_for("refused", || async {
+        delivery(&app, &refused).await.0 == "failed"
+    })
+    .await;
+    let (error,): (Option<String>,) = store
+        .fetch_one(
+            "SELECT last_error FROM webhook_deliveries WHERE message_id = $1",
+            opsdeck::args![refused.as_str()],
+        )
+        .await
+        .unwrap();
+    assert!(error.unwrap_or_default().contains("refused"));
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_reach_a_verifying_receiver_sqlite() {
+    deliveries_reach_a_verifying_receiver(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_reach_a_verifying_receiver_postgres() {
+    deliveries_reach_a_verifying_receiver(Backend::Postgres).await;
+}
