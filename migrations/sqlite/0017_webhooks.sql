@@ -42,6 +42,9 @@ CREATE TABLE webhook_deliveries (
     endpoint_id     BIGINT NOT NULL,
     state           TEXT NOT NULL,
     attempts        BIGINT NOT NULL DEFAULT 0,
+    -- Attempts made before the current retry schedule began (a manual retry or a replay
+    -- starts the schedule again without renumbering the attempts).
+    schedule_start  BIGINT NOT NULL DEFAULT 0,
     next_attempt_at BIGINT,
     lease_owner     TEXT,
     lease_until     BIGINT,

@@ -165,6 +165,29 @@ impl From<crate::revenue::RevenueError> for ApiError {
     }
 }
 
+impl From<crate::webhooks::endpoints::EndpointError> for ApiError {
+    fn from(e: crate::webhooks::endpoints::EndpointError) -> Self {
+        use crate::webhooks::endpoints::EndpointError;
+        match e {
+            EndpointError::Invalid { .. } => ApiError::Invalid(e.to_string()),
+            EndpointError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            EndpointError::Taken(_) => ApiError::Conflict(e.to_string()),
+            EndpointError::Store(s) => s.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::webhooks::queue::QueueError> for ApiError {
+    fn from(e: crate::webhooks::queue::QueueError) -> Self {
+        use crate::webhooks::queue::QueueError;
+        match e {
+            QueueError::Invalid(why) => ApiError::Invalid(why),
+            QueueError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -73,6 +73,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::revenue::routes::router())
         .merge(crate::health::routes::router())
         .merge(crate::tokens::routes::router())
+        .merge(crate::webhooks::routes::router())
 }
 
 /// The generated OpenAPI 3.1 document.

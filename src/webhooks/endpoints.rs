@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::signing::Secret;
+use crate::access::audit::{self, Actor};
 use crate::access::secrets::MasterKey;
 use crate::args;
 use crate::store::{Store, StoreError};
@@ -23,6 +24,8 @@ pub enum EndpointError {
     Taken(String),
     #[error("the endpoint's secret cannot be opened: {0}")]
     Sealed(String),
+    #[error("writing the audit log: {0}")]
+    Audit(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -111,11 +114,12 @@ impl EndpointSpec {
     }
 }
 
-/// Creates an endpoint; returns its id and its secret (to show once).
+/// Creates an endpoint, with an audit row; returns its id and its secret (to show once).
 pub async fn create(
     store: &Store,
     key: &MasterKey,
     spec: &EndpointSpec,
+    actor: &Actor,
     now: i64,
 ) -> Result<(i64, Secret)> {
     let (types, secret) = spec.validate()?;
@@ -124,7 +128,8 @@ pub async fn create(
         .seal(&seal_name(name), secret.expose().as_bytes())
         .map_err(|e| EndpointError::Sealed(e.to_string()))?;
     let types = serde_json::to_string(&types).unwrap_or_else(|_| "[\"*\"]".into());
-    let inserted: std::result::Result<(i64,), StoreError> = store
+    let mut tx = store.begin().await?;
+    let inserted: std::result::Result<(i64,), StoreError> = tx
         .fetch_one(
             "INSERT INTO webhook_endpoints (name, url, secret_nonce, secret_sealed, event_types, \
              rate_per_second, enabled, created_at, updated_at) \
@@ -140,11 +145,55 @@ pub async fn create(
             ],
         )
         .await;
-    match inserted {
-        Ok((id,)) => Ok((id, secret)),
-        Err(StoreError::Conflict(_)) => Err(EndpointError::Taken(name.to_string())),
-        Err(e) => Err(e.into()),
+    let id = match inserted {
+        Ok((id,)) => id,
+        Err(StoreError::Conflict(_)) => return Err(EndpointError::Taken(name.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    audit::record(
+        &mut tx,
+        actor,
+        "webhook_endpoint.create",
+        Some(&format!("webhook_endpoint:{id}:{name}")),
+        Some(serde_json::json!({"url": spec.url.trim()})),
+    )
+    .await
+    .map_err(|e| EndpointError::Audit(e.to_string()))?;
+    tx.commit().await?;
+    Ok((id, secret))
+}
+
+/// Deletes an endpoint with its deliveries and their attempts, with an audit row.
+pub async fn delete(store: &Store, id: i64, actor: &Actor) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let name: Option<(String,)> = tx
+        .fetch_optional(
+            "SELECT name FROM webhook_endpoints WHERE id = $1",
+            args![id],
+        )
+        .await?;
+    let Some((name,)) = name else {
+        return Err(EndpointError::NotFound(id));
+    };
+    for sql in [
+        "DELETE FROM webhook_attempts WHERE delivery_id IN \
+         (SELECT id FROM webhook_deliveries WHERE endpoint_id = $1)",
+        "DELETE FROM webhook_deliveries WHERE endpoint_id = $1",
+        "DELETE FROM webhook_endpoints WHERE id = $1",
+    ] {
+        tx.execute(sql, args![id]).await?;
     }
+    audit::record(
+        &mut tx,
+        actor,
+        "webhook_endpoint.delete",
+        Some(&format!("webhook_endpoint:{id}:{name}")),
+        None,
+    )
+    .await
+    .map_err(|e| EndpointError::Audit(e.to_string()))?;
+    tx.commit().await?;
+    Ok(())
 }
 
 const COLUMNS: &str = "id, name, url, event_types AS event_types_json, rate_per_second, \

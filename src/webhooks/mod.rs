@@ -9,5 +9,6 @@
 pub mod endpoints;
 pub mod guard;
 pub mod queue;
+pub mod routes;
 pub mod signing;
 pub mod worker;

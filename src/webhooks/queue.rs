@@ -100,6 +100,8 @@ pub struct Claimed {
     pub endpoint_id: i64,
     /// Attempts made before this one.
     pub attempts: i64,
+    /// Attempts made before the current retry schedule began.
+    pub schedule_start: i64,
 }
 
 /// Leases up to `limit` deliveries due at `now` to `owner` until `now + lease_ms`, oldest due
@@ -119,7 +121,7 @@ pub async fn claim(
                AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
                ORDER BY next_attempt_at LIMIT $4) \
              AND state = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
-             RETURNING id, message_id, endpoint_id, attempts",
+             RETURNING id, message_id, endpoint_id, attempts, schedule_start",
             args![owner, now + lease_ms, now, limit],
         )
         .await?)
@@ -265,6 +267,153 @@ pub async fn record(
     }
     tx.commit().await?;
     Ok(disabled)
+}
+
+/// One delivery as listed.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub message_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub endpoint_id: i64,
+    pub endpoint: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    /// UTC ms.
+    pub next_attempt_at: Option<i64>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Deliveries newest first, optionally of one state and endpoint, before id `before` (a
+/// cursor: the last id of the previous page).
+pub async fn deliveries(
+    store: &Store,
+    state: Option<&str>,
+    endpoint: Option<i64>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>> {
+    Ok(store
+        .fetch_all(
+            "SELECT d.id, d.message_id, m.type AS kind, d.endpoint_id, e.name AS endpoint, \
+             d.state, d.attempts, d.next_attempt_at, d.last_status, d.last_error, \
+             d.created_at, d.updated_at \
+             FROM webhook_deliveries d \
+             JOIN webhook_messages m ON m.id = d.message_id \
+             JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+             WHERE ($1 = '' OR d.state = $1) AND ($2 = 0 OR d.endpoint_id = $2) \
+             AND ($3 = 0 OR d.id < $3) ORDER BY d.id DESC LIMIT $4",
+            args![
+                state.unwrap_or(""),
+                endpoint.unwrap_or(0),
+                before.unwrap_or(0),
+                limit
+            ],
+        )
+        .await?)
+}
+
+/// One attempt as listed.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    /// UTC ms.
+    pub at: i64,
+    pub status: Option<i64>,
+    pub latency_us: i64,
+    pub response: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Every attempt of delivery `id`, first first.
+pub async fn attempts(store: &Store, id: i64) -> Result<Vec<AttemptRow>> {
+    Ok(store
+        .fetch_all(
+            "SELECT attempt, at, status, latency_us, response, error FROM webhook_attempts \
+             WHERE delivery_id = $1 ORDER BY attempt",
+            args![id],
+        )
+        .await?)
+}
+
+/// Makes failed deliveries due again with a fresh retry schedule: delivery `only`, or every
+/// failed one (of `endpoint`, if given) whose endpoint is enabled. Returns how many.
+pub async fn retry_failed(
+    store: &Store,
+    only: Option<i64>,
+    endpoint: Option<i64>,
+    now: i64,
+) -> Result<u64> {
+    Ok(store
+        .execute(
+            "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $1, \
+             schedule_start = attempts, lease_owner = NULL, lease_until = NULL, updated_at = $1 \
+             WHERE state = 'failed' AND ($2 = 0 OR id = $2) AND ($3 = 0 OR endpoint_id = $3) \
+             AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled = 1)",
+            args![now, only.unwrap_or(0), endpoint.unwrap_or(0)],
+        )
+        .await?)
+}
+
+/// Sends the messages created in `[from, to)` (UTC ms) again to `endpoint`, those of types it
+/// subscribes to: a new delivery where there was none, the old one due again (with a fresh
+/// schedule) where there was. Returns how many.
+pub async fn replay(store: &Store, endpoint: i64, from: i64, to: i64, now: i64) -> Result<u64> {
+    let mut tx = store.begin().await?;
+    let types: Option<(String,)> = tx
+        .fetch_optional(
+            "SELECT event_types FROM webhook_endpoints WHERE id = $1 AND enabled = 1",
+            args![endpoint],
+        )
+        .await?;
+    let Some((types,)) = types else {
+        return Err(QueueError::Invalid(format!(
+            "endpoint {endpoint} does not exist or is disabled"
+        )));
+    };
+    let patterns: Vec<String> = serde_json::from_str(&types).unwrap_or_default();
+    let messages: Vec<(String, String)> = tx
+        .fetch_all(
+            "SELECT id, type FROM webhook_messages WHERE created_at >= $1 AND created_at < $2 \
+             ORDER BY created_at",
+            args![from, to],
+        )
+        .await?;
+    let mut n = 0;
+    for (id, _) in messages.iter().filter(|(_, k)| subscribed(&patterns, k)) {
+        n += tx
+            .execute(
+                "INSERT INTO webhook_deliveries (message_id, endpoint_id, state, attempts, \
+                 next_attempt_at, created_at, updated_at) VALUES ($1, $2, 'pending', 0, $3, $3, $3) \
+                 ON CONFLICT (message_id, endpoint_id) DO UPDATE SET state = 'pending', \
+                 next_attempt_at = $3, schedule_start = webhook_deliveries.attempts, \
+                 lease_owner = NULL, lease_until = NULL, updated_at = $3",
+                args![id.as_str(), endpoint, now],
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Per endpoint, deliveries created since `since` by state: (endpoint, succeeded, failed,
+/// pending).
+pub async fn stats(store: &Store, since: i64) -> Result<Vec<(i64, i64, i64, i64)>> {
+    Ok(store
+        .fetch_all(
+            "SELECT endpoint_id, \
+             CAST(SUM(CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT), \
+             CAST(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS BIGINT), \
+             CAST(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) AS BIGINT) \
+             FROM webhook_deliveries WHERE created_at >= $1 GROUP BY endpoint_id",
+            args![since],
+        )
+        .await?)
 }
 
 /// When the attempt after `attempts_made` failed ones is due, per `schedule` (the delay before

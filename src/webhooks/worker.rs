@@ -192,7 +192,7 @@ impl Deliverer {
         let random: f64 = rand::rng().random();
         outcome.next = match queue::next_attempt(
             at,
-            attempt,
+            attempt - c.schedule_start,
             &self.schedule,
             self.jitter,
             retry_after,

@@ -169,7 +169,7 @@ async fn queue_claims_and_leases_postgres() {
 }
 
 use opsdeck::simulators::webhook_receiver::{Behaviour, ResponseBody, WebhookReceiver};
-use opsdeck::webhooks::endpoints::{self, EndpointSpec};
+use opsdeck::webhooks::endpoints;
 
 async fn wait_for<F, Fut>(what: &str, mut ok: F)
 where
@@ -229,15 +229,23 @@ async fn deliveries_reach_a_verifying_receiver(backend: Backend) {
     };
     let secret = opsdeck::webhooks::signing::Secret::generate().expose();
     let receiver = WebhookReceiver::start(&[secret.as_str()]).await.unwrap();
-    let (store, key) = (&app.state.store, &app.state.master_key);
-    let spec = EndpointSpec {
-        name: "receiver".into(),
-        url: receiver.url(),
-        event_types: vec!["alert.*".into()],
-        secret: Some(secret.clone()),
-        rate_per_second: None,
-    };
-    let (endpoint, _) = endpoints::create(store, key, &spec, 0).await.unwrap();
+    let store = &app.state.store;
+    let admin = app.key("admin", &["admin"]).await;
+    let res = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/webhooks/endpoints",
+            &admin,
+            Some(
+                &serde_json::json!({"name": "receiver", "url": receiver.url(),
+                "event_types": ["alert.*"], "secret": secret}),
+            ),
+        )
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let created: serde_json::Value = res.json().await.unwrap();
+    let endpoint = created["id"].as_i64().unwrap();
+    assert_eq!(created["secret"], secret.as_str());
 
     // Delivered once, verified.
     let ok = send(&app, "alert.firing").await;
@@ -356,16 +364,214 @@ async fn deliveries_reach_a_verifying_receiver(backend: Backend) {
         .unwrap();
     assert_eq!(n, 0);
 
-    // An endpoint on the metadata address is refused before any connection, and retried.
-    let meta = EndpointSpec {
-        name: "metadata".into(),
-        url: "http://169.254.169.254/latest/meta-data/".into(),
-        event_types: vec![],
-        secret: None,
-        rate_per_second: None,
+    // The deliveries view: failed ones with their attempts; a retry after the endpoint is
+    // fixed and enabled again goes out with a fresh schedule and a new attempt number.
+    let res = app
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/webhooks/deliveries?status=failed",
+            &admin,
+            None,
+        )
+        .await;
+    let list: serde_json::Value = res.json().await.unwrap();
+    let failed: Vec<&str> = list["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["message_id"].as_str().unwrap())
+        .collect();
+    for m in [&failing, &moved, &gone] {
+        assert!(failed.contains(&m.as_str()), "{m} in {list}");
+    }
+    let failing_id = list["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["message_id"] == failing.as_str())
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let res = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/webhooks/deliveries/{failing_id}/attempts"),
+            &admin,
+            None,
+        )
+        .await;
+    let attempts: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        attempts["attempts"].as_array().unwrap().len(),
+        3,
+        "{attempts}"
+    );
+    receiver.set(Behaviour::ok());
+    let res = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/webhooks/endpoints/{endpoint}/enable"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::NO_CONTENT);
+    let res = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/webhooks/deliveries/retry-failed?endpoint={endpoint}"),
+            &admin,
+            None,
+        )
+        .await;
+    let retried: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(retried["retried"], 3, "failing, moved and gone: {retried}");
+    wait_for("retried", || async {
+        delivery(&app, &failing).await.0 == "succeeded"
+    })
+    .await;
+    assert_eq!(receiver.count(&failing), 4);
+    assert_eq!(
+        delivery(&app, &failing).await.1,
+        4,
+        "attempts keep their numbers"
+    );
+    // Replaying the last hour sends every alert message again (not payment.failed).
+    let hour_ago = opsdeck::store::now_ms() - 3_600_000;
+    let iso = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
     };
-    endpoints::create(store, key, &meta, 0).await.unwrap();
-    let refused = send(&app, "alert.firing").await;
+    let res = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/webhooks/replay",
+            &admin,
+            Some(
+                &serde_json::json!({"endpoint": endpoint, "from": iso(hour_ago),
+                "to": iso(opsdeck::store::now_ms() + 1000)}),
+            ),
+        )
+        .await;
+    let replayed: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        replayed["retried"], 7,
+        "every alert.firing message: {replayed}"
+    );
+    wait_for("replayed", || async { receiver.count(&ok) == 2 }).await;
+    let res = app
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/webhooks/endpoints",
+            &admin,
+            None,
+        )
+        .await;
+    let endpoints_view: serde_json::Value = res.json().await.unwrap();
+    let view = &endpoints_view["endpoints"][0];
+    assert_eq!(view["name"], "receiver", "{endpoints_view}");
+    assert!(
+        view["success_rate_24h"].as_f64().is_some(),
+        "{endpoints_view}"
+    );
+    assert!(
+        !endpoints_view.to_string().contains(&secret),
+        "the secret is never listed"
+    );
+
+    // Bad input is refused naming the problem; only admins change anything.
+    let reader = app.key("reader", &["read"]).await;
+    for (method, path, body, status, says) in [
+        (
+            reqwest::Method::GET,
+            "/api/v1/webhooks/deliveries?status=bogus",
+            None,
+            422,
+            "status",
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/webhooks/deliveries?limit=0",
+            None,
+            422,
+            "limit",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/webhooks/endpoints",
+            Some(serde_json::json!({"name": "x", "url": "ftp://example.com/"})),
+            422,
+            "url",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/webhooks/endpoints",
+            Some(serde_json::json!({"name": "y", "url": "https://example.com/", "secret": "nope"})),
+            422,
+            "secret",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/webhooks/endpoints",
+            Some(serde_json::json!({"name": "receiver", "url": "https://example.com/"})),
+            409,
+            "already exists",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/webhooks/replay",
+            Some(
+                serde_json::json!({"endpoint": endpoint, "from": iso(hour_ago), "to": iso(hour_ago)}),
+            ),
+            422,
+            "to",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/webhooks/deliveries/999999/retry",
+            None,
+            409,
+            "not a failed delivery",
+        ),
+    ] {
+        let res = app.call(method.clone(), path, &admin, body.as_ref()).await;
+        assert_eq!(res.status().as_u16(), status, "{path}");
+        let text = res.text().await.unwrap();
+        assert!(text.contains(says), "{path}: {text}");
+    }
+    let res = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/webhooks/deliveries/retry-failed",
+            &reader,
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::FORBIDDEN);
+    let res = crate::helpers::api()
+        .get(app.url("/api/v1/webhooks/deliveries"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::UNAUTHORIZED);
+
+    // An endpoint on the metadata address is refused before any connection, and retried.
+    let res = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/webhooks/endpoints",
+            &admin,
+            Some(&serde_json::json!({"name": "metadata",
+                "url": "http://169.254.169.254/latest/meta-data/"})),
+        )
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let generated: serde_json::Value = res.json().await.unwrap();
+    assert!(generated["secret"].as_str().unwrap().starts_with("whsec_"));
+    // (A type only this endpoint takes: the receiver, enabled again, takes alert.*.)
+    let refused = send(&app, "payment.failed").await;
     wait_for("refused", || async {
         delivery(&app, &refused).await.0 == "failed"
     })
