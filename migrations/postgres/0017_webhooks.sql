@@ -67,5 +67,7 @@ CREATE TABLE webhook_attempts (
     latency_us  BIGINT NOT NULL,
     response    TEXT,
     error       TEXT,
+    -- The instance that made the attempt (its lease owner id).
+    worker      TEXT NOT NULL,
     PRIMARY KEY (delivery_id, attempt)
 );

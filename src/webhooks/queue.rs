@@ -105,8 +105,10 @@ pub struct Claimed {
 }
 
 /// Leases up to `limit` deliveries due at `now` to `owner` until `now + lease_ms`, oldest due
-/// first. The conditions are repeated outside the subquery: on PostgreSQL a claimer that waited
-/// for another's lock re-checks them against the row as the other left it.
+/// first. On PostgreSQL the rows are picked `FOR UPDATE SKIP LOCKED`: concurrent claimers
+/// take different rows instead of queueing on the same ones (and then finding them taken,
+/// which would make a busy queue look empty). SQLite runs one writer at a time, so its claim
+/// is one plain statement, with the conditions repeated outside the subquery.
 pub async fn claim(
     store: &Store,
     owner: &str,
@@ -114,16 +116,28 @@ pub async fn claim(
     lease_ms: i64,
     limit: i64,
 ) -> Result<Vec<Claimed>> {
+    // A CTE, not `WHERE id IN (subquery … LIMIT … SKIP LOCKED)`: PostgreSQL may run such a
+    // subquery again for each row it joins, each run skipping the rows the last one locked,
+    // so the LIMIT held for each run and not for the whole (a claim of 3 took 600). A CTE
+    // that locks rows is run once.
+    const PG: &str = "WITH picked AS (SELECT id FROM webhook_deliveries WHERE state = 'pending' \
+           AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+           ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+         UPDATE webhook_deliveries d SET lease_owner = $1, lease_until = $2 FROM picked \
+         WHERE d.id = picked.id \
+         RETURNING d.id, d.message_id, d.endpoint_id, d.attempts, d.schedule_start";
+    const SQLITE: &str = "UPDATE webhook_deliveries SET lease_owner = $1, lease_until = $2 \
+         WHERE id IN (SELECT id FROM webhook_deliveries WHERE state = 'pending' \
+           AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+           ORDER BY next_attempt_at LIMIT $4) \
+         AND state = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
+         RETURNING id, message_id, endpoint_id, attempts, schedule_start";
+    let sql = match store.backend() {
+        crate::store::Backend::Postgres => PG,
+        crate::store::Backend::Sqlite => SQLITE,
+    };
     Ok(store
-        .fetch_all(
-            "UPDATE webhook_deliveries SET lease_owner = $1, lease_until = $2 \
-             WHERE id IN (SELECT id FROM webhook_deliveries WHERE state = 'pending' \
-               AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
-               ORDER BY next_attempt_at LIMIT $4) \
-             AND state = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
-             RETURNING id, message_id, endpoint_id, attempts, schedule_start",
-            args![owner, now + lease_ms, now, limit],
-        )
+        .fetch_all(sql, args![owner, now + lease_ms, now, limit])
         .await?)
 }
 
@@ -176,7 +190,7 @@ pub async fn record(
         if o.attempted {
             tx.execute(
                 "INSERT INTO webhook_attempts (delivery_id, attempt, at, status, latency_us, \
-                 response, error) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 response, error, worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (delivery_id, attempt) DO NOTHING",
                 args![
                     o.delivery_id,
@@ -185,7 +199,8 @@ pub async fn record(
                     o.status.map(i64::from),
                     o.latency_us,
                     o.response.as_deref(),
-                    o.error.as_deref()
+                    o.error.as_deref(),
+                    owner
                 ],
             )
             .await?;

@@ -23,8 +23,8 @@ use crate::config::WebhooksConfig;
 use crate::jobs::Outcome as Step;
 use crate::store::{Store, StoreError, now_ms};
 
-/// Deliveries claimed per step.
-const BATCH: i64 = 256;
+/// Most deliveries claimed per step.
+const BATCH: i64 = 512;
 /// Most of an answer read (the rest is dropped with the connection) and kept as its excerpt.
 const MAX_READ: usize = 64 * 1024;
 const EXCERPT: usize = 1024;
@@ -86,7 +86,10 @@ impl Deliverer {
         // The lease outlives the attempt (its whole timeout) with room for writing it down.
         let lease =
             i64::try_from((self.timeout + Duration::from_secs(30)).as_millis()).unwrap_or(i64::MAX);
-        let claimed = queue::claim(store, &self.owner, now, lease, BATCH).await?;
+        // Twice what can be in flight: enough to keep every slot busy through the batch,
+        // not so much that one instance hoards work another could be sending.
+        let limit = (self.concurrency as i64 * 2).min(BATCH);
+        let claimed = queue::claim(store, &self.owner, now, lease, limit).await?;
         if claimed.is_empty() {
             return Ok(Step::Idle);
         }

@@ -30,7 +30,9 @@ async fn queue_claims_and_leases(backend: Backend) {
     let store = &app.state.store;
     let alerts = endpoint(&app, "alerts", r#"["alert.*"]"#).await;
     let all = endpoint(&app, "all", r#"["*"]"#).await;
-    let now = 1_000_000;
+    // Far in the future, so the running server's own worker (claiming at the real time)
+    // never finds these due and the test alone claims them.
+    let now = 32_503_680_000_000;
     let mut tx = store.begin().await.unwrap();
     let firing = queue::enqueue(
         &mut tx,
@@ -65,7 +67,19 @@ async fn queue_claims_and_leases(backend: Backend) {
     assert_eq!(rows, expected, "one delivery per subscribed endpoint");
 
     // A claims all three; B, at the same moment, gets none; once A's lease lapses, B does.
-    let a = queue::claim(store, "a", now, 30_000, 100).await.unwrap();
+    assert_eq!(
+        queue::claim(store, "limit", now - 1, 30_000, 100)
+            .await
+            .unwrap()
+            .len(),
+        0,
+        "not due before their time"
+    );
+    let a = queue::claim(store, "a", now, 30_000, 2).await.unwrap();
+    assert_eq!(a.len(), 2, "a claim takes no more than its limit");
+    let a2 = queue::claim(store, "a", now, 30_000, 100).await.unwrap();
+    assert_eq!(a2.len(), 1);
+    let a: Vec<queue::Claimed> = a.into_iter().chain(a2).collect();
     assert_eq!(a.len(), 3);
     assert!(
         queue::claim(store, "b", now + 1, 30_000, 100)
@@ -595,4 +609,102 @@ async fn deliveries_reach_a_verifying_receiver_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_reach_a_verifying_receiver_postgres() {
     deliveries_reach_a_verifying_receiver(Backend::Postgres).await;
+}
+
+/// Two instances on one database, both running the worker: every message reaches the
+/// receiver exactly once (the receiver counts each webhook-id).
+async fn two_instances_deliver_each_attempt_once(backend: Backend) {
+    let Some(first) = spawn_app_with(backend, |c| {
+        c.webhooks.allow_private = vec!["127.0.0.0/8".into()];
+        c.webhooks.concurrency = 16;
+    })
+    .await
+    else {
+        return;
+    };
+    // The second shares the first's database and master key.
+    let mut config = first.state.config.clone();
+    config.server.data_dir = first.data_dir.path().to_path_buf();
+    let key_text = std::fs::read_to_string(first.state.config.master_key_path()).unwrap();
+    let second = opsdeck::app::App::build(config, Some(key_text.trim()))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let second_state = second.state.clone();
+    let server = tokio::spawn(second.serve(listener, cancel.clone()));
+
+    let secret = opsdeck::webhooks::signing::Secret::generate().expose();
+    let receiver = WebhookReceiver::start(&[secret.as_str()]).await.unwrap();
+    // Slow enough that a batch is still in flight when the other instance wakes up.
+    receiver.set(Behaviour::ok().delay(std::time::Duration::from_millis(100)));
+    let admin = first.key("admin", &["admin"]).await;
+    let res = first
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/webhooks/endpoints",
+            &admin,
+            Some(&serde_json::json!({"name": "counted", "url": receiver.url(), "secret": secret})),
+        )
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let mut ids = Vec::new();
+    let mut tx = first.state.store.begin().await.unwrap();
+    for i in 0..600 {
+        ids.push(
+            queue::enqueue(
+                &mut tx,
+                "event.counted",
+                &serde_json::json!({"i": i}),
+                opsdeck::store::now_ms(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    tx.commit().await.unwrap();
+    let store = second_state.store.clone();
+    wait_for("every delivery succeeded", || {
+        let store = store.clone();
+        async move {
+            let (left,): (i64,) = store
+                .fetch_one(
+                    "SELECT COUNT(*) FROM webhook_deliveries WHERE state <> 'succeeded'",
+                    opsdeck::args![],
+                )
+                .await
+                .unwrap();
+            left == 0
+        }
+    })
+    .await;
+    let twice: Vec<&String> = ids.iter().filter(|id| receiver.count(id) != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} messages not received exactly once",
+        twice.len()
+    );
+    assert_eq!(receiver.received().len(), 600);
+    assert!(receiver.received().iter().all(|r| r.verified));
+    let (workers,): (i64,) = store
+        .fetch_one(
+            "SELECT COUNT(DISTINCT worker) FROM webhook_attempts",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(workers, 2, "both instances delivered");
+    cancel.cancel();
+    let _ = server.await;
+    first.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_deliver_each_attempt_once_sqlite() {
+    two_instances_deliver_each_attempt_once(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_deliver_each_attempt_once_postgres() {
+    two_instances_deliver_each_attempt_once(Backend::Postgres).await;
 }
