@@ -1690,12 +1690,12 @@ async fn a_misbehaving_peer_fails_alone(backend: Backend) {
         )
         .await
         .unwrap();
+    // Cut off by the timeout; or, on a connection the dripping peer keeps writing to after
+    // an earlier check gave up, refused by the client as an unexpected message.
+    let error = error.unwrap_or_default();
     assert!(
-        error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("timed out after 1s"),
-        "{error:?}"
+        error.contains("timed out after 1s") || error.contains("unexpected message"),
+        "{error}"
     );
     app.finish().await;
 }
