@@ -230,3 +230,146 @@ async fn kill9_loses_nothing_acknowledged_sqlite() {
 async fn kill9_loses_nothing_acknowledged_postgres() {
     kill9_loses_nothing_acknowledged(Backend::Postgres).await;
 }
+
+/// Outgoing webhooks survive a crash: with deliveries in flight to a slow receiver the server
+/// is killed with SIGKILL and restarted; every queued message still reaches the receiver (at
+/// least once — an attempt in flight at the kill may be made again once its lease lapses).
+async fn kill9_loses_no_delivery(backend: Backend) {
+    use opsdeck::simulators::webhook_receiver::{Behaviour, WebhookReceiver};
+    let dir = tempfile::tempdir().unwrap();
+    let mut pg = None;
+    if backend == Backend::Postgres {
+        let Some(admin) = postgres_url() else { return };
+        pg = Some(fresh_postgres_database(&admin).await);
+    }
+    let db_url = pg.as_ref().map(|(_, url)| url.clone());
+    let secret = opsdeck::webhooks::signing::Secret::generate().expose();
+    let receiver = WebhookReceiver::start(&[secret.as_str()]).await.unwrap();
+    receiver.set(Behaviour::ok().delay(Duration::from_millis(50)));
+    // The endpoint and the messages go in through the store, as a producer's would.
+    let mut config = opsdeck::config::Config::defaults();
+    config.server.data_dir = dir.path().to_path_buf();
+    if let Some(url) = &db_url {
+        config.server.database_url = url.clone();
+    }
+    let app = opsdeck::app::App::build(config, None).await.unwrap();
+    let store = app.state.store.clone();
+    let spec: opsdeck::webhooks::endpoints::EndpointSpec =
+        serde_json::from_value(json!({"name": "crash", "url": receiver.url(), "secret": secret}))
+            .unwrap();
+    opsdeck::webhooks::endpoints::create(
+        &store,
+        &app.state.master_key,
+        &spec,
+        &opsdeck::access::audit::Actor::new("test", None),
+        opsdeck::store::now_ms(),
+    )
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    let mut tx = store.begin().await.unwrap();
+    for i in 0..400 {
+        ids.push(
+            opsdeck::webhooks::queue::enqueue(
+                &mut tx,
+                "crash.test",
+                &json!({"i": i}),
+                opsdeck::store::now_ms(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    tx.commit().await.unwrap();
+    drop(app);
+
+    let serve = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_opsdeck"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path());
+        if let Some(url) = &db_url {
+            cmd.args(["--database-url", url]);
+        }
+        let mut child = cmd
+            .env("OPSDECK_ADMIN_PASSWORD", "irrelevant password")
+            .env("OPSDECK_WEBHOOKS__ALLOW_PRIVATE", "[\"127.0.0.0/8\"]")
+            .env("OPSDECK_WEBHOOKS__TIMEOUT", "1s")
+            .env("OPSDECK_WEBHOOKS__CONCURRENCY", "8")
+            .env_remove("OPSDECK_SERVER__DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        read_until(&mut out, "listening on");
+        child
+    };
+    let mut child = serve();
+    for _ in 0..200 {
+        if receiver.received().len() >= 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, with attempts in flight
+    child.wait().unwrap();
+    let before = receiver.received().len();
+    assert!(before > 0 && before < ids.len(), "killed mid-way: {before}");
+    let mut child = serve();
+    let mut left = i64::MAX;
+    for _ in 0..600 {
+        let (n,): (i64,) = store
+            .fetch_one(
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE state <> 'succeeded'",
+                opsdeck::args![],
+            )
+            .await
+            .unwrap();
+        left = n;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if left != 0 {
+        let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = store
+            .fetch_all(
+                "SELECT state, lease_until, next_attempt_at, attempts FROM webhook_deliveries \
+                 WHERE state <> 'succeeded'",
+                opsdeck::args![],
+            )
+            .await
+            .unwrap();
+        eprintln!("now {} left {rows:?}", opsdeck::store::now_ms());
+    }
+    assert_eq!(left, 0, "every delivery completed after the restart");
+    let lost: Vec<&String> = ids.iter().filter(|id| receiver.count(id) == 0).collect();
+    assert!(lost.is_empty(), "{} messages never arrived", lost.len());
+    assert!(receiver.received().iter().all(|r| r.verified));
+    let again = receiver.received().len() - ids.len();
+    eprintln!(
+        "webhook durability ({backend:?}): {} messages, {before} before the kill, {again} sent twice",
+        ids.len()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    store.close().await;
+    if let Some((name, _)) = pg {
+        drop_postgres_database(&name).await;
+    }
+}
+
+// Known failing, kept as the reproduction for the next step of issue 6: after the restart,
+// the last 16 deliveries (one claim) stay pending with their lease renewed and no attempt
+// recorded within 30 s. Run with `--ignored` (and stderr inherited) to see the worker's error.
+#[ignore = "known failing: deliveries after a kill -9 restart (issue 6, in progress)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_loses_no_delivery_sqlite() {
+    kill9_loses_no_delivery(Backend::Sqlite).await;
+}
+
+#[ignore = "known failing: deliveries after a kill -9 restart (issue 6, in progress)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_loses_no_delivery_postgres() {
+    kill9_loses_no_delivery(Backend::Postgres).await;
+}
