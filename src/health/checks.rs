@@ -341,13 +341,17 @@ fn judge(monitor: &Monitor, probe: Probe, elapsed: Duration) -> CheckResult {
         .collect();
     // A peer may echo what it was sent (a failed `[BODY]` condition quotes the body), so the
     // monitor's own credentials never reach a stored error.
-    let secrets = own_secrets(monitor);
-    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    // Only a failed check has an error to clean, so the work stays off the passing path.
+    let clean = |e: String| {
+        let secrets = own_secrets(monitor);
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        truncate(&probes::redact(&e, &secrets))
+    };
     let result = |verdict, error: Option<String>| CheckResult {
         verdict,
         latency_us,
         status: probe.status,
-        error: error.map(|e| truncate(&probes::redact(&e, &secrets))),
+        error: error.map(clean),
         headers: kept.clone(),
         readings: probe.readings.clone(),
     };
@@ -424,22 +428,12 @@ fn own_secrets(monitor: &Monitor) -> Vec<String> {
         }
     }
     if let Some(body) = &monitor.body {
-        if let Ok(json) = serde_json::from_str::<serde_json::Value>(body) {
-            fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
-                match v {
-                    serde_json::Value::Object(map) => {
-                        for (k, v) in map {
-                            match v {
-                                serde_json::Value::String(s) if sensitive(k) => out.push(s.clone()),
-                                other => walk(other, out),
-                            }
-                        }
-                    }
-                    serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-                    _ => {}
+        if let Ok(mut json) = serde_json::from_str::<serde_json::Value>(body) {
+            super::definition::each_sensitive_json(&mut json, &mut |v| {
+                if let Some(s) = v.as_str() {
+                    out.push(s.to_string());
                 }
-            }
-            walk(&json, &mut out);
+            });
         } else {
             out.extend(body.split('&').filter_map(|pair| {
                 let (k, v) = pair.split_once('=')?;

@@ -83,32 +83,44 @@ pub(crate) fn secret_like(segment: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_:.%".contains(&b))
 }
 
+/// Calls `f` on every scalar value of a JSON object member (at any depth) whose name looks
+/// sensitive; returns whether there was one. Shared by the masking here and by the checks,
+/// which keep those values out of their errors.
+pub(crate) fn each_sensitive_json(
+    v: &mut serde_json::Value,
+    f: &mut dyn FnMut(&mut serde_json::Value),
+) -> bool {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut found = false;
+            for (k, v) in map.iter_mut() {
+                if sensitive(k) && !v.is_object() && !v.is_array() && !v.is_null() {
+                    f(v);
+                    found = true;
+                } else {
+                    found |= each_sensitive_json(v, f);
+                }
+            }
+            found
+        }
+        serde_json::Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |found, v| each_sensitive_json(v, f) | found),
+        _ => false,
+    }
+}
+
 /// `body` with the values of likely credential fields masked: the members of a JSON object
 /// (at any depth) and the pairs of a form-encoded body whose names look sensitive. Other
 /// bodies are shown as they are.
 fn mask_body(body: &str) -> String {
     if let Ok(mut json) = serde_json::from_str::<serde_json::Value>(body) {
-        fn walk(v: &mut serde_json::Value) -> bool {
-            match v {
-                serde_json::Value::Object(map) => {
-                    let mut masked = false;
-                    for (k, v) in map.iter_mut() {
-                        if sensitive(k) && !v.is_object() && !v.is_array() && !v.is_null() {
-                            *v = serde_json::Value::String(MASK.into());
-                            masked = true;
-                        } else {
-                            masked |= walk(v);
-                        }
-                    }
-                    masked
-                }
-                serde_json::Value::Array(items) => items.iter_mut().fold(false, |m, v| walk(v) | m),
-                _ => false,
-            }
-        }
+        let masked = each_sensitive_json(&mut json, &mut |v| {
+            *v = serde_json::Value::String(MASK.into());
+        });
         // Re-serialised only when something was masked, so a body without credentials is
         // shown exactly as it was written.
-        return if walk(&mut json) {
+        return if masked {
             json.to_string()
         } else {
             body.to_string()

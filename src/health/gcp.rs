@@ -369,13 +369,7 @@ pub fn time_series_url(base: &str, project: &str) -> String {
 
 /// `t` (unix s) as RFC 3339, as the Monitoring API's intervals take it.
 pub fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    crate::usage::quota::rfc3339(t.saturating_mul(1000))
 }
 
 /// The filter naming one metric type, as `timeSeries.list` requires.

@@ -359,12 +359,13 @@ impl Grid {
         only: Option<i64>,
     ) -> Result<Self, HealthError> {
         // The id is a number, so it goes into the text as one.
-        let (where_id, and_id) = match only {
+        let (where_id, where_monitor, and_monitor) = match only {
             Some(id) => (
                 format!(" WHERE id = {id}"),
+                format!(" WHERE monitor_id = {id}"),
                 format!(" AND monitor_id = {id}"),
             ),
-            None => (String::new(), String::new()),
+            None => (String::new(), String::new(), String::new()),
         };
         let monitors: Vec<(i64, String, String, String, i64)> = store
             .fetch_all_assembled(
@@ -393,8 +394,7 @@ impl Grid {
             .fetch_all_assembled(
                 format!(
                     "SELECT monitor_id, state, since, failures, successes, last_check_at, \
-                     last_latency_us, last_error FROM monitor_states{}",
-                    where_id.replace("id =", "monitor_id =")
+                     last_latency_us, last_error FROM monitor_states{where_monitor}"
                 ),
                 args![],
             )
@@ -449,7 +449,7 @@ impl Grid {
                 format!(
                     "SELECT r.monitor_id, r.name, r.value FROM provider_readings r \
                      JOIN (SELECT monitor_id, name, MAX(at) AS at FROM provider_readings \
-                     WHERE 1 = 1{and_id} GROUP BY monitor_id, name) m \
+                     WHERE 1 = 1{and_monitor} GROUP BY monitor_id, name) m \
                      ON m.monitor_id = r.monitor_id AND m.name = r.name AND m.at = r.at"
                 ),
                 args![],

@@ -329,16 +329,7 @@ async fn fetch(
         .await
         .map_err(|e| Probe::failed(crate::health::checks::describe(&e.without_url())))?;
     let status = res.status().as_u16();
-    let headers: Vec<(String, String)> = res
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = crate::health::checks::lowercase_headers(res.headers());
     let body = crate::health::checks::read_body(res)
         .await
         .map_err(|why| failed(Some(status), headers.clone(), why))?;

@@ -212,19 +212,15 @@ impl Deliverer {
         let rate = NonZeroU32::new(u32::try_from(endpoint.rate_per_second).ok()?)?;
         let limiter = {
             let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = map.entry(endpoint.id).or_insert_with(|| {
-                (
-                    endpoint.rate_per_second,
-                    Arc::new(RateLimiter::direct(Quota::per_second(rate))),
-                )
-            });
-            if entry.0 != endpoint.rate_per_second {
-                *entry = (
-                    endpoint.rate_per_second,
-                    Arc::new(RateLimiter::direct(Quota::per_second(rate))),
-                );
+            match map.get(&endpoint.id) {
+                Some((r, l)) if *r == endpoint.rate_per_second => l.clone(),
+                // New, or its rate changed: a fresh limiter at the current rate.
+                _ => {
+                    let l = Arc::new(RateLimiter::direct(Quota::per_second(rate)));
+                    map.insert(endpoint.id, (endpoint.rate_per_second, l.clone()));
+                    l
+                }
             }
-            entry.1.clone()
         };
         match limiter.check() {
             Ok(()) => None,
