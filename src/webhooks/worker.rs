@@ -83,9 +83,11 @@ impl Deliverer {
     /// One step: claims a batch of due deliveries, makes their attempts, records the outcomes.
     pub async fn step(&self, store: &Store, key: &MasterKey) -> Result<Step, WorkerError> {
         let now = now_ms();
-        // The lease outlives the attempt (its whole timeout) with room for writing it down.
-        let lease =
-            i64::try_from((self.timeout + Duration::from_secs(30)).as_millis()).unwrap_or(i64::MAX);
+        // The lease covers the batch's two rounds of attempts (each at most the timeout) with
+        // room for writing them down; kept short because it is also how long a crashed
+        // instance's claimed deliveries wait before another instance takes them over.
+        let lease = i64::try_from((self.timeout * 2 + Duration::from_secs(10)).as_millis())
+            .unwrap_or(i64::MAX);
         // Twice what can be in flight: enough to keep every slot busy through the batch,
         // not so much that one instance hoards work another could be sending.
         let limit = (self.concurrency as i64 * 2).min(BATCH);

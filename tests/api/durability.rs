@@ -359,16 +359,11 @@ async fn kill9_loses_no_delivery(backend: Backend) {
     }
 }
 
-// Known failing, kept as the reproduction for the next step of issue 6: after the restart,
-// the last 16 deliveries (one claim) stay pending with their lease renewed and no attempt
-// recorded within 30 s. Run with `--ignored` (and stderr inherited) to see the worker's error.
-#[ignore = "known failing: deliveries after a kill -9 restart (issue 6, in progress)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_loses_no_delivery_sqlite() {
     kill9_loses_no_delivery(Backend::Sqlite).await;
 }
 
-#[ignore = "known failing: deliveries after a kill -9 restart (issue 6, in progress)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_loses_no_delivery_postgres() {
     kill9_loses_no_delivery(Backend::Postgres).await;
