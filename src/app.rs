@@ -71,6 +71,8 @@ pub struct Shared {
     pub tokens: Arc<crate::tokens::Tokens>,
     /// The outgoing webhook delivery worker (its guarded client and rate limiters).
     pub webhooks: Arc<crate::webhooks::worker::Deliverer>,
+    /// What happens as it happens, for the real-time streams.
+    pub events: crate::events::Bus,
 }
 
 impl Deref for AppState {
@@ -130,6 +132,7 @@ impl App {
         let (ingestor, inbox) = Ingestor::channel();
         let state = AppState(Arc::new(Shared {
             webhooks: Arc::new(webhooks),
+            events: crate::events::Bus::default(),
             key_usage: KeyUsage::default(),
             login_limiter: LoginLimiter::new(access.login_max_failures, access.login_window.0),
             api_limiter: ApiLimiter::new(access.api_requests_per_minute),

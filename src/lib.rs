@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod costs;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod jobs;

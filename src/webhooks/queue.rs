@@ -55,17 +55,7 @@ pub fn body(kind: &str, at: i64, data: &Value) -> String {
 /// to the type, due at once, inside `tx`; returns the message id (`msg_…`). The message is
 /// kept even when no endpoint takes it, so it can be replayed to one added later.
 pub async fn enqueue(tx: &mut Tx, kind: &str, data: &Value, now: i64) -> Result<String> {
-    if !valid_type(kind) {
-        return Err(QueueError::Invalid(format!(
-            "{kind:?} is not an event type (dotted lowercase name)"
-        )));
-    }
-    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-    tx.execute(
-        "INSERT INTO webhook_messages (id, type, body, created_at) VALUES ($1, $2, $3, $4)",
-        args![id.as_str(), kind, body(kind, now, data), now],
-    )
-    .await?;
+    let id = add_message(tx, kind, data, now).await?;
     let endpoints: Vec<(i64, String)> = tx
         .fetch_all(
             "SELECT id, event_types FROM webhook_endpoints WHERE enabled = 1",
@@ -78,6 +68,38 @@ pub async fn enqueue(tx: &mut Tx, kind: &str, data: &Value, now: i64) -> Result<
             add_delivery(tx, &id, endpoint, now).await?;
         }
     }
+    Ok(id)
+}
+
+/// Stores a message of type `kind` with a delivery to each of `endpoints` (a notifier route:
+/// the endpoints named, whatever their subscriptions), inside `tx`; returns the message id.
+/// A disabled endpoint still gets its delivery, which then fails visibly instead of vanishing.
+pub async fn enqueue_to(
+    tx: &mut Tx,
+    kind: &str,
+    data: &Value,
+    now: i64,
+    endpoints: &[i64],
+) -> Result<String> {
+    let id = add_message(tx, kind, data, now).await?;
+    for endpoint in endpoints {
+        add_delivery(tx, &id, *endpoint, now).await?;
+    }
+    Ok(id)
+}
+
+async fn add_message(tx: &mut Tx, kind: &str, data: &Value, now: i64) -> Result<String> {
+    if !valid_type(kind) {
+        return Err(QueueError::Invalid(format!(
+            "{kind:?} is not an event type (dotted lowercase name)"
+        )));
+    }
+    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    tx.execute(
+        "INSERT INTO webhook_messages (id, type, body, created_at) VALUES ($1, $2, $3, $4)",
+        args![id.as_str(), kind, body(kind, now, data), now],
+    )
+    .await?;
     Ok(id)
 }
 

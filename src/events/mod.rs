@@ -1,0 +1,102 @@
+//! The in-process event bus: what happened, as it happens, for whoever is listening now (the
+//! Socket.IO and SSE streams, the Redis fan-out). It is not durable: a listener that falls
+//! behind loses the oldest events and is told how many. Anything that must not be lost goes
+//! through the webhook queue (`webhooks::queue::enqueue`) in the producer's transaction; the
+//! producer publishes here after it commits.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+/// How many events a slow listener may be behind before it starts losing the oldest.
+const CAPACITY: usize = 4096;
+
+/// The channels the real-time clients see (Socket.IO event names, SSE `event:` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// Headline figures when they change (throttled by the producer).
+    MetricsUpdate,
+    /// An alert fired, resolved or was acknowledged.
+    Alert,
+    /// An integration's state changed.
+    SystemStatus,
+    /// Ingested analytics events, sampled.
+    UserActivity,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::MetricsUpdate => "metrics_update",
+            Channel::Alert => "alert",
+            Channel::SystemStatus => "system_status",
+            Channel::UserActivity => "user_activity",
+        }
+    }
+}
+
+/// One event: its channel, its type (`alert.firing`, `integration.state_changed`…), when
+/// (UTC ms) and its data.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub channel: Channel,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub at: i64,
+    pub data: Value,
+}
+
+/// The bus. Cheap to clone; publishing with nobody listening costs next to nothing.
+#[derive(Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus {
+            tx: broadcast::channel(CAPACITY).0,
+        }
+    }
+}
+
+impl Bus {
+    pub fn publish(&self, channel: Channel, kind: &str, data: Value) {
+        self.send(Event {
+            channel,
+            kind: kind.to_string(),
+            at: crate::store::now_ms(),
+            data,
+        });
+    }
+
+    /// Publishes an event as it is (one relayed from another instance keeps its time).
+    pub fn send(&self, event: Event) {
+        // An error only says nobody is listening.
+        let _ = self.tx.send(Arc::new(event));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn listeners_get_what_is_published_after_they_subscribe() {
+        let bus = Bus::default();
+        bus.publish(Channel::Alert, "alert.firing", serde_json::json!({"n": 0}));
+        let mut rx = bus.subscribe();
+        bus.publish(Channel::Alert, "alert.firing", serde_json::json!({"n": 1}));
+        let e = rx.recv().await.unwrap();
+        assert_eq!(e.data["n"], 1);
+        assert_eq!(e.channel.as_str(), "alert");
+        assert!(rx.try_recv().is_err());
+    }
+}
