@@ -46,6 +46,7 @@ pub struct Config {
     pub stripe: StripeConfig,
     pub health: HealthConfig,
     pub webhooks: WebhooksConfig,
+    pub alerts: AlertsConfig,
     /// `[[plans]]`: plans declared in config (read-only in Settings).
     #[serde(default)]
     pub plans: Vec<PlanConfig>,
@@ -104,6 +105,20 @@ pub struct WebhooksConfig {
     pub concurrency: usize,
     /// Private and loopback ranges (CIDR) endpoints may resolve to.
     pub allow_private: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// How often every rule is evaluated.
+    pub evaluation_interval: ConfigDuration,
+    /// Notifiers (by name) the built-in rules notify.
+    pub default_notifiers: Vec<String>,
+    /// Lets notifier and webhook URLs point at loopback and private addresses (every private
+    /// range; `webhooks.allow_private` names some).
+    pub allow_private_targets: bool,
+    /// A firing alert not acknowledged is notified again this often; "0s" never.
+    pub repeat_interval: ConfigDuration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
