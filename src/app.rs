@@ -42,6 +42,8 @@ pub enum StartError {
     Credentials(String),
     #[error("[webhooks]: {0}")]
     Webhooks(String),
+    #[error("[[alert_rules]] / [alerts]: {0}")]
+    Alerts(String),
 }
 
 /// Everything a request handler or job may use. Cheap to clone.
@@ -148,6 +150,10 @@ impl App {
             store,
             config,
         }));
+        // After the notifiers exist: rules route to them by name.
+        crate::alerts::sync_config(&state)
+            .await
+            .map_err(|e| StartError::Alerts(e.to_string()))?;
         Ok(App {
             state,
             writer_inbox: inbox,

@@ -47,6 +47,25 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
             }
         },
     ));
+    // "0s" turns the evaluator off (an instance kept out of alerting, or a test that
+    // evaluates at times of its own).
+    if !state.config.alerts.evaluation_interval.is_zero() {
+        let s = state.clone();
+        let holder = format!("alerts-{}", uuid::Uuid::new_v4().simple());
+        tracker.spawn(run_until_stopped(
+            "alerts",
+            state.config.alerts.evaluation_interval.0,
+            cancel.clone(),
+            move || {
+                let (s, holder) = (s.clone(), holder.clone());
+                async move {
+                    crate::alerts::step(&s, &holder)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            },
+        ));
+    }
     let s = state.clone();
     tracker.spawn(run_until_stopped(
         "quota",

@@ -3,6 +3,7 @@
 //! in-process. See ARCHITECTURE.md for the map.
 
 pub mod access;
+pub mod alerts;
 pub mod app;
 pub mod cli;
 pub mod config;

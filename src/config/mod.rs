@@ -60,6 +60,9 @@ pub struct Config {
     /// tokens they give are replaced in the store by refreshes.
     #[serde(default)]
     pub credentials: Vec<crate::tokens::CredentialSpec>,
+    /// `[[alert_rules]]`: alert rules declared in config (read-only in the UI).
+    #[serde(default)]
+    pub alert_rules: Vec<crate::alerts::rules::RuleSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -188,6 +188,21 @@ impl From<crate::webhooks::queue::QueueError> for ApiError {
     }
 }
 
+impl From<crate::alerts::AlertsError> for ApiError {
+    fn from(e: crate::alerts::AlertsError) -> Self {
+        use crate::alerts::AlertsError;
+        match e {
+            AlertsError::Invalid { .. } => ApiError::Invalid(e.to_string()),
+            AlertsError::NotFound(m) => ApiError::NotFound(m),
+            AlertsError::Conflict(m) => ApiError::Conflict(m),
+            AlertsError::Store(s) => s.into(),
+            AlertsError::Queue(q) => q.into(),
+            AlertsError::Access(a) => a.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -74,6 +74,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::health::routes::router())
         .merge(crate::tokens::routes::router())
         .merge(crate::webhooks::routes::router())
+        .merge(crate::alerts::routes::router())
 }
 
 /// The generated OpenAPI 3.1 document.

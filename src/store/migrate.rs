@@ -115,6 +115,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0017_webhooks.sql"),
         include_str!("../../migrations/postgres/0017_webhooks.sql"),
     ),
+    (
+        19,
+        "alerts",
+        include_str!("../../migrations/sqlite/0019_alerts.sql"),
+        include_str!("../../migrations/postgres/0019_alerts.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -55,7 +55,22 @@ pub fn body(kind: &str, at: i64, data: &Value) -> String {
 /// to the type, due at once, inside `tx`; returns the message id (`msg_…`). The message is
 /// kept even when no endpoint takes it, so it can be replayed to one added later.
 pub async fn enqueue(tx: &mut Tx, kind: &str, data: &Value, now: i64) -> Result<String> {
+    enqueue_with(tx, kind, data, now, &[]).await
+}
+
+/// [`enqueue`], plus a delivery to each of `also` (a notifier route) whatever it subscribed
+/// to; an endpoint both subscribed and routed gets the message once.
+pub async fn enqueue_with(
+    tx: &mut Tx,
+    kind: &str,
+    data: &Value,
+    now: i64,
+    also: &[i64],
+) -> Result<String> {
     let id = add_message(tx, kind, data, now).await?;
+    for endpoint in also {
+        add_delivery(tx, &id, *endpoint, now).await?;
+    }
     let endpoints: Vec<(i64, String)> = tx
         .fetch_all(
             "SELECT id, event_types FROM webhook_endpoints WHERE enabled = 1",

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod access;
+mod alerts;
 mod browser;
 mod cli;
 mod durability;

@@ -1,0 +1,312 @@
+//! HTTP routes of alerts: the alert list and history (by state, rule, severity, text), one
+//! alert's timeline, acknowledgement; rules (list, create, delete); silences and maintenance
+//! windows. Reads need the read scope, changes the admin scope — except acknowledging, which
+//! whoever can read alerts may do (the on-call person is rarely an admin).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::engine::{self, ALERT_COLUMNS, AlertRow};
+use super::rules::{self, RuleRow, RuleSpec};
+use super::silences::{self, Silence, SilenceSpec};
+use crate::access::Scope;
+use crate::app::AppState;
+use crate::args;
+use crate::http::auth::{Auth, ClientAddr};
+use crate::http::error::ErrorBody;
+use crate::http::{ApiError, Result};
+use crate::store::{Value, now_ms};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_alerts))
+        .routes(routes!(get_alert))
+        .routes(routes!(ack_alert))
+        .routes(routes!(list_rules, create_rule))
+        .routes(routes!(delete_rule))
+        .routes(routes!(list_silences, create_silence))
+        .routes(routes!(expire_silence))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertQuery {
+    /// `pending`, `firing`, `resolved`, or `open` (pending and firing).
+    pub state: Option<String>,
+    pub rule_id: Option<i64>,
+    pub severity: Option<String>,
+    /// Words the summary or rule name contain.
+    pub q: Option<String>,
+    /// Only alerts with a smaller id (the last id of the previous page).
+    pub before: Option<i64>,
+    /// 1–500, default 100.
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertList {
+    pub alerts: Vec<AlertRow>,
+}
+
+/// Alerts newest first: the open ones and the history, searchable.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertQuery),
+    security(("api_key" = [])),
+    responses((status = 200, body = AlertList), (status = 400, body = ErrorBody)))]
+async fn list_alerts(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<AlertQuery>,
+) -> Result<Json<AlertList>> {
+    p.require(Scope::Read)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest("limit: must be 1–500".into()));
+    }
+    let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    fn bind(sql: &mut String, args: &mut Vec<Value>, clause: &str, v: Value) {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
+    }
+    match q.state.as_deref() {
+        None => {}
+        Some("open") => sql.push_str(" AND state <> 'resolved'"),
+        Some(s @ ("pending" | "firing" | "resolved")) => {
+            bind(&mut sql, &mut args, " AND state = ?", s.into())
+        }
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "state: {other:?} is not pending, firing, resolved or open"
+            )));
+        }
+    }
+    if let Some(r) = q.rule_id {
+        bind(&mut sql, &mut args, " AND rule_id = ?", r.into());
+    }
+    if let Some(s) = q.severity.as_deref() {
+        if rules::Severity::parse(s).is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "severity: {s:?} is not info, warning or critical"
+            )));
+        }
+        bind(&mut sql, &mut args, " AND severity = ?", s.into());
+    }
+    if let Some(text) = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        if text.len() > 200 {
+            return Err(ApiError::BadRequest("q: at most 200 characters".into()));
+        }
+        for word in text.split_whitespace().take(8) {
+            let pattern = format!("%{}%", word.to_lowercase());
+            args.push(pattern.into());
+            let n = args.len();
+            sql.push_str(&format!(
+                " AND (LOWER(summary) LIKE ${n} OR LOWER(rule) LIKE ${n})"
+            ));
+        }
+    }
+    if let Some(b) = q.before {
+        bind(&mut sql, &mut args, " AND id < ?", b.into());
+    }
+    args.push(limit.into());
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
+    let rows: Vec<AlertRow> = state.store.fetch_all_assembled(sql, args).await?;
+    Ok(Json(AlertList {
+        alerts: rows.into_iter().map(AlertRow::fill).collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct AlertEvent {
+    pub at: i64,
+    /// pending, firing, resolved, notified, silenced, reminder, acknowledged.
+    pub kind: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertDetail {
+    pub alert: AlertRow,
+    pub events: Vec<AlertEvent>,
+}
+
+/// One alert and its timeline.
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts",
+    security(("api_key" = [])), params(("id" = i64, Path, description = "Alert id")),
+    responses((status = 200, body = AlertDetail), (status = 404, body = ErrorBody)))]
+async fn get_alert(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> Result<Json<AlertDetail>> {
+    p.require(Scope::Read)?;
+    let alert: Option<AlertRow> = state
+        .store
+        .fetch_all_assembled(
+            format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"),
+            args![id],
+        )
+        .await?
+        .into_iter()
+        .next();
+    let alert = alert.ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
+    let events: Vec<AlertEvent> = state
+        .store
+        .fetch_all(
+            "SELECT at, kind, detail FROM alert_events WHERE alert_id = $1 ORDER BY id",
+            args![id],
+        )
+        .await?;
+    Ok(Json(AlertDetail {
+        alert: alert.fill(),
+        events,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckBody {
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Acknowledges a firing alert (who and when are recorded, with the note): reminders stop
+/// and the rule's notifiers are told.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/ack", tag = "alerts",
+    security(("api_key" = [])), params(("id" = i64, Path, description = "Alert id")),
+    request_body = AckBody,
+    responses((status = 200, body = AlertRow), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+async fn ack_alert(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    client: ClientAddr,
+    Path(id): Path<i64>,
+    body: Option<Json<AckBody>>,
+) -> Result<Json<AlertRow>> {
+    p.require(Scope::Read)?;
+    let note = body.map(|Json(b)| b.note).unwrap_or_default();
+    let who = client.actor(&p).name;
+    let (alert, event) = engine::acknowledge(
+        &state.store,
+        id,
+        &who,
+        &note,
+        now_ms(),
+        &super::settings(&state.config),
+    )
+    .await?;
+    state.events.send(event);
+    Ok(Json(alert))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleList {
+    pub rules: Vec<RuleRow>,
+    /// The metrics rules can use: name, series labels, meaning.
+    pub metrics: Vec<[String; 3]>,
+}
+
+/// Every rule (config, built-in defaults, API) and the metric catalogue.
+#[utoipa::path(get, path = "/api/v1/alert-rules", tag = "alerts",
+    security(("api_key" = [])), responses((status = 200, body = RuleList)))]
+async fn list_rules(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<RuleList>> {
+    p.require(Scope::Read)?;
+    Ok(Json(RuleList {
+        rules: rules::list(&state.store).await?,
+        metrics: super::metrics::CATALOGUE
+            .iter()
+            .map(|(a, b, c)| [a.to_string(), b.to_string(), c.to_string()])
+            .collect(),
+    }))
+}
+
+/// Creates a rule. Unknown metrics, unparseable conditions and notifiers that do not exist
+/// are refused with the field named.
+#[utoipa::path(post, path = "/api/v1/alert-rules", tag = "alerts",
+    security(("api_key" = [])), request_body = RuleSpec,
+    responses((status = 201, body = RuleRow), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn create_rule(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    client: ClientAddr,
+    Json(spec): Json<RuleSpec>,
+) -> Result<(StatusCode, Json<RuleRow>)> {
+    p.require(Scope::Admin)?;
+    let (prometheus, notifiers) = super::names(&state).await?;
+    let row = rules::create(
+        &state.store,
+        &spec,
+        &prometheus,
+        &notifiers,
+        &client.actor(&p),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+/// Deletes a rule created through the API; its open alerts are resolved quietly.
+#[utoipa::path(delete, path = "/api/v1/alert-rules/{id}", tag = "alerts",
+    security(("api_key" = [])), params(("id" = i64, Path, description = "Rule id")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_rule(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    client: ClientAddr,
+    Path(id): Path<i64>,
+) -> Result<StatusCode> {
+    p.require(Scope::Admin)?;
+    rules::delete(&state.store, id, &client.actor(&p)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SilenceList {
+    pub silences: Vec<Silence>,
+}
+
+/// Silences and maintenance windows not yet over.
+#[utoipa::path(get, path = "/api/v1/alerts/silences", tag = "alerts",
+    security(("api_key" = [])), responses((status = 200, body = SilenceList)))]
+async fn list_silences(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<SilenceList>> {
+    p.require(Scope::Read)?;
+    Ok(Json(SilenceList {
+        silences: silences::current(&state.store, now_ms()).await?,
+    }))
+}
+
+/// Adds a silence (notifications held back) or a maintenance window (alerts not raised) for
+/// the alerts matching every label matcher (`rule` and `severity` match those).
+#[utoipa::path(post, path = "/api/v1/alerts/silences", tag = "alerts",
+    security(("api_key" = [])), request_body = SilenceSpec,
+    responses((status = 201, body = Silence), (status = 422, body = ErrorBody)))]
+async fn create_silence(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    client: ClientAddr,
+    Json(spec): Json<SilenceSpec>,
+) -> Result<(StatusCode, Json<Silence>)> {
+    p.require(Scope::Admin)?;
+    let s = silences::create(&state.store, &spec, &client.actor(&p), now_ms()).await?;
+    Ok((StatusCode::CREATED, Json(s)))
+}
+
+/// Ends a silence or maintenance window now.
+#[utoipa::path(delete, path = "/api/v1/alerts/silences/{id}", tag = "alerts",
+    security(("api_key" = [])), params(("id" = i64, Path, description = "Silence id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn expire_silence(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    client: ClientAddr,
+    Path(id): Path<i64>,
+) -> Result<StatusCode> {
+    p.require(Scope::Admin)?;
+    silences::expire(&state.store, id, &client.actor(&p), now_ms()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,535 @@
+//! Alerts against a real store and a real server: the evaluator's state machine on stored
+//! quota figures at controlled times (pending, `for`, grouping, hysteresis, flapping,
+//! reminders, acknowledgement, silences, maintenance, no double notification), and a real
+//! monitor going down and up again with its notifications delivered, signed, to a receiver.
+
+use std::time::Duration;
+
+use opsdeck::alerts::{engine, rules::RuleSpec, silences};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, spawn_app_with};
+
+async fn set_quota(app: &TestApp, customer: &str, percent: f64) {
+    let store = &app.state.store;
+    store
+        .execute(
+            "INSERT INTO quota_states (customer_id, plan_id, period_start, state, percent, \
+             changed_at) VALUES ($1, 'pro', 0, 'ok', $2, 0) \
+             ON CONFLICT (customer_id) DO UPDATE SET percent = excluded.percent",
+            opsdeck::args![customer, percent],
+        )
+        .await
+        .unwrap();
+}
+
+/// Messages queued for endpoint `endpoint`, oldest first: (type, data).
+async fn queued(app: &TestApp, endpoint: i64) -> Vec<(String, Value)> {
+    let rows: Vec<(String, String)> = app
+        .state
+        .store
+        .fetch_all(
+            "SELECT m.type, m.body FROM webhook_messages m \
+             JOIN webhook_deliveries d ON d.message_id = m.id \
+             WHERE d.endpoint_id = $1 ORDER BY d.id",
+            opsdeck::args![endpoint],
+        )
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(t, b)| {
+            let v: Value = serde_json::from_str(&b).unwrap();
+            (t, v["data"].clone())
+        })
+        .collect()
+}
+
+fn customers(data: &Value) -> Vec<String> {
+    let mut c: Vec<String> = data["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["customer"].as_str().unwrap().to_string())
+        .collect();
+    c.sort();
+    c
+}
+
+async fn state_of(app: &TestApp, customer: &str) -> Option<String> {
+    let fp =
+        serde_json::to_string(&json!({"customer": customer, "plan": "pro", "team": "billing"}))
+            .unwrap();
+    let row: Option<(String,)> = app
+        .state
+        .store
+        .fetch_optional(
+            "SELECT state FROM alerts WHERE fingerprint = $1 ORDER BY id DESC LIMIT 1",
+            opsdeck::args![fp.as_str()],
+        )
+        .await
+        .unwrap();
+    row.map(|r| r.0)
+}
+
+async fn state_machine(backend: Backend) {
+    // The server's own evaluator is off: this test drives every run itself, at times it
+    // chooses.
+    let Some(app) = spawn_app_with(backend, |c| {
+        c.alerts.evaluation_interval = opsdeck::config::ConfigDuration(Duration::ZERO);
+    })
+    .await
+    else {
+        return;
+    };
+    let admin = app.key("ops", &["admin"]).await;
+    // The notifier, pointed nowhere: this test reads the queue, not a receiver.
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/webhooks/endpoints",
+            &admin,
+            Some(
+                &json!({"name": "pager", "url": "https://pager.example.com/hook",
+                          "event_types": ["payment.failed"]}),
+            ),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let pager = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let spec: RuleSpec = serde_json::from_value(json!({
+        "name": "quota high", "metric": "quota.percent", "condition": ">= 90", "for": "1m",
+        "hysteresis": 5, "severity": "critical", "notifiers": ["pager"],
+        "labels": {"team": "billing"}
+    }))
+    .unwrap();
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/alert-rules",
+            &admin,
+            Some(&serde_json::to_value(&spec).unwrap()),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED, "{:?}", res.text().await);
+    // Only this rule: the built-in quota rules would alert on the same figures.
+    let (prometheus, notifiers) = opsdeck::alerts::names(&app.state).await.unwrap();
+    let rules: Vec<_> = opsdeck::alerts::rules::load(&app.state.store, &prometheus, &notifiers)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.spec.name == "quota high")
+        .collect();
+    assert_eq!(rules.len(), 1);
+    let settings = engine::Settings {
+        repeat_ms: 600_000,
+        alerts_url: "https://ops.example.com/alerts".into(),
+    };
+    let store = &app.state.store;
+    let t0 = 4_000_000_000_000i64;
+    let run = |at: i64| {
+        let rules = rules.clone();
+        let settings = settings.clone();
+        async move {
+            engine::run(store, &rules, at, "", &settings)
+                .await
+                .unwrap()
+                .0
+        }
+    };
+
+    set_quota(&app, "c1", 95.0).await;
+    set_quota(&app, "c2", 97.0).await;
+    set_quota(&app, "c3", 50.0).await;
+    let r = run(t0).await;
+    assert_eq!((r.fired, r.notifications), (0, 0), "pending first: {r:?}");
+    assert_eq!(state_of(&app, "c1").await.as_deref(), Some("pending"));
+    assert_eq!(state_of(&app, "c3").await, None);
+    assert_eq!(run(t0 + 30_000).await.fired, 0);
+    // Held for `for`: both fire, in one notification.
+    let r = run(t0 + 60_000).await;
+    assert_eq!((r.fired, r.notifications), (2, 1), "{r:?}");
+    let q = queued(&app, pager).await;
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].0, "alert.firing");
+    assert_eq!(customers(&q[0].1), ["c1", "c2"]);
+    assert_eq!(q[0].1["severity"], "critical");
+    assert_eq!(q[0].1["url"], "https://ops.example.com/alerts");
+    assert_eq!(q[0].1["alerts"][0]["labels"]["team"], "billing");
+    assert!(q[0].1["summary"].as_str().unwrap().contains("(and 1 more)"));
+    // The same run again (another instance, a retry): nothing twice.
+    let r = run(t0 + 60_000).await;
+    assert_eq!((r.fired, r.notifications), (0, 0));
+    assert_eq!(queued(&app, pager).await.len(), 1);
+
+    // Hysteresis: 88 is within 5 of 90, still firing; 80 resolves.
+    set_quota(&app, "c1", 88.0).await;
+    assert_eq!(run(t0 + 90_000).await.resolved, 0);
+    assert_eq!(state_of(&app, "c1").await.as_deref(), Some("firing"));
+    set_quota(&app, "c1", 80.0).await;
+    let r = run(t0 + 120_000).await;
+    assert_eq!((r.resolved, r.notifications), (1, 1));
+    let q = queued(&app, pager).await;
+    assert_eq!(q.last().unwrap().0, "alert.resolved");
+    assert_eq!(customers(&q.last().unwrap().1), ["c1"]);
+    assert_eq!(state_of(&app, "c1").await.as_deref(), Some("resolved"));
+
+    // Reminders while nobody acknowledges, then none after the acknowledgement.
+    let r = run(t0 + 60_000 + 600_000).await;
+    assert_eq!((r.reminded, r.notifications), (1, 1));
+    let c2: (i64,) = store
+        .fetch_one(
+            "SELECT id FROM alerts WHERE state = 'firing' AND summary LIKE '%c2%'",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    let res = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/alerts/{}/ack", c2.0),
+            &admin,
+            Some(&json!({"note": "looking into it"})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let acked: Value = res.json().await.unwrap();
+    assert!(
+        acked["acked_by"].as_str().unwrap().ends_with(":ops"),
+        "{acked}"
+    );
+    assert_eq!(acked["ack_note"], "looking into it");
+    let q = queued(&app, pager).await;
+    assert_eq!(q.last().unwrap().0, "alert.acknowledged");
+    let res = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/alerts/{}/ack", c2.0),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT, "acknowledged twice");
+    assert_eq!(run(t0 + 60_000 + 1_300_000).await.reminded, 0);
+
+    // A silence: c3 fires, shown, but nobody is told. A maintenance window: c4 never fires.
+    let actor = opsdeck::access::audit::Actor::new("test", None);
+    let until = t0 + 86_400_000;
+    for (kind, customer) in [("silence", "c3"), ("maintenance", "c4")] {
+        let s: silences::SilenceSpec = serde_json::from_value(json!({
+            "kind": kind, "matchers": {"customer": customer}, "starts_at": t0, "ends_at": until,
+            "comment": "planned"
+        }))
+        .unwrap();
+        silences::create(store, &s, &actor, t0).await.unwrap();
+    }
+    set_quota(&app, "c3", 99.0).await;
+    set_quota(&app, "c4", 99.0).await;
+    let before = queued(&app, pager).await.len();
+    run(t0 + 1_400_000).await;
+    let r = run(t0 + 1_460_000).await;
+    assert_eq!((r.fired, r.notifications), (1, 0), "{r:?}");
+    assert_eq!(state_of(&app, "c3").await.as_deref(), Some("firing"));
+    assert_eq!(state_of(&app, "c4").await, None);
+    assert_eq!(queued(&app, pager).await.len(), before);
+
+    // Flapping across the threshold every run never lasts the minute `for` asks.
+    set_quota(&app, "c5", 50.0).await;
+    for i in 0..8 {
+        set_quota(&app, "c5", if i % 2 == 0 { 95.0 } else { 50.0 }).await;
+        assert_eq!(run(t0 + 2_000_000 + i * 30_000).await.fired, 0);
+    }
+    assert_eq!(state_of(&app, "c5").await, None);
+
+    // History, searchable through the API.
+    let res = app
+        .call(
+            Method::GET,
+            "/api/v1/alerts?state=resolved&q=c1",
+            &admin,
+            None,
+        )
+        .await;
+    let list: Value = res.json().await.unwrap();
+    assert_eq!(list["alerts"].as_array().unwrap().len(), 1);
+    let id = list["alerts"][0]["id"].as_i64().unwrap();
+    let detail: Value = app
+        .call(Method::GET, &format!("/api/v1/alerts/{id}"), &admin, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["pending", "firing", "notified", "resolved", "notified"]
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn state_machine_sqlite() {
+    state_machine(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn state_machine_postgres() {
+    state_machine(Backend::Postgres).await;
+}
+
+/// Bad rules are refused with the field named, and change nothing.
+async fn bad_rules(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |_| {}).await else {
+        return;
+    };
+    let admin = app.key("ops", &["admin"]).await;
+    let reader = app.key("viewer", &["read"]).await;
+    let count = || async {
+        let (n,): (i64,) = app
+            .state
+            .store
+            .fetch_one("SELECT COUNT(*) FROM alert_rules", opsdeck::args![])
+            .await
+            .unwrap();
+        n
+    };
+    let before = count().await;
+    assert!(before >= 10, "built-in rules stored: {before}");
+    let good = json!({"name": "slow api", "metric": "integration.latency_p95",
+                      "condition": "> 800", "window": "10m"});
+    let res = app
+        .call(Method::POST, "/api/v1/alert-rules", &reader, Some(&good))
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    for (patch, field) in [
+        (json!({"metric": "cpu.load"}), "metric:"),
+        (json!({"metric": "opsdeck_nonexistent_total"}), "metric:"),
+        (json!({"condition": "above 800"}), "condition:"),
+        (json!({"condition": "> eight hundred"}), "condition:"),
+        (json!({"window": "ten minutes"}), "window:"),
+        (json!({"for": "-1m"}), "for:"),
+        (json!({"severity": "page-everyone"}), "severity:"),
+        (json!({"notifiers": ["nobody"]}), "notifiers[0]:"),
+        (json!({"name": ""}), "name:"),
+    ] {
+        let mut body = good.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let res = app
+            .call(Method::POST, "/api/v1/alert-rules", &admin, Some(&body))
+            .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{patch}");
+        let text = res.text().await.unwrap();
+        assert!(text.contains(field), "{patch}: {text}");
+    }
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/alert-rules",
+            &admin,
+            Some(&json!({"name": "x"})),
+        )
+        .await;
+    assert!(res.status().is_client_error());
+    assert_eq!(count().await, before, "nothing stored");
+    let res = app
+        .call(Method::POST, "/api/v1/alert-rules", &admin, Some(&good))
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = app
+        .call(Method::POST, "/api/v1/alert-rules", &admin, Some(&good))
+        .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    // Built-in and config rules are not the API's to delete.
+    let list: Value = app
+        .call(Method::GET, "/api/v1/alert-rules", &reader, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let builtin = list["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "integration down")
+        .unwrap();
+    assert_eq!(builtin["source"], "default");
+    let res = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/alert-rules/{}", builtin["id"]),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    for (path, status) in [
+        ("/api/v1/alerts/999999/ack", StatusCode::NOT_FOUND),
+        ("/api/v1/alerts?state=burning", StatusCode::BAD_REQUEST),
+        ("/api/v1/alerts?limit=0", StatusCode::BAD_REQUEST),
+    ] {
+        let method = if path.ends_with("ack") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let res = app.call(method, path, &admin, None).await;
+        assert_eq!(res.status(), status, "{path}");
+    }
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/alerts/silences",
+            &admin,
+            Some(&json!({"matchers": {}, "ends_at": 4_000_000_000_000i64})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.text().await.unwrap().contains("matchers"));
+    let res = reqwest::Client::new()
+        .get(app.url("/api/v1/alerts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn bad_rules_sqlite() {
+    bad_rules(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn bad_rules_postgres() {
+    bad_rules(Backend::Postgres).await;
+}
+
+/// A real monitor goes down and comes back: the evaluator (running as the server runs it)
+/// fires, the acknowledgement and the resolution follow, each delivered signed to the rule's
+/// notifier exactly once.
+async fn monitor_down_and_up(backend: Backend) {
+    use opsdeck::simulators::webhook_receiver::{Behaviour, WebhookReceiver};
+    use std::sync::atomic::Ordering;
+    let secret = opsdeck::webhooks::signing::Secret::generate().expose();
+    let receiver = WebhookReceiver::start(&[secret.as_str()]).await.unwrap();
+    receiver.set(Behaviour::ok());
+    let (peer, answer) = crate::helpers::switchable_peer().await;
+    let Some(app) = spawn_app_with(backend, |c| {
+        c.alerts.evaluation_interval = opsdeck::config::ConfigDuration(Duration::from_millis(300));
+        c.webhooks.allow_private = vec!["127.0.0.0/8".into()];
+    })
+    .await
+    else {
+        return;
+    };
+    let admin = app.key("ops", &["admin"]).await;
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/webhooks/endpoints",
+            &admin,
+            Some(
+                &json!({"name": "oncall", "url": receiver.url(), "secret": secret,
+                          "event_types": ["payment.failed"]}),
+            ),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/alert-rules",
+            &admin,
+            Some(&json!({"name": "web down", "metric": "integration.state",
+                          "condition": ">= 2", "severity": "critical",
+                          "filter": {"integration": "web"}, "notifiers": ["oncall"]})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/integrations",
+            &admin,
+            Some(&json!({"name": "web", "kind": "http", "target": peer, "interval": "1s"})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED, "{:?}", res.text().await);
+    let of_type = |t: &str| {
+        receiver
+            .received()
+            .into_iter()
+            .filter(|r| r.event_type.as_deref() == Some(t))
+            .collect::<Vec<_>>()
+    };
+    let wait_for = |t: &'static str| async move {
+        for _ in 0..300 {
+            if !of_type(t).is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no {t} delivered");
+    };
+    answer.store(500, Ordering::Relaxed);
+    wait_for("alert.firing").await;
+    let firing = &of_type("alert.firing")[0];
+    assert!(firing.verified, "{:?}", firing.rejection);
+    let body: Value = serde_json::from_slice(&firing.body).unwrap();
+    assert_eq!(body["data"]["alerts"][0]["labels"]["integration"], "web");
+    assert_eq!(body["data"]["status"], "firing");
+    let list: Value = app
+        .call(
+            Method::GET,
+            "/api/v1/alerts?state=firing&q=web",
+            &admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = list["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["rule"] == "web down")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let res = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/alerts/{id}/ack"),
+            &admin,
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    wait_for("alert.acknowledged").await;
+    answer.store(200, Ordering::Relaxed);
+    wait_for("alert.resolved").await;
+    // Let a few more runs pass: nothing is sent twice.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for t in ["alert.firing", "alert.acknowledged", "alert.resolved"] {
+        assert_eq!(of_type(t).len(), 1, "{t} exactly once");
+    }
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_down_and_up_sqlite() {
+    monitor_down_and_up(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_down_and_up_postgres() {
+    monitor_down_and_up(Backend::Postgres).await;
+}
