@@ -4,6 +4,7 @@
 //! through the same domain functions as the JSON API; templates are compiled into the binary
 //! (askama) and the one stylesheet and script are embedded.
 
+mod alerts;
 pub mod chart;
 pub mod extras;
 pub mod integrations;
@@ -55,7 +56,10 @@ pub fn router() -> Router<AppState> {
         .route("/integrations/{id}/pause", post(integrations::pause))
         .route("/integrations/{id}/resume", post(integrations::resume))
         .route("/integrations/{id}/delete", post(integrations::delete))
-        .route("/alerts", get(pages::alerts))
+        .route("/alerts", get(alerts::index))
+        .route("/alerts/{id}/ack", post(alerts::ack))
+        .route("/alerts/silences", post(alerts::add_silence))
+        .route("/alerts/silences/{id}/expire", post(alerts::expire_silence))
         .route("/settings", get(settings::index))
         .route(
             "/settings/users",

@@ -159,13 +159,3 @@ pub async fn analytics(PageUser(u): PageUser) -> Response {
         &[],
     )
 }
-
-pub async fn alerts(PageUser(u): PageUser) -> Response {
-    placeholder(
-        &u,
-        "/alerts",
-        "Alerts",
-        "Alert rules, firing and resolved alerts, acknowledgements, silences and notifiers.",
-        &[],
-    )
-}

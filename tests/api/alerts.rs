@@ -269,6 +269,97 @@ async fn state_machine(backend: Backend) {
         kinds,
         ["pending", "firing", "notified", "resolved", "notified"]
     );
+
+    // The page: open alerts with their acknowledgement, a form to acknowledge the others,
+    // silences added through a form (bad input refused, nothing stored).
+    let browser = crate::helpers::browser();
+    let csrf = crate::helpers::sign_in_admin(&app, &browser).await;
+    let html = crate::helpers::page_text(&app, &browser, "/alerts").await;
+    assert!(
+        html.contains("looking into it"),
+        "c2's acknowledgement shown"
+    );
+    assert!(
+        html.contains("customer=c3"),
+        "c3 firing, shown though silenced"
+    );
+    let c3: (i64,) = store
+        .fetch_one(
+            "SELECT id FROM alerts WHERE state = 'firing' AND summary LIKE '%c3%'",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    assert!(html.contains(&format!("/alerts/{}/ack", c3.0)));
+    let res = app
+        .post_form(
+            &browser,
+            &format!("/alerts/{}/ack", c3.0),
+            &[("csrf_token", &csrf), ("note", "from the page")],
+        )
+        .await;
+    assert!(res.status().is_success() || res.status().is_redirection());
+    let (by,): (Option<String>,) = store
+        .fetch_one(
+            "SELECT acked_by FROM alerts WHERE id = $1",
+            opsdeck::args![c3.0],
+        )
+        .await
+        .unwrap();
+    assert!(
+        by.unwrap().contains('@'),
+        "acknowledged by the signed-in user"
+    );
+    let silences_now = || async {
+        let (n,): (i64,) = store
+            .fetch_one("SELECT COUNT(*) FROM alert_silences", opsdeck::args![])
+            .await
+            .unwrap();
+        n
+    };
+    let before = silences_now().await;
+    let res = app
+        .post_form(
+            &browser,
+            "/alerts/silences",
+            &[
+                ("csrf_token", &csrf),
+                ("kind", "silence"),
+                ("matchers", "no equals sign"),
+                ("hours", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.text().await.unwrap().contains("matchers"));
+    let res = app
+        .post_form(
+            &browser,
+            "/alerts/silences",
+            &[
+                ("kind", "silence"),
+                ("matchers", "integration=api"),
+                ("hours", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "no CSRF token");
+    assert_eq!(silences_now().await, before);
+    let res = app
+        .post_form(
+            &browser,
+            "/alerts/silences",
+            &[
+                ("csrf_token", &csrf),
+                ("kind", "maintenance"),
+                ("matchers", "integration=api"),
+                ("hours", "2"),
+                ("comment", "db upgrade"),
+            ],
+        )
+        .await;
+    assert!(res.status().is_success() || res.status().is_redirection());
+    assert_eq!(silences_now().await, before + 1);
     app.finish().await;
 }
 
