@@ -60,6 +60,10 @@ pub struct Config {
     /// tokens they give are replaced in the store by refreshes.
     #[serde(default)]
     pub credentials: Vec<crate::tokens::CredentialSpec>,
+    /// `[[notifiers]]`: notifiers declared in config (read-only in the API), written to the
+    /// store at start.
+    #[serde(default)]
+    pub notifiers: Vec<crate::webhooks::endpoints::EndpointSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -787,6 +791,21 @@ impl Loader {
                 return Err(fail(
                     format!("credentials[{i}].name"),
                     format!("credential {:?} is declared twice", credential.name.trim()),
+                ));
+            }
+        }
+        let mut notifiers = std::collections::HashSet::new();
+        for (i, notifier) in c.notifiers.iter().enumerate() {
+            notifier.check().map_err(|e| match e {
+                crate::webhooks::endpoints::EndpointError::Invalid { field, problem } => {
+                    fail(format!("notifiers[{i}].{field}"), problem)
+                }
+                other => fail(format!("notifiers[{i}]"), other.to_string()),
+            })?;
+            if !notifiers.insert(notifier.name.trim()) {
+                return Err(fail(
+                    format!("notifiers[{i}].name"),
+                    format!("notifier {:?} is declared twice", notifier.name.trim()),
                 ));
             }
         }

@@ -115,6 +115,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0017_webhooks.sql"),
         include_str!("../../migrations/postgres/0017_webhooks.sql"),
     ),
+    (
+        18,
+        "notifiers",
+        include_str!("../../migrations/sqlite/0018_notifiers.sql"),
+        include_str!("../../migrations/postgres/0018_notifiers.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.
