@@ -134,7 +134,7 @@ impl App {
             &config.webhooks,
             config.alerts.allow_private_targets,
         )
-            .map_err(|e| StartError::Webhooks(e.to_string()))?;
+        .map_err(|e| StartError::Webhooks(e.to_string()))?;
         let (ingestor, inbox) = Ingestor::channel();
         let state = AppState(Arc::new(Shared {
             webhooks: Arc::new(webhooks),

@@ -211,7 +211,10 @@ async fn slack(
     let path = format!("/services/{t}/{b}/{x}");
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
     let (status, response) = if path != SLACK_PATH {
-        (StatusCode::NOT_FOUND, plain(StatusCode::NOT_FOUND, "no_service"))
+        (
+            StatusCode::NOT_FOUND,
+            plain(StatusCode::NOT_FOUND, "no_service"),
+        )
     } else if let Some(trouble) = take_trouble(&book, Service::Slack) {
         match trouble {
             Trouble::RateLimited => (
@@ -238,14 +241,29 @@ async fn slack(
             plain(StatusCode::BAD_REQUEST, "invalid_payload"),
         )
     } else if parsed.as_ref().is_some_and(|v| {
-        v.get("text").and_then(Value::as_str).is_none_or(str::is_empty)
-            && v.get("blocks").and_then(Value::as_array).is_none_or(Vec::is_empty)
+        v.get("text")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+            && v.get("blocks")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
     }) {
-        (StatusCode::BAD_REQUEST, plain(StatusCode::BAD_REQUEST, "no_text"))
+        (
+            StatusCode::BAD_REQUEST,
+            plain(StatusCode::BAD_REQUEST, "no_text"),
+        )
     } else {
         (StatusCode::OK, plain(StatusCode::OK, "ok"))
     };
-    record(&book, Service::Slack, path, HashMap::new(), &headers, &body, status);
+    record(
+        &book,
+        Service::Slack,
+        path,
+        HashMap::new(),
+        &headers,
+        &body,
+        status,
+    );
     response
 }
 
@@ -367,7 +385,10 @@ async fn twilio(
             Trouble::Rejected | Trouble::Gone => twilio_error(
                 StatusCode::BAD_REQUEST,
                 21211,
-                &format!("The 'To' number {} is not a valid phone number.", field("To")),
+                &format!(
+                    "The 'To' number {} is not a valid phone number.",
+                    field("To")
+                ),
             ),
         }
     } else if !is_form(&headers) {
@@ -449,16 +470,18 @@ async fn vonage(State(book): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         serde_urlencoded::from_bytes(&body).unwrap_or_default()
     };
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
-    let failure = |status: &str, text: &str| vonage_answer(json!([{"status": status, "error-text": text}]));
+    let failure =
+        |status: &str, text: &str| vonage_answer(json!([{"status": status, "error-text": text}]));
     let response = if field("api_key").is_empty() {
         failure("2", "Missing api_key")
     } else if field("api_key") != VONAGE_KEY || field("api_secret") != VONAGE_SECRET {
         failure("4", "Bad Credentials")
     } else if let Some(trouble) = take_trouble(&book, Service::Vonage) {
         match trouble {
-            Trouble::RateLimited => {
-                failure("1", "Throughput Rate Exceeded - please wait [ 30 ] and retry")
-            }
+            Trouble::RateLimited => failure(
+                "1",
+                "Throughput Rate Exceeded - please wait [ 30 ] and retry",
+            ),
             Trouble::Rejected | Trouble::Gone => failure("4", "Bad Credentials"),
         }
     } else if field("from").is_empty() {
@@ -492,8 +515,10 @@ async fn pagerduty(State(book): State<Shared>, headers: HeaderMap, body: Bytes) 
     let invalid = |errors: Vec<String>| {
         (
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({"status": "invalid event", "message": "Event object is invalid",
-                "errors": errors})),
+            axum::Json(
+                json!({"status": "invalid event", "message": "Event object is invalid",
+                "errors": errors}),
+            ),
         )
             .into_response()
     };
@@ -527,7 +552,9 @@ async fn pagerduty(State(book): State<Shared>, headers: HeaderMap, body: Bytes) 
         }
         let action = s("/event_action");
         if !matches!(action, "trigger" | "acknowledge" | "resolve") {
-            errors.push("'event_action' is invalid (must be one of: trigger, acknowledge, resolve)".into());
+            errors.push(
+                "'event_action' is invalid (must be one of: trigger, acknowledge, resolve)".into(),
+            );
         }
         if action == "trigger" {
             if s("/payload/summary").is_empty() {
@@ -538,7 +565,10 @@ async fn pagerduty(State(book): State<Shared>, headers: HeaderMap, body: Bytes) 
             if s("/payload/source").is_empty() {
                 errors.push("'payload.source' is missing or blank".into());
             }
-            if !matches!(s("/payload/severity"), "critical" | "error" | "warning" | "info") {
+            if !matches!(
+                s("/payload/severity"),
+                "critical" | "error" | "warning" | "info"
+            ) {
                 errors.push("'payload.severity' is invalid (must be one of: critical, error, warning, info)".into());
             }
         } else if s("/dedup_key").is_empty() {

@@ -93,8 +93,8 @@ pub async fn send(
             let pem = tokio::fs::read(&ca)
                 .await
                 .map_err(|e| (None, format!("ca_file {ca}: {e}")))?;
-            let cert = Certificate::from_pem(&pem)
-                .map_err(|e| (None, format!("ca_file {ca}: {e}")))?;
+            let cert =
+                Certificate::from_pem(&pem).map_err(|e| (None, format!("ca_file {ca}: {e}")))?;
             params = params.add_root_certificate(cert);
         }
         let params = params
@@ -107,12 +107,11 @@ pub async fn send(
         }
     };
     // The checked address, not the name: resolving again could give another answer.
-    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-        addr.ip().to_string(),
-    )
-    .port(port)
-    .tls(tls)
-    .timeout(Some(timeout));
+    let mut transport =
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(addr.ip().to_string())
+            .port(port)
+            .tls(tls)
+            .timeout(Some(timeout));
     let username = setting(settings, "username");
     if !username.is_empty() {
         transport = transport.credentials(Credentials::new(username, password.to_string()));

@@ -156,7 +156,10 @@ fn only(spec: &EndpointSpec, kind: Kind, allowed: &[&str]) -> Result<(), Endpoin
         ("api_base", spec.api_base.is_some()),
         ("account_sid", spec.account_sid.is_some()),
         ("auth_token", spec.auth_token.is_some()),
-        ("messaging_service_sid", spec.messaging_service_sid.is_some()),
+        (
+            "messaging_service_sid",
+            spec.messaging_service_sid.is_some(),
+        ),
         ("from", spec.from.is_some()),
         ("to", spec.to.is_some()),
         ("api_key", spec.api_key.is_some()),
@@ -248,7 +251,10 @@ pub fn check(spec: &EndpointSpec) -> Result<Checked, EndpointError> {
             only(spec, kind, &["url"])?;
             let url = check_url("url", &spec.url)?;
             if url.path().len() <= 1 {
-                return Err(invalid("url", "must be the incoming-webhook URL with its path"));
+                return Err(invalid(
+                    "url",
+                    "must be the incoming-webhook URL with its path",
+                ));
             }
             Ok(Checked {
                 kind,
@@ -313,10 +319,7 @@ pub fn check(spec: &EndpointSpec) -> Result<Checked, EndpointError> {
                     ));
                 }
                 (None, None) => {
-                    return Err(invalid(
-                        "from",
-                        "is required (or messaging_service_sid)",
-                    ));
+                    return Err(invalid("from", "is required (or messaging_service_sid)"));
                 }
             }
             settings["to"] = json!(one_number(spec, "to")?);
@@ -330,7 +333,11 @@ pub fn check(spec: &EndpointSpec) -> Result<Checked, EndpointError> {
             })
         }
         Kind::VonageSms => {
-            only(spec, kind, &["api_base", "api_key", "api_secret", "from", "to"])?;
+            only(
+                spec,
+                kind,
+                &["api_base", "api_key", "api_secret", "from", "to"],
+            )?;
             let key = required("api_key", &spec.api_key)?;
             if key.len() > 64 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 return Err(invalid("api_key", "must be letters and digits"));
@@ -425,11 +432,7 @@ pub fn check(spec: &EndpointSpec) -> Result<Checked, EndpointError> {
             if !is_mailbox(from) {
                 return Err(invalid("from", format!("{from:?} is not an email address")));
             }
-            let to = spec
-                .to
-                .as_ref()
-                .map(Recipients::list)
-                .unwrap_or_default();
+            let to = spec.to.as_ref().map(Recipients::list).unwrap_or_default();
             if to.is_empty() || to.len() > 50 {
                 return Err(invalid("to", "give 1 to 50 email addresses"));
             }
@@ -500,12 +503,16 @@ mod tests {
         );
         assert!(field(json!({"name": "x", "kind": "pagerduty"})).starts_with("routing_key:"));
         assert!(
-            field(json!({"name": "x", "kind": "pagerduty", "routing_key": "k", "to": "+15550000000"}))
-                .starts_with("to: is not a field")
+            field(
+                json!({"name": "x", "kind": "pagerduty", "routing_key": "k", "to": "+15550000000"})
+            )
+            .starts_with("to: is not a field")
         );
         assert!(
-            field(json!({"name": "x", "kind": "email", "host": "mail", "from": "a@b.c",
-                "to": ["nope"]}))
+            field(
+                json!({"name": "x", "kind": "email", "host": "mail", "from": "a@b.c",
+                "to": ["nope"]})
+            )
             .starts_with("to: \"nope\"")
         );
     }

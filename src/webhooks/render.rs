@@ -159,7 +159,10 @@ impl Notice {
             key
         } else {
             use sha2::Digest;
-            format!("opsdeck:{}", hex::encode(sha2::Sha256::digest(key.as_bytes())))
+            format!(
+                "opsdeck:{}",
+                hex::encode(sha2::Sha256::digest(key.as_bytes()))
+            )
         }
     }
 
@@ -531,11 +534,7 @@ pub fn email(notice: &Notice) -> (String, String, String) {
         html.push_str("</table>");
     }
     if let Some(url) = notice.url() {
-        let _ = write!(
-            html,
-            "<p><a href=\"{}\">Open in opsdeck</a></p>",
-            esc(&url)
-        );
+        let _ = write!(html, "<p><a href=\"{}\">Open in opsdeck</a></p>", esc(&url));
     }
     html.push_str("</body></html>");
     (clip(&notice.title(), 200), notice.plain(), html)
@@ -575,7 +574,11 @@ mod tests {
             .map(|b| b["event_action"].as_str().unwrap_or(""))
             .collect();
         assert_eq!(actions, ["trigger", "acknowledge", "resolve"]);
-        assert!(bodies.iter().all(|b| b["dedup_key"] == bodies[0]["dedup_key"]));
+        assert!(
+            bodies
+                .iter()
+                .all(|b| b["dedup_key"] == bodies[0]["dedup_key"])
+        );
         assert_eq!(bodies[0]["payload"]["severity"], "critical");
         assert_eq!(bodies[0]["payload"]["component"], "api");
         assert!(bodies[1].get("payload").is_none());
@@ -585,7 +588,8 @@ mod tests {
     fn vonage_200_with_an_error_is_a_failure() {
         let ok = r#"{"message-count":"1","messages":[{"status":"0","message-id":"x"}]}"#;
         assert_eq!(judge(Kind::VonageSms, 200, ok), Verdict::default());
-        let bad = r#"{"message-count":"1","messages":[{"status":"4","error-text":"Bad Credentials"}]}"#;
+        let bad =
+            r#"{"message-count":"1","messages":[{"status":"4","error-text":"Bad Credentials"}]}"#;
         assert_eq!(
             judge(Kind::VonageSms, 200, bad).failure.as_deref(),
             Some("Vonage status 4: Bad Credentials")
