@@ -962,6 +962,22 @@ mod tests {
     }
 
     #[test]
+    fn notifiers_are_checked_by_field() {
+        let f = write(
+            "[[notifiers]]\nname = \"sms\"\nkind = \"twilio_sms\"\n\
+             account_sid = \"AC00000000000000000000000000000001\"\nauth_token = \"t\"\n\
+             from = \"+15005550006\"\nto = \"+1555\"\n",
+        );
+        let err = Config::load(Some(f.path()), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notifiers[0].to") && err.contains("E.164"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn errors_name_origin_and_key() {
         let f = write("[server]\nlistn = \"x\"\n");
         let err = Config::load(Some(f.path()), &[], &Overrides::default())

@@ -391,13 +391,7 @@ async fn twilio(
                 ),
             ),
         }
-    } else if !is_form(&headers) {
-        twilio_error(
-            StatusCode::BAD_REQUEST,
-            21604,
-            "A 'To' phone number is required.",
-        )
-    } else if field("To").is_empty() {
+    } else if !is_form(&headers) || field("To").is_empty() {
         twilio_error(
             StatusCode::BAD_REQUEST,
             21604,

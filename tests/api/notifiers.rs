@@ -485,7 +485,7 @@ async fn bad_notifiers(app: &TestApp) {
             "url: 169.254.169.254 is a cloud metadata",
         ),
         (
-            json!({"name": "x", "url": "http://[fe80::1]/hook"}),
+            json!({"name": "x", "kind": "slack", "url": "http://[fe80::1]/services/a"}),
             "url: fe80::1 is a link-local address",
         ),
         (
@@ -570,3 +570,34 @@ crate::dual_test!(config_notifiers, |c| {
         .unwrap(),
     ];
 });
+
+/// Without `[alerts] allow_private_targets` (nor `webhooks.allow_private`), a notifier on
+/// loopback is refused by the SSRF guard before any byte is sent, and the attempt says why.
+async fn private_targets_need_allowing(app: &TestApp) {
+    let sim = NotifySim::start().await.unwrap();
+    let admin = app.key("admin", &["admin"]).await;
+    let slack = create(
+        app,
+        &admin,
+        json!({"name": "ops-slack", "kind": "slack", "url": sim.slack_url()}),
+    )
+    .await;
+    let msg = send_test(app, &admin, slack).await;
+    wait_for("the first attempt", || async {
+        !attempts(app, &msg).await.is_empty()
+    })
+    .await;
+    let tries = attempts(app, &msg).await;
+    assert!(
+        tries[0]
+            .1
+            .as_deref()
+            .is_some_and(|e| e.starts_with("refused:") && e.contains("loopback")),
+        "{tries:?}"
+    );
+    assert!(
+        sim.hits(Service::Slack).is_empty(),
+        "nothing reached the service"
+    );
+}
+crate::dual_test!(private_targets_need_allowing);
