@@ -114,6 +114,9 @@ impl App {
         crate::tokens::store::sync_config(&store, &master_key, &config.credentials)
             .await
             .map_err(|e| StartError::Credentials(e.to_string()))?;
+        crate::webhooks::endpoints::sync_config(&store, &master_key, &config.notifiers)
+            .await
+            .map_err(|e| StartError::Webhooks(e.to_string()))?;
         let vault: Arc<crate::tokens::Vault> = Arc::default();
         crate::tokens::store::reload_vault(&store, &master_key, &vault)
             .await
@@ -129,8 +132,11 @@ impl App {
             .await
             .map_err(|e| StartError::Stripe(e.to_string()))?;
         let access = &config.access;
-        let webhooks = crate::webhooks::worker::Deliverer::new(&config.webhooks)
-            .map_err(|e| StartError::Webhooks(e.to_string()))?;
+        let webhooks = crate::webhooks::worker::Deliverer::new(
+            &config.webhooks,
+            config.alerts.allow_private_targets,
+        )
+        .map_err(|e| StartError::Webhooks(e.to_string()))?;
         let (ingestor, inbox) = Ingestor::channel();
         let state = AppState(Arc::new(Shared {
             webhooks: Arc::new(webhooks),

@@ -666,13 +666,14 @@ pub async fn acknowledge(
             .collect()
     };
     let alert = load_alert(&mut tx, id).await?;
-    let (kind, data) = notification(
+    let (kind, mut data) = notification(
         &alert.group_key,
         "acknowledged",
         &alert.severity,
         vec![alert.to_json()],
         settings,
     );
+    data["acked_by"] = json!(who);
     queue::enqueue_with(&mut tx, kind, &data, now, &targets).await?;
     tx.commit().await?;
     Ok((

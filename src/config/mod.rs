@@ -63,6 +63,10 @@ pub struct Config {
     /// `[[alert_rules]]`: alert rules declared in config (read-only in the UI).
     #[serde(default)]
     pub alert_rules: Vec<crate::alerts::rules::RuleSpec>,
+    /// `[[notifiers]]`: notifiers declared in config (read-only in the API), written to the
+    /// store at start.
+    #[serde(default)]
+    pub notifiers: Vec<crate::webhooks::endpoints::EndpointSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -793,6 +797,21 @@ impl Loader {
                 ));
             }
         }
+        let mut notifiers = std::collections::HashSet::new();
+        for (i, notifier) in c.notifiers.iter().enumerate() {
+            notifier.check().map_err(|e| match e {
+                crate::webhooks::endpoints::EndpointError::Invalid { field, problem } => {
+                    fail(format!("notifiers[{i}].{field}"), problem)
+                }
+                other => fail(format!("notifiers[{i}]"), other.to_string()),
+            })?;
+            if !notifiers.insert(notifier.name.trim()) {
+                return Err(fail(
+                    format!("notifiers[{i}].name"),
+                    format!("notifier {:?} is declared twice", notifier.name.trim()),
+                ));
+            }
+        }
         for (i, price) in c.pricing.iter().enumerate() {
             let at = |field: &str| format!("pricing[{i}].{field}");
             crate::costs::check_provider(&price.provider).map_err(|p| fail(at("provider"), p))?;
@@ -943,6 +962,22 @@ mod tests {
         };
         let c = Config::load(Some(f.path()), &e, &o).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn notifiers_are_checked_by_field() {
+        let f = write(
+            "[[notifiers]]\nname = \"sms\"\nkind = \"twilio_sms\"\n\
+             account_sid = \"AC00000000000000000000000000000001\"\nauth_token = \"t\"\n\
+             from = \"+15005550006\"\nto = \"+1555\"\n",
+        );
+        let err = Config::load(Some(f.path()), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notifiers[0].to") && err.contains("E.164"),
+            "{err}"
+        );
     }
 
     #[test]

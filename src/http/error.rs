@@ -171,7 +171,9 @@ impl From<crate::webhooks::endpoints::EndpointError> for ApiError {
         match e {
             EndpointError::Invalid { .. } => ApiError::Invalid(e.to_string()),
             EndpointError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            EndpointError::Taken(_) => ApiError::Conflict(e.to_string()),
+            EndpointError::Taken(_) | EndpointError::ReadOnly(_) => {
+                ApiError::Conflict(e.to_string())
+            }
             EndpointError::Store(s) => s.into(),
             other => ApiError::Internal(other.to_string()),
         }

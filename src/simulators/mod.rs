@@ -6,10 +6,12 @@
 //! real connector syncs from, or calls opsdeck's public HTTP API like a customer's app would.
 
 pub mod gcp;
+pub mod notify;
 pub mod oauth;
 pub mod providers;
 pub mod providers_demo;
 pub mod providers_extras;
+pub mod smtp;
 pub mod stripe;
 pub mod stripe_demo;
 pub mod usage;

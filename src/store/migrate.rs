@@ -116,6 +116,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0017_webhooks.sql"),
     ),
     (
+        18,
+        "notifiers",
+        include_str!("../../migrations/sqlite/0018_notifiers.sql"),
+        include_str!("../../migrations/postgres/0018_notifiers.sql"),
+    ),
+    (
         19,
         "alerts",
         include_str!("../../migrations/sqlite/0019_alerts.sql"),

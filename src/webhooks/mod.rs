@@ -2,13 +2,18 @@
 //! notifications, the durable queue of deliveries to them (`queue`), signing per the Standard
 //! Webhooks spec (`signing`), and the SSRF guard every outgoing notifier and webhook request
 //! goes through (`guard`: link-local and metadata addresses always refused, private ones
-//! unless allowed). The worker that sends each attempt and retries on a schedule comes next.
+//! unless allowed), notifier kinds and their validation (`notifiers`), the per-kind request
+//! shapes (`render`, `email`), and the worker that sends each attempt and retries on a
+//! schedule (`worker`).
 //!
 //! Nothing here renders pages or answers HTTP requests; routes and pages call into it.
 
+pub mod email;
 pub mod endpoints;
 pub mod guard;
+pub mod notifiers;
 pub mod queue;
+pub mod render;
 pub mod routes;
 pub mod signing;
 pub mod worker;

@@ -1,7 +1,9 @@
 //! HTTP routes of outgoing webhooks: endpoints (list with their 24 h success rate, create —
 //! answering the generated secret once —, delete, enable again) and deliveries (list by state
 //! and endpoint with their attempts, retry one, retry every failed one, replay a time range).
-//! Reads need the read scope, changes the admin scope.
+//! Every endpoint has a kind (`webhook` or a notifier such as `slack`), and a "send test" that
+//! queues a `notifier.test` message to it alone. Reads need the read scope, changes the admin
+//! scope.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -25,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_endpoints, create_endpoint))
         .routes(routes!(delete_endpoint))
         .routes(routes!(enable_endpoint))
+        .routes(routes!(test_endpoint))
         .routes(routes!(list_deliveries))
         .routes(routes!(delivery_attempts))
         .routes(routes!(retry_delivery))
@@ -83,12 +86,14 @@ async fn list_endpoints(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedEndpoint {
     pub id: i64,
-    /// The signing secret (`whsec_…`): shown this once.
-    pub secret: String,
+    /// A webhook's signing secret (`whsec_…`): shown this once. `null` for notifier kinds,
+    /// whose secret was given and is never shown again.
+    pub secret: Option<String>,
 }
 
-/// Registers an endpoint for opsdeck's events (`event_types`: types, `prefix.*` or `*`). The
-/// signing secret is generated unless given, and answered once.
+/// Registers an endpoint or notifier (`kind` and the kind's fields; `event_types`: types,
+/// `prefix.*` or `*`). A webhook's signing secret is generated unless given, and answered
+/// once; other kinds' secrets are never answered.
 #[utoipa::path(post, path = "/api/v1/webhooks/endpoints", tag = "webhooks",
     security(("api_key" = [])), request_body = EndpointSpec,
     responses((status = 201, body = CreatedEndpoint), (status = 403, body = ErrorBody),
@@ -112,7 +117,7 @@ async fn create_endpoint(
         StatusCode::CREATED,
         Json(CreatedEndpoint {
             id,
-            secret: secret.expose(),
+            secret: secret.map(|s| s.expose()),
         }),
     ))
 }
@@ -144,6 +149,41 @@ async fn enable_endpoint(
     p.require(Scope::Admin)?;
     endpoints::enable(&state.store, id, now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestQueued {
+    /// The `notifier.test` message; its delivery shows in the deliveries view.
+    pub message_id: String,
+}
+
+/// "Send test": queues a `notifier.test` message to this endpoint alone; the attempt then
+/// shows in the deliveries view like any other.
+#[utoipa::path(post, path = "/api/v1/webhooks/endpoints/{id}/test", tag = "webhooks",
+    security(("api_key" = [])), params(("id" = i64, Path, description = "Endpoint id")),
+    responses((status = 202, body = TestQueued), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn test_endpoint(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    client: ClientAddr,
+    Path(id): Path<i64>,
+) -> Result<(StatusCode, Json<TestQueued>)> {
+    p.require(Scope::Admin)?;
+    let endpoint = endpoints::get(&state.store, id).await?;
+    let now = now_ms();
+    let actor = client.actor(&p);
+    let data = serde_json::json!({
+        "summary": format!("Test notification from opsdeck to {}", endpoint.name),
+        "severity": "info",
+        "endpoint": endpoint.name,
+        "requested_by": actor.name,
+        "url": state.config.server.public_url,
+    });
+    let mut tx = state.store.begin().await?;
+    let message_id = queue::enqueue_to(&mut tx, "notifier.test", &data, now, &[id]).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(TestQueued { message_id })))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -1,5 +1,6 @@
-//! The delivery worker: claims due deliveries under a lease, sends each attempt signed per
-//! Standard Webhooks through the SSRF-guarded client (no redirects, bounded time and body),
+//! The delivery worker: claims due deliveries under a lease, sends each attempt — signed per
+//! Standard Webhooks for a `webhook`, shaped by `render` for a notifier kind, over SMTP for
+//! `email` — through the SSRF guard (no redirects, bounded time and body),
 //! and records every outcome with the next attempt's time from the retry schedule. A 2xx is
 //! delivered; a 3xx is a failure (redirects are not followed); 410 Gone disables the endpoint;
 //! anything else is retried until the schedule runs out. Endpoints with a rate limit get at
@@ -15,8 +16,10 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 
 use super::endpoints::{self, Endpoint, EndpointError};
-use super::guard::{self, Guard};
+use super::guard::{self, Cidr, Guard};
+use super::notifiers::Kind;
 use super::queue::{self, Claimed, Next, Outcome, QueueError};
+use super::render::{self, Notice};
 use super::signing::Secret;
 use crate::access::secrets::MasterKey;
 use crate::config::WebhooksConfig;
@@ -56,10 +59,17 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn new(config: &WebhooksConfig) -> Result<Self, WorkerError> {
-        let guard = Arc::new(
-            Guard::parse(&config.allow_private).map_err(|e| WorkerError::Config(e.to_string()))?,
-        );
+    /// `allow_private_targets` (`[alerts]`) opens every private and loopback range on top of
+    /// `webhooks.allow_private`; link-local and metadata addresses stay refused either way.
+    pub fn new(config: &WebhooksConfig, allow_private_targets: bool) -> Result<Self, WorkerError> {
+        let mut allow = Guard::parse(&config.allow_private)
+            .map_err(|e| WorkerError::Config(e.to_string()))?
+            .allow_list()
+            .to_vec();
+        if allow_private_targets {
+            allow.extend(every_private_range());
+        }
+        let guard = Arc::new(Guard::new(allow));
         let client = guard::client_builder(guard.clone())
             .timeout(config.timeout.0)
             .connect_timeout(config.timeout.0)
@@ -99,7 +109,7 @@ impl Deliverer {
         let mut ids: Vec<i64> = claimed.iter().map(|c| c.endpoint_id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let endpoints: HashMap<i64, (Endpoint, Secret)> = endpoints::for_sending(store, key, &ids)
+        let endpoints: HashMap<i64, (Endpoint, String)> = endpoints::for_sending(store, key, &ids)
             .await?
             .into_iter()
             .map(|(e, s)| (e.id, (e, s)))
@@ -128,7 +138,7 @@ impl Deliverer {
     async fn attempt(
         &self,
         c: &Claimed,
-        endpoint: Option<&(Endpoint, Secret)>,
+        endpoint: Option<&(Endpoint, String)>,
         message: Option<&(String, String)>,
     ) -> Outcome {
         let at = now_ms();
@@ -170,12 +180,17 @@ impl Deliverer {
                 outcome.status = Some(answer.status);
                 outcome.response = Some(answer.excerpt);
                 match answer.status {
-                    200..=299 => {
+                    200..=299 if answer.failure.is_none() => {
                         outcome.next = Next::Succeeded;
                         return outcome;
                     }
                     410 => {
-                        outcome.error = Some("HTTP 410 Gone: the endpoint is disabled".into());
+                        outcome.error = Some(format!(
+                            "{}: the endpoint is disabled",
+                            answer
+                                .failure
+                                .unwrap_or_else(|| "HTTP 410 Gone".to_string())
+                        ));
                         outcome.disable = Some("answered 410 Gone".into());
                         return outcome;
                     }
@@ -185,7 +200,9 @@ impl Deliverer {
                             answer.status
                         ));
                     }
-                    s => outcome.error = Some(format!("HTTP {s}")),
+                    s => {
+                        outcome.error = Some(answer.failure.unwrap_or_else(|| format!("HTTP {s}")))
+                    }
                 }
                 answer.retry_after
             }
@@ -239,6 +256,74 @@ impl Deliverer {
     async fn send(
         &self,
         endpoint: &Endpoint,
+        secret: &str,
+        message_id: &str,
+        body: &str,
+    ) -> Result<Answer, String> {
+        let kind = Kind::parse(&endpoint.kind)
+            .ok_or_else(|| format!("unknown notifier kind {:?}", endpoint.kind))?;
+        if kind == Kind::Webhook {
+            let secret = Secret::parse(secret).map_err(|e| format!("signing secret: {e}"))?;
+            return self.send_webhook(endpoint, &secret, message_id, body).await;
+        }
+        let notice = Notice::parse(message_id, body).ok_or("the message is not JSON")?;
+        if kind == Kind::Email {
+            return match super::email::send(
+                &self.guard,
+                &endpoint.settings,
+                secret,
+                &notice,
+                self.timeout,
+            )
+            .await
+            {
+                Ok(sent) => Ok(Answer {
+                    status: sent.code,
+                    retry_after: None,
+                    excerpt: sent.reply,
+                    failure: None,
+                }),
+                Err((Some(code), why)) => Ok(Answer {
+                    status: code,
+                    retry_after: None,
+                    excerpt: why.clone(),
+                    failure: Some(why),
+                }),
+                Err((None, why)) => Err(why),
+            };
+        }
+        let out = render::outgoing(kind, &endpoint.settings, secret, &notice)
+            .ok_or("no request shape for this kind")?;
+        // Never the URL itself in the error: Slack's and Discord's carry their secret.
+        let url = reqwest::Url::parse(&out.url).map_err(|e| format!("bad URL: {e}"))?;
+        self.guard
+            .check_url(&url)
+            .map_err(|e| format!("refused: {e}"))?;
+        let mut request = self
+            .client
+            .post(url)
+            .header("content-type", out.content_type)
+            .header("accept", "application/json")
+            .body(out.body);
+        if let Some((user, password)) = out.basic_auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let res = request.send().await.map_err(describe)?;
+        let status = res.status().as_u16();
+        let header_wait = retry_after_of(&res);
+        let full = read_body(res).await;
+        let verdict = render::judge(kind, status, &String::from_utf8_lossy(&full));
+        Ok(Answer {
+            status,
+            retry_after: header_wait.or(verdict.retry_after),
+            excerpt: excerpt(full),
+            failure: verdict.failure,
+        })
+    }
+
+    async fn send_webhook(
+        &self,
+        endpoint: &Endpoint,
         secret: &Secret,
         message_id: &str,
         body: &str,
@@ -263,33 +348,61 @@ impl Deliverer {
             .body(body.to_owned())
             .send()
             .await
-            .map_err(|e| match guard::guard_error(&e) {
-                Some(refused) => format!("refused: {refused}"),
-                None => crate::health::checks::describe(&e.without_url()),
-            })?;
+            .map_err(describe)?;
         let status = res.status().as_u16();
-        let retry_after = res
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = retry_after_of(&res);
         Ok(Answer {
             status,
             retry_after,
-            excerpt: read_excerpt(res).await,
+            excerpt: excerpt(read_body(res).await),
+            failure: None,
         })
     }
+}
+
+/// Every private and loopback range, for `[alerts] allow_private_targets`.
+fn every_private_range() -> Vec<Cidr> {
+    [
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "::1/128",
+        "fc00::/7",
+        "fec0::/10",
+    ]
+    .iter()
+    .filter_map(|c| c.parse().ok())
+    .collect()
+}
+
+fn describe(e: reqwest::Error) -> String {
+    match guard::guard_error(&e) {
+        Some(refused) => format!("refused: {refused}"),
+        None => crate::health::checks::describe(&e.without_url()),
+    }
+}
+
+fn retry_after_of(res: &reqwest::Response) -> Option<Duration> {
+    res.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
 }
 
 struct Answer {
     status: u16,
     retry_after: Option<Duration>,
     excerpt: String,
+    /// The service refused in its body (Vonage's 200 with a failed status), or its own
+    /// words for a failure.
+    failure: Option<String>,
 }
 
-/// The start of an answer: at most [`MAX_READ`] bytes are read (a receiver sending more, or
-/// never finishing, is cut off by the size or the client's timeout), [`EXCERPT`] kept.
-async fn read_excerpt(mut res: reqwest::Response) -> String {
+/// An answer's body, at most [`MAX_READ`] bytes (a receiver sending more, or never finishing,
+/// is cut off by the size or the client's timeout).
+async fn read_body(mut res: reqwest::Response) -> Vec<u8> {
     let mut body = Vec::new();
     while body.len() < MAX_READ {
         match res.chunk().await {
@@ -297,6 +410,11 @@ async fn read_excerpt(mut res: reqwest::Response) -> String {
             Ok(None) | Err(_) => break,
         }
     }
+    body
+}
+
+/// The start of an answer kept in the attempt log: [`EXCERPT`] bytes.
+fn excerpt(mut body: Vec<u8>) -> String {
     body.truncate(EXCERPT);
     String::from_utf8_lossy(&body).into_owned()
 }

@@ -15,6 +15,7 @@ mod ingest;
 mod integrations;
 mod keys;
 mod metering;
+mod notifiers;
 mod ops;
 mod revenue;
 mod storage;
