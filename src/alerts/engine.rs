@@ -201,6 +201,7 @@ pub async fn run(
         .into_iter()
         .collect();
 
+    let mut indexes: HashMap<((Metric, i64), String), ByValue> = HashMap::new();
     let mut tx = store.begin().await?;
     let mut changes: Vec<Change> = Vec::new();
     for (ri, rule) in rules.iter().enumerate() {
@@ -208,10 +209,25 @@ pub async fn run(
             continue;
         }
         let window = i64::try_from(rule.window.as_millis()).unwrap_or(i64::MAX);
-        let samples = &readings[&(rule.metric.clone(), window)];
+        let key = (rule.metric.clone(), window);
+        let samples = &readings[&key];
+        // A rule filtered to one series (one integration, one customer) looks its candidates
+        // up by the first filter label instead of scanning every series of the metric.
+        let candidates: Vec<&Sample> = match rule.spec.filter.iter().next() {
+            Some((k, v)) => {
+                let by_value = indexes
+                    .entry((key, k.clone()))
+                    .or_insert_with(|| index(samples, k));
+                by_value
+                    .get(v)
+                    .map(|ix| ix.iter().map(|&i| &samples[i]).collect())
+                    .unwrap_or_default()
+            }
+            None => samples.iter().collect(),
+        };
         let mut seen: HashMap<String, ()> = HashMap::new();
         let mut series: Vec<(BTreeMap<String, String>, Option<f64>)> = Vec::new();
-        for s in samples {
+        for s in candidates {
             if !rule
                 .spec
                 .filter
@@ -368,6 +384,20 @@ pub async fn run(
     .await?;
     tx.commit().await?;
     Ok((report, events))
+}
+
+/// Positions of a metric's samples by the value of one label.
+type ByValue = HashMap<String, Vec<usize>>;
+
+/// Positions of `samples` by the value of their label `key`.
+fn index(samples: &[Sample], key: &str) -> ByValue {
+    let mut out: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, s) in samples.iter().enumerate() {
+        if let Some(v) = s.labels.get(key) {
+            out.entry(v.clone()).or_default().push(i);
+        }
+    }
+    out
 }
 
 async fn event(tx: &mut Tx, alert: i64, at: i64, kind: &str, detail: Option<&str>) -> Result<()> {

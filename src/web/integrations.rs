@@ -1196,9 +1196,91 @@ struct WebhooksPage {
     receipts: Vec<Receipt>,
     older: Option<String>,
     paged: bool,
+    endpoints: Vec<OutgoingEndpoint>,
+    failed: Vec<FailedDelivery>,
 }
 
-/// `GET /integrations/webhooks`: inbound webhook receipts per provider (Stripe so far).
+/// An outgoing endpoint or notifier with its last 24 hours.
+pub struct OutgoingEndpoint {
+    pub endpoint: crate::webhooks::endpoints::Endpoint,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub pending: i64,
+    /// Percent, when anything finished.
+    pub success_rate: Option<f64>,
+}
+
+/// A failed delivery with its attempts, newest first.
+pub struct FailedDelivery {
+    pub delivery: crate::webhooks::queue::DeliveryRow,
+    pub attempts: Vec<crate::webhooks::queue::AttemptRow>,
+}
+
+/// Failed deliveries shown with their attempts.
+const FAILED_SHOWN: i64 = 20;
+
+/// The outgoing half of the tab: endpoints with their success rate, failed deliveries.
+async fn outgoing(
+    store: &crate::store::Store,
+    now: i64,
+) -> Result<(Vec<OutgoingEndpoint>, Vec<FailedDelivery>), ApiError> {
+    use crate::webhooks::{endpoints, queue};
+    let stats = queue::stats(store, now - DAY_MS).await?;
+    let list = endpoints::list(store)
+        .await?
+        .into_iter()
+        .map(|endpoint| {
+            let (succeeded, failed, pending) = stats
+                .iter()
+                .find(|(id, ..)| *id == endpoint.id)
+                .map(|(_, s, f, p)| (*s, *f, *p))
+                .unwrap_or_default();
+            OutgoingEndpoint {
+                endpoint,
+                succeeded,
+                failed,
+                pending,
+                success_rate: (succeeded + failed > 0)
+                    .then(|| succeeded as f64 * 100.0 / (succeeded + failed) as f64),
+            }
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for delivery in queue::deliveries(store, Some("failed"), None, None, FAILED_SHOWN).await? {
+        let attempts = queue::attempts(store, delivery.id).await?;
+        failed.push(FailedDelivery { delivery, attempts });
+    }
+    Ok((list, failed))
+}
+
+/// `POST /integrations/webhooks/deliveries/{id}/retry`, `…/retry-failed` (id 0: every failed
+/// delivery) and `…/endpoints/{id}/test`: the tab's buttons, for admins.
+pub async fn webhook_action(
+    State(state): State<AppState>,
+    Path((what, id)): Path<(String, i64)>,
+    form: crate::http::auth::CsrfForm<crate::http::auth::NoFields>,
+) -> PageResult {
+    if form.user.role != crate::access::Role::Admin {
+        return Err(ApiError::Forbidden(
+            "only admins can retry or test deliveries".into(),
+        ));
+    }
+    let now = now_ms();
+    match what.as_str() {
+        "retry" => {
+            let only = (id != 0).then_some(id);
+            crate::webhooks::queue::retry_failed(&state.store, only, None, now).await?;
+        }
+        "test" => {
+            crate::webhooks::routes::queue_test(&state, id, &form.actor().name).await?;
+        }
+        _ => return Err(ApiError::NotFound(format!("no action {what:?}"))),
+    }
+    Ok(axum::response::Redirect::to("/integrations/webhooks#outgoing").into_response())
+}
+
+/// `GET /integrations/webhooks`: inbound webhook receipts per provider (Stripe so far), and
+/// outgoing deliveries per endpoint and notifier.
 pub async fn webhooks(
     State(state): State<AppState>,
     PageUser(user): PageUser,
@@ -1217,6 +1299,7 @@ pub async fn webhooks(
     let now = now_ms();
     let store = &state.store;
     let paged = before.is_some();
+    let (endpoints, failed) = outgoing(store, now).await?;
     let (day, week, receipts) = tokio::try_join!(
         records::receipt_counts(store, now - DAY_MS),
         records::receipt_counts(store, now - 7 * DAY_MS),
@@ -1251,6 +1334,8 @@ pub async fn webhooks(
             receipts,
             older,
             paged,
+            endpoints,
+            failed,
         },
     ))
 }

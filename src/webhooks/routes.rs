@@ -170,20 +170,25 @@ async fn test_endpoint(
     Path(id): Path<i64>,
 ) -> Result<(StatusCode, Json<TestQueued>)> {
     p.require(Scope::Admin)?;
+    let message_id = queue_test(&state, id, &client.actor(&p).name).await?;
+    Ok((StatusCode::ACCEPTED, Json(TestQueued { message_id })))
+}
+
+/// Queues a `notifier.test` message to endpoint `id` alone (the API's and the page's "send
+/// test"); returns its message id.
+pub(crate) async fn queue_test(state: &AppState, id: i64, requested_by: &str) -> Result<String> {
     let endpoint = endpoints::get(&state.store, id).await?;
-    let now = now_ms();
-    let actor = client.actor(&p);
     let data = serde_json::json!({
         "summary": format!("Test notification from opsdeck to {}", endpoint.name),
         "severity": "info",
         "endpoint": endpoint.name,
-        "requested_by": actor.name,
+        "requested_by": requested_by,
         "url": state.config.server.public_url,
     });
     let mut tx = state.store.begin().await?;
-    let message_id = queue::enqueue_to(&mut tx, "notifier.test", &data, now, &[id]).await?;
+    let message_id = queue::enqueue_to(&mut tx, "notifier.test", &data, now_ms(), &[id]).await?;
     tx.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(TestQueued { message_id })))
+    Ok(message_id)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -515,6 +515,7 @@ async fn monitor_down_and_up(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |c| {
         c.alerts.evaluation_interval = opsdeck::config::ConfigDuration(Duration::from_millis(300));
         c.webhooks.allow_private = vec!["127.0.0.0/8".into()];
+        c.webhooks.retry_schedule = Vec::new();
     })
     .await
     else {
@@ -612,6 +613,79 @@ async fn monitor_down_and_up(backend: Backend) {
     for t in ["alert.firing", "alert.acknowledged", "alert.resolved"] {
         assert_eq!(of_type(t).len(), 1, "{t} exactly once");
     }
+
+    // The Webhooks tab: the notifier's success rate, "send test", a failed delivery with its
+    // attempt, and "retry".
+    let browser = crate::helpers::browser();
+    let csrf = crate::helpers::sign_in_admin(&app, &browser).await;
+    let html = crate::helpers::page_text(&app, &browser, "/integrations/webhooks").await;
+    assert!(
+        html.contains("oncall") && html.contains("100.0 %"),
+        "success rate shown"
+    );
+    let endpoint: (i64,) = app
+        .state
+        .store
+        .fetch_one(
+            "SELECT id FROM webhook_endpoints WHERE name = 'oncall'",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    receiver.set(Behaviour::status(500));
+    let res = app
+        .post_form(
+            &browser,
+            &format!("/integrations/webhooks/test/{}", endpoint.0),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert!(res.status().is_success() || res.status().is_redirection());
+    let failed = || async {
+        let (n,): (i64,) = app
+            .state
+            .store
+            .fetch_one(
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'failed'",
+                opsdeck::args![],
+            )
+            .await
+            .unwrap();
+        n
+    };
+    for _ in 0..200 {
+        if failed().await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        failed().await,
+        1,
+        "no retries configured: failed after one attempt"
+    );
+    let html = crate::helpers::page_text(&app, &browser, "/integrations/webhooks").await;
+    assert!(
+        html.contains("notifier.test") && html.contains("HTTP 500"),
+        "failed delivery shown"
+    );
+    receiver.set(Behaviour::ok());
+    let res = app
+        .post_form(
+            &browser,
+            "/integrations/webhooks/retry/0",
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert!(res.status().is_success() || res.status().is_redirection());
+    wait_for("notifier.test").await;
+    for _ in 0..200 {
+        if failed().await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(failed().await, 0, "retried and delivered");
     app.finish().await;
 }
 
