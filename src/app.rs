@@ -184,6 +184,12 @@ impl App {
                 cancel.clone(),
             )
         });
+        let stop = self.state.realtime.stop.clone();
+        let cancelled = cancel.clone();
+        tokio::spawn(async move {
+            cancelled.cancelled().await;
+            stop.cancel();
+        });
         let router = crate::http::router(self.state.clone());
         let result = axum::serve(
             listener,

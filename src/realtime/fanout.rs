@@ -93,7 +93,10 @@ async fn publish(client: redis::Client, origin: String, bus: Bus, cancel: Cancel
             let event = match got {
                 Ok(e) => e,
                 Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "Redis fan-out fell behind; events not sent to other instances");
+                    tracing::warn!(
+                        missed,
+                        "Redis fan-out fell behind; events not sent to other instances"
+                    );
                     continue;
                 }
                 Err(RecvError::Closed) => return,
@@ -166,7 +169,9 @@ async fn relay(client: redis::Client, origin: String, bus: Bus, cancel: Cancella
             match serde_json::from_slice::<Envelope>(msg.get_payload_bytes()) {
                 Ok(envelope) if envelope.origin != origin => bus.relay(envelope.event),
                 Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "Redis fan-out: ignoring a message that is not an event"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "Redis fan-out: ignoring a message that is not an event")
+                }
             }
         }
         if !pause(&mut backoff, &cancel).await {

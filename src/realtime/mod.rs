@@ -25,6 +25,10 @@ use crate::http::auth::cookie;
 /// the ingest stream, and a burst of 100k events/s must not become 100k pushes per client.
 pub const ACTIVITY_PER_SECOND: u32 = 20;
 
+/// How often the headline figures are compared and, when changed, pushed: at most one
+/// `metrics_update` per interval.
+pub const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Errors of the stream boundary; `http::error` maps them to status codes, and Socket.IO
 /// sends their text in the `connect_error` packet.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +53,9 @@ pub struct Realtime {
     activity: Mutex<(i64, u32)>,
     /// The headline figures last published, so only changes go out.
     last_figures: Mutex<Option<Value>>,
+    /// Fired when the server shuts down: open streams end, or a graceful shutdown would wait
+    /// for them forever.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl Realtime {
@@ -135,8 +142,7 @@ pub async fn principal(
         .any(|s| matches!(s, Scope::Tenant(_)))
     {
         return Err(RealtimeError::Forbidden(
-            "a tenant key cannot open the event stream: it carries every customer's events"
-                .into(),
+            "a tenant key cannot open the event stream: it carries every customer's events".into(),
         ));
     }
     principal

@@ -6,10 +6,10 @@
 //! bus event to that room, so an event is serialized once however many clients listen.
 
 use serde_json::Value;
+use socketioxide::SocketIo;
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
-use socketioxide::SocketIo;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::app::AppState;
@@ -22,7 +22,11 @@ const ROOM: &str = "events";
 pub fn layer(state: &AppState) -> SocketIoLayer {
     let (layer, io) = SocketIo::builder().with_state(state.clone()).build_layer();
     io.ns("/", on_connect.with(authorize));
-    tokio::spawn(forward(io, state.events.clone()));
+    tokio::spawn(forward(
+        io,
+        state.events.clone(),
+        state.realtime.stop.clone(),
+    ));
     layer
 }
 
@@ -52,10 +56,19 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
     });
 }
 
-async fn forward(io: SocketIo, bus: Bus) {
+/// Emits bus events to the room until the server stops, then closes every socket (a graceful
+/// shutdown does not wait for upgraded connections, and clients should reconnect elsewhere).
+async fn forward(io: SocketIo, bus: Bus, stop: tokio_util::sync::CancellationToken) {
     let mut rx = bus.subscribe();
     loop {
-        match rx.recv().await {
+        let got = tokio::select! {
+            _ = stop.cancelled() => {
+                io.close().await;
+                return;
+            }
+            got = rx.recv() => got,
+        };
+        match got {
             Ok(event) => {
                 if let Err(e) = io.to(ROOM).emit(event.channel.as_str(), &*event).await {
                     tracing::debug!(error = %e, "Socket.IO broadcast reached not every client");

@@ -61,17 +61,25 @@ fn stream_of(
         seq: 0,
         _watcher: super::Watcher::new(&state),
     };
-    stream::unfold(open, |mut open| async move {
-        let event = match open.rx.recv().await {
-            Ok(event) => sse_event(&event),
-            Err(RecvError::Lagged(missed)) => SseEvent::default()
-                .event("lagged")
-                .data(serde_json::json!({"missed": missed}).to_string()),
-            Err(RecvError::Closed) => return None,
-        };
-        open.seq += 1;
-        let event = event.id(open.seq.to_string());
-        Some((Ok(event), open))
+    let stop = state.realtime.stop.clone();
+    stream::unfold(open, move |mut open| {
+        let stop = stop.clone();
+        async move {
+            let got = tokio::select! {
+                _ = stop.cancelled() => return None,
+                got = open.rx.recv() => got,
+            };
+            let event = match got {
+                Ok(event) => sse_event(&event),
+                Err(RecvError::Lagged(missed)) => SseEvent::default()
+                    .event("lagged")
+                    .data(serde_json::json!({"missed": missed}).to_string()),
+                Err(RecvError::Closed) => return None,
+            };
+            open.seq += 1;
+            let event = event.id(open.seq.to_string());
+            Some((Ok(event), open))
+        }
     })
 }
 

@@ -15,6 +15,7 @@ mod integrations;
 mod keys;
 mod metering;
 mod ops;
+mod realtime;
 mod revenue;
 mod storage;
 mod tokens;
