@@ -228,12 +228,12 @@ async fn run() {
         // Connect in waves, so the accept queue is not flooded.
         let mut tasks = Vec::with_capacity(clients);
         for i in 0..clients {
-            let (key, tally, ready, stop) = (key.clone(), tally.clone(), ready.clone(), stop.clone());
+            let (k, t, r, s) = (key.clone(), tally.clone(), ready.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
                 if phase == "sse" {
-                    sse_client(addr, key, tally, ready, stop).await
+                    sse_client(addr, k, t, r, s).await
                 } else {
-                    socketio_client(addr, key, tally, ready, stop).await
+                    socketio_client(addr, k, t, r, s).await
                 }
             }));
             if i % 250 == 249 {
