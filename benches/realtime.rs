@@ -273,13 +273,13 @@ async fn run() {
         }
         let mut to_last: Vec<Duration> = Vec::new();
         let mut short = 0;
-        for n in 0..events {
+        for (n, sent) in published.iter().enumerate() {
             if tally.count[n].load(Ordering::Relaxed) < connected {
                 short += 1;
                 continue;
             }
             let last = tally.last_us[n].load(Ordering::Relaxed);
-            to_last.push(Duration::from_micros(last.saturating_sub(published[n])));
+            to_last.push(Duration::from_micros(last.saturating_sub(*sent)));
         }
         to_last.sort();
         let p50 = percentile(&to_last, 0.50);
