@@ -39,13 +39,15 @@ async fn authorize(
         .ok()
         .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_string));
     let headers = socket.req_parts().headers.clone();
-    super::principal(&state, &headers, token.as_deref())
-        .await
-        .map(|_| ())
+    super::principal(&state, &headers, token.as_deref()).await?;
+    // Here rather than in the connect handler, which runs after the `40` answer: whatever is
+    // published once the client holds its answer reaches it. (A refused socket is removed
+    // from its rooms by socketioxide.)
+    socket.join(ROOM);
+    Ok(())
 }
 
 async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
-    socket.join(ROOM);
     // Counted until it disconnects; the handler must be cloneable, the count taken once.
     let watcher = std::sync::Arc::new(std::sync::Mutex::new(Some(super::Watcher::new(&state))));
     socket.on_disconnect(move || {

@@ -398,7 +398,8 @@ async fn socketio_stream(app: &TestApp) {
     assert!(admitted.starts_with("40{"), "{admitted}");
     let sid: Value = serde_json::from_str(&admitted[2..]).unwrap();
     assert!(sid["sid"].is_string());
-    // Admitted sockets join the room before the answer; publish after it.
+    // Admitted sockets join the room before the `40` answer: an event published after it
+    // arrives.
     app.state.events.publish(
         Channel::SystemStatus,
         "integration.state_changed",
