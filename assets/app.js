@@ -12,6 +12,16 @@ function formatFigure(v) {
   return Number(v).toLocaleString();
 }
 
+function applyFigures(section, figures) {
+  for (const [name, fig] of Object.entries(figures)) {
+    const card = section.querySelector(`[data-figure="${name}"]`);
+    if (!card || fig === null) continue;
+    card.querySelector(".value").textContent = formatFigure(fig.value);
+    const change = fig.change_pct === null ? "" : ` (${fig.change_pct > 0 ? "+" : ""}${fig.change_pct.toFixed(1)} %)`;
+    card.querySelector(".note").textContent = `previous ${formatFigure(fig.previous)}${change}`;
+  }
+}
+
 async function refreshOverview(section) {
   const period = section.dataset.period || "30d";
   try {
@@ -21,13 +31,7 @@ async function refreshOverview(section) {
     });
     if (!res.ok) return;
     const body = await res.json();
-    for (const [name, fig] of Object.entries(body.figures)) {
-      const card = section.querySelector(`[data-figure="${name}"]`);
-      if (!card || fig === null) continue;
-      card.querySelector(".value").textContent = formatFigure(fig.value);
-      const change = fig.change_pct === null ? "" : ` (${fig.change_pct > 0 ? "+" : ""}${fig.change_pct.toFixed(1)} %)`;
-      card.querySelector(".note").textContent = `previous ${formatFigure(fig.previous)}${change}`;
-    }
+    applyFigures(section, body.figures);
   } catch (_) {
     // Offline or signed out: keep the server-rendered state.
   }
@@ -141,3 +145,38 @@ if (overview) {
 }
 const grid = document.querySelector("table[data-live]");
 if (grid) setInterval(() => refreshGrid(grid), 10_000);
+
+// Live updates from the event stream (GET /api/v1/stream, the session cookie authenticates
+// it): headline cards from `metrics_update` (30-day figures), the status grid on
+// `system_status`, new entries at the top of an alert list (`#alert-list`) on `alert`. The
+// polling above stays as the fallback; a `lagged` notice (events missed) re-reads everything.
+function addAlert(list, ev) {
+  const d = ev.data ?? {};
+  const li = document.createElement("li");
+  li.className = `alert alert-${d.status ?? d.state ?? "info"} severity-${d.severity ?? "info"}`;
+  const when = document.createElement("time");
+  when.dateTime = new Date(ev.at).toISOString();
+  when.textContent = new Date(ev.at).toLocaleString();
+  li.append(when, ` ${ev.type}: ${d.summary ?? ""}`);
+  list.prepend(li);
+  while (list.children.length > 50) list.lastElementChild.remove();
+}
+
+function openStream() {
+  const alerts = document.getElementById("alert-list");
+  if (!window.EventSource || !(overview || grid || alerts)) return;
+  const source = new EventSource("/api/v1/stream");
+  source.addEventListener("metrics_update", (e) => {
+    if (!overview) return;
+    const ev = JSON.parse(e.data);
+    if ((overview.dataset.period || "30d") === "30d" && ev.data?.figures) applyFigures(overview, ev.data.figures);
+    else refreshOverview(overview);
+  });
+  source.addEventListener("system_status", () => grid && refreshGrid(grid));
+  source.addEventListener("alert", (e) => alerts && addAlert(alerts, JSON.parse(e.data)));
+  source.addEventListener("lagged", () => {
+    if (overview) refreshOverview(overview);
+    if (grid) refreshGrid(grid);
+  });
+}
+openStream();

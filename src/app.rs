@@ -75,6 +75,8 @@ pub struct Shared {
     pub webhooks: Arc<crate::webhooks::worker::Deliverer>,
     /// What happens as it happens, for the real-time streams.
     pub events: crate::events::Bus,
+    /// The real-time streams' shared parts (client count, activity sampling, last figures).
+    pub realtime: crate::realtime::Realtime,
 }
 
 impl Deref for AppState {
@@ -138,9 +140,11 @@ impl App {
         )
         .map_err(|e| StartError::Webhooks(e.to_string()))?;
         let (ingestor, inbox) = Ingestor::channel();
+        let events = crate::events::Bus::default();
         let state = AppState(Arc::new(Shared {
             webhooks: Arc::new(webhooks),
-            events: crate::events::Bus::default(),
+            events: events.clone(),
+            realtime: crate::realtime::Realtime::default(),
             key_usage: KeyUsage::default(),
             login_limiter: LoginLimiter::new(access.login_max_failures, access.login_window.0),
             api_limiter: ApiLimiter::new(access.api_requests_per_minute),
@@ -150,7 +154,9 @@ impl App {
             categories: Categories::new(&config.usage.endpoint_categories),
             quota_watch,
             revenue: Arc::new(revenue),
-            health: Arc::new(crate::health::scheduler::Health::with_tokens(vault.clone())),
+            health: Arc::new(
+                crate::health::scheduler::Health::with_tokens(vault.clone()).with_events(events),
+            ),
             tokens: Arc::new(crate::tokens::Tokens::new(vault)),
             master_key,
             store,
@@ -183,6 +189,19 @@ impl App {
             self.state.quota_watch.clone(),
             writer_stop.clone().cancelled_owned(),
         ));
+        let fanout = (!self.state.config.server.redis_url.is_empty()).then(|| {
+            crate::realtime::fanout::spawn(
+                &self.state.config.server.redis_url,
+                self.state.events.clone(),
+                cancel.clone(),
+            )
+        });
+        let stop = self.state.realtime.stop.clone();
+        let cancelled = cancel.clone();
+        tokio::spawn(async move {
+            cancelled.cancelled().await;
+            stop.cancel();
+        });
         let router = crate::http::router(self.state.clone());
         let result = axum::serve(
             listener,
@@ -195,6 +214,9 @@ impl App {
         let _ = writer.await;
         jobs.close();
         jobs.wait().await;
+        if let Some(fanout) = fanout {
+            let _ = fanout.await;
+        }
         if let Err(e) = self.state.key_usage.flush(&self.state.store).await {
             tracing::warn!(error = %e, "could not record API key last-use times at shutdown");
         }

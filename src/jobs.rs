@@ -120,6 +120,20 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
             },
         ));
     }
+    let s = state.clone();
+    tracker.spawn(run_until_stopped(
+        "realtime-metrics",
+        crate::realtime::METRICS_EVERY,
+        cancel.clone(),
+        move || {
+            let s = s.clone();
+            async move {
+                crate::realtime::metrics_step(&s)
+                    .await
+                    .map(|_| Outcome::Idle)
+            }
+        },
+    ));
     tracker.spawn(health_scheduler(state.clone(), cancel.clone()));
     let s = state.clone();
     let stop = cancel.clone();

@@ -14,6 +14,7 @@ pub mod http;
 pub mod jobs;
 pub mod money;
 pub mod overview;
+pub mod realtime;
 pub mod revenue;
 pub mod simulators;
 pub mod store;

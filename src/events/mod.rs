@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 const CAPACITY: usize = 4096;
 
 /// The channels the real-time clients see (Socket.IO event names, SSE `event:` names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     /// Headline figures when they change (throttled by the producer).
@@ -40,7 +40,7 @@ impl Channel {
 
 /// One event: its channel, its type (`alert.firing`, `integration.state_changed`…), when
 /// (UTC ms) and its data.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub channel: Channel,
     #[serde(rename = "type")]
@@ -50,15 +50,19 @@ pub struct Event {
 }
 
 /// The bus. Cheap to clone; publishing with nobody listening costs next to nothing.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Bus {
     tx: broadcast::Sender<Arc<Event>>,
+    /// Events that happened in this process only (not relayed from another instance): what
+    /// the Redis fan-out forwards, so a relayed event never goes round again.
+    local: broadcast::Sender<Arc<Event>>,
 }
 
 impl Default for Bus {
     fn default() -> Self {
         Bus {
             tx: broadcast::channel(CAPACITY).0,
+            local: broadcast::channel(CAPACITY).0,
         }
     }
 }
@@ -73,14 +77,32 @@ impl Bus {
         });
     }
 
-    /// Publishes an event as it is (one relayed from another instance keeps its time).
+    /// Publishes an event as it is.
     pub fn send(&self, event: Event) {
+        let event = Arc::new(event);
         // An error only says nobody is listening.
+        let _ = self.local.send(event.clone());
+        let _ = self.tx.send(event);
+    }
+
+    /// Hands listeners here an event that happened on another instance; it is not forwarded
+    /// again.
+    pub fn relay(&self, event: Event) {
         let _ = self.tx.send(Arc::new(event));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// Events published in this process only, for the fan-out to other instances.
+    pub fn subscribe_local(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.local.subscribe()
+    }
+
+    /// How many listeners (streams) are attached, so producers can skip work nobody sees.
+    pub fn listeners(&self) -> usize {
+        self.tx.receiver_count()
     }
 }
 
@@ -98,5 +120,23 @@ mod tests {
         assert_eq!(e.data["n"], 1);
         assert_eq!(e.channel.as_str(), "alert");
         assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn relayed_events_reach_listeners_but_are_not_forwarded_again() {
+        let bus = Bus::default();
+        let mut all = bus.subscribe();
+        let mut local = bus.subscribe_local();
+        bus.relay(Event {
+            channel: Channel::SystemStatus,
+            kind: "integration.state_changed".into(),
+            at: 1,
+            data: serde_json::json!({}),
+        });
+        bus.publish(Channel::Alert, "alert.firing", serde_json::json!({}));
+        assert_eq!(all.recv().await.unwrap().at, 1);
+        assert_eq!(all.recv().await.unwrap().kind, "alert.firing");
+        assert_eq!(local.recv().await.unwrap().kind, "alert.firing");
+        assert!(local.try_recv().is_err());
     }
 }

@@ -42,6 +42,15 @@ pub enum HealthError {
     Store(#[from] StoreError),
 }
 
+impl From<crate::webhooks::queue::QueueError> for HealthError {
+    fn from(e: crate::webhooks::queue::QueueError) -> Self {
+        match e {
+            crate::webhooks::queue::QueueError::Store(s) => HealthError::Store(s),
+            other => HealthError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<AccessError> for HealthError {
     fn from(e: AccessError) -> Self {
         match e {

@@ -45,6 +45,7 @@ fn jitter(interval: Duration) -> Duration {
 #[derive(Debug, Clone)]
 struct Known {
     name: String,
+    kind: &'static str,
     thresholds: Thresholds,
     maintenance: Vec<super::monitor::Window>,
 }
@@ -53,6 +54,7 @@ impl Known {
     fn of(m: &Monitor) -> Self {
         Known {
             name: m.name.clone(),
+            kind: m.kind.as_str(),
             thresholds: Thresholds {
                 failures: m.failure_threshold,
                 successes: m.success_threshold,
@@ -109,6 +111,8 @@ pub struct Health {
     /// not read every monitor's windows on each request, and requests arriving during a read
     /// wait for it rather than each starting their own.
     standby: tokio::sync::Mutex<Option<(Instant, Grid)>>,
+    /// Where state changes are announced (`system_status`) once recorded.
+    pub events: crate::events::Bus,
 }
 
 /// How long a standby instance serves the grid it read (changes made through it are shown at
@@ -125,6 +129,7 @@ impl Default for Health {
             grid: std::sync::RwLock::default(),
             tokens: Arc::default(),
             standby: tokio::sync::Mutex::default(),
+            events: crate::events::Bus::default(),
         }
     }
 }
@@ -135,6 +140,23 @@ impl Health {
         Health {
             tokens,
             ..Health::default()
+        }
+    }
+
+    /// Announces state changes on `events` (the application's bus) instead of a private one.
+    pub fn with_events(mut self, events: crate::events::Bus) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Publishes recorded state changes on the bus: after their commit, never before.
+    fn announce(&self, changes: &[store::Transition]) {
+        for change in changes {
+            self.events.publish(
+                crate::events::Channel::SystemStatus,
+                "integration.state_changed",
+                change.data(),
+            );
         }
     }
 
@@ -297,13 +319,25 @@ impl Health {
             .await?
             .remove(&id)
             .unwrap_or_default();
-        tracker.apply(
+        let previous = tracker.apply(
             result.verdict,
             limits,
             stored.monitor.in_maintenance(at),
             at,
         );
-        store::record(
+        let changes: Vec<store::Transition> = previous
+            .map(|from| store::Transition {
+                monitor_id: id,
+                name: stored.monitor.name.clone(),
+                kind: stored.monitor.kind.as_str(),
+                from,
+                to: tracker.state,
+                at,
+                error: result.error.clone(),
+            })
+            .into_iter()
+            .collect();
+        store::record_with(
             store,
             &[Recorded {
                 monitor_id: id,
@@ -311,8 +345,10 @@ impl Health {
                 result: result.clone(),
                 tracker,
             }],
+            &changes,
         )
         .await?;
+        self.announce(&changes);
         self.forget_standby().await;
         Ok(Some((result, tracker)))
     }
@@ -680,6 +716,7 @@ async fn record(
     // are never reused).
     let mut gone: std::collections::HashSet<i64> = std::collections::HashSet::new();
     let mut batch: Vec<Recorded> = Vec::with_capacity(BATCH);
+    let mut changes: Vec<store::Transition> = Vec::new();
     let mut replies: Vec<(oneshot::Sender<Tracker>, Tracker)> = Vec::new();
     loop {
         let deadline = tokio::time::sleep(FLUSH_EVERY);
@@ -721,6 +758,15 @@ async fn record(
                                 error = f.result.error.as_deref().unwrap_or(""),
                                 "monitor state changed"
                             );
+                            changes.push(store::Transition {
+                                monitor_id: f.monitor_id,
+                                name: rules.name.clone(),
+                                kind: rules.kind,
+                                from: previous,
+                                to: tracker.state,
+                                at: f.at,
+                                error: f.result.error.clone(),
+                            });
                         }
                         batch.push(Recorded { monitor_id: f.monitor_id, at: f.at, result: f.result, tracker: *tracker });
                         if let Some(reply) = reply {
@@ -750,7 +796,7 @@ async fn record(
             }
         }
         if !batch.is_empty() {
-            let mut written = store::record(&store, &batch).await;
+            let mut written = store::record_with(&store, &batch, &changes).await;
             if written.is_err() {
                 // A monitor deleted by another instance fails the whole batch on its foreign
                 // key until the next reload: write the rest.
@@ -759,16 +805,21 @@ async fn record(
                     && present.len() < ids.iter().collect::<std::collections::HashSet<_>>().len()
                 {
                     batch.retain(|r| present.contains(&r.monitor_id));
-                    written = store::record(&store, &batch).await;
+                    changes.retain(|c| present.contains(&c.monitor_id));
+                    written = store::record_with(&store, &batch, &changes).await;
                 }
             }
             match written {
-                Ok(()) => health.with_grid(|g| g.apply(&batch)),
+                Ok(()) => {
+                    health.with_grid(|g| g.apply(&batch));
+                    health.announce(&changes);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, checks = batch.len(), "could not record check results");
                 }
             }
             batch.clear();
+            changes.clear();
         }
         for (reply, tracker) in replies.drain(..) {
             let _ = reply.send(tracker);

@@ -583,8 +583,55 @@ pub struct Recorded {
     pub tracker: Tracker,
 }
 
+/// A monitor's state change, recorded with the check that caused it.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub monitor_id: i64,
+    pub name: String,
+    pub kind: &'static str,
+    pub from: State,
+    pub to: State,
+    /// UTC milliseconds.
+    pub at: i64,
+    pub error: Option<String>,
+}
+
+impl Transition {
+    /// The `integration.state_changed` message data (webhook subscriptions and the
+    /// `system_status` stream).
+    pub fn data(&self) -> serde_json::Value {
+        let mut summary = format!(
+            "{} is {} (was {})",
+            self.name,
+            self.to.as_str(),
+            self.from.as_str()
+        );
+        if let Some(e) = self.error.as_deref().filter(|e| !e.is_empty()) {
+            summary.push_str(": ");
+            summary.extend(e.chars().take(200));
+        }
+        serde_json::json!({
+            "integration_id": self.monitor_id,
+            "name": self.name,
+            "kind": self.kind,
+            "from": self.from.as_str(),
+            "to": self.to.as_str(),
+            "at": crate::usage::quota::rfc3339(self.at),
+            "last_error": self.error,
+            "summary": summary,
+        })
+    }
+}
+
 /// Records a batch of checks in one transaction.
 pub async fn record(store: &Store, batch: &[Recorded]) -> Result<()> {
+    record_with(store, batch, &[]).await
+}
+
+/// Records a batch of checks and the state changes they caused in one transaction: each change
+/// is enqueued as an `integration.state_changed` message for subscribed webhook endpoints, so
+/// a state and its notification commit together.
+pub async fn record_with(store: &Store, batch: &[Recorded], changes: &[Transition]) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -734,6 +781,11 @@ pub async fn record(store: &Store, batch: &[Recorded]) -> Result<()> {
             ],
         )
         .await?;
+    }
+    let now = now_ms();
+    for change in changes {
+        crate::webhooks::queue::enqueue(&mut tx, "integration.state_changed", &change.data(), now)
+            .await?;
     }
     tx.commit().await?;
     Ok(())

@@ -205,6 +205,18 @@ impl From<crate::alerts::AlertsError> for ApiError {
     }
 }
 
+impl From<crate::realtime::RealtimeError> for ApiError {
+    fn from(e: crate::realtime::RealtimeError) -> Self {
+        use crate::realtime::RealtimeError;
+        match e {
+            RealtimeError::Unauthenticated => ApiError::Unauthenticated,
+            RealtimeError::Forbidden(m) => ApiError::Forbidden(m),
+            RealtimeError::RateLimited(s) => ApiError::RateLimited(s),
+            RealtimeError::Access(a) => a.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -75,6 +75,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::tokens::routes::router())
         .merge(crate::webhooks::routes::router())
         .merge(crate::alerts::routes::router())
+        .merge(crate::realtime::sse::router())
 }
 
 /// The generated OpenAPI 3.1 document.
@@ -87,6 +88,9 @@ pub fn router(state: AppState) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     let doc_json = doc.to_json().unwrap_or_else(|_| "{}".into());
     let config = &state.config.server;
+    // Outermost: Socket.IO's long-polling and websocket connections answer below the request
+    // timeout and body limit meant for ordinary requests.
+    let socketio = crate::realtime::socketio::layer(&state);
 
     Router::new()
         .merge(api)
@@ -124,6 +128,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(config.max_body_bytes)),
         )
         .with_state(state)
+        .layer(socketio)
 }
 
 /// Middleware: request id, a tracing span around the request, one log line per request.

@@ -101,10 +101,70 @@ pub async fn apply(store: &Store, event: &Event, via: &str) -> Result<Outcome> {
     } else {
         Outcome::Stale { changes_mrr }
     };
+    if let Some(data) = payment_failed(&event.kind, &event.id, &object) {
+        // With the event's record, so a failure is notified exactly when it is stored (a
+        // redelivered event is a duplicate above and enqueues nothing).
+        crate::webhooks::queue::enqueue(&mut tx, "payment.failed", &data, now_ms()).await?;
+    }
     let label = if fresh { "applied" } else { "stale" };
     records::finish_event(&mut tx, &event.id, label, None).await?;
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// The `payment.failed` message data for a Stripe event that reports a failed payment:
+/// `invoice.payment_failed` (subscription and invoice payments), and `charge.failed` for a
+/// charge outside any invoice. A subscription's failed charge also produces
+/// `invoice.payment_failed`, so only charges that say they have no invoice (`"invoice": null`;
+/// API versions from 2025-03-31.basil no longer say) are notified on their own: one failure,
+/// one message.
+pub fn payment_failed(kind: &str, event_id: &str, object: &Value) -> Option<Value> {
+    let text = |k: &str| object.get(k).and_then(Value::as_str);
+    let int = |k: &str| object.get(k).and_then(Value::as_i64);
+    let (amount, reason) = match kind {
+        "invoice.payment_failed" => (int("amount_due"), None),
+        "charge.failed" if object.get("invoice").is_some_and(Value::is_null) => (
+            int("amount"),
+            text("failure_message").or(text("failure_code")),
+        ),
+        _ => return None,
+    };
+    let object_kind = if kind.starts_with("invoice.") {
+        "invoice"
+    } else {
+        "charge"
+    };
+    let customer = text("customer");
+    let currency = text("currency").map(str::to_uppercase);
+    let mut summary = format!(
+        "Payment failed for {}: {} {}",
+        customer.unwrap_or("an unknown customer"),
+        amount.map_or("?".to_string(), |a| format!(
+            "{}.{:02}",
+            a / 100,
+            (a % 100).abs()
+        )),
+        currency.as_deref().unwrap_or("")
+    );
+    if let Some(r) = reason {
+        summary.push_str(&format!(" ({r})"));
+    }
+    if let Some(n) = int("attempt_count") {
+        summary.push_str(&format!(", attempt {n}"));
+    }
+    Some(serde_json::json!({
+        "stripe_event": event_id,
+        "object": object_kind,
+        "id": text("id"),
+        "customer": customer,
+        "amount": amount,
+        "currency": currency,
+        "attempt_count": int("attempt_count"),
+        "next_payment_attempt": int("next_payment_attempt"),
+        "reason": reason,
+        "url": text("hosted_invoice_url"),
+        "summary": summary.trim_end().to_string(),
+    }))
 }
 
 /// Applies every event Stripe still holds (its `/v1/events` keeps 30 days) created at or after
@@ -150,6 +210,31 @@ pub async fn catch_up(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_payments_become_one_message_each() {
+        let invoice = serde_json::json!({"id": "in_1", "customer": "cus_1", "amount_due": 2600,
+            "currency": "usd", "attempt_count": 2, "hosted_invoice_url": "https://invoice.stripe.com/i/x"});
+        let data = payment_failed("invoice.payment_failed", "evt_1", &invoice).unwrap();
+        assert_eq!(
+            data["summary"],
+            "Payment failed for cus_1: 26.00 USD, attempt 2"
+        );
+        assert_eq!(data["object"], "invoice");
+        assert_eq!(data["amount"], 2600);
+        let standalone = serde_json::json!({"id": "ch_1", "customer": "cus_2", "amount": 999,
+            "currency": "eur", "invoice": null, "failure_message": "Your card was declined."});
+        let data = payment_failed("charge.failed", "evt_2", &standalone).unwrap();
+        assert_eq!(
+            data["summary"],
+            "Payment failed for cus_2: 9.99 EUR (Your card was declined.)"
+        );
+        let of_invoice = serde_json::json!({"id": "ch_2", "invoice": "in_1", "amount": 2600});
+        assert!(payment_failed("charge.failed", "evt_3", &of_invoice).is_none());
+        let basil = serde_json::json!({"id": "ch_3", "amount": 2600});
+        assert!(payment_failed("charge.failed", "evt_4", &basil).is_none());
+        assert!(payment_failed("invoice.paid", "evt_5", &invoice).is_none());
+    }
 
     #[test]
     fn event_types_map_to_the_objects_they_carry() {

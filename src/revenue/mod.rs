@@ -45,3 +45,12 @@ pub enum RevenueError {
     #[error(transparent)]
     Costs(#[from] crate::costs::CostsError),
 }
+
+impl From<crate::webhooks::queue::QueueError> for RevenueError {
+    fn from(e: crate::webhooks::queue::QueueError) -> Self {
+        match e {
+            crate::webhooks::queue::QueueError::Store(s) => RevenueError::Store(s),
+            other => RevenueError::Invalid(other.to_string()),
+        }
+    }
+}

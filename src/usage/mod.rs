@@ -30,6 +30,15 @@ pub enum UsageError {
     Store(#[from] StoreError),
 }
 
+impl From<crate::webhooks::queue::QueueError> for UsageError {
+    fn from(e: crate::webhooks::queue::QueueError) -> Self {
+        match e {
+            crate::webhooks::queue::QueueError::Store(s) => UsageError::Store(s),
+            other => UsageError::Invalid(other.to_string()),
+        }
+    }
+}
+
 impl From<AccessError> for UsageError {
     fn from(e: AccessError) -> Self {
         match e {

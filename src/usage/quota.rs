@@ -436,12 +436,41 @@ async fn record(store: &Store, outcomes: &[Outcome], period_start: i64) -> Resul
                     ],
                 )
                 .await?;
+                // In the same transaction: the change and its notification commit together.
+                crate::webhooks::queue::enqueue(
+                    &mut tx,
+                    "quota.state_changed",
+                    &change_data(o, period_start, now),
+                    now,
+                )
+                .await?;
                 changes += 1;
             }
         }
         tx.commit().await?;
     }
     Ok(changes)
+}
+
+/// The `quota.state_changed` message data.
+fn change_data(o: &Outcome, period_start: i64, at: i64) -> serde_json::Value {
+    serde_json::json!({
+        "customer": o.customer,
+        "plan": o.plan,
+        "period_start": rfc3339(period_start),
+        "from": o.from.as_str(),
+        "to": o.to.as_str(),
+        "percent": o.percent,
+        "at": rfc3339(at),
+        "summary": format!(
+            "{} is {} on plan {} ({:.1} % of quota; was {})",
+            o.customer,
+            o.to.as_str(),
+            o.plan,
+            o.percent,
+            o.from.as_str()
+        ),
+    })
 }
 
 /// Recorded changes after `after_id`, oldest first, optionally for one customer.

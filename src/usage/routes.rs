@@ -148,10 +148,27 @@ async fn ingest(
         }
     }
     state.prices.price_all(&mut valid);
+    // A sample for the live streams, taken before the events move to the writer; only
+    // when someone may watch (here, or on another instance through Redis), and within a
+    // per-second budget.
+    let watched = state.realtime.clients() > 0 || !state.config.server.redis_url.is_empty();
+    let sample: Vec<serde_json::Value> = if watched {
+        let n = state.realtime.sample(valid.len(), crate::store::now_ms());
+        valid
+            .iter()
+            .take(n)
+            .map(crate::realtime::activity_data)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let written = state.ingestor.write(valid).await.map_err(|e| match e {
         IngestError::Stopped => ApiError::Unavailable(e.to_string()),
         IngestError::Store(m) => ApiError::Internal(m),
     })?;
+    if written.accepted > 0 {
+        crate::realtime::publish_activity(&state, sample);
+    }
     Ok(Json(IngestReply {
         accepted: written.accepted,
         duplicates: written.duplicates,

@@ -17,6 +17,7 @@ mod keys;
 mod metering;
 mod notifiers;
 mod ops;
+mod realtime;
 mod revenue;
 mod storage;
 mod tokens;

@@ -143,6 +143,29 @@ async fn quota_states_follow_usage_with_hysteresis(app: &TestApp) {
         (&changes[0]["from"], &changes[0]["to"]),
         (&json!("ok"), &json!("warning"))
     );
+    // The change's webhook message, stored in the same transaction.
+    let messages: Vec<(String,)> = app
+        .state
+        .store
+        .fetch_all(
+            "SELECT body FROM webhook_messages WHERE type = 'quota.state_changed'",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 1, "one message per change");
+    let message: Value = serde_json::from_str(&messages[0].0).unwrap();
+    assert_eq!(message["type"], "quota.state_changed");
+    assert_eq!(message["data"]["customer"], "cus_a");
+    assert_eq!(message["data"]["plan"], "flex");
+    assert_eq!(
+        (&message["data"]["from"], &message["data"]["to"]),
+        (&json!("ok"), &json!("warning"))
+    );
+    assert_eq!(
+        message["data"]["summary"],
+        "cus_a is warning on plan flex (80.0 % of quota; was ok)"
+    );
 
     // Teetering below 80 %: 80 of 103 is 77.7 %, inside the 5-point margin, so still warning.
     set_quota(app, &admin, 103).await;
