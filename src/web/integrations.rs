@@ -1279,6 +1279,82 @@ pub async fn webhook_action(
     Ok(axum::response::Redirect::to("/integrations/webhooks#outgoing").into_response())
 }
 
+/// The "add an endpoint or notifier" form: every kind's fields, blank where unused.
+#[derive(serde::Deserialize)]
+pub struct EndpointForm {
+    #[serde(flatten)]
+    fields: std::collections::BTreeMap<String, String>,
+}
+
+/// Form fields read as lists (comma-separated) or numbers; the rest are text.
+const LIST_FIELDS: &[&str] = &["event_types"];
+const NUMBER_FIELDS: &[&str] = &["port", "rate_per_second"];
+
+/// `POST /integrations/webhooks/endpoints`: adds an endpoint or notifier from the tab's form
+/// (admins), with the same validation as the API; a webhook's generated secret is shown once.
+pub async fn create_endpoint(
+    State(state): State<AppState>,
+    form: crate::http::auth::CsrfForm<EndpointForm>,
+) -> PageResult {
+    if form.user.role != crate::access::Role::Admin {
+        return Err(ApiError::Forbidden("only admins can add endpoints".into()));
+    }
+    let mut spec = serde_json::Map::new();
+    for (k, v) in &form.form.fields {
+        let v = v.trim();
+        if k == "csrf_token" || v.is_empty() {
+            continue;
+        }
+        let value = if LIST_FIELDS.contains(&k.as_str()) || (k == "to" && v.contains(',')) {
+            serde_json::json!(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .collect::<Vec<_>>()
+            )
+        } else if NUMBER_FIELDS.contains(&k.as_str()) {
+            let n: u64 = v
+                .parse()
+                .map_err(|_| ApiError::Invalid(format!("{k}: {v:?} is not a whole number")))?;
+            serde_json::json!(n)
+        } else {
+            serde_json::json!(v)
+        };
+        spec.insert(k.clone(), value);
+    }
+    let spec: crate::webhooks::endpoints::EndpointSpec =
+        serde_json::from_value(serde_json::Value::Object(spec))
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let (_, secret) = crate::webhooks::endpoints::create(
+        &state.store,
+        &state.master_key,
+        &spec,
+        &form.actor(),
+        now_ms(),
+    )
+    .await?;
+    match secret {
+        // Shown once, on a page of its own (never in a URL).
+        Some(secret) => Ok(crate::web::render(
+            axum::http::StatusCode::CREATED,
+            &SecretShown {
+                chrome: Chrome::new(&form.user, "/integrations"),
+                name: spec.name.trim().to_string(),
+                secret: secret.expose(),
+            },
+        )),
+        None => Ok(axum::response::Redirect::to("/integrations/webhooks#outgoing").into_response()),
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "integrations_secret.html")]
+struct SecretShown {
+    chrome: Chrome,
+    name: String,
+    secret: String,
+}
+
 /// `GET /integrations/webhooks`: inbound webhook receipts per provider (Stripe so far), and
 /// outgoing deliveries per endpoint and notifier.
 pub async fn webhooks(

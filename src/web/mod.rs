@@ -49,6 +49,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/integrations/webhooks", get(integrations::webhooks))
         .route(
+            "/integrations/webhooks/endpoints",
+            post(integrations::create_endpoint),
+        )
+        .route(
             "/integrations/webhooks/{what}/{id}",
             post(integrations::webhook_action),
         )

@@ -686,6 +686,65 @@ async fn monitor_down_and_up(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(failed().await, 0, "retried and delivered");
+
+    // Adding endpoints from the tab: bad fields refused by name with nothing stored, a
+    // webhook's generated secret shown once.
+    let endpoints = || async {
+        let (n,): (i64,) = app
+            .state
+            .store
+            .fetch_one("SELECT COUNT(*) FROM webhook_endpoints", opsdeck::args![])
+            .await
+            .unwrap();
+        n
+    };
+    let before = endpoints().await;
+    for (form, problem) in [
+        (
+            vec![("name", "sms"), ("kind", "twilio_sms"), ("to", "+1555")],
+            "to",
+        ),
+        (
+            vec![
+                ("name", "mail"),
+                ("kind", "email"),
+                ("host", "smtp.example.com"),
+                ("port", "lots"),
+            ],
+            "port",
+        ),
+        (vec![("name", "x"), ("kind", "carrier-pigeon")], "kind"),
+    ] {
+        let mut form = form;
+        form.push(("csrf_token", &csrf));
+        let res = app
+            .post_form(&browser, "/integrations/webhooks/endpoints", &form)
+            .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{form:?}");
+        assert!(res.text().await.unwrap().contains(problem), "{form:?}");
+    }
+    assert_eq!(endpoints().await, before);
+    let res = app
+        .post_form(
+            &browser,
+            "/integrations/webhooks/endpoints",
+            &[
+                ("csrf_token", &csrf),
+                ("name", "audit-sink"),
+                ("kind", "webhook"),
+                ("url", "https://audit.example.com/hook"),
+                ("event_types", "alert.*, payment.failed"),
+                ("port", ""),
+                ("secret", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(
+        res.text().await.unwrap().contains("whsec_"),
+        "the generated secret, once"
+    );
+    assert_eq!(endpoints().await, before + 1);
     app.finish().await;
 }
 
