@@ -25,6 +25,7 @@ use crate::store::now_ms;
 #[template(path = "alerts.html")]
 struct AlertsPage {
     chrome: Chrome,
+    metrics: &'static [(&'static str, &'static str, &'static str)],
     open: Vec<AlertRow>,
     history: Vec<AlertRow>,
     rules: Vec<RuleRow>,
@@ -71,6 +72,7 @@ async fn page(
         status,
         &AlertsPage {
             chrome: Chrome::new(user, "/alerts"),
+            metrics: crate::alerts::metrics::CATALOGUE,
             open,
             history,
             rules: rules::list(&state.store).await?,
@@ -208,6 +210,124 @@ pub async fn expire_silence(
         Err(e) => {
             let e = ApiError::from(e);
             page(&state, &form.user, e.status(), Some(e.to_string())).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct AddRule {
+    name: String,
+    metric: String,
+    condition: String,
+    #[serde(default)]
+    window: String,
+    #[serde(default, rename = "for")]
+    for_: String,
+    #[serde(default)]
+    severity: String,
+    #[serde(default)]
+    hysteresis: String,
+    /// `label=value` pairs, comma-separated.
+    #[serde(default)]
+    filter: String,
+    /// Comma-separated.
+    #[serde(default)]
+    group_by: String,
+    /// Comma-separated notifier names.
+    #[serde(default)]
+    notifiers: String,
+}
+
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The rule a form describes, or the field at fault.
+fn rule_spec(f: &AddRule) -> Result<rules::RuleSpec, String> {
+    let given = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    let mut filter = BTreeMap::new();
+    for pair in list(&f.filter) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("filter: {pair:?} is not label=value"))?;
+        filter.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    let hysteresis = match given(&f.hysteresis) {
+        None => None,
+        Some(h) => Some(
+            h.parse::<f64>()
+                .map_err(|_| format!("hysteresis: {h:?} is not a number"))?,
+        ),
+    };
+    Ok(rules::RuleSpec {
+        name: f.name.clone(),
+        metric: f.metric.trim().to_string(),
+        condition: f.condition.clone(),
+        window: given(&f.window),
+        for_: given(&f.for_),
+        severity: given(&f.severity),
+        hysteresis,
+        labels: BTreeMap::new(),
+        filter,
+        group_by: list(&f.group_by),
+        notifiers: list(&f.notifiers),
+        enabled: true,
+    })
+}
+
+/// `POST /alerts/rules`: adds a rule from the page's form (admins), validated as the API does.
+pub async fn add_rule(State(state): State<AppState>, form: CsrfForm<AddRule>) -> PageResult {
+    if form.user.role != crate::access::Role::Admin {
+        return Err(ApiError::Forbidden("adding a rule needs an admin".into()));
+    }
+    let spec = match rule_spec(&form.form) {
+        Ok(s) => s,
+        Err(p) => {
+            return page(
+                &state,
+                &form.user,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(p),
+            )
+            .await;
+        }
+    };
+    let (prometheus, notifiers) = crate::alerts::names(&state).await?;
+    match rules::create(&state.store, &spec, &prometheus, &notifiers, &form.actor()).await {
+        Ok(_) => Ok(Redirect::to("/alerts#rules").into_response()),
+        Err(e) => {
+            let e = ApiError::from(e);
+            let status = e.status();
+            if status.is_server_error() {
+                return Err(e);
+            }
+            page(&state, &form.user, status, Some(e.to_string())).await
+        }
+    }
+}
+
+/// `POST /alerts/rules/{id}/delete`: deletes a rule added through the API or this page.
+pub async fn delete_rule(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    form: CsrfForm<NoFields>,
+) -> PageResult {
+    if form.user.role != crate::access::Role::Admin {
+        return Err(ApiError::Forbidden("deleting a rule needs an admin".into()));
+    }
+    match rules::delete(&state.store, id, &form.actor()).await {
+        Ok(()) => Ok(Redirect::to("/alerts#rules").into_response()),
+        Err(e) => {
+            let e = ApiError::from(e);
+            let status = e.status();
+            if status.is_server_error() {
+                return Err(e);
+            }
+            page(&state, &form.user, status, Some(e.to_string())).await
         }
     }
 }

@@ -67,6 +67,8 @@ pub fn router() -> Router<AppState> {
         .route("/alerts", get(alerts::index))
         .route("/alerts/{id}/ack", post(alerts::ack))
         .route("/alerts/silences", post(alerts::add_silence))
+        .route("/alerts/rules", post(alerts::add_rule))
+        .route("/alerts/rules/{id}/delete", post(alerts::delete_rule))
         .route("/alerts/silences/{id}/expire", post(alerts::expire_silence))
         .route("/settings", get(settings::index))
         .route(

@@ -360,6 +360,76 @@ async fn state_machine(backend: Backend) {
         .await;
     assert!(res.status().is_success() || res.status().is_redirection());
     assert_eq!(silences_now().await, before + 1);
+
+    // Rules from the page: refused with the field named and nothing stored, then added and
+    // deleted.
+    let rules_now = || async {
+        let (n,): (i64,) = store
+            .fetch_one("SELECT COUNT(*) FROM alert_rules", opsdeck::args![])
+            .await
+            .unwrap();
+        n
+    };
+    let before = rules_now().await;
+    for (field, value, named) in [
+        ("metric", "cpu.load", "metric:"),
+        ("condition", "very high", "condition:"),
+        ("filter", "integration", "filter:"),
+        ("notifiers", "nobody", "notifiers[0]:"),
+    ] {
+        let mut form = vec![
+            ("csrf_token", csrf.as_str()),
+            ("name", "page rule"),
+            ("metric", "integration.error_rate"),
+            ("condition", "> 10"),
+            ("severity", "critical"),
+        ];
+        form.retain(|(k, _)| *k != field);
+        form.push((field, value));
+        let res = app.post_form(&browser, "/alerts/rules", &form).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        assert!(res.text().await.unwrap().contains(named), "{field}");
+    }
+    assert_eq!(rules_now().await, before);
+    let res = app
+        .post_form(
+            &browser,
+            "/alerts/rules",
+            &[
+                ("csrf_token", &csrf),
+                ("name", "page rule"),
+                ("metric", "integration.error_rate"),
+                ("condition", "> 10"),
+                ("window", "10m"),
+                ("for", "1m"),
+                ("severity", "critical"),
+                ("filter", "integration=api"),
+                ("notifiers", "pager"),
+                ("hysteresis", ""),
+            ],
+        )
+        .await;
+    assert!(res.status().is_redirection(), "{}", res.status());
+    assert_eq!(rules_now().await, before + 1);
+    let (id, spec): (i64, String) = store
+        .fetch_one(
+            "SELECT id, spec FROM alert_rules WHERE name = 'page rule'",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    let spec: Value = serde_json::from_str(&spec).unwrap();
+    assert_eq!(spec["filter"]["integration"], "api");
+    assert_eq!(spec["notifiers"], json!(["pager"]));
+    let res = app
+        .post_form(
+            &browser,
+            &format!("/alerts/rules/{id}/delete"),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
+    assert!(res.status().is_redirection());
+    assert_eq!(rules_now().await, before);
     app.finish().await;
 }
 
