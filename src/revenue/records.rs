@@ -357,6 +357,21 @@ pub async fn claim_event(
     Ok(inserted > 0)
 }
 
+/// Logs a delivery refused for its signature (outcome `rejected`, the reason as detail) under
+/// an id of its own: the body's claimed event id is not trusted, and a real event delivered
+/// properly later must still be processed.
+pub async fn log_rejected(store: &Store, reason: &str, now: i64) -> Result<()> {
+    let id = format!("rejected_{}", uuid::Uuid::new_v4().simple());
+    store
+        .execute(
+            "INSERT INTO stripe_events (id, type, created, received_at, via, outcome, detail) \
+             VALUES ($1, '', $2, $2, 'webhook', 'rejected', $3)",
+            args![id.as_str(), now, reason],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Sets how event `id` was handled: `applied`, `ignored` (a type opsdeck does not use),
 /// `stale` (older than what is stored) or `failed`, with a detail for the log.
 pub async fn finish_event(
@@ -384,14 +399,16 @@ pub struct Receipt {
     pub received_at: i64,
     /// `webhook` or `catchup` (fetched from `/v1/events` after downtime).
     pub via: String,
-    /// `received` (being applied), `applied`, `ignored`, `stale` or `failed`.
+    /// `received` (being applied), `applied`, `ignored`, `stale`, `failed`, or `rejected` (a
+    /// bad or missing signature; the reason is the detail).
     pub outcome: String,
     pub detail: Option<String>,
 }
 
 /// Logged events received before `(received_at, id)` of the previous page's last row, newest
-/// first. Only the first delivery of an event is logged: redeliveries are answered as
-/// duplicates, and deliveries refused for their signature are never stored.
+/// first. Only the first delivery of an event is logged (redeliveries are answered as
+/// duplicates); deliveries refused for their signature are logged as `rejected`, at most a
+/// few a second.
 pub async fn receipts(
     store: &Store,
     before: Option<(i64, String)>,

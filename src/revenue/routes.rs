@@ -161,7 +161,8 @@ pub struct WebhookReply {
 
 /// Receives Stripe events. The `Stripe-Signature` header must carry a `v1` HMAC of the raw
 /// body under the endpoint's signing secret, made within the last 5 minutes; anything else is
-/// a 400 and nothing is stored. Events are idempotent by id.
+/// a 400, logged as `rejected` with the reason (at most a few a second) and nothing else is
+/// stored. Events are idempotent by id.
 #[utoipa::path(post, path = "/webhooks/stripe", tag = "revenue",
     request_body(content = String, content_type = "application/json"),
     responses((status = 200, body = WebhookReply), (status = 400, body = ErrorBody),
@@ -180,17 +181,20 @@ async fn stripe_webhook(
     let header = headers
         .get("stripe-signature")
         .map(|v| v.to_str().unwrap_or(""));
-    signature::verify(
+    let verified = signature::verify(
         &body,
         header,
         &revenue.webhook_secret,
         now_ms() / 1000,
         DEFAULT_TOLERANCE_SECS,
-    )
-    .map_err(|e| {
+    );
+    if let Err(e) = verified {
         tracing::warn!(error = %e, "refused a Stripe webhook");
-        ApiError::BadRequest(e.to_string())
-    })?;
+        if revenue.rejected_log.check().is_ok() {
+            super::records::log_rejected(&state.store, &e.to_string(), now_ms()).await?;
+        }
+        return Err(ApiError::BadRequest(e.to_string()));
+    }
     let event: Event = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not a Stripe event: {e}")))?;
     let outcome = match events::apply(&state.store, &event, "webhook").await {

@@ -43,6 +43,9 @@ pub struct Revenue {
     sync_every: std::time::Duration,
     dirty: AtomicBool,
     health: Mutex<Health>,
+    /// Bounds how many refused webhook deliveries are logged (a flood of forged requests
+    /// must not become a flood of writes); the rest are only counted in the server log.
+    pub rejected_log: governor::DefaultDirectRateLimiter,
     /// Held while a sync runs: one at a time.
     running: tokio::sync::Mutex<()>,
     /// Held while the history is recomputed, so that a caller who asks for a recompute
@@ -113,6 +116,9 @@ impl Revenue {
             dirty: AtomicBool::new(true),
             health: Mutex::new(Health::default()),
             running: tokio::sync::Mutex::new(()),
+            rejected_log: governor::RateLimiter::direct(governor::Quota::per_second(
+                std::num::NonZeroU32::MIN.saturating_add(4),
+            )),
             recomputing: tokio::sync::Mutex::new(()),
         })
     }

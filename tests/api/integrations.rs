@@ -560,14 +560,18 @@ async fn webhook_receipts(app: &TestApp) {
     assert!(html.contains("evt_broken_2") && html.contains("outcome-failed"));
     assert!(
         !html.contains("evt_forged_3"),
-        "refused deliveries are not stored"
+        "a refused delivery's claimed event id is not trusted"
     );
-    assert!(html.contains("not stored"), "and the tab says so");
-    // Counted by outcome: one ignored and one failed in both windows.
+    assert!(
+        html.contains("outcome-rejected") && html.contains("no v1 signature matches the payload"),
+        "the refusal is logged with its reason"
+    );
+    // Counted by outcome: one ignored, one failed and one rejected in both windows.
     let tally = html.split("Receipts by outcome").nth(1).unwrap();
     let tally = &tally[..tally.find("</table>").unwrap()];
     assert!(tally.contains("outcome-ignored") && tally.contains("outcome-failed"));
-    assert_eq!(tally.matches("<td>1</td><td>1</td>").count(), 2, "{tally}");
+    assert!(tally.contains("outcome-rejected"));
+    assert_eq!(tally.matches("<td>1</td><td>1</td>").count(), 3, "{tally}");
     assert!(!html.contains("not configured"));
     let res = admin
         .get(app.url("/integrations/webhooks?before=nonsense"))

@@ -143,7 +143,31 @@ async fn webhooks(app: &TestApp) {
         err["detail"].as_str().unwrap_or("").contains("tolerance"),
         "{err}"
     );
-    assert_eq!(count(app, "SELECT COUNT(*) FROM stripe_events").await, 0);
+    // Each refusal is logged with its reason (the Webhooks tab shows them), nothing else.
+    assert_eq!(
+        count(
+            app,
+            "SELECT COUNT(*) FROM stripe_events WHERE outcome <> 'rejected'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            app,
+            "SELECT COUNT(*) FROM stripe_events WHERE outcome = 'rejected'"
+        )
+        .await,
+        4
+    );
+    assert_eq!(
+        count(
+            app,
+            "SELECT COUNT(*) FROM stripe_events WHERE outcome = 'rejected' AND detail LIKE '%tolerance%'"
+        )
+        .await,
+        1
+    );
     assert_eq!(count(app, "SELECT COUNT(*) FROM stripe_objects").await, 0);
 
     // A secret being rolled: one v1 per active secret, any match is enough.
