@@ -6,7 +6,7 @@
 //! repeated (two instances, a retry after a crash) cannot notify twice. Alerts changing in a
 //! run that share a group key, status and route go out as one notification.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Value, json};
 
@@ -225,7 +225,7 @@ pub async fn run(
             }
             None => samples.iter().collect(),
         };
-        let mut seen: HashMap<String, ()> = HashMap::new();
+        let mut seen: HashSet<String> = HashSet::new();
         let mut series: Vec<(BTreeMap<String, String>, Option<f64>)> = Vec::new();
         for s in candidates {
             if !rule
@@ -238,13 +238,13 @@ pub async fn run(
             }
             let mut labels = s.labels.clone();
             labels.extend(rule.spec.labels.clone());
-            seen.insert(fingerprint(&labels), ());
+            seen.insert(fingerprint(&labels));
             series.push((labels, Some(s.value)));
         }
         // Open alerts whose series is gone end as if healthy.
         if let Some(of_rule) = open.get(&rule.id) {
             for (fp, (labels, _)) in of_rule {
-                if !seen.contains_key(fp) {
+                if !seen.contains(fp) {
                     series.push((labels.clone(), None));
                 }
             }

@@ -53,7 +53,12 @@ pub fn settings(config: &Config) -> engine::Settings {
 
 /// What rules may name: the metrics `/metrics` exposes and the notifiers that exist.
 pub async fn names(state: &AppState) -> Result<(Vec<String>, Vec<String>), AlertsError> {
-    let prometheus = metrics::prometheus_names(&state.metrics.render(state));
+    names_in(state, &state.metrics.render(state)).await
+}
+
+/// [`names`], with `/metrics` already rendered as `text`.
+async fn names_in(state: &AppState, text: &str) -> Result<(Vec<String>, Vec<String>), AlertsError> {
+    let prometheus = metrics::prometheus_names(text);
     let notifiers: Vec<(String,)> = state
         .store
         .fetch_all("SELECT name FROM webhook_endpoints", crate::args![])
@@ -96,8 +101,9 @@ pub async fn step(state: &AppState, holder: &str) -> Result<Outcome, AlertsError
     if !crate::store::lease::acquire(&state.store, LEASE, holder, ttl, now_ms()).await? {
         return Ok(Outcome::Idle);
     }
+    // Rendered once: rules read their `opsdeck_…` metrics from it, and it says which exist.
     let text = state.metrics.render(state);
-    let (prometheus, notifiers) = names(state).await?;
+    let (prometheus, notifiers) = names_in(state, &text).await?;
     let rules = rules::load(&state.store, &prometheus, &notifiers).await?;
     let (report, events) = engine::run(
         &state.store,

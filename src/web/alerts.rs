@@ -82,6 +82,20 @@ async fn page(
     ))
 }
 
+/// The page again with a form's refusal (a 4xx naming the problem); a server error stays one.
+async fn refused(
+    state: &AppState,
+    user: &SessionUser,
+    e: crate::alerts::AlertsError,
+) -> PageResult {
+    let e = ApiError::from(e);
+    let status = e.status();
+    if status.is_server_error() {
+        return Err(e);
+    }
+    page(state, user, status, Some(e.to_string())).await
+}
+
 pub async fn index(State(state): State<AppState>, PageUser(user): PageUser) -> PageResult {
     page(&state, &user, StatusCode::OK, None).await
 }
@@ -112,14 +126,7 @@ pub async fn ack(
             state.events.send(event);
             Ok(Redirect::to("/alerts").into_response())
         }
-        Err(e) => {
-            let e = ApiError::from(e);
-            let status = e.status();
-            if status.is_server_error() {
-                return Err(e);
-            }
-            page(&state, &form.user, status, Some(e.to_string())).await
-        }
+        Err(e) => refused(&state, &form.user, e).await,
     }
 }
 
@@ -184,14 +191,7 @@ pub async fn add_silence(State(state): State<AppState>, form: CsrfForm<AddSilenc
     };
     match silences::create(&state.store, &spec, &form.actor(), now).await {
         Ok(_) => Ok(Redirect::to("/alerts#silences").into_response()),
-        Err(e) => {
-            let e = ApiError::from(e);
-            let status = e.status();
-            if status.is_server_error() {
-                return Err(e);
-            }
-            page(&state, &form.user, status, Some(e.to_string())).await
-        }
+        Err(e) => refused(&state, &form.user, e).await,
     }
 }
 
@@ -207,10 +207,7 @@ pub async fn expire_silence(
     }
     match silences::expire(&state.store, id, &form.actor(), now_ms()).await {
         Ok(()) => Ok(Redirect::to("/alerts#silences").into_response()),
-        Err(e) => {
-            let e = ApiError::from(e);
-            page(&state, &form.user, e.status(), Some(e.to_string())).await
-        }
+        Err(e) => refused(&state, &form.user, e).await,
     }
 }
 
@@ -299,14 +296,7 @@ pub async fn add_rule(State(state): State<AppState>, form: CsrfForm<AddRule>) ->
     let (prometheus, notifiers) = crate::alerts::names(&state).await?;
     match rules::create(&state.store, &spec, &prometheus, &notifiers, &form.actor()).await {
         Ok(_) => Ok(Redirect::to("/alerts#rules").into_response()),
-        Err(e) => {
-            let e = ApiError::from(e);
-            let status = e.status();
-            if status.is_server_error() {
-                return Err(e);
-            }
-            page(&state, &form.user, status, Some(e.to_string())).await
-        }
+        Err(e) => refused(&state, &form.user, e).await,
     }
 }
 
@@ -321,13 +311,6 @@ pub async fn delete_rule(
     }
     match rules::delete(&state.store, id, &form.actor()).await {
         Ok(()) => Ok(Redirect::to("/alerts#rules").into_response()),
-        Err(e) => {
-            let e = ApiError::from(e);
-            let status = e.status();
-            if status.is_server_error() {
-                return Err(e);
-            }
-            page(&state, &form.user, status, Some(e.to_string())).await
-        }
+        Err(e) => refused(&state, &form.user, e).await,
     }
 }
