@@ -46,21 +46,11 @@ fn day_labels(from: i64, to: i64) -> (Vec<String>, Vec<i64>) {
 }
 
 fn count(v: f64) -> String {
-    if v >= 1_000_000.0 {
-        format!("{:.1}M", v / 1_000_000.0)
-    } else if v >= 1000.0 {
-        format!("{:.1}k", v / 1000.0)
-    } else {
-        format!("{v:.0}")
-    }
+    super::format::count(v)
 }
 
 fn usd(v: f64) -> String {
-    if v >= 100.0 {
-        format!("${v:.0}")
-    } else {
-        format!("${v:.2}")
-    }
+    super::format::money_major(v, "usd")
 }
 
 /// Optional text from a form or query: blank means absent.

@@ -7,6 +7,7 @@
 mod alerts;
 pub mod chart;
 pub mod extras;
+pub mod format;
 pub mod integrations;
 mod metering;
 mod pages;
@@ -192,18 +193,12 @@ async fn js() -> impl IntoResponse {
     )
 }
 
-/// The same for optional timestamps ("—" when absent).
+/// An optional timestamp in the one time format ("—" when absent).
 pub fn fmt_opt_ms(ms: &Option<i64>) -> String {
-    ms.as_ref().map(fmt_ms).unwrap_or_else(|| "—".into())
+    format::time_opt(ms)
 }
 
-/// Formats a UTC millisecond timestamp for tables: `2026-11-23 10:57:03 UTC`.
-/// Takes a reference because askama passes template values by reference.
+/// A UTC millisecond timestamp in the one time format: `2026-11-23 10:57 UTC`.
 pub fn fmt_ms(ms: &i64) -> String {
-    let fmt =
-        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(*ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&fmt).ok())
-        .unwrap_or_else(|| "—".into())
+    format::time(ms)
 }

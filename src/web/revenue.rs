@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
 use super::chart::{self, Series};
+use super::format;
 use super::metering::given;
 use super::settings::{PageResult, require_admin};
 use super::{Chrome, render};
@@ -27,71 +28,38 @@ use crate::store::now_ms;
 
 const DAY: i64 = 86_400_000;
 
-/// Money as people read it: "$1,234.56", "€-12.00", "JPY 1,200".
+/// Money as people read it: "$1,234.56", "-€12.00", "JPY 1,200".
 pub fn show_money(m: impl Borrow<Money>) -> String {
-    let m = m.borrow();
-    let exponent = crate::revenue::history::minor_exponent(&m.currency);
-    let text = crate::money::format_scaled(m.amount.abs(), exponent, exponent as usize);
-    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
-    let mut grouped = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    let sign = if m.amount < 0 { "-" } else { "" };
-    let number = if frac.is_empty() {
-        grouped
-    } else {
-        format!("{grouped}.{frac}")
-    };
-    match m.currency.as_str() {
-        "usd" => format!("{sign}${number}"),
-        "eur" => format!("{sign}€{number}"),
-        "gbp" => format!("{sign}£{number}"),
-        other => format!("{sign}{} {number}", other.to_uppercase()),
-    }
+    format::money(m)
 }
 
-/// A figure's value as shown.
+/// A figure's value as shown, by unit ("" for money or a count, "%" or "×").
 pub fn show_value(v: &FigureValue, unit: &str) -> String {
-    match v {
-        FigureValue::Money(m) => show_money(m),
-        FigureValue::Number(n) if unit == "%" => format!("{n} %"),
-        FigureValue::Number(n) if unit == "×" => format!("{n}×"),
-        FigureValue::Number(n) => format!("{n}"),
+    format::figure(kind_of(unit), v)
+}
+
+/// The formatter's kind of figure for a unit.
+fn kind_of(unit: &str) -> &'static str {
+    match unit {
+        "%" => "percent",
+        "×" => "times",
+        _ => "count",
     }
 }
 
-/// "12 Jan 2026" for a UTC ms day.
+/// A UTC day: "2026-01-12".
 pub fn show_day(ms: impl Borrow<i64>) -> String {
-    let ms = *ms.borrow();
-    let fmt = time::macros::format_description!("[day padding:none] [month repr:short] [year]");
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&fmt).ok())
-        .unwrap_or_default()
+    format::day(ms)
 }
 
 /// "2026-01-12 14:03 UTC" for a UTC ms time.
 pub fn show_time(ms: impl Borrow<i64>) -> String {
-    let ms = *ms.borrow();
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&fmt).ok())
-        .unwrap_or_default()
+    format::time(ms)
 }
 
 /// "4 min", "3 h", "2 d".
 pub fn show_age(secs: impl Borrow<i64>) -> String {
-    match *secs.borrow() {
-        s if s < 90 => format!("{s} s"),
-        s if s < 5_400 => format!("{} min", s / 60),
-        s if s < 172_800 => format!("{} h", s / 3_600),
-        s => format!("{} d", s / 86_400),
-    }
+    format::age(secs)
 }
 
 /// One figure row: label, value, previous value, change badge.
@@ -100,6 +68,8 @@ pub struct Shown {
     pub link: Option<(&'static str, bool)>,
     pub name: &'static str,
     pub label: &'static str,
+    /// The formatter's kind of figure (`money`, `percent`, `times`, `count`).
+    pub kind: &'static str,
     pub value: String,
     pub previous: String,
     pub change: String,
@@ -169,21 +139,22 @@ pub fn shown(
         .map(|&(name, label, unit, good)| {
             let f = figures.get(name);
             let value = f.and_then(|f| f.value.as_ref());
-            let change = f.and_then(|f| f.change_pct);
+            let previous = f.and_then(|f| f.previous.as_ref());
+            let kind = match value {
+                Some(FigureValue::Money(_)) => "money",
+                _ => kind_of(unit),
+            };
+            let change = format::figure_change(kind, value, previous, f.and_then(|f| f.change_pct));
             Shown {
                 link: drill_link(name),
                 name,
                 label,
-                value: value.map_or_else(|| "n/a".into(), |v| show_value(v, unit)),
-                previous: f
-                    .and_then(|f| f.previous.as_ref())
-                    .map_or_else(|| "n/a".into(), |v| show_value(v, unit)),
-                change: change.map_or_else(String::new, |c| format!("{c:+.1} %")),
-                direction: match change {
-                    Some(c) if c > 0.0 => "up",
-                    Some(c) if c < 0.0 => "down",
-                    _ => "",
-                },
+                kind,
+                value: value.map_or_else(|| format::ABSENT.into(), |v| format::figure(kind, v)),
+                previous: previous
+                    .map_or_else(|| format::ABSENT.into(), |v| format::figure(kind, v)),
+                direction: format::direction(change.as_ref().map(|c| c.1)),
+                change: change.map(|c| c.0).unwrap_or_default(),
                 good,
             }
         })
