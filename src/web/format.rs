@@ -36,7 +36,7 @@ macro_rules! numeric {
         }
     )*};
 }
-numeric!(i32, i64, u32, u64, usize, f64);
+numeric!(i8, i16, i32, i64, u8, u16, u32, u64, usize, f32, f64);
 
 impl<T: Numeric + ?Sized> Numeric for &T {
     fn to_f64(&self) -> f64 {
@@ -210,6 +210,19 @@ pub fn exact_money(text: &str, currency: &str) -> String {
     format!("{sign}{}{body}", symbol(currency))
 }
 
+/// An amount of US cents written as a decimal text (`"1234.5"`), exact, in dollars: `$12.345`.
+pub fn cents_usd(text: &str) -> String {
+    let t = text.trim();
+    let (sign, digits) = match t.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", t),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let padded = format!("{int:0>3}");
+    let (dollars, cents) = padded.split_at(padded.len() - 2);
+    exact_money(&format!("{sign}{dollars}.{cents}{frac}"), "usd")
+}
+
 /// [`exact_money`] of an optional amount, `—` when absent.
 pub fn exact_money_opt(text: &Option<String>, currency: &str) -> String {
     text.as_deref()
@@ -377,6 +390,11 @@ pub fn direction(sign: Option<f64>) -> &'static str {
     }
 }
 
+/// The badge direction of a change as shown with one decimal (`+0.0 %` is no change).
+pub fn trend(change: impl Numeric) -> &'static str {
+    direction(Some(rounded_sign(change.to_f64())))
+}
+
 /// The sign of `v` as shown with one decimal: a change that reads `+0.0` is no change.
 fn rounded_sign(v: f64) -> f64 {
     let shown = (v.abs() * 10.0).round();
@@ -419,6 +437,8 @@ mod tests {
         assert_eq!(exact_money("1200.50", "eur"), "€1,200.50");
         assert_eq!(exact_money("0.0000045000", "usd"), "$0.0000045");
         assert_eq!(exact_money("n/a", "usd"), "n/a USD");
+        assert_eq!(cents_usd("1234.5"), "$12.345");
+        assert_eq!(cents_usd("7"), "$0.07");
         assert_eq!(exact_money_opt(&None, "usd"), "—");
         assert_eq!(money_major(2000.0, "usd"), "$2,000");
         assert_eq!(money_major(12.5, "usd"), "$12.50");
