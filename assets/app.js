@@ -153,46 +153,94 @@ async function refreshOverview(section) {
   }
 }
 
+// Sortable tables: a <button> in each header (so the keyboard reaches it), `aria-sort` on the
+// sorted one. A cell sorts by its `data-sort` (the raw number the server put there) when it has
+// one, else by its text read back as a number when the formatter wrote one ("$1,833.10",
+// "98.6 %", "850 ms", "3.75 s"), else as text; empty and "—" cells sort last either way.
+const UNIT_SCALE = { ms: 1, s: 1000, min: 60000, h: 3600000, d: 86400000 };
+function sortKey(cell) {
+  if (!cell) return null;
+  const raw = cell.dataset.sort ?? cell.textContent.trim();
+  if (raw === "" || raw === fmt.absent) return null;
+  if (cell.dataset.sort !== undefined && raw !== "" && !isNaN(Number(raw))) return Number(raw);
+  const m = /^(≤ )?([-+]?)(?:[$€£]|[A-Z]{3} )?(\d[\d,]*(?:\.\d+)?)(?: ?(%|pp|×|ms|s|min|h|d)\b| ?[%×])?/u.exec(raw);
+  if (m && m[0].length > 0) {
+    const n = Number(m[3].replaceAll(",", "")) * (m[2] === "-" ? -1 : 1);
+    return n * (UNIT_SCALE[m[4]] ?? 1);
+  }
+  return raw;
+}
+
+function compareKeys(x, y) {
+  if (x === null || y === null) return x === y ? 0 : x === null ? 1 : -1;
+  if (typeof x === "number" && typeof y === "number") return x - y;
+  return String(x).localeCompare(String(y));
+}
+
+function sortTable(table, i, asc) {
+  const body = table.tBodies[0];
+  const rows = [...body.rows].filter((r) => r.cells.length > 1 || !r.querySelector("[colspan]"));
+  const keyed = rows.map((r) => [sortKey(r.cells[i]), r]);
+  keyed.sort((a, b) => {
+    // Empty cells stay last whichever the direction.
+    if (a[0] === null || b[0] === null) return compareKeys(a[0], b[0]);
+    const c = compareKeys(a[0], b[0]);
+    return asc ? c : -c;
+  });
+  keyed.forEach(([, r]) => body.appendChild(r));
+}
+
 function makeSortable(table) {
-  const headers = table.tHead?.rows[0]?.cells ?? [];
-  [...headers].forEach((th, i) => {
-    th.dataset.sort = "";
-    th.addEventListener("click", () => {
-      const body = table.tBodies[0];
-      const asc = th.dataset.sort !== "asc";
-      [...headers].forEach((h) => (h.dataset.sort = ""));
-      th.dataset.sort = asc ? "asc" : "desc";
-      const rows = [...body.rows].sort((a, b) => {
-        const x = a.cells[i]?.textContent.trim() ?? "";
-        const y = b.cells[i]?.textContent.trim() ?? "";
-        const nx = Number(x), ny = Number(y);
-        const cmp = !isNaN(nx) && !isNaN(ny) && x !== "" && y !== "" ? nx - ny : x.localeCompare(y);
-        return asc ? cmp : -cmp;
-      });
-      rows.forEach((r) => body.appendChild(r));
+  const headers = [...(table.tHead?.rows[0]?.cells ?? [])];
+  headers.forEach((th, i) => {
+    if (th.textContent.trim() === "") return;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "sort";
+    button.append(...th.childNodes);
+    th.append(button);
+    th.setAttribute("aria-sort", "none");
+    button.addEventListener("click", () => {
+      const asc = th.getAttribute("aria-sort") !== "ascending";
+      headers.forEach((h) => h.hasAttribute("aria-sort") && h.setAttribute("aria-sort", "none"));
+      th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+      sortTable(table, i, asc);
     });
   });
 }
 
+// One CSV rule for the server's exports and this one (src/web/csv.rs): RFC 4180 quoting, and a
+// leading `'` on a cell starting with =, +, -, @, tab or CR so a spreadsheet never runs it.
 function csvCell(s) {
-  return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+  const safe = /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
+  return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
 }
 
+// "Export CSV": the server's export of the whole result where the table names one
+// (`data-export-url`), else the rows on screen (small tables shown whole).
 function addExport(table) {
-  const button = document.createElement("button");
-  button.type = "button";
-  button.className = "export";
-  button.textContent = "Export CSV";
-  button.addEventListener("click", () => {
-    const lines = [...table.rows].map((r) => [...r.cells].map((c) => csvCell(c.textContent.trim())).join(","));
-    const blob = new Blob([lines.join("\n") + "\n"], { type: "text/csv" });
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(blob);
-    a.download = table.dataset.export;
-    a.click();
-    URL.revokeObjectURL(a.href);
-  });
-  table.before(button);
+  const url = table.dataset.exportUrl;
+  let control;
+  if (url) {
+    control = document.createElement("a");
+    control.href = url;
+    control.setAttribute("download", table.dataset.export);
+  } else {
+    control = document.createElement("button");
+    control.type = "button";
+    control.addEventListener("click", () => {
+      const lines = [...table.rows].map((r) => [...r.cells].map((c) => csvCell(c.textContent.trim())).join(","));
+      const blob = new Blob([lines.join("\n") + "\n"], { type: "text/csv" });
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(blob);
+      a.download = table.dataset.export;
+      a.click();
+      URL.revokeObjectURL(a.href);
+    });
+  }
+  control.className = "export";
+  control.textContent = "Export CSV";
+  table.before(control);
 }
 
 // The Integrations grid: states, uptime, p95, last check and last error from the JSON API,

@@ -6,11 +6,13 @@
 
 mod alerts;
 pub mod chart;
+mod csv;
 pub mod extras;
 pub mod format;
 pub mod integrations;
 mod metering;
 mod pages;
+mod paging;
 pub mod revenue;
 mod settings;
 mod signin;
@@ -31,8 +33,12 @@ pub fn router() -> Router<AppState> {
         .route("/", get(pages::overview))
         .route("/revenue", get(revenue::page))
         .route("/revenue/sync", post(revenue::sync))
+        .route("/revenue/customers.csv", get(revenue::customers_csv))
+        .route("/revenue/movements.csv", get(revenue::movements_csv))
         .route("/revenue/customers/{id}", get(revenue::customer))
         .route("/revenue/payments", get(revenue::payments))
+        .route("/revenue/payments.csv", get(revenue::payments_csv))
+        .route("/customers", get(revenue::search))
         .route("/revenue/objects/{kind}/{id}", get(revenue::object))
         .route("/costs", get(metering::costs))
         .route("/usage", get(metering::usage))
@@ -100,6 +106,10 @@ pub fn router() -> Router<AppState> {
             get(metering::plans).post(metering::create_plan),
         )
         .route("/settings/plans/assign", post(metering::assign_plan))
+        .route(
+            "/settings/plans/assignments.csv",
+            get(metering::assignments_csv),
+        )
         .route("/settings/plans/{id}", post(metering::update_plan))
         .route("/settings/plans/{id}/delete", post(metering::delete_plan))
         .route("/static/app.css", get(css))
