@@ -207,14 +207,7 @@ pub fn charts(series: &[metrics::Point], currency: &str, interval: Interval) -> 
         m.amount as f64 / 10f64.powi(crate::revenue::history::minor_exponent(&m.currency) as i32)
     };
     let currency = currency.to_string();
-    let fmt = move |v: f64| {
-        let exponent = crate::revenue::history::minor_exponent(&currency);
-        show_money(&Money {
-            amount: (v * 10f64.powi(exponent as i32)).round() as i64,
-            currency: currency.clone(),
-        })
-        .replace(".00", "")
-    };
+    let fmt = move |v: f64| format::money_major(v, &currency);
     let mrr = chart::lines(
         &labels,
         &[Series {
