@@ -39,22 +39,51 @@ fn money(micro: i64, currency: &str) -> Money {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct CustomerMrr {
     pub customer: String,
+    /// MRR as of today: movements dated later (a coupon ending, a scheduled change) are not
+    /// counted yet.
     pub mrr: Money,
     /// Day of the customer's first MRR movement, UTC ms.
     pub first_day: i64,
-    /// Day of their latest movement.
+    /// Day of their latest movement on or before today.
     pub last_day: i64,
 }
 
-/// The customers paying the most now, from the last recompute.
-pub async fn top_customers(store: &Store, currency: &str, limit: i64) -> Result<Vec<CustomerMrr>> {
-    let rows: Vec<(String, i64, i64, i64)> = store
-        .fetch_all(
+/// Customers whose stored row a scheduled movement has overtaken (its `next_day` has come,
+/// and no recompute has run since), with their MRR and latest change as of `today` summed
+/// from the movements. Few: the `mrr` job recomputes once such a day arrives.
+const OVERTAKEN_SQL: &str = "SELECT c.customer_id, \
+     CAST(COALESCE(SUM(m.amount), 0) AS BIGINT), c.first_day, \
+     CAST(COALESCE(MAX(m.day), c.first_day) AS BIGINT) \
+     FROM revenue_customers c \
+     LEFT JOIN revenue_movements m ON m.customer_id = c.customer_id AND m.day <= $1 \
+     WHERE c.next_day IS NOT NULL AND c.next_day <= $1 \
+     GROUP BY c.customer_id, c.first_day";
+
+/// The customers paying the most as of `now` (UTC ms): the stored rows, except those a
+/// scheduled movement has overtaken since the last recompute, which are read from the
+/// movements instead. The sum of every customer's MRR is the headline MRR of `now`'s day.
+pub async fn top_customers(
+    store: &Store,
+    currency: &str,
+    limit: i64,
+    now: i64,
+) -> Result<Vec<CustomerMrr>> {
+    let today = super::mrr::day_of(now);
+    let (stored, overtaken) = tokio::try_join!(
+        store.fetch_all::<(String, i64, i64, i64)>(
             "SELECT customer_id, mrr, first_day, last_day FROM revenue_customers \
-             WHERE mrr > 0 ORDER BY mrr DESC, customer_id LIMIT $1",
-            args![limit],
-        )
-        .await?;
+             WHERE mrr > 0 AND (next_day IS NULL OR next_day > $2) \
+             ORDER BY mrr DESC, customer_id LIMIT $1",
+            args![limit, today],
+        ),
+        store.fetch_all::<(String, i64, i64, i64)>(OVERTAKEN_SQL, args![today]),
+    )?;
+    let mut rows: Vec<(String, i64, i64, i64)> = stored
+        .into_iter()
+        .chain(overtaken.into_iter().filter(|r| r.1 > 0))
+        .collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
     Ok(rows
         .into_iter()
         .map(|(customer, mrr, first_day, last_day)| CustomerMrr {
@@ -157,8 +186,15 @@ pub struct CustomerDetail {
     pub movements: Vec<MovementRow>,
 }
 
-/// Everything stored about one customer; `None` when opsdeck knows nothing of them.
-pub async fn customer(store: &Store, currency: &str, id: &str) -> Result<Option<CustomerDetail>> {
+/// Everything stored about one customer as of `now` (UTC ms); `None` when opsdeck knows
+/// nothing of them.
+pub async fn customer(
+    store: &Store,
+    currency: &str,
+    id: &str,
+    now: i64,
+) -> Result<Option<CustomerDetail>> {
+    let today = super::mrr::day_of(now);
     let objects: Vec<(String, String, i64, String)> = store
         .fetch_all(
             "SELECT object_type, id, created, data FROM stripe_objects WHERE customer_id = $1 \
@@ -176,9 +212,13 @@ pub async fn customer(store: &Store, currency: &str, id: &str) -> Result<Option<
              WHERE customer_id = $1 ORDER BY day DESC LIMIT 500",
             args![id],
         ),
+        // As of today, whatever the stored row says: a scheduled movement may have come due
+        // since the last recompute.
         store.fetch_optional::<(i64,)>(
-            "SELECT mrr FROM revenue_customers WHERE customer_id = $1",
-            args![id],
+            "SELECT CAST(COALESCE((SELECT SUM(m.amount) FROM revenue_movements m \
+             WHERE m.customer_id = c.customer_id AND m.day <= $2), 0) AS BIGINT) \
+             FROM revenue_customers c WHERE c.customer_id = $1",
+            args![id, today],
         ),
         store.fetch_optional::<(String,)>(
             "SELECT plan_id FROM customer_plans WHERE customer_id = $1",

@@ -145,10 +145,15 @@ async fn get_customer(
     Path(id): Path<String>,
 ) -> Result<Json<CustomerDetail>> {
     p.require(Scope::Read)?;
-    drill::customer(&state.store, state.revenue.reporting_currency(), &id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no revenue data for customer {id:?}")))
+    drill::customer(
+        &state.store,
+        state.revenue.reporting_currency(),
+        &id,
+        now_ms(),
+    )
+    .await?
+    .map(Json)
+    .ok_or_else(|| ApiError::NotFound(format!("no revenue data for customer {id:?}")))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

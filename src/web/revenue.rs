@@ -317,7 +317,7 @@ pub async fn page(
     let (report, status, top, movements) = tokio::try_join!(
         metrics::report(store, &rates, currency, from, to, interval, costs),
         state.revenue.status(store, now),
-        drill::top_customers(store, currency, 20),
+        drill::top_customers(store, currency, 20, now),
         drill::movements(
             store,
             currency,
@@ -413,9 +413,14 @@ pub async fn customer(
     PageUser(user): PageUser,
     Path(id): Path<String>,
 ) -> PageResult {
-    let detail = drill::customer(&state.store, state.revenue.reporting_currency(), &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no revenue data for customer {id:?}")))?;
+    let detail = drill::customer(
+        &state.store,
+        state.revenue.reporting_currency(),
+        &id,
+        now_ms(),
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no revenue data for customer {id:?}")))?;
     Ok(render(
         StatusCode::OK,
         &CustomerPage {
