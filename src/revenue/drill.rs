@@ -51,13 +51,15 @@ pub struct CustomerMrr {
 /// Customers whose stored row a scheduled movement has overtaken (its `next_day` has come,
 /// and no recompute has run since), with their MRR and latest change as of `today` summed
 /// from the movements. Few: the `mrr` job recomputes once such a day arrives.
+/// Subqueries per row rather than a join: PostgreSQL planned the join as a hash over every
+/// movement (14 ms at 50k customers with none overtaken, against 0.4 ms this way).
 const OVERTAKEN_SQL: &str = "SELECT c.customer_id, \
-     CAST(COALESCE(SUM(m.amount), 0) AS BIGINT), c.first_day, \
-     CAST(COALESCE(MAX(m.day), c.first_day) AS BIGINT) \
-     FROM revenue_customers c \
-     LEFT JOIN revenue_movements m ON m.customer_id = c.customer_id AND m.day <= $1 \
-     WHERE c.next_day IS NOT NULL AND c.next_day <= $1 \
-     GROUP BY c.customer_id, c.first_day";
+     CAST(COALESCE((SELECT SUM(m.amount) FROM revenue_movements m \
+         WHERE m.customer_id = c.customer_id AND m.day <= $1), 0) AS BIGINT), \
+     c.first_day, \
+     CAST(COALESCE((SELECT MAX(m.day) FROM revenue_movements m \
+         WHERE m.customer_id = c.customer_id AND m.day <= $1), c.first_day) AS BIGINT) \
+     FROM revenue_customers c WHERE c.next_day IS NOT NULL AND c.next_day <= $1";
 
 /// The customers paying the most as of `now` (UTC ms): the stored rows, except those a
 /// scheduled movement has overtaken since the last recompute, which are read from the
