@@ -1194,9 +1194,21 @@ async fn margin(backend: Backend) {
         "Least profitable customers",
         "href=\"/revenue/customers/cus_b\"",
         "28.3 %",
+        // Per plan, the customers active in the period; Settings → Plans counts those
+        // assigned, and each page says which it counts.
+        "Customers active in period</th>",
     ] {
         assert!(html.contains(needle), "{needle} on the Costs page");
     }
+    let plans = web
+        .get(app.url("/settings/plans"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(plans.contains("Customers assigned</th>"), "{plans}");
     app.finish().await;
 }
 
