@@ -83,9 +83,12 @@ async fn get_revenue(
     let rates = Rates::load(&state.store, currency).await?;
     let (from_day, to_day) = metrics::whole_days(from, to.max(from + 1));
     let costs = metrics::provider_costs(&state.store, &rates, from_day, to_day).await?;
-    Ok(Json(
-        metrics::report(&state.store, &rates, currency, from, to, interval, costs).await?,
-    ))
+    let mut report =
+        metrics::report(&state.store, &rates, currency, from, to, interval, costs).await?;
+    if let Some(pending) = state.revenue.first_sync_pending(&state.store).await? {
+        report.set_pending(pending);
+    }
+    Ok(Json(report))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -143,6 +143,33 @@ impl Revenue {
             .clone()
     }
 
+    /// While a key is configured and no sync has ever finished (the first backfill is running,
+    /// or failed): the revenue figures are pending, with the objects fetched so far. `None`
+    /// once a sync has finished (kept across restarts), or without a key.
+    pub async fn first_sync_pending(
+        &self,
+        store: &Store,
+    ) -> Result<Option<crate::overview::Pending>> {
+        if self.client.is_none() || self.health().last_sync_at.is_some() {
+            return Ok(None);
+        }
+        let progress = records::progress(store).await?;
+        if progress
+            .iter()
+            .any(|p| p.resource == "events" && p.state == "done")
+        {
+            return Ok(None);
+        }
+        Ok(Some(crate::overview::Pending {
+            source: "revenue".into(),
+            objects: progress
+                .iter()
+                .filter(|p| p.resource != "events")
+                .map(|p| p.fetched)
+                .sum(),
+        }))
+    }
+
     /// The connection's state and the last sync's progress, as of `now` (UTC ms).
     pub async fn status(&self, store: &Store, now: i64) -> Result<SyncStatus> {
         let health = self.health();

@@ -49,37 +49,52 @@ fn show(name: &str, v: &FigureValue) -> String {
 
 pub async fn overview(State(state): State<AppState>, PageUser(user): PageUser) -> Response {
     let now = time::OffsetDateTime::now_utc();
-    let figures = crate::overview::overview(&state, now, 30 * 86_400)
+    let (figures, pending) = crate::overview::overview(&state, now, 30 * 86_400)
         .await
-        .map(|o| o.figures)
+        .map(|o| (o.figures, o.pending))
         .unwrap_or_default();
+    let pending_note = |source: &str| {
+        pending
+            .iter()
+            .find(|p| p.source == source)
+            .map(crate::overview::Pending::describe)
+    };
     let revenue = revenue_charts(&state).await.ok().flatten();
     let cards = FIGURES
         .iter()
         .map(
             |(name, label, source)| match figures.get(*name).and_then(|f| f.as_ref()) {
-                Some(f) => Card {
+                Some(f) if f.pending => Card {
                     name,
                     label,
-                    value: f.value.as_ref().map(|v| show(name, v)),
-                    note: format!(
-                        "previous {}",
-                        f.previous
-                            .as_ref()
-                            .map(|v| show(name, v))
-                            .unwrap_or_else(|| "—".into())
-                    ),
-                    change: f
-                        .change_pct
-                        .map(|c| format!("{c:+.1} %"))
-                        .unwrap_or_default(),
-                    direction: match f.change_pct {
-                        Some(c) if c > 0.0 => "up",
-                        Some(c) if c < 0.0 => "down",
-                        _ => "",
-                    },
-                    good: !RISE_IS_BAD.contains(name),
+                    value: Some("pending".into()),
+                    note: pending_note(source).unwrap_or_else(|| "pending".into()),
+                    change: String::new(),
+                    direction: "",
+                    good: true,
                 },
+                Some(f) => {
+                    let (change, shown_change) = super::revenue::change_of(Some(f));
+                    Card {
+                        name,
+                        label,
+                        value: f.value.as_ref().map(|v| show(name, v)),
+                        note: format!(
+                            "previous {}",
+                            f.previous
+                                .as_ref()
+                                .map(|v| show(name, v))
+                                .unwrap_or_else(|| "—".into())
+                        ),
+                        change: shown_change,
+                        direction: match change {
+                            Some(c) if c > 0.0 => "up",
+                            Some(c) if c < 0.0 => "down",
+                            _ => "",
+                        },
+                        good: !RISE_IS_BAD.contains(name),
+                    }
+                }
                 None => Card {
                     name,
                     label,

@@ -169,16 +169,20 @@ pub fn shown(
         .map(|&(name, label, unit, good)| {
             let f = figures.get(name);
             let value = f.and_then(|f| f.value.as_ref());
-            let change = f.and_then(|f| f.change_pct);
+            let (change, shown_change) = change_of(f);
             Shown {
                 link: drill_link(name),
                 name,
                 label,
-                value: value.map_or_else(|| "n/a".into(), |v| show_value(v, unit)),
+                value: match (value, f) {
+                    (_, Some(f)) if f.pending => "pending".into(),
+                    (Some(v), _) => show_value(v, unit),
+                    (None, _) => "n/a".into(),
+                },
                 previous: f
                     .and_then(|f| f.previous.as_ref())
                     .map_or_else(|| "n/a".into(), |v| show_value(v, unit)),
-                change: change.map_or_else(String::new, |c| format!("{c:+.1} %")),
+                change: shown_change,
                 direction: match change {
                     Some(c) if c > 0.0 => "up",
                     Some(c) if c < 0.0 => "down",
@@ -188,6 +192,33 @@ pub fn shown(
             }
         })
         .collect()
+}
+
+/// A figure's change as a number (for the badge's direction) and as shown: percentage points
+/// for a rate (`+1.4 pp`), else the relative change (`+12.5 %`).
+pub fn change_of(f: Option<&Figure>) -> (Option<f64>, String) {
+    match f {
+        Some(Figure {
+            change_pp: Some(pp),
+            ..
+        }) => (*pp, pp.map_or_else(String::new, points)),
+        Some(f) => (
+            f.change_pct,
+            f.change_pct
+                .map_or_else(String::new, |c| format!("{c:+.1} %")),
+        ),
+        None => (None, String::new()),
+    }
+}
+
+/// A change in percentage points, signed, one decimal: `+1.4 pp`, `-0.3 pp`, `0.0 pp`.
+pub fn points(pp: f64) -> String {
+    let rounded = (pp * 10.0).round() / 10.0;
+    if rounded == 0.0 {
+        "0.0 pp".into()
+    } else {
+        format!("{rounded:+.1} pp")
+    }
 }
 
 /// The payments list behind a payment figure: the kind of object, and whether only failed
@@ -283,6 +314,8 @@ struct RevenuePage {
     period: String,
     kind: String,
     status: SyncStatus,
+    /// While the first Stripe sync runs, what to say instead of the figures.
+    pending: Option<String>,
     from: String,
     to: String,
     cards: Vec<Shown>,
@@ -327,6 +360,11 @@ pub async fn page(
             100
         ),
     )?;
+    let mut report = report;
+    let pending = state.revenue.first_sync_pending(store).await?;
+    if let Some(p) = &pending {
+        report.set_pending(p.clone());
+    }
     let (mrr_chart, movements_chart) = charts(&report.series, &report.currency, interval);
     // Without Stripe and without a stored history every figure would be an invented zero.
     let has_data = status.connected || metrics::has_history(store).await?;
@@ -343,6 +381,7 @@ pub async fn page(
             retention: shown(&report.figures, RETENTION),
             payments: shown(&report.figures, PAYMENTS),
             status,
+            pending: pending.map(|p| p.describe()),
             mrr_chart,
             movements_chart,
             top,

@@ -1882,3 +1882,163 @@ async fn customer_mrr_adds_up_to_the_headline_sqlite() {
 async fn customer_mrr_adds_up_to_the_headline_postgres() {
     customer_mrr_adds_up_to_the_headline(Backend::Postgres).await;
 }
+
+/// While the first Stripe sync runs, the revenue figures are pending — null and flagged in the
+/// JSON, "pending" on the pages — never $0.00; once it finishes they carry values. Rates then
+/// compare across periods in percentage points beside the relative change.
+async fn first_sync_is_pending_not_zero(backend: Backend) {
+    let stripe = FakeStripe::new(KEY);
+    let now = now_ms() / 1000;
+    let ago = |days: i64| now - days * DAY;
+    let growth = price("price_growth", 2600, "month", 1, ago(90));
+    stripe.put("prices", growth.clone());
+    stripe.put(
+        "subscriptions",
+        subscription("sub_q", "cus_q", "active", &growth, 2, ago(70)),
+    );
+    // Refund rate: 1 of 4 charges' money refunded this period (25 %), 1 of 5 before (20 %).
+    for (n, days) in [
+        (0, 3),
+        (1, 5),
+        (2, 7),
+        (3, 9),
+        (4, 33),
+        (5, 35),
+        (6, 37),
+        (7, 39),
+        (8, 41),
+    ] {
+        stripe.put(
+            "charges",
+            charge(&format!("ch_q{n}"), "cus_q", 2600, "succeeded", ago(days)),
+        );
+    }
+    for (n, days) in [(0, 2), (4, 32)] {
+        stripe.put(
+            "refunds",
+            json!({"id": format!("re_q{n}"), "object": "refund", "amount": 2600,
+                   "currency": "usd", "created": ago(days), "charge": format!("ch_q{n}"),
+                   "status": "succeeded"}),
+        );
+    }
+    let (base, _server) = stripe.start().await.expect("fake stripe");
+    let Some(app) = start(backend, Some(&base)).await else {
+        return;
+    };
+    let admin = app.key("ops", &["admin"]).await;
+    let get = |path: &'static str| {
+        let admin = admin.clone();
+        let app = &app;
+        async move {
+            app.call(reqwest::Method::GET, path, &admin, None)
+                .await
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let web = browser();
+    sign_in_admin(&app, &web).await;
+    let page = |path: &'static str| {
+        let web = web.clone();
+        let url = app.url(path);
+        async move {
+            web.get(url)
+                .send()
+                .await
+                .expect("page")
+                .text()
+                .await
+                .expect("html")
+        }
+    };
+
+    // Held mid-sync: the first two requests answer, the third takes a while.
+    stripe.fault(Fault::default());
+    stripe.fault(Fault::default());
+    stripe.fault(Fault {
+        delay: Some(Duration::from_millis(1500)),
+        ..Fault::default()
+    });
+    let started = now_ms();
+    let res = app
+        .call(reqwest::Method::POST, "/api/v1/stripe/sync", &admin, None)
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let overview = get("/api/v1/metrics/overview").await;
+    assert_eq!(overview["pending"][0]["source"], "revenue", "{overview}");
+    for name in [
+        "mrr",
+        "arr",
+        "paying_customers",
+        "net_revenue",
+        "gross_margin",
+    ] {
+        let f = &overview["figures"][name];
+        assert_eq!(f["pending"], true, "{name}: {f}");
+        assert!(
+            f["value"].is_null() && f["previous"].is_null(),
+            "{name}: {f}"
+        );
+    }
+    // Figures of other sources are not held back.
+    assert!(overview["figures"]["api_calls"]["pending"].is_null());
+    let revenue = get("/api/v1/metrics/revenue").await;
+    assert_eq!(revenue["pending"][0]["source"], "revenue");
+    assert_eq!(revenue["figures"]["mrr"]["pending"], true);
+    assert_eq!(revenue["series"], json!([]));
+    let html = page("/").await;
+    let card = &html[html.find("data-figure=\"mrr\"").expect("MRR card")..];
+    assert!(
+        card[..400].contains("first Stripe sync in progress") && !card[..400].contains("$0.00"),
+        "{}",
+        &card[..400]
+    );
+    let html = page("/revenue").await;
+    assert!(html.contains("pending — first Stripe sync in progress ("));
+    assert!(
+        !html.contains("$0.00"),
+        "no invented zero on the Revenue page"
+    );
+
+    let status = wait_for_sync(&app, &admin, started).await;
+    assert!(status["last_error"].is_null(), "{status}");
+    let overview = get("/api/v1/metrics/overview").await;
+    assert_eq!(overview["pending"], json!([]));
+    let mrr = &overview["figures"]["mrr"];
+    assert_eq!(mrr["value"]["amount"], 5200, "{mrr}");
+    assert!(mrr.get("pending").is_none() && mrr.get("change_pp").is_none());
+
+    // Rates: 25 % against 20 % is +5 pp (and +25 % relative, kept for compatibility).
+    let revenue = get("/api/v1/metrics/revenue").await;
+    let refund = &revenue["figures"]["refund_rate"];
+    assert_eq!(
+        (refund["value"].as_f64(), refund["previous"].as_f64()),
+        (Some(25.0), Some(20.0)),
+        "{refund}"
+    );
+    assert_eq!(refund["change_pp"].as_f64(), Some(5.0));
+    assert_eq!(refund["change_pct"].as_f64(), Some(25.0));
+    assert!(revenue["figures"]["mrr"].get("change_pp").is_none());
+    let overview_churn = &overview["figures"]["customer_churn_rate"];
+    assert!(
+        overview_churn.get("change_pp").is_some(),
+        "{overview_churn}"
+    );
+    let html = page("/revenue").await;
+    assert!(!html.contains("revenue-pending"));
+    let row = &html[html.find("Refund rate").expect("refund rate row")..];
+    let row = &row[..row.find("</tr>").expect("row end")];
+    assert!(row.contains("+5.0 pp") && !row.contains("+25.0 %"), "{row}");
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_sync_is_pending_not_zero_sqlite() {
+    first_sync_is_pending_not_zero(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_sync_is_pending_not_zero_postgres() {
+    first_sync_is_pending_not_zero(Backend::Postgres).await;
+}
