@@ -15,9 +15,12 @@ function formatFigure(v) {
 function applyFigures(section, figures) {
   for (const [name, fig] of Object.entries(figures)) {
     const card = section.querySelector(`[data-figure="${name}"]`);
-    if (!card || fig === null) continue;
+    // A figure whose source is on its first sync keeps the server's "pending" wording.
+    if (!card || fig === null || fig.pending) continue;
     card.querySelector(".value").textContent = formatFigure(fig.value);
-    const change = fig.change_pct === null ? "" : ` (${fig.change_pct > 0 ? "+" : ""}${fig.change_pct.toFixed(1)} %)`;
+    // Rates change in percentage points (`change_pp`), other figures relatively.
+    const [delta, unit] = fig.change_pp !== undefined ? [fig.change_pp, "pp"] : [fig.change_pct, "%"];
+    const change = delta === null ? "" : ` (${delta > 0 ? "+" : ""}${delta.toFixed(1)} ${unit})`;
     card.querySelector(".note").textContent = `previous ${formatFigure(fig.previous)}${change}`;
   }
 }
