@@ -70,31 +70,50 @@ pub async fn top_customers(
     limit: i64,
     now: i64,
 ) -> Result<Vec<CustomerMrr>> {
+    Ok(by_mrr_now(store, currency, limit, 0, now).await?.0)
+}
+
+/// Paying customers by MRR as of `now` (highest first), `limit` from `offset`, with how many
+/// there are (see [`top_customers`]).
+pub async fn by_mrr_now(
+    store: &Store,
+    currency: &str,
+    limit: i64,
+    offset: i64,
+    now: i64,
+) -> Result<(Vec<CustomerMrr>, i64)> {
     let today = super::mrr::day_of(now);
-    let (stored, overtaken) = tokio::try_join!(
+    let (limit, offset) = (limit.max(0), offset.max(0));
+    let (stored, overtaken, (current,)) = tokio::try_join!(
         store.fetch_all::<(String, i64, i64, i64)>(
             "SELECT customer_id, mrr, first_day, last_day FROM revenue_customers \
              WHERE mrr > 0 AND (next_day IS NULL OR next_day > $2) \
              ORDER BY mrr DESC, customer_id LIMIT $1",
-            args![limit, today],
+            args![limit.saturating_add(offset), today],
         ),
         store.fetch_all::<(String, i64, i64, i64)>(OVERTAKEN_SQL, args![today]),
+        store.fetch_one::<(i64,)>(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM revenue_customers \
+             WHERE mrr > 0 AND (next_day IS NULL OR next_day > $1)",
+            args![today],
+        ),
     )?;
-    let mut rows: Vec<(String, i64, i64, i64)> = stored
-        .into_iter()
-        .chain(overtaken.into_iter().filter(|r| r.1 > 0))
-        .collect();
+    let overtaken: Vec<_> = overtaken.into_iter().filter(|r| r.1 > 0).collect();
+    let total = current + overtaken.len() as i64;
+    let mut rows: Vec<(String, i64, i64, i64)> = stored.into_iter().chain(overtaken).collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    Ok(rows
+    let rows = rows
         .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
         .map(|(customer, mrr, first_day, last_day)| CustomerMrr {
             customer,
             mrr: money(mrr, currency),
             first_day,
             last_day,
         })
-        .collect())
+        .collect();
+    Ok((rows, total))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -108,7 +127,10 @@ pub struct MovementRow {
     pub amount: Money,
 }
 
-fn movement_rows(rows: Vec<(i64, String, String, i64)>, currency: &str) -> Vec<MovementRow> {
+pub(super) fn movement_rows(
+    rows: Vec<(i64, String, String, i64)>,
+    currency: &str,
+) -> Vec<MovementRow> {
     rows.into_iter()
         .map(|(day, customer, kind, amount)| MovementRow {
             day,
