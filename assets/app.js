@@ -122,7 +122,8 @@ const fmt = {
 function applyFigures(section, figures) {
   for (const [name, fig] of Object.entries(figures)) {
     const card = section.querySelector(`[data-figure="${name}"]`);
-    if (!card || fig === null) continue;
+    // A figure whose source is on its first sync keeps the server's "pending" wording.
+    if (!card || fig === null || fig.pending) continue;
     const kind = card.dataset.kind || "count";
     card.querySelector(".value").textContent = fmt.figure(kind, fig.value);
     const note = card.querySelector(".note");

@@ -358,8 +358,9 @@ pub async fn read(
         Metric::MrrChange => {
             let latest: Option<(i64, i64)> = store
                 .fetch_optional(
-                    "SELECT day, mrr FROM revenue_days ORDER BY day DESC LIMIT 1",
-                    args![],
+                    // Today's MRR: the history runs on to the last scheduled movement.
+                    "SELECT day, mrr FROM revenue_days WHERE day <= $1 ORDER BY day DESC LIMIT 1",
+                    args![now],
                 )
                 .await?;
             let Some((day, mrr)) = latest else {

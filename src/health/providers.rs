@@ -865,6 +865,43 @@ mod tests {
         let r = run(Provider::Stripe, &base, KEY).await;
         assert_eq!(r.verdict, Verdict::Up, "{r:?}");
         assert_eq!(reading_of(&r, "available_usd"), Some(0.0));
+        // The balance follows the account's money: a charge of $100 a week ago (available),
+        // one of $30 an hour ago (pending), a $20 refund, a lost and a won dispute of $5,
+        // a $50 payout, and €12 available.
+        let now = crate::store::now_ms() / 1000;
+        let (week, hour) = (now - 7 * 86_400, now - 3_600);
+        let charge = |id: &str, amount: i64, currency: &str, created: i64| {
+            serde_json::json!({"id": id, "object": "charge", "amount": amount,
+                "currency": currency, "status": "succeeded", "created": created})
+        };
+        stripe.put("charges", charge("ch_1", 10_000, "usd", week));
+        stripe.put("charges", charge("ch_2", 3_000, "usd", hour));
+        stripe.put("charges", charge("ch_3", 1_200, "eur", week));
+        let mut failed = charge("ch_4", 9_900, "usd", week);
+        failed["status"] = "failed".into();
+        stripe.put("charges", failed);
+        stripe.put(
+            "refunds",
+            serde_json::json!({"id": "re_1", "object": "refund",
+            "amount": 2_000, "currency": "usd", "status": "succeeded", "created": hour}),
+        );
+        for (id, status) in [("dp_1", "lost"), ("dp_2", "won")] {
+            stripe.put(
+                "disputes",
+                serde_json::json!({"id": id, "object": "dispute",
+                "amount": 500, "currency": "usd", "status": status, "created": hour}),
+            );
+        }
+        stripe.put(
+            "payouts",
+            serde_json::json!({"id": "po_1", "object": "payout",
+            "amount": 5_000, "currency": "usd", "status": "paid", "created": hour}),
+        );
+        let r = run(Provider::Stripe, &base, KEY).await;
+        assert_eq!(reading_of(&r, "available_usd"), Some(2_500.0), "{r:?}");
+        assert_eq!(reading_of(&r, "pending_usd"), Some(3_000.0));
+        assert_eq!(reading_of(&r, "available_eur"), Some(1_200.0));
+        assert_eq!(reading_of(&r, "pending_eur"), Some(0.0));
         let r = run(Provider::Stripe, &base, "sk_test_wrong").await;
         assert_eq!(r.verdict, Verdict::Down);
         let error = r.error.unwrap_or_default();

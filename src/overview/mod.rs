@@ -42,6 +42,28 @@ pub const FIGURES: &[(&str, &str, &str)] = &[
     ("active_users", "Active users", "analytics"),
 ];
 
+/// Figures that are percentages. Compared across periods they change by percentage points
+/// (`change_pp`): a refund rate going from 0.57 % to 2.01 % is +1.44 pp, where the relative
+/// change (+252.6 %) says little.
+pub const RATE_FIGURES: &[&str] = &[
+    "customer_churn_rate",
+    "gross_mrr_churn_rate",
+    "net_mrr_churn_rate",
+    "trailing_customer_churn_rate",
+    "nrr",
+    "payment_success_rate",
+    "dispute_rate",
+    "dispute_activity",
+    "refund_rate",
+    "subscription_growth_rate",
+    "gross_margin",
+];
+
+/// Whether figure `name` is a percentage (see [`RATE_FIGURES`]).
+pub fn is_rate(name: &str) -> bool {
+    RATE_FIGURES.contains(&name)
+}
+
 /// A figure's value: a count or ratio, or money.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
@@ -50,11 +72,70 @@ pub enum FigureValue {
     Money(Money),
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct Figure {
     pub value: Option<FigureValue>,
     pub previous: Option<FigureValue>,
+    /// Relative change from `previous`, percent; null when `previous` is zero or absent.
     pub change_pct: Option<f64>,
+    /// Rate figures only (percentages: churn, success, dispute and refund rates, NRR, gross
+    /// margin): `value − previous` in percentage points, the change to show for a rate.
+    /// Absent on other figures; null when either value is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>, nullable)]
+    pub change_pp: Option<Option<f64>>,
+    /// `true` while the figure's source has not finished its first sync: `value`, `previous`
+    /// and the changes are then null, never zero. Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+}
+
+/// A source whose first sync has not finished: its figures are pending, not zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Pending {
+    /// The capability (`revenue`: the first Stripe sync).
+    pub source: String,
+    /// Objects fetched so far.
+    pub objects: i64,
+}
+
+impl Pending {
+    /// How the pages say it.
+    pub fn describe(&self) -> String {
+        match self.source.as_str() {
+            "revenue" => format!(
+                "pending — first Stripe sync in progress ({} objects so far)",
+                self.objects
+            ),
+            other => format!("pending — first {other} sync in progress"),
+        }
+    }
+}
+
+impl Figure {
+    /// A figure whose source is still on its first sync.
+    pub fn pending() -> Self {
+        Self {
+            pending: true,
+            ..Self::default()
+        }
+    }
+
+    /// Sets `change_pp` when `name` is a rate figure.
+    pub fn with_points(mut self, name: &str) -> Self {
+        if is_rate(name) {
+            let number = |v: &Option<FigureValue>| match v {
+                Some(FigureValue::Number(n)) => Some(*n),
+                _ => None,
+            };
+            self.change_pp = Some(
+                number(&self.value)
+                    .zip(number(&self.previous))
+                    .map(|(a, b)| ((a - b) * 100.0).round() / 100.0),
+            );
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -71,6 +152,9 @@ pub struct Overview {
     /// Figure name → figure, or `null` while the capability behind it is not available.
     #[schema(value_type = std::collections::HashMap<String, Figure>)]
     pub figures: BTreeMap<String, Option<Figure>>,
+    /// Sources whose first sync is still running; their figures are marked `pending`.
+    /// Empty once every connected source has synced.
+    pub pending: Vec<Pending>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -136,6 +220,7 @@ pub async fn overview(
             value: Some(FigureValue::Number(calls as f64)),
             previous: Some(FigureValue::Number(calls_before as f64)),
             change_pct: change(calls, calls_before),
+            ..Figure::default()
         }),
     );
     figures.insert(
@@ -144,9 +229,10 @@ pub async fn overview(
             value: Some(cents(cost)),
             previous: Some(cents(cost_before)),
             change_pct: change(cost, cost_before),
+            ..Figure::default()
         }),
     );
-    revenue_figures(state, from, to, (cost, cost_before), &mut figures).await?;
+    let pending = revenue_figures(state, from, to, (cost, cost_before), &mut figures).await?;
     let fmt = |ms: i64| {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
             .ok()
@@ -159,21 +245,31 @@ pub async fn overview(
             to: fmt(to),
         },
         figures,
+        pending: pending.into_iter().collect(),
     })
 }
 
 /// Fills the revenue figures (and gross margin) once there is revenue to speak of: Stripe
-/// connected, or a history already stored. Without either they stay null rather than $0.
+/// connected, or a history already stored. Without either they stay null rather than $0;
+/// while the first Stripe sync runs they are pending, which is returned.
 async fn revenue_figures(
     state: &AppState,
     from: i64,
     to: i64,
     cost_nano: (i64, i64),
     figures: &mut BTreeMap<String, Option<Figure>>,
-) -> Result<(), crate::revenue::RevenueError> {
+) -> Result<Option<Pending>, crate::revenue::RevenueError> {
     use crate::revenue::{history::Rates, metrics};
+    if let Some(pending) = state.revenue.first_sync_pending(&state.store).await? {
+        for (name, _, capability) in FIGURES {
+            if *capability == "revenue" {
+                figures.insert(name.to_string(), Some(Figure::pending()));
+            }
+        }
+        return Ok(Some(pending));
+    }
     if state.revenue.client.is_none() && !metrics::has_history(&state.store).await? {
-        return Ok(());
+        return Ok(None);
     }
     let currency = state.revenue.reporting_currency();
     let rates = Rates::load(&state.store, currency).await?;
@@ -188,7 +284,7 @@ async fn revenue_figures(
             figures.insert(name.to_string(), revenue.remove(*name));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

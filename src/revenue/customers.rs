@@ -10,9 +10,7 @@ use serde_json::Value;
 
 use super::RevenueError;
 use super::drill::{CustomerMrr, MovementRow, movement_rows};
-use super::metrics::micro_to_minor;
 use crate::args;
-use crate::money::Money;
 use crate::store::{Store, Value as Arg};
 
 type Result<T, E = RevenueError> = std::result::Result<T, E>;
@@ -111,37 +109,16 @@ pub async fn search(store: &Store, query: &str, limit: usize) -> Result<Vec<Cust
     Ok(found)
 }
 
-/// Paying customers by MRR (highest first), `limit` from `offset`, with how many there are.
+/// Paying customers by MRR as of `now` (highest first), `limit` from `offset`, with how many
+/// there are: MRR now counts no movement dated after today (see `drill::by_mrr_now`).
 pub async fn by_mrr(
     store: &Store,
     currency: &str,
     limit: i64,
     offset: i64,
+    now: i64,
 ) -> Result<(Vec<CustomerMrr>, i64)> {
-    let (rows, (total,)) = tokio::try_join!(
-        store.fetch_all::<(String, i64, i64, i64)>(
-            "SELECT customer_id, mrr, first_day, last_day FROM revenue_customers \
-             WHERE mrr > 0 ORDER BY mrr DESC, customer_id LIMIT $1 OFFSET $2",
-            args![limit, offset],
-        ),
-        store.fetch_one::<(i64,)>(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM revenue_customers WHERE mrr > 0",
-            args![],
-        ),
-    )?;
-    let rows = rows
-        .into_iter()
-        .map(|(customer, mrr, first_day, last_day)| CustomerMrr {
-            customer,
-            mrr: Money {
-                amount: micro_to_minor(mrr),
-                currency: currency.to_string(),
-            },
-            first_day,
-            last_day,
-        })
-        .collect();
-    Ok((rows, total))
+    super::drill::by_mrr_now(store, currency, limit, offset, now).await
 }
 
 /// The movements in `[from, to)` (optionally of one kind), newest first, `limit` from

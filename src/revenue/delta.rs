@@ -55,8 +55,9 @@ pub fn diff<K: Ord + Clone, V: PartialEq + Clone>(
 pub type MovementKey = (u32, i64);
 /// A movement row's value: kind, amount and the day its paying spell began.
 pub type MovementValue = (Kind, i64, i64);
-/// A customer row: MRR now, first and latest movement day.
-pub type CustomerValue = (i64, i64, i64);
+/// A customer row: MRR as of the recompute's day, first movement day, latest movement day on
+/// or before it, and the day of their first movement after it (a scheduled change).
+pub type CustomerValue = (i64, i64, i64, Option<i64>);
 
 /// The three tables' differences, or `None` where rewriting them is the cheaper way.
 pub struct Plan {
@@ -88,7 +89,7 @@ pub const STORED_DAYS_SQL: &str = "SELECT day, mrr, customers, subscriptions, ne
 pub const STORED_MOVEMENTS_SQL: &str =
     "SELECT customer_id, day, kind, amount, since FROM revenue_movements";
 pub const STORED_CUSTOMERS_SQL: &str =
-    "SELECT customer_id, mrr, first_day, last_day FROM revenue_customers";
+    "SELECT customer_id, mrr, first_day, last_day, next_day FROM revenue_customers";
 
 impl Stored {
     pub fn day(&mut self, c: DayColumns) {
@@ -124,9 +125,9 @@ impl Stored {
         }
     }
 
-    pub fn customer(&mut self, names: &[String], id: &str, mrr: i64, first: i64, last: i64) {
+    pub fn customer(&mut self, names: &[String], id: &str, row: CustomerValue) {
         match number(names, id) {
-            Some(c) => self.customers.push((c, (mrr, first, last))),
+            Some(c) => self.customers.push((c, row)),
             None => self.orphan_customers.push(id.to_owned()),
         }
     }
@@ -147,7 +148,8 @@ pub struct Fresh {
     pub movements: Vec<Movement>,
     /// Each movement's paying-spell start.
     pub since: Vec<i64>,
-    pub customers: Vec<(u32, i64, i64, i64)>,
+    /// Per customer number, in number order.
+    pub customers: Vec<(u32, CustomerValue)>,
 }
 
 /// The difference between `stored` and `fresh`, or `None` when more than a quarter of the
@@ -175,13 +177,7 @@ pub fn plan(stored: Stored, fresh: &Fresh) -> Option<Plan> {
     if orphan_movements.len() + movements.changes() > rows / 4 {
         return None;
     }
-    let mut new_customers: Vec<(u32, CustomerValue)> = fresh
-        .customers
-        .iter()
-        .map(|(c, mrr, first, last)| (*c, (*mrr, *first, *last)))
-        .collect();
-    new_customers.sort_unstable_by_key(|c| c.0);
-    let customers = diff(old_customers, &new_customers);
+    let customers = diff(old_customers, &fresh.customers);
     let new_days: Vec<(i64, DayColumns)> =
         fresh.days.iter().map(|d| (d.day, d.columns())).collect();
     let days = diff(old_days, &new_days);
@@ -242,11 +238,11 @@ pub fn apply_direct(
         delete.execute([id])?;
     }
     let mut upsert = tx.prepare_cached(
-        "INSERT OR REPLACE INTO revenue_customers (customer_id, mrr, first_day, last_day) \
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT OR REPLACE INTO revenue_customers (customer_id, mrr, first_day, last_day, \
+         next_day) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
-    for (c, (mrr, first, last)) in &plan.customers.upsert {
-        upsert.execute(rusqlite::params![name(*c), mrr, first, last])?;
+    for (c, (mrr, first, last, next)) in &plan.customers.upsert {
+        upsert.execute(rusqlite::params![name(*c), mrr, first, last, next])?;
     }
     Ok(())
 }
@@ -340,18 +336,20 @@ pub async fn apply_pg(
             .execute(&mut *conn)
             .await?;
     }
-    let size = |(c, _): &(u32, CustomerValue)| name(*c).len() + 40;
+    let size = |(c, _): &(u32, CustomerValue)| name(*c).len() + 50;
     for chunk in chunks_by_size(&plan.customers.upsert, PG_STATEMENT_BYTES, size) {
         sqlx::query(
-            "INSERT INTO revenue_customers (customer_id, mrr, first_day, last_day) \
-             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[]) \
+            "INSERT INTO revenue_customers (customer_id, mrr, first_day, last_day, next_day) \
+             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) \
              ON CONFLICT (customer_id) DO UPDATE SET mrr = excluded.mrr, \
-             first_day = excluded.first_day, last_day = excluded.last_day",
+             first_day = excluded.first_day, last_day = excluded.last_day, \
+             next_day = excluded.next_day",
         )
         .bind(chunk.iter().map(|(c, _)| name(*c)).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, (m, _, _))| *m).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, (_, f, _))| *f).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|(_, (_, _, l))| *l).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, (m, _, _, _))| *m).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, (_, f, _, _))| *f).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, (_, _, l, _))| *l).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|(_, (_, _, _, n))| *n).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }

@@ -39,31 +39,81 @@ fn money(micro: i64, currency: &str) -> Money {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct CustomerMrr {
     pub customer: String,
+    /// MRR as of today: movements dated later (a coupon ending, a scheduled change) are not
+    /// counted yet.
     pub mrr: Money,
     /// Day of the customer's first MRR movement, UTC ms.
     pub first_day: i64,
-    /// Day of their latest movement.
+    /// Day of their latest movement on or before today.
     pub last_day: i64,
 }
 
-/// The customers paying the most now, from the last recompute.
-pub async fn top_customers(store: &Store, currency: &str, limit: i64) -> Result<Vec<CustomerMrr>> {
-    let rows: Vec<(String, i64, i64, i64)> = store
-        .fetch_all(
+/// Customers whose stored row a scheduled movement has overtaken (its `next_day` has come,
+/// and no recompute has run since), with their MRR and latest change as of `today` summed
+/// from the movements. Few: the `mrr` job recomputes once such a day arrives.
+/// Subqueries per row rather than a join: PostgreSQL planned the join as a hash over every
+/// movement (14 ms at 50k customers with none overtaken, against 0.4 ms this way).
+const OVERTAKEN_SQL: &str = "SELECT c.customer_id, \
+     CAST(COALESCE((SELECT SUM(m.amount) FROM revenue_movements m \
+         WHERE m.customer_id = c.customer_id AND m.day <= $1), 0) AS BIGINT), \
+     c.first_day, \
+     CAST(COALESCE((SELECT MAX(m.day) FROM revenue_movements m \
+         WHERE m.customer_id = c.customer_id AND m.day <= $1), c.first_day) AS BIGINT) \
+     FROM revenue_customers c WHERE c.next_day IS NOT NULL AND c.next_day <= $1";
+
+/// The customers paying the most as of `now` (UTC ms): the stored rows, except those a
+/// scheduled movement has overtaken since the last recompute, which are read from the
+/// movements instead. The sum of every customer's MRR is the headline MRR of `now`'s day.
+pub async fn top_customers(
+    store: &Store,
+    currency: &str,
+    limit: i64,
+    now: i64,
+) -> Result<Vec<CustomerMrr>> {
+    Ok(by_mrr_now(store, currency, limit, 0, now).await?.0)
+}
+
+/// Paying customers by MRR as of `now` (highest first), `limit` from `offset`, with how many
+/// there are (see [`top_customers`]).
+pub async fn by_mrr_now(
+    store: &Store,
+    currency: &str,
+    limit: i64,
+    offset: i64,
+    now: i64,
+) -> Result<(Vec<CustomerMrr>, i64)> {
+    let today = super::mrr::day_of(now);
+    let (limit, offset) = (limit.max(0), offset.max(0));
+    let (stored, overtaken, (current,)) = tokio::try_join!(
+        store.fetch_all::<(String, i64, i64, i64)>(
             "SELECT customer_id, mrr, first_day, last_day FROM revenue_customers \
-             WHERE mrr > 0 ORDER BY mrr DESC, customer_id LIMIT $1",
-            args![limit],
-        )
-        .await?;
-    Ok(rows
+             WHERE mrr > 0 AND (next_day IS NULL OR next_day > $2) \
+             ORDER BY mrr DESC, customer_id LIMIT $1",
+            args![limit.saturating_add(offset), today],
+        ),
+        store.fetch_all::<(String, i64, i64, i64)>(OVERTAKEN_SQL, args![today]),
+        store.fetch_one::<(i64,)>(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM revenue_customers \
+             WHERE mrr > 0 AND (next_day IS NULL OR next_day > $1)",
+            args![today],
+        ),
+    )?;
+    let overtaken: Vec<_> = overtaken.into_iter().filter(|r| r.1 > 0).collect();
+    let total = current + overtaken.len() as i64;
+    let mut rows: Vec<(String, i64, i64, i64)> = stored.into_iter().chain(overtaken).collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let rows = rows
         .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
         .map(|(customer, mrr, first_day, last_day)| CustomerMrr {
             customer,
             mrr: money(mrr, currency),
             first_day,
             last_day,
         })
-        .collect())
+        .collect();
+    Ok((rows, total))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -160,8 +210,15 @@ pub struct CustomerDetail {
     pub movements: Vec<MovementRow>,
 }
 
-/// Everything stored about one customer; `None` when opsdeck knows nothing of them.
-pub async fn customer(store: &Store, currency: &str, id: &str) -> Result<Option<CustomerDetail>> {
+/// Everything stored about one customer as of `now` (UTC ms); `None` when opsdeck knows
+/// nothing of them.
+pub async fn customer(
+    store: &Store,
+    currency: &str,
+    id: &str,
+    now: i64,
+) -> Result<Option<CustomerDetail>> {
+    let today = super::mrr::day_of(now);
     let objects: Vec<(String, String, i64, String)> = store
         .fetch_all(
             "SELECT object_type, id, created, data FROM stripe_objects WHERE customer_id = $1 \
@@ -179,9 +236,13 @@ pub async fn customer(store: &Store, currency: &str, id: &str) -> Result<Option<
              WHERE customer_id = $1 ORDER BY day DESC LIMIT 500",
             args![id],
         ),
+        // As of today, whatever the stored row says: a scheduled movement may have come due
+        // since the last recompute.
         store.fetch_optional::<(i64,)>(
-            "SELECT mrr FROM revenue_customers WHERE customer_id = $1",
-            args![id],
+            "SELECT CAST(COALESCE((SELECT SUM(m.amount) FROM revenue_movements m \
+             WHERE m.customer_id = c.customer_id AND m.day <= $2), 0) AS BIGINT) \
+             FROM revenue_customers c WHERE c.customer_id = $1",
+            args![id, today],
         ),
         store.fetch_optional::<(String,)>(
             "SELECT plan_id FROM customer_plans WHERE customer_id = $1",

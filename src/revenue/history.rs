@@ -248,6 +248,18 @@ pub fn subscription_changes(
     unconverted
 }
 
+/// The earliest day on which a stored customer's MRR now stops being current: the first
+/// movement after the last recompute's day, of any customer.
+pub async fn next_scheduled_day(store: &Store) -> Result<Option<i64>> {
+    let (day,): (Option<i64>,) = store
+        .fetch_one(
+            "SELECT MIN(next_day) FROM revenue_customers WHERE next_day IS NOT NULL",
+            args![],
+        )
+        .await?;
+    Ok(day)
+}
+
 /// What a recompute did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recomputed {
@@ -467,7 +479,7 @@ pub async fn recompute(store: &Store, settings: &Settings, now: i64) -> Result<R
     report.compute = computing.elapsed();
     let writing = std::time::Instant::now();
     let fresh = delta::Fresh {
-        customers: customer_totals(&movements),
+        customers: customer_totals(&movements, mrr::day_of(now)),
         since: spell_starts(&movements),
         days,
         movements,
@@ -484,18 +496,30 @@ pub async fn recompute(store: &Store, settings: &Settings, now: i64) -> Result<R
     Ok(report)
 }
 
-/// Each customer's MRR now (the sum of their movements) with their first and latest change,
-/// by customer number.
-fn customer_totals(movements: &[Movement]) -> Vec<(u32, i64, i64, i64)> {
-    let mut by_customer: Vec<(u32, i64, i64, i64)> = Vec::new();
+/// Each customer's MRR as of `today` (the sum of their movements on or before it), their
+/// first movement's day, their latest on or before `today` (the first, when all are later),
+/// and the day of their first movement after `today`, by customer number. Movements come in
+/// the engine's (customer, day) order.
+pub(crate) fn customer_totals(
+    movements: &[Movement],
+    today: i64,
+) -> Vec<(u32, delta::CustomerValue)> {
+    let mut by_customer: Vec<(u32, delta::CustomerValue)> = Vec::new();
     for m in movements {
-        match by_customer.last_mut().filter(|c| c.0 == m.customer) {
-            Some(c) => {
-                c.1 += m.amount;
-                c.2 = c.2.min(m.day);
-                c.3 = c.3.max(m.day);
+        let c = match by_customer.last_mut().filter(|c| c.0 == m.customer) {
+            Some(c) => c,
+            None => {
+                by_customer.push((m.customer, (0, m.day, m.day, None)));
+                by_customer.last_mut().expect("just pushed")
             }
-            None => by_customer.push((m.customer, m.amount, m.day, m.day)),
+        };
+        let (mrr, first, last, next) = &mut c.1;
+        *first = (*first).min(m.day);
+        if m.day <= today {
+            *mrr += m.amount;
+            *last = (*last).max(m.day);
+        } else if next.is_none_or(|n| m.day < n) {
+            *next = Some(m.day);
         }
     }
     by_customer
@@ -552,7 +576,11 @@ fn write_direct(
         let mut stmt = tx.prepare(delta::STORED_CUSTOMERS_SQL)?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            stored.customer(names, text(r, 0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            stored.customer(
+                names,
+                text(r, 0)?,
+                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+            );
         }
     }
     match delta::plan(stored, fresh) {
@@ -611,11 +639,11 @@ fn rewrite_direct(
             ])?;
         }
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO revenue_customers (customer_id, mrr, first_day, last_day) \
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO revenue_customers (customer_id, mrr, first_day, last_day, next_day) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for (customer, mrr, first, last) in &fresh.customers {
-            stmt.execute(rusqlite::params![name(*customer), mrr, first, last])?;
+        for (customer, (mrr, first, last, next)) in &fresh.customers {
+            stmt.execute(rusqlite::params![name(*customer), mrr, first, last, next])?;
         }
     }
     for (_, sql) in &indexes {
@@ -659,10 +687,11 @@ async fn store_history(store: &Store, fresh: &delta::Fresh, names: &[String]) ->
         }
     }
     {
-        let mut rows = sqlx::query_as::<_, (String, i64, i64, i64)>(delta::STORED_CUSTOMERS_SQL)
-            .fetch(&mut **pg);
-        while let Some((id, mrr, first, last)) = rows.try_next().await.map_err(e)? {
-            stored.customer(names, &id, mrr, first, last);
+        let mut rows =
+            sqlx::query_as::<_, (String, i64, i64, i64, Option<i64>)>(delta::STORED_CUSTOMERS_SQL)
+                .fetch(&mut **pg);
+        while let Some((id, mrr, first, last, next)) = rows.try_next().await.map_err(e)? {
+            stored.customer(names, &id, (mrr, first, last, next));
         }
     }
     if let Some(plan) = delta::plan(stored, fresh) {
@@ -751,15 +780,19 @@ async fn rewrite_pg(
     .await?;
     copy_in(
         pg,
-        "COPY revenue_customers (customer_id, mrr, first_day, last_day) \
+        "COPY revenue_customers (customer_id, mrr, first_day, last_day, next_day) \
          FROM STDIN (FORMAT binary, FREEZE)",
         &fresh.customers,
-        |row, (customer, mrr, first, last)| {
-            row.fields(4);
+        |row, (customer, (mrr, first, last, next))| {
+            row.fields(5);
             row.text(name(*customer));
             row.int(*mrr);
             row.int(*first);
             row.int(*last);
+            match next {
+                Some(day) => row.int(*day),
+                None => row.null(),
+            }
         },
     )
     .await?;
@@ -784,6 +817,9 @@ impl BinaryRow<'_> {
     fn int(&mut self, v: i64) {
         self.0.extend_from_slice(&8i32.to_be_bytes());
         self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn null(&mut self) {
+        self.0.extend_from_slice(&(-1i32).to_be_bytes());
     }
     fn text(&mut self, v: &str) {
         self.0.extend_from_slice(&(v.len() as i32).to_be_bytes());
@@ -890,10 +926,29 @@ mod tests {
             m(1, 4, Churn),
         ];
         assert_eq!(spell_starts(&movements), [1, 1, 1, 12, 12, 3, 3]);
-        let totals = customer_totals(&movements);
+        let totals = customer_totals(&movements, 100);
         assert_eq!(
-            totals.iter().map(|t| (t.0, t.2, t.3)).collect::<Vec<_>>(),
+            totals
+                .iter()
+                .map(|t| (t.0, t.1.1, t.1.2))
+                .collect::<Vec<_>>(),
             [(0, 1, 20), (1, 3, 4)]
         );
+        // As of day 10: customer 0's churn on day 20 is scheduled, not yet counted.
+        let m0 = |day, kind, amount| Movement {
+            day,
+            customer: 0,
+            kind,
+            amount,
+        };
+        let scheduled = [
+            m0(1, New, 50),
+            m0(5, Contraction, -10),
+            m0(20, Expansion, 10),
+        ];
+        assert_eq!(customer_totals(&scheduled, 10), [(0, (40, 1, 5, Some(20)))]);
+        assert_eq!(customer_totals(&scheduled, 20), [(0, (50, 1, 20, None))]);
+        // Nothing yet on or before the day: no MRR, the first day stands for the latest.
+        assert_eq!(customer_totals(&scheduled, 0), [(0, (0, 1, 1, Some(1)))]);
     }
 }

@@ -104,6 +104,20 @@ pub struct RevenueReport {
     /// computed (no data, or a zero denominator such as LTV at zero churn) is null.
     #[schema(value_type = std::collections::HashMap<String, Figure>)]
     pub figures: BTreeMap<String, Figure>,
+    /// Non-empty while the first Stripe sync runs: every figure is then `pending` (null, not
+    /// zero) and the series is empty.
+    pub pending: Vec<crate::overview::Pending>,
+}
+
+impl RevenueReport {
+    /// Marks the report pending: figures null and flagged, no series.
+    pub fn set_pending(&mut self, pending: crate::overview::Pending) {
+        for figure in self.figures.values_mut() {
+            *figure = Figure::pending();
+        }
+        self.series.clear();
+        self.pending = vec![pending];
+    }
 }
 
 /// One day row of `revenue_days`.
@@ -330,6 +344,7 @@ fn figure_money(now: i64, before: i64, currency: &str) -> Figure {
         value: Some(money(now, currency)),
         previous: Some(money(before, currency)),
         change_pct: change_pct(now, before),
+        ..Figure::default()
     }
 }
 
@@ -341,6 +356,7 @@ fn figure_number(now: Option<f64>, before: Option<f64>) -> Figure {
         },
         value: now.map(FigureValue::Number),
         previous: before.map(FigureValue::Number),
+        ..Figure::default()
     }
 }
 
@@ -470,6 +486,7 @@ pub async fn report(
         interval: interval.as_str().into(),
         series,
         figures,
+        pending: Vec::new(),
     })
 }
 
@@ -630,7 +647,7 @@ pub async fn figures(
         ),
     ];
     for (name, a, b) in numbers {
-        figures.insert(name.to_string(), figure_number(a, b));
+        figures.insert(name.to_string(), figure_number(a, b).with_points(name));
     }
     for (name, a, b) in [
         ("arpa", arpa(&now), arpa(&before)),
@@ -646,6 +663,7 @@ pub async fn figures(
                 value: a.map(|v| money(v, currency)),
                 previous: b.map(|v| money(v, currency)),
                 change_pct: a.zip(b).and_then(|(a, b)| change_pct(a, b)),
+                ..Figure::default()
             },
         );
     }

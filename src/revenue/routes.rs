@@ -83,9 +83,12 @@ async fn get_revenue(
     let rates = Rates::load(&state.store, currency).await?;
     let (from_day, to_day) = metrics::whole_days(from, to.max(from + 1));
     let costs = metrics::provider_costs(&state.store, &rates, from_day, to_day).await?;
-    Ok(Json(
-        metrics::report(&state.store, &rates, currency, from, to, interval, costs).await?,
-    ))
+    let mut report =
+        metrics::report(&state.store, &rates, currency, from, to, interval, costs).await?;
+    if let Some(pending) = state.revenue.first_sync_pending(&state.store).await? {
+        report.set_pending(pending);
+    }
+    Ok(Json(report))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -145,10 +148,15 @@ async fn get_customer(
     Path(id): Path<String>,
 ) -> Result<Json<CustomerDetail>> {
     p.require(Scope::Read)?;
-    drill::customer(&state.store, state.revenue.reporting_currency(), &id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no revenue data for customer {id:?}")))
+    drill::customer(
+        &state.store,
+        state.revenue.reporting_currency(),
+        &id,
+        now_ms(),
+    )
+    .await?
+    .map(Json)
+    .ok_or_else(|| ApiError::NotFound(format!("no revenue data for customer {id:?}")))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -2,7 +2,7 @@
 //! history needs recomputing, and the connector's health as the pages show it (last sync,
 //! last error, a refused key). One per application, in `AppState`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::RevenueError;
@@ -42,6 +42,10 @@ pub struct Revenue {
     /// How often the background sync runs (zero: never); data older than twice this is stale.
     sync_every: std::time::Duration,
     dirty: AtomicBool,
+    /// The day (UTC ms) of the earliest movement after the last recompute's day: a coupon
+    /// ending, a scheduled change. Once it comes, the customers' stored MRR now is out of date
+    /// and the history is recomputed even if nothing else changed.
+    next_due: AtomicI64,
     health: Mutex<Health>,
     /// Bounds how many refused webhook deliveries are logged (a flood of forged requests
     /// must not become a flood of writes); the rest are only counted in the server log.
@@ -114,6 +118,7 @@ impl Revenue {
             },
             sync_every: config.sync_interval.0,
             dirty: AtomicBool::new(true),
+            next_due: AtomicI64::new(0),
             health: Mutex::new(Health::default()),
             running: tokio::sync::Mutex::new(()),
             rejected_log: governor::RateLimiter::direct(governor::Quota::per_second(
@@ -136,6 +141,33 @@ impl Revenue {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// While a key is configured and no sync has ever finished (the first backfill is running,
+    /// or failed): the revenue figures are pending, with the objects fetched so far. `None`
+    /// once a sync has finished (kept across restarts), or without a key.
+    pub async fn first_sync_pending(
+        &self,
+        store: &Store,
+    ) -> Result<Option<crate::overview::Pending>> {
+        if self.client.is_none() || self.health().last_sync_at.is_some() {
+            return Ok(None);
+        }
+        let progress = records::progress(store).await?;
+        if progress
+            .iter()
+            .any(|p| p.resource == "events" && p.state == "done")
+        {
+            return Ok(None);
+        }
+        Ok(Some(crate::overview::Pending {
+            source: "revenue".into(),
+            objects: progress
+                .iter()
+                .filter(|p| p.resource != "events")
+                .map(|p| p.fetched)
+                .sum(),
+        }))
     }
 
     /// The connection's state and the last sync's progress, as of `now` (UTC ms).
@@ -173,14 +205,22 @@ impl Revenue {
     }
 
     /// Recomputes the MRR history, and re-applies the plan map, if anything changed since the
-    /// last time; returns whether it ran.
+    /// last time or a scheduled movement's day has come; returns whether it ran.
     pub async fn recompute_if_dirty(&self, store: &Store) -> Result<bool> {
         let _one_at_a_time = self.recomputing.lock().await;
-        if !self.dirty.swap(false, Ordering::AcqRel) {
+        let now = now_ms();
+        let due = now >= self.next_due.load(Ordering::Acquire);
+        if !self.dirty.swap(false, Ordering::AcqRel) && !due {
             return Ok(false);
         }
         let done = async {
-            let done = history::recompute(store, &self.settings, now_ms()).await?;
+            let done = history::recompute(store, &self.settings, now).await?;
+            self.next_due.store(
+                history::next_scheduled_day(store)
+                    .await?
+                    .unwrap_or(i64::MAX),
+                Ordering::Release,
+            );
             self.apply_plan_map(store).await?;
             Ok::<_, RevenueError>(done)
         };

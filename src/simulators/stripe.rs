@@ -33,8 +33,56 @@ pub const LISTS: &[&str] = &[
     "refunds",
     "disputes",
     "balance_transactions",
+    "payouts",
     "events",
 ];
+
+/// Seconds from a charge until its funds are available, as on a standard Stripe account in
+/// the US (two business days; calendar days here).
+pub const AVAILABLE_AFTER_SECS: i64 = 2 * 86_400;
+
+/// The account balance the stored objects make at `now` (Unix seconds), per currency, as
+/// `(available, pending)` in minor units: succeeded charges are pending for
+/// [`AVAILABLE_AFTER_SECS`] and available after; refunds, disputes (unless won) and payouts
+/// (unless failed or canceled) are taken from the available funds when created. Objects
+/// created after `now` do not count. Fees are not modelled: the fake's charges carry none.
+pub fn balance_at(lists: &HashMap<String, Vec<Value>>, now: i64) -> Vec<(String, i64, i64)> {
+    let mut by_currency: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    let objects = |list: &str| {
+        lists
+            .get(list)
+            .into_iter()
+            .flatten()
+            .filter(move |o| o["created"].as_i64().is_some_and(|c| c <= now))
+    };
+    let mut add = |o: &Value, available: i64, pending: i64| {
+        let currency = o["currency"].as_str().unwrap_or("usd").to_ascii_lowercase();
+        let entry = by_currency.entry(currency).or_default();
+        entry.0 += available;
+        entry.1 += pending;
+    };
+    for c in objects("charges").filter(|c| c["status"] == "succeeded") {
+        let amount = c["amount"].as_i64().unwrap_or(0);
+        if c["created"].as_i64().unwrap_or(0) + AVAILABLE_AFTER_SECS <= now {
+            add(c, amount, 0);
+        } else {
+            add(c, 0, amount);
+        }
+    }
+    for r in objects("refunds").filter(|r| r["status"] != "failed" && r["status"] != "canceled") {
+        add(r, -r["amount"].as_i64().unwrap_or(0), 0);
+    }
+    for d in objects("disputes").filter(|d| d["status"] != "won") {
+        add(d, -d["amount"].as_i64().unwrap_or(0), 0);
+    }
+    for p in objects("payouts").filter(|p| p["status"] != "failed" && p["status"] != "canceled") {
+        add(p, -p["amount"].as_i64().unwrap_or(0), 0);
+    }
+    by_currency
+        .into_iter()
+        .map(|(currency, (available, pending))| (currency, available, pending))
+        .collect()
+}
 
 /// The answer to the next request instead of the real one.
 #[derive(Debug, Clone, Default)]
@@ -281,11 +329,29 @@ async fn balance(State(stripe): State<FakeStripe>, headers: HeaderMap) -> Respon
     if let Some(r) = gate(&stripe, &headers, "/v1/balance".into()).await {
         return with_request_id(r);
     }
+    let now = crate::store::now_ms() / 1000;
+    let mut funds = {
+        let lists = stripe
+            .shared
+            .lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        balance_at(&lists, now)
+    };
+    if funds.is_empty() {
+        funds.push(("usd".into(), 0, 0));
+    }
+    let entries = |pick: fn(&(String, i64, i64)) -> i64| {
+        funds
+            .iter()
+            .map(|f| json!({"amount": pick(f), "currency": f.0, "source_types": {"card": pick(f)}}))
+            .collect::<Vec<_>>()
+    };
     with_request_id(
         axum::Json(json!({
             "object": "balance", "livemode": false,
-            "available": [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}],
-            "pending": [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}]
+            "available": entries(|f| f.1),
+            "pending": entries(|f| f.2)
         }))
         .into_response(),
     )

@@ -385,7 +385,53 @@ pub fn seed(now: i64) -> Vec<(&'static str, Value)> {
     for c in usage::customers(usage::SEED, &clock) {
         history(&c, &prices, now, &mut out);
     }
+    payouts(now, &mut out);
     out
+}
+
+/// Weekly automatic payouts of the available balance, as Stripe makes them, so that the
+/// account's balance is what a real account with this history would hold: the funds of the
+/// last week or so, not every charge ever made.
+fn payouts(now: i64, out: &mut Vec<(&'static str, Value)>) {
+    let mut lists: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    for (list, object) in out.iter() {
+        if matches!(*list, "charges" | "refunds" | "disputes") {
+            lists
+                .entry(list.to_string())
+                .or_default()
+                .push(object.clone());
+        }
+    }
+    let Some(first) = lists
+        .get("charges")
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["created"].as_i64())
+        .min()
+    else {
+        return;
+    };
+    let mut at = first + 7 * DAY;
+    let mut n = 0;
+    while at <= now {
+        for (currency, available, _) in super::stripe::balance_at(&lists, at) {
+            if available <= 0 {
+                continue;
+            }
+            n += 1;
+            let payout = json!({"id": format!("po_demo_{n}"), "object": "payout",
+                "amount": available, "currency": currency, "created": at,
+                "arrival_date": at + 2 * DAY, "automatic": true, "method": "standard",
+                "type": "bank_account", "status": if at + 2 * DAY <= now { "paid" } else { "in_transit" },
+                "livemode": false});
+            lists
+                .entry("payouts".into())
+                .or_default()
+                .push(payout.clone());
+            out.push(("payouts", payout));
+        }
+        at += 7 * DAY;
+    }
 }
 
 /// The running demo account.
@@ -552,6 +598,30 @@ mod tests {
         assert!(count("invoices") > 2_000);
         assert!(with("charges", "status", "failed") > 20);
         assert!(count("refunds") > 10 && count("disputes") > 3);
+        // Payouts leave the balance of the last week or so: positive, and well below the
+        // charges of a month.
+        let mut lists: std::collections::HashMap<String, Vec<Value>> = Default::default();
+        for (list, object) in &objects {
+            lists
+                .entry(list.to_string())
+                .or_default()
+                .push(object.clone());
+        }
+        assert!(count("payouts") > 10);
+        let balance = crate::simulators::stripe::balance_at(&lists, now);
+        let month: i64 = objects
+            .iter()
+            .filter(|(l, o)| {
+                *l == "charges"
+                    && o["status"] == "succeeded"
+                    && o["created"].as_i64().is_some_and(|c| c > now - 30 * DAY)
+            })
+            .map(|(_, o)| o["amount"].as_i64().unwrap_or(0))
+            .sum();
+        let (currency, available, pending) = &balance[0];
+        assert_eq!(currency, "usd");
+        assert!(*available + *pending > 0, "{balance:?}");
+        assert!(*available + *pending < month, "{balance:?} against {month}");
         // Credit packs are one-time invoices.
         assert!(
             objects

@@ -70,15 +70,31 @@ const MONEY: &[&str] = &[
 
 pub async fn overview(State(state): State<AppState>, PageUser(user): PageUser) -> Response {
     let now = time::OffsetDateTime::now_utc();
-    let figures = crate::overview::overview(&state, now, 30 * 86_400)
+    let (figures, pending) = crate::overview::overview(&state, now, 30 * 86_400)
         .await
-        .map(|o| o.figures)
+        .map(|o| (o.figures, o.pending))
         .unwrap_or_default();
+    let pending_note = |source: &str| {
+        pending
+            .iter()
+            .find(|p| p.source == source)
+            .map(crate::overview::Pending::describe)
+    };
     let revenue = revenue_charts(&state).await.ok().flatten();
     let cards = FIGURES
         .iter()
         .map(
             |(name, label, source)| match figures.get(*name).and_then(|f| f.as_ref()) {
+                Some(f) if f.pending => Card {
+                    name,
+                    label,
+                    kind: kind(name, None),
+                    value: Some("pending".into()),
+                    note: pending_note(source).unwrap_or_else(|| "pending".into()),
+                    change: String::new(),
+                    direction: "",
+                    good: true,
+                },
                 Some(f) => {
                     let kind = kind(name, f.value.as_ref());
                     let change = format::figure_change(

@@ -153,7 +153,11 @@ pub fn shown(
                 name,
                 label,
                 kind,
-                value: value.map_or_else(|| format::ABSENT.into(), |v| format::figure(kind, v)),
+                value: match (value, f) {
+                    (_, Some(f)) if f.pending => "pending".into(),
+                    (Some(v), _) => format::figure(kind, v),
+                    (None, _) => format::ABSENT.into(),
+                },
                 previous: previous
                     .map_or_else(|| format::ABSENT.into(), |v| format::figure(kind, v)),
                 direction: format::direction(change.as_ref().map(|c| c.1)),
@@ -278,6 +282,8 @@ struct RevenuePage {
     period: String,
     kind: String,
     status: SyncStatus,
+    /// While the first Stripe sync runs, what to say instead of the figures.
+    pending: Option<String>,
     from: String,
     to: String,
     cards: Vec<Shown>,
@@ -317,7 +323,7 @@ pub async fn page(
     let (report, status, (top, top_total), (movements, movements_total)) = tokio::try_join!(
         metrics::report(store, &rates, currency, from, to, interval, costs),
         state.revenue.status(store, now),
-        customers::by_mrr(store, currency, TOP_CUSTOMERS, top_from),
+        customers::by_mrr(store, currency, TOP_CUSTOMERS, top_from, now),
         customers::movements(
             store,
             currency,
@@ -327,6 +333,11 @@ pub async fn page(
             movements_from,
         ),
     )?;
+    let mut report = report;
+    let pending = state.revenue.first_sync_pending(store).await?;
+    if let Some(p) = &pending {
+        report.set_pending(p.clone());
+    }
     let names = Names::load(
         store,
         top.iter()
@@ -369,6 +380,7 @@ pub async fn page(
             retention: shown(&report.figures, RETENTION),
             payments: shown(&report.figures, PAYMENTS),
             status,
+            pending: pending.map(|p| p.describe()),
             mrr_chart,
             movements_chart,
             top,
@@ -449,9 +461,14 @@ pub async fn customer(
     PageUser(user): PageUser,
     Path(id): Path<String>,
 ) -> PageResult {
-    let detail = drill::customer(&state.store, state.revenue.reporting_currency(), &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no revenue data for customer {id:?}")))?;
+    let detail = drill::customer(
+        &state.store,
+        state.revenue.reporting_currency(),
+        &id,
+        now_ms(),
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no revenue data for customer {id:?}")))?;
     Ok(render(
         StatusCode::OK,
         &CustomerPage {
@@ -501,7 +518,7 @@ const PAYMENTS_SHOWN: i64 = 500;
 pub async fn customers_csv(State(state): State<AppState>, PageUser(_u): PageUser) -> PageResult {
     let store = &state.store;
     let currency = state.revenue.reporting_currency();
-    let (rows, _) = customers::by_mrr(store, currency, i64::MAX, 0).await?;
+    let (rows, _) = customers::by_mrr(store, currency, i64::MAX, 0, now_ms()).await?;
     let names = customers::names(
         store,
         &rows.iter().map(|r| r.customer.clone()).collect::<Vec<_>>(),

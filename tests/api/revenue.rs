@@ -1194,9 +1194,21 @@ async fn margin(backend: Backend) {
         "Least profitable customers",
         "href=\"/revenue/customers/cus_b\"",
         "28.3 %",
+        // Per plan, the customers active in the period; Settings → Plans counts those
+        // assigned, and each page says which it counts.
+        "Customers active in period</th>",
     ] {
         assert!(html.contains(needle), "{needle} on the Costs page");
     }
+    let plans = web
+        .get(app.url("/settings/plans"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(plans.contains("Customers assigned</th>"), "{plans}");
     app.finish().await;
 }
 
@@ -1610,4 +1622,423 @@ async fn renewals_are_echoes_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewals_are_echoes_postgres() {
     renewals_are_echoes(Backend::Postgres).await;
+}
+
+/// One random subscription for [`customer_mrr_adds_up_to_the_headline`]: all times in days
+/// relative to now (negative: past).
+#[derive(Debug, Clone)]
+struct RandomSub {
+    customer: u8,
+    /// 0: $26 a month, 1: $240 a year, 2: $10 a week, 3: €20 a month.
+    price: u8,
+    quantity: u64,
+    started: i64,
+    /// Trial length from the start, in days.
+    trial: Option<i64>,
+    /// Percent off, duration (`once`, `repeating`, `forever`), months, days after the start.
+    coupon: Option<(f64, &'static str, u32, i64)>,
+    /// Ended this many days after the start (clamped to the past).
+    canceled: Option<i64>,
+    /// `cancel_at` this many days from now.
+    cancel_at: Option<i64>,
+    past_due: bool,
+    /// Billed at another (usd) price until this many days ago: an upgrade or downgrade.
+    changed: Option<(u8, i64)>,
+}
+
+fn random_sub() -> impl proptest::strategy::Strategy<Value = RandomSub> {
+    use proptest::prelude::*;
+    let coupon = prop_oneof![Just("once"), Just("repeating"), Just("forever")];
+    (
+        (0u8..4, 0u8..4, 1u64..4, 5i64..400),
+        proptest::option::of(7i64..60),
+        proptest::option::weighted(0.6, (5u32..75, coupon, 1u32..13, 0i64..40)),
+        proptest::option::weighted(0.2, 1i64..300),
+        proptest::option::weighted(0.3, 1i64..120),
+        any::<bool>(),
+        proptest::option::weighted(0.3, (0u8..3, 1i64..25)),
+    )
+        .prop_map(
+            |(
+                (customer, price, quantity, started),
+                trial,
+                coupon,
+                canceled,
+                cancel_at,
+                past_due,
+                changed,
+            )| {
+                RandomSub {
+                    customer,
+                    price,
+                    quantity,
+                    started: -started,
+                    trial,
+                    coupon: coupon.map(|(p, d, m, after)| (f64::from(p), d, m, after)),
+                    canceled,
+                    cancel_at,
+                    past_due: past_due && canceled.is_none(),
+                    changed,
+                }
+            },
+        )
+}
+
+/// The Stripe subscription (and invoices) `r` stands for, as `{id}` of `customer`.
+fn random_sub_objects(id: &str, customer: &str, r: &RandomSub, now: i64) -> (Value, Vec<Value>) {
+    let at = |days: i64| now + days * DAY;
+    let prices = [
+        price("price_p_month", 2600, "month", 1, at(-500)),
+        price("price_p_year", 24_000, "year", 1, at(-500)),
+        price("price_p_week", 1000, "week", 1, at(-500)),
+        {
+            let mut p = price("price_p_euro", 2000, "month", 1, at(-500));
+            p["currency"] = json!("eur");
+            p
+        },
+    ];
+    let start = at(r.started);
+    let trial_end = r.trial.map(|t| start + t * DAY);
+    let ended = r.canceled.map(|d| (start + d * DAY).min(at(0) - 60));
+    let status = if ended.is_some() {
+        "canceled"
+    } else if trial_end.is_some_and(|t| t > at(0)) {
+        "trialing"
+    } else if r.past_due {
+        "past_due"
+    } else {
+        "active"
+    };
+    let mut sub = subscription(
+        id,
+        customer,
+        status,
+        &prices[r.price as usize],
+        r.quantity,
+        start,
+    );
+    if let Some(end) = trial_end {
+        sub["trial_start"] = json!(start);
+        sub["trial_end"] = json!(end);
+    }
+    if let Some((percent, duration, months, after)) = r.coupon {
+        let mut d = discount(percent, duration, Some(months), start + after * DAY);
+        d["id"] = json!(format!("di_{id}"));
+        if duration != "repeating" {
+            d["source"]["coupon"]["duration_in_months"] = Value::Null;
+        }
+        sub["discounts"] = json!([d]);
+    }
+    if let Some(end) = ended {
+        sub["canceled_at"] = json!(end);
+        sub["ended_at"] = json!(end);
+    }
+    if let Some(days) = r.cancel_at.filter(|_| ended.is_none()) {
+        sub["cancel_at"] = json!(at(days));
+    }
+    let mut invoices = Vec::new();
+    let paid_from = trial_end.unwrap_or(start);
+    if let Some((other, ago)) = r.changed.filter(|_| r.price < 3 && ended.is_none())
+        && at(-ago) > paid_from
+    {
+        // Billed at another price from its paid start until the current period.
+        sub["items"]["data"][0]["current_period_start"] = json!(at(-ago));
+        let other = &prices[other as usize];
+        let cents = other["unit_amount"].as_i64().expect("amount");
+        invoices.push(invoice(
+            &format!("in_{id}"),
+            customer,
+            id,
+            other["id"].as_str().expect("id"),
+            cents,
+            paid_from,
+        ));
+    }
+    for p in prices {
+        invoices.push(p);
+    }
+    (sub, invoices)
+}
+
+/// The invariant behind the top-customers table: over random subscription histories (coupons
+/// that end, scheduled and past cancellations, trials, upgrades and downgrades, past-due
+/// auto-churn, two currencies), the customers' MRR now adds up to the headline MRR now, on
+/// any later day too — before a recompute catches up with movements scheduled for it, and
+/// after — and nobody's latest change lies in the future.
+async fn customer_mrr_adds_up_to_the_headline(backend: Backend) {
+    use opsdeck::revenue::{drill, metrics};
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let stripe = FakeStripe::new(KEY);
+    let (base, _server) = stripe.start().await.expect("fake stripe");
+    let Some(app) = start(backend, Some(&base)).await else {
+        return;
+    };
+    let now = now_ms() / 1000;
+    let handle = tokio::runtime::Handle::current();
+    let mut runner = TestRunner::new(Config {
+        cases: 12,
+        max_shrink_iters: 32,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    let store = &app.state.store;
+    let result = runner.run(&proptest::collection::vec(random_sub(), 1..8), |subs| {
+        let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                for (i, r) in subs.iter().enumerate() {
+                    let (sub, others) = random_sub_objects(
+                        &format!("sub_p{n}_{i}"),
+                        &format!("cus_p{n}_{}", r.customer),
+                        r,
+                        now,
+                    );
+                    stripe.put("subscriptions", sub);
+                    for o in others {
+                        let list = if o["object"] == "price" {
+                            "prices"
+                        } else {
+                            "invoices"
+                        };
+                        if stripe.get(list, o["id"].as_str().expect("id")).is_none() {
+                            stripe.put(list, o);
+                        }
+                    }
+                }
+                app.state
+                    .revenue
+                    .sync(store, true, &|_| {})
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let rates = history::Rates::load(store, "usd").await.expect("rates");
+                let check = |later_days: i64| {
+                    let rates = &rates;
+                    async move {
+                        let t = (now + later_days * DAY) * 1000;
+                        let (from, to) = metrics::whole_days(t - 30 * DAY * 1000, t);
+                        let headline = metrics::period(store, rates, from, to)
+                            .await
+                            .expect("period")
+                            .mrr_end;
+                        let customers = drill::top_customers(store, "usd", 100_000, t)
+                            .await
+                            .expect("customers");
+                        let sum: i64 = customers.iter().map(|c| c.mrr.amount).sum();
+                        let late = customers
+                            .iter()
+                            .filter(|c| c.last_day > t)
+                            .map(|c| c.customer.clone())
+                            .collect::<Vec<_>>();
+                        // Exactly, before rounding to cents: stored rows where current,
+                        // else the customer's movements up to the day.
+                        let (micro,): (i64,) = store
+                            .fetch_one(
+                                "SELECT CAST(COALESCE(SUM(CASE WHEN c.next_day <= $1 THEN \
+                                     (SELECT COALESCE(SUM(m.amount), 0) FROM revenue_movements m \
+                                      WHERE m.customer_id = c.customer_id AND m.day <= $1) \
+                                     ELSE c.mrr END), 0) AS BIGINT) FROM revenue_customers c",
+                                opsdeck::args![opsdeck::revenue::mrr::day_of(t)],
+                            )
+                            .await
+                            .expect("sum");
+                        assert_eq!(micro, headline, "{later_days} days on, micro-units");
+                        (metrics::micro_to_minor(headline), sum, late, customers)
+                    }
+                };
+                for later in [0, 3, 20, 45, 100, 400] {
+                    let (headline, sum, late, customers) = check(later).await;
+                    proptest::prop_assert!(late.is_empty(), "{later} days on: {late:?}");
+                    // Each customer rounds to cents on its own: allow a cent each.
+                    proptest::prop_assert!(
+                        (headline - sum).abs() <= customers.len() as i64,
+                        "{later} days on: headline {headline}, customers {sum}"
+                    );
+                    if let Some(c) = customers.first() {
+                        let t = (now + later * DAY) * 1000;
+                        let detail = drill::customer(store, "usd", &c.customer, t)
+                            .await
+                            .expect("detail")
+                            .expect("known");
+                        proptest::prop_assert_eq!(detail.mrr.as_ref(), Some(&c.mrr));
+                    }
+                }
+                Ok(())
+            })
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_mrr_adds_up_to_the_headline_sqlite() {
+    customer_mrr_adds_up_to_the_headline(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_mrr_adds_up_to_the_headline_postgres() {
+    customer_mrr_adds_up_to_the_headline(Backend::Postgres).await;
+}
+
+/// While the first Stripe sync runs, the revenue figures are pending — null and flagged in the
+/// JSON, "pending" on the pages — never $0.00; once it finishes they carry values. Rates then
+/// compare across periods in percentage points beside the relative change.
+async fn first_sync_is_pending_not_zero(backend: Backend) {
+    let stripe = FakeStripe::new(KEY);
+    let now = now_ms() / 1000;
+    let ago = |days: i64| now - days * DAY;
+    let growth = price("price_growth", 2600, "month", 1, ago(90));
+    stripe.put("prices", growth.clone());
+    stripe.put(
+        "subscriptions",
+        subscription("sub_q", "cus_q", "active", &growth, 2, ago(70)),
+    );
+    // Refund rate: 1 of 4 charges' money refunded this period (25 %), 1 of 5 before (20 %).
+    for (n, days) in [
+        (0, 3),
+        (1, 5),
+        (2, 7),
+        (3, 9),
+        (4, 33),
+        (5, 35),
+        (6, 37),
+        (7, 39),
+        (8, 41),
+    ] {
+        stripe.put(
+            "charges",
+            charge(&format!("ch_q{n}"), "cus_q", 2600, "succeeded", ago(days)),
+        );
+    }
+    for (n, days) in [(0, 2), (4, 32)] {
+        stripe.put(
+            "refunds",
+            json!({"id": format!("re_q{n}"), "object": "refund", "amount": 2600,
+                   "currency": "usd", "created": ago(days), "charge": format!("ch_q{n}"),
+                   "status": "succeeded"}),
+        );
+    }
+    let (base, _server) = stripe.start().await.expect("fake stripe");
+    let Some(app) = start(backend, Some(&base)).await else {
+        return;
+    };
+    let admin = app.key("ops", &["admin"]).await;
+    let get = |path: &'static str| {
+        let admin = admin.clone();
+        let app = &app;
+        async move {
+            app.call(reqwest::Method::GET, path, &admin, None)
+                .await
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let web = browser();
+    sign_in_admin(&app, &web).await;
+    let page = |path: &'static str| {
+        let web = web.clone();
+        let url = app.url(path);
+        async move {
+            web.get(url)
+                .send()
+                .await
+                .expect("page")
+                .text()
+                .await
+                .expect("html")
+        }
+    };
+
+    // Held mid-sync: the first two requests answer, the third takes a while.
+    stripe.fault(Fault::default());
+    stripe.fault(Fault::default());
+    stripe.fault(Fault {
+        delay: Some(Duration::from_millis(1500)),
+        ..Fault::default()
+    });
+    let started = now_ms();
+    let res = app
+        .call(reqwest::Method::POST, "/api/v1/stripe/sync", &admin, None)
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let overview = get("/api/v1/metrics/overview").await;
+    assert_eq!(overview["pending"][0]["source"], "revenue", "{overview}");
+    for name in [
+        "mrr",
+        "arr",
+        "paying_customers",
+        "net_revenue",
+        "gross_margin",
+    ] {
+        let f = &overview["figures"][name];
+        assert_eq!(f["pending"], true, "{name}: {f}");
+        assert!(
+            f["value"].is_null() && f["previous"].is_null(),
+            "{name}: {f}"
+        );
+    }
+    // Figures of other sources are not held back.
+    assert!(overview["figures"]["api_calls"]["pending"].is_null());
+    let revenue = get("/api/v1/metrics/revenue").await;
+    assert_eq!(revenue["pending"][0]["source"], "revenue");
+    assert_eq!(revenue["figures"]["mrr"]["pending"], true);
+    assert_eq!(revenue["series"], json!([]));
+    let html = page("/").await;
+    let card = &html[html.find("data-figure=\"mrr\"").expect("MRR card")..];
+    assert!(
+        card[..400].contains("first Stripe sync in progress") && !card[..400].contains("$0.00"),
+        "{}",
+        &card[..400]
+    );
+    let html = page("/revenue").await;
+    assert!(html.contains("pending — first Stripe sync in progress ("));
+    assert!(
+        !html.contains("$0.00"),
+        "no invented zero on the Revenue page"
+    );
+
+    let status = wait_for_sync(&app, &admin, started).await;
+    assert!(status["last_error"].is_null(), "{status}");
+    let overview = get("/api/v1/metrics/overview").await;
+    assert_eq!(overview["pending"], json!([]));
+    let mrr = &overview["figures"]["mrr"];
+    assert_eq!(mrr["value"]["amount"], 5200, "{mrr}");
+    assert!(mrr.get("pending").is_none() && mrr.get("change_pp").is_none());
+
+    // Rates: 25 % against 20 % is +5 pp (and +25 % relative, kept for compatibility).
+    let revenue = get("/api/v1/metrics/revenue").await;
+    let refund = &revenue["figures"]["refund_rate"];
+    assert_eq!(
+        (refund["value"].as_f64(), refund["previous"].as_f64()),
+        (Some(25.0), Some(20.0)),
+        "{refund}"
+    );
+    assert_eq!(refund["change_pp"].as_f64(), Some(5.0));
+    assert_eq!(refund["change_pct"].as_f64(), Some(25.0));
+    assert!(revenue["figures"]["mrr"].get("change_pp").is_none());
+    let overview_churn = &overview["figures"]["customer_churn_rate"];
+    assert!(
+        overview_churn.get("change_pp").is_some(),
+        "{overview_churn}"
+    );
+    let html = page("/revenue").await;
+    assert!(!html.contains("revenue-pending"));
+    let row = &html[html.find("Refund rate").expect("refund rate row")..];
+    let row = &row[..row.find("</tr>").expect("row end")];
+    assert!(row.contains("+5.0 pp") && !row.contains("+25.0 %"), "{row}");
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_sync_is_pending_not_zero_sqlite() {
+    first_sync_is_pending_not_zero(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_sync_is_pending_not_zero_postgres() {
+    first_sync_is_pending_not_zero(Backend::Postgres).await;
 }
