@@ -474,6 +474,9 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     let _oauth = crate::simulators::oauth::configure_demo(&mut config)
         .await
         .context("starting the demo OAuth providers")?;
+    let notify = crate::simulators::notify::configure_demo(&mut config)
+        .await
+        .context("starting the demo's Slack")?;
     let listener = bind(&listen).await?;
     let app = App::build(config, None).await?;
     let users::Bootstrap::Generated { email, password } =
@@ -506,6 +509,10 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     println!("  sign in as {email}");
     println!("  password   {password}");
     println!("  data       {} (deleted on exit)", dir.path().display());
+    println!(
+        "  alerts     {url}/alerts; notifications go to a local Slack, read them at {}/",
+        notify.base()
+    );
     if started.is_empty() {
         println!(
             "  simulators none yet: revenue, costs and usage figures stay empty until those capabilities land"
