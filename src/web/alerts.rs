@@ -131,6 +131,17 @@ fn labels(l: &BTreeMap<String, String>) -> String {
         .join(", ")
 }
 
+/// The labels an alert's summary does not already name (a quota alert names its customer
+/// and plan), so a row does not say them twice.
+fn other_labels(a: &AlertRow) -> String {
+    a.labels
+        .iter()
+        .filter(|(_, v)| !a.summary.contains(v.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn matchers(s: &Silence) -> String {
     labels(&s.matchers)
 }

@@ -287,7 +287,7 @@ async fn state_machine(backend: Backend) {
         "c2's acknowledgement shown"
     );
     assert!(
-        html.contains("customer=c3"),
+        html.contains("c3 (pro) at 99 % of quota"),
         "c3 firing, shown though silenced"
     );
     let c3: (i64,) = store
@@ -467,7 +467,7 @@ async fn bad_rules(backend: Backend) {
         n
     };
     let before = count().await;
-    assert!(before >= 10, "built-in rules stored: {before}");
+    assert!(before >= 9, "built-in rules stored: {before}");
     let good = json!({"name": "slow api", "metric": "integration.latency_p95",
                       "condition": "> 800", "window": "10m"});
     let res = app
@@ -898,7 +898,8 @@ async fn quota_one_alert_per_customer(backend: Backend) {
         repeat_ms: 0,
         alerts_url: "https://ops.example.com/alerts".into(),
     };
-    let t0 = 4_000_000_000_000i64;
+    // Runs in the recent past, so the deliveries they queue are due at once.
+    let t0 = opsdeck::store::now_ms() - 300_000;
     let run = |at: i64| {
         let quota = quota.clone();
         let settings = settings.clone();
@@ -933,7 +934,18 @@ async fn quota_one_alert_per_customer(backend: Backend) {
     let r = run(t0).await;
     assert_eq!((r.fired, r.notifications), (12, 1), "{r:?}");
     let hits = slack_messages().await;
-    assert_eq!(hits.len(), 1, "one message for twelve customers");
+    let attempts: Vec<(String, Option<String>)> = store
+        .fetch_all(
+            "SELECT d.state, d.last_error FROM webhook_deliveries d",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        hits.len(),
+        1,
+        "one message for twelve customers: {attempts:?}"
+    );
     let body = hits[0].json();
     let header = body["blocks"][0]["text"]["text"].as_str().unwrap();
     assert!(
@@ -989,14 +1001,18 @@ async fn quota_one_alert_per_customer(backend: Backend) {
     assert_eq!(open_of(&app, "c13").await, third);
     let hits = slack_messages().await;
     assert_eq!(hits.len(), 4);
-    let last = hits[3].json();
-    assert!(
-        last["blocks"][0]["text"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("c13 (pro) at 121 % of quota (>= 120 %)"),
-        "{last}"
-    );
+    // Delivered concurrently, so in any order: one message per step.
+    for step in [
+        "91 % of quota (>= 90 %)",
+        "100 % of quota (>= 100 %)",
+        "121 % of quota (>= 120 %)",
+    ] {
+        let of_step = hits
+            .iter()
+            .filter(|h| h.json()["text"].as_str().unwrap().ends_with(step))
+            .count();
+        assert_eq!(of_step, 1, "{step}");
+    }
 
     // Acknowledged at 120 %, then back to 110 %: one step down, quiet, still acknowledged;
     // then under quota: resolved and notified.

@@ -134,7 +134,7 @@ fn drive(base: &str, profile: PathBuf) -> anyhow::Result<[Seen; 2]> {
     )?;
     let tab = browser.new_tab()?;
     tab.set_default_timeout(Duration::from_secs(20));
-    tab.navigate_to(&format!("{base}/alerts"))?
+    tab.navigate_to(&format!("{base}/"))?
         .wait_until_navigated()?;
     tab.wait_for_element("#email")?.click()?;
     tab.type_str(ADMIN_EMAIL)?;
