@@ -182,6 +182,11 @@ fn readable(hit: &Hit) -> (String, String) {
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
+            // Slack's own escaping, undone as Slack shows it.
+            let body = body
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&");
             (title, body)
         }
         Service::Discord => (
