@@ -120,6 +120,29 @@ pub async fn total(store: &Store, from: i64, to: i64) -> Result<i64> {
     Ok(nano)
 }
 
+/// Customers the costs report lists (the costliest this month).
+pub const COSTLIEST: i64 = 50;
+
+/// Customers by provider cost this calendar month, costliest first, at most `limit`: from the
+/// per-customer month totals (an index walk, not a scan).
+pub async fn customers_this_month(store: &Store, limit: i64) -> Result<Vec<ByCustomer>> {
+    let month = crate::usage::quota::month_of(crate::store::now_ms()).0;
+    let customers: Vec<(String, i64)> = store
+        .fetch_all(
+            "SELECT subject, cost_nano FROM usage_months WHERE month = $1 AND cost_nano > 0 \
+             ORDER BY cost_nano DESC, subject DESC LIMIT $2",
+            args![month, limit],
+        )
+        .await?;
+    Ok(customers
+        .into_iter()
+        .map(|(customer, c)| ByCustomer {
+            customer,
+            cost: Cost::from_nano(c),
+        })
+        .collect())
+}
+
 /// Cost figures for the days holding [from, to) against the period of the same length before.
 pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
     let day = 86_400_000;
@@ -196,23 +219,7 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
             .then((&a.provider, &a.sku).cmp(&(&b.provider, &b.sku)))
     });
 
-    // This calendar month, from the per-customer month totals (an index walk, not a scan).
-    let month = crate::usage::quota::month_of(crate::store::now_ms()).0;
-    let customers: Vec<(String, i64)> = store
-        .fetch_all(
-            "SELECT subject, cost_nano FROM usage_months WHERE month = $1 \
-             ORDER BY cost_nano DESC, subject DESC LIMIT 50",
-            args![month],
-        )
-        .await?;
-    let by_customer = customers
-        .into_iter()
-        .filter(|(_, c)| *c > 0)
-        .map(|(customer, c)| ByCustomer {
-            customer,
-            cost: Cost::from_nano(c),
-        })
-        .collect();
+    let by_customer = customers_this_month(store, COSTLIEST).await?;
 
     let days: Vec<(i64, String, i64)> = store
         .fetch_all(

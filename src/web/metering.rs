@@ -322,6 +322,25 @@ pub async fn costs(
     ))
 }
 
+/// `GET /costs/customers.csv`: every customer's provider cost this month, not only the
+/// costliest the page lists.
+pub async fn customer_costs_csv(
+    State(state): State<AppState>,
+    PageUser(_u): PageUser,
+) -> PageResult {
+    let rows = cost_report::customers_this_month(&state.store, i64::MAX).await?;
+    let names = Names::load(&state.store, rows.iter().map(|r| &r.customer)).await?;
+    let mut csv = Csv::new(&["customer", "name", "cost_usd"]);
+    for r in rows {
+        csv.row([
+            r.customer.clone(),
+            names.of(&r.customer).to_string(),
+            r.cost.cost_usd,
+        ]);
+    }
+    Ok(csv.download("costs-customers.csv"))
+}
+
 /// Maps a domain refusal to a status and message shown on the form's page; anything else is
 /// an error page.
 fn usage_problem(e: UsageError) -> Result<(StatusCode, String), ApiError> {

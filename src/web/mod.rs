@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/customers", get(revenue::search))
         .route("/revenue/objects/{kind}/{id}", get(revenue::object))
         .route("/costs", get(metering::costs))
+        .route("/costs/customers.csv", get(metering::customer_costs_csv))
         .route("/usage", get(metering::usage))
         .route("/usage/events.csv", get(metering::events_csv))
         .route("/analytics", get(pages::analytics))

@@ -1190,7 +1190,7 @@ async fn margin(backend: Backend) {
         .expect("html");
     for needle in [
         "$70.00",
-        "66.04 % of net revenue $106.00",
+        "66.0 % of net revenue $106.00",
         "Least profitable customers",
         "href=\"/revenue/customers/cus_b\"",
         "28.3 %",
