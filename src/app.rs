@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::keys::KeyUsage;
-use crate::access::ratelimit::{ApiLimiter, LoginLimiter};
+use crate::access::ratelimit::{ApiLimiter, EventLimiter, LoginLimiter};
 use crate::access::secrets::MasterKey;
 use crate::config::Config;
 use crate::costs::pricebook::PriceBook;
@@ -57,6 +57,8 @@ pub struct Shared {
     pub login_limiter: LoginLimiter,
     pub key_usage: KeyUsage,
     pub api_limiter: ApiLimiter,
+    /// Ingest's own limit, in events per credential (`ingest.events_per_second`).
+    pub event_limiter: EventLimiter,
     pub metrics: HttpMetrics,
     pub ingestor: Ingestor,
     /// Prices `provider.usage` events at ingest.
@@ -148,6 +150,7 @@ impl App {
             key_usage: KeyUsage::default(),
             login_limiter: LoginLimiter::new(access.login_max_failures, access.login_window.0),
             api_limiter: ApiLimiter::new(access.api_requests_per_minute),
+            event_limiter: EventLimiter::new(config.ingest.events_per_second),
             metrics: HttpMetrics::new(),
             ingestor,
             prices,

@@ -462,6 +462,11 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     let mut config = Config::defaults();
     config.server.data_dir = dir.path().to_path_buf();
     config.server.listen = listen.clone();
+    // The demo's terminal is for a person trying the product: a progress bar and a tour, with
+    // only warnings and errors logged below them. The backfill makes SQLite and the MRR engine
+    // busy on purpose, so sqlx's slow-statement warnings (the SQL quoted whole) would be noise;
+    // RUST_LOG still brings every line back.
+    config.server.log_level = "warn,sqlx=error".into();
     init_logging(&config);
     crate::simulators::usage::configure(&mut config);
     // The demo account must be up before the app, whose Stripe client points at it.
@@ -496,36 +501,146 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     shutdown_on_signal(cancel.clone());
     let sims = tokio_util::task::TaskTracker::new();
+    let progress = std::sync::Arc::new(crate::simulators::DemoProgress::default());
     let started = crate::simulators::start(
         &crate::simulators::DemoContext {
             opsdeck_url: url.clone(),
             api_key: demo_key.secret,
+            progress: progress.clone(),
         },
         &cancel,
         &sims,
         vec![Box::new(stripe), Box::new(providers)],
     );
-    println!("opsdeck demo running at {url}");
-    println!("  sign in as {email}");
+    println!("opsdeck demo: a simulated SaaS with ~500 customers, a year of Stripe billing, API");
+    println!("calls and AI jobs, sent through the real connectors and the real ingest API.");
+    println!();
+    println!("  open       {url}");
+    println!("  sign in    {email}");
     println!("  password   {password}");
     println!("  data       {} (deleted on exit)", dir.path().display());
     println!(
-        "  alerts     {url}/alerts; notifications go to a local Slack, read them at {}/",
+        "  alerts     sent to a local Slack; read what arrived at {}/",
         notify.base()
     );
-    if started.is_empty() {
-        println!(
-            "  simulators none yet: revenue, costs and usage figures stay empty until those capabilities land"
-        );
-    } else {
-        println!("  simulators {}", started.join(", "));
-    }
-    println!("Press Ctrl-C to stop.");
+    println!("  simulators {}", started.join(", "));
+    println!();
+    let tour = tokio::spawn(demo_progress(
+        app.state.clone(),
+        progress,
+        url.clone(),
+        cancel.clone(),
+    ));
     app.serve(listener, cancel).await?;
+    tour.abort();
     sims.close();
     sims.wait().await;
     Ok(())
 }
+
+/// What the demo's terminal shows while the history loads: a bar for the usage backfill and
+/// the Stripe sync's count (a line every ten seconds when stdout is not a terminal), then,
+/// once both are in, where to look first.
+async fn demo_progress(
+    state: crate::app::AppState,
+    progress: std::sync::Arc<crate::simulators::DemoProgress>,
+    url: String,
+    cancel: CancellationToken,
+) {
+    use crate::web::format::count;
+    let started = std::time::Instant::now();
+    let terminal = std::io::stdout().is_terminal();
+    let bar = indicatif::ProgressBar::new(1).with_style(
+        indicatif::ProgressStyle::with_template("  loading history {bar:30} {percent:>3} %  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("█▉▊▋▌▍▎▏ "),
+    );
+    if !terminal {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut last_line = std::time::Instant::now();
+    let mut objects = 0_i64;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => { bar.abandon(); return; }
+            _ = tick.tick() => {}
+        }
+        let usage = progress.read();
+        let stripe = state
+            .revenue
+            .status(&state.store, crate::store::now_ms())
+            .await
+            .ok();
+        let stripe_done = stripe
+            .as_ref()
+            .is_none_or(|s| !s.connected || s.last_sync_at.is_some() || s.broken);
+        // Each resource's count restarts when a later pass starts; the most seen is the
+        // truthful "so far".
+        let fetched: i64 = stripe
+            .as_ref()
+            .map(|s| s.resources.iter().map(|r| r.fetched).sum())
+            .unwrap_or(0);
+        objects = objects.max(fetched);
+        let stripe_text = if stripe_done {
+            format!("Stripe synced ({} objects)", count(objects))
+        } else {
+            format!("Stripe syncing ({} objects)", count(objects))
+        };
+        let message = format!("{} events · {stripe_text}", count(usage.events));
+        bar.set_length(usage.total.max(1));
+        bar.set_position(usage.queued.min(usage.total));
+        bar.set_message(message.clone());
+        if !terminal && last_line.elapsed() >= std::time::Duration::from_secs(10) {
+            println!("  loading history: {message}");
+            last_line = std::time::Instant::now();
+        }
+        if usage.done && stripe_done {
+            bar.finish_and_clear();
+            break;
+        }
+    }
+    println!(
+        "  history loaded in {} s: {} events, Stripe synced. New traffic keeps arriving.",
+        started.elapsed().as_secs(),
+        count(progress.read().events)
+    );
+    println!();
+    println!("Where to look:");
+    for (path, what) in DEMO_TOUR {
+        println!("  {url}{path:<15} {what}");
+    }
+    println!();
+    println!("Warnings and errors are logged below (RUST_LOG=info for everything). Ctrl-C stops.");
+}
+
+/// The short tour printed once the demo's history is in.
+const DEMO_TOUR: &[(&str, &str)] = &[
+    (
+        "/",
+        "are we making money, is anything broken, who is near quota",
+    ),
+    (
+        "/revenue",
+        "MRR and its movements from the demo Stripe account; click a bar",
+    ),
+    (
+        "/costs",
+        "what each provider costs, and the margin per customer and plan",
+    ),
+    (
+        "/usage",
+        "calls per customer and endpoint category, the event log",
+    ),
+    (
+        "/integrations",
+        "provider monitors: one is slow, one flaky; open one for its incidents",
+    ),
+    (
+        "/alerts",
+        "quota and integration alerts as they fire; filter, acknowledge",
+    ),
+];
 
 fn cli_actor() -> Actor {
     Actor::cli(&std::env::var("USER").unwrap_or_else(|_| "unknown".into()))

@@ -260,6 +260,7 @@ pub async fn housekeeping(state: &AppState) -> Result<Outcome, String> {
         return Ok(Outcome::MoreWork);
     }
     state.api_limiter.shrink();
+    state.event_limiter.shrink();
     state
         .key_usage
         .flush(&state.store)

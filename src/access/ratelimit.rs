@@ -150,6 +150,47 @@ impl ApiLimiter {
     }
 }
 
+/// Per-credential ingest limit, counted in events: a batch of 500 costs 500, so one app sending
+/// large batches and one sending single events are held to the same rate. The bucket holds one
+/// second's worth, so a burst up to the per-second rate passes at once.
+pub struct EventLimiter {
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl EventLimiter {
+    pub fn new(per_second: u32) -> Self {
+        let n = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_second(n)),
+        }
+    }
+
+    /// Charges `events` (at least one: an empty or refused request still costs its handling)
+    /// to `key`; `Err(seconds)` to wait when the key is over its rate. A batch larger than the
+    /// whole bucket cannot pass at any time; the configuration refuses that (the rate must be
+    /// at least `ingest.max_events`), so here it is treated as an ordinary refusal.
+    pub fn check(&self, key: &str, events: usize) -> Result<(), u64> {
+        let n = u32::try_from(events.max(1))
+            .ok()
+            .and_then(NonZeroU32::new)
+            .unwrap_or(NonZeroU32::MIN);
+        match self.limiter.check_key_n(&key.to_string(), n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            }
+            Err(_) => Err(1),
+        }
+    }
+
+    /// Forgets keys whose buckets are full again; called by the housekeeping job.
+    pub fn shrink(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +233,22 @@ mod tests {
         l.begin(&["a"]).unwrap().failed();
         std::thread::sleep(Duration::from_millis(5));
         assert!(l.begin(&["a"]).is_ok());
+    }
+
+    #[test]
+    fn event_limiter_counts_events_not_requests() {
+        let l = EventLimiter::new(1000);
+        // One second's worth passes at once, in any split...
+        assert!(l.check("k1", 600).is_ok());
+        assert!(l.check("k1", 400).is_ok());
+        // ...and the next event waits about a millisecond, reported as a whole second.
+        assert_eq!(l.check("k1", 1), Err(1));
+        // Another key has its own bucket; an empty request still costs one.
+        assert!(l.check("k2", 0).is_ok());
+        assert!(l.check("k2", 999).is_ok());
+        assert!(l.check("k2", 1).is_err());
+        // More than the bucket holds can never pass.
+        assert!(EventLimiter::new(10).check("k3", 11).is_err());
     }
 
     #[test]

@@ -222,6 +222,8 @@ pub struct RetentionConfig {
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     pub max_events: usize,
+    /// Events per second each credential may send; counted per event, not per request.
+    pub events_per_second: u32,
     pub max_body_bytes: usize,
     pub max_future_skew: ConfigDuration,
 }
@@ -668,6 +670,11 @@ impl Loader {
             "ingest.max_events",
             c.ingest.max_events >= 1,
             "must be at least 1",
+        )?;
+        check(
+            "ingest.events_per_second",
+            c.ingest.events_per_second as usize >= c.ingest.max_events,
+            "must be at least ingest.max_events (a full batch must fit in one second's burst)",
         )?;
         check(
             "retention.raw_days",

@@ -101,52 +101,73 @@ impl ClientAddr {
 #[derive(Clone, Default)]
 pub struct UsedKey(pub std::sync::Arc<std::sync::OnceLock<i64>>);
 
-/// An authenticated JSON API caller, already counted against the per-credential rate limit.
+/// An authenticated JSON API caller, already counted against the per-credential request limit.
 /// 401 without a valid credential; handlers then check the scope they need.
 pub struct Auth(pub Principal);
+
+/// An authenticated ingest caller, not yet counted against any limit: ingest is limited in
+/// events, not requests (`ingest.events_per_second`), so the handler charges the batch once it
+/// knows its size. Every other route uses [`Auth`], whose request limit protects reads and
+/// admin actions.
+pub struct IngestAuth(pub Principal);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let principal = if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(ApiError::Unauthenticated)?;
-            Principal::Key(
-                keys::authenticate(&state.store, token.trim())
-                    .await?
-                    .ok_or(ApiError::Unauthenticated)?,
-            )
-        } else if let Some(value) = cookie(&parts.headers, COOKIE_NAME) {
-            let session = sessions::lookup(&state.store, value)
-                .await?
-                .ok_or(ApiError::Unauthenticated)?;
-            // Browsers attach cookies to cross-site requests; a header only our script can set
-            // proves the call came from our page.
-            if !parts.method.is_safe() {
-                let sent = parts
-                    .headers
-                    .get(CSRF_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                session.check_csrf(sent)?;
-            }
-            Principal::User(session)
-        } else {
-            return Err(ApiError::Unauthenticated);
-        };
+        let principal = authenticate(parts, state).await?;
         state
             .api_limiter
             .check(&principal.rate_key())
             .map_err(ApiError::RateLimited)?;
-        if let (Principal::Key(k), Some(slot)) = (&principal, parts.extensions.get::<UsedKey>()) {
-            let _ = slot.0.set(k.id);
-        }
         Ok(Auth(principal))
     }
+}
+
+impl FromRequestParts<AppState> for IngestAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(IngestAuth(authenticate(parts, state).await?))
+    }
+}
+
+/// The credential of a JSON API request: a Bearer key, or the session cookie (with the CSRF
+/// header for writes). Records which key authenticated, for its last-use time.
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let principal = if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthenticated)?;
+        Principal::Key(
+            keys::authenticate(&state.store, token.trim())
+                .await?
+                .ok_or(ApiError::Unauthenticated)?,
+        )
+    } else if let Some(value) = cookie(&parts.headers, COOKIE_NAME) {
+        let session = sessions::lookup(&state.store, value)
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        // Browsers attach cookies to cross-site requests; a header only our script can set
+        // proves the call came from our page.
+        if !parts.method.is_safe() {
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            session.check_csrf(sent)?;
+        }
+        Principal::User(session)
+    } else {
+        return Err(ApiError::Unauthenticated);
+    };
+    if let (Principal::Key(k), Some(slot)) = (&principal, parts.extensions.get::<UsedKey>()) {
+        let _ = slot.0.set(k.id);
+    }
+    Ok(principal)
 }
 
 /// A signed-in person viewing a page; anyone else is sent to the sign-in page.

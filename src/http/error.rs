@@ -34,6 +34,11 @@ pub enum ApiError {
     Conflict(String),
     #[error("too many requests; retry in {0} s")]
     RateLimited(u64),
+    /// Ingest over its event rate: seconds to wait, and the rate.
+    #[error(
+        "more than {1} events a second from this credential (ingest.events_per_second); retry in {0} s"
+    )]
+    EventRateLimited(u64, u32),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -56,7 +61,9 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::Csrf => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::EventRateLimited(..) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -73,7 +80,7 @@ impl ApiError {
             ApiError::Csrf => "csrf_rejected",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
-            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::RateLimited(_) | ApiError::EventRateLimited(..) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -247,7 +254,7 @@ impl IntoResponse for ApiError {
             other => (other.to_string(), None),
         };
         let mut res = status.into_response();
-        if let ApiError::RateLimited(secs) = self {
+        if let ApiError::RateLimited(secs) | ApiError::EventRateLimited(secs, _) = self {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

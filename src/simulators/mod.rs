@@ -19,6 +19,8 @@ pub mod webhook_receiver;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +33,57 @@ pub struct DemoContext {
     /// An API key with the `ingest` and `admin` scopes, as a customer's app and its operator
     /// would hold.
     pub api_key: String,
+    /// Where the simulators report how far their history load has come, for the demo's
+    /// progress bar.
+    pub progress: Arc<DemoProgress>,
+}
+
+/// How far the usage history's backfill has come. Written by the usage simulator, read by the
+/// demo's terminal; plain counters, so reading them never holds the simulator up.
+#[derive(Debug, Default)]
+pub struct DemoProgress {
+    customers_total: AtomicU64,
+    customers_queued: AtomicU64,
+    events_sent: AtomicU64,
+    done: AtomicBool,
+}
+
+/// A reading of [`DemoProgress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backfill {
+    /// Customers whose history has been generated and queued for sending, of `total`.
+    pub queued: u64,
+    pub total: u64,
+    /// Events posted to the ingest API so far.
+    pub events: u64,
+    pub done: bool,
+}
+
+impl DemoProgress {
+    pub fn start(&self, customers: u64) {
+        self.customers_total.store(customers, Ordering::Relaxed);
+    }
+
+    pub fn customer_queued(&self) {
+        self.customers_queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn sent(&self, events: u64) {
+        self.events_sent.fetch_add(events, Ordering::Relaxed);
+    }
+
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+    }
+
+    pub fn read(&self) -> Backfill {
+        Backfill {
+            queued: self.customers_queued.load(Ordering::Relaxed),
+            total: self.customers_total.load(Ordering::Relaxed),
+            events: self.events_sent.load(Ordering::Relaxed),
+            done: self.done.load(Ordering::Acquire),
+        }
+    }
 }
 
 /// One simulated provider or traffic source.

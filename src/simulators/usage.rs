@@ -1026,6 +1026,9 @@ impl Simulator for UsageSimulator {
 }
 
 async fn run(seed: u64, ctx: DemoContext, cancel: CancellationToken) {
+    // Whatever ends the backfill early (opsdeck unreachable, cancelled), the demo's progress
+    // bar must not wait for it forever.
+    let _finished = FinishOnDrop(ctx.progress.clone());
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -1065,7 +1068,9 @@ async fn run(seed: u64, ctx: DemoContext, cancel: CancellationToken) {
     );
 
     let started = Instant::now();
-    let t = backfill(&api, &population, clock).await;
+    ctx.progress.start(population.len() as u64);
+    let t = backfill(&api, &population, clock, &ctx.progress).await;
+    ctx.progress.finish();
     if cancel.is_cancelled() {
         return;
     }
@@ -1083,6 +1088,14 @@ async fn run(seed: u64, ctx: DemoContext, cancel: CancellationToken) {
     );
 
     live(&api, &population, clock).await;
+}
+
+struct FinishOnDrop(Arc<super::DemoProgress>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
 }
 
 /// Puts every customer on its plan, PLAN_WORKERS at a time; returns how many failed.
@@ -1107,10 +1120,16 @@ async fn assign_plans(api: &Arc<Api>, population: &Arc<Vec<Customer>>) -> usize 
 /// Streams the history to opsdeck: one blocking task generates and serialises batches,
 /// SENDERS tasks post them. The bounded channel keeps memory flat (the whole history is
 /// never held at once) and lets cancellation stop the generator too.
-async fn backfill(api: &Arc<Api>, population: &Arc<Vec<Customer>>, clock: Clock) -> Totals {
+async fn backfill(
+    api: &Arc<Api>,
+    population: &Arc<Vec<Customer>>,
+    clock: Clock,
+    report: &Arc<super::DemoProgress>,
+) -> Totals {
     let (tx, rx) = mpsc::channel::<Batch>(SENDERS * 2);
     let generator = {
         let population = population.clone();
+        let report = report.clone();
         tokio::task::spawn_blocking(move || {
             let mut batcher = Batcher::default();
             for c in population.iter() {
@@ -1121,6 +1140,7 @@ async fn backfill(api: &Arc<Api>, population: &Arc<Vec<Customer>>, clock: Clock)
                         return; // the senders stopped: cancelled
                     }
                 }
+                report.customer_queued();
             }
             if let Some(b) = batcher.take() {
                 let _ = tx.blocking_send(b);
@@ -1131,7 +1151,7 @@ async fn backfill(api: &Arc<Api>, population: &Arc<Vec<Customer>>, clock: Clock)
     let done = Arc::new(AtomicU64::new(0));
     let mut senders = JoinSet::new();
     for _ in 0..SENDERS {
-        let (api, rx, done) = (api.clone(), rx.clone(), done.clone());
+        let (api, rx, done, report) = (api.clone(), rx.clone(), done.clone(), report.clone());
         senders.spawn(async move {
             let mut totals = Totals::default();
             loop {
@@ -1145,6 +1165,7 @@ async fn backfill(api: &Arc<Api>, population: &Arc<Vec<Customer>>, clock: Clock)
                 let Some(batch) = next else { break };
                 totals.add(api.post_events(&batch).await);
                 done.fetch_add(batch.events as u64, Ordering::Relaxed);
+                report.sent(batch.events as u64);
             }
             totals
         });

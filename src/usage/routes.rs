@@ -15,7 +15,7 @@ use super::event::{Rules, validate};
 use super::writer::IngestError;
 use crate::access::Scope;
 use crate::app::AppState;
-use crate::http::auth::Auth;
+use crate::http::auth::IngestAuth;
 use crate::http::error::ErrorBody;
 use crate::http::{ApiError, Result};
 use crate::store::now_ms;
@@ -54,10 +54,10 @@ enum Shape {
     request_body(content = Value, description = "One CloudEvents 1.0 event (application/cloudevents+json), \
         a JSON array of them (application/cloudevents-batch+json), or either as application/json."),
     responses((status = 200, body = IngestReply), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn ingest(
     State(state): State<AppState>,
-    Auth(p): Auth,
+    IngestAuth(p): IngestAuth,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestReply>> {
@@ -129,6 +129,11 @@ async fn ingest(
             limits.max_events
         )));
     }
+    // Charged before validation: refused events cost the server as much as accepted ones.
+    state
+        .event_limiter
+        .check(&p.rate_key(), events.len())
+        .map_err(|wait| ApiError::EventRateLimited(wait, limits.events_per_second))?;
 
     let rules = Rules {
         now_ms: now_ms(),

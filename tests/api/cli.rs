@@ -346,12 +346,19 @@ async fn serve_bootstraps_an_admin_and_stops_gracefully_on_sigterm() {
 async fn demo_prints_a_working_login() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_opsdeck"))
         .args(["demo", "--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let lines = read_until(&mut out, "Press Ctrl-C");
+    let err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let logged = std::thread::spawn(move || {
+        std::io::BufRead::lines(err)
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let lines = read_until(&mut out, "simulators");
     let base = url_in(&lines);
     let field = |name: &str| {
         lines
@@ -360,7 +367,17 @@ async fn demo_prints_a_working_login() {
             .map(|v| v.trim().to_string())
             .expect(name)
     };
-    let (email, password) = (field("sign in as"), field("password"));
+    let (email, password) = (field("sign in"), field("password"));
+    // The rest of the terminal (progress lines, then the tour) is read on its own thread, so
+    // the checks below run while the history loads.
+    let (lines_tx, later_lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(out).map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let data_dir = std::path::PathBuf::from(field("data").split(" (").next().unwrap());
     assert!(data_dir.exists());
 
@@ -445,11 +462,50 @@ async fn demo_prints_a_working_login() {
         "providers answer: {grid}"
     );
 
+    // Once the history is in, the terminal says so and gives the tour; before that, without a
+    // terminal, it reports progress in plain lines (no bar escape codes in a pipe).
+    let mut later = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(480);
+    while !later.iter().any(|l: &String| l.contains("Ctrl-C stops")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match later_lines.recv_timeout(left) {
+            Ok(line) => later.push(line),
+            Err(_) => panic!("no tour within 480 s; the terminal said {later:?}"),
+        }
+    }
+    let loaded = later
+        .iter()
+        .find(|l| l.trim_start().starts_with("history loaded in"))
+        .unwrap_or_else(|| panic!("{later:?}"));
+    assert!(loaded.contains(" events, Stripe synced"), "{loaded}");
+    assert!(
+        later.iter().all(|l| !l.contains('\u{1b}')),
+        "no escape codes in a pipe: {later:?}"
+    );
+    for path in ["/revenue", "/integrations", "/alerts"] {
+        assert!(
+            later.iter().any(|l| l.contains(&format!("{base}{path} "))),
+            "the tour links {path}: {later:?}"
+        );
+    }
+
     assert!(sigterm_and_wait(&mut child).success());
     assert!(
         !data_dir.exists(),
         "the demo's temporary store is removed on exit"
     );
+    // Only warnings and errors are logged, and never sqlx's slow-statement lines quoting SQL.
+    let logged = logged.join().unwrap();
+    for l in &logged {
+        assert!(
+            !l.contains("slow statement"),
+            "SQL in the demo's terminal: {l}"
+        );
+        assert!(
+            !l.contains("INFO"),
+            "info lines in the demo's terminal: {l}"
+        );
+    }
 }
 
 #[test]

@@ -878,3 +878,66 @@ async fn hostile_strings_cannot_fail_a_shared_commit(app: &TestApp) {
     );
 }
 dual_test!(hostile_strings_cannot_fail_a_shared_commit);
+
+/// Ingest has its own limit, counted in events: an app sending many small requests is not held
+/// to the read limit (here 2 requests a minute), and a batch over the event rate is refused
+/// whole, changing nothing.
+async fn ingest_is_limited_in_events_not_requests(app: &TestApp) {
+    let key = app.key("app", &["ingest"]).await;
+    for i in 0..4 {
+        let res = post(
+            app,
+            &key,
+            "application/cloudevents+json",
+            api_call(i, "cus_a").to_string(),
+        )
+        .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "request {i} is under the event rate"
+        );
+    }
+    let batch: Vec<Value> = (10..15).map(|i| api_call(i, "cus_a")).collect();
+    let res = post(
+        app,
+        &key,
+        "application/cloudevents-batch+json",
+        Value::from(batch.clone()).to_string(),
+    )
+    .await;
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait >= 1);
+    let body = error_body(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ingest.events_per_second"),
+        "{body}"
+    );
+    assert_eq!(stored(app).await, 4, "the refused batch stored nothing");
+    // Each credential has its own bucket.
+    let other = app.key("other app", &["ingest"]).await;
+    let res = post(
+        app,
+        &other,
+        "application/cloudevents-batch+json",
+        Value::from(batch).to_string(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(stored(app).await, 9);
+}
+dual_test!(
+    ingest_is_limited_in_events_not_requests,
+    |c: &mut opsdeck::config::Config| {
+        c.access.api_requests_per_minute = 2;
+        c.ingest.max_events = 5;
+        c.ingest.events_per_second = 5;
+    }
+);
