@@ -340,3 +340,11 @@ function openStream() {
   });
 }
 openStream();
+
+// The Alerts page: a "select all" box per rule group for bulk acknowledgement (hidden
+// without this script; ticking each box works without it).
+document.querySelectorAll("input[data-select-all]").forEach((all) => {
+  const boxes = all.closest("table").querySelectorAll('tbody input[type="checkbox"]');
+  all.hidden = false;
+  all.addEventListener("change", () => boxes.forEach((b) => { b.checked = all.checked; }));
+});

@@ -479,6 +479,9 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     let _oauth = crate::simulators::oauth::configure_demo(&mut config)
         .await
         .context("starting the demo OAuth providers")?;
+    let notify = crate::simulators::notify::configure_demo(&mut config)
+        .await
+        .context("starting the demo's Slack")?;
     let listener = bind(&listen).await?;
     let app = App::build(config, None).await?;
     let users::Bootstrap::Generated { email, password } =
@@ -516,6 +519,10 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     println!("  sign in    {email}");
     println!("  password   {password}");
     println!("  data       {} (deleted on exit)", dir.path().display());
+    println!(
+        "  alerts     sent to a local Slack; read what arrived at {}/",
+        notify.base()
+    );
     println!("  simulators {}", started.join(", "));
     println!();
     let tour = tokio::spawn(demo_progress(
@@ -629,7 +636,10 @@ const DEMO_TOUR: &[(&str, &str)] = &[
         "/integrations",
         "provider monitors: one is slow, one flaky; open one for its incidents",
     ),
-    ("/alerts", "quota and integration alerts as they fire"),
+    (
+        "/alerts",
+        "quota and integration alerts as they fire; filter, acknowledge",
+    ),
 ];
 
 fn cli_actor() -> Actor {

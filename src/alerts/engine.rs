@@ -5,6 +5,12 @@
 //! alert's previous state, and notifications are queued in the same transaction, so a run
 //! repeated (two instances, a retry after a crash) cannot notify twice. Alerts changing in a
 //! run that share a group key, status and route go out as one notification.
+//!
+//! A rule with steps (the built-in quota rule: 80, 90, 100, 120 %) still gives a series one
+//! open alert: reaching a higher step resolves the alert at the lower one as superseded and
+//! opens one at the higher step (notified as firing), and falling back past the hysteresis
+//! steps down the same way, quietly, keeping the acknowledgement. Both rows and both
+//! timeline entries are written by the same conditional update in the same transaction.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -12,8 +18,9 @@ use serde_json::{Value, json};
 
 use super::AlertsError;
 use super::metrics::{self, Metric, Sample};
-use super::rules::Rule;
+use super::rules::{Op, Rule, Severity};
 use super::silences::{self, Silence};
+use crate::access::audit::{self, Actor};
 use crate::args;
 use crate::events::{Channel, Event};
 use crate::store::{Store, Tx};
@@ -30,7 +37,12 @@ pub struct Open {
     pub pending_since: i64,
     pub last_notified_at: Option<i64>,
     pub acked: bool,
+    pub acked_by: Option<String>,
+    pub acked_at: Option<i64>,
+    pub ack_note: Option<String>,
     pub value: Option<f64>,
+    /// The threshold it was raised at, which says its step.
+    pub threshold: f64,
 }
 
 /// What one series does in one run.
@@ -47,6 +59,9 @@ pub enum Transition {
     Resolve,
     /// Still firing, unacknowledged, and not notified for the repeat interval.
     Remind,
+    /// Still firing, at another step of the rule (the level it moves to): the alert is
+    /// superseded by one at that step.
+    Step(usize),
 }
 
 /// The transition of one series. `value` is `None` when the series is gone (an integration
@@ -61,13 +76,9 @@ pub fn decide(
     maintenance: bool,
 ) -> Transition {
     let for_ms = i64::try_from(rule.for_.as_millis()).unwrap_or(i64::MAX);
-    let breach = match (open, value) {
-        (_, None) => false,
-        (Some(o), Some(v)) if o.firing => rule.condition.still_holds(v, rule.hysteresis),
-        (_, Some(v)) => rule.condition.holds(v),
-    };
+    let holds = value.is_some_and(|v| rule.condition.holds(v));
     match open {
-        None if breach && !maintenance => {
+        None if holds && !maintenance => {
             if for_ms == 0 {
                 Transition::Fire
             } else {
@@ -76,7 +87,7 @@ pub fn decide(
         }
         None => Transition::Stay,
         Some(o) if !o.firing => {
-            if !breach || maintenance {
+            if !holds || maintenance {
                 Transition::Clear
             } else if now - o.pending_since >= for_ms {
                 Transition::Fire
@@ -85,15 +96,21 @@ pub fn decide(
             }
         }
         Some(_) if maintenance => Transition::Stay,
-        Some(_) if !breach => Transition::Resolve,
         Some(o) => {
-            let due = o
-                .last_notified_at
-                .is_some_and(|at| repeat_ms > 0 && now - at >= repeat_ms);
-            if due && !o.acked {
-                Transition::Remind
-            } else {
-                Transition::Stay
+            let current = rule.level_of(o.threshold);
+            match value.and_then(|v| rule.level_for(v, Some(current))) {
+                None => Transition::Resolve,
+                Some(level) if level != current => Transition::Step(level),
+                Some(_) => {
+                    let due = o
+                        .last_notified_at
+                        .is_some_and(|at| repeat_ms > 0 && now - at >= repeat_ms);
+                    if due && !o.acked {
+                        Transition::Remind
+                    } else {
+                        Transition::Stay
+                    }
+                }
             }
         }
     }
@@ -116,6 +133,8 @@ pub struct Report {
     pub fired: usize,
     pub resolved: usize,
     pub reminded: usize,
+    /// Alerts replaced by one at a lower step (not notified).
+    pub stepped_down: usize,
     /// Notifications queued (one per group, status and route).
     pub notifications: usize,
 }
@@ -136,7 +155,32 @@ fn group_key(rule: &Rule, labels: &BTreeMap<String, String>) -> String {
     key
 }
 
-fn summary(rule: &Rule, labels: &BTreeMap<String, String>, value: Option<f64>) -> String {
+fn percent(v: f64) -> String {
+    format!("{} %", (v * 10.0).round() / 10.0)
+}
+
+/// One alert's line: the rule, the series, the value and the threshold it crossed.
+fn summary(
+    rule: &Rule,
+    level: usize,
+    labels: &BTreeMap<String, String>,
+    value: Option<f64>,
+) -> String {
+    let condition = rule.levels[level].condition;
+    if rule.metric == Metric::QuotaPercent
+        && let Some(customer) = labels.get("customer")
+    {
+        let plan = labels
+            .get("plan")
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
+        let value = value.map_or("no data".to_string(), percent);
+        return format!(
+            "{customer}{plan} at {value} of quota ({} {} %)",
+            condition.op.as_str(),
+            condition.threshold
+        );
+    }
     let series: Vec<String> = labels
         .iter()
         .filter(|(k, _)| !rule.spec.labels.contains_key(*k))
@@ -147,18 +191,60 @@ fn summary(rule: &Rule, labels: &BTreeMap<String, String>, value: Option<f64>) -
     });
     if series.is_empty() {
         format!(
-            "{}: {} is {value} ({})",
-            rule.spec.name, rule.spec.metric, rule.spec.condition
+            "{}: {} is {value} ({condition})",
+            rule.spec.name, rule.spec.metric
         )
     } else {
         format!(
-            "{}: {} {} is {value} ({})",
+            "{}: {} {} is {value} ({condition})",
             rule.spec.name,
             series.join(", "),
-            rule.spec.metric,
-            rule.spec.condition
+            rule.spec.metric
         )
     }
+}
+
+/// How many of a group's alerts a headline names before "and n more".
+const NAMED: usize = 3;
+
+/// The headline of a notification about `alerts` (worst first) of a rule on `metric`: the
+/// alert's own summary for one; for quota alerts of many customers "12 customers over quota:
+/// a (123 %), b (104 %), c (101 %) and 9 more"; otherwise the first and how many more.
+pub fn group_summary(metric: &str, status: &str, alerts: &[Value]) -> String {
+    let first = alerts
+        .first()
+        .and_then(|a| a["summary"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let n = alerts.len();
+    if n <= 1 {
+        return first;
+    }
+    let more = if n > NAMED {
+        format!(" and {} more", n - NAMED)
+    } else {
+        String::new()
+    };
+    if metric == "quota.percent" {
+        let what = match status {
+            "resolved" => "back under quota",
+            "acknowledged" => "over quota acknowledged",
+            _ => "over quota",
+        };
+        let named: Vec<String> = alerts
+            .iter()
+            .take(NAMED)
+            .map(|a| {
+                let who = a["labels"]["customer"].as_str().unwrap_or("?");
+                match a["value"].as_f64() {
+                    Some(v) => format!("{who} ({})", percent(v)),
+                    None => who.to_string(),
+                }
+            })
+            .collect();
+        return format!("{n} customers {what}: {}{more}", named.join(", "));
+    }
+    format!("{first} (and {} more)", n - 1)
 }
 
 /// An alert changing in this run, to be notified.
@@ -253,7 +339,13 @@ pub async fn run(
         for (labels, value) in series {
             let fp = fingerprint(&labels);
             let current = open.get(&rule.id).and_then(|m| m.get(&fp)).map(|(_, o)| o);
-            let severity = rule.severity.as_str();
+            // The step the series is at: where its value puts it, else where its alert is.
+            let at = current.map(|o| rule.level_of(o.threshold));
+            let level = value
+                .and_then(|v| rule.level_for(v, at.filter(|_| current.is_some_and(|o| o.firing))))
+                .or(at)
+                .unwrap_or(0);
+            let severity = rule.levels[level].severity.as_str();
             let covering = |kind: &str| {
                 silences.iter().any(|s: &Silence| {
                     s.kind == kind && s.active(now) && s.matches(&rule.spec.name, severity, &labels)
@@ -275,30 +367,16 @@ pub async fn run(
                 (Transition::Stay, None) => continue,
                 (Transition::Pend | Transition::Fire, None) => {
                     let firing = t == Transition::Fire;
-                    let row: Option<(i64,)> = tx
-                        .fetch_optional(
-                            "INSERT INTO alerts (rule_id, rule, fingerprint, labels, state, \
-                             severity, group_key, summary, value, threshold, pending_since, \
-                             started_at, updated_at) \
-                             VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10) \
-                             ON CONFLICT (rule_id, fingerprint) WHERE state <> 'resolved' \
-                             DO NOTHING RETURNING id",
-                            args![
-                                rule.id,
-                                rule.spec.name.as_str(),
-                                fp.as_str(),
-                                if firing { "firing" } else { "pending" },
-                                severity,
-                                group_key(rule, &labels),
-                                summary(rule, &labels, value),
-                                value,
-                                rule.condition.threshold,
-                                now,
-                                firing.then_some(now)
-                            ],
-                        )
-                        .await?;
-                    let Some((id,)) = row else { continue };
+                    let new = NewAlert {
+                        rule,
+                        level,
+                        fingerprint: &fp,
+                        labels: &labels,
+                        value,
+                    };
+                    let Some(id) = new.insert(&mut tx, firing, now).await? else {
+                        continue;
+                    };
                     event(
                         &mut tx,
                         id,
@@ -313,11 +391,20 @@ pub async fn run(
                     (id, "firing")
                 }
                 (Transition::Fire, Some(o)) => {
+                    let lv = rule.levels[level];
                     let n = tx
                         .execute(
                             "UPDATE alerts SET state = 'firing', started_at = $2, value = $3, \
-                             summary = $4, updated_at = $2 WHERE id = $1 AND state = 'pending'",
-                            args![o.id, now, value, summary(rule, &labels, value)],
+                             summary = $4, severity = $5, threshold = $6, updated_at = $2 \
+                             WHERE id = $1 AND state = 'pending'",
+                            args![
+                                o.id,
+                                now,
+                                value,
+                                summary(rule, level, &labels, value),
+                                lv.severity.as_str(),
+                                lv.condition.threshold
+                            ],
                         )
                         .await?;
                     if n == 0 {
@@ -325,6 +412,76 @@ pub async fn run(
                     }
                     event(&mut tx, o.id, now, "firing", None).await?;
                     (o.id, "firing")
+                }
+                (Transition::Step(to), Some(o)) => {
+                    let from = rule.level_of(o.threshold);
+                    let n = tx
+                        .execute(
+                            "UPDATE alerts SET state = 'resolved', resolved_at = $2, \
+                             value = COALESCE($3, value), updated_at = $2 \
+                             WHERE id = $1 AND state = 'firing'",
+                            args![o.id, now, value],
+                        )
+                        .await?;
+                    if n == 0 {
+                        continue;
+                    }
+                    let new = NewAlert {
+                        rule,
+                        level: to,
+                        fingerprint: &fp,
+                        labels: &labels,
+                        value,
+                    };
+                    let id = new.insert(&mut tx, true, now).await?.ok_or_else(|| {
+                        AlertsError::Internal(format!("alert {} was replaced meanwhile", o.id))
+                    })?;
+                    let up = to > from;
+                    let lv = rule.levels[to];
+                    let was = rule.levels[from];
+                    event(
+                        &mut tx,
+                        o.id,
+                        now,
+                        "superseded",
+                        Some(
+                            &json!({"by": id, "severity": lv.severity.as_str(),
+                                    "threshold": lv.condition.threshold})
+                            .to_string(),
+                        ),
+                    )
+                    .await?;
+                    event(
+                        &mut tx,
+                        id,
+                        now,
+                        if up { "escalated" } else { "stepped_down" },
+                        Some(
+                            &json!({"replaces": o.id, "severity": was.severity.as_str(),
+                                    "threshold": was.condition.threshold})
+                            .to_string(),
+                        ),
+                    )
+                    .await?;
+                    if !up {
+                        // Good news is not paged: the lower alert carries on where the higher
+                        // one was, acknowledged if it was, reminded on the same clock.
+                        tx.execute(
+                            "UPDATE alerts SET acked_by = $2, acked_at = $3, ack_note = $4, \
+                             last_notified_at = $5 WHERE id = $1",
+                            args![
+                                id,
+                                o.acked_by.clone(),
+                                o.acked_at,
+                                o.ack_note.clone(),
+                                o.last_notified_at
+                            ],
+                        )
+                        .await?;
+                        report.stepped_down += 1;
+                        continue;
+                    }
+                    (id, "firing")
                 }
                 (Transition::Clear, Some(o)) => {
                     tx.execute(
@@ -386,6 +543,48 @@ pub async fn run(
     Ok((report, events))
 }
 
+/// An alert about to be stored: a rule's series at one of its levels.
+struct NewAlert<'a> {
+    rule: &'a Rule,
+    level: usize,
+    fingerprint: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    value: Option<f64>,
+}
+
+impl NewAlert<'_> {
+    /// Inserts it pending or firing; `None` when the series already has an open alert (the
+    /// partial unique index: another run got there first).
+    async fn insert(&self, tx: &mut Tx, firing: bool, now: i64) -> Result<Option<i64>> {
+        let level = self.rule.levels[self.level];
+        let row: Option<(i64,)> = tx
+            .fetch_optional(
+                "INSERT INTO alerts (rule_id, rule, fingerprint, labels, state, \
+                 severity, group_key, summary, value, threshold, pending_since, \
+                 started_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11) \
+                 ON CONFLICT (rule_id, fingerprint) WHERE state <> 'resolved' \
+                 DO NOTHING RETURNING id",
+                args![
+                    self.rule.id,
+                    self.rule.spec.name.as_str(),
+                    self.fingerprint,
+                    fingerprint(self.labels),
+                    if firing { "firing" } else { "pending" },
+                    level.severity.as_str(),
+                    group_key(self.rule, self.labels),
+                    summary(self.rule, self.level, self.labels, self.value),
+                    self.value,
+                    level.condition.threshold,
+                    now,
+                    firing.then_some(now)
+                ],
+            )
+            .await?;
+        Ok(row.map(|r| r.0))
+    }
+}
+
 /// Positions of a metric's samples by the value of one label.
 type ByValue = HashMap<String, Vec<usize>>;
 
@@ -438,10 +637,23 @@ async fn notify(
             .push(c);
     }
     let mut events = Vec::new();
-    for ((key, status, route), members) in groups {
-        let alerts: Vec<Value> = members.iter().map(|c| c.alert.clone()).collect();
+    for ((key, status, route), mut members) in groups {
         let rule = &rules[members[0].rule];
-        let (kind, data) = notification(&key, status, rule.severity.as_str(), alerts, settings);
+        let rising = matches!(rule.condition.op, Op::Gt | Op::Ge);
+        members.sort_by(|a, b| worse(&a.alert, &b.alert, rising));
+        let alerts: Vec<Value> = members.iter().map(|c| c.alert.clone()).collect();
+        let summary = group_summary(&rule.spec.metric, status, &alerts);
+        let (kind, mut data) = notification(&key, status, summary, alerts, settings);
+        if status == "resolved" {
+            // Others of the group may still fire: PagerDuty then keeps the incident open.
+            let (open,): (i64,) = tx
+                .fetch_one(
+                    "SELECT COUNT(*) FROM alerts WHERE state = 'firing' AND group_key = $1",
+                    args![key.as_str()],
+                )
+                .await?;
+            data["group_open"] = json!(open);
+        }
         let targets: Vec<i64> = route
             .iter()
             .filter_map(|n| endpoints.get(n).copied())
@@ -467,11 +679,30 @@ async fn notify(
     Ok(events)
 }
 
-/// A notification's type and data (the shape every notifier renders).
+fn severity_of(alert: &Value) -> Severity {
+    alert["severity"]
+        .as_str()
+        .and_then(Severity::parse)
+        .unwrap_or(Severity::Info)
+}
+
+/// Orders a group's alerts worst first: by severity, then by how far past the threshold
+/// (`rising`: higher values are worse), then oldest first.
+fn worse(a: &Value, b: &Value, rising: bool) -> std::cmp::Ordering {
+    let value = |x: &Value| x["value"].as_f64().unwrap_or(0.0);
+    let by_value = value(b).total_cmp(&value(a));
+    severity_of(b)
+        .cmp(&severity_of(a))
+        .then(if rising { by_value } else { by_value.reverse() })
+        .then(a["id"].as_i64().cmp(&b["id"].as_i64()))
+}
+
+/// A notification's type and data (the shape every notifier renders). The severity is the
+/// gravest of the alerts'.
 pub fn notification(
     group_key: &str,
     status: &str,
-    severity: &str,
+    summary: String,
     alerts: Vec<Value>,
     settings: &Settings,
 ) -> (&'static str, Value) {
@@ -480,20 +711,17 @@ pub fn notification(
         "acknowledged" => "alert.acknowledged",
         _ => "alert.firing",
     };
-    let first = alerts
-        .first()
-        .and_then(|a| a["summary"].as_str())
-        .unwrap_or_default()
-        .to_string();
-    let summary = match alerts.len() {
-        0 | 1 => first,
-        n => format!("{first} (and {} more)", n - 1),
-    };
+    let severity = alerts
+        .iter()
+        .map(severity_of)
+        .max()
+        .unwrap_or(Severity::Info);
     let data = json!({
         "group_key": group_key,
         "status": status,
-        "severity": severity,
+        "severity": severity.as_str(),
         "summary": summary,
+        "count": alerts.len(),
         "url": settings.alerts_url,
         "alerts": alerts,
     });
@@ -504,43 +732,53 @@ pub fn notification(
 type OpenAlerts = HashMap<i64, HashMap<String, (BTreeMap<String, String>, Open)>>;
 
 async fn load_open(store: &Store) -> Result<OpenAlerts> {
-    #[allow(clippy::type_complexity)]
-    let rows: Vec<(
-        i64,
-        i64,
-        String,
-        String,
-        String,
-        i64,
-        Option<i64>,
-        Option<i64>,
-        Option<f64>,
-    )> = store
+    let rows: Vec<OpenRow> = store
         .fetch_all(
             "SELECT id, rule_id, fingerprint, labels, state, pending_since, last_notified_at, \
-                 acked_at, value FROM alerts WHERE state <> 'resolved'",
+                 acked_by, acked_at, ack_note, value, threshold \
+                 FROM alerts WHERE state <> 'resolved'",
             args![],
         )
         .await?;
     let mut out: OpenAlerts = HashMap::new();
-    for (id, rule, fp, labels, state, pending_since, last_notified_at, acked_at, value) in rows {
-        let labels: BTreeMap<String, String> = serde_json::from_str(&labels).unwrap_or_default();
-        out.entry(rule).or_default().insert(
-            fp,
+    for r in rows {
+        let labels: BTreeMap<String, String> = serde_json::from_str(&r.labels).unwrap_or_default();
+        out.entry(r.rule_id).or_default().insert(
+            r.fingerprint,
             (
                 labels,
                 Open {
-                    id,
-                    firing: state == "firing",
-                    pending_since,
-                    last_notified_at,
-                    acked: acked_at.is_some(),
-                    value,
+                    id: r.id,
+                    firing: r.state == "firing",
+                    pending_since: r.pending_since,
+                    last_notified_at: r.last_notified_at,
+                    acked: r.acked_at.is_some(),
+                    acked_by: r.acked_by,
+                    acked_at: r.acked_at,
+                    ack_note: r.ack_note,
+                    value: r.value,
+                    threshold: r.threshold,
                 },
             ),
         );
     }
     Ok(out)
+}
+
+#[derive(sqlx::FromRow)]
+struct OpenRow {
+    id: i64,
+    rule_id: i64,
+    fingerprint: String,
+    labels: String,
+    state: String,
+    pending_since: i64,
+    last_notified_at: Option<i64>,
+    acked_by: Option<String>,
+    acked_at: Option<i64>,
+    ack_note: Option<String>,
+    value: Option<f64>,
+    threshold: f64,
 }
 
 /// One alert as notifications, events and the API show it.
@@ -626,95 +864,170 @@ async fn alert_json(tx: &mut Tx, id: i64) -> Result<Value> {
 pub async fn acknowledge(
     store: &Store,
     id: i64,
-    who: &str,
+    actor: &Actor,
     note: &str,
     now: i64,
     settings: &Settings,
 ) -> Result<(AlertRow, Event)> {
-    if note.len() > 2000 {
-        return Err(AlertsError::Invalid {
-            field: "note".into(),
-            message: "at most 2000 characters".into(),
-        });
+    let (mut alerts, mut events) =
+        acknowledge_many(store, &[id], actor, note, now, settings).await?;
+    match (alerts.pop(), events.pop()) {
+        (Some(a), Some(e)) => Ok((a, e)),
+        _ => Err(AlertsError::Internal(format!(
+            "alert {id} not acknowledged"
+        ))),
     }
-    let mut tx = store.begin().await?;
-    let row: Option<(String, i64, Option<i64>)> = tx
-        .fetch_optional(
-            "SELECT state, rule_id, acked_at FROM alerts WHERE id = $1",
-            args![id],
-        )
-        .await?;
-    let Some((state, rule_id, acked_at)) = row else {
-        return Err(AlertsError::NotFound(format!("no alert {id}")));
+}
+
+/// The most alerts one acknowledgement takes.
+pub const ACK_MAX: usize = 500;
+
+/// Acknowledges every alert of `ids` or none: each must exist, be firing and not be
+/// acknowledged yet, or the whole request is refused naming the first at fault
+/// (`ids[3]: …`). Each gets who, when and the note and a timeline entry; one audit entry
+/// records the request; notifiers hear once per group and route, as when alerts fire.
+pub async fn acknowledge_many(
+    store: &Store,
+    ids: &[i64],
+    actor: &Actor,
+    note: &str,
+    now: i64,
+    settings: &Settings,
+) -> Result<(Vec<AlertRow>, Vec<Event>)> {
+    let invalid = |field: &str, message: String| AlertsError::Invalid {
+        field: field.into(),
+        message,
     };
-    if state != "firing" {
-        return Err(AlertsError::Conflict(format!(
-            "alert {id} is {state}; only a firing alert can be acknowledged"
-        )));
+    if note.chars().count() > 2000 {
+        return Err(invalid("note", "at most 2000 characters".into()));
     }
-    if acked_at.is_some() {
-        return Err(AlertsError::Conflict(format!(
-            "alert {id} is already acknowledged"
-        )));
+    if ids.is_empty() {
+        return Err(invalid("ids", "name at least one alert".into()));
     }
-    let n = tx
-        .execute(
-            "UPDATE alerts SET acked_by = $2, acked_at = $3, ack_note = $4, updated_at = $3 \
-             WHERE id = $1 AND state = 'firing' AND acked_at IS NULL",
-            args![id, who, now, note],
-        )
-        .await?;
-    if n == 0 {
-        return Err(AlertsError::Conflict(format!(
-            "alert {id} changed meanwhile"
-        )));
+    if ids.len() > ACK_MAX {
+        return Err(invalid("ids", format!("at most {ACK_MAX} alerts at once")));
     }
-    event(
+    // A single acknowledgement reads as before; several name the position at fault.
+    let at = |i: usize| {
+        if ids.len() > 1 {
+            format!("ids[{i}]: ")
+        } else {
+            String::new()
+        }
+    };
+    let mut seen = HashSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        if !seen.insert(*id) {
+            return Err(invalid(
+                &format!("ids[{i}]"),
+                format!("alert {id} is listed twice"),
+            ));
+        }
+    }
+    let who = actor.name.as_str();
+    let mut tx = store.begin().await?;
+    // Everything is checked before anything is written.
+    let mut rules_of: Vec<i64> = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let row: Option<(String, i64, Option<i64>)> = tx
+            .fetch_optional(
+                "SELECT state, rule_id, acked_at FROM alerts WHERE id = $1",
+                args![*id],
+            )
+            .await?;
+        let Some((state, rule_id, acked_at)) = row else {
+            return Err(AlertsError::NotFound(format!("{}no alert {id}", at(i))));
+        };
+        if state != "firing" {
+            return Err(AlertsError::Conflict(format!(
+                "{}alert {id} is {state}; only a firing alert can be acknowledged",
+                at(i)
+            )));
+        }
+        if acked_at.is_some() {
+            return Err(AlertsError::Conflict(format!(
+                "{}alert {id} is already acknowledged",
+                at(i)
+            )));
+        }
+        rules_of.push(rule_id);
+    }
+    let detail = json!({"by": who, "note": note}).to_string();
+    for (i, id) in ids.iter().enumerate() {
+        let n = tx
+            .execute(
+                "UPDATE alerts SET acked_by = $2, acked_at = $3, ack_note = $4, updated_at = $3 \
+                 WHERE id = $1 AND state = 'firing' AND acked_at IS NULL",
+                args![*id, who, now, note],
+            )
+            .await?;
+        if n == 0 {
+            return Err(AlertsError::Conflict(format!(
+                "{}alert {id} changed meanwhile",
+                at(i)
+            )));
+        }
+        event(&mut tx, *id, now, "acknowledged", Some(&detail)).await?;
+    }
+    audit::record(
         &mut tx,
-        id,
-        now,
-        "acknowledged",
-        Some(&json!({"by": who, "note": note}).to_string()),
+        actor,
+        "alert.acknowledge",
+        Some(&ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")),
+        Some(json!({"ids": ids, "note": note})),
     )
     .await?;
-    let spec: Option<(String,)> = tx
-        .fetch_optional("SELECT spec FROM alert_rules WHERE id = $1", args![rule_id])
-        .await?;
-    let route: Vec<String> = spec
-        .and_then(|(s,)| serde_json::from_str::<super::rules::RuleSpec>(&s).ok())
-        .map(|s| s.notifiers)
-        .unwrap_or_default();
-    let targets: Vec<i64> = if route.is_empty() {
-        Vec::new()
-    } else {
-        let all: Vec<(String, i64)> = tx
-            .fetch_all("SELECT name, id FROM webhook_endpoints", args![])
-            .await?;
-        all.into_iter()
-            .filter(|(n, _)| route.contains(n))
-            .map(|(_, id)| id)
-            .collect()
-    };
-    let alert = load_alert(&mut tx, id).await?;
-    let (kind, mut data) = notification(
-        &alert.group_key,
-        "acknowledged",
-        &alert.severity,
-        vec![alert.to_json()],
-        settings,
-    );
-    data["acked_by"] = json!(who);
-    queue::enqueue_with(&mut tx, kind, &data, now, &targets).await?;
-    tx.commit().await?;
-    Ok((
-        alert,
-        Event {
+    let endpoints: HashMap<String, i64> = tx
+        .fetch_all::<(String, i64)>("SELECT name, id FROM webhook_endpoints", args![])
+        .await?
+        .into_iter()
+        .collect();
+    let mut specs: HashMap<i64, (String, Vec<String>)> = HashMap::new();
+    let mut alerts = Vec::with_capacity(ids.len());
+    let mut groups: BTreeMap<(String, String, Vec<String>), Vec<Value>> = BTreeMap::new();
+    for (id, rule_id) in ids.iter().zip(&rules_of) {
+        if !specs.contains_key(rule_id) {
+            let spec: Option<(String,)> = tx
+                .fetch_optional(
+                    "SELECT spec FROM alert_rules WHERE id = $1",
+                    args![*rule_id],
+                )
+                .await?;
+            let spec =
+                spec.and_then(|(s,)| serde_json::from_str::<super::rules::RuleSpec>(&s).ok());
+            specs.insert(
+                *rule_id,
+                spec.map(|s| (s.metric, s.notifiers)).unwrap_or_default(),
+            );
+        }
+        let (metric, route) = &specs[rule_id];
+        let alert = load_alert(&mut tx, *id).await?;
+        groups
+            .entry((alert.group_key.clone(), metric.clone(), route.clone()))
+            .or_default()
+            .push(alert.to_json());
+        alerts.push(alert);
+    }
+    let mut events = Vec::new();
+    for ((key, metric, route), mut members) in groups {
+        members.sort_by(|a, b| worse(a, b, true));
+        let summary = group_summary(&metric, "acknowledged", &members);
+        let (kind, mut data) = notification(&key, "acknowledged", summary, members, settings);
+        data["acked_by"] = json!(who);
+        let targets: Vec<i64> = route
+            .iter()
+            .filter_map(|n| endpoints.get(n).copied())
+            .collect();
+        queue::enqueue_with(&mut tx, kind, &data, now, &targets).await?;
+        events.push(Event {
             channel: Channel::Alert,
             kind: kind.to_string(),
             at: now,
             data,
-        },
-    ))
+        });
+    }
+    tx.commit().await?;
+    Ok((alerts, events))
 }
 
 #[cfg(test)]
@@ -738,7 +1051,11 @@ mod tests {
             pending_since: since,
             last_notified_at: firing.then_some(since),
             acked: false,
+            acked_by: None,
+            acked_at: None,
+            ack_note: None,
             value: None,
+            threshold: 5.0,
         }
     }
 
@@ -799,6 +1116,81 @@ mod tests {
         );
         // A series that disappears resolves its alert.
         assert_eq!(decide(&h, Some(&f), None, 1, 0, false), Transition::Resolve);
+    }
+
+    #[test]
+    fn a_stepped_rule_moves_one_alert_between_levels() {
+        let quota = crate::alerts::rules::defaults(&[])
+            .into_iter()
+            .find(|r| r.name == crate::alerts::rules::QUOTA_RULE)
+            .unwrap()
+            .validate(&[], &[])
+            .unwrap();
+        let at = |threshold: f64| Open {
+            threshold,
+            ..open(true, 0)
+        };
+        assert_eq!(
+            decide(&quota, None, Some(121.0), 0, 0, false),
+            Transition::Fire
+        );
+        assert_eq!(
+            decide(&quota, Some(&at(90.0)), Some(101.0), 1, 0, false),
+            Transition::Step(2)
+        );
+        assert_eq!(
+            decide(&quota, Some(&at(90.0)), Some(99.0), 1, 0, false),
+            Transition::Stay
+        );
+        assert_eq!(
+            decide(&quota, Some(&at(120.0)), Some(110.0), 1, 0, false),
+            Transition::Step(2)
+        );
+        assert_eq!(
+            decide(&quota, Some(&at(80.0)), Some(50.0), 1, 0, false),
+            Transition::Resolve
+        );
+        // Maintenance holds a firing alert where it is.
+        assert_eq!(
+            decide(&quota, Some(&at(80.0)), Some(130.0), 1, 0, true),
+            Transition::Stay
+        );
+    }
+
+    #[test]
+    fn quota_groups_read_as_customers_over_quota() {
+        let alert = |c: &str, v: f64| {
+            json!({"summary": format!("{c} (pro) at {v} % of quota (>= 100 %)"),
+                   "labels": {"customer": c, "plan": "pro"}, "value": v})
+        };
+        let many: Vec<Value> = (0..12)
+            .map(|i| alert(&format!("cus_{i}"), 130.0 - f64::from(i)))
+            .collect();
+        assert_eq!(
+            group_summary("quota.percent", "firing", &many),
+            "12 customers over quota: cus_0 (130 %), cus_1 (129 %), cus_2 (128 %) and 9 more"
+        );
+        assert_eq!(
+            group_summary("quota.percent", "resolved", &many[..2]),
+            "2 customers back under quota: cus_0 (130 %), cus_1 (129 %)"
+        );
+        assert_eq!(
+            group_summary("quota.percent", "firing", &many[..1]),
+            "cus_0 (pro) at 130 % of quota (>= 100 %)"
+        );
+        let (_, data) = notification(
+            "rule:1",
+            "firing",
+            "s".into(),
+            vec![
+                json!({"severity": "info"}),
+                json!({"severity": "critical"}),
+                json!({"severity": "warning"}),
+            ],
+            &Settings::default(),
+        );
+        assert_eq!(data["severity"], "critical", "the gravest member's");
+        assert_eq!(data["count"], 3);
     }
 
     #[test]

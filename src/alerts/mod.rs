@@ -5,6 +5,7 @@
 //! `alert_silences`.
 
 pub mod engine;
+pub mod list;
 pub mod metrics;
 pub mod routes;
 pub mod rules;

@@ -7,11 +7,13 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::AlertsError;
 use super::engine::{self, ALERT_COLUMNS, AlertRow};
+use super::list::{self, AlertFilter};
 use super::rules::{self, RuleRow, RuleSpec};
 use super::silences::{self, Silence, SilenceSpec};
 use crate::access::Scope;
@@ -20,32 +22,18 @@ use crate::args;
 use crate::http::auth::{Auth, ClientAddr};
 use crate::http::error::ErrorBody;
 use crate::http::{ApiError, Result};
-use crate::store::{Value, now_ms};
+use crate::store::now_ms;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_alerts))
         .routes(routes!(get_alert))
         .routes(routes!(ack_alert))
+        .routes(routes!(ack_alerts))
         .routes(routes!(list_rules, create_rule))
         .routes(routes!(delete_rule))
         .routes(routes!(list_silences, create_silence))
         .routes(routes!(expire_silence))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AlertQuery {
-    /// `pending`, `firing`, `resolved`, or `open` (pending and firing).
-    pub state: Option<String>,
-    pub rule_id: Option<i64>,
-    pub severity: Option<String>,
-    /// Words the summary or rule name contain.
-    pub q: Option<String>,
-    /// Only alerts with a smaller id (the last id of the previous page).
-    pub before: Option<i64>,
-    /// 1–500, default 100.
-    pub limit: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -54,70 +42,20 @@ pub struct AlertList {
 }
 
 /// Alerts newest first: the open ones and the history, searchable.
-#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertQuery),
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertFilter),
     security(("api_key" = [])),
     responses((status = 200, body = AlertList), (status = 400, body = ErrorBody)))]
 async fn list_alerts(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Query(q): Query<AlertQuery>,
+    Query(q): Query<AlertFilter>,
 ) -> Result<Json<AlertList>> {
     p.require(Scope::Read)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest("limit: must be 1–500".into()));
-    }
-    let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1 = 1");
-    let mut args: Vec<Value> = Vec::new();
-    fn bind(sql: &mut String, args: &mut Vec<Value>, clause: &str, v: Value) {
-        args.push(v);
-        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
-    }
-    match q.state.as_deref() {
-        None => {}
-        Some("open") => sql.push_str(" AND state <> 'resolved'"),
-        Some(s @ ("pending" | "firing" | "resolved")) => {
-            bind(&mut sql, &mut args, " AND state = ?", s.into())
-        }
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "state: {other:?} is not pending, firing, resolved or open"
-            )));
-        }
-    }
-    if let Some(r) = q.rule_id {
-        bind(&mut sql, &mut args, " AND rule_id = ?", r.into());
-    }
-    if let Some(s) = q.severity.as_deref() {
-        if rules::Severity::parse(s).is_none() {
-            return Err(ApiError::BadRequest(format!(
-                "severity: {s:?} is not info, warning or critical"
-            )));
-        }
-        bind(&mut sql, &mut args, " AND severity = ?", s.into());
-    }
-    if let Some(text) = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        if text.len() > 200 {
-            return Err(ApiError::BadRequest("q: at most 200 characters".into()));
-        }
-        for word in text.split_whitespace().take(8) {
-            let pattern = format!("%{}%", word.to_lowercase());
-            args.push(pattern.into());
-            let n = args.len();
-            sql.push_str(&format!(
-                " AND (LOWER(summary) LIKE ${n} OR LOWER(rule) LIKE ${n})"
-            ));
-        }
-    }
-    if let Some(b) = q.before {
-        bind(&mut sql, &mut args, " AND id < ?", b.into());
-    }
-    args.push(limit.into());
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
-    let rows: Vec<AlertRow> = state.store.fetch_all_assembled(sql, args).await?;
-    Ok(Json(AlertList {
-        alerts: rows.into_iter().map(AlertRow::fill).collect(),
-    }))
+    let alerts = list::find(&state.store, &q).await.map_err(|e| match e {
+        AlertsError::Invalid { .. } => ApiError::BadRequest(e.to_string()),
+        other => other.into(),
+    })?;
+    Ok(Json(AlertList { alerts }))
 }
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -190,11 +128,10 @@ async fn ack_alert(
 ) -> Result<Json<AlertRow>> {
     p.require(Scope::Read)?;
     let note = body.map(|Json(b)| b.note).unwrap_or_default();
-    let who = client.actor(&p).name;
     let (alert, event) = engine::acknowledge(
         &state.store,
         id,
-        &who,
+        &client.actor(&p),
         &note,
         now_ms(),
         &super::settings(&state.config),
@@ -202,6 +139,53 @@ async fn ack_alert(
     .await?;
     state.events.send(event);
     Ok(Json(alert))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkAckBody {
+    /// The alerts to acknowledge (1–500, each firing and not yet acknowledged).
+    pub ids: Vec<i64>,
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkAckResult {
+    /// The alerts as acknowledged, in the order asked.
+    pub alerts: Vec<AlertRow>,
+}
+
+/// Acknowledges several firing alerts at once, all or none: an id that does not exist is a
+/// 404, one not firing or already acknowledged a 409, an empty, oversized or repeated list a
+/// 422 — each naming the position at fault (`ids[2]: …`), with nothing acknowledged. Each
+/// alert records who, when and the note; one audit entry records the request; the notifiers
+/// hear once per alert group.
+#[utoipa::path(post, path = "/api/v1/alerts/ack", tag = "alerts",
+    security(("api_key" = [])), request_body = BulkAckBody,
+    responses((status = 200, body = BulkAckResult), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn ack_alerts(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    client: ClientAddr,
+    Json(body): Json<BulkAckBody>,
+) -> Result<Json<BulkAckResult>> {
+    p.require(Scope::Read)?;
+    let (alerts, events) = engine::acknowledge_many(
+        &state.store,
+        &body.ids,
+        &client.actor(&p),
+        body.note.trim(),
+        now_ms(),
+        &super::settings(&state.config),
+    )
+    .await?;
+    for e in events {
+        state.events.send(e);
+    }
+    Ok(Json(BulkAckResult { alerts }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

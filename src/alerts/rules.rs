@@ -54,15 +54,29 @@ pub struct RuleSpec {
     /// Notifiers (by name) told when the rule's alerts fire, resolve or are acknowledged.
     #[serde(default)]
     pub notifiers: Vec<String>,
+    /// Further thresholds past the condition's, each with its severity (`> 90` then steps at
+    /// 100 and 120). A series still has one alert: it follows the highest step its value
+    /// reaches, a higher step replacing the alert at a lower one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSpec>,
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+/// One further threshold of a rule: the condition's operator at `at`, with its severity.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub at: f64,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
 }
 
 fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -99,11 +113,30 @@ pub enum Op {
     Ne,
 }
 
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Eq => "==",
+            Op::Ne => "!=",
+        }
+    }
+}
+
 /// A parsed condition: `value <op> threshold`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Condition {
     pub op: Op,
     pub threshold: f64,
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.op.as_str(), self.threshold)
+    }
 }
 
 impl Condition {
@@ -170,6 +203,45 @@ pub struct Rule {
     pub for_: Duration,
     pub severity: Severity,
     pub hysteresis: f64,
+    /// The condition and severity first, then each step, in order of gravity.
+    pub levels: Vec<Level>,
+}
+
+/// One threshold of a rule and the severity of an alert at it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level {
+    pub condition: Condition,
+    pub severity: Severity,
+}
+
+impl Rule {
+    /// The level a series with value `v` is at, or `None` when the condition does not hold.
+    /// `current` is the level of the series' firing alert: a value reaching a higher level
+    /// moves up at once, and one falling back moves down only past the hysteresis, so a
+    /// value hovering at a step does not flap between two alerts.
+    pub fn level_for(&self, v: f64, current: Option<usize>) -> Option<usize> {
+        let up = (0..self.levels.len())
+            .rev()
+            .find(|&k| self.levels[k].condition.holds(v));
+        let Some(c) = current else { return up };
+        let c = c.min(self.levels.len() - 1);
+        if let Some(u) = up.filter(|&u| u > c) {
+            return Some(u);
+        }
+        (0..=c)
+            .rev()
+            .find(|&k| self.levels[k].condition.still_holds(v, self.hysteresis))
+    }
+
+    /// The level an alert stored with `threshold` is at (the rule may have changed since:
+    /// then the highest level the threshold itself reaches).
+    pub fn level_of(&self, threshold: f64) -> usize {
+        self.levels
+            .iter()
+            .position(|l| l.condition.threshold == threshold)
+            .or_else(|| self.level_for(threshold, None))
+            .unwrap_or(0)
+    }
 }
 
 fn field(name: &str, message: impl Into<String>) -> AlertsError {
@@ -259,6 +331,45 @@ impl RuleSpec {
                 ));
             }
         }
+        let mut levels = vec![Level {
+            condition,
+            severity,
+        }];
+        if !self.steps.is_empty() && matches!(condition.op, Op::Eq | Op::Ne) {
+            return Err(field("steps", "steps need a condition with >, >=, < or <="));
+        }
+        if self.steps.len() > 8 {
+            return Err(field("steps", "at most 8"));
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let previous = levels[levels.len() - 1].condition.threshold;
+            let rising = matches!(condition.op, Op::Gt | Op::Ge);
+            if !step.at.is_finite()
+                || (rising && step.at <= previous)
+                || (!rising && step.at >= previous)
+            {
+                return Err(field(
+                    &format!("steps[{i}].at"),
+                    format!(
+                        "must be a number {} {previous}",
+                        if rising { "above" } else { "below" }
+                    ),
+                ));
+            }
+            let severity = Severity::parse(&step.severity).ok_or_else(|| {
+                field(
+                    &format!("steps[{i}].severity"),
+                    format!("{:?} is not info, warning or critical", step.severity),
+                )
+            })?;
+            levels.push(Level {
+                condition: Condition {
+                    op: condition.op,
+                    threshold: step.at,
+                },
+                severity,
+            });
+        }
         Ok(Rule {
             id: 0,
             source: String::new(),
@@ -272,9 +383,13 @@ impl RuleSpec {
             for_,
             severity,
             hysteresis,
+            levels,
         })
     }
 }
+
+/// The name of the built-in quota rule.
+pub const QUOTA_RULE: &str = "customer quota";
 
 /// The rules built in for what the product documents name, routed to
 /// `[alerts] default_notifiers`. A rule of the same name in config or the API replaces one.
@@ -293,6 +408,7 @@ pub fn defaults(notifiers: &[String]) -> Vec<RuleSpec> {
                 filter: BTreeMap::new(),
                 group_by: Vec::new(),
                 notifiers: notifiers.to_vec(),
+                steps: Vec::new(),
                 enabled: true,
             }
         };
@@ -362,24 +478,19 @@ pub fn defaults(notifiers: &[String]) -> Vec<RuleSpec> {
             "warning",
         ),
     ];
-    for (pct, severity) in [
-        (80, "info"),
-        (90, "warning"),
-        (100, "critical"),
-        (120, "critical"),
-    ] {
-        let mut r = rule(
-            &format!("quota {pct}%"),
-            "quota.percent",
-            &format!(">= {pct}"),
-            "5m",
-            "0s",
-            severity,
-        );
-        // Hysteresis as the quota states have it: 2 points below before it resolves.
-        r.hysteresis = Some(2.0);
-        out.push(r);
-    }
+    // One rule for quotas, so a customer has one alert at a time: at 80 % it is info, and it
+    // is replaced by a warning at 90 % and a critical one at 100 % and 120 %.
+    let mut quota = rule(QUOTA_RULE, "quota.percent", ">= 80", "5m", "0s", "info");
+    quota.steps = [(90.0, "warning"), (100.0, "critical"), (120.0, "critical")]
+        .into_iter()
+        .map(|(at, severity)| StepSpec {
+            at,
+            severity: severity.to_string(),
+        })
+        .collect();
+    // Hysteresis as the quota states have it: 2 points below before it steps down or ends.
+    quota.hysteresis = Some(2.0);
+    out.push(quota);
     for r in &mut out {
         if r.metric == "integration.error_rate" || r.metric == "webhooks.failure_rate" {
             r.hysteresis = Some(2.0);
@@ -530,6 +641,14 @@ pub async fn sync_config(
         if source != "api" && !wanted.iter().any(|(s, _)| s.name.trim() == name) {
             tx.execute("DELETE FROM alert_rules WHERE id = $1", args![*id])
                 .await?;
+            // Nothing evaluates its alerts any more (a default renamed or folded into
+            // another, such as the four quota rules into one): they end here.
+            tx.execute(
+                "UPDATE alerts SET state = 'resolved', resolved_at = $2, updated_at = $2 \
+                 WHERE rule_id = $1 AND state <> 'resolved'",
+                args![*id, now],
+            )
+            .await?;
         }
     }
     tx.commit().await?;
@@ -672,6 +791,52 @@ mod tests {
             .unwrap();
         assert_eq!(ok.window, Duration::from_secs(300));
         assert_eq!(ok.severity, Severity::Warning);
+    }
+
+    #[test]
+    fn steps_validate_and_pick_the_highest_level() {
+        let err = |s: RuleSpec| match s.validate(&[], &[]) {
+            Err(AlertsError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let step = |at: f64, severity: &str| StepSpec {
+            at,
+            severity: severity.into(),
+        };
+        let mut s = spec("quota.percent", ">= 80");
+        s.steps = vec![step(90.0, "warning"), step(85.0, "critical")];
+        assert_eq!(err(s), "steps[1].at");
+        let mut s = spec("quota.percent", ">= 80");
+        s.steps = vec![step(90.0, "dire")];
+        assert_eq!(err(s), "steps[0].severity");
+        let mut s = spec("quota.percent", "== 80");
+        s.steps = vec![step(90.0, "warning")];
+        assert_eq!(err(s), "steps");
+        let mut s = spec("token.expiry_hours", "< 24");
+        s.steps = vec![step(30.0, "critical")];
+        assert_eq!(err(s), "steps[0].at", "a falling rule steps downwards");
+
+        let quota = defaults(&[])
+            .into_iter()
+            .find(|r| r.name == QUOTA_RULE)
+            .unwrap()
+            .validate(&[], &[])
+            .unwrap();
+        assert_eq!(quota.levels.len(), 4);
+        assert_eq!(quota.level_for(79.9, None), None);
+        assert_eq!(quota.level_for(80.0, None), Some(0));
+        assert_eq!(quota.level_for(95.0, None), Some(1));
+        assert_eq!(quota.level_for(125.0, None), Some(3));
+        // Up at once; down only past the 2-point hysteresis.
+        assert_eq!(quota.level_for(100.0, Some(1)), Some(2));
+        assert_eq!(quota.level_for(118.5, Some(3)), Some(3));
+        assert_eq!(quota.level_for(117.9, Some(3)), Some(2));
+        assert_eq!(quota.level_for(85.0, Some(3)), Some(0));
+        assert_eq!(quota.level_for(78.5, Some(0)), Some(0));
+        assert_eq!(quota.level_for(77.9, Some(0)), None);
+        assert_eq!(quota.level_of(120.0), 3);
+        assert_eq!(quota.levels[3].severity, Severity::Critical);
+        assert_eq!(quota.levels[0].severity, Severity::Info);
     }
 
     #[test]

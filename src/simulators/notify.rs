@@ -5,7 +5,9 @@
 //! HTTP Basic, form body, 201 or `{code, message, more_info, status}`), Vonage SMS
 //! (`/sms/json`, always HTTP 200 with per-message `status`), and PagerDuty Events v2
 //! (`/v2/enqueue`, 202 or 400 `invalid event`). Every request is recorded; trouble (rate
-//! limits, rejections, Gone) is switched on per service for the next N requests.
+//! limits, rejections, Gone) is switched on per service for the next N requests. `GET /`
+//! is an inbox: every message received, newest first, as a person would read it (the demo
+//! prints its address, so its alerts visibly arrive somewhere).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,6 +63,8 @@ pub struct Hit {
     pub body: String,
     /// The status answered.
     pub status: u16,
+    /// When it arrived, UTC.
+    pub at: time::OffsetDateTime,
 }
 
 impl Hit {
@@ -106,6 +110,7 @@ impl NotifySim {
             .route("/2010-04-01/Accounts/{sid}/Messages.json", post(twilio))
             .route("/sms/json", post(vonage))
             .route("/v2/enqueue", post(pagerduty))
+            .route("/", axum::routing::get(inbox))
             .with_state(book.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -145,6 +150,136 @@ impl NotifySim {
     }
 }
 
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// What a message says, as its service would show it: a Slack message's header and
+/// sections, a Discord message's content, an SMS's text, a PagerDuty event's action and
+/// summary.
+fn readable(hit: &Hit) -> (String, String) {
+    let v = hit.json();
+    let form = hit.form();
+    match hit.service {
+        Service::Slack => {
+            let title = v["blocks"][0]["text"]["text"]
+                .as_str()
+                .or(v["text"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            let body = v["blocks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .skip(1)
+                .filter_map(|b| {
+                    b["text"]["text"]
+                        .as_str()
+                        .or(b["elements"][0]["text"].as_str())
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            // Slack's own escaping, undone as Slack shows it.
+            let body = body
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&");
+            (title, body)
+        }
+        Service::Discord => (
+            v["content"].as_str().unwrap_or_default().to_string(),
+            v["embeds"][0]["description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        Service::Twilio => (
+            format!("SMS to {}", form.get("To").cloned().unwrap_or_default()),
+            form.get("Body").cloned().unwrap_or_default(),
+        ),
+        Service::Vonage => (
+            format!("SMS to {}", form.get("to").cloned().unwrap_or_default()),
+            form.get("text").cloned().unwrap_or_default(),
+        ),
+        Service::PagerDuty => (
+            format!(
+                "{} {}",
+                v["event_action"].as_str().unwrap_or_default(),
+                v["dedup_key"].as_str().unwrap_or_default()
+            ),
+            v["payload"]["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+    }
+}
+
+/// `GET /`: every message received, newest first (the latest 200).
+async fn inbox(State(book): State<Shared>) -> Response {
+    let hits: Vec<Hit> = {
+        let b = book.lock().unwrap_or_else(|e| e.into_inner());
+        b.hits.iter().rev().take(200).cloned().collect()
+    };
+    let mut html = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Notification inbox</title><style>body{font:15px/1.45 system-ui,sans-serif;\
+         max-width:900px;margin:1rem auto;padding:0 1rem}article{border:1px solid #d0d5dd;\
+         border-radius:8px;padding:.5rem 1rem;margin:0 0 .75rem}pre{white-space:pre-wrap;\
+         margin:.25rem 0}small{color:#667085}</style></head><body><h1>Notification inbox</h1>\
+         <p>Messages opsdeck sent to the local Slack, Discord, Twilio, Vonage and PagerDuty \
+         simulators, newest first. Reload to see new ones.</p>",
+    );
+    if hits.is_empty() {
+        html.push_str("<p>Nothing received yet.</p>");
+    }
+    for h in &hits {
+        let (title, body) = readable(h);
+        let at =
+            h.at.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+        html.push_str(&format!(
+            "<article><small>{:?} · {at} · answered {}</small><h2>{}</h2><pre>{}</pre></article>",
+            h.service,
+            h.status,
+            escape(&title),
+            escape(&body)
+        ));
+    }
+    html.push_str("</body></html>");
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
+}
+
+/// The demo's notifier: the Slack simulator as `[[notifiers]]` entry `demo-slack`, which
+/// the built-in alert rules notify (loopback allowed for it). Keep the returned server
+/// running for as long as the demo.
+pub async fn configure_demo(config: &mut crate::config::Config) -> std::io::Result<NotifySim> {
+    let sim = NotifySim::start().await?;
+    config
+        .notifiers
+        .push(crate::webhooks::endpoints::EndpointSpec {
+            name: DEMO_NOTIFIER.into(),
+            kind: Some("slack".into()),
+            url: sim.slack_url(),
+            ..Default::default()
+        });
+    config.alerts.default_notifiers = vec![DEMO_NOTIFIER.into()];
+    config.alerts.allow_private_targets = true;
+    Ok(sim)
+}
+
+/// The name of the demo's notifier.
+pub const DEMO_NOTIFIER: &str = "demo-slack";
+
 fn take_trouble(book: &Shared, service: Service) -> Option<Trouble> {
     let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
     let (trouble, left) = b.trouble.get_mut(&service)?;
@@ -180,6 +315,7 @@ fn record(
         authorization: h(header::AUTHORIZATION),
         body: String::from_utf8_lossy(body).into_owned(),
         status: status.as_u16(),
+        at: time::OffsetDateTime::now_utc(),
     });
     b.next_id
 }

@@ -74,6 +74,7 @@ pub fn router() -> Router<AppState> {
         .route("/integrations/{id}/delete", post(integrations::delete))
         .route("/alerts", get(alerts::index))
         .route("/alerts/{id}/ack", post(alerts::ack))
+        .route("/alerts/ack", post(alerts::ack_selected))
         .route("/alerts/silences", post(alerts::add_silence))
         .route("/alerts/rules", post(alerts::add_rule))
         .route("/alerts/rules/{id}/delete", post(alerts::delete_rule))

@@ -31,6 +31,17 @@ pub struct Line {
     pub started_at: String,
 }
 
+impl Line {
+    /// Whether the summary already names every label value (a quota alert names its
+    /// customer and plan), so listing the labels again adds nothing.
+    pub fn labels_in_summary(&self) -> bool {
+        self.labels
+            .split(", ")
+            .filter_map(|kv| kv.split_once('=').map(|(_, v)| v))
+            .all(|v| self.summary.contains(v))
+    }
+}
+
 fn text(v: &Value, key: &str) -> String {
     match v.get(key) {
         Some(Value::String(s)) => s.clone(),
@@ -112,6 +123,35 @@ impl Notice {
         (u.starts_with("http://") || u.starts_with("https://")).then_some(u)
     }
 
+    /// How many alerts the message is about (a grouped message lists only some of them).
+    pub fn count(&self) -> usize {
+        self.data
+            .get("count")
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or_else(|| {
+                self.data
+                    .get("alerts")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+            })
+    }
+
+    /// Alerts of the message's group still firing after a `resolved` one: the incident
+    /// goes on for them.
+    pub fn still_open(&self) -> u64 {
+        self.data
+            .get("group_open")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    }
+
+    /// "…and 140 more" after the first `shown` lines, or nothing.
+    pub fn more(&self, shown: usize) -> Option<String> {
+        let n = self.count();
+        (n > shown).then(|| format!("…and {} more", n - shown))
+    }
+
     pub fn lines(&self) -> Vec<Line> {
         let Some(alerts) = self.data.get("alerts").and_then(Value::as_array) else {
             return Vec::new();
@@ -172,7 +212,7 @@ impl Notice {
         if let Some(by) = self.data.get("acked_by").and_then(Value::as_str) {
             let _ = writeln!(out, "Acknowledged by {by}");
         }
-        for l in self.lines() {
+        for l in self.lines().into_iter().take(PLAIN_LINES) {
             let _ = write!(out, "\n- [{}] {}: {}", l.severity, l.rule, l.summary);
             if !l.labels.is_empty() {
                 let _ = write!(out, " ({})", l.labels);
@@ -184,12 +224,22 @@ impl Notice {
                 let _ = write!(out, " since {}", l.started_at);
             }
         }
+        if let Some(more) = self.more(PLAIN_LINES) {
+            let _ = write!(out, "\n{more}");
+        }
         if let Some(url) = self.url() {
             let _ = write!(out, "\n\n{url}");
         }
         out
     }
 }
+
+/// Alerts listed one by one in a text body; a grouped message says how many more.
+const PLAIN_LINES: usize = 20;
+/// Alerts listed in an email's table.
+const EMAIL_ROWS: usize = 100;
+/// Alerts PagerDuty gets in `custom_details` (its events are capped at 512 KB).
+const PAGERDUTY_ALERTS: usize = 20;
 
 /// A request for an HTTP notifier: where, how, and its authentication.
 #[derive(Debug, Clone)]
@@ -199,6 +249,9 @@ pub struct Outgoing {
     pub body: String,
     pub basic_auth: Option<(String, String)>,
 }
+
+/// Alerts a Slack message lists (a section holds 3,000 characters).
+const SLACK_LINES: usize = 20;
 
 fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -226,19 +279,27 @@ pub fn outgoing(kind: Kind, settings: &Value, secret: &str, notice: &Notice) -> 
         Kind::Webhook | Kind::Email => return None,
         Kind::Slack => {
             let mut detail = String::new();
-            for l in notice.lines().iter().take(20) {
-                let _ = writeln!(
-                    detail,
-                    "• *{}* `{}` {}{}",
-                    slack_escape(&l.rule),
+            let lines = notice.lines();
+            // A group of one rule's alerts names the rule once, in the headline's summary.
+            let one_rule = lines.len() > 1 && lines.iter().all(|l| l.rule == lines[0].rule);
+            for l in lines.iter().take(SLACK_LINES) {
+                let mut line = String::from("• ");
+                if !one_rule {
+                    let _ = write!(line, "*{}* ", slack_escape(&l.rule));
+                }
+                let _ = write!(
+                    line,
+                    "`{}` {}",
                     slack_escape(&l.severity),
-                    slack_escape(&l.summary),
-                    if l.labels.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" _({})_", slack_escape(&l.labels))
-                    }
+                    slack_escape(&l.summary)
                 );
+                if !l.labels.is_empty() && !l.labels_in_summary() {
+                    let _ = write!(line, " _({})_", slack_escape(&l.labels));
+                }
+                let _ = writeln!(detail, "{line}");
+            }
+            if let Some(more) = notice.more(SLACK_LINES) {
+                let _ = writeln!(detail, "_{more}_");
             }
             if detail.is_empty() {
                 detail = slack_escape(&notice.summary());
@@ -363,7 +424,10 @@ pub fn outgoing(kind: Kind, settings: &Value, secret: &str, notice: &Notice) -> 
             }
         }
         Kind::Pagerduty => {
+            // One incident per alert group: while others of the group still fire, some of
+            // them ending updates the incident instead of resolving it.
             let action = match notice.kind.as_str() {
+                "alert.resolved" if notice.still_open() > 0 => "trigger",
                 "alert.resolved" => "resolve",
                 "alert.acknowledged" => "acknowledge",
                 _ => "trigger",
@@ -376,12 +440,20 @@ pub fn outgoing(kind: Kind, settings: &Value, secret: &str, notice: &Notice) -> 
             if action == "trigger" {
                 let lines = notice.lines();
                 let first = lines.first();
+                let mut summary = notice.title();
+                if notice.kind == "alert.resolved" {
+                    let _ = write!(summary, "; {} still firing", notice.still_open());
+                }
+                let mut details = notice.data.clone();
+                if let Some(list) = details.get_mut("alerts").and_then(Value::as_array_mut) {
+                    list.truncate(PAGERDUTY_ALERTS);
+                }
                 let mut payload = json!({
-                    "summary": clip(&notice.title(), 1024),
+                    "summary": clip(&summary, 1024),
                     "source": "opsdeck",
                     "severity": notice.severity(),
                     "class": notice.kind,
-                    "custom_details": notice.data,
+                    "custom_details": details,
                 });
                 let ts = first
                     .map(|l| l.started_at.clone())
@@ -517,7 +589,7 @@ pub fn email(notice: &Notice) -> (String, String, String) {
              <tr><th>Rule</th><th>Severity</th><th>State</th><th>Summary</th><th>Labels</th>\
              <th>Value</th><th>Since</th></tr>",
         );
-        for l in &lines {
+        for l in lines.iter().take(EMAIL_ROWS) {
             let _ = write!(
                 html,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
@@ -532,6 +604,9 @@ pub fn email(notice: &Notice) -> (String, String, String) {
             );
         }
         html.push_str("</table>");
+        if let Some(more) = notice.more(EMAIL_ROWS) {
+            let _ = write!(html, "<p>{}</p>", esc(&more));
+        }
     }
     if let Some(url) = notice.url() {
         let _ = write!(html, "<p><a href=\"{}\">Open in opsdeck</a></p>", esc(&url));
@@ -582,6 +657,93 @@ mod tests {
         assert_eq!(bodies[0]["payload"]["severity"], "critical");
         assert_eq!(bodies[0]["payload"]["component"], "api");
         assert!(bodies[1].get("payload").is_none());
+    }
+
+    /// A grouped quota notification for `n` customers.
+    fn quota_group(kind: &str, n: usize, still_open: u64) -> Notice {
+        let alerts: Vec<Value> = (0..n)
+            .map(|i| {
+                json!({"id": i, "rule": "customer quota", "severity": "critical",
+                       "state": "firing",
+                       "summary": format!("cus_{i:03} (pro) at 12{} % of quota (>= 120 %)", i % 10),
+                       "labels": {"customer": format!("cus_{i:03}"), "plan": "pro"},
+                       "value": 120.5, "threshold": 120.0,
+                       "started_at": "2026-11-30T02:00:00Z"})
+            })
+            .collect();
+        Notice {
+            kind: kind.into(),
+            timestamp: "2026-11-30T02:01:00Z".into(),
+            message_id: "msg_2".into(),
+            data: json!({"group_key": "rule:9", "status": "firing", "severity": "critical",
+                "summary": format!("{n} customers over quota: cus_000 (120.5 %), cus_001 (120.5 %), cus_002 (120.5 %) and {} more", n - 3),
+                "count": n, "group_open": still_open,
+                "url": "https://ops.example.com/alerts", "alerts": alerts}),
+        }
+    }
+
+    #[test]
+    fn a_grouped_message_names_the_count_and_lists_the_first() {
+        let n = quota_group("alert.firing", 45, 0);
+        let o = outgoing(Kind::Slack, &json!({}), "http://s/x", &n).expect("http");
+        let body: Value = serde_json::from_str(&o.body).unwrap();
+        let header = body["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(
+            header.starts_with("[FIRING] 45 customers over quota"),
+            "{header}"
+        );
+        let section = body["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert_eq!(section.matches("• ").count(), 20, "{section}");
+        assert!(section.contains("…and 25 more"), "{section}");
+        assert!(
+            !section.contains("customer quota"),
+            "the rule is not repeated per line"
+        );
+        assert!(
+            !section.contains("customer=cus_000"),
+            "nor the labels the summary names"
+        );
+        let (subject, text, html) = email(&n);
+        assert!(subject.contains("45 customers over quota"));
+        assert!(text.contains("…and 25 more") && html.contains("cus_044"));
+        let pd = outgoing(Kind::Pagerduty, &json!({"api_base": "http://pd"}), "k", &n).unwrap();
+        let pd: Value = serde_json::from_str(&pd.body).unwrap();
+        assert_eq!(pd["event_action"], "trigger");
+        assert_eq!(
+            pd["payload"]["custom_details"]["alerts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            20
+        );
+        assert_eq!(pd["payload"]["custom_details"]["count"], 45);
+        // Some customers back under quota while others are still over: the incident stays.
+        let back = quota_group("alert.resolved", 5, 40);
+        let pd = outgoing(
+            Kind::Pagerduty,
+            &json!({"api_base": "http://pd"}),
+            "k",
+            &back,
+        )
+        .unwrap();
+        let pd: Value = serde_json::from_str(&pd.body).unwrap();
+        assert_eq!(pd["event_action"], "trigger");
+        assert!(
+            pd["payload"]["summary"]
+                .as_str()
+                .unwrap()
+                .ends_with("40 still firing")
+        );
+        let all = quota_group("alert.resolved", 5, 0);
+        let pd = outgoing(
+            Kind::Pagerduty,
+            &json!({"api_base": "http://pd"}),
+            "k",
+            &all,
+        )
+        .unwrap();
+        let pd: Value = serde_json::from_str(&pd.body).unwrap();
+        assert_eq!(pd["event_action"], "resolve");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 
-async fn set_quota(app: &TestApp, customer: &str, percent: f64) {
+pub async fn set_quota(app: &TestApp, customer: &str, percent: f64) {
     let store = &app.state.store;
     store
         .execute(
@@ -156,7 +156,14 @@ async fn state_machine(backend: Backend) {
     assert_eq!(q[0].1["severity"], "critical");
     assert_eq!(q[0].1["url"], "https://ops.example.com/alerts");
     assert_eq!(q[0].1["alerts"][0]["labels"]["team"], "billing");
-    assert!(q[0].1["summary"].as_str().unwrap().contains("(and 1 more)"));
+    assert!(
+        q[0].1["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 customers over quota: c2 (97 %), c1 (95 %)"),
+        "{}",
+        q[0].1["summary"]
+    );
     // The same run again (another instance, a retry): nothing twice.
     let r = run(t0 + 60_000).await;
     assert_eq!((r.fired, r.notifications), (0, 0));
@@ -280,7 +287,7 @@ async fn state_machine(backend: Backend) {
         "c2's acknowledgement shown"
     );
     assert!(
-        html.contains("customer=c3"),
+        html.contains("c3 (pro) at 99 % of quota"),
         "c3 firing, shown though silenced"
     );
     let c3: (i64,) = store
@@ -460,7 +467,7 @@ async fn bad_rules(backend: Backend) {
         n
     };
     let before = count().await;
-    assert!(before >= 10, "built-in rules stored: {before}");
+    assert!(before >= 9, "built-in rules stored: {before}");
     let good = json!({"name": "slow api", "metric": "integration.latency_p95",
                       "condition": "> 800", "window": "10m"});
     let res = app
@@ -826,4 +833,498 @@ async fn monitor_down_and_up_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitor_down_and_up_postgres() {
     monitor_down_and_up(Backend::Postgres).await;
+}
+
+/// Open alerts of `customer`, oldest first: (id, severity, threshold).
+async fn open_of(app: &TestApp, customer: &str) -> Vec<(i64, String, f64)> {
+    app.state
+        .store
+        .fetch_all(
+            "SELECT id, severity, threshold FROM alerts \
+             WHERE state <> 'resolved' AND labels LIKE $1 ORDER BY id",
+            opsdeck::args![format!("%\"customer\":\"{customer}\"%")],
+        )
+        .await
+        .unwrap()
+}
+
+async fn timeline(app: &TestApp, id: i64) -> Vec<String> {
+    let rows: Vec<(String,)> = app
+        .state
+        .store
+        .fetch_all(
+            "SELECT kind FROM alert_events WHERE alert_id = $1 ORDER BY id",
+            opsdeck::args![id],
+        )
+        .await
+        .unwrap();
+    rows.into_iter().map(|r| r.0).collect()
+}
+
+/// The built-in quota rule: many customers over quota in one run are one Slack message
+/// ("12 customers over quota", the worst first), each customer has one open alert at its
+/// highest step, a higher step replaces a lower one (90 → 100 → 120, notified) and falling
+/// back steps down quietly, every change in the alert's timeline.
+async fn quota_one_alert_per_customer(backend: Backend) {
+    use opsdeck::simulators::notify::{NotifySim, Service};
+    let slack = NotifySim::start().await.unwrap();
+    let url = slack.slack_url();
+    let Some(app) = spawn_app_with(backend, |c| {
+        c.alerts.evaluation_interval = opsdeck::config::ConfigDuration(Duration::ZERO);
+        c.alerts.allow_private_targets = true;
+        c.alerts.default_notifiers = vec!["oncall-slack".into()];
+        c.notifiers
+            .push(opsdeck::webhooks::endpoints::EndpointSpec {
+                name: "oncall-slack".into(),
+                kind: Some("slack".into()),
+                url,
+                ..Default::default()
+            });
+    })
+    .await
+    else {
+        return;
+    };
+    let store = &app.state.store;
+    let (prometheus, notifiers) = opsdeck::alerts::names(&app.state).await.unwrap();
+    let quota: Vec<_> = opsdeck::alerts::rules::load(store, &prometheus, &notifiers)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.spec.name == opsdeck::alerts::rules::QUOTA_RULE)
+        .collect();
+    assert_eq!(quota.len(), 1, "one built-in quota rule");
+    let settings = engine::Settings {
+        repeat_ms: 0,
+        alerts_url: "https://ops.example.com/alerts".into(),
+    };
+    // Runs in the recent past, so the deliveries they queue are due at once.
+    let t0 = opsdeck::store::now_ms() - 300_000;
+    let run = |at: i64| {
+        let quota = quota.clone();
+        let settings = settings.clone();
+        async move {
+            engine::run(store, &quota, at, "", &settings)
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    let slack_messages = || async {
+        // The worker delivers on its own schedule: wait for what the queue holds.
+        let (queued,): (i64,) = store
+            .fetch_one("SELECT COUNT(*) FROM webhook_deliveries", opsdeck::args![])
+            .await
+            .unwrap();
+        for _ in 0..200 {
+            if slack.hits(Service::Slack).len() as i64 >= queued {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        slack.hits(Service::Slack)
+    };
+
+    // Twelve customers over quota, one of them at 125 % (past 100 and 120 at once).
+    for i in 1..=12 {
+        set_quota(&app, &format!("c{i:02}"), 80.0 + f64::from(i) * 3.0).await;
+    }
+    set_quota(&app, "c12", 125.0).await;
+    set_quota(&app, "c13", 50.0).await;
+    let r = run(t0).await;
+    assert_eq!((r.fired, r.notifications), (12, 1), "{r:?}");
+    let hits = slack_messages().await;
+    let attempts: Vec<(String, Option<String>)> = store
+        .fetch_all(
+            "SELECT d.state, d.last_error FROM webhook_deliveries d",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        hits.len(),
+        1,
+        "one message for twelve customers: {attempts:?}"
+    );
+    let body = hits[0].json();
+    let header = body["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert!(
+        header.starts_with(
+            "[FIRING] 12 customers over quota: c12 (125 %), c11 (113 %), c10 (110 %) and 9 more"
+        ),
+        "{header}"
+    );
+    let section = body["blocks"][1]["text"]["text"].as_str().unwrap();
+    assert_eq!(section.matches("• ").count(), 12, "{section}");
+    // Slack's escaping of `>`: it shows `>=`.
+    assert!(
+        section.contains("c01 (pro) at 83 % of quota (&gt;= 80 %)"),
+        "{section}"
+    );
+    let c12 = open_of(&app, "c12").await;
+    assert_eq!(
+        c12.len(),
+        1,
+        "one alert for c12, at its highest step: {c12:?}"
+    );
+    assert_eq!((c12[0].1.as_str(), c12[0].2), ("critical", 120.0));
+    assert_eq!(open_of(&app, "c13").await, []);
+    let (open,): (i64,) = store
+        .fetch_one(
+            "SELECT COUNT(*) FROM alerts WHERE state <> 'resolved'",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(open, 12, "one open alert per customer over quota");
+
+    // c13 climbs 91 → 100 → 120: each step replaces the alert and is notified.
+    set_quota(&app, "c13", 91.0).await;
+    run(t0 + 30_000).await;
+    let first = open_of(&app, "c13").await;
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].1.as_str(), first[0].2), ("warning", 90.0));
+    set_quota(&app, "c13", 100.0).await;
+    let r = run(t0 + 60_000).await;
+    assert_eq!((r.fired, r.notifications), (1, 1), "{r:?}");
+    let second = open_of(&app, "c13").await;
+    assert_eq!(second.len(), 1);
+    assert_eq!((second[0].1.as_str(), second[0].2), ("critical", 100.0));
+    set_quota(&app, "c13", 121.0).await;
+    run(t0 + 90_000).await;
+    let third = open_of(&app, "c13").await;
+    assert_eq!(third.len(), 1);
+    assert_eq!(third[0].2, 120.0);
+    // The same run again (another instance, a retry) changes nothing.
+    let r = run(t0 + 90_000).await;
+    assert_eq!((r.fired, r.stepped_down, r.notifications), (0, 0, 0));
+    assert_eq!(open_of(&app, "c13").await, third);
+    let hits = slack_messages().await;
+    assert_eq!(hits.len(), 4);
+    // Delivered concurrently, so in any order: one message per step.
+    for step in [
+        "91 % of quota (>= 90 %)",
+        "100 % of quota (>= 100 %)",
+        "121 % of quota (>= 120 %)",
+    ] {
+        let of_step = hits
+            .iter()
+            .filter(|h| h.json()["text"].as_str().unwrap().ends_with(step))
+            .count();
+        assert_eq!(of_step, 1, "{step}");
+    }
+
+    // Acknowledged at 120 %, then back to 110 %: one step down, quiet, still acknowledged;
+    // then under quota: resolved and notified.
+    let actor = opsdeck::access::audit::Actor::new("test", None);
+    engine::acknowledge(
+        store,
+        third[0].0,
+        &actor,
+        "calling them",
+        t0 + 95_000,
+        &settings,
+    )
+    .await
+    .unwrap();
+    set_quota(&app, "c13", 110.0).await;
+    let r = run(t0 + 120_000).await;
+    assert_eq!((r.stepped_down, r.notifications), (1, 0), "{r:?}");
+    let fourth = open_of(&app, "c13").await;
+    assert_eq!(fourth.len(), 1);
+    assert_eq!((fourth[0].1.as_str(), fourth[0].2), ("critical", 100.0));
+    let (by,): (Option<String>,) = store
+        .fetch_one(
+            "SELECT ack_note FROM alerts WHERE id = $1",
+            opsdeck::args![fourth[0].0],
+        )
+        .await
+        .unwrap();
+    assert_eq!(by.as_deref(), Some("calling them"));
+    set_quota(&app, "c13", 40.0).await;
+    let r = run(t0 + 150_000).await;
+    assert_eq!((r.resolved, r.notifications), (1, 1), "{r:?}");
+    assert_eq!(open_of(&app, "c13").await, []);
+    assert_eq!(
+        timeline(&app, first[0].0).await,
+        ["firing", "notified", "superseded"]
+    );
+    assert_eq!(
+        timeline(&app, second[0].0).await,
+        ["escalated", "notified", "superseded"]
+    );
+    assert_eq!(
+        timeline(&app, third[0].0).await,
+        ["escalated", "notified", "acknowledged", "superseded"]
+    );
+    assert_eq!(
+        timeline(&app, fourth[0].0).await,
+        ["stepped_down", "resolved", "notified"]
+    );
+    let hits = slack_messages().await;
+    let resolved = hits.last().unwrap().json();
+    assert!(
+        resolved["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[RESOLVED] c13"),
+        "{resolved}"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_one_alert_per_customer_sqlite() {
+    quota_one_alert_per_customer(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_one_alert_per_customer_postgres() {
+    quota_one_alert_per_customer(Backend::Postgres).await;
+}
+
+/// Bulk acknowledgement from the page's form and the JSON API: all or nothing, bad input
+/// refused with the position named, each alert with who, when and the note, audited; and
+/// the page's filters (state, severity, rule, text) as a plain GET form.
+async fn bulk_ack_and_filters(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |c| {
+        c.alerts.evaluation_interval = opsdeck::config::ConfigDuration(Duration::ZERO);
+    })
+    .await
+    else {
+        return;
+    };
+    let store = &app.state.store;
+    let (prometheus, notifiers) = opsdeck::alerts::names(&app.state).await.unwrap();
+    let quota: Vec<_> = opsdeck::alerts::rules::load(store, &prometheus, &notifiers)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.spec.name == opsdeck::alerts::rules::QUOTA_RULE)
+        .collect();
+    for (c, p) in [
+        ("c1", 85.0),
+        ("c2", 95.0),
+        ("c3", 105.0),
+        ("c4", 125.0),
+        ("c5", 50.0),
+    ] {
+        set_quota(&app, c, p).await;
+    }
+    let t0 = opsdeck::store::now_ms();
+    engine::run(store, &quota, t0, "", &engine::Settings::default())
+        .await
+        .unwrap();
+    let app_ref = &app;
+    let id_of = |c: &'static str| async move { open_of(app_ref, c).await[0].0 };
+    let (c1, c2, c3, c4) = (
+        id_of("c1").await,
+        id_of("c2").await,
+        id_of("c3").await,
+        id_of("c4").await,
+    );
+    let acked = || async {
+        let (n,): (i64,) = store
+            .fetch_one(
+                "SELECT COUNT(*) FROM alerts WHERE acked_at IS NOT NULL",
+                opsdeck::args![],
+            )
+            .await
+            .unwrap();
+        n
+    };
+    let reader = app.key("oncall", &["read"]).await;
+    let bulk = |body: Value| {
+        let reader = reader.clone();
+        let app = &app;
+        async move {
+            app.call(Method::POST, "/api/v1/alerts/ack", &reader, Some(&body))
+                .await
+        }
+    };
+    let audits_before = app.audit_actions().await.len();
+    for (body, status, says) in [
+        (json!({"ids": []}), StatusCode::UNPROCESSABLE_ENTITY, "ids:"),
+        (
+            json!({"ids": [c1, 999_999]}),
+            StatusCode::NOT_FOUND,
+            "ids[1]: no alert 999999",
+        ),
+        (
+            json!({"ids": [c1, c1]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ids[1]",
+        ),
+        (
+            json!({"ids": [c1], "note": "x".repeat(2001)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "note:",
+        ),
+        (
+            json!({"ids": [c1], "who": "me"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "",
+        ),
+        (json!({"ids": "all"}), StatusCode::UNPROCESSABLE_ENTITY, ""),
+        (
+            json!({"ids": (0..501).collect::<Vec<i64>>()}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "at most 500",
+        ),
+    ] {
+        let res = bulk(body.clone()).await;
+        assert_eq!(res.status(), status, "{body}");
+        let text = res.text().await.unwrap();
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    assert_eq!(acked().await, 0, "refused requests change nothing");
+    let res = bulk(json!({"ids": [c1, c2], "note": "customer success is on it"})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["alerts"].as_array().unwrap().len(), 2);
+    assert!(
+        body["alerts"][0]["acked_by"]
+            .as_str()
+            .unwrap()
+            .ends_with(":oncall")
+    );
+    assert_eq!(body["alerts"][1]["ack_note"], "customer success is on it");
+    assert_eq!(acked().await, 2);
+    // One already acknowledged in the list: refused, the other untouched.
+    let res = bulk(json!({"ids": [c3, c1]})).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert!(res.text().await.unwrap().contains("ids[1]: alert"));
+    assert_eq!(acked().await, 2);
+    let actions = app.audit_actions().await;
+    assert_eq!(actions.len(), audits_before + 1, "{actions:?}");
+    assert!(
+        actions.iter().any(|a| a == "alert.acknowledge"),
+        "{actions:?}"
+    );
+
+    // The page: the ticked boxes acknowledged at once, with the CSRF token.
+    let browser = crate::helpers::browser();
+    let csrf = crate::helpers::sign_in_admin(&app, &browser).await;
+    let html = crate::helpers::page_text(&app, &browser, "/alerts").await;
+    assert!(
+        html.contains(&format!("name=\"ack_{c3}\"")),
+        "a box per firing alert"
+    );
+    assert!(
+        !html.contains(&format!("name=\"ack_{c1}\"")),
+        "none once acknowledged"
+    );
+    assert!(html.contains("id=\"group-"), "grouped by rule");
+    let ack3 = format!("ack_{c3}");
+    let ack4 = format!("ack_{c4}");
+    let res = app
+        .post_form(
+            &browser,
+            "/alerts/ack",
+            &[(ack3.as_str(), "1"), (ack4.as_str(), "1")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "no CSRF token");
+    let ack1 = format!("ack_{c1}");
+    let res = app
+        .post_form(
+            &browser,
+            "/alerts/ack",
+            &[
+                ("csrf_token", &csrf),
+                (ack3.as_str(), "1"),
+                (ack1.as_str(), "1"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CONFLICT,
+        "c1 is acknowledged already"
+    );
+    assert!(res.text().await.unwrap().contains("already acknowledged"));
+    let res = app
+        .post_form(
+            &browser,
+            "/alerts/ack",
+            &[("csrf_token", &csrf), ("note", "")],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "nothing ticked"
+    );
+    assert_eq!(acked().await, 2);
+    let res = app
+        .post_form(
+            &browser,
+            "/alerts/ack",
+            &[
+                ("csrf_token", &csrf),
+                (ack3.as_str(), "1"),
+                (ack4.as_str(), "1"),
+                ("note", "raising their plan"),
+            ],
+        )
+        .await;
+    assert!(res.status().is_redirection(), "{}", res.status());
+    assert_eq!(acked().await, 4);
+    let (by, note): (String, String) = store
+        .fetch_one(
+            "SELECT acked_by, ack_note FROM alerts WHERE id = $1",
+            opsdeck::args![c4],
+        )
+        .await
+        .unwrap();
+    assert!(by.contains(crate::helpers::ADMIN_EMAIL), "{by}");
+    assert_eq!(note, "raising their plan");
+
+    // Filters, without JavaScript: a GET form.
+    let rows = |html: &str| html.matches("<tr class=\"sev-row-").count();
+    let html = crate::helpers::page_text(&app, &browser, "/alerts?severity=critical").await;
+    assert_eq!(rows(&html), 2, "c3 and c4");
+    let html =
+        crate::helpers::page_text(&app, &browser, "/alerts?state=open&severity=&rule=&q=c2").await;
+    assert_eq!(rows(&html), 1);
+    assert!(html.contains("c2 (pro) at 95 % of quota"));
+    let rule = quota[0].id;
+    let html = crate::helpers::page_text(
+        &app,
+        &browser,
+        &format!("/alerts?rule={rule}&severity=info"),
+    )
+    .await;
+    assert_eq!(rows(&html), 1, "c1 at 80 %");
+    let html = crate::helpers::page_text(&app, &browser, "/alerts?state=resolved").await;
+    assert_eq!(rows(&html), 0);
+    for bad in [
+        "/alerts?state=burning",
+        "/alerts?rule=quota",
+        "/alerts?severity=dire",
+    ] {
+        let res = browser.get(app.url(bad)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let res = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/alerts?state=open&severity=critical&rule_id={rule}&q=c4"),
+            &reader,
+            None,
+        )
+        .await;
+    let list: Value = res.json().await.unwrap();
+    assert_eq!(list["alerts"].as_array().unwrap().len(), 1);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn bulk_ack_and_filters_sqlite() {
+    bulk_ack_and_filters(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn bulk_ack_and_filters_postgres() {
+    bulk_ack_and_filters(Backend::Postgres).await;
 }
