@@ -127,6 +127,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0019_alerts.sql"),
         include_str!("../../migrations/postgres/0019_alerts.sql"),
     ),
+    (
+        20,
+        "problems first",
+        include_str!("../../migrations/sqlite/0020_problems_first.sql"),
+        include_str!("../../migrations/postgres/0020_problems_first.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.
