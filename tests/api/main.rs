@@ -21,4 +21,5 @@ mod realtime;
 mod revenue;
 mod storage;
 mod tokens;
+mod triage;
 mod webhooks;
