@@ -77,7 +77,10 @@ pub struct MovementRow {
     pub amount: Money,
 }
 
-fn movement_rows(rows: Vec<(i64, String, String, i64)>, currency: &str) -> Vec<MovementRow> {
+pub(super) fn movement_rows(
+    rows: Vec<(i64, String, String, i64)>,
+    currency: &str,
+) -> Vec<MovementRow> {
     rows.into_iter()
         .map(|(day, customer, kind, amount)| MovementRow {
             day,

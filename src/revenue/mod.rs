@@ -5,6 +5,7 @@
 //! MRR engine and `history` runs it over the stored subscription states; `metrics` turns the
 //! history and payments into figures and `margin` sets net revenue against provider cost.
 
+pub mod customers;
 pub mod delta;
 pub mod drill;
 pub mod events;

@@ -451,3 +451,33 @@ pub async fn assignments(
         })
         .collect())
 }
+
+/// Every assignment, newest first, `limit` from `offset`, with how many there are: the paged
+/// list and the full export of Settings → Plans.
+pub async fn assignments_page(
+    store: &Store,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<Assignment>, i64)> {
+    let (rows, (total,)) = tokio::try_join!(
+        store.fetch_all::<(String, String, String, i64)>(
+            "SELECT customer_id, plan_id, source, assigned_at FROM customer_plans \
+             ORDER BY assigned_at DESC, customer_id LIMIT $1 OFFSET $2",
+            args![limit, offset],
+        ),
+        store.fetch_one::<(i64,)>(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM customer_plans",
+            args![],
+        ),
+    )?;
+    let rows = rows
+        .into_iter()
+        .map(|(customer_id, plan_id, source, assigned_at)| Assignment {
+            customer_id,
+            plan_id,
+            source,
+            assigned_at,
+        })
+        .collect();
+    Ok((rows, total))
+}

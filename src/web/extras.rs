@@ -2,6 +2,7 @@
 //! snapshot, split by provider so the template shows each provider's own tables, with how
 //! the last run went. Read through `health::extras::store`; nothing here collects anything.
 
+use super::format::{self, ABSENT};
 use crate::app::AppState;
 use crate::health::extras::store::{self as extras, Run};
 use crate::health::extras::{Snapshot, digitalocean, gcp, messaging, n8n, retell, supabase};
@@ -38,12 +39,7 @@ impl ExtrasView {
         let latest = extras::latest(&state.store, m.id, interval).await?;
         let mut view = ExtrasView {
             cadence: interval
-                .map(|d| {
-                    format!(
-                        "every {}",
-                        super::integrations::every(&(d.as_secs() as f64))
-                    )
-                })
+                .map(|d| format!("every {}", format::interval_secs(d.as_secs_f64())))
                 .unwrap_or_else(|| "off".into()),
             last_run: latest.last_run,
             collected_at: latest.collected_at,
@@ -70,52 +66,45 @@ impl ExtrasView {
 
 /// A fraction 0–1 as "75.0 %", or "—".
 pub fn rate(v: &Option<f64>) -> String {
-    v.map(|v| format!("{:.1} %", v * 100.0))
-        .unwrap_or_else(|| "—".into())
+    v.map_or_else(|| ABSENT.into(), |v| format::ratio(v, 1))
 }
 
-/// A Cloud Monitoring value: a `…/utilization` fraction as a percentage, a whole number as
-/// such, anything else to four decimals; "—" without one.
+/// A Cloud Monitoring value: a `…/utilization` fraction as a percentage, anything else as a
+/// number with up to four decimals; "—" without one.
 pub fn gcp_value(metric: &str, v: &Option<f64>) -> String {
     match v {
-        None => "—".into(),
-        Some(v) if metric.ends_with("utilization") => format!("{:.1} %", v * 100.0),
-        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
-        Some(v) => format!("{v:.4}"),
+        None => ABSENT.into(),
+        Some(v) if metric.ends_with("utilization") => format::ratio(*v, 1),
+        Some(v) => format::number(*v, 4),
     }
 }
 
 /// A percentage 0–100 as "25.0 %", or "—".
 pub fn percent(v: &Option<f64>) -> String {
-    v.map(|v| format!("{v:.1} %")).unwrap_or_else(|| "—".into())
+    v.map_or_else(|| ABSENT.into(), format::percent)
 }
 
-/// Milliseconds, as seconds past 10 s: "850 ms", "3.8 s".
+/// Milliseconds, as seconds past a second: "850 ms", "3.75 s".
 pub fn duration(v: &Option<f64>) -> String {
-    match v {
-        Some(ms) if *ms >= 10_000.0 => format!("{:.1} s", ms / 1000.0),
-        Some(ms) if *ms >= 1_000.0 => format!("{:.2} s", ms / 1000.0),
-        Some(ms) => format!("{ms:.0} ms"),
-        None => "—".into(),
-    }
+    format::duration_opt(v)
 }
 
-/// A decimal string with its currency, or "—".
+/// A decimal string in its currency, exact (provider balances and unit prices), or "—".
 pub fn money(v: &Option<String>, currency: &str) -> String {
-    v.as_ref()
-        .map(|m| format!("{m} {currency}"))
-        .unwrap_or_else(|| "—".into())
+    format::exact_money_opt(v, currency)
 }
 
-/// Bytes in GB (10⁹), one decimal.
+/// Bytes in GB (10⁹), one decimal at most.
 pub fn gb(bytes: &u64) -> String {
-    format!("{:.1} GB", *bytes as f64 / 1e9)
+    format::quantity(*bytes as f64 / 1e9, "GB")
 }
 
-/// Mbps with two decimals, or "—".
+/// Mbps, two decimals at most, or "—".
 pub fn mbps(v: &Option<f64>) -> String {
-    v.map(|v| format!("{v:.2} Mbps"))
-        .unwrap_or_else(|| "—".into())
+    v.map_or_else(
+        || ABSENT.into(),
+        |v| format!("{} Mbps", format::number(v, 2)),
+    )
 }
 
 #[cfg(test)]
@@ -130,8 +119,8 @@ mod tests {
         assert_eq!(duration(&Some(3_750.0)), "3.75 s");
         assert_eq!(duration(&Some(850.0)), "850 ms");
         assert_eq!(duration(&Some(12_500.0)), "12.5 s");
-        assert_eq!(money(&Some("0.0075".into()), "USD"), "0.0075 USD");
-        assert_eq!(gb(&8_000_000_000), "8.0 GB");
-        assert_eq!(mbps(&Some(1.5)), "1.50 Mbps");
+        assert_eq!(money(&Some("0.0075".into()), "USD"), "$0.0075");
+        assert_eq!(gb(&8_000_000_000), "8 GB");
+        assert_eq!(mbps(&Some(1.5)), "1.5 Mbps");
     }
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::chart::{self, Series};
 use super::metering::given;
 use super::settings::PageResult;
-use super::{Chrome, render};
+use super::{Chrome, format, render};
 use crate::access::Role;
 use crate::access::sessions::SessionUser;
 use crate::app::AppState;
@@ -63,35 +63,29 @@ fn admin_only(user: &SessionUser) -> Result<(), ApiError> {
 
 /// "99.95 %", or "—" without checks. The live script formats the same way.
 pub fn pct(v: &Option<f64>) -> String {
-    v.map(|v| format!("{:.2} %", v * 100.0))
-        .unwrap_or_else(|| "—".into())
+    v.map_or_else(|| format::ABSENT.into(), |v| format::ratio(v, 2))
 }
 
 /// A percentile as the upper bound of its histogram bucket: "≤ 150 ms".
 pub fn upto_ms(v: &Option<f64>) -> String {
-    v.map(|v| format!("≤ {v} ms")).unwrap_or_else(|| "—".into())
+    v.map_or_else(
+        || format::ABSENT.into(),
+        |v| format!("≤ {}", format::duration_ms(v)),
+    )
 }
 
-/// A latency in ms with at most one decimal.
+/// A latency in ms.
 pub fn ms(v: &Option<f64>) -> String {
-    v.map(|v| format!("{:.1} ms", v))
-        .unwrap_or_else(|| "—".into())
+    format::duration_opt(v)
 }
 
 /// A check interval as people write it: "30 s", "5 min", "24 h".
 pub fn every(secs: &f64) -> String {
-    let s = secs.round() as i64;
-    if s > 0 && s % 3600 == 0 {
-        format!("{} h", s / 3600)
-    } else if s > 0 && s % 60 == 0 {
-        format!("{} min", s / 60)
-    } else {
-        format!("{secs} s")
-    }
+    format::interval_secs(secs)
 }
 
 pub fn us_as_ms(us: &i64) -> String {
-    format!("{:.1} ms", *us as f64 / 1000.0)
+    format::duration_ms(*us as f64 / 1000.0)
 }
 
 /// The first [`ERROR_CHARS`] characters of `text`, with an ellipsis when cut.
@@ -105,40 +99,27 @@ pub fn short(text: &str) -> String {
 }
 
 fn parse_iso(iso: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(iso, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+    format::parse_iso(iso)
 }
 
 /// "12 s ago" for an RFC 3339 time, relative to `now` (UTC ms).
 fn ago(now: i64, iso: &str) -> String {
-    match parse_iso(iso) {
-        Some(at) => format!(
-            "{} ago",
-            super::revenue::show_age(((now - at) / 1000).max(0))
-        ),
-        None => "—".into(),
-    }
+    parse_iso(iso).map_or_else(|| format::ABSENT.into(), |at| format::ago(now, at))
 }
 
 /// "in 5 h" (or "expired 2 h ago") for an RFC 3339 time: the grid's token expiry.
 pub fn until(iso: &str) -> String {
     let now = now_ms();
     match parse_iso(iso) {
-        Some(at) if at >= now => format!("in {}", super::revenue::show_age((at - now) / 1000)),
-        Some(at) => format!(
-            "expired {} ago",
-            super::revenue::show_age((now - at) / 1000)
-        ),
-        None => "—".into(),
+        Some(at) if at >= now => format!("in {}", format::age((at - now) / 1000)),
+        Some(at) => format!("expired {}", format::ago(now, at)),
+        None => format::ABSENT.into(),
     }
 }
 
 /// The exact time of an RFC 3339 time, as the tables show times.
 fn exact(iso: &str) -> String {
-    parse_iso(iso)
-        .map(|ms| super::fmt_ms(&ms))
-        .unwrap_or_default()
+    format::time_of_iso(iso)
 }
 
 /// A 24-hour latency sparkline as inline SVG: one point per hour, broken where an hour had no
@@ -717,21 +698,9 @@ const INCIDENT_DAYS: i64 = 30;
 /// ... read from at most this many degraded or down checks.
 const INCIDENT_CHECKS: i64 = 5_000;
 
-/// A duration as people say it: "45 s", "12 min", "3 h 5 min", "2 d 4 h".
+/// A duration in milliseconds, through the one formatter: "45 s", "12 min", "3 h".
 pub fn span(ms: impl std::borrow::Borrow<i64>) -> String {
-    let s = (*ms.borrow()).max(0) / 1000;
-    match s {
-        s if s < 60 => format!("{s} s"),
-        s if s < 3_600 => format!("{} min", s / 60),
-        s if s < 86_400 => match (s / 3_600, s % 3_600 / 60) {
-            (h, 0) => format!("{h} h"),
-            (h, m) => format!("{h} h {m} min"),
-        },
-        s => match (s / 86_400, s % 86_400 / 3_600) {
-            (d, 0) => format!("{d} d"),
-            (d, h) => format!("{d} d {h} h"),
-        },
-    }
+    super::format::duration_ms(*ms.borrow() as f64)
 }
 
 fn hour_label(ms: i64) -> String {
@@ -751,15 +720,11 @@ fn day_label(ms: i64) -> String {
 }
 
 fn count(v: f64) -> String {
-    format!("{v:.0}")
+    format::count(v)
 }
 
 fn millis(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0} ms")
-    } else {
-        format!("{v:.1} ms")
-    }
+    format::duration_ms(v)
 }
 
 /// Equal time slots a history chart is drawn over.

@@ -2,11 +2,15 @@
 //! same domain queries the JSON API uses, with SVG charts and CSV-exportable tables.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
 use super::chart::{self, Series};
+use super::csv::Csv;
+use super::format;
+use super::paging::Pager;
+use super::revenue::Names;
 use super::settings::{PageResult, require_admin};
 use super::{Chrome, render};
 use crate::access::sessions::SessionUser;
@@ -46,21 +50,11 @@ fn day_labels(from: i64, to: i64) -> (Vec<String>, Vec<i64>) {
 }
 
 fn count(v: f64) -> String {
-    if v >= 1_000_000.0 {
-        format!("{:.1}M", v / 1_000_000.0)
-    } else if v >= 1000.0 {
-        format!("{:.1}k", v / 1000.0)
-    } else {
-        format!("{v:.0}")
-    }
+    format::count(v)
 }
 
 fn usd(v: f64) -> String {
-    if v >= 100.0 {
-        format!("${v:.0}")
-    } else {
-        format!("${v:.2}")
-    }
+    format::money_major(v, "usd")
 }
 
 /// Optional text from a form or query: blank means absent.
@@ -78,7 +72,12 @@ pub struct UsageParams {
     #[serde(rename = "type")]
     kind: Option<String>,
     source: Option<String>,
+    /// Events older than this sequence number (the event log's next page).
+    before: Option<i64>,
 }
+
+/// Events the Usage page's log shows at a time.
+const EVENTS_SHOWN: i64 = 100;
 
 impl UsageParams {
     /// The recent-events filter the page and its CSV export share.
@@ -87,7 +86,7 @@ impl UsageParams {
             customer: given(&self.customer),
             kind: given(&self.kind),
             source: given(&self.source),
-            before_seq: None,
+            before_seq: self.before,
         }
     }
 }
@@ -105,6 +104,9 @@ struct UsagePage {
     at_risk: Vec<AtRisk>,
     top_by_quota: Vec<AtRisk>,
     recent: Vec<RecentEvent>,
+    /// The last event shown, for the link to older ones.
+    older: Option<i64>,
+    names: Names,
 }
 
 pub async fn usage(
@@ -131,9 +133,24 @@ pub async fn usage(
                 Vec::new()
             })
         },
-        report::recent(store, &filter, 100),
+        report::recent(store, &filter, EVENTS_SHOWN),
     )?;
-    let recent = recent.into_iter().map(|(_, e)| e).collect();
+    let older = (recent.len() as i64 == EVENTS_SHOWN)
+        .then(|| recent.last().map(|(seq, _)| *seq))
+        .flatten();
+    let recent: Vec<RecentEvent> = recent.into_iter().map(|(_, e)| e).collect();
+    let names = Names::load(
+        store,
+        usage
+            .top_customers
+            .iter()
+            .map(|t| &t.customer)
+            .chain(at_risk.iter().map(|r| &r.customer))
+            .chain(top_by_quota.iter().map(|r| &r.customer))
+            .chain(recent.iter().filter_map(|e| e.subject.as_ref()))
+            .chain(customer.iter()),
+    )
+    .await?;
     let (labels, days) = day_labels(query.from, query.to);
     let mut ok = vec![0.0; days.len()];
     let mut errors = vec![0.0; days.len()];
@@ -171,6 +188,8 @@ pub async fn usage(
             at_risk,
             top_by_quota,
             recent,
+            older,
+            names,
         },
     ))
 }
@@ -186,47 +205,19 @@ pub async fn events_csv(
     Query(q): Query<UsageParams>,
 ) -> PageResult {
     let events = report::recent(&state.store, &q.events(), CSV_EVENTS).await?;
-    let mut out = String::from("time,type,customer,app,id,data,cost_usd\n");
+    let mut csv = Csv::new(&["time", "type", "customer", "app", "id", "data", "cost_usd"]);
     for (_, e) in events {
-        let cells = [
-            crate::web::fmt_ms(&e.time),
+        csv.row([
+            format::iso(e.time),
             e.kind,
             e.subject.unwrap_or_default(),
             e.source,
             e.id,
             e.data.to_string(),
             e.cost_usd.unwrap_or_default(),
-        ];
-        let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
+        ]);
     }
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"usage-events.csv\"",
-            ),
-        ],
-        out,
-    )
-        .into_response())
-}
-
-/// One CSV field (RFC 4180 quoting). Event fields are the senders' text, so a leading `=`, `+`,
-/// `-` or `@` is escaped with `'`: a spreadsheet would otherwise run it as a formula.
-fn csv_cell(text: &str) -> String {
-    let text = if text.starts_with(['=', '+', '-', '@']) {
-        format!("'{text}")
-    } else {
-        text.to_string()
-    };
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
+    Ok(csv.download("usage-events.csv"))
 }
 
 #[derive(Deserialize)]
@@ -242,6 +233,7 @@ struct CostsPage {
     costs: Costs,
     chart: String,
     margin: Margin,
+    names: Names,
 }
 
 /// The margin part of the Costs & Margin page: shown once there is revenue to set costs
@@ -311,6 +303,12 @@ pub async fn costs(
         .collect();
     let chart = chart::bars(&labels, &series, &usd, "Provider cost per day");
     let margin = margin(&state, to - secs * 1000, to).await?;
+    let mut ids: Vec<&String> = costs.by_customer.iter().map(|c| &c.customer).collect();
+    if let Margin::Shown { by_customer, .. } = &margin {
+        ids.extend(by_customer.rows.iter().map(|r| &r.key));
+        ids.extend(by_customer.least_profitable.iter().map(|r| &r.key));
+    }
+    let names = Names::load(&state.store, ids).await?;
     Ok(render(
         StatusCode::OK,
         &CostsPage {
@@ -319,6 +317,7 @@ pub async fn costs(
             costs,
             chart,
             margin,
+            names,
         },
     ))
 }
@@ -340,28 +339,78 @@ struct PlansPage {
     chrome: Chrome,
     plans: Vec<plans::Plan>,
     assignments: Vec<plans::Assignment>,
+    pager: Pager,
     error: Option<String>,
 }
+
+/// Assignments shown per page of Settings → Plans.
+const ASSIGNMENTS: i64 = 200;
 
 async fn plans_page(
     state: &AppState,
     user: &SessionUser,
     status: StatusCode,
     error: Option<String>,
+    offset: i64,
 ) -> PageResult {
+    let (assignments, total) = plans::assignments_page(&state.store, ASSIGNMENTS, offset).await?;
+    let pager = Pager {
+        offset,
+        limit: ASSIGNMENTS,
+        total,
+        shown: assignments.len(),
+        path: "/settings/plans",
+        offset_name: "offset",
+        params: Vec::new(),
+    };
     Ok(render(
         status,
         &PlansPage {
             chrome: Chrome::new(user, "/settings"),
             plans: plans::list(&state.store).await?,
-            assignments: plans::assignments(&state.store, None, 200).await?,
+            assignments,
+            pager,
             error,
         },
     ))
 }
 
-pub async fn plans(State(state): State<AppState>, AdminPage(user): AdminPage) -> PageResult {
-    plans_page(&state, &user, StatusCode::OK, None).await
+#[derive(Deserialize)]
+pub struct OffsetParams {
+    offset: Option<i64>,
+}
+
+pub async fn plans(
+    State(state): State<AppState>,
+    AdminPage(user): AdminPage,
+    Query(q): Query<OffsetParams>,
+) -> PageResult {
+    plans_page(
+        &state,
+        &user,
+        StatusCode::OK,
+        None,
+        q.offset.unwrap_or(0).max(0),
+    )
+    .await
+}
+
+/// `GET /settings/plans/assignments.csv`: every customer's plan, not only the page shown.
+pub async fn assignments_csv(
+    State(state): State<AppState>,
+    AdminPage(_u): AdminPage,
+) -> PageResult {
+    let (rows, _) = plans::assignments_page(&state.store, i64::MAX, 0).await?;
+    let mut csv = Csv::new(&["customer", "plan", "set_by", "since"]);
+    for a in rows {
+        csv.row([
+            a.customer_id,
+            a.plan_id,
+            a.source,
+            format::iso(a.assigned_at),
+        ]);
+    }
+    Ok(csv.download("customer-plans.csv"))
 }
 
 #[derive(Deserialize)]
@@ -411,7 +460,7 @@ async fn after_plan_change(
         Ok(()) => Ok(Redirect::to("/settings/plans").into_response()),
         Err(e) => {
             let (status, msg) = usage_problem(e)?;
-            plans_page(state, user, status, Some(msg)).await
+            plans_page(state, user, status, Some(msg), 0).await
         }
     }
 }

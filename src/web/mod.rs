@@ -6,10 +6,13 @@
 
 mod alerts;
 pub mod chart;
+mod csv;
 pub mod extras;
+pub mod format;
 pub mod integrations;
 mod metering;
 mod pages;
+mod paging;
 pub mod revenue;
 mod settings;
 mod signin;
@@ -30,8 +33,12 @@ pub fn router() -> Router<AppState> {
         .route("/", get(pages::overview))
         .route("/revenue", get(revenue::page))
         .route("/revenue/sync", post(revenue::sync))
+        .route("/revenue/customers.csv", get(revenue::customers_csv))
+        .route("/revenue/movements.csv", get(revenue::movements_csv))
         .route("/revenue/customers/{id}", get(revenue::customer))
         .route("/revenue/payments", get(revenue::payments))
+        .route("/revenue/payments.csv", get(revenue::payments_csv))
+        .route("/customers", get(revenue::search))
         .route("/revenue/objects/{kind}/{id}", get(revenue::object))
         .route("/costs", get(metering::costs))
         .route("/usage", get(metering::usage))
@@ -99,6 +106,10 @@ pub fn router() -> Router<AppState> {
             get(metering::plans).post(metering::create_plan),
         )
         .route("/settings/plans/assign", post(metering::assign_plan))
+        .route(
+            "/settings/plans/assignments.csv",
+            get(metering::assignments_csv),
+        )
         .route("/settings/plans/{id}", post(metering::update_plan))
         .route("/settings/plans/{id}/delete", post(metering::delete_plan))
         .route("/static/app.css", get(css))
@@ -206,18 +217,12 @@ async fn favicon() -> impl IntoResponse {
     )
 }
 
-/// The same for optional timestamps ("—" when absent).
+/// An optional timestamp in the one time format ("—" when absent).
 pub fn fmt_opt_ms(ms: &Option<i64>) -> String {
-    ms.as_ref().map(fmt_ms).unwrap_or_else(|| "—".into())
+    format::time_opt(ms)
 }
 
-/// Formats a UTC millisecond timestamp for tables: `2026-11-23 10:57:03 UTC`.
-/// Takes a reference because askama passes template values by reference.
+/// A UTC millisecond timestamp in the one time format: `2026-11-23 10:57 UTC`.
 pub fn fmt_ms(ms: &i64) -> String {
-    let fmt =
-        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(*ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&fmt).ok())
-        .unwrap_or_else(|| "—".into())
+    format::time(ms)
 }

@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{Chrome, render};
+use super::{Chrome, format, render};
 use crate::access::sessions::SessionUser;
 use crate::app::AppState;
 use crate::http::ApiError;
@@ -125,6 +125,8 @@ const GROUPS: &[(&str, &str, &str, &[&str])] = &[
 struct Card {
     name: &'static str,
     label: &'static str,
+    /// The formatter's kind (`money`, `percent`, `count`), for the live refresh.
+    kind: &'static str,
     /// The figure as shown, when its capability supplies it.
     value: Option<String>,
     /// Previous period, or why there is no figure.
@@ -144,10 +146,29 @@ const RISE_IS_BAD: &[&str] = &[
     "provider_cost",
 ];
 
-fn show(name: &str, v: &FigureValue) -> String {
-    let percent = name.ends_with("_rate") || name == "nrr" || name == "gross_margin";
-    super::revenue::show_value(v, if percent { "%" } else { "" })
+/// The formatter's kind of an Overview figure: money, a percentage (rates, NRR, margin) or a
+/// count. The card carries it as `data-kind` so the live refresh formats the same way.
+fn kind(name: &str, v: Option<&FigureValue>) -> &'static str {
+    if matches!(v, Some(FigureValue::Money(_))) || MONEY.contains(&name) {
+        "money"
+    } else if name.ends_with("_rate") || name == "nrr" || name == "gross_margin" {
+        "percent"
+    } else {
+        "count"
+    }
 }
+
+/// Figures that are money even before a value arrives.
+const MONEY: &[&str] = &[
+    "mrr",
+    "arr",
+    "new_mrr",
+    "churned_mrr",
+    "arpa",
+    "ltv",
+    "net_revenue",
+    "provider_cost",
+];
 
 /// Why a figure has no value: what would supply it, said plainly.
 fn missing(source: &str) -> String {
@@ -298,31 +319,30 @@ fn card(
     figures: &std::collections::BTreeMap<String, Option<crate::overview::Figure>>,
 ) -> Card {
     match figures.get(name).and_then(|f| f.as_ref()) {
-        Some(f) => Card {
-            name,
-            label,
-            value: f.value.as_ref().map(|v| show(name, v)),
-            note: format!(
-                "previous {}",
-                f.previous
-                    .as_ref()
-                    .map(|v| show(name, v))
-                    .unwrap_or_else(|| "—".into())
-            ),
-            change: f
-                .change_pct
-                .map(|c| format!("{c:+.1} %"))
-                .unwrap_or_default(),
-            direction: match f.change_pct {
-                Some(c) if c > 0.0 => "up",
-                Some(c) if c < 0.0 => "down",
-                _ => "",
-            },
-            good: !RISE_IS_BAD.contains(&name),
-        },
+        Some(f) => {
+            let kind = kind(name, f.value.as_ref());
+            let change =
+                format::figure_change(kind, f.value.as_ref(), f.previous.as_ref(), f.change_pct);
+            Card {
+                name,
+                label,
+                kind,
+                value: f.value.as_ref().map(|v| format::figure(kind, v)),
+                note: format!(
+                    "previous {}",
+                    f.previous
+                        .as_ref()
+                        .map_or_else(|| format::ABSENT.into(), |v| format::figure(kind, v))
+                ),
+                direction: format::direction(change.as_ref().map(|c| c.1)),
+                change: change.map(|c| c.0).unwrap_or_default(),
+                good: !RISE_IS_BAD.contains(&name),
+            }
+        }
         None => Card {
             name,
             label,
+            kind: kind(name, None),
             value: None,
             note: missing(source),
             change: String::new(),

@@ -3,7 +3,7 @@
 //! to any stored Stripe object. Read through the revenue domain, as the JSON API is.
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -11,7 +11,10 @@ use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
 use super::chart::{self, Series};
+use super::csv::Csv;
+use super::format;
 use super::metering::given;
+use super::paging::Pager;
 use super::settings::{PageResult, require_admin};
 use super::{Chrome, render};
 use crate::app::AppState;
@@ -19,6 +22,7 @@ use crate::http::ApiError;
 use crate::http::auth::{CsrfForm, NoFields, PageUser};
 use crate::money::Money;
 use crate::overview::{Figure, FigureValue, parse_period};
+use crate::revenue::customers::{self, CustomerName};
 use crate::revenue::drill::{self, CustomerDetail, CustomerMrr, MovementRow, ObjectSummary};
 use crate::revenue::history::Rates;
 use crate::revenue::metrics::{self, Interval};
@@ -27,71 +31,38 @@ use crate::store::now_ms;
 
 const DAY: i64 = 86_400_000;
 
-/// Money as people read it: "$1,234.56", "€-12.00", "JPY 1,200".
+/// Money as people read it: "$1,234.56", "-€12.00", "JPY 1,200".
 pub fn show_money(m: impl Borrow<Money>) -> String {
-    let m = m.borrow();
-    let exponent = crate::revenue::history::minor_exponent(&m.currency);
-    let text = crate::money::format_scaled(m.amount.abs(), exponent, exponent as usize);
-    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
-    let mut grouped = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    let sign = if m.amount < 0 { "-" } else { "" };
-    let number = if frac.is_empty() {
-        grouped
-    } else {
-        format!("{grouped}.{frac}")
-    };
-    match m.currency.as_str() {
-        "usd" => format!("{sign}${number}"),
-        "eur" => format!("{sign}€{number}"),
-        "gbp" => format!("{sign}£{number}"),
-        other => format!("{sign}{} {number}", other.to_uppercase()),
-    }
+    format::money(m)
 }
 
-/// A figure's value as shown.
+/// A figure's value as shown, by unit ("" for money or a count, "%" or "×").
 pub fn show_value(v: &FigureValue, unit: &str) -> String {
-    match v {
-        FigureValue::Money(m) => show_money(m),
-        FigureValue::Number(n) if unit == "%" => format!("{n} %"),
-        FigureValue::Number(n) if unit == "×" => format!("{n}×"),
-        FigureValue::Number(n) => format!("{n}"),
+    format::figure(kind_of(unit), v)
+}
+
+/// The formatter's kind of figure for a unit.
+fn kind_of(unit: &str) -> &'static str {
+    match unit {
+        "%" => "percent",
+        "×" => "times",
+        _ => "count",
     }
 }
 
-/// "12 Jan 2026" for a UTC ms day.
+/// A UTC day: "2026-01-12".
 pub fn show_day(ms: impl Borrow<i64>) -> String {
-    let ms = *ms.borrow();
-    let fmt = time::macros::format_description!("[day padding:none] [month repr:short] [year]");
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&fmt).ok())
-        .unwrap_or_default()
+    format::day(ms)
 }
 
 /// "2026-01-12 14:03 UTC" for a UTC ms time.
 pub fn show_time(ms: impl Borrow<i64>) -> String {
-    let ms = *ms.borrow();
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&fmt).ok())
-        .unwrap_or_default()
+    format::time(ms)
 }
 
 /// "4 min", "3 h", "2 d".
 pub fn show_age(secs: impl Borrow<i64>) -> String {
-    match *secs.borrow() {
-        s if s < 90 => format!("{s} s"),
-        s if s < 5_400 => format!("{} min", s / 60),
-        s if s < 172_800 => format!("{} h", s / 3_600),
-        s => format!("{} d", s / 86_400),
-    }
+    format::age(secs)
 }
 
 /// One figure row: label, value, previous value, change badge.
@@ -100,6 +71,8 @@ pub struct Shown {
     pub link: Option<(&'static str, bool)>,
     pub name: &'static str,
     pub label: &'static str,
+    /// The formatter's kind of figure (`money`, `percent`, `times`, `count`).
+    pub kind: &'static str,
     pub value: String,
     pub previous: String,
     pub change: String,
@@ -169,21 +142,22 @@ pub fn shown(
         .map(|&(name, label, unit, good)| {
             let f = figures.get(name);
             let value = f.and_then(|f| f.value.as_ref());
-            let change = f.and_then(|f| f.change_pct);
+            let previous = f.and_then(|f| f.previous.as_ref());
+            let kind = match value {
+                Some(FigureValue::Money(_)) => "money",
+                _ => kind_of(unit),
+            };
+            let change = format::figure_change(kind, value, previous, f.and_then(|f| f.change_pct));
             Shown {
                 link: drill_link(name),
                 name,
                 label,
-                value: value.map_or_else(|| "n/a".into(), |v| show_value(v, unit)),
-                previous: f
-                    .and_then(|f| f.previous.as_ref())
-                    .map_or_else(|| "n/a".into(), |v| show_value(v, unit)),
-                change: change.map_or_else(String::new, |c| format!("{c:+.1} %")),
-                direction: match change {
-                    Some(c) if c > 0.0 => "up",
-                    Some(c) if c < 0.0 => "down",
-                    _ => "",
-                },
+                kind,
+                value: value.map_or_else(|| format::ABSENT.into(), |v| format::figure(kind, v)),
+                previous: previous
+                    .map_or_else(|| format::ABSENT.into(), |v| format::figure(kind, v)),
+                direction: format::direction(change.as_ref().map(|c| c.1)),
+                change: change.map(|c| c.0).unwrap_or_default(),
                 good,
             }
         })
@@ -259,14 +233,7 @@ pub fn charts_marked(
         m.amount as f64 / 10f64.powi(crate::revenue::history::minor_exponent(&m.currency) as i32)
     };
     let currency = currency.to_string();
-    let fmt = move |v: f64| {
-        let exponent = crate::revenue::history::minor_exponent(&currency);
-        show_money(&Money {
-            amount: (v * 10f64.powi(exponent as i32)).round() as i64,
-            currency: currency.clone(),
-        })
-        .replace(".00", "")
-    };
+    let fmt = move |v: f64| format::money_major(v, &currency);
     let mrr = chart::lines_with(
         &labels,
         &[Series {
@@ -337,6 +304,34 @@ pub struct RevenueParams {
     /// Movements of these days only (`YYYY-MM-DD`, both included), e.g. a week's bar.
     from: Option<String>,
     to: Option<String>,
+    /// Offsets of the customers and movements lists.
+    customers_from: Option<i64>,
+    movements_from: Option<i64>,
+}
+
+/// Customers shown per page on the Revenue page, and movements.
+const TOP_CUSTOMERS: i64 = 20;
+const MOVEMENTS: i64 = 100;
+
+/// Customer names and emails by id, for the pages that list customers by id.
+pub struct Names(HashMap<String, CustomerName>);
+
+impl Names {
+    pub async fn load<'a>(
+        store: &crate::store::Store,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<Self, ApiError> {
+        let ids: Vec<String> = ids.into_iter().cloned().collect();
+        Ok(Self(customers::names(store, &ids).await?))
+    }
+
+    /// The name Stripe has for a customer (else its email), or nothing.
+    pub fn of(&self, id: &str) -> &str {
+        self.0
+            .get(id)
+            .and_then(|c| c.name.as_deref().or(c.email.as_deref()))
+            .unwrap_or("")
+    }
 }
 
 #[derive(askama::Template)]
@@ -355,9 +350,12 @@ struct RevenuePage {
     mrr_chart: String,
     movements_chart: String,
     top: Vec<CustomerMrr>,
+    top_pager: Pager,
     movements: Vec<MovementRow>,
     /// The days the movements are narrowed to, as given and in words.
     days: Option<(String, String, String)>,
+    movements_pager: Pager,
+    names: Names,
 }
 
 pub async fn page(
@@ -413,19 +411,55 @@ pub async fn page(
     let currency = state.revenue.reporting_currency();
     let rates = Rates::load(store, currency).await?;
     let costs = metrics::provider_costs(store, &rates, from, to).await?;
-    let (report, status, top, movements) = tokio::try_join!(
+    let top_from = q.customers_from.unwrap_or(0).max(0);
+    let movements_from = q.movements_from.unwrap_or(0).max(0);
+    let (report, status, (top, top_total), (movements, movements_total)) = tokio::try_join!(
         metrics::report(store, &rates, currency, from, to, interval, costs),
         state.revenue.status(store, now),
-        drill::top_customers(store, currency, 20),
-        drill::movements(
+        customers::by_mrr(store, currency, TOP_CUSTOMERS, top_from),
+        customers::movements(
             store,
             currency,
-            moves_from,
-            moves_to,
+            (moves_from, moves_to),
             (!kind.is_empty()).then_some(kind.as_str()),
-            100
+            MOVEMENTS,
+            movements_from,
         ),
     )?;
+    let names = Names::load(
+        store,
+        top.iter()
+            .map(|t| &t.customer)
+            .chain(movements.iter().map(|m| &m.customer)),
+    )
+    .await?;
+    let params = vec![("period", period.clone()), ("kind", kind.clone())];
+    let top_pager = Pager {
+        offset: top_from,
+        limit: TOP_CUSTOMERS,
+        total: top_total,
+        shown: top.len(),
+        path: "/revenue",
+        offset_name: "customers_from",
+        params: params.clone(),
+    };
+    let movements_pager = Pager {
+        offset: movements_from,
+        limit: MOVEMENTS,
+        total: movements_total,
+        shown: movements.len(),
+        path: "/revenue",
+        offset_name: "movements_from",
+        params: {
+            // Pages of a day's movements stay on that day.
+            let mut params = params;
+            if let Some((first, last, _)) = &days {
+                params.push(("from", first.clone()));
+                params.push(("to", last.clone()));
+            }
+            params
+        },
+    };
     let (mrr_chart, movements_chart) = charts(&report.series, &report.currency, interval);
     // Without Stripe and without a stored history every figure would be an invented zero.
     let has_data = status.connected || metrics::has_history(store).await?;
@@ -445,8 +479,11 @@ pub async fn page(
             mrr_chart,
             movements_chart,
             top,
+            top_pager,
             movements,
             days,
+            movements_pager,
+            names,
         },
     ))
 }
@@ -473,6 +510,7 @@ struct PaymentsPage {
     kind: String,
     failed: bool,
     rows: Vec<drill::PaymentRow>,
+    names: Names,
 }
 
 /// The payment objects behind the payment figures: failed payment intents, refunds,
@@ -488,7 +526,12 @@ pub async fn payments(
     let failed = q.failed.as_deref() == Some("1");
     let now = now_ms();
     let (from, to) = metrics::whole_days(now - secs * 1000, now);
-    let rows = drill::payments(&state.store, &kind, failed, from, to, 500).await?;
+    let rows = drill::payments(&state.store, &kind, failed, from, to, PAYMENTS_SHOWN).await?;
+    let names = Names::load(
+        &state.store,
+        rows.iter().filter_map(|r| r.customer.as_ref()),
+    )
+    .await?;
     Ok(render(
         StatusCode::OK,
         &PaymentsPage {
@@ -497,6 +540,7 @@ pub async fn payments(
             kind,
             failed,
             rows,
+            names,
         },
     ))
 }
@@ -554,6 +598,170 @@ pub async fn object(
             object,
             customer,
             json,
+        },
+    ))
+}
+
+/// Payment objects the payments page shows; its CSV export has them all.
+const PAYMENTS_SHOWN: i64 = 500;
+
+/// `GET /revenue/customers.csv`: every paying customer by MRR, with name and email.
+pub async fn customers_csv(State(state): State<AppState>, PageUser(_u): PageUser) -> PageResult {
+    let store = &state.store;
+    let currency = state.revenue.reporting_currency();
+    let (rows, _) = customers::by_mrr(store, currency, i64::MAX, 0).await?;
+    let names = customers::names(
+        store,
+        &rows.iter().map(|r| r.customer.clone()).collect::<Vec<_>>(),
+    )
+    .await?;
+    let mut csv = Csv::new(&[
+        "customer",
+        "name",
+        "email",
+        "mrr",
+        "currency",
+        "customer_since",
+        "last_change",
+    ]);
+    for r in rows {
+        let who = names.get(&r.customer);
+        csv.row([
+            r.customer.clone(),
+            who.and_then(|c| c.name.clone()).unwrap_or_default(),
+            who.and_then(|c| c.email.clone()).unwrap_or_default(),
+            decimal(&r.mrr),
+            r.mrr.currency.clone(),
+            format::day(r.first_day),
+            format::day(r.last_day),
+        ]);
+    }
+    Ok(csv.download("revenue-customers.csv"))
+}
+
+/// An amount as a plain decimal in major units, for CSV cells a spreadsheet reads as numbers.
+fn decimal(m: &Money) -> String {
+    let exponent = crate::revenue::history::minor_exponent(&m.currency);
+    let text = crate::money::format_scaled(m.amount.abs(), exponent, exponent as usize);
+    if m.amount < 0 {
+        format!("-{text}")
+    } else {
+        text
+    }
+}
+
+/// `GET /revenue/movements.csv`: every movement of the period (and kind) the page shows.
+pub async fn movements_csv(
+    State(state): State<AppState>,
+    PageUser(_u): PageUser,
+    Query(q): Query<RevenueParams>,
+) -> PageResult {
+    let period = given(&q.period).unwrap_or_else(|| "30d".into());
+    let secs = parse_period(&period).map_err(ApiError::Invalid)?;
+    let kind = given(&q.kind);
+    let now = now_ms();
+    let range = metrics::whole_days(now - secs * 1000, now);
+    let store = &state.store;
+    let currency = state.revenue.reporting_currency();
+    let (rows, _) =
+        customers::movements(store, currency, range, kind.as_deref(), i64::MAX, 0).await?;
+    let names = Names::load(store, rows.iter().map(|m| &m.customer)).await?;
+    let mut csv = Csv::new(&["day", "customer", "name", "kind", "mrr_change", "currency"]);
+    for m in rows {
+        csv.row([
+            format::day(m.day),
+            m.customer.clone(),
+            names.of(&m.customer).to_string(),
+            m.kind.clone(),
+            decimal(&m.amount),
+            m.amount.currency.clone(),
+        ]);
+    }
+    Ok(csv.download("revenue-movements.csv"))
+}
+
+/// `GET /revenue/payments.csv`: the payments list's objects without its limit.
+pub async fn payments_csv(
+    State(state): State<AppState>,
+    PageUser(_u): PageUser,
+    Query(q): Query<PaymentsParams>,
+) -> PageResult {
+    let period = given(&q.period).unwrap_or_else(|| "30d".into());
+    let secs = parse_period(&period).map_err(ApiError::Invalid)?;
+    let kind = q.kind.unwrap_or_else(|| "charge".into());
+    let failed = q.failed.as_deref() == Some("1");
+    let now = now_ms();
+    let (from, to) = metrics::whole_days(now - secs * 1000, now);
+    let rows = drill::payments(&state.store, &kind, failed, from, to, i64::MAX).await?;
+    let names = Names::load(
+        &state.store,
+        rows.iter().filter_map(|r| r.customer.as_ref()),
+    )
+    .await?;
+    let mut csv = Csv::new(&[
+        "created", "kind", "id", "customer", "name", "status", "failed", "amount", "currency",
+    ]);
+    for r in rows {
+        let customer = r.customer.clone().unwrap_or_default();
+        csv.row([
+            format::iso(r.created),
+            r.kind.clone(),
+            r.id.clone(),
+            names.of(&customer).to_string(),
+            customer,
+            r.status.clone(),
+            r.failed.to_string(),
+            decimal(&r.amount),
+            r.amount.currency.clone(),
+        ]);
+    }
+    Ok(csv.download("revenue-payments.csv"))
+}
+
+#[derive(Deserialize)]
+pub struct SearchParams {
+    q: Option<String>,
+}
+
+#[derive(askama::Template)]
+#[template(path = "revenue_search.html")]
+struct SearchPage {
+    chrome: Chrome,
+    query: String,
+    found: Vec<CustomerName>,
+}
+
+/// What a customer id keeps unescaped in a path: letters, digits and `-._~`.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Most customers a search lists.
+const SEARCH_RESULTS: usize = 50;
+
+/// `GET /customers?q=`: customers by id, name or email; one exact id goes straight to its page.
+pub async fn search(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+    Query(q): Query<SearchParams>,
+) -> PageResult {
+    let query = given(&q.q).unwrap_or_default();
+    let found = customers::search(&state.store, &query, SEARCH_RESULTS).await?;
+    if let [only] = found.as_slice() {
+        return Ok(Redirect::to(&format!(
+            "/revenue/customers/{}",
+            percent_encoding::utf8_percent_encode(&only.id, PATH_SEGMENT)
+        ))
+        .into_response());
+    }
+    Ok(render(
+        StatusCode::OK,
+        &SearchPage {
+            chrome: Chrome::new(&user, "/revenue"),
+            query,
+            found,
         },
     ))
 }

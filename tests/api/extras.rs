@@ -174,7 +174,7 @@ async fn extras_stored_and_shown(backend: Backend) {
         assert!(html.contains(shown), "n8n page lacks {shown:?}");
     }
     let html = page(twilio).await;
-    for shown in ["0.006667 USD per message", "0.013 USD per minute", "66.7 %"] {
+    for shown in ["$0.006667 per message", "$0.013 per minute", "66.7 %"] {
         assert!(html.contains(shown), "twilio page lacks {shown:?}");
     }
     assert!(page(quiet).await.contains("Collected off"));

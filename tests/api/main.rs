@@ -6,6 +6,7 @@ mod helpers;
 mod access;
 mod alerts;
 mod browser;
+mod browser_format;
 mod cli;
 mod durability;
 mod extras;
