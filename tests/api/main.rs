@@ -7,6 +7,7 @@ mod access;
 mod alerts;
 mod browser;
 mod browser_format;
+mod browser_layout;
 mod cli;
 mod durability;
 mod extras;
