@@ -43,7 +43,7 @@ struct OverviewPage {
 impl OverviewPage {
     /// "12 min" since `since` (UTC ms).
     fn for_how_long(&self, since: &i64) -> String {
-        super::integrations::span(self.now - since)
+        format::age((self.now - since).max(0) / 1000)
     }
 
     fn status_class(&self) -> &'static str {
