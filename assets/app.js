@@ -140,9 +140,9 @@ function applyFigures(section, figures) {
 }
 
 async function refreshOverview(section) {
-  const period = section.dataset.period || "30d";
+  const query = section.dataset.query || `period=${encodeURIComponent(section.dataset.period || "30d")}`;
   try {
-    const res = await fetch(`/api/v1/metrics/overview?period=${encodeURIComponent(period)}`, {
+    const res = await fetch(`/api/v1/metrics/overview?${query}`, {
       headers: { Accept: "application/json", "X-CSRF-Token": csrf },
       credentials: "same-origin",
     });
@@ -286,6 +286,14 @@ async function refreshGrid(table) {
         span.title = i.last_error;
         span.textContent = shortError(i.last_error);
         error.append(span);
+      }
+    }
+    // The API lists problems first; follow its order unless someone sorted by a column.
+    if (!table.querySelector('th[aria-sort="ascending"], th[aria-sort="descending"]')) {
+      const body = table.tBodies[0];
+      for (const i of integrations) {
+        const row = body.querySelector(`tr[data-id="${i.id}"]`);
+        if (row) body.append(row);
       }
     }
     document.querySelectorAll("#state-counts [data-state]").forEach((card) => {

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod routes;
 pub mod rules;
 pub mod silences;
+pub mod summary;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AlertsError {

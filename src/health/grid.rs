@@ -332,6 +332,35 @@ pub struct Grid {
     order: Vec<i64>,
 }
 
+/// Monitors by state and the ones with a problem, from [`Grid::summary`].
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub total: usize,
+    /// (state, monitors), problems first.
+    pub counts: Vec<(&'static str, usize)>,
+    /// Down, then degraded, each by name.
+    pub problems: Vec<Problem>,
+}
+
+impl Summary {
+    pub fn count(&self, state: &str) -> usize {
+        self.counts
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// A monitor down or degraded.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub id: i64,
+    pub name: String,
+    pub state: &'static str,
+    /// When the state began, UTC ms.
+    pub since: Option<i64>,
+}
+
 /// A monitor as the grid lists it: what the scheduler knows after a reload.
 pub struct Listed {
     pub id: i64,
@@ -559,13 +588,64 @@ impl Grid {
         }
     }
 
-    /// `{"integrations": [...]}` at `now`, every row in name order, each row's JSON reused
+    /// The state a row shows: `paused` over the tracker's.
+    fn shown_state(e: &Entry) -> &'static str {
+        if e.paused {
+            "paused"
+        } else {
+            e.tracker.state.as_str()
+        }
+    }
+
+    /// Ids in the order the grid lists them: problems first (down, then degraded), then the
+    /// rest, each by name. States move with every check, so this is worked out per read:
+    /// three passes over the name order, no sorting.
+    fn problems_first(&self) -> Vec<i64> {
+        let rank = |id: &i64| match self.entries.get(id).map(Self::shown_state) {
+            Some("down") => 0,
+            Some("degraded") => 1,
+            _ => 2,
+        };
+        let mut out = Vec::with_capacity(self.order.len());
+        for pass in 0..3 {
+            out.extend(self.order.iter().filter(|id| rank(id) == pass));
+        }
+        out
+    }
+
+    /// How many monitors are in each state, and the ones down or degraded (down first, then by
+    /// name): the Overview's status line, without building a row per monitor.
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        for id in self.problems_first() {
+            let Some(e) = self.entries.get(&id) else {
+                continue;
+            };
+            let state = Self::shown_state(e);
+            match summary.counts.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => summary.counts.push((state, 1)),
+            }
+            if state == "down" || state == "degraded" {
+                summary.problems.push(Problem {
+                    id,
+                    name: e.name.clone(),
+                    state,
+                    since: e.tracker.since,
+                });
+            }
+        }
+        summary.total = self.entries.len();
+        summary
+    }
+
+    /// `{"integrations": [...]}` at `now`, problems first (see [`Grid::rows`]), each row's JSON reused
     /// from the last call unless its monitor changed or the windows slid since: at 10,000
     /// monitors and 1,000 checks a second most rows are unchanged between two reads.
     pub fn json(&mut self, now: i64) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.entries.len() * 512 + 32);
         out.extend_from_slice(b"{\"integrations\":[");
-        for (i, id) in self.order.iter().enumerate() {
+        for (i, id) in self.problems_first().iter().enumerate() {
             if let Some(e) = self.entries.get_mut(id) {
                 if i > 0 {
                     out.push(b',');
@@ -577,7 +657,8 @@ impl Grid {
         out
     }
 
-    /// The rows at `now`: all of them in name order, or the one with id `only`.
+    /// The rows at `now`: all of them, down first, then degraded, then the rest, each group
+    /// by name; or the one with id `only`.
     pub fn rows(&self, now: i64, only: Option<i64>) -> Vec<Integration> {
         match only {
             Some(id) => self
@@ -587,7 +668,7 @@ impl Grid {
                 .into_iter()
                 .collect(),
             None => self
-                .order
+                .problems_first()
                 .iter()
                 .filter_map(|id| self.entries.get(id))
                 .map(|e| e.row(now))
@@ -681,6 +762,38 @@ mod tests {
     }
 
     #[test]
+    fn problems_come_first_then_names() {
+        let now = 1_000 * DAY_MS;
+        let mut g = grid_of(&[(1, "alpha"), (2, "bravo"), (3, "charlie"), (4, "delta")]);
+        let mut degraded = recorded(2, now, Verdict::Degraded, 10);
+        degraded.tracker.state = State::Degraded;
+        g.apply(&[
+            recorded(1, now, Verdict::Up, 10),
+            degraded,
+            recorded(4, now, Verdict::Down, 10),
+        ]);
+        let names: Vec<String> = g.rows(now, None).into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["delta", "bravo", "alpha", "charlie"]);
+        let json: serde_json::Value = serde_json::from_slice(&g.json(now)).unwrap();
+        let ids: Vec<i64> = json["integrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, [4, 2, 1, 3]);
+        let s = g.summary();
+        assert_eq!((s.total, s.count("down"), s.count("degraded")), (4, 1, 1));
+        assert_eq!((s.count("up"), s.count("unknown")), (1, 1));
+        let problems: Vec<(&str, &str)> = s
+            .problems
+            .iter()
+            .map(|p| (p.name.as_str(), p.state))
+            .collect();
+        assert_eq!(problems, [("delta", "down"), ("bravo", "degraded")]);
+    }
+
+    #[test]
     fn windows_slide_and_old_laps_do_not_count() {
         let now = 1_000 * DAY_MS + 10 * HOUR_MS + 5 * 60_000;
         let mut g = grid_of(&[(1, "api")]);
@@ -738,12 +851,13 @@ mod tests {
         g.apply(&[recorded(1, now, Verdict::Down, 700)]);
         let after = parse(g.json(now));
         assert_eq!(after, as_rows(&g, now));
-        assert_eq!(after["integrations"][1]["state"], "down");
+        // Down now, so listed first.
+        assert_eq!(after["integrations"][0]["state"], "down");
         // A day later the cached rows have slid with the windows.
         let later = now + DAY_MS;
         assert_eq!(parse(g.json(later)), as_rows(&g, later));
         assert_eq!(
-            parse(g.json(later))["integrations"][1]["uptime"]["24h"],
+            parse(g.json(later))["integrations"][0]["uptime"]["24h"],
             serde_json::Value::Null
         );
         g.remove(2);

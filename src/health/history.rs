@@ -142,12 +142,14 @@ pub fn runs(checks: &[Check]) -> Vec<Run> {
     out
 }
 
-/// A failed check in the error log.
+/// A failed (down) or degraded check in the error log.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Failure {
     pub monitor_id: i64,
     pub name: String,
     pub at: i64,
+    /// `down` or `degraded`.
+    pub verdict: String,
     pub latency_us: i64,
     pub status: Option<i64>,
     pub error: Option<String>,
@@ -184,8 +186,8 @@ impl std::fmt::Display for Cursor {
     }
 }
 
-/// Failed (`down`) checks, newest first: of every monitor, or of monitor `only`, after the
-/// page that ended at `before`.
+/// Failed (`down`) and `degraded` checks, newest first: of every monitor, or of monitor `only`,
+/// after the page that ended at `before`.
 pub async fn failures(
     store: &Store,
     only: Option<i64>,
@@ -197,32 +199,125 @@ pub async fn failures(
         monitor_id: i64::MAX,
     });
     // `at <= $1` bounds the index range; the tie on `at` is settled by the monitor id.
-    let rows = match only {
-        None => {
-            store
+    let rows =
+        match only {
+            None => store
                 .fetch_all(
-                    "SELECT r.monitor_id, m.name, r.at, r.latency_us, r.status, r.error \
+                    "SELECT r.monitor_id, m.name, r.at, r.verdict, r.latency_us, r.status, r.error \
                      FROM check_results r JOIN monitors m ON m.id = r.monitor_id \
-                     WHERE r.verdict = 'down' AND r.at <= $1 \
+                     WHERE r.verdict <> 'up' AND r.at <= $1 \
                      AND (r.at < $1 OR r.monitor_id < $2) \
                      ORDER BY r.at DESC, r.monitor_id DESC LIMIT $3",
                     args![before.at, before.monitor_id, limit],
                 )
-                .await?
-        }
-        Some(id) => {
-            store
+                .await?,
+            Some(id) => store
                 .fetch_all(
-                    "SELECT r.monitor_id, m.name, r.at, r.latency_us, r.status, r.error \
+                    "SELECT r.monitor_id, m.name, r.at, r.verdict, r.latency_us, r.status, r.error \
                      FROM check_results r JOIN monitors m ON m.id = r.monitor_id \
-                     WHERE r.monitor_id = $1 AND r.verdict = 'down' AND r.at < $2 \
+                     WHERE r.monitor_id = $1 AND r.verdict <> 'up' AND r.at < $2 \
                      ORDER BY r.at DESC LIMIT $3",
                     args![id, before.at, limit],
                 )
-                .await?
-        }
-    };
+                .await?,
+        };
     Ok(rows)
+}
+
+/// A stretch of degraded or down checks with no passing check between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    /// The first degraded or down check, UTC ms.
+    pub start: i64,
+    /// The first `up` check after it; `None` while it goes on.
+    pub end: Option<i64>,
+    /// `down` if any check of the stretch was down, else `degraded`.
+    pub worst: String,
+    pub checks: usize,
+    /// The stretch began before the oldest check read, so `start` is later than the truth.
+    pub cut: bool,
+}
+
+impl Incident {
+    /// How long it lasted, or has lasted by `now`, in ms.
+    pub fn duration(&self, now: i64) -> i64 {
+        self.end.unwrap_or(now).max(self.start) - self.start
+    }
+}
+
+/// A degraded or down check and when the monitor's next check (of any verdict) ran.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProblemCheck {
+    pub at: i64,
+    pub verdict: String,
+    pub next_at: Option<i64>,
+}
+
+/// Incidents among `checks` (any order), newest first. Two problem checks belong to one
+/// incident when the first one's next check is the second; otherwise a passing check ran
+/// between them, and that check is where the first incident ended. `complete` says whether
+/// `checks` holds every problem check since the window began; when it does not, the oldest
+/// incident may have begun earlier.
+pub fn incidents(checks: &[ProblemCheck], complete: bool) -> Vec<Incident> {
+    let mut sorted: Vec<&ProblemCheck> = checks.iter().collect();
+    sorted.sort_by_key(|c| c.at);
+    let mut out: Vec<Incident> = Vec::new();
+    let mut last_next: Option<i64> = None;
+    for c in sorted {
+        let continues = !out.is_empty() && last_next == Some(c.at);
+        if !continues {
+            out.push(Incident {
+                start: c.at,
+                end: None,
+                worst: c.verdict.clone(),
+                checks: 0,
+                cut: out.is_empty() && !complete,
+            });
+        }
+        if let Some(i) = out.last_mut() {
+            i.checks += 1;
+            if c.verdict == "down" {
+                i.worst = "down".into();
+            }
+            i.end = c.next_at;
+        }
+        last_next = c.next_at;
+    }
+    out.reverse();
+    out
+}
+
+/// Mean time to recovery, in ms: the mean duration of the incidents that ended.
+pub fn mttr(incidents: &[Incident]) -> Option<i64> {
+    let ended: Vec<i64> = incidents
+        .iter()
+        .filter(|i| i.end.is_some() && !i.cut)
+        .map(|i| i.duration(0))
+        .collect();
+    (!ended.is_empty()).then(|| ended.iter().sum::<i64>() / ended.len() as i64)
+}
+
+/// Monitor `id`'s incidents since `from` (UTC ms), newest first, read from at most `limit`
+/// problem checks. Each problem check comes with its monitor's next check, one seek on the
+/// results' primary key, so the cost follows the number of problem checks, never the
+/// number of passing ones.
+pub async fn monitor_incidents(
+    store: &Store,
+    id: i64,
+    from: i64,
+    limit: i64,
+) -> Result<Vec<Incident>> {
+    let rows: Vec<ProblemCheck> = store
+        .fetch_all(
+            "SELECT f.at, f.verdict, (SELECT n.at FROM check_results n \
+             WHERE n.monitor_id = $1 AND n.at > f.at ORDER BY n.at LIMIT 1) AS next_at \
+             FROM check_results f WHERE f.monitor_id = $1 AND f.verdict <> 'up' AND f.at >= $2 \
+             ORDER BY f.at DESC LIMIT $3",
+            args![id, from, limit],
+        )
+        .await?;
+    let complete = (rows.len() as i64) < limit;
+    Ok(incidents(&rows, complete))
 }
 
 #[cfg(test)]
@@ -259,6 +354,49 @@ mod tests {
             [("up", 5, 5, 1), ("down", 3, 4, 2), ("up", 1, 2, 2)]
         );
         assert!(runs(&[]).is_empty());
+    }
+
+    fn problem(at: i64, verdict: &str, next_at: Option<i64>) -> ProblemCheck {
+        ProblemCheck {
+            at,
+            verdict: verdict.into(),
+            next_at,
+        }
+    }
+
+    #[test]
+    fn incidents_split_at_passing_checks_and_the_last_may_go_on() {
+        // Checks every 10: 10 degraded, 20 down, 30 up; 50 down, 60 (up); 80 degraded, ongoing.
+        let rows = [
+            problem(80, "degraded", None),
+            problem(50, "down", Some(60)),
+            problem(20, "down", Some(30)),
+            problem(10, "degraded", Some(20)),
+        ];
+        let got = incidents(&rows, true);
+        let summary: Vec<(i64, Option<i64>, &str, usize)> = got
+            .iter()
+            .map(|i| (i.start, i.end, i.worst.as_str(), i.checks))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (80, None, "degraded", 1),
+                (50, Some(60), "down", 1),
+                (10, Some(30), "down", 2)
+            ]
+        );
+        assert_eq!(got[0].duration(100), 20);
+        assert_eq!(got[2].duration(100), 20);
+        // Two ended incidents of 10 and 20.
+        assert_eq!(mttr(&got), Some(15));
+        assert!(incidents(&[], true).is_empty());
+        assert_eq!(mttr(&[]), None);
+        // A window that did not hold every problem check: the oldest may have begun earlier
+        // and stays out of the mean.
+        let cut = incidents(&rows[..2], false);
+        assert!(cut[1].cut && !cut[0].cut);
+        assert_eq!(mttr(&cut), None);
     }
 
     #[test]

@@ -48,7 +48,8 @@ async fn integrations(state: &AppState, only: Option<i64>) -> Result<Vec<Integra
 }
 
 /// The status grid: every monitor's state, last check, uptime over 24 h / 7 d / 30 d and
-/// latency percentiles over 24 h.
+/// latency percentiles over 24 h. Problems first: down monitors, then degraded ones, then the
+/// rest, each group by name.
 #[utoipa::path(get, path = "/api/v1/integrations", tag = "health", security(("api_key" = [])),
     responses((status = 200, body = IntegrationList), (status = 403, body = ErrorBody)))]
 async fn list_integrations(

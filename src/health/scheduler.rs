@@ -177,6 +177,14 @@ impl Health {
         self.with_standby(store, |g| g.rows(now, None)).await
     }
 
+    /// Monitors by state and the ones down or degraded, from memory like [`Health::rows`].
+    pub async fn summary(&self, store: &Store) -> Result<super::grid::Summary, super::HealthError> {
+        if let Some(grid) = self.grid.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Ok(grid.summary());
+        }
+        self.with_standby(store, |g| g.summary()).await
+    }
+
     /// The whole grid as `{"integrations": [...]}`, mostly from rows cached as JSON.
     pub async fn grid_json(&self, store: &Store) -> Result<Vec<u8>, super::HealthError> {
         let now = now_ms();

@@ -4,6 +4,8 @@
 //! exists the figure is `null`: the contract's shape is fixed now so clients can be built against
 //! it, and nothing here ever invents a number.
 
+pub mod triage;
+
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -17,9 +19,9 @@ use utoipa_axum::routes;
 
 use crate::access::Scope;
 use crate::app::AppState;
+use crate::http::Result;
 use crate::http::auth::Auth;
 use crate::http::error::ErrorBody;
-use crate::http::{ApiError, Result};
 use crate::money::Money;
 
 /// Every headline figure, in display order, with the capability that will supply it.
@@ -161,7 +163,13 @@ pub struct Overview {
 #[into_params(parameter_in = Query)]
 pub struct OverviewQuery {
     /// Length of the period ending now: `<n>d` or `<n>h`, e.g. `30d` (default), `7d`, `24h`.
+    /// Not with `from`/`to` (except as `custom`).
     pub period: Option<String>,
+    /// First day of a custom period, `YYYY-MM-DD` (UTC, included); needs `to`.
+    pub from: Option<String>,
+    /// Last day of a custom period, `YYYY-MM-DD` (UTC, included, not after today; today counts
+    /// until now); needs `from`. At most 1095 days.
+    pub to: Option<String>,
 }
 
 /// Parses `30d` / `24h` into seconds; 1 hour to 3 years.
@@ -294,18 +302,23 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Every headline figure for the period, with the previous period and percent change.
 #[utoipa::path(get, path = "/api/v1/metrics/overview", tag = "metrics", security(("api_key" = [])),
     params(OverviewQuery),
-    responses((status = 200, body = Overview), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Overview),
+              (status = 400, body = ErrorBody, description = "A bad `from`/`to`: not a day, only one of them, `to` before `from` or in the future, longer than 1095 days, or beside `period`"),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody, description = "A bad `period`")))]
 async fn get_overview(
     State(state): State<AppState>,
     Auth(p): Auth,
     Query(q): Query<OverviewQuery>,
 ) -> Result<Json<Overview>> {
     p.require(Scope::Read)?;
-    let secs = parse_period(q.period.as_deref().unwrap_or("30d")).map_err(ApiError::Invalid)?;
-    Ok(Json(
-        overview(&state, OffsetDateTime::now_utc(), secs).await?,
-    ))
+    let w = triage::window(
+        q.period.as_deref(),
+        q.from.as_deref(),
+        q.to.as_deref(),
+        OffsetDateTime::now_utc(),
+    )?;
+    Ok(Json(overview(&state, w.end, w.secs).await?))
 }
 
 #[cfg(test)]

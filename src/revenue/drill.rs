@@ -317,6 +317,52 @@ pub struct PaymentRow {
     pub failed: bool,
 }
 
+/// A customer with failed payments in a period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedCustomer {
+    pub customer: String,
+    /// Failed payment objects (invoices, payment intents, charges) of the period.
+    pub failures: i64,
+    /// The latest, UTC ms.
+    pub last: i64,
+}
+
+/// Customers with a failed payment in `[from, to)`, the latest failure first, at most `limit`,
+/// and how many customers there are in all. Read through the partial index over failed
+/// payments, so the cost follows the failures, not the payments.
+pub async fn failed_customers(
+    store: &Store,
+    from: i64,
+    to: i64,
+    limit: i64,
+) -> Result<(Vec<FailedCustomer>, i64)> {
+    let rows: Vec<(String, i64, i64)> = store
+        .fetch_all(
+            "SELECT customer_id, COUNT(*), MAX(created) FROM revenue_payments \
+             WHERE failed = 1 AND created >= $1 AND created < $2 AND customer_id IS NOT NULL \
+             GROUP BY customer_id ORDER BY MAX(created) DESC, customer_id LIMIT $3",
+            args![from, to, limit],
+        )
+        .await?;
+    let (total,): (i64,) = store
+        .fetch_one(
+            "SELECT COUNT(DISTINCT customer_id) FROM revenue_payments \
+             WHERE failed = 1 AND created >= $1 AND created < $2 AND customer_id IS NOT NULL",
+            args![from, to],
+        )
+        .await?;
+    Ok((
+        rows.into_iter()
+            .map(|(customer, failures, last)| FailedCustomer {
+                customer,
+                failures,
+                last,
+            })
+            .collect(),
+        total,
+    ))
+}
+
 /// Kinds [`payments`] lists.
 pub const PAYMENT_KINDS: &[&str] = &["invoice", "payment_intent", "charge", "refund", "dispute"];
 

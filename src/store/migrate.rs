@@ -133,6 +133,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0020_customer_mrr_today.sql"),
         include_str!("../../migrations/postgres/0020_customer_mrr_today.sql"),
     ),
+    (
+        21,
+        "problems first",
+        include_str!("../../migrations/sqlite/0021_problems_first.sql"),
+        include_str!("../../migrations/postgres/0021_problems_first.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -524,6 +524,18 @@ pub async fn at_risk(store: &Store, limit: i64) -> Result<Vec<AtRisk>> {
     standings(store, true, limit).await
 }
 
+/// How many customers are in warning or worse this period (the partial index over them).
+pub async fn at_risk_count(store: &Store) -> Result<i64> {
+    let period = month_of(now_ms());
+    let (n,): (i64,) = store
+        .fetch_one(
+            "SELECT COUNT(*) FROM quota_states WHERE period_start = $1 AND state <> 'ok'",
+            args![period.0],
+        )
+        .await?;
+    Ok(n)
+}
+
 /// Customers by percent of quota this period, highest first, whatever their state. An `ok`
 /// customer's percent is at most a point behind (see [`evaluate`]).
 pub async fn by_percent(store: &Store, limit: i64) -> Result<Vec<AtRisk>> {

@@ -9,6 +9,13 @@
 //! `'unsafe-inline'` for styles, so `style` attributes would be dropped by the browser.
 //! Coordinates are computed in tenths of a unit as integers, which keeps the output small and
 //! byte-for-byte deterministic.
+//!
+//! SVG text scales with the drawing, so one drawing cannot keep its text readable from a phone
+//! to a desktop. Each chart is therefore drawn twice, laid out for a wide and a narrow box
+//! (fewer x labels, the legend wrapped sooner), inside a `chart-frame` whose container query
+//! shows the one that keeps the text at 11 px or more. Every bar and point carries its value as
+//! a `<title>` (the hover text); a chart may mark its last label as a period still running and
+//! link each label somewhere (e.g. an MRR day to that day's movements).
 
 use std::fmt::{self, Write as _};
 
@@ -18,7 +25,27 @@ pub struct Series {
     pub values: Vec<f64>,
 }
 
-const WIDTH: i64 = 720;
+/// A layout: the drawing's width in user units and how many x labels it prints at most.
+/// The stylesheet shows `wide` in boxes of 660 px or more (text ≥ 11 px) and `narrow` below,
+/// never wider than 540 px (text ≤ 18 px).
+struct Size {
+    width: f64,
+    max_x_labels: usize,
+    class: &'static str,
+}
+
+const WIDE: Size = Size {
+    width: 720.0,
+    max_x_labels: 8,
+    class: "chart-wide",
+};
+const NARROW: Size = Size {
+    width: 360.0,
+    max_x_labels: 4,
+    class: "chart-narrow",
+};
+/// The "no data" placeholder's width: narrow, so that its text stays readable on a phone.
+const EMPTY_WIDTH: i64 = 360;
 /// Height of the chart without a legend; the legend adds rows on top so that the plot keeps the
 /// same size whatever the number of series.
 const BASE_HEIGHT: f64 = 220.0;
@@ -30,7 +57,6 @@ const TOP: f64 = 10.0;
 const BOTTOM: f64 = 24.0;
 const RIGHT: f64 = 12.0;
 const LEGEND_ROW: f64 = 18.0;
-const MAX_X_LABELS: usize = 8;
 const X_LABEL_CHARS: usize = 14;
 const LEGEND_CHARS: usize = 24;
 /// Values beyond this are clamped so that stacked sums and tick arithmetic stay finite.
@@ -40,6 +66,26 @@ const MAX_VALUE: f64 = 1e300;
 const MIN_VALUE: f64 = 1e-300;
 const PALETTE: usize = 8;
 const NO_DATA: &str = "No data for this period";
+/// The legend's note for a last label still running.
+const PARTIAL_NOTE: &str = "so far (period not over)";
+
+/// What a chart may carry besides its values.
+#[derive(Default, Clone, Copy)]
+pub struct Marks<'a> {
+    /// The last label is a period still running (today, this week): its bars or point are
+    /// drawn lighter, its hover text and the legend say so.
+    pub partial_last: bool,
+    /// Where each label's bars or point lead, aligned with the labels.
+    pub links: Option<&'a [String]>,
+}
+
+/// Both layouts of a chart in their frame, or the placeholder when there is nothing to draw.
+fn framed(aria_label: &str, draw: impl Fn(&Size) -> Option<String>) -> String {
+    match (draw(&WIDE), draw(&NARROW)) {
+        (Some(wide), Some(narrow)) => format!("<div class=\"chart-frame\">{wide}{narrow}</div>"),
+        _ => empty(aria_label),
+    }
+}
 
 /// Vertical bars, one per label, stacked when several series are given (e.g. cost per provider per day).
 pub fn bars(
@@ -48,17 +94,43 @@ pub fn bars(
     format_value: &dyn Fn(f64) -> String,
     aria_label: &str,
 ) -> String {
+    bars_with(labels, series, format_value, aria_label, Marks::default())
+}
+
+/// [`bars`] with marks.
+pub fn bars_with(
+    labels: &[String],
+    series: &[Series],
+    format_value: &dyn Fn(f64) -> String,
+    aria_label: &str,
+    marks: Marks<'_>,
+) -> String {
+    framed(aria_label, |size| {
+        draw_bars(size, labels, series, format_value, aria_label, marks)
+    })
+}
+
+fn draw_bars(
+    size: &Size,
+    labels: &[String],
+    series: &[Series],
+    format_value: &dyn Fn(f64) -> String,
+    aria_label: &str,
+    marks: Marks<'_>,
+) -> Option<String> {
     let values = clean(labels.len(), series);
     let max = (0..labels.len())
         .map(|i| values.iter().map(|v| v[i]).sum::<f64>())
         .fold(0.0, f64::max);
     stacked(
+        size,
         labels,
         series,
         &values,
         nice_scale(max),
         format_value,
         aria_label,
+        marks,
     )
 }
 
@@ -70,6 +142,30 @@ pub fn diverging_bars(
     format_value: &dyn Fn(f64) -> String,
     aria_label: &str,
 ) -> String {
+    diverging_bars_with(labels, series, format_value, aria_label, Marks::default())
+}
+
+/// [`diverging_bars`] with marks.
+pub fn diverging_bars_with(
+    labels: &[String],
+    series: &[Series],
+    format_value: &dyn Fn(f64) -> String,
+    aria_label: &str,
+    marks: Marks<'_>,
+) -> String {
+    framed(aria_label, |size| {
+        draw_diverging(size, labels, series, format_value, aria_label, marks)
+    })
+}
+
+fn draw_diverging(
+    size: &Size,
+    labels: &[String],
+    series: &[Series],
+    format_value: &dyn Fn(f64) -> String,
+    aria_label: &str,
+    marks: Marks<'_>,
+) -> Option<String> {
     let n = labels.len();
     let values: Vec<Vec<f64>> = series
         .iter()
@@ -101,23 +197,33 @@ pub fn diverging_bars(
             .fold(0.0, f64::max)
     };
     let scale = diverging_scale(side(true), side(false));
-    stacked(labels, series, &values, scale, format_value, aria_label)
+    stacked(
+        size,
+        labels,
+        series,
+        &values,
+        scale,
+        format_value,
+        aria_label,
+        marks,
+    )
 }
 
 /// Draws one bar per label, each series' segment stacked on the previous ones: upwards from
 /// zero for positive values, downwards for negative ones.
+#[allow(clippy::too_many_arguments)]
 fn stacked(
+    size: &Size,
     labels: &[String],
     series: &[Series],
     values: &[Vec<f64>],
     scale: Option<Scale>,
     format_value: &dyn Fn(f64) -> String,
     aria_label: &str,
-) -> String {
+    marks: Marks<'_>,
+) -> Option<String> {
     let n = labels.len();
-    let Some(frame) = Frame::new(labels, series, scale, format_value) else {
-        return empty(aria_label);
-    };
+    let frame = Frame::new(size, labels, series, scale, format_value, marks)?;
     let mut out = String::new();
     frame.open(&mut out, aria_label);
     frame.grid(&mut out);
@@ -143,24 +249,45 @@ fn stacked(
             let a = frame.y(*cum);
             *cum += v;
             let b = frame.y(*cum);
+            let partial = marks.partial_last && i + 1 == n;
+            open_link(&mut out, marks, i);
             put(
                 &mut out,
                 format_args!(
-                    "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"><title>{}</title></rect>",
+                    "<rect{} x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"><title>{}</title></rect>",
+                    if partial {
+                        " class=\"chart-partial\""
+                    } else {
+                        ""
+                    },
                     T(x0),
                     T(a.min(b)),
                     T(x1 - x0),
                     T((a - b).abs()),
-                    Esc(&tooltip(&labels[i], &ser.name, &format_value(v))),
+                    Esc(&tooltip(&labels[i], &ser.name, &format_value(v), partial)),
                 ),
             );
+            close_link(&mut out, marks, i);
         }
         out.push_str("</g>");
     }
     frame.x_axis(&mut out, labels, |i| frame.left + slot * (i as f64 + 0.5));
     frame.legend(&mut out, series);
     out.push_str("</svg>");
-    out
+    Some(out)
+}
+
+/// Opens label `i`'s link, if the chart has one for it.
+fn open_link(out: &mut String, marks: Marks<'_>, i: usize) {
+    if let Some(href) = marks.links.and_then(|l| l.get(i)) {
+        put(out, format_args!("<a href=\"{}\">", Esc(href)));
+    }
+}
+
+fn close_link(out: &mut String, marks: Marks<'_>, i: usize) {
+    if marks.links.and_then(|l| l.get(i)).is_some() {
+        out.push_str("</a>");
+    }
 }
 
 /// A line per series over the same labels (e.g. latency p50/p95 per day).
@@ -170,14 +297,36 @@ pub fn lines(
     format_value: &dyn Fn(f64) -> String,
     aria_label: &str,
 ) -> String {
+    lines_with(labels, series, format_value, aria_label, Marks::default())
+}
+
+/// [`lines`] with marks.
+pub fn lines_with(
+    labels: &[String],
+    series: &[Series],
+    format_value: &dyn Fn(f64) -> String,
+    aria_label: &str,
+    marks: Marks<'_>,
+) -> String {
+    framed(aria_label, |size| {
+        draw_lines(size, labels, series, format_value, aria_label, marks)
+    })
+}
+
+fn draw_lines(
+    size: &Size,
+    labels: &[String],
+    series: &[Series],
+    format_value: &dyn Fn(f64) -> String,
+    aria_label: &str,
+    marks: Marks<'_>,
+) -> Option<String> {
     let values = clean(labels.len(), series);
     let peaks: Vec<f64> = (0..labels.len())
         .map(|i| values.iter().map(|v| v[i]).fold(0.0, f64::max))
         .collect();
     let max = peaks.iter().copied().fold(0.0, f64::max);
-    let Some(frame) = Frame::new(labels, series, nice_scale(max), format_value) else {
-        return empty(aria_label);
-    };
+    let frame = Frame::new(size, labels, series, nice_scale(max), format_value, marks)?;
     let mut out = String::new();
     frame.open(&mut out, aria_label);
     frame.grid(&mut out);
@@ -209,22 +358,30 @@ pub fn lines(
         }
         out.push_str("\"/>");
         for (i, &v) in vals.iter().enumerate() {
+            let partial = marks.partial_last && i + 1 == n;
+            open_link(&mut out, marks, i);
             put(
                 &mut out,
                 format_args!(
-                    "<circle cx=\"{}\" cy=\"{}\" r=\"{r}\"><title>{}</title></circle>",
+                    "<circle{} cx=\"{}\" cy=\"{}\" r=\"{r}\"><title>{}</title></circle>",
+                    if partial {
+                        " class=\"chart-partial\""
+                    } else {
+                        ""
+                    },
                     T(tenths(x_at(i))),
                     T(frame.y(v)),
-                    Esc(&tooltip(&labels[i], &ser.name, &format_value(v))),
+                    Esc(&tooltip(&labels[i], &ser.name, &format_value(v), partial)),
                 ),
             );
+            close_link(&mut out, marks, i);
         }
         out.push_str("</g>");
     }
     frame.x_axis(&mut out, labels, x_at);
     frame.legend(&mut out, series);
     out.push_str("</svg>");
-    out
+    Some(out)
 }
 
 /// Values per series, padded or cut to the number of labels, with everything that cannot be
@@ -246,28 +403,34 @@ fn clean(n: usize, series: &[Series]) -> Vec<Vec<f64>> {
 /// The placeholder shown instead of a chart, so that pages never divide by an empty range.
 fn empty(aria_label: &str) -> String {
     format!(
-        "<svg class=\"chart chart-empty\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} 48\" \
+        "<svg class=\"chart chart-empty\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {EMPTY_WIDTH} 48\" \
          width=\"100%\" font-size=\"{FONT_SIZE}\" role=\"img\" aria-label=\"{}\">\
          <text x=\"{}\" y=\"28\" text-anchor=\"middle\">{NO_DATA}</text></svg>",
         Esc(&format!("{aria_label}: {NO_DATA}")),
-        WIDTH / 2,
+        EMPTY_WIDTH / 2,
     )
 }
 
-fn tooltip(label: &str, name: &str, value: &str) -> String {
+fn tooltip(label: &str, name: &str, value: &str, partial: bool) -> String {
+    let so_far = if partial { " (so far)" } else { "" };
     if name.is_empty() {
-        format!("{label}: {value}")
+        format!("{label}: {value}{so_far}")
     } else {
-        format!("{label}: {name} {value}")
+        format!("{label}: {name} {value}{so_far}")
     }
 }
 
 /// The layout shared by both chart kinds: the value scale and where the plot sits.
 struct Frame {
+    width: f64,
+    class: &'static str,
+    max_x_labels: usize,
     scale: Scale,
     /// Formatted tick labels, computed once because they also decide the left margin.
     tick_labels: Vec<String>,
     legend: Vec<LegendItem>,
+    /// The note for a partial last label, after the series' names.
+    partial_note: Option<LegendItem>,
     height: f64,
     left: f64,
     plot_top: f64,
@@ -284,11 +447,14 @@ struct LegendItem {
 impl Frame {
     /// `None` when there is nothing to draw: no labels, no series, or every value zero.
     fn new(
+        size: &Size,
         labels: &[String],
         series: &[Series],
         scale: Option<Scale>,
         format_value: &dyn Fn(f64) -> String,
+        marks: Marks<'_>,
     ) -> Option<Self> {
+        let width = size.width;
         if labels.is_empty() || series.is_empty() {
             return None;
         }
@@ -300,31 +466,40 @@ impl Frame {
             .max()
             .unwrap_or(1);
         let left = (widest as f64 * CHAR_W + 10.0).clamp(36.0, 160.0);
-        let plot_w = WIDTH as f64 - left - RIGHT;
+        let plot_w = width - left - RIGHT;
 
         let mut legend = Vec::new();
+        let (mut x, mut row) = (left, 0);
+        let mut place = |text: String| {
+            let w = 14.0 + text.chars().count() as f64 * CHAR_W + 16.0;
+            if x > left && x + w > width - RIGHT {
+                x = left;
+                row += 1;
+            }
+            let item = LegendItem { x, row, text };
+            x += w;
+            item
+        };
         if series.len() > 1 {
-            let (mut x, mut row) = (left, 0);
             for s in series {
-                let text = clip(&s.name, LEGEND_CHARS);
-                let w = 14.0 + text.chars().count() as f64 * CHAR_W + 16.0;
-                if x > left && x + w > WIDTH as f64 - RIGHT {
-                    x = left;
-                    row += 1;
-                }
-                legend.push(LegendItem { x, row, text });
-                x += w;
+                legend.push(place(clip(&s.name, LEGEND_CHARS)));
             }
         }
-        let legend_h = legend
-            .last()
+        let partial_note = marks.partial_last.then(|| place(PARTIAL_NOTE.to_string()));
+        let legend_h = partial_note
+            .as_ref()
+            .or(legend.last())
             .map_or(0.0, |item| (item.row + 1) as f64 * LEGEND_ROW);
         let plot_top = TOP + legend_h;
         let height = BASE_HEIGHT + legend_h;
         Some(Self {
+            width,
+            class: size.class,
+            max_x_labels: size.max_x_labels,
             scale,
             tick_labels,
             legend,
+            partial_note,
             height,
             left,
             plot_top,
@@ -347,8 +522,10 @@ impl Frame {
         put(
             out,
             format_args!(
-                "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {}\" \
+                "<svg class=\"chart {}\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {} {}\" \
                  width=\"100%\" font-size=\"{FONT_SIZE}\" role=\"img\" aria-label=\"{}\">",
+                self.class,
+                T(tenths(self.width)),
                 T(tenths(self.height)),
                 Esc(aria_label),
             ),
@@ -401,13 +578,13 @@ impl Frame {
             .unwrap_or(1);
         let min_gap = widest as f64 * CHAR_W + 12.0;
         let fit = (self.plot_w / min_gap) as usize;
-        let placed: Vec<(f64, String)> = thin(labels.len(), fit.clamp(2, MAX_X_LABELS))
+        let placed: Vec<(f64, String)> = thin(labels.len(), fit.clamp(2, self.max_x_labels))
             .into_iter()
             .map(|i| {
                 let text = clip(&labels[i], X_LABEL_CHARS);
                 let half = text.chars().count() as f64 * CHAR_W / 2.0;
                 // max/min rather than clamp: clamp panics if a label were ever wider than the chart.
-                let x = x_at(i).min(WIDTH as f64 - 4.0 - half).max(4.0 + half);
+                let x = x_at(i).min(self.width - 4.0 - half).max(4.0 + half);
                 (x, text)
             })
             .collect();
@@ -435,10 +612,25 @@ impl Frame {
     }
 
     fn legend(&self, out: &mut String, series: &[Series]) {
-        if self.legend.is_empty() {
+        if self.legend.is_empty() && self.partial_note.is_none() {
             return;
         }
         out.push_str("<g class=\"chart-legend\">");
+        if let Some(item) = &self.partial_note {
+            let y = TOP + item.row as f64 * LEGEND_ROW;
+            put(
+                out,
+                format_args!(
+                    "<g><rect class=\"chart-partial-key\" x=\"{}\" y=\"{}\" width=\"10\" height=\"10\"/>\
+                     <text x=\"{}\" y=\"{}\">{}</text></g>",
+                    T(tenths(item.x)),
+                    T(tenths(y + 1.0)),
+                    T(tenths(item.x + 14.0)),
+                    T(tenths(y + 10.0)),
+                    Esc(&item.text),
+                ),
+            );
+        }
         for (s, (item, ser)) in self.legend.iter().zip(series).enumerate() {
             let y = TOP + item.row as f64 * LEGEND_ROW;
             put(
@@ -606,6 +798,85 @@ fn put(out: &mut String, args: fmt::Arguments<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The wide layout alone, as one SVG; `framed` is tested on its own below.
+    fn bars(l: &[String], s: &[Series], f: &dyn Fn(f64) -> String, a: &str) -> String {
+        draw_bars(&WIDE, l, s, f, a, Marks::default()).unwrap_or_else(|| empty(a))
+    }
+
+    fn lines(l: &[String], s: &[Series], f: &dyn Fn(f64) -> String, a: &str) -> String {
+        draw_lines(&WIDE, l, s, f, a, Marks::default()).unwrap_or_else(|| empty(a))
+    }
+
+    fn diverging_bars(l: &[String], s: &[Series], f: &dyn Fn(f64) -> String, a: &str) -> String {
+        draw_diverging(&WIDE, l, s, f, a, Marks::default()).unwrap_or_else(|| empty(a))
+    }
+
+    /// The x labels a drawing prints.
+    fn x_labels(svg: &str) -> usize {
+        let axis = svg.rfind("<g class=\"chart-axis\"").expect("x axis");
+        texts(&svg[axis..], "<g")
+    }
+
+    #[test]
+    fn each_chart_comes_wide_and_narrow() {
+        let l: Vec<String> = (1..=30).map(|d| format!("11-{d:02}")).collect();
+        let v: Vec<f64> = (1..=30).map(f64::from).collect();
+        let html = super::bars(&l, &[series("a", &v)], &money, "Calls");
+        assert!(html.starts_with("<div class=\"chart-frame\"><svg class=\"chart chart-wide\""));
+        let narrow_at = html
+            .find("<svg class=\"chart chart-narrow\"")
+            .expect("narrow");
+        let (wide, narrow) = html.split_at(narrow_at);
+        let wide = &wide["<div class=\"chart-frame\">".len()..];
+        let narrow = narrow.strip_suffix("</div>").expect("frame closed");
+        assert_well_formed(wide);
+        assert_well_formed(narrow);
+        assert!(narrow.contains("viewBox=\"0 0 360 "));
+        assert!(x_labels(narrow) <= NARROW.max_x_labels && x_labels(wide) > x_labels(narrow));
+        // Nothing to draw is the one placeholder, not a frame.
+        let none = super::bars(&l, &[series("a", &[])], &money, "Calls");
+        assert!(none.starts_with("<svg") && none.contains(NO_DATA));
+    }
+
+    #[test]
+    fn the_running_period_is_marked_and_labels_link() {
+        let l = labels(3);
+        let links: Vec<String> = (1..=3)
+            .map(|d| format!("/revenue?day=2026-01-0{d}&x"))
+            .collect();
+        let marks = Marks {
+            partial_last: true,
+            links: Some(&links),
+        };
+        for svg in [
+            draw_bars(
+                &WIDE,
+                &l,
+                &[series("a", &[1.0, 2.0, 3.0])],
+                &money,
+                "x",
+                marks,
+            ),
+            draw_lines(
+                &WIDE,
+                &l,
+                &[series("a", &[1.0, 2.0, 3.0])],
+                &money,
+                "x",
+                marks,
+            ),
+        ] {
+            let svg = svg.expect("drawn");
+            assert_well_formed(&svg);
+            assert_eq!(svg.matches("class=\"chart-partial\"").count(), 1, "{svg}");
+            assert!(svg.contains("2026-01-03: a $3.00 (so far)"));
+            assert!(svg.contains("2026-01-02: a $2.00</title>"));
+            assert!(svg.contains(PARTIAL_NOTE) && svg.contains("chart-partial-key"));
+            assert!(svg.contains("<a href=\"/revenue?day=2026-01-01&amp;x\">"));
+            assert_eq!(svg.matches("<a href").count(), 3);
+        }
+    }
 
     fn money(v: f64) -> String {
         format!("${v:.2}")
@@ -792,8 +1063,8 @@ mod tests {
     #[test]
     fn x_labels_are_thinned() {
         for n in [1, 2, 7, 8, 9, 30, 31, 90, 364, 365, 366, 1000] {
-            let shown = thin(n, MAX_X_LABELS);
-            assert!(shown.len() <= MAX_X_LABELS, "{n}: {shown:?}");
+            let shown = thin(n, WIDE.max_x_labels);
+            assert!(shown.len() <= WIDE.max_x_labels, "{n}: {shown:?}");
             assert_eq!(shown.first(), Some(&0));
             assert_eq!(shown.last(), Some(&(n - 1)));
             assert!(shown.windows(2).all(|w| w[0] < w[1]));
@@ -814,7 +1085,7 @@ mod tests {
                 .collect();
             // "day 364" is 7 characters: printed labels must not overlap.
             assert!(xs.windows(2).all(|w| w[1] - w[0] >= 7.0 * CHAR_W), "{xs:?}");
-            assert!((2..=MAX_X_LABELS).contains(&n), "{n}");
+            assert!((2..=WIDE.max_x_labels).contains(&n), "{n}");
             assert!(svg[axis..].contains(">day 0<") && svg[axis..].contains(">day 364<"));
         }
     }

@@ -24,7 +24,7 @@ use crate::app::AppState;
 use crate::health::HealthError;
 use crate::health::definition;
 use crate::health::grid::Integration;
-use crate::health::history::{self, Check, Cursor, Failure, Run};
+use crate::health::history::{self, Check, Cursor, Failure, Incident, Run};
 use crate::health::monitor::{Invalid, Kind, MonitorSpec};
 use crate::health::store as monitors;
 use crate::http::ApiError;
@@ -39,7 +39,7 @@ const GRID_PAGE: usize = 200;
 /// Rows per page of the error log, the webhook receipts and a monitor's results.
 const LOG_PAGE: i64 = 50;
 /// The grid's states, in the order the counts show them.
-pub const STATES: [&str; 5] = ["up", "degraded", "down", "unknown", "paused"];
+pub const STATES: [&str; 5] = ["down", "degraded", "up", "unknown", "paused"];
 /// Longest error shown in a table cell; the whole text is in the cell's title.
 const ERROR_CHARS: usize = 80;
 
@@ -669,6 +669,11 @@ struct DetailPage {
     daily_p95: String,
     days: Vec<Day>,
     runs: Vec<Run>,
+    /// Stretches of degraded or down checks over the last [`INCIDENT_DAYS`], newest first.
+    incidents: Vec<Incident>,
+    /// Mean time to recovery over those that ended, in ms.
+    mttr: Option<i64>,
+    now: i64,
     /// How many checks the verdict history covers.
     run_span: usize,
     checks: Vec<Check>,
@@ -688,6 +693,15 @@ struct DetailPage {
 /// Checks the verdict history is drawn from: enough to show recent flapping, bounded so the
 /// page never reads a monitor's whole history.
 const RUN_CHECKS: i64 = 500;
+/// The incidents table covers this many days (as far as raw results are kept) ...
+const INCIDENT_DAYS: i64 = 30;
+/// ... read from at most this many degraded or down checks.
+const INCIDENT_CHECKS: i64 = 5_000;
+
+/// A duration in milliseconds, through the one formatter: "45 s", "12 min", "3 h".
+pub fn span(ms: impl std::borrow::Borrow<i64>) -> String {
+    super::format::duration_ms(*ms.borrow() as f64)
+}
 
 fn hour_label(ms: i64) -> String {
     let fmt = time::macros::format_description!("[month]-[day] [hour]:00");
@@ -805,13 +819,15 @@ async fn detail_page(
                 .map_err(|_| ApiError::Invalid("before: not a cursor from this page".into()))?,
         ),
     };
-    let (hours, days, recent, page, readings) = tokio::try_join!(
+    let (hours, days, recent, page, readings, incidents) = tokio::try_join!(
         history::rollups(store, id, "hour", first_hour),
         history::rollups(store, id, "day", first_day),
         history::checks(store, id, i64::MAX, RUN_CHECKS),
         history::checks(store, id, before.unwrap_or(i64::MAX), LOG_PAGE),
         crate::health::forecast::readings(store, id, &row.kind, 7, now),
+        history::monitor_incidents(store, id, now - INCIDENT_DAYS * DAY_MS, INCIDENT_CHECKS),
     )?;
+    let mttr = history::mttr(&incidents);
     let provider = crate::health::providers::Provider::parse(&row.kind).is_some();
     // Extras readings (dotted names) have their own tables below; this one is the check's.
     let latest = readings
@@ -901,6 +917,9 @@ async fn detail_page(
             days,
             run_span: recent.len(),
             runs,
+            incidents,
+            mttr,
+            now,
             checks: page,
             older,
             paged: before.is_some(),

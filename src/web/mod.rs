@@ -1,8 +1,8 @@
 //! Server-rendered pages: sign-in, the layout and navigation, Overview, Revenue, Costs, Usage,
-//! Integrations, Settings (users, API keys, audit log, secrets) and honest placeholders for
-//! capabilities not built yet. Pages read
+//! Integrations, Alerts, Settings (users, API keys, audit log, secrets) and an honest
+//! placeholder for Analytics, not built yet. Pages read
 //! through the same domain functions as the JSON API; templates are compiled into the binary
-//! (askama) and the one stylesheet and script are embedded.
+//! (askama) and the one stylesheet, script and icon are embedded.
 
 mod alerts;
 pub mod chart;
@@ -116,6 +116,8 @@ pub fn router() -> Router<AppState> {
         .route("/settings/plans/{id}/delete", post(metering::delete_plan))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
+        .route("/static/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
 }
 
 /// What the layout needs on every signed-in page.
@@ -202,6 +204,18 @@ async fn js() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../../assets/app.js"),
+    )
+}
+
+/// The icon, an SVG, also at `/favicon.ico` for clients that ask there without reading the
+/// page's `<link rel="icon">`.
+async fn favicon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../../assets/favicon.svg"),
     )
 }
 

@@ -182,7 +182,7 @@ fn drill_link(name: &str) -> Option<(&'static str, bool)> {
 }
 
 /// The interval a period is charted in: days up to a month, weeks up to half a year.
-fn interval_for(secs: i64) -> Interval {
+pub(super) fn interval_for(secs: i64) -> Interval {
     match secs {
         s if s <= 31 * 86_400 => Interval::Day,
         s if s <= 183 * 86_400 => Interval::Week,
@@ -203,6 +203,32 @@ fn bucket_label(ms: i64, interval: Interval) -> String {
 
 /// The MRR line and the movements chart of a series in `currency`.
 pub fn charts(series: &[metrics::Point], currency: &str, interval: Interval) -> (String, String) {
+    charts_marked(series, currency, interval, false)
+}
+
+/// [`charts`], with each day's point and bars linked to that day's movements, and with the last
+/// bucket marked as still running when `running` (a period that ends now).
+pub fn charts_marked(
+    series: &[metrics::Point],
+    currency: &str,
+    interval: Interval,
+    running: bool,
+) -> (String, String) {
+    let links: Vec<String> = series
+        .iter()
+        .map(|p| match interval {
+            Interval::Day => format!("/revenue?day={}#movements", iso_day(p.bucket)),
+            _ => format!(
+                "/revenue?from={}&to={}#movements",
+                iso_day(p.bucket),
+                iso_day(next_bucket(p.bucket, interval) - DAY)
+            ),
+        })
+        .collect();
+    let marks = chart::Marks {
+        partial_last: running,
+        links: Some(&links),
+    };
     let labels: Vec<String> = series
         .iter()
         .map(|p| bucket_label(p.bucket, interval))
@@ -212,7 +238,7 @@ pub fn charts(series: &[metrics::Point], currency: &str, interval: Interval) -> 
     };
     let currency = currency.to_string();
     let fmt = move |v: f64| format::money_major(v, &currency);
-    let mrr = chart::lines(
+    let mrr = chart::lines_with(
         &labels,
         &[Series {
             name: "MRR".into(),
@@ -220,12 +246,13 @@ pub fn charts(series: &[metrics::Point], currency: &str, interval: Interval) -> 
         }],
         &fmt,
         "MRR",
+        marks,
     );
     let of = |name: &str, pick: fn(&metrics::Point) -> &Money| Series {
         name: name.into(),
         values: series.iter().map(|p| major(pick(p))).collect(),
     };
-    let movements = chart::diverging_bars(
+    let movements = chart::diverging_bars_with(
         &labels,
         &[
             of("New", |p| &p.new),
@@ -236,14 +263,51 @@ pub fn charts(series: &[metrics::Point], currency: &str, interval: Interval) -> 
         ],
         &fmt,
         "MRR movements",
+        marks,
     );
     (mrr, movements)
+}
+
+/// `2026-12-06` for a UTC ms day.
+fn iso_day(ms: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_default()
+}
+
+/// Start of the bucket after the one starting at `ms`.
+fn next_bucket(ms: i64, interval: Interval) -> i64 {
+    match interval {
+        Interval::Day => ms + DAY,
+        Interval::Week => ms + 7 * DAY,
+        Interval::Month => {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .ok()
+                .and_then(|t| {
+                    let (y, m) = match t.month() {
+                        time::Month::December => (t.year() + 1, time::Month::January),
+                        m => (t.year(), m.next()),
+                    };
+                    time::Date::from_calendar_date(y, m, 1).ok()
+                })
+                .map_or(ms + 31 * DAY, |d| {
+                    d.midnight().assume_utc().unix_timestamp() * 1000
+                })
+        }
+    }
 }
 
 #[derive(Deserialize)]
 pub struct RevenueParams {
     period: Option<String>,
     kind: Option<String>,
+    /// Movements of this day only (`YYYY-MM-DD`), e.g. from a click on an MRR chart.
+    day: Option<String>,
+    /// Movements of these days only (`YYYY-MM-DD`, both included), e.g. a week's bar.
+    from: Option<String>,
+    to: Option<String>,
     /// Offsets of the customers and movements lists.
     customers_from: Option<i64>,
     movements_from: Option<i64>,
@@ -294,6 +358,8 @@ struct RevenuePage {
     top: Vec<CustomerMrr>,
     top_pager: Pager,
     movements: Vec<MovementRow>,
+    /// The days the movements are narrowed to, as given and in words.
+    days: Option<(String, String, String)>,
     movements_pager: Pager,
     names: Names,
 }
@@ -314,6 +380,39 @@ pub async fn page(
     let now = now_ms();
     let (from, to) = metrics::whole_days(now - secs * 1000, now);
     let interval = interval_for(secs);
+    // A day (or range of days) narrows the movements; the figures keep the period.
+    let (day_from, day_to) = match (given(&q.day), given(&q.from), given(&q.to)) {
+        (Some(d), _, _) => (Some(d.clone()), Some(d)),
+        (None, f, t) => (f, t),
+    };
+    let range = crate::overview::triage::parse_range(
+        day_from.as_deref(),
+        day_to.as_deref(),
+        time::OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| ApiError::Invalid(e.0))?
+    .and_then(|w| w.range);
+    let midnight = |d: time::Date| d.midnight().assume_utc().unix_timestamp() * 1000;
+    let (moves_from, moves_to) = match range {
+        Some((first, last)) => (midnight(first), midnight(last) + DAY),
+        None => (from, to),
+    };
+    let days = range.map(|(first, last)| {
+        let words = if first == last {
+            format!("on {}", show_day(midnight(first)))
+        } else {
+            format!(
+                "from {} to {}",
+                show_day(midnight(first)),
+                show_day(midnight(last))
+            )
+        };
+        (
+            crate::overview::triage::show_date(&first),
+            crate::overview::triage::show_date(&last),
+            words,
+        )
+    });
     let store = &state.store;
     let currency = state.revenue.reporting_currency();
     let rates = Rates::load(store, currency).await?;
@@ -327,7 +426,7 @@ pub async fn page(
         customers::movements(
             store,
             currency,
-            (from, to),
+            (moves_from, moves_to),
             (!kind.is_empty()).then_some(kind.as_str()),
             MOVEMENTS,
             movements_from,
@@ -362,7 +461,15 @@ pub async fn page(
         shown: movements.len(),
         path: "/revenue",
         offset_name: "movements_from",
-        params,
+        params: {
+            // Pages of a day's movements stay on that day.
+            let mut params = params;
+            if let Some((first, last, _)) = &days {
+                params.push(("from", first.clone()));
+                params.push(("to", last.clone()));
+            }
+            params
+        },
     };
     let (mrr_chart, movements_chart) = charts(&report.series, &report.currency, interval);
     // Without Stripe and without a stored history every figure would be an invented zero.
@@ -386,6 +493,7 @@ pub async fn page(
             top,
             top_pager,
             movements,
+            days,
             movements_pager,
             names,
         },

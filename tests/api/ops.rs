@@ -188,7 +188,12 @@ async fn pages_carry_security_headers(app: &TestApp) {
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["x-frame-options"], "DENY");
-    for asset in ["/static/app.css", "/static/app.js"] {
+    for asset in [
+        "/static/app.css",
+        "/static/app.js",
+        "/static/favicon.svg",
+        "/favicon.ico",
+    ] {
         let res = api().get(app.url(asset)).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{asset} is embedded");
     }
