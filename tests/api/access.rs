@@ -36,7 +36,10 @@ async fn sign_in_shows_overview_and_sign_out_ends_it(app: &TestApp) {
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.unwrap();
     assert!(html.contains("<h1>Overview</h1>"));
-    assert!(html.contains("Not available yet"), "no invented figures");
+    assert!(
+        html.contains("Not measured: product analytics is not built yet."),
+        "no invented figures"
+    );
     for nav in [
         "Revenue",
         "Margin",
