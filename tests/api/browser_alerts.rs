@@ -2,19 +2,16 @@
 //! integration down, at desktop (1440 px) and phone (390 px) widths: the operational alert
 //! comes first, severities are coloured, and nothing forces the page wider than the window.
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use headless_chrome::Tab;
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
 use headless_chrome::types::Bounds;
-use headless_chrome::{Browser, LaunchOptions, Tab};
 use opsdeck::alerts::{engine, rules};
 
 use crate::alerts::set_quota;
 use crate::helpers::*;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// What the page looked like at one width.
 #[derive(Debug)]
@@ -27,10 +24,7 @@ struct Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_alerts_page_fits_desktop_and_phone() {
-    if !Path::new(CHROMIUM).exists() {
-        eprintln!(
-            "\n*** SKIPPED browser test: {CHROMIUM} is not installed (apt-get install chromium). .ci/run installs it. ***\n"
-        );
+    if crate::browser::chromium_missing() {
         return;
     }
     let app = spawn_app_with(Backend::Sqlite, |c| {
@@ -109,39 +103,10 @@ async fn the_alerts_page_fits_desktop_and_phone() {
 }
 
 fn drive(base: &str, profile: PathBuf) -> anyhow::Result<[Seen; 2]> {
-    let args: Vec<&OsStr> = [
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-    ]
-    .iter()
-    .map(OsStr::new)
-    .collect();
-    let browser = Browser::new(
-        LaunchOptions::default_builder()
-            .path(Some(PathBuf::from(CHROMIUM)))
-            .headless(true)
-            .sandbox(false)
-            .user_data_dir(Some(profile))
-            .window_size(Some((1440, 1000)))
-            .args(args)
-            .idle_browser_timeout(Duration::from_secs(60))
-            .build()?,
-    )?;
+    let browser = crate::browser::launch(profile)?;
     let tab = browser.new_tab()?;
     tab.set_default_timeout(Duration::from_secs(20));
-    tab.navigate_to(&format!("{base}/"))?
-        .wait_until_navigated()?;
-    tab.wait_for_element("#email")?.click()?;
-    tab.type_str(ADMIN_EMAIL)?;
-    tab.wait_for_element("#password")?.click()?;
-    tab.type_str(ADMIN_PASSWORD)?;
-    tab.wait_for_element("#signin")?.click()?;
-    tab.wait_for_element("#overview-cards")?;
+    crate::browser::sign_in(&tab, base, "#overview-cards")?;
     let desktop = look(&tab, base, 1440.0, 1000.0, "alerts-1440")?;
     let phone = look(&tab, base, 390.0, 1400.0, "alerts-390")?;
     Ok([desktop, phone])

@@ -4,11 +4,10 @@
 //! show the same text and badges; it sorts the Revenue page's MRR column by its header button.
 //! The exports, pagers and the customer search are read over HTTP on both backends.
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use headless_chrome::{Browser, LaunchOptions, Tab};
+use headless_chrome::Tab;
 use opsdeck::access::audit::Actor;
 use opsdeck::revenue::stripe::client::{RetryPolicy, StripeClient};
 use opsdeck::revenue::{history, sync};
@@ -19,7 +18,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const KEY: &str = "sk_test_opsdeck_format_key";
 const DAY: i64 = 86_400;
 const CUSTOMERS: i64 = 30;
@@ -84,43 +82,6 @@ async fn seed_revenue(app: &TestApp) {
         .expect("recompute");
 }
 
-fn launch(profile: PathBuf) -> anyhow::Result<Browser> {
-    let args: Vec<&OsStr> = [
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]
-    .iter()
-    .map(OsStr::new)
-    .collect();
-    Browser::new(
-        LaunchOptions::default_builder()
-            .path(Some(PathBuf::from(CHROMIUM)))
-            .headless(true)
-            .sandbox(false)
-            .user_data_dir(Some(profile))
-            .args(args)
-            .window_size(Some((1440, 1000)))
-            .idle_browser_timeout(Duration::from_secs(60))
-            .build()?,
-    )
-}
-
-fn sign_in(tab: &Tab, base: &str) -> anyhow::Result<()> {
-    tab.navigate_to(&format!("{base}/"))?
-        .wait_until_navigated()?;
-    tab.wait_for_element("#email")?.click()?;
-    tab.type_str(ADMIN_EMAIL)?;
-    tab.wait_for_element("#password")?.click()?;
-    tab.type_str(ADMIN_PASSWORD)?;
-    tab.wait_for_element("#signin")?.click()?;
-    tab.wait_for_element("#overview-cards")?;
-    Ok(())
-}
-
 /// Evaluates `js` (an expression yielding a JSON string, or a promise of one) in the page.
 fn eval_json(tab: &Tab, js: &str) -> anyhow::Result<Value> {
     let result = tab.evaluate(js, true)?;
@@ -142,10 +103,10 @@ fn drive(
     profile: PathBuf,
     publish: impl Fn(),
 ) -> anyhow::Result<(Value, Value, Value, Value)> {
-    let browser = launch(profile)?;
+    let browser = crate::browser::launch(profile)?;
     let tab = browser.new_tab()?;
     tab.set_default_timeout(Duration::from_secs(20));
-    sign_in(&tab, base)?;
+    crate::browser::sign_in(&tab, base, "#overview-cards")?;
 
     // The cards exactly as the server rendered them, from a fresh copy of the page.
     let server = eval_json(
@@ -218,10 +179,7 @@ fn wait_for(tab: &Tab, condition: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_refresh_writes_what_the_server_wrote_and_mrr_sorts_as_numbers() {
-    if !Path::new(CHROMIUM).exists() {
-        eprintln!(
-            "\n*** SKIPPED browser test: {CHROMIUM} is not installed (apt-get install chromium). .ci/run installs it. ***\n"
-        );
+    if crate::browser::chromium_missing() {
         return;
     }
     let app = spawn_app(Backend::Sqlite).await.unwrap();

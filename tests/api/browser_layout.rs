@@ -4,23 +4,20 @@
 //! the broken monitor first. Screenshots of each go to a temporary directory, never the
 //! repository.
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use headless_chrome::Tab;
 use headless_chrome::protocol::cdp::{Emulation, Page};
-use headless_chrome::{Browser, LaunchOptions, Tab};
 use opsdeck::health::monitor::MonitorSpec;
 
 use crate::helpers::*;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const WIDTHS: [u32; 2] = [1440, 390];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_fit_desktop_and_phone_widths() {
-    if !Path::new(CHROMIUM).exists() {
-        eprintln!("\n*** SKIPPED browser test: {CHROMIUM} is not installed. ***\n");
+    if crate::browser::chromium_missing() {
         return;
     }
     let (up, _) = switchable_peer().await;
@@ -70,37 +67,10 @@ async fn pages_fit_desktop_and_phone_widths() {
 }
 
 fn drive(base: &str, profile: PathBuf, shots: &Path, down_id: i64) -> anyhow::Result<()> {
-    let args: Vec<&OsStr> = [
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]
-    .iter()
-    .map(OsStr::new)
-    .collect();
-    let browser = Browser::new(
-        LaunchOptions::default_builder()
-            .path(Some(PathBuf::from(CHROMIUM)))
-            .headless(true)
-            .sandbox(false)
-            .user_data_dir(Some(profile))
-            .args(args)
-            .idle_browser_timeout(Duration::from_secs(90))
-            .build()?,
-    )?;
+    let browser = crate::browser::launch(profile)?;
     let tab = browser.new_tab()?;
     tab.set_default_timeout(Duration::from_secs(30));
-    tab.navigate_to(&format!("{base}/"))?
-        .wait_until_navigated()?;
-    tab.wait_for_element("#email")?.click()?;
-    tab.type_str(ADMIN_EMAIL)?;
-    tab.wait_for_element("#password")?.click()?;
-    tab.type_str(ADMIN_PASSWORD)?;
-    tab.wait_for_element("#signin")?.click()?;
-    tab.wait_for_element("#status-line")?;
+    crate::browser::sign_in(&tab, base, "#status-line")?;
     let pages = [
         ("overview", "/".to_string()),
         ("integrations", "/integrations".to_string()),
