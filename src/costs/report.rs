@@ -123,24 +123,33 @@ pub async fn total(store: &Store, from: i64, to: i64) -> Result<i64> {
 /// Customers the costs report lists (the costliest this month).
 pub const COSTLIEST: i64 = 50;
 
-/// Customers by provider cost this calendar month, costliest first, at most `limit`: from the
-/// per-customer month totals (an index walk, not a scan).
-pub async fn customers_this_month(store: &Store, limit: i64) -> Result<Vec<ByCustomer>> {
+/// Customers by provider cost this calendar month, costliest first, `limit` from `offset`, with
+/// how many there are: from the per-customer month totals (index walks, not scans).
+pub async fn customers_this_month(
+    store: &Store,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<ByCustomer>, i64)> {
     let month = crate::usage::quota::month_of(crate::store::now_ms()).0;
-    let customers: Vec<(String, i64)> = store
-        .fetch_all(
+    let (customers, (total,)) = tokio::try_join!(
+        store.fetch_all::<(String, i64)>(
             "SELECT subject, cost_nano FROM usage_months WHERE month = $1 AND cost_nano > 0 \
-             ORDER BY cost_nano DESC, subject DESC LIMIT $2",
-            args![month, limit],
-        )
-        .await?;
-    Ok(customers
+             ORDER BY cost_nano DESC, subject DESC LIMIT $2 OFFSET $3",
+            args![month, limit, offset],
+        ),
+        store.fetch_one::<(i64,)>(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM usage_months WHERE month = $1 AND cost_nano > 0",
+            args![month],
+        ),
+    )?;
+    let rows = customers
         .into_iter()
         .map(|(customer, c)| ByCustomer {
             customer,
             cost: Cost::from_nano(c),
         })
-        .collect())
+        .collect();
+    Ok((rows, total))
 }
 
 /// Cost figures for the days holding [from, to) against the period of the same length before.
@@ -219,7 +228,7 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
             .then((&a.provider, &a.sku).cmp(&(&b.provider, &b.sku)))
     });
 
-    let by_customer = customers_this_month(store, COSTLIEST).await?;
+    let (by_customer, _) = customers_this_month(store, COSTLIEST, 0).await?;
 
     let days: Vec<(i64, String, i64)> = store
         .fetch_all(

@@ -366,15 +366,16 @@ pub async fn failed_customers(
 /// Kinds [`payments`] lists.
 pub const PAYMENT_KINDS: &[&str] = &["invoice", "payment_intent", "charge", "refund", "dispute"];
 
-/// The latest `limit` payment objects of `kind` in `[from, to)`, only failed ones if asked.
+/// The payment objects of `kind` in `[from, to)`, only failed ones if asked, newest first,
+/// `limit` from `offset`, with how many there are (both read through the `(kind, created)` index).
 pub async fn payments(
     store: &Store,
     kind: &str,
     failed_only: bool,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
     limit: i64,
-) -> Result<Vec<PaymentRow>> {
+    offset: i64,
+) -> Result<(Vec<PaymentRow>, i64)> {
     if !PAYMENT_KINDS.contains(&kind) {
         return Err(RevenueError::Invalid(format!(
             "kind must be one of {}, not {kind:?}",
@@ -382,15 +383,21 @@ pub async fn payments(
         )));
     }
     type Row = (String, Option<String>, i64, String, i64, String, i64);
-    let rows: Vec<Row> = store
-        .fetch_all(
+    let failed = i64::from(failed_only);
+    let (rows, (total,)) = tokio::try_join!(
+        store.fetch_all::<Row>(
             "SELECT id, customer_id, created, status, amount, currency, failed \
              FROM revenue_payments WHERE kind = $1 AND created >= $2 AND created < $3 \
-             AND failed >= $4 ORDER BY created DESC, id LIMIT $5",
-            args![kind, from, to, i64::from(failed_only), limit],
-        )
-        .await?;
-    Ok(rows
+             AND failed >= $4 ORDER BY created DESC, id LIMIT $5 OFFSET $6",
+            args![kind, from, to, failed, limit, offset],
+        ),
+        store.fetch_one::<(i64,)>(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM revenue_payments \
+             WHERE kind = $1 AND created >= $2 AND created < $3 AND failed >= $4",
+            args![kind, from, to, failed],
+        ),
+    )?;
+    let rows = rows
         .into_iter()
         .map(
             |(id, customer, created, status, amount, currency, failed)| PaymentRow {
@@ -403,7 +410,8 @@ pub async fn payments(
                 failed: failed != 0,
             },
         )
-        .collect())
+        .collect();
+    Ok((rows, total))
 }
 
 #[cfg(test)]

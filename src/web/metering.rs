@@ -223,6 +223,8 @@ pub async fn events_csv(
 #[derive(Deserialize)]
 pub struct CostsParams {
     period: Option<String>,
+    /// Offset of the costliest customers list.
+    customers_from: Option<i64>,
 }
 
 #[derive(askama::Template)]
@@ -234,6 +236,7 @@ struct CostsPage {
     chart: String,
     margin: Margin,
     names: Names,
+    customers_pager: Pager,
 }
 
 /// The margin part of the Costs & Margin page: shown once there is revenue to set costs
@@ -280,7 +283,21 @@ pub async fn costs(
     let period = given(&q.period).unwrap_or_else(|| "30d".into());
     let secs = parse_period(&period).map_err(ApiError::Invalid)?;
     let to = now_ms();
-    let costs = cost_report::costs(&state.store, to - secs * 1000, to).await?;
+    let mut costs = cost_report::costs(&state.store, to - secs * 1000, to).await?;
+    let customers_from = q.customers_from.unwrap_or(0).max(0);
+    let (customers, customers_total) =
+        cost_report::customers_this_month(&state.store, cost_report::COSTLIEST, customers_from)
+            .await?;
+    costs.by_customer = customers;
+    let customers_pager = Pager {
+        offset: customers_from,
+        limit: cost_report::COSTLIEST,
+        total: customers_total,
+        shown: costs.by_customer.len(),
+        path: "/costs",
+        offset_name: "customers_from",
+        params: vec![("period", period.clone())],
+    };
     let (labels, days) = day_labels(costs.from, costs.to);
     let series: Vec<Series> = costs
         .by_provider
@@ -318,6 +335,7 @@ pub async fn costs(
             chart,
             margin,
             names,
+            customers_pager,
         },
     ))
 }
@@ -328,7 +346,7 @@ pub async fn customer_costs_csv(
     State(state): State<AppState>,
     PageUser(_u): PageUser,
 ) -> PageResult {
-    let rows = cost_report::customers_this_month(&state.store, i64::MAX).await?;
+    let (rows, _) = cost_report::customers_this_month(&state.store, i64::MAX, 0).await?;
     let names = Names::load(&state.store, rows.iter().map(|r| &r.customer)).await?;
     let mut csv = Csv::new(&["customer", "name", "cost_usd"]);
     for r in rows {

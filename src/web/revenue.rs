@@ -512,6 +512,7 @@ pub struct PaymentsParams {
     period: Option<String>,
     kind: Option<String>,
     failed: Option<String>,
+    offset: Option<i64>,
 }
 
 #[derive(askama::Template)]
@@ -523,6 +524,7 @@ struct PaymentsPage {
     failed: bool,
     rows: Vec<drill::PaymentRow>,
     names: Names,
+    pager: Pager,
 }
 
 /// The payment objects behind the payment figures: failed payment intents, refunds,
@@ -538,12 +540,34 @@ pub async fn payments(
     let failed = q.failed.as_deref() == Some("1");
     let now = now_ms();
     let (from, to) = metrics::whole_days(now - secs * 1000, now);
-    let rows = drill::payments(&state.store, &kind, failed, from, to, PAYMENTS_SHOWN).await?;
+    let offset = q.offset.unwrap_or(0).max(0);
+    let (rows, total) = drill::payments(
+        &state.store,
+        &kind,
+        failed,
+        (from, to),
+        PAYMENTS_SHOWN,
+        offset,
+    )
+    .await?;
     let names = Names::load(
         &state.store,
         rows.iter().filter_map(|r| r.customer.as_ref()),
     )
     .await?;
+    let pager = Pager {
+        offset,
+        limit: PAYMENTS_SHOWN,
+        total,
+        shown: rows.len(),
+        path: "/revenue/payments",
+        offset_name: "offset",
+        params: vec![
+            ("kind", kind.clone()),
+            ("period", period.clone()),
+            ("failed", if failed { "1".into() } else { String::new() }),
+        ],
+    };
     Ok(render(
         StatusCode::OK,
         &PaymentsPage {
@@ -553,6 +577,7 @@ pub async fn payments(
             failed,
             rows,
             names,
+            pager,
         },
     ))
 }
@@ -619,8 +644,8 @@ pub async fn object(
     ))
 }
 
-/// Payment objects the payments page shows; its CSV export has them all.
-const PAYMENTS_SHOWN: i64 = 500;
+/// Payment objects per page of the payments list; its CSV export has them all.
+const PAYMENTS_SHOWN: i64 = 100;
 
 /// `GET /revenue/customers.csv`: every paying customer by MRR, with name and email.
 pub async fn customers_csv(State(state): State<AppState>, PageUser(_u): PageUser) -> PageResult {
@@ -709,7 +734,7 @@ pub async fn payments_csv(
     let failed = q.failed.as_deref() == Some("1");
     let now = now_ms();
     let (from, to) = metrics::whole_days(now - secs * 1000, now);
-    let rows = drill::payments(&state.store, &kind, failed, from, to, i64::MAX).await?;
+    let (rows, _) = drill::payments(&state.store, &kind, failed, (from, to), i64::MAX, 0).await?;
     let names = Names::load(
         &state.store,
         rows.iter().filter_map(|r| r.customer.as_ref()),
@@ -720,12 +745,13 @@ pub async fn payments_csv(
     ]);
     for r in rows {
         let customer = r.customer.clone().unwrap_or_default();
+        let name = names.of(&customer).to_string();
         csv.row([
             format::iso(r.created),
             r.kind.clone(),
             r.id.clone(),
-            names.of(&customer).to_string(),
             customer,
+            name,
             r.status.clone(),
             r.failed.to_string(),
             decimal(&r.amount),

@@ -16,6 +16,7 @@ use opsdeck::store::now_ms;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::dual_test;
 use crate::helpers::*;
 
 const KEY: &str = "sk_test_opsdeck_format_key";
@@ -387,3 +388,93 @@ async fn exports_pagers_and_search_sqlite() {
 async fn exports_pagers_and_search_postgres() {
     exports_pagers_and_search(Backend::Postgres).await;
 }
+
+/// The payments list pages at 100 rows and the costliest customers at 50; both exports hold
+/// every row under a header and defuse a formula-looking customer id.
+async fn payments_and_costliest_page_and_export(app: &TestApp) {
+    let store = &app.state.store;
+    let now = now_ms();
+    // 130 charges a minute apart, the newest (ch_0000) from a customer id a spreadsheet would run.
+    for n in 0..130i64 {
+        let customer = if n == 0 {
+            "=2+5".to_string()
+        } else {
+            format!("cus_pay_{n:04}")
+        };
+        store
+            .execute(
+                "INSERT INTO revenue_payments (kind, id, customer_id, created, status, amount, \
+                 currency, failed, recurring) VALUES ('charge', $1, $2, $3, 'succeeded', 1500, \
+                 'usd', 0, 0)",
+                opsdeck::args![format!("ch_{n:04}"), customer, now - 3_600_000 - n * 60_000],
+            )
+            .await
+            .unwrap();
+    }
+    // 60 customers with provider cost this month, the cheapest one formula-looking.
+    let month = opsdeck::usage::quota::month_of(now).0;
+    for n in 0..60i64 {
+        let subject = if n == 0 {
+            "=SUM(A1)".to_string()
+        } else {
+            format!("cus_cost_{n:04}")
+        };
+        store
+            .execute(
+                "INSERT INTO usage_months (month, subject, calls, events, credits, cost_nano) \
+                 VALUES ($1, $2, 1, 1, 0.0, $3)",
+                opsdeck::args![month, subject, (n + 1) * 1_000_000_000],
+            )
+            .await
+            .unwrap();
+    }
+    let web = browser();
+    sign_in_admin(app, &web).await;
+
+    let html = page_text(app, &web, "/revenue/payments?kind=charge&period=30d").await;
+    assert!(html.contains("showing 1–100 of 130"), "{html}");
+    assert!(html.contains("ch_0000") && html.contains("ch_0099"));
+    assert!(!html.contains("ch_0100"), "the second page's rows");
+    assert!(
+        html.contains(
+            "href=\"/revenue/payments?kind=charge&#38;period=30d&#38;offset=100\" rel=\"next\""
+        ),
+        "{html}"
+    );
+    let html = page_text(
+        app,
+        &web,
+        "/revenue/payments?kind=charge&period=30d&offset=100",
+    )
+    .await;
+    assert!(html.contains("showing 101–130 of 130"), "{html}");
+    assert!(html.contains("ch_0100") && html.contains("ch_0129"));
+    assert!(!html.contains("ch_0099"), "the first page's rows");
+    assert!(html.contains("rel=\"prev\"") && !html.contains("rel=\"next\""));
+
+    let csv = page_text(app, &web, "/revenue/payments.csv?kind=charge&period=30d").await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "created,kind,id,customer,name,status,failed,amount,currency"
+    );
+    assert_eq!(lines.len(), 1 + 130, "every payment: {csv}");
+    assert!(csv.contains(",charge,ch_0000,'=2+5,,succeeded,"), "{csv}");
+    assert!(!csv.contains(",=2+5"), "{csv}");
+
+    let html = page_text(app, &web, "/costs").await;
+    assert!(html.contains("showing 1–50 of 60"), "{html}");
+    assert!(html.contains("customers_from=50"), "next page link");
+    let html = page_text(app, &web, "/costs?customers_from=50").await;
+    assert!(html.contains("showing 51–60 of 60"), "{html}");
+    assert!(html.contains(">=SUM(A1)</a>"), "the cheapest last");
+
+    let csv = page_text(app, &web, "/costs/customers.csv").await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "customer,name,cost_usd");
+    assert_eq!(lines.len(), 1 + 60, "every customer: {csv}");
+    assert!(lines[60].starts_with("'=SUM(A1),"), "{csv}");
+    assert!(!csv.contains("\n=SUM"), "{csv}");
+}
+
+dual_test!(payments_and_costliest_page_and_export);
