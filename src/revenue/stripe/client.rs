@@ -157,9 +157,10 @@ impl StripeClient {
             let outcome = self.attempt(&url, query).await;
             let (error, wait) = match outcome {
                 Ok(Ok(body)) => {
+                    // serde quotes the offending value, which may be anything the body held.
                     return serde_json::from_slice(&body).map_err(|e| StripeError::Decode {
                         path: path.into(),
-                        message: e.to_string(),
+                        message: redact_secrets(&e.to_string()),
                     });
                 }
                 Ok(Err(failure)) => {
@@ -246,6 +247,34 @@ impl StripeClient {
     }
 }
 
+/// What Stripe's secrets start with: secret and restricted keys in either mode, and webhook
+/// signing secrets.
+const SECRET_PREFIXES: [&str; 5] = ["sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"];
+
+/// `text` with every Stripe secret in it masked after its prefix (`sk_test_***`), so an error
+/// that quotes one can be shown and stored.
+pub fn redact_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((at, prefix)) = SECRET_PREFIXES
+        .iter()
+        .filter_map(|p| rest.find(p).map(|i| (i, *p)))
+        .min_by_key(|(i, _)| *i)
+    {
+        let after = &rest[at + prefix.len()..];
+        let secret_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "+/=".contains(c)))
+            .unwrap_or(after.len());
+        out.push_str(&rest[..at + prefix.len()]);
+        if secret_len > 0 {
+            out.push_str("***");
+        }
+        rest = &after[secret_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A non-2xx answer.
 struct Failure {
     status: StatusCode,
@@ -284,7 +313,9 @@ impl Failure {
             should_retry,
             retry_after,
             kind,
-            message,
+            // Kept in the sync status, the Revenue page, the log and the database: an upstream
+            // (or a proxy in front of it) that echoes the key must not put it there.
+            message: redact_secrets(&message),
         }
     }
 
@@ -351,5 +382,47 @@ impl<T: DeserializeOwned + HasId> Pager<'_, T> {
             _ => self.done = true,
         }
         Ok(Some(page.data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked_wherever_they_stand() {
+        assert_eq!(
+            redact_secrets("Invalid API Key provided: sk_test_51HxAbCdEf0123456789"),
+            "Invalid API Key provided: sk_test_***"
+        );
+        assert_eq!(
+            redact_secrets(
+                "keys rk_live_abc, whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw and sk_live_x."
+            ),
+            "keys rk_live_***, whsec_*** and sk_live_***."
+        );
+        assert_eq!(
+            redact_secrets("no secret here: sk_test_"),
+            "no secret here: sk_test_"
+        );
+        assert_eq!(redact_secrets("plain text"), "plain text");
+        assert_eq!(redact_secrets("ünïcode sk_test_é"), "ünïcode sk_test_é");
+    }
+
+    #[test]
+    fn an_error_body_echoing_the_key_keeps_only_its_prefix() {
+        let body = br#"{"error": {"type": "invalid_request_error", "message": "No such key: sk_test_4eC39HqLyjWDarjtT1zdp7dc"}}"#;
+        let failure = Failure::new(StatusCode::UNAUTHORIZED, &HeaderMap::new(), body);
+        let error = failure.into_error("/v1/customers").to_string();
+        assert!(error.contains("sk_test_***"), "{error}");
+        assert!(!error.contains("4eC39"), "{error}");
+        // A body that is not Stripe's JSON is quoted raw: masked too.
+        let failure = Failure::new(
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            b"proxy error for Authorization: Bearer sk_live_abcdef123",
+        );
+        let error = failure.into_error("/v1/customers").to_string();
+        assert!(!error.contains("abcdef123"), "{error}");
     }
 }
