@@ -515,6 +515,29 @@ pub struct PaymentsParams {
     offset: Option<i64>,
 }
 
+/// What the payments list and its CSV select: the period's text, the kind, failed only, and
+/// the period as whole UTC days ending today.
+struct PaymentsQuery {
+    period: String,
+    kind: String,
+    failed: bool,
+    days: (i64, i64),
+}
+
+impl PaymentsParams {
+    fn query(&self) -> Result<PaymentsQuery, ApiError> {
+        let period = given(&self.period).unwrap_or_else(|| "30d".into());
+        let secs = parse_period(&period).map_err(ApiError::Invalid)?;
+        let now = now_ms();
+        Ok(PaymentsQuery {
+            kind: self.kind.clone().unwrap_or_else(|| "charge".into()),
+            failed: self.failed.as_deref() == Some("1"),
+            days: metrics::whole_days(now - secs * 1000, now),
+            period,
+        })
+    }
+}
+
 #[derive(askama::Template)]
 #[template(path = "revenue_payments.html")]
 struct PaymentsPage {
@@ -534,12 +557,12 @@ pub async fn payments(
     PageUser(user): PageUser,
     Query(q): Query<PaymentsParams>,
 ) -> PageResult {
-    let period = given(&q.period).unwrap_or_else(|| "30d".into());
-    let secs = parse_period(&period).map_err(ApiError::Invalid)?;
-    let kind = q.kind.unwrap_or_else(|| "charge".into());
-    let failed = q.failed.as_deref() == Some("1");
-    let now = now_ms();
-    let (from, to) = metrics::whole_days(now - secs * 1000, now);
+    let PaymentsQuery {
+        period,
+        kind,
+        failed,
+        days: (from, to),
+    } = q.query()?;
     let offset = q.offset.unwrap_or(0).max(0);
     let (rows, total) = drill::payments(
         &state.store,
@@ -728,12 +751,12 @@ pub async fn payments_csv(
     PageUser(_u): PageUser,
     Query(q): Query<PaymentsParams>,
 ) -> PageResult {
-    let period = given(&q.period).unwrap_or_else(|| "30d".into());
-    let secs = parse_period(&period).map_err(ApiError::Invalid)?;
-    let kind = q.kind.unwrap_or_else(|| "charge".into());
-    let failed = q.failed.as_deref() == Some("1");
-    let now = now_ms();
-    let (from, to) = metrics::whole_days(now - secs * 1000, now);
+    let PaymentsQuery {
+        kind,
+        failed,
+        days: (from, to),
+        ..
+    } = q.query()?;
     let (rows, _) = drill::payments(&state.store, &kind, failed, (from, to), i64::MAX, 0).await?;
     let names = Names::load(
         &state.store,
