@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
 use super::chart::{self, Series};
-use super::csv::Csv;
+use super::csv::{Csv, stream_download};
 use super::format;
 use super::paging::Pager;
 use super::revenue::Names;
@@ -194,30 +194,53 @@ pub async fn usage(
     ))
 }
 
-/// Most events one CSV export holds: the newest matching ones.
-const CSV_EVENTS: i64 = 10_000;
+/// Events read per query while streaming the CSV export: big enough that the queries cost
+/// little next to the transfer, small enough that one page is a few hundred kilobytes.
+const CSV_PAGE: i64 = 2_000;
 
-/// `GET /usage/events.csv`: the newest [`CSV_EVENTS`] events matching the page's customer, type
-/// and app filters, as CSV (the on-page table's export holds only the 100 rows shown).
+/// `GET /usage/events.csv`: every event matching the page's customer, type and app filters,
+/// newest first, as CSV (the on-page table's export holds only the 100 rows shown). The body is
+/// streamed a page at a time down the `seq` cursor, so the export is whole at any store size;
+/// events stored after the download starts are not in it.
 pub async fn events_csv(
     State(state): State<AppState>,
     PageUser(_user): PageUser,
     Query(q): Query<UsageParams>,
 ) -> PageResult {
-    let events = report::recent(&state.store, &q.events(), CSV_EVENTS).await?;
-    let mut csv = Csv::new(&["time", "type", "customer", "app", "id", "data", "cost_usd"]);
-    for (_, e) in events {
-        csv.row([
-            format::iso(e.time),
-            e.kind,
-            e.subject.unwrap_or_default(),
-            e.source,
-            e.id,
-            e.data.to_string(),
-            e.cost_usd.unwrap_or_default(),
-        ]);
-    }
-    Ok(csv.download("usage-events.csv"))
+    let mut filter = q.events();
+    filter.before_seq = None;
+    // The header goes out with the first page; `take` leaves the builder empty for the next.
+    let csv = Csv::new(&["time", "type", "customer", "app", "id", "data", "cost_usd"]);
+    let store = state.store.clone();
+    let pages = futures_util::stream::unfold(Some((filter, csv)), move |cursor| {
+        let store = store.clone();
+        async move {
+            let (mut filter, mut csv) = cursor?;
+            let events = match report::recent(&store, &filter, CSV_PAGE).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(error = %e, "usage events export ended early");
+                    return Some((Err(e), None));
+                }
+            };
+            let more = events.len() as i64 == CSV_PAGE;
+            filter.before_seq = events.last().map(|(seq, _)| *seq);
+            for (_, e) in events {
+                csv.row([
+                    format::iso(e.time),
+                    e.kind,
+                    e.subject.unwrap_or_default(),
+                    e.source,
+                    e.id,
+                    e.data.to_string(),
+                    e.cost_usd.unwrap_or_default(),
+                ]);
+            }
+            let chunk = csv.take();
+            Some((Ok(chunk), more.then_some((filter, csv))))
+        }
+    });
+    Ok(stream_download("usage-events.csv", pages))
 }
 
 #[derive(Deserialize)]

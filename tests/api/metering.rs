@@ -953,6 +953,53 @@ async fn pages_show_usage_costs_plans_and_prices(app: &TestApp) {
 }
 dual_test!(pages_show_usage_costs_plans_and_prices, super::configure);
 
+/// The event log's export is the whole result however many pages the server streams it in
+/// (it reads 2,000 events per query, and once stopped at 10,000): every matching event once,
+/// newest first.
+async fn usage_events_export_is_whole_past_one_page(app: &TestApp) {
+    let ingest_key = app.key("app", &["ingest"]).await;
+    let many = 10_321;
+    for first in (0..many).step_by(1000) {
+        let n = (many - first).min(1000);
+        ingest(app, &ingest_key, &calls("cus_big", first, n, "/api/x", 5.0)).await;
+    }
+    ingest(app, &ingest_key, &calls("cus_small", 0, 7, "/api/x", 5.0)).await;
+    let client = browser();
+    sign_in_admin(app, &client).await;
+    let export = |query: &'static str| {
+        let client = client.clone();
+        async move {
+            let res = client
+                .get(app.url(&format!("/usage/events.csv{query}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            res.text().await.unwrap()
+        }
+    };
+    let big = export("?customer=cus_big").await;
+    let mut lines = big.lines();
+    assert_eq!(
+        lines.next(),
+        Some("time,type,customer,app,id,data,cost_usd")
+    );
+    let ids: Vec<String> = lines
+        .map(|l| l.split(',').nth(4).unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids.len(), many, "one line per event");
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), many, "no event twice across pages");
+    // Stored in id order within each batch, so newest first is the reverse of ingest order.
+    assert_eq!(ids[0], format!("cus_big-{}", many - 1));
+    assert_eq!(ids[many - 1], "cus_big-0");
+    let all = export("").await;
+    assert_eq!(all.lines().count(), 1 + many + 7);
+}
+dual_test!(usage_events_export_is_whole_past_one_page, super::configure);
+
 /// Many concurrent read-then-write requests (each assignment checks the plan, then writes)
 /// all succeed: none fails with a lock error.
 async fn concurrent_plan_changes_all_succeed(app: &TestApp) {
