@@ -1001,11 +1001,12 @@ async fn quota_one_alert_per_customer(backend: Backend) {
     assert_eq!(open_of(&app, "c13").await, third);
     let hits = slack_messages().await;
     assert_eq!(hits.len(), 4);
-    // Delivered concurrently, so in any order: one message per step.
+    // Delivered concurrently, so in any order: one message per step. The fallback `text` is
+    // escaped as Slack requires (`>` as `&gt;`); Slack shows it as written.
     for step in [
-        "91 % of quota (>= 90 %)",
-        "100 % of quota (>= 100 %)",
-        "121 % of quota (>= 120 %)",
+        "91 % of quota (&gt;= 90 %)",
+        "100 % of quota (&gt;= 100 %)",
+        "121 % of quota (&gt;= 120 %)",
     ] {
         let of_step = hits
             .iter()
