@@ -241,9 +241,12 @@ pub async fn open_existing_store(config: &Config) -> Result<Store, StartError> {
 async fn open(config: &Config, create_if_missing: bool) -> Result<Store, StartError> {
     let url = config.database_url();
     if create_if_missing && url.starts_with("sqlite://") {
-        std::fs::create_dir_all(&config.server.data_dir).map_err(|source| StartError::DataDir {
-            path: config.server.data_dir.display().to_string(),
-            source,
+        // 0700: the directory holds the database and, by default, the master key.
+        crate::store::files::create_private_dir(&config.server.data_dir).map_err(|source| {
+            StartError::DataDir {
+                path: config.server.data_dir.display().to_string(),
+                source,
+            }
         })?;
     }
     let opts = ConnectOptions {

@@ -1,7 +1,13 @@
-//! Rate limits: failed sign-ins per account and per client address (a sliding window of
-//! failures, so successful sign-ins never count), and a general per-credential limit on the
-//! JSON API (a GCRA limiter from `governor`). Both live in memory: they protect this process,
-//! and a restart forgetting them is acceptable.
+//! Rate limits: failed sign-ins (a sliding window of failures, so successful sign-ins never
+//! count), and a general per-credential limit on the JSON API (a GCRA limiter from
+//! `governor`). Both live in memory: they protect this process, and a restart forgetting them
+//! is acceptable.
+//!
+//! Sign-in failures are counted per client address (across every account it tries) and per
+//! account, with very different limits. The address limit is what stops one guesser; the
+//! account limit is only a ceiling against guessing spread over many addresses, set far above
+//! the address limit so that one address's failures can never lock the account's owner out
+//! from another address.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
@@ -14,43 +20,57 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 /// Bounds memory under a spray of distinct keys; the oldest windows are dropped first.
 const MAX_TRACKED_KEYS: usize = 100_000;
 
+/// How many times the per-address limit one account may fail, from all addresses together,
+/// before it is refused everywhere: 100 a minute with the defaults, more than a person
+/// mistyping from any number of places, far fewer than a guessing campaign needs.
+pub const ACCOUNT_CEILING_FACTOR: u32 = 20;
+
 /// Failed sign-in tracker.
 pub struct LoginLimiter {
-    max_failures: usize,
+    per_address: usize,
+    per_account: usize,
     window: Duration,
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 impl LoginLimiter {
+    /// `max_failures` per client address in `window`, and [`ACCOUNT_CEILING_FACTOR`] times
+    /// that per account.
     pub fn new(max_failures: u32, window: Duration) -> Self {
+        let per_address = max_failures.max(1);
         Self {
-            max_failures: max_failures.max(1) as usize,
+            per_address: per_address as usize,
+            per_account: per_address.saturating_mul(ACCOUNT_CEILING_FACTOR) as usize,
             window,
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Starts a sign-in attempt: `Err(seconds)` when any of `keys` has used up its failures in
-    /// the current window; otherwise the attempt is counted as a failure *now*, under the same
-    /// lock, so parallel guesses cannot all pass the check before any of them is recorded.
-    /// The returned guard takes exactly that count back when dropped, unless
-    /// [`LoginAttempt::failed`] confirms it; so a success, a server error or an abandoned
-    /// request never counts against anyone.
-    pub fn begin<'a>(&'a self, keys: &[&str]) -> Result<LoginAttempt<'a>, u64> {
+    /// Starts a sign-in attempt on `account` from `address`: `Err(seconds)` when the address
+    /// or the account has used up its failures in the current window; otherwise the attempt
+    /// is counted as a failure of both *now*, under the same lock, so parallel guesses cannot
+    /// all pass the check before any of them is recorded. The returned guard takes exactly
+    /// that count back when dropped, unless [`LoginAttempt::failed`] confirms it; so a
+    /// success, a server error or an abandoned request never counts against anyone.
+    pub fn begin<'a>(&'a self, address: &str, account: &str) -> Result<LoginAttempt<'a>, u64> {
+        let keys = [
+            (format!("address:{address}"), self.per_address),
+            (format!("account:{account}"), self.per_account),
+        ];
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let mut wait = Duration::ZERO;
-        for key in keys {
-            if let Some(times) = map.get_mut(*key) {
+        for (key, max) in &keys {
+            if let Some(times) = map.get_mut(key) {
                 while times
                     .front()
                     .is_some_and(|t| now.duration_since(*t) >= self.window)
                 {
                     times.pop_front();
                 }
-                if times.len() >= self.max_failures {
+                if times.len() >= *max {
                     // Free again once the oldest failure that still counts leaves the window.
-                    let oldest = times[times.len() - self.max_failures];
+                    let oldest = times[times.len() - max];
                     wait = wait.max(self.window.saturating_sub(now.duration_since(oldest)));
                 }
             }
@@ -65,23 +85,24 @@ impl LoginLimiter {
                     .is_some_and(|t| now.duration_since(*t) < self.window)
             });
         }
-        for key in keys {
-            map.entry((*key).to_string()).or_default().push_back(now);
+        for (key, _) in &keys {
+            map.entry(key.clone()).or_default().push_back(now);
         }
         Ok(LoginAttempt {
             limiter: self,
             at: now,
-            keys: keys.iter().map(|k| (*k).to_string()).collect(),
+            keys: keys.into_iter().map(|(k, _)| k).collect(),
             confirmed: false,
         })
     }
 
-    /// Clears every failure recorded for `key` (an account that just signed in).
-    pub fn clear(&self, key: &str) {
+    /// Clears every failure recorded against `account` (it just signed in). The address's
+    /// failures stay: a guesser who also owns an account must not reset its own limit.
+    pub fn clear_account(&self, account: &str) {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+            .remove(&format!("account:{account}"));
     }
 }
 
@@ -196,33 +217,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn login_failures_lock_out_after_the_limit() {
+    fn an_address_is_limited_across_accounts() {
+        let l = LoginLimiter::new(3, Duration::from_secs(60));
+        for account in ["a", "b", "c"] {
+            l.begin("ip1", account).unwrap().failed();
+        }
+        let wait = l.begin("ip1", "a").err().unwrap();
+        assert!((1..=60).contains(&wait));
+        assert!(
+            l.begin("ip1", "d").is_err(),
+            "every account, from that address"
+        );
+        assert!(
+            l.begin("ip2", "a").is_ok(),
+            "another address is not limited"
+        );
+    }
+
+    #[test]
+    fn one_address_cannot_lock_an_account_out_but_many_can_only_up_to_the_ceiling() {
         let l = LoginLimiter::new(3, Duration::from_secs(60));
         for _ in 0..3 {
-            l.begin(&["a", "ip"]).unwrap().failed();
+            l.begin("attacker", "admin").unwrap().failed();
         }
-        let wait = l.begin(&["a"]).err().unwrap();
-        assert!((1..=60).contains(&wait));
-        assert!(l.begin(&["ip"]).is_err());
-        assert!(l.begin(&["b"]).is_ok());
+        assert!(l.begin("attacker", "admin").is_err());
+        // The owner, from elsewhere, still gets to try (and succeeds: dropped unconfirmed).
+        drop(l.begin("office", "admin").unwrap());
+        // Spread over addresses, the account takes 20 times the address limit, then stops.
+        let ceiling = 3 * ACCOUNT_CEILING_FACTOR as usize;
+        for n in 3..ceiling {
+            l.begin(&format!("bot{}", n / 3), "admin").unwrap().failed();
+        }
+        assert!(l.begin("office", "admin").is_err(), "the ceiling holds");
+        assert!(l.begin("office", "other").is_ok(), "for that account only");
+        // Signing in clears the account's count, never an address's.
+        l.clear_account("admin");
+        assert!(l.begin("office", "admin").is_ok());
+        assert!(l.begin("attacker", "admin").is_err());
     }
 
     #[test]
     fn attempts_in_flight_count_and_unconfirmed_ones_are_taken_back() {
         let l = LoginLimiter::new(2, Duration::from_secs(60));
-        let first = l.begin(&["a", "ip"]).unwrap();
-        let second = l.begin(&["b", "ip"]).unwrap();
+        let first = l.begin("ip", "a").unwrap();
+        let second = l.begin("ip", "b").unwrap();
         assert!(
-            l.begin(&["c", "ip"]).is_err(),
+            l.begin("ip", "c").is_err(),
             "two attempts in flight use up the address"
         );
         drop(second); // succeeded, or the request was abandoned
         first.failed();
-        let third = l.begin(&["c", "ip"]).unwrap();
-        assert!(l.begin(&["d", "ip"]).is_err());
+        let third = l.begin("ip", "c").unwrap();
+        assert!(l.begin("ip", "d").is_err());
         drop(third);
         assert!(
-            l.begin(&["d", "ip"]).is_ok(),
+            l.begin("ip", "d").is_ok(),
             "only the confirmed failure remains"
         );
     }
@@ -230,9 +279,9 @@ mod tests {
     #[test]
     fn failures_expire_with_the_window() {
         let l = LoginLimiter::new(1, Duration::from_millis(1));
-        l.begin(&["a"]).unwrap().failed();
+        l.begin("ip", "a").unwrap().failed();
         std::thread::sleep(Duration::from_millis(5));
-        assert!(l.begin(&["a"]).is_ok());
+        assert!(l.begin("ip", "a").is_ok());
     }
 
     #[test]

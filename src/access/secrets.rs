@@ -181,7 +181,7 @@ fn write_new_key_file(file: &Path, contents: &str) -> Result<()> {
         AccessError::Invalid(format!("{}: cannot create master key: {e}", file.display()))
     };
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(fail)?;
+        crate::store::files::create_private_dir(dir).map_err(fail)?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -1,7 +1,9 @@
 //! HTTP routes of alerts: the alert list and history (by state, rule, severity, text), one
 //! alert's timeline, acknowledgement; rules (list, create, delete); silences and maintenance
 //! windows. Reads need the read scope, changes the admin scope — except acknowledging, which
-//! whoever can read alerts may do (the on-call person is rarely an admin).
+//! every signed-in person may do, viewers included (the on-call person is rarely an admin),
+//! and of API keys only admin keys: a read key is handed to dashboards and scripts to read,
+//! and acknowledging stops reminders and tells the notifiers, which is not reading.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -16,7 +18,7 @@ use super::engine::{self, ALERT_COLUMNS, AlertRow};
 use super::list::{self, AlertFilter};
 use super::rules::{self, RuleRow, RuleSpec};
 use super::silences::{self, Silence, SilenceSpec};
-use crate::access::Scope;
+use crate::access::{Principal, Scope};
 use crate::app::AppState;
 use crate::args;
 use crate::http::auth::{Auth, ClientAddr};
@@ -112,13 +114,25 @@ pub struct AckBody {
     pub note: String,
 }
 
+/// Who may acknowledge (see the module's header): any signed-in person, viewers included;
+/// of API keys, admin keys only.
+fn may_acknowledge(p: &Principal) -> Result<()> {
+    match p {
+        Principal::User(_) => p.require(Scope::Read)?,
+        Principal::Key(_) => p.require(Scope::Admin)?,
+    }
+    Ok(())
+}
+
 /// Acknowledges a firing alert (who and when are recorded, with the note): reminders stop
-/// and the rule's notifiers are told.
+/// and the rule's notifiers are told. Any signed-in user may acknowledge, viewers included
+/// (the on-call person is rarely an admin); an API key needs the admin scope, since a read
+/// key is for reading.
 #[utoipa::path(post, path = "/api/v1/alerts/{id}/ack", tag = "alerts",
     security(("api_key" = [])), params(("id" = i64, Path, description = "Alert id")),
     request_body = AckBody,
-    responses((status = 200, body = AlertRow), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = AlertRow), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn ack_alert(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -126,7 +140,7 @@ async fn ack_alert(
     Path(id): Path<i64>,
     body: Option<Json<AckBody>>,
 ) -> Result<Json<AlertRow>> {
-    p.require(Scope::Read)?;
+    may_acknowledge(&p)?;
     let note = body.map(|Json(b)| b.note).unwrap_or_default();
     let (alert, event) = engine::acknowledge(
         &state.store,
@@ -160,19 +174,20 @@ pub struct BulkAckResult {
 /// 404, one not firing or already acknowledged a 409, an empty, oversized or repeated list a
 /// 422 — each naming the position at fault (`ids[2]: …`), with nothing acknowledged. Each
 /// alert records who, when and the note; one audit entry records the request; the notifiers
-/// hear once per alert group.
+/// hear once per alert group. Allowed as for one alert: signed-in users, viewers included,
+/// and admin keys; a read key gets 403.
 #[utoipa::path(post, path = "/api/v1/alerts/ack", tag = "alerts",
     security(("api_key" = [])), request_body = BulkAckBody,
     responses((status = 200, body = BulkAckResult), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn ack_alerts(
     State(state): State<AppState>,
     Auth(p): Auth,
     client: ClientAddr,
     Json(body): Json<BulkAckBody>,
 ) -> Result<Json<BulkAckResult>> {
-    p.require(Scope::Read)?;
+    may_acknowledge(&p)?;
     let (alerts, events) = engine::acknowledge_many(
         &state.store,
         &body.ids,

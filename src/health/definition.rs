@@ -28,9 +28,11 @@ pub(crate) fn sensitive(name: &str) -> bool {
     .any(|w| name.contains(w))
 }
 
-/// `target` with a URL's password and sensitive query values masked; a target that is not a
-/// URL (`host:port`) is returned as it is.
-fn mask_target(target: &str) -> String {
+/// `target` with a URL's password (or token-like user name), secret-like path segments and
+/// sensitive query values masked; a target that is not a URL (`host:port`) is returned as it
+/// is. Also how outgoing webhook URLs are shown (`webhooks::endpoints`), so one rule masks
+/// every stored URL.
+pub fn mask_target(target: &str) -> String {
     let Ok(mut url) = reqwest::Url::parse(target) else {
         return target.to_string();
     };

@@ -12,6 +12,7 @@
 
 mod backup;
 mod direct;
+pub mod files;
 pub mod lease;
 mod migrate;
 
@@ -52,6 +53,12 @@ pub enum StoreError {
     Thread(String),
     #[error("not supported on this backend: {0}")]
     Unsupported(&'static str),
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -348,6 +355,16 @@ impl Store {
     }
 
     async fn sqlite_pool(path: &Path, opts: &ConnectOptions) -> Result<SqlitePool> {
+        // Created 0600 before SQLite opens it, so the WAL and shared-memory files SQLite
+        // creates beside it are 0600 too; see `files`.
+        if path.as_os_str() != ":memory:" {
+            files::prepare_sqlite(path, opts.create_if_missing).map_err(|source| {
+                StoreError::File {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+        }
         // WAL lets readers (the dashboard, `opsdeck backup`) run beside the writer;
         // synchronous=FULL makes every acknowledged commit survive power loss, not only a crash.
         let co = SqliteConnectOptions::new()

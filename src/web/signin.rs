@@ -118,17 +118,17 @@ pub async fn submit(
         return Err(ApiError::Csrf);
     }
     let next = safe_next(f.next.as_deref());
-    let account = format!("account:{}", f.email.trim().to_lowercase());
-    let address = format!("address:{}", client.0.as_deref().unwrap_or("unknown"));
+    let account = f.email.trim().to_lowercase();
+    let address = client.0.as_deref().unwrap_or("unknown");
     let attempt = state
         .login_limiter
-        .begin(&[&account, &address])
+        .begin(address, &account)
         .map_err(ApiError::RateLimited)?;
 
     match users::verify_login(&state.store, &f.email, &f.password).await {
         Ok(user) => {
             drop(attempt);
-            state.login_limiter.clear(&account);
+            state.login_limiter.clear_account(&account);
             let ua = headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())

@@ -13,6 +13,7 @@ use super::signing::Secret;
 use crate::access::audit::{self, Actor};
 use crate::access::secrets::MasterKey;
 use crate::args;
+use crate::health::definition::mask_target;
 use crate::store::{Store, StoreError, Tx};
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +135,9 @@ pub struct Endpoint {
     pub name: String,
     /// The notifier kind (`webhook` for plain endpoints).
     pub kind: String,
-    /// Where requests go; Slack and Discord URLs are secrets and shown redacted.
+    /// Where requests go, as shown: Slack and Discord URLs are secrets and shown redacted;
+    /// a webhook's URL with its user info, token-like path segments and credential query
+    /// values (`token`, `key`, `secret`, …) masked as `********`, for admins too.
     pub url: String,
     #[sqlx(skip)]
     pub event_types: Vec<String>,
@@ -250,8 +253,10 @@ pub async fn create(
         actor,
         "webhook_endpoint.create",
         Some(&format!("webhook_endpoint:{id}:{name}")),
-        Some(serde_json::json!({"url": valid.checked.display_url,
-            "kind": valid.checked.kind.as_str()})),
+        Some(
+            serde_json::json!({"url": mask_target(&valid.checked.display_url),
+            "kind": valid.checked.kind.as_str()}),
+        ),
     )
     .await
     .map_err(|e| EndpointError::Audit(e.to_string()))?;
@@ -406,7 +411,17 @@ fn finish(mut e: Endpoint) -> Endpoint {
     e
 }
 
-/// Every endpoint, by name.
+/// The endpoint as people and keys see it, admins included: its URL masked as monitors'
+/// targets are (`health::definition::mask_target`), since a webhook URL often carries its
+/// receiver's credential (user info, a path token, `?token=`) and endpoints are listed to
+/// every reader. Endpoints are never edited, only created and deleted, so no form needs the
+/// URL back; the worker reads it whole through [`for_sending`].
+fn shown(mut e: Endpoint) -> Endpoint {
+    e.url = mask_target(&e.url);
+    e
+}
+
+/// Every endpoint, by name, as shown ([`shown`]).
 pub async fn list(store: &Store) -> Result<Vec<Endpoint>> {
     let rows: Vec<Endpoint> = store
         .fetch_all_assembled(
@@ -414,10 +429,10 @@ pub async fn list(store: &Store) -> Result<Vec<Endpoint>> {
             args![],
         )
         .await?;
-    Ok(rows.into_iter().map(finish).collect())
+    Ok(rows.into_iter().map(finish).map(shown).collect())
 }
 
-/// One endpoint.
+/// One endpoint, as shown ([`shown`]).
 pub async fn get(store: &Store, id: i64) -> Result<Endpoint> {
     let rows: Vec<Endpoint> = store
         .fetch_all_assembled(
@@ -428,6 +443,7 @@ pub async fn get(store: &Store, id: i64) -> Result<Endpoint> {
     rows.into_iter()
         .next()
         .map(finish)
+        .map(shown)
         .ok_or(EndpointError::NotFound(id))
 }
 

@@ -253,6 +253,9 @@ pub struct Outgoing {
 /// Alerts a Slack message lists (a section holds 3,000 characters).
 const SLACK_LINES: usize = 20;
 
+/// Slack's escaping for text it parses (mrkdwn and the top-level `text`): `&`, `<` and `>`
+/// become entities, so `<!channel>`, `<!here>`, `<@U…>` and `<url|label>` in alert text are shown
+/// as written instead of pinging everyone or disguising a link.
 fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -313,7 +316,10 @@ pub fn outgoing(kind: Kind, settings: &Value, secret: &str, notice: &Notice) -> 
                 let _ = write!(context, " · <{}|Open in opsdeck>", slack_escape(&url));
             }
             let body = json!({
-                "text": clip(&notice.title(), 3000),
+                // The fallback for notifications and clients without blocks: Slack parses it
+                // like mrkdwn, so it is escaped as the blocks are. Clipped first, so an entity
+                // is never cut in half.
+                "text": slack_escape(&clip(&notice.title(), 3000)),
                 "blocks": [
                     {"type": "header",
                      "text": {"type": "plain_text", "text": clip(&notice.title(), 150)}},
@@ -774,5 +780,33 @@ mod tests {
         n.data["alerts"][0]["summary"] = json!("<!channel> & co");
         let o = outgoing(Kind::Slack, &json!({}), "http://s/x", &n).expect("http");
         assert!(o.body.contains("&lt;!channel&gt; &amp; co"), "{}", o.body);
+    }
+
+    #[test]
+    fn slack_fallback_text_is_escaped_like_the_blocks() {
+        let mut n = alert("alert.firing");
+        n.data["summary"] = json!("<!here> <!channel> <https://evil.example|docs> & co");
+        let o = outgoing(Kind::Slack, &json!({}), "http://s/x", &n).expect("http");
+        let body: Value = serde_json::from_str(&o.body).unwrap();
+        let text = body["text"].as_str().unwrap();
+        assert_eq!(
+            text,
+            "[FIRING] &lt;!here&gt; &lt;!channel&gt; &lt;https://evil.example|docs&gt; &amp; co"
+        );
+        // The header block is plain_text, which Slack never parses: shown as written.
+        assert_eq!(
+            body["blocks"][0]["text"]["text"],
+            "[FIRING] <!here> <!channel> <https://evil.example|docs> & co"
+        );
+        assert_eq!(body["blocks"][0]["text"]["type"], "plain_text");
+    }
+
+    #[test]
+    fn discord_never_pings_from_alert_text() {
+        let mut n = alert("alert.firing");
+        n.data["summary"] = json!("@everyone @here <@&123> down");
+        let o = outgoing(Kind::Discord, &json!({}), "http://d/x", &n).expect("http");
+        let body: Value = serde_json::from_str(&o.body).unwrap();
+        assert_eq!(body["allowed_mentions"], json!({"parse": []}));
     }
 }

@@ -52,7 +52,9 @@ pub struct EndpointList {
     pub endpoints: Vec<EndpointView>,
 }
 
-/// Every webhook endpoint (never its secret), with its success rate over 24 hours.
+/// Every webhook endpoint (never its secret), with its success rate over 24 hours. URLs are
+/// shown masked to every caller, admins included: user info, token-like path segments and
+/// credential query values (`token`, `key`, `secret`, `signature`, …) read `********`.
 #[utoipa::path(get, path = "/api/v1/webhooks/endpoints", tag = "webhooks",
     security(("api_key" = [])),
     responses((status = 200, body = EndpointList), (status = 403, body = ErrorBody)))]

@@ -1001,11 +1001,12 @@ async fn quota_one_alert_per_customer(backend: Backend) {
     assert_eq!(open_of(&app, "c13").await, third);
     let hits = slack_messages().await;
     assert_eq!(hits.len(), 4);
-    // Delivered concurrently, so in any order: one message per step.
+    // Delivered concurrently, so in any order: one message per step. The fallback `text` is
+    // escaped as Slack requires (`>` as `&gt;`); Slack shows it as written.
     for step in [
-        "91 % of quota (>= 90 %)",
-        "100 % of quota (>= 100 %)",
-        "121 % of quota (>= 120 %)",
+        "91 % of quota (&gt;= 90 %)",
+        "100 % of quota (&gt;= 100 %)",
+        "121 % of quota (&gt;= 120 %)",
     ] {
         let of_step = hits
             .iter()
@@ -1139,12 +1140,13 @@ async fn bulk_ack_and_filters(backend: Backend) {
             .unwrap();
         n
     };
-    let reader = app.key("oncall", &["read"]).await;
+    // Of API keys only admin keys acknowledge (`who_may_acknowledge`).
+    let oncall = app.key("oncall", &["admin"]).await;
     let bulk = |body: Value| {
-        let reader = reader.clone();
+        let oncall = oncall.clone();
         let app = &app;
         async move {
-            app.call(Method::POST, "/api/v1/alerts/ack", &reader, Some(&body))
+            app.call(Method::POST, "/api/v1/alerts/ack", &oncall, Some(&body))
                 .await
         }
     };
@@ -1316,7 +1318,7 @@ async fn bulk_ack_and_filters(backend: Backend) {
         .call(
             Method::GET,
             &format!("/api/v1/alerts?state=open&severity=critical&rule_id={rule}&q=c4"),
-            &reader,
+            &oncall,
             None,
         )
         .await;
@@ -1334,3 +1336,137 @@ async fn bulk_ack_and_filters_sqlite() {
 async fn bulk_ack_and_filters_postgres() {
     bulk_ack_and_filters(Backend::Postgres).await;
 }
+
+/// Who may acknowledge: every signed-in person, viewers included (the on-call person is rarely
+/// an admin), and admin keys; a read key reads only (403, nothing acknowledged). The OpenAPI
+/// document says so on both routes.
+async fn who_may_acknowledge(app: &TestApp) {
+    use crate::helpers::{api, browser, page_csrf, sign_in};
+    let store = &app.state.store;
+    let (prometheus, notifiers) = opsdeck::alerts::names(&app.state).await.unwrap();
+    let quota: Vec<_> = opsdeck::alerts::rules::load(store, &prometheus, &notifiers)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.spec.name == opsdeck::alerts::rules::QUOTA_RULE)
+        .collect();
+    for c in ["k1", "k2", "k3"] {
+        set_quota(app, c, 125.0).await;
+    }
+    engine::run(
+        store,
+        &quota,
+        opsdeck::store::now_ms(),
+        "",
+        &engine::Settings::default(),
+    )
+    .await
+    .unwrap();
+    let (k1, k2, k3) = (
+        open_of(app, "k1").await[0].0,
+        open_of(app, "k2").await[0].0,
+        open_of(app, "k3").await[0].0,
+    );
+    let acked_by = |id: i64| async move {
+        let (by,): (Option<String>,) = store
+            .fetch_one(
+                "SELECT acked_by FROM alerts WHERE id = $1",
+                opsdeck::args![id],
+            )
+            .await
+            .unwrap();
+        by
+    };
+
+    let reader = app.key("dashboard", &["read"]).await;
+    let res = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/alerts/{k1}/ack"),
+            &reader,
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "a read key reads only");
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/alerts/ack",
+            &reader,
+            Some(&json!({"ids": [k1, k2]})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!((acked_by(k1).await, acked_by(k2).await), (None, None));
+    // Reading stays allowed.
+    let res = app.call(Method::GET, "/api/v1/alerts", &reader, None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // A signed-in viewer acknowledges through the JSON API (with the session's CSRF token).
+    app.add_user(
+        "oncall@example.com",
+        "on call password 1",
+        opsdeck::access::Role::Viewer,
+    )
+    .await;
+    let viewer = browser();
+    let res = sign_in(app, &viewer, "oncall@example.com", "on call password 1").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let csrf = page_csrf(app, &viewer, "/alerts").await;
+    let res = viewer
+        .post(app.url(&format!("/api/v1/alerts/{k1}/ack")))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"note": "on it"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        acked_by(k1)
+            .await
+            .is_some_and(|by| by.contains("oncall@example.com"))
+    );
+
+    // An admin key acknowledges too.
+    let admin = app.key("pager-bot", &["admin"]).await;
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/alerts/ack",
+            &admin,
+            Some(&json!({"ids": [k2, k3]})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        acked_by(k3)
+            .await
+            .is_some_and(|by| by.ends_with(":pager-bot"))
+    );
+
+    // The OpenAPI document states the rule and the 403 on both routes.
+    let doc: Value = api()
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in ["/api/v1/alerts/{id}/ack", "/api/v1/alerts/ack"] {
+        let op = &doc["paths"][path]["post"];
+        let text = format!("{} {}", op["summary"], op["description"])
+            .replace("\\n", " ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            text.contains("viewers included") && text.contains("read key"),
+            "{path}: {text}"
+        );
+        assert!(op["responses"]["403"].is_object(), "{path}");
+    }
+}
+crate::dual_test!(who_may_acknowledge, |c| {
+    c.alerts.evaluation_interval = opsdeck::config::ConfigDuration(std::time::Duration::ZERO);
+});

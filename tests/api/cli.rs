@@ -225,6 +225,95 @@ fn users_and_keys_from_the_command_line() {
     assert!(!missing.exists());
 }
 
+/// The mode bits (`0o777`) of `path`.
+#[cfg(unix)]
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// A fresh data directory is created 0700, and everything in it — the database, its WAL and
+/// shared-memory files, the master key — 0600 while `serve` runs; `opsdeck backup` writes its
+/// copy 0600; and a database left world-readable by an older release is tightened the next
+/// time the store is opened. The test process's umask (022) would otherwise give 0755/0644.
+#[cfg(unix)]
+#[tokio::test]
+async fn data_directory_database_and_backups_are_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsdeck"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", d])
+        .env("OPSDECK_ADMIN_EMAIL", "boss@example.com")
+        .env_remove("OPSDECK_ADMIN_PASSWORD")
+        .env_remove("OPSDECK_MASTER_KEY")
+        .env_remove("OPSDECK_SERVER__DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(tmp.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let lines = read_until(&mut out, "listening on");
+    let base = url_in(&lines);
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
+
+    assert_eq!(mode_of(&data), 0o700, "data directory");
+    let db = data.join("opsdeck.db");
+    for name in [
+        "opsdeck.db",
+        "opsdeck.db-wal",
+        "opsdeck.db-shm",
+        "master.key",
+    ] {
+        assert_eq!(mode_of(&data.join(name)), 0o600, "{name}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in &names {
+        assert_eq!(mode_of(&data.join(name)), 0o600, "{name} in {names:?}");
+    }
+
+    // A backup beside the running server.
+    let backup = tmp.path().join("copy.db");
+    let out = opsdeck(
+        &["--data-dir", d, "backup", backup.to_str().unwrap()],
+        tmp.path(),
+        None,
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(mode_of(&backup), 0o600, "backup file");
+    for suffix in ["-wal", "-shm"] {
+        let side = tmp.path().join(format!("copy.db{suffix}"));
+        if side.exists() {
+            assert_eq!(mode_of(&side), 0o600, "{}", side.display());
+        }
+    }
+    assert!(sigterm_and_wait(&mut child).success());
+
+    // An install from before: world-readable files are tightened when the store is opened.
+    use std::os::unix::fs::PermissionsExt;
+    let wal = data.join("opsdeck.db-wal");
+    if !wal.exists() {
+        std::fs::write(&wal, b"").unwrap();
+    }
+    for f in [&db, &wal] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = opsdeck(&["--data-dir", d, "key", "list"], tmp.path(), None);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(mode_of(&db), 0o600);
+    // SQLite removes the WAL when its last connection closes; if it stays, it is private.
+    assert!(!wal.exists() || mode_of(&wal) == 0o600);
+}
+
 /// Reads the child's stdout until a line containing `marker`; returns the lines read so far.
 pub fn read_until(reader: &mut impl std::io::BufRead, marker: &str) -> Vec<String> {
     let mut lines = Vec::new();

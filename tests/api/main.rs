@@ -7,6 +7,7 @@ mod access;
 mod alerts;
 mod browser;
 mod browser_alerts;
+mod browser_csv;
 mod browser_format;
 mod browser_layout;
 mod cli;

@@ -708,3 +708,87 @@ async fn two_instances_deliver_each_attempt_once_sqlite() {
 async fn two_instances_deliver_each_attempt_once_postgres() {
     two_instances_deliver_each_attempt_once(Backend::Postgres).await;
 }
+
+/// A webhook URL's credentials (user info, a path token, `?token=`) are masked wherever the
+/// endpoint is shown, as monitors' targets are: the JSON list for a read key and for an admin
+/// key, the Webhooks tab for a viewer and for an admin, and the audit row of its creation.
+async fn webhook_urls_are_masked_for_everyone(app: &crate::helpers::TestApp) {
+    use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, browser, page_text, sign_in};
+    const PASSWORD: &str = "pa55word-in-url";
+    const PATH_TOKEN: &str = "Zx81kQ7pW3vN5tR9yL2mB6";
+    const QUERY_TOKEN: &str = "qt-4f9a1c7e2b";
+    let url = format!(
+        "https://ops:{PASSWORD}@hooks.example.com/in/{PATH_TOKEN}/events?token={QUERY_TOKEN}&channel=ops"
+    );
+    let admin = app.key("admin", &["admin"]).await;
+    let res = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/webhooks/endpoints",
+            &admin,
+            Some(&serde_json::json!({"name": "tokened", "url": url})),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap());
+    let leaks = |text: &str| {
+        [PASSWORD, PATH_TOKEN, QUERY_TOKEN]
+            .into_iter()
+            .filter(|s| text.contains(s))
+            .collect::<Vec<_>>()
+    };
+
+    let reader = app.key("reader", &["read"]).await;
+    let mut shown = Vec::new();
+    for key in [&reader, &admin] {
+        let list: serde_json::Value = app
+            .call(
+                reqwest::Method::GET,
+                "/api/v1/webhooks/endpoints",
+                key,
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let text = list.to_string();
+        assert_eq!(leaks(&text), Vec::<&str>::new(), "{text}");
+        shown.push(list["endpoints"][0]["url"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        shown[0],
+        "https://ops:********@hooks.example.com/in/********/events?token=********&channel=ops"
+    );
+    assert_eq!(shown[0], shown[1], "admins see the same masked URL");
+
+    app.add_user(
+        "viewer@example.com",
+        "viewer password 1",
+        opsdeck::access::Role::Viewer,
+    )
+    .await;
+    for (email, password) in [
+        ("viewer@example.com", "viewer password 1"),
+        (ADMIN_EMAIL, ADMIN_PASSWORD),
+    ] {
+        let client = browser();
+        assert_eq!(
+            sign_in(app, &client, email, password).await.status(),
+            reqwest::StatusCode::SEE_OTHER
+        );
+        let html = page_text(app, &client, "/integrations/webhooks").await;
+        assert!(
+            html.contains("hooks.example.com/in/********/events"),
+            "{email}"
+        );
+        assert_eq!(leaks(&html), Vec::<&str>::new(), "{email}");
+    }
+
+    let audit = opsdeck::access::audit::list(&app.state.store, 100, None)
+        .await
+        .unwrap();
+    let text = format!("{audit:?}");
+    assert!(text.contains("webhook_endpoint.create"), "{text}");
+    assert_eq!(leaks(&text), Vec::<&str>::new(), "{text}");
+}
+crate::dual_test!(webhook_urls_are_masked_for_everyone);

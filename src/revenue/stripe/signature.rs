@@ -2,7 +2,10 @@
 //! whole `whsec_…` secret over `"{t}.{raw body}"`, lowercase hex. Any one matching `v1` value is
 //! enough, because Stripe signs with every active secret while one is being rolled; `v0` (a
 //! test-mode decoy) and unknown schemes are ignored so they can never downgrade the check. A
-//! timestamp older than the tolerance is refused as a replay, as Stripe's own libraries do.
+//! timestamp older than the tolerance is refused as a replay, as Stripe's own libraries do, and
+//! so is one further ahead than the tolerance: a signature dated in the future would otherwise
+//! stay replayable until that date (a leaked secret could mint deliveries good for years), and
+//! clocks that drift more than five minutes apart are a fault to see, not to absorb.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -24,6 +27,8 @@ pub enum SignatureError {
     Mismatch,
     #[error("timestamp is {age} s old, past the {tolerance} s tolerance")]
     TooOld { age: i64, tolerance: i64 },
+    #[error("timestamp is {ahead} s in the future, past the {tolerance} s tolerance")]
+    InFuture { ahead: i64, tolerance: i64 },
 }
 
 /// The parts of a `Stripe-Signature` header that count.
@@ -93,10 +98,17 @@ pub fn verify(
     if !matched {
         return Err(SignatureError::Mismatch);
     }
-    let age = now_secs - header.timestamp;
+    // The tolerance bounds both directions; saturating, since `t=` is the sender's number.
+    let age = now_secs.saturating_sub(header.timestamp);
     if tolerance_secs > 0 && age > tolerance_secs {
         return Err(SignatureError::TooOld {
             age,
+            tolerance: tolerance_secs,
+        });
+    }
+    if tolerance_secs > 0 && age < -tolerance_secs {
+        return Err(SignatureError::InFuture {
+            ahead: header.timestamp.saturating_sub(now_secs),
             tolerance: tolerance_secs,
         });
     }
@@ -178,5 +190,28 @@ mod tests {
             ),
             Err(SignatureError::Mismatch)
         );
+    }
+
+    #[test]
+    fn timestamps_ahead_of_the_clock_are_bounded_like_old_ones() {
+        let t = 1_700_000_000;
+        let h = header(BODY, t, &[SECRET]);
+        // Five minutes ahead is within the tolerance, as five minutes behind is.
+        assert_eq!(verify(BODY, Some(&h), SECRET, t - 300, 300), Ok(t));
+        assert_eq!(
+            verify(BODY, Some(&h), SECRET, t - 301, 300),
+            Err(SignatureError::InFuture {
+                ahead: 301,
+                tolerance: 300
+            })
+        );
+        // A correctly signed delivery dated far ahead would otherwise be replayable until then.
+        let far = header(BODY, i64::MAX, &[SECRET]);
+        assert!(matches!(
+            verify(BODY, Some(&far), SECRET, t, 300),
+            Err(SignatureError::InFuture { .. })
+        ));
+        // A tolerance of 0 turns the age check off in both directions, as before.
+        assert_eq!(verify(BODY, Some(&h), SECRET, t - 10_000, 0), Ok(t));
     }
 }
