@@ -107,7 +107,7 @@ async fn delete_user(
     Path(id): Path<i64>,
 ) -> Result<StatusCode> {
     p.require(Scope::Admin)?;
-    users::delete(&state.store, id, &client.actor(&p)).await?;
+    users::delete(&state.store, &state.events, id, &client.actor(&p)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -153,7 +153,7 @@ async fn revoke_key(
     Path(id): Path<i64>,
 ) -> Result<StatusCode> {
     p.require(Scope::Admin)?;
-    keys::revoke(&state.store, id, &client.actor(&p)).await?;
+    keys::revoke(&state.store, &state.events, id, &client.actor(&p)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
