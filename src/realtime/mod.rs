@@ -280,6 +280,37 @@ pub async fn principal(
     Ok(principal)
 }
 
+/// Whether a browser page at `origin` (the request's `Origin` header) may use the session
+/// cookie on a stream: only opsdeck's own pages may. That is `server.public_url`'s origin when
+/// it is set, otherwise the origin whose host is the request's `Host` (all we know of our own
+/// address). A request without `Origin` comes from no web page (browsers always send it on
+/// WebSocket handshakes and cross-origin requests), so it is allowed.
+pub fn origin_allowed(public_url: &str, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let Ok(origin) = reqwest::Url::parse(origin) else {
+        return false;
+    };
+    if !public_url.is_empty() {
+        return reqwest::Url::parse(public_url).is_ok_and(|own| own.origin() == origin.origin());
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match (origin.host_str(), host) {
+        (Some(name), Some(host)) => {
+            let authority = match origin.port() {
+                Some(port) => format!("{name}:{port}"),
+                None => name.to_string(),
+            };
+            authority.eq_ignore_ascii_case(host)
+        }
+        _ => false,
+    }
+}
+
 /// Publishes a sample of just-ingested events as `user_activity` (at most
 /// [`ACTIVITY_PER_SECOND`]); `events` are the `(source, id, type, subject, time)` of events
 /// the writer committed. Never blocks: the bus drops what slow listeners cannot take.
@@ -396,6 +427,50 @@ mod tests {
             assert!(cred.rooms().contains(&room_of(&revoked)), "{revoked:?}");
         }
         assert!(!session.rooms().contains(&room_of(&Revoked::Key(3))));
+    }
+
+    #[test]
+    fn cookie_streams_admit_only_our_own_origin() {
+        let headers = |origin: Option<&str>, host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, host.parse().unwrap());
+            if let Some(o) = origin {
+                h.insert(header::ORIGIN, o.parse().unwrap());
+            }
+            h
+        };
+        let public = "https://ops.example.com/";
+        let own = headers(Some("https://ops.example.com"), "10.0.0.5:8080");
+        assert!(origin_allowed(public, &own));
+        for foreign in [
+            "https://evil.example",
+            "http://ops.example.com",
+            "https://ops.example.com:8443",
+            "https://ops.example.com.evil.example",
+            "null",
+        ] {
+            assert!(
+                !origin_allowed(public, &headers(Some(foreign), "ops.example.com")),
+                "{foreign}"
+            );
+        }
+        assert!(
+            origin_allowed(public, &headers(None, "x")),
+            "no page, no Origin"
+        );
+        // Without public_url, the Host the request was sent to stands for our origin.
+        assert!(origin_allowed(
+            "",
+            &headers(Some("http://127.0.0.1:8080"), "127.0.0.1:8080")
+        ));
+        assert!(!origin_allowed(
+            "",
+            &headers(Some("http://evil.example:8080"), "127.0.0.1:8080")
+        ));
+        assert!(!origin_allowed(
+            "",
+            &headers(Some("http://127.0.0.1:9999"), "127.0.0.1:8080")
+        ));
     }
 
     #[test]

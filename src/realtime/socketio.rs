@@ -8,7 +8,10 @@
 //! Each socket also joins one room per way its credential can be revoked
 //! (`Credential::rooms`); a revocation on the bus disconnects that room's sockets, and a task
 //! per socket re-checks the credential every `Realtime::recheck_every` and disconnects it once
-//! the credential no longer holds.
+//! the credential no longer holds. A socket authenticated by the session cookie is admitted
+//! only from opsdeck's own origin (`super::origin_allowed`): browsers send cookies with a
+//! WebSocket handshake whatever page opens it, and no CORS rule stands in the way. A key is
+//! not ambient — a page can only send one it was given — so key sockets are not origin-bound.
 
 use serde_json::Value;
 use socketioxide::SocketIo;
@@ -43,6 +46,13 @@ async fn authorize(
     let headers = &socket.req_parts().headers;
     let principal = super::principal(&state, headers, token.as_deref()).await?;
     let credential = Credential::of(&principal);
+    if matches!(credential, Credential::Session { .. })
+        && !super::origin_allowed(&state.config.server.public_url, headers)
+    {
+        return Err(super::RealtimeError::Forbidden(
+            "a session cookie is accepted only from opsdeck's own pages (Origin does not match server.public_url)".into(),
+        ));
+    }
     // Here rather than in the connect handler, which runs after the `40` answer: whatever is
     // published once the client holds its answer reaches it, a revocation included. (A
     // refused socket is removed from its rooms by socketioxide.)

@@ -3,6 +3,11 @@
 //! for the bus gets `event: lagged` with how many events it missed, then the stream goes on.
 //! The stream ends when its credential is revoked (announced on the bus) or found invalid by
 //! the periodic re-check (see the module above).
+//!
+//! Unlike Socket.IO, the cookie-authenticated stream is not bound to an `Origin`: the session
+//! cookie is `SameSite=Lax`, so a cross-site page's `EventSource` is sent without it, and the
+//! answer carries no CORS headers, so a page of another origin (a sibling subdomain, which is
+//! same-site) cannot read it either.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -1,7 +1,9 @@
 //! Live streams end with their credential: revoking a key, signing out, changing a password and
 //! deleting a user end the SSE streams and Socket.IO connections that credential opened — and
 //! only those — at once, on this instance and, through Redis, on another sharing the database;
-//! a change made from the command line without Redis ends them at the periodic re-check.
+//! a change made from the command line without Redis ends them at the periodic re-check. Also:
+//! a cookie-authenticated Socket.IO connection is admitted only from opsdeck's own origin, and
+//! `/socket.io/` answers carry the security headers.
 
 use std::time::{Duration, Instant};
 
@@ -347,6 +349,101 @@ async fn streams_recheck_their_credential(app: &TestApp) {
     );
 }
 dual_test!(streams_recheck_their_credential);
+
+/// Cookie-authenticated Socket.IO is admitted only from `server.public_url`'s origin (or
+/// without an `Origin`, as non-browser clients connect); a key is not bound to an origin.
+async fn socketio_cookie_needs_our_origin(app: &TestApp) {
+    let (_browser, cookie) = session(app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let foreign = [
+        ("cookie", cookie.as_str()),
+        ("origin", "https://evil.example"),
+    ];
+    let (_c, answer) = SocketIoClient::connect_with(app, None, &foreign).await;
+    assert!(answer.starts_with("44"), "foreign origin refused: {answer}");
+    assert!(answer.contains("Origin"), "{answer}");
+    let lookalike = [
+        ("cookie", cookie.as_str()),
+        ("origin", "http://ops.example.com.evil.example"),
+    ];
+    let (_c, answer) = SocketIoClient::connect_with(app, None, &lookalike).await;
+    assert!(answer.starts_with("44"), "look-alike refused: {answer}");
+
+    let own = [
+        ("cookie", cookie.as_str()),
+        ("origin", "http://ops.example.com"),
+    ];
+    let (mut client, answer) = SocketIoClient::connect_with(app, None, &own).await;
+    assert!(answer.starts_with("40{"), "our origin admitted: {answer}");
+    app.state
+        .events
+        .publish(Channel::Alert, "alert.firing", json!({"summary": "x"}));
+    assert_eq!(client.event("alert").await["type"], "alert.firing");
+
+    let reader = app.key("reader", &["read"]).await;
+    let (_c, answer) = SocketIoClient::connect_with(
+        app,
+        Some(json!({"token": reader})),
+        &[("origin", "https://evil.example")],
+    )
+    .await;
+    assert!(answer.starts_with("40{"), "a key in auth: {answer}");
+    let bearer = format!("Bearer {reader}");
+    let (_c, answer) = SocketIoClient::connect_with(
+        app,
+        None,
+        &[
+            ("authorization", bearer.as_str()),
+            ("origin", "https://evil.example"),
+        ],
+    )
+    .await;
+    assert!(answer.starts_with("40{"), "a Bearer key: {answer}");
+}
+dual_test!(socketio_cookie_needs_our_origin, |c| {
+    c.server.public_url = "http://ops.example.com".into();
+});
+
+/// `/socket.io/` answers carry the headers every other route sends: the polling transport's
+/// and the websocket upgrade's.
+async fn socketio_answers_carry_security_headers(app: &TestApp) {
+    let check = |headers: &reqwest::header::HeaderMap, what: &str| {
+        for name in [
+            "content-security-policy",
+            "x-content-type-options",
+            "x-frame-options",
+            "referrer-policy",
+            "cache-control",
+        ] {
+            assert!(
+                headers.contains_key(name),
+                "{what} lacks {name}: {headers:?}"
+            );
+        }
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["x-frame-options"], "DENY");
+    };
+    let res = api()
+        .get(app.url("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    check(res.headers(), "the polling handshake");
+    let res = api()
+        .get(app.url("/socket.io/?EIO=4&transport=nonsense"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error());
+    check(res.headers(), "a refused polling request");
+    let url = format!(
+        "{}/socket.io/?EIO=4&transport=websocket",
+        app.base.replacen("http", "ws", 1)
+    );
+    let (_ws, res) = tokio_tungstenite::connect_async(url).await.unwrap();
+    check(res.headers(), "the websocket upgrade");
+}
+dual_test!(socketio_answers_carry_security_headers);
 
 /// Two instances on one PostgreSQL database and one Redis: a key revoked, a session signed
 /// out and a user deleted on A end the streams opened on B at once, and so does a password
