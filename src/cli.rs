@@ -665,10 +665,37 @@ fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     Ok((crate::access::random_token(15), true))
 }
 
+/// Tells running servers about the revocations this command made, so the streams they opened
+/// end: through Redis when `server.redis_url` is set, at once; otherwise each server finds out
+/// at its streams' next credential re-check.
+async fn announce_revocations(
+    config: &Config,
+    revoked: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::events::Event>>,
+) {
+    let mut events = Vec::new();
+    while let Ok(event) = revoked.try_recv() {
+        events.push((*event).clone());
+    }
+    if events.is_empty() {
+        return;
+    }
+    let every = crate::realtime::RECHECK_EVERY.as_secs();
+    let url = &config.server.redis_url;
+    if url.is_empty() {
+        eprintln!("open live streams on a running server end within {every} s");
+    } else if let Err(e) = crate::realtime::fanout::announce(url, events).await {
+        eprintln!(
+            "could not tell running servers through Redis ({e}); their open live streams end within {every} s"
+        );
+    }
+}
+
 async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     store.migrate().await?;
     let actor = cli_actor();
+    let bus = crate::events::Bus::default();
+    let mut revoked = bus.subscribe_local();
     match cmd {
         UserCommand::Add {
             email,
@@ -688,8 +715,9 @@ async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
             password_stdin,
         } => {
             let (password, generated) = read_password(password_stdin)?;
-            users::set_password(&store, &email, &password, &actor).await?;
+            users::set_password(&store, &bus, &email, &password, &actor).await?;
             println!("password changed for {email}; their sessions were signed out");
+            announce_revocations(&config, &mut revoked).await;
             if generated {
                 println!("new password (shown once): {password}");
             }
@@ -707,6 +735,8 @@ async fn key(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     store.migrate().await?;
     let actor = cli_actor();
+    let bus = crate::events::Bus::default();
+    let mut revoked = bus.subscribe_local();
     match cmd {
         KeyCommand::Create { name, scopes } => {
             let scopes = Scopes::parse_list(&scopes)?;
@@ -736,8 +766,9 @@ async fn key(config: Config, cmd: KeyCommand) -> anyhow::Result<()> {
             }
         }
         KeyCommand::Revoke { id } => {
-            keys::revoke(&store, id, &actor).await?;
+            keys::revoke(&store, &bus, id, &actor).await?;
             println!("revoked key {id}");
+            announce_revocations(&config, &mut revoked).await;
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ use subtle::ConstantTimeEq;
 use super::audit::{self, Actor};
 use super::{AccessError, Result, Scopes, random_token, sha256_hex};
 use crate::args;
+use crate::events::{Bus, Revoked};
 use crate::store::{Store, now_ms};
 
 const KEY_PREFIX: &str = "opsk_";
@@ -142,8 +143,10 @@ pub async fn list(store: &Store) -> Result<Vec<ApiKey>> {
     Ok(rows.into_iter().map(ApiKey::from).collect())
 }
 
-/// Revokes a key; it stops working on its next request. Revoking twice is a 404.
-pub async fn revoke(store: &Store, id: i64, actor: &Actor) -> Result<()> {
+/// Revokes a key; it stops working on its next request, and its open streams end once `bus`
+/// carries the news (at once where the bus reaches; see `realtime` for the re-check that covers
+/// the rest). Revoking twice is a 404.
+pub async fn revoke(store: &Store, bus: &Bus, id: i64, actor: &Actor) -> Result<()> {
     let mut tx = store.begin().await?;
     let row: Option<(String,)> = tx
         .fetch_optional(
@@ -161,7 +164,20 @@ pub async fn revoke(store: &Store, id: i64, actor: &Actor) -> Result<()> {
     )
     .await?;
     tx.commit().await?;
+    bus.revoke(Revoked::Key(id));
     Ok(())
+}
+
+/// Whether the key with this id still exists unrevoked: what a long-lived stream opened with
+/// it re-checks, holding only the id.
+pub async fn is_active(store: &Store, id: i64) -> Result<bool> {
+    let row: Option<(i64,)> = store
+        .fetch_optional(
+            "SELECT id FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
+            args![id],
+        )
+        .await?;
+    Ok(row.is_some())
 }
 
 /// Resolves a presented key. Any malformed, unknown, wrong or revoked key is simply `None`.

@@ -96,7 +96,7 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
-/// Removes a user and their sessions; the last admin cannot be removed.
+/// Removes a user and their sessions, ending their live streams; the last admin cannot be removed.
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "access", security(("api_key" = [])),
     params(("id" = i64, Path, description = "User id")),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -107,7 +107,7 @@ async fn delete_user(
     Path(id): Path<i64>,
 ) -> Result<StatusCode> {
     p.require(Scope::Admin)?;
-    users::delete(&state.store, id, &client.actor(&p)).await?;
+    users::delete(&state.store, &state.events, id, &client.actor(&p)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -142,7 +142,7 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// Revokes an API key at once.
+/// Revokes an API key at once; its open live streams (SSE, Socket.IO) end.
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "access", security(("api_key" = [])),
     params(("id" = i64, Path, description = "API key id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
@@ -153,7 +153,7 @@ async fn revoke_key(
     Path(id): Path<i64>,
 ) -> Result<StatusCode> {
     p.require(Scope::Admin)?;
-    keys::revoke(&state.store, id, &client.actor(&p)).await?;
+    keys::revoke(&state.store, &state.events, id, &client.actor(&p)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -8,6 +8,7 @@ use subtle::ConstantTimeEq;
 use super::audit::{self, Actor};
 use super::{AccessError, Result, Role, random_token, sha256_hex};
 use crate::args;
+use crate::events::{Bus, Revoked};
 use crate::store::{Store, now_ms};
 
 pub const COOKIE_NAME: &str = "opsdeck_session";
@@ -20,6 +21,14 @@ pub struct SessionUser {
     pub role: Role,
     pub csrf_token: String,
     pub(crate) id_hash: String,
+}
+
+impl SessionUser {
+    /// The session's identity as the table and revocations name it (the SHA-256 of the
+    /// cookie, not the cookie).
+    pub fn session_id(&self) -> &str {
+        &self.id_hash
+    }
 }
 
 impl SessionUser {
@@ -102,8 +111,8 @@ pub async fn lookup(store: &Store, cookie: &str) -> Result<Option<SessionUser>> 
     .transpose()
 }
 
-/// Ends one session (sign-out).
-pub async fn destroy(store: &Store, session: &SessionUser, actor: &Actor) -> Result<()> {
+/// Ends one session (sign-out), and with it the streams it opened (announced on `bus`).
+pub async fn destroy(store: &Store, bus: &Bus, session: &SessionUser, actor: &Actor) -> Result<()> {
     let mut tx = store.begin().await?;
     tx.execute(
         "DELETE FROM sessions WHERE id_hash = $1",
@@ -119,7 +128,21 @@ pub async fn destroy(store: &Store, session: &SessionUser, actor: &Actor) -> Res
     )
     .await?;
     tx.commit().await?;
+    bus.revoke(Revoked::Session(session.id_hash.clone()));
     Ok(())
+}
+
+/// Whether the session `session_id` (see [`SessionUser::session_id`]) is still live: not
+/// signed out, not expired, its user not deleted. Long-lived streams re-check this.
+pub async fn is_live(store: &Store, session_id: &str) -> Result<bool> {
+    let row: Option<(i64,)> = store
+        .fetch_optional(
+            "SELECT s.user_id FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id_hash = $1 AND s.expires_at > $2",
+            args![session_id, now_ms()],
+        )
+        .await?;
+    Ok(row.is_some())
 }
 
 /// One step of the prune job: deletes up to `batch` expired sessions, returns how many.

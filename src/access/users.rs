@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::audit::{self, Actor};
 use super::{AccessError, Result, Role, random_token};
 use crate::args;
+use crate::events::{Bus, Revoked};
 use crate::store::{Store, now_ms};
 
 pub const MIN_PASSWORD_LEN: usize = 10;
@@ -137,8 +138,15 @@ pub async fn create(
     })
 }
 
-/// Sets a new password and signs the user out everywhere.
-pub async fn set_password(store: &Store, email: &str, password: &str, actor: &Actor) -> Result<()> {
+/// Sets a new password and signs the user out everywhere, ending the streams their sessions
+/// opened (announced on `bus`).
+pub async fn set_password(
+    store: &Store,
+    bus: &Bus,
+    email: &str,
+    password: &str,
+    actor: &Actor,
+) -> Result<()> {
     let email = normalize_email(email)?;
     check_password(password)?;
     let hash = hash_blocking(password.to_string()).await?;
@@ -154,11 +162,13 @@ pub async fn set_password(store: &Store, email: &str, password: &str, actor: &Ac
         .await?;
     audit::record(&mut tx, actor, "user.password_change", Some(&email), None).await?;
     tx.commit().await?;
+    bus.revoke(Revoked::User(id));
     Ok(())
 }
 
-/// Removes a user; the last admin cannot be removed, so opsdeck is never locked.
-pub async fn delete(store: &Store, id: i64, actor: &Actor) -> Result<()> {
+/// Removes a user and ends the streams their sessions opened (announced on `bus`); the last
+/// admin cannot be removed, so opsdeck is never locked.
+pub async fn delete(store: &Store, bus: &Bus, id: i64, actor: &Actor) -> Result<()> {
     let mut tx = store.begin().await?;
     // Take the admin rows (PostgreSQL) or the write lock (SQLite) before counting, so two admins
     // removing each other at once cannot both see "another admin remains".
@@ -188,6 +198,7 @@ pub async fn delete(store: &Store, id: i64, actor: &Actor) -> Result<()> {
         .await?;
     audit::record(&mut tx, actor, "user.delete", Some(&user.email), None).await?;
     tx.commit().await?;
+    bus.revoke(Revoked::User(id));
     Ok(())
 }
 

@@ -106,10 +106,6 @@ pub fn router(state: AppState) -> Router {
                 ))
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
-                    security_headers,
-                ))
-                .layer(middleware::from_fn_with_state(
-                    state.clone(),
                     error::render_errors,
                 ))
                 .layer(middleware::from_fn_with_state(
@@ -127,8 +123,10 @@ pub fn router(state: AppState) -> Router {
                 ))
                 .layer(DefaultBodyLimit::max(config.max_body_bytes)),
         )
-        .with_state(state)
+        .with_state(state.clone())
         .layer(socketio)
+        // Outside Socket.IO too, so its polling answers and websocket upgrades carry them.
+        .layer(middleware::from_fn_with_state(state, security_headers))
 }
 
 /// Middleware: request id, a tracing span around the request, one log line per request.

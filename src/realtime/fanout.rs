@@ -5,6 +5,11 @@
 //! shared database for its own clients. The bus is not durable and neither is this: while
 //! Redis is away, events are dropped (logged), both loops reconnect with backoff, and a
 //! producer never waits for Redis.
+//!
+//! Revocations (`events::Revoked`) travel the same way, so revoking a key or ending a session on
+//! one instance ends its streams on all. Commands run outside the server (`opsdeck key revoke`,
+//! `opsdeck user passwd`) have no relay of their own; they hand their revocations to
+//! [`announce`], which publishes them once on the same channel.
 
 use std::time::Duration;
 
@@ -53,6 +58,37 @@ pub fn spawn(url: &str, bus: Bus, cancel: CancellationToken) -> tokio::task::Joi
         let _ = publisher.await;
         let _ = relay.await;
     })
+}
+
+/// Publishes `events` on [`CHANNEL`] once, as an instance of its own would, for a process that
+/// does not run the relay (the command line). Bounded by [`PUBLISH_TIMEOUT`].
+pub async fn announce(url: &str, events: Vec<Event>) -> Result<(), redis::RedisError> {
+    let origin = format!("cli-{}", uuid::Uuid::new_v4().simple());
+    let publish = async {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        for event in events {
+            let payload = serde_json::to_string(&Envelope {
+                origin: origin.clone(),
+                event,
+            })
+            .map_err(|e| redis::RedisError::from(std::io::Error::other(e)))?;
+            redis::cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await?;
+        }
+        Ok(())
+    };
+    tokio::time::timeout(PUBLISH_TIMEOUT, publish)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "Redis did not answer in time",
+            )))
+        })
 }
 
 async fn pause(backoff: &mut Duration, cancel: &CancellationToken) -> bool {

@@ -96,7 +96,7 @@ pub async fn delete_user(
     form: CsrfForm<NoFields>,
 ) -> PageResult {
     require_admin(&form.user)?;
-    match users::delete(&state.store, id, &form.actor()).await {
+    match users::delete(&state.store, &state.events, id, &form.actor()).await {
         Ok(()) => Ok(Redirect::to("/settings/users").into_response()),
         Err(e) => {
             let (status, msg) = form_problem(e)?;
@@ -176,7 +176,7 @@ pub async fn revoke_key(
     form: CsrfForm<NoFields>,
 ) -> PageResult {
     require_admin(&form.user)?;
-    match keys::revoke(&state.store, id, &form.actor()).await {
+    match keys::revoke(&state.store, &state.events, id, &form.actor()).await {
         Ok(()) => Ok(Redirect::to("/settings/keys").into_response()),
         Err(e) => {
             let (status, msg) = form_problem(e)?;

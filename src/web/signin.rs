@@ -184,7 +184,7 @@ pub async fn signout(
     State(state): State<AppState>,
     form: CsrfForm<NoFields>,
 ) -> Result<Response, ApiError> {
-    sessions::destroy(&state.store, &form.user, &form.actor()).await?;
+    sessions::destroy(&state.store, &state.events, &form.user, &form.actor()).await?;
     let mut res = Redirect::to("/signin").into_response();
     set_cookie(&mut res, &state, sessions::COOKIE_NAME, "", "/", "Lax", 0);
     Ok(res)

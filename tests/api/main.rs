@@ -23,6 +23,7 @@ mod notifiers;
 mod ops;
 mod realtime;
 mod revenue;
+mod revocation;
 mod storage;
 mod tokens;
 mod triage;

@@ -19,26 +19,32 @@ use crate::helpers::*;
 
 /// One SSE frame: `event:`, `id:`, `data:` (parsed).
 #[derive(Debug)]
-struct Frame {
-    event: String,
-    id: String,
-    data: Value,
+pub(crate) struct Frame {
+    pub(crate) event: String,
+    pub(crate) id: String,
+    pub(crate) data: Value,
 }
 
 /// A reading SSE client on `reqwest` (no streaming feature needed: `chunk()`).
-struct SseClient {
-    res: reqwest::Response,
-    buf: String,
+pub(crate) struct SseClient {
+    pub(crate) res: reqwest::Response,
+    pub(crate) buf: String,
 }
 
 impl SseClient {
-    async fn open(app: &TestApp, key: &str) -> SseClient {
+    pub(crate) async fn open(app: &TestApp, key: &str) -> SseClient {
         let res = api()
             .get(app.url("/api/v1/stream"))
             .bearer_auth(key)
             .send()
             .await
             .unwrap();
+        SseClient::start(res).await
+    }
+
+    /// Takes over an answer from `GET /api/v1/stream` (sent with any credential) once it is
+    /// subscribed.
+    pub(crate) async fn start(res: reqwest::Response) -> SseClient {
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(
             res.headers()["content-type"].to_str().unwrap(),
@@ -59,7 +65,7 @@ impl SseClient {
     }
 
     /// The next event frame (comments skipped), or `None` after `wait`.
-    async fn next(&mut self, wait: Duration) -> Option<Frame> {
+    pub(crate) async fn next(&mut self, wait: Duration) -> Option<Frame> {
         let deadline = Instant::now() + wait;
         loop {
             while let Some(end) = self.buf.find("\n\n") {
@@ -93,7 +99,7 @@ impl SseClient {
     }
 
     /// The next frame on `event` whose data passes `want`, skipping others.
-    async fn expect(&mut self, event: &str, want: impl Fn(&Value) -> bool) -> Frame {
+    pub(crate) async fn expect(&mut self, event: &str, want: impl Fn(&Value) -> bool) -> Frame {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let left = deadline
@@ -317,8 +323,8 @@ dual_test!(state_changes_reach_subscribed_endpoints, |c| {
 });
 
 /// A minimal Engine.IO v4 / Socket.IO client over a websocket.
-struct SocketIoClient {
-    ws: tokio_tungstenite::WebSocketStream<
+pub(crate) struct SocketIoClient {
+    pub(crate) ws: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
 }
@@ -326,12 +332,29 @@ struct SocketIoClient {
 impl SocketIoClient {
     /// Opens the Engine.IO session and sends the namespace connect with `auth`; returns the
     /// client and the connect answer (`40{"sid"…}` or `44{"message"…}`).
-    async fn connect(app: &TestApp, auth: Option<Value>) -> (SocketIoClient, String) {
+    pub(crate) async fn connect(app: &TestApp, auth: Option<Value>) -> (SocketIoClient, String) {
+        SocketIoClient::connect_with(app, auth, &[]).await
+    }
+
+    /// The same, with extra handshake headers (`cookie`, `origin`, `authorization`).
+    pub(crate) async fn connect_with(
+        app: &TestApp,
+        auth: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (SocketIoClient, String) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = format!(
             "{}/socket.io/?EIO=4&transport=websocket",
             app.base.replacen("http", "ws", 1)
         );
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let mut request = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         let mut client = SocketIoClient { ws };
         let open = client.read().await.expect("open packet");
         assert!(open.starts_with("0{"), "{open}");
@@ -347,7 +370,7 @@ impl SocketIoClient {
     }
 
     /// The next text packet, answering pings on the way; `None` when closed or after 15 s.
-    async fn read(&mut self) -> Option<String> {
+    pub(crate) async fn read(&mut self) -> Option<String> {
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(15), self.ws.next())
                 .await
@@ -365,7 +388,7 @@ impl SocketIoClient {
     }
 
     /// The next `42[name, payload]` event with this name.
-    async fn event(&mut self, name: &str) -> Value {
+    pub(crate) async fn event(&mut self, name: &str) -> Value {
         loop {
             let packet = self
                 .read()
