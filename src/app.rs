@@ -136,11 +136,23 @@ impl App {
             .await
             .map_err(|e| StartError::Stripe(e.to_string()))?;
         let access = &config.access;
-        let webhooks = crate::webhooks::worker::Deliverer::new(
-            &config.webhooks,
+        // Names pinned by a test resolve as it says in every guard; their addresses are
+        // checked like any others.
+        let pin = |guard: crate::net::guard::Guard| {
+            config
+                .pinned_hosts
+                .iter()
+                .fold(guard, |g, (name, ip)| g.with_pinned(name, vec![*ip]))
+        };
+        let operator = pin(crate::net::guard::operator_policy(
+            &config.webhooks.allow_private,
             config.alerts.allow_private_targets,
         )
-        .map_err(|e| StartError::Webhooks(e.to_string()))?;
+        .map_err(|e| StartError::Webhooks(format!("webhooks.allow_private: {e}")))?);
+        let webhooks = crate::webhooks::worker::Deliverer::new(&config.webhooks, operator.clone())
+            .map_err(|e| StartError::Webhooks(e.to_string()))?;
+        let monitors =
+            crate::health::checks::Outbound::new(pin(crate::net::guard::Guard::private_allowed()));
         let (ingestor, inbox) = Ingestor::channel();
         let events = crate::events::Bus::default();
         let state = AppState(Arc::new(Shared {
@@ -158,9 +170,11 @@ impl App {
             quota_watch,
             revenue: Arc::new(revenue),
             health: Arc::new(
-                crate::health::scheduler::Health::with_tokens(vault.clone()).with_events(events),
+                crate::health::scheduler::Health::with_tokens(vault.clone())
+                    .with_events(events)
+                    .with_outbound(monitors),
             ),
-            tokens: Arc::new(crate::tokens::Tokens::new(vault)),
+            tokens: Arc::new(crate::tokens::Tokens::new(vault, operator)),
             master_key,
             store,
             config,

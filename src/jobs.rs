@@ -155,8 +155,9 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
     // Provider extras on their own cadence, apart from the health scheduler: slow, bounded
     // collections that must never delay a health check.
     let s = state.clone();
-    // The provider client: no redirects, so key headers never reach another host.
-    let client = crate::health::providers::client().clone();
+    // The provider client: guarded like every check, and following no redirects, so key
+    // headers never reach another host.
+    let client = state.health.outbound().no_redirect.clone();
     tracker.spawn(run_until_stopped(
         "provider-extras",
         EXTRAS_TICK,

@@ -13,6 +13,7 @@ pub mod health;
 pub mod http;
 pub mod jobs;
 pub mod money;
+pub mod net;
 pub mod overview;
 pub mod realtime;
 pub mod revenue;

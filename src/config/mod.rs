@@ -67,6 +67,11 @@ pub struct Config {
     /// store at start.
     #[serde(default)]
     pub notifiers: Vec<crate::webhooks::endpoints::EndpointSpec>,
+    /// Not a configuration key: host names every destination guard answers without DNS, set
+    /// by tests that need a name leading to a given address (a metadata address, to show it
+    /// is refused after resolution). The addresses are checked like resolved ones.
+    #[serde(skip)]
+    pub pinned_hosts: Vec<(String, std::net::IpAddr)>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -576,7 +581,7 @@ impl Loader {
             "must be 1 to 10000",
         )?;
         for (i, cidr) in w.allow_private.iter().enumerate() {
-            if let Err(e) = cidr.parse::<crate::webhooks::guard::Cidr>() {
+            if let Err(e) = cidr.parse::<crate::net::guard::Cidr>() {
                 return Err(ConfigError::Invalid {
                     origin: self.origin_of("webhooks.allow_private"),
                     key: format!("webhooks.allow_private[{i}]"),

@@ -4,6 +4,7 @@
 //! `probes/`. Nothing here stores anything; a check that fails in any way is a result, never a
 //! panic or an error that stops the caller.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -11,6 +12,7 @@ use serde::Serialize;
 use super::conditions::Observation;
 use super::monitor::{Kind, Monitor, host_port};
 use super::probes;
+use crate::net::guard::{Guard, GuardedResolver, guard_error, redirect_policy};
 
 /// Most of a response body a check reads; a bigger body fails the check.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -56,8 +58,12 @@ pub struct CheckResult {
     pub latency_us: i64,
     /// HTTP status, where there was one.
     pub status: Option<u16>,
-    /// Why the check failed or is degraded.
+    /// Why the check failed or is degraded, in words anyone who may read the monitor may see:
+    /// the status, what failed, never what the peer sent.
     pub error: Option<String>,
+    /// The same with what the peer sent (a body excerpt, the value a condition read, a
+    /// provider's own message), for administrators only; `None` when `error` says it all.
+    pub detail: Option<String>,
     /// Rate-limit and quota headers, names lowercase.
     pub headers: Vec<(String, String)>,
     /// Figures a provider check read (credits, balances, quota use), by name.
@@ -80,64 +86,73 @@ fn worth_keeping(name: &str) -> bool {
         )
 }
 
-/// The HTTP client checks share: no cookies, a few redirects, rustls, and the peer certificate
-/// kept with each response for `[CERTIFICATE_EXPIRATION]`.
-pub fn client() -> reqwest::Client {
-    builder(reqwest::redirect::Policy::limited(5))
+/// What every check reaches its target through: the destination guard and the HTTP clients
+/// built on it. The guard refuses link-local and cloud metadata addresses (and the other
+/// always-refused ranges) after DNS resolution, at connect time and at every redirect hop,
+/// while loopback and private addresses stay open: monitoring them is what monitors are for.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub guard: Arc<Guard>,
+    /// No cookies, up to five redirects (each hop checked), rustls, and the peer certificate
+    /// kept with each response for `[CERTIFICATE_EXPIRATION]`.
+    pub http: reqwest::Client,
+    /// For http monitors that send credentials in custom headers (`X-Api-Key`): redirects are
+    /// followed only within the same origin. reqwest drops `Authorization` and cookies on a
+    /// redirect to another host, but not headers it cannot know are secret, which a redirect
+    /// would hand to whoever the first host points at; a cross-origin redirect is answered as
+    /// the 3xx it is.
+    pub same_origin: reqwest::Client,
+    /// For provider reads, which follow no redirect at all: provider APIs do not redirect
+    /// their reads, and a redirect would carry key headers such as `x-key` or `xi-api-key`
+    /// to another host. The key goes only to the configured API base.
+    pub no_redirect: reqwest::Client,
 }
 
-/// The client for http monitors that send credentials in custom headers (`X-Api-Key`):
-/// redirects are followed only within the same origin. reqwest drops `Authorization` and
-/// cookies on a redirect to another host, but not headers it cannot know are secret, which a
-/// redirect would hand to whoever the first host points at; a cross-origin redirect is
-/// answered as the 3xx it is.
-pub fn same_origin_client() -> reqwest::Client {
-    builder(reqwest::redirect::Policy::custom(|attempt| {
-        let same = attempt.previous().last().is_some_and(|from| {
-            from.scheme() == attempt.url().scheme()
-                && from.host_str() == attempt.url().host_str()
-                && from.port_or_known_default() == attempt.url().port_or_known_default()
-        });
-        if attempt.previous().len() > 5 {
-            attempt.error("too many redirects")
-        } else if same {
-            attempt.follow()
-        } else {
-            attempt.stop()
+impl Outbound {
+    /// The clients for `guard`.
+    pub fn new(guard: Guard) -> Outbound {
+        let guard = Arc::new(guard);
+        let build = |policy| {
+            reqwest::Client::builder()
+                .dns_resolver(GuardedResolver::new(guard.clone()))
+                // A proxy would resolve the target itself, out of the guard's sight.
+                .no_proxy()
+                .redirect(policy)
+                .tls_info(true)
+                .user_agent(concat!("opsdeck-monitor/", env!("CARGO_PKG_VERSION")))
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default()
+        };
+        Outbound {
+            http: build(redirect_policy(guard.clone(), 5, false)),
+            same_origin: build(redirect_policy(guard.clone(), 5, true)),
+            no_redirect: build(reqwest::redirect::Policy::none()),
+            guard,
         }
-    }))
+    }
 }
 
-fn builder(policy: reqwest::redirect::Policy) -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(policy)
-        .tls_info(true)
-        .user_agent(concat!("opsdeck-monitor/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_default()
-}
-
-/// One [`same_origin_client`] for the process, built on first use.
-fn same_origin() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(same_origin_client)
+/// The checks' clients under the monitors' policy: private and loopback allowed, link-local
+/// and metadata refused.
+pub fn outbound() -> Outbound {
+    Outbound::new(Guard::private_allowed())
 }
 
 /// Runs one check of `monitor`, bounded by its timeout.
-pub async fn run(monitor: &Monitor, client: &reqwest::Client) -> CheckResult {
-    run_with(monitor, client, None).await
+pub async fn run(monitor: &Monitor, out: &Outbound) -> CheckResult {
+    run_with(monitor, out, None).await
 }
 
 /// [`run`] with the OAuth credentials' current access tokens, which the token kinds
 /// (`google_oauth`, `google_calendar`, `meta`) need.
 pub async fn run_with(
     monitor: &Monitor,
-    client: &reqwest::Client,
+    out: &Outbound,
     tokens: Option<&crate::tokens::Vault>,
 ) -> CheckResult {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(monitor.timeout, probe(monitor, client, tokens)).await;
+    let outcome = tokio::time::timeout(monitor.timeout, probe(monitor, out, tokens)).await;
     let elapsed = started.elapsed();
     let probe = match outcome {
         Ok(p) => p,
@@ -159,6 +174,8 @@ pub(crate) struct Probe {
     pub degraded: Option<String>,
     /// Figures read from a provider, by name.
     pub readings: Vec<(String, f64)>,
+    /// `failure` (or `degraded`) with what the peer said, for administrators only.
+    pub detail: Option<String>,
 }
 
 impl Probe {
@@ -170,25 +187,22 @@ impl Probe {
     }
 }
 
-async fn probe(
-    monitor: &Monitor,
-    client: &reqwest::Client,
-    tokens: Option<&crate::tokens::Vault>,
-) -> Probe {
+async fn probe(monitor: &Monitor, out: &Outbound, tokens: Option<&crate::tokens::Vault>) -> Probe {
+    let guard = &*out.guard;
     match monitor.kind {
-        Kind::Http => http(monitor, client).await,
-        Kind::Tcp => tcp(&monitor.target).await,
-        Kind::Tls => probes::tls::probe(monitor).await,
-        Kind::Dns => probes::dns::probe(monitor).await,
-        Kind::Postgres => probes::postgres::probe(monitor).await,
-        Kind::Redis => probes::redis::probe(monitor).await,
-        Kind::Smtp => probes::smtp::probe(monitor).await,
-        Kind::Provider(p) => provider(monitor, p).await,
-        Kind::Token(t) => crate::tokens::checks::probe(monitor, t, client, tokens).await,
+        Kind::Http => http(monitor, out).await,
+        Kind::Tcp => tcp(&monitor.target, guard).await,
+        Kind::Tls => probes::tls::probe(monitor, guard).await,
+        Kind::Dns => probes::dns::probe(monitor, guard).await,
+        Kind::Postgres => probes::postgres::probe(monitor, guard).await,
+        Kind::Redis => probes::redis::probe(monitor, guard).await,
+        Kind::Smtp => probes::smtp::probe(monitor, guard).await,
+        Kind::Provider(p) => provider(monitor, p, out).await,
+        Kind::Token(t) => crate::tokens::checks::probe(monitor, t, &out.http, tokens).await,
     }
 }
 
-async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
+async fn http(monitor: &Monitor, out: &Outbound) -> Probe {
     let method = reqwest::Method::from_bytes(monitor.method.as_bytes()).unwrap_or_default();
     let guarded = monitor.headers.iter().any(|(k, _)| {
         super::definition::sensitive(k)
@@ -197,10 +211,17 @@ async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
                 "authorization" | "cookie" | "proxy-authorization"
             )
     });
+    // The first hop's literal address; later hops are checked by the redirect policy, and
+    // every name by the guarded resolver.
+    if let Ok(url) = reqwest::Url::parse(&monitor.target)
+        && let Err(refused) = out.guard.check_url(&url)
+    {
+        return Probe::failed(refused_reason(&refused));
+    }
     let req = if guarded {
-        same_origin().request(method, &monitor.target)
+        out.same_origin.request(method, &monitor.target)
     } else {
-        client.request(method, &monitor.target)
+        out.http.request(method, &monitor.target)
     };
     let mut req = req;
     for (k, v) in &monitor.headers {
@@ -211,8 +232,7 @@ async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
     }
     let res = match req.send().await {
         Ok(r) => r,
-        // Without the URL: a query string may carry a key.
-        Err(e) => return Probe::failed(describe(&e.without_url())),
+        Err(e) => return Probe::failed(transport_failure(e)),
     };
     let status = res.status().as_u16();
     let certificate_days = res
@@ -240,6 +260,20 @@ async fn http(monitor: &Monitor, client: &reqwest::Client) -> Probe {
         certificate_days,
         ..Probe::default()
     }
+}
+
+/// Why a request failed, without its URL (a query string may carry a key); a refusal by the
+/// destination guard, at the first hop or a redirect, says so plainly.
+pub(crate) fn transport_failure(e: reqwest::Error) -> String {
+    match guard_error(&e) {
+        Some(refused) if refused.is_refusal() => refused_reason(refused),
+        _ => describe(&e.without_url()),
+    }
+}
+
+/// The text a check records when the guard refuses its destination.
+pub(crate) fn refused_reason(refused: &crate::net::guard::GuardError) -> String {
+    format!("destination refused: {refused}")
 }
 
 /// A response's headers as (lowercase name, value) pairs.
@@ -275,7 +309,11 @@ pub(crate) async fn read_body(mut res: reqwest::Response) -> Result<Vec<u8>, Str
 
 /// A provider kind: its check, with the readings as `[BODY]` (a JSON object) so conditions such
 /// as `[BODY].credits < 100` work, and the provider's own verdict on its answer.
-async fn provider(monitor: &Monitor, provider: super::providers::Provider) -> Probe {
+async fn provider(
+    monitor: &Monitor,
+    provider: super::providers::Provider,
+    out: &Outbound,
+) -> Probe {
     let target = super::providers::ProviderTarget {
         provider,
         base: monitor.target.clone(),
@@ -283,7 +321,7 @@ async fn provider(monitor: &Monitor, provider: super::providers::Provider) -> Pr
         key: monitor.key.clone().unwrap_or_default(),
         metric_types: monitor.metric_types.clone(),
     };
-    let seen = super::providers::check(&target).await;
+    let seen = super::providers::check(&target, out).await;
     // A gateway may echo what it was sent: the key and account never reach an error.
     let secrets = [
         target.key.expose(),
@@ -303,6 +341,7 @@ async fn provider(monitor: &Monitor, provider: super::providers::Provider) -> Pr
     Probe {
         failure,
         degraded,
+        detail: seen.detail.map(scrub),
         status: seen.status,
         body: Some(serde_json::Value::Object(readings).to_string()),
         headers: seen.headers,
@@ -319,14 +358,14 @@ async fn provider(monitor: &Monitor, provider: super::providers::Provider) -> Pr
     }
 }
 
-async fn tcp(target: &str) -> Probe {
+async fn tcp(target: &str, guard: &Guard) -> Probe {
     let (host, port) = match host_port(target) {
         Ok(hp) => hp,
         Err(e) => return Probe::failed(e),
     };
-    match tokio::net::TcpStream::connect((host.as_str(), port)).await {
+    match probes::connect(guard, &host, port).await {
         Ok(_) => Probe::default(),
-        Err(e) => Probe::failed(format!("connect {target}: {e}")),
+        Err(e) => Probe::failed(e),
     }
 }
 
@@ -347,16 +386,17 @@ fn judge(monitor: &Monitor, probe: Probe, elapsed: Duration) -> CheckResult {
         let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
         truncate(&probes::redact(&e, &secrets))
     };
-    let result = |verdict, error: Option<String>| CheckResult {
+    let result = |verdict, error: Option<String>, detail: Option<String>| CheckResult {
         verdict,
         latency_us,
         status: probe.status,
         error: error.map(clean),
+        detail: detail.map(clean),
         headers: kept.clone(),
         readings: probe.readings.clone(),
     };
     if let Some(why) = &probe.failure {
-        return result(Verdict::Down, Some(why.clone()));
+        return result(Verdict::Down, Some(why.clone()), probe.detail.clone());
     }
     let seen = Observation {
         status: probe.status,
@@ -369,15 +409,31 @@ fn judge(monitor: &Monitor, probe: Probe, elapsed: Duration) -> CheckResult {
     if monitor.conditions.is_empty()
         && let Some(why) = default_failure(monitor, &probe)
     {
-        return result(Verdict::Down, Some(why));
+        return result(Verdict::Down, Some(why), None);
     }
-    let failed: Vec<String> = monitor
+    let failed: Vec<(&super::conditions::Condition, String)> = monitor
         .conditions
         .iter()
-        .filter_map(|c| c.check(&seen).err())
+        .filter_map(|c| c.check(&seen).err().map(|why| (c, why)))
         .collect();
     if !failed.is_empty() {
-        return result(Verdict::Down, Some(failed.join("; ")));
+        // A condition on the body, a JSON value or a header would quote what the peer sent
+        // ("was …"): others see which condition failed, administrators also what was read.
+        let public: Vec<String> = failed
+            .iter()
+            .map(|(c, why)| {
+                if c.quotes_peer() {
+                    format!("condition failed: {}", c.text)
+                } else {
+                    why.clone()
+                }
+            })
+            .collect();
+        let public = public.join("; ");
+        let detail: Vec<&str> = failed.iter().map(|(_, why)| why.as_str()).collect();
+        let detail = detail.join("; ");
+        let detail = (detail != public).then_some(detail);
+        return result(Verdict::Down, Some(public), detail);
     }
     let degraded: Vec<String> = probe
         .degraded
@@ -392,9 +448,13 @@ fn judge(monitor: &Monitor, probe: Probe, elapsed: Duration) -> CheckResult {
         )
         .collect();
     if !degraded.is_empty() {
-        return result(Verdict::Degraded, Some(degraded.join("; ")));
+        return result(
+            Verdict::Degraded,
+            Some(degraded.join("; ")),
+            probe.detail.clone(),
+        );
     }
-    result(Verdict::Up, None)
+    result(Verdict::Up, None, None)
 }
 
 /// The credentials a monitor sends: values of sensitive headers, the URL's password or bare
@@ -592,7 +652,7 @@ mod tests {
     #[tokio::test]
     async fn http_checks_judge_what_the_peer_answers() {
         let base = peer().await;
-        let client = client();
+        let client = outbound();
         let run = |path: &str, conditions: &[&str], degraded: &[&str]| {
             let m = monitor("http", format!("{base}{path}"), conditions, degraded);
             let client = client.clone();
@@ -605,7 +665,12 @@ mod tests {
         );
         let r = run("/ok", &["[BODY].db.lag < 2"], &[]).await;
         assert_eq!(r.verdict, Verdict::Down);
-        assert_eq!(r.error.as_deref(), Some("[BODY].db.lag < 2: was 3"));
+        // What the body held is for administrators (`detail`); everyone sees the condition.
+        assert_eq!(
+            r.error.as_deref(),
+            Some("condition failed: [BODY].db.lag < 2")
+        );
+        assert_eq!(r.detail.as_deref(), Some("[BODY].db.lag < 2: was 3"));
         // No conditions: any 2xx passes, anything else fails with the status.
         let r = run("/down", &[], &[]).await;
         assert_eq!(
@@ -617,7 +682,7 @@ mod tests {
         assert!(r.latency_us >= 300_000);
         let r = run("/html", &["[BODY].status == ok"], &[]).await;
         assert!(
-            r.error.as_deref().is_some_and(|e| e.contains("not JSON")),
+            r.detail.as_deref().is_some_and(|e| e.contains("not JSON")),
             "{r:?}"
         );
         let r = run("/huge", &[], &[]).await;
@@ -645,7 +710,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr")
         };
-        let client = client();
+        let client = outbound();
         let r = run(&monitor("tcp", closed.to_string(), &[], &[]), &client).await;
         assert_eq!(r.verdict, Verdict::Down);
         assert!(
@@ -750,13 +815,15 @@ mod tests {
         )
         .validate()
         .expect("valid");
-        let r = run(&m, &client()).await;
+        let r = run(&m, &outbound()).await;
         assert_eq!(r.verdict, Verdict::Down, "{r:?}");
-        let error = r.error.clone().unwrap_or_default();
+        let error = r.detail.clone().unwrap_or_default();
         assert!(
             error.contains("degraded"),
             "the failed condition is reported: {error}"
         );
+        let public = r.error.clone().unwrap_or_default();
+        assert_eq!(public, r#"condition failed: [BODY].status == "ok""#);
         assert!(
             !error.contains("[BODY].method") && !error.contains("x-trace"),
             "the conditions on what was sent hold: {error}"
@@ -765,8 +832,8 @@ mod tests {
         let m = spec("/echo", &[echoed, r#"[BODY].body == "nothing""#])
             .validate()
             .expect("valid");
-        let r = run(&m, &client()).await;
-        let error = r.error.clone().unwrap_or_default();
+        let r = run(&m, &outbound()).await;
+        let error = format!("{:?} {:?}", r.error, r.detail);
         assert_eq!(r.verdict, Verdict::Down, "{r:?}");
         for secret in ["hk_5d8c2e7f4a", "bs_9a8b7c6d5e", "qk_7f3e9a1b2c"] {
             assert!(!error.contains(secret), "{secret} in {error}");
@@ -776,13 +843,13 @@ mod tests {
         let m = spec("/moved", &["[STATUS] == 302"])
             .validate()
             .expect("valid");
-        let r = run(&m, &client()).await;
+        let r = run(&m, &outbound()).await;
         assert_eq!(r.verdict, Verdict::Up, "{r:?}");
         assert!(seen_elsewhere.lock().expect("log").is_empty());
         // Without a custom key header the redirect is followed as before.
         let mut plain = spec("/moved", &["[STATUS] == 200"]);
         plain.headers.clear();
-        let r = run(&plain.validate().expect("valid"), &client()).await;
+        let r = run(&plain.validate().expect("valid"), &outbound()).await;
         assert_eq!(r.verdict, Verdict::Up, "{r:?}");
         assert!(!seen_elsewhere.lock().expect("log").is_empty());
     }

@@ -177,6 +177,15 @@ impl Condition {
         })
     }
 
+    /// Whether a failure would quote what the peer sent (the body, a JSON value, a header),
+    /// which only administrators may read.
+    pub fn quotes_peer(&self) -> bool {
+        matches!(
+            self.subject,
+            Subject::Body | Subject::Json(_) | Subject::Header(_)
+        )
+    }
+
     /// What the condition reads, so a definition can refuse subjects its kind never sees.
     pub fn subject(&self) -> &Subject {
         &self.subject

@@ -386,6 +386,7 @@ pub(super) async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result
         status,
         headers: Vec::new(),
         problem: Some((Verdict::Down, why)),
+        detail: None,
         readings: Vec::new(),
     };
     let sa = ServiceAccount::parse(t.key.expose()).map_err(|e| down(None, format!("key: {e}")))?;
@@ -397,7 +398,17 @@ pub(super) async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result
     let token = access_token(client, &sa, MONITORING_READ)
         .await
         .map_err(|e| match e {
-            GcpError::Token { status, .. } => down(status, e.to_string()),
+            // Google's message quotes its answer: administrators only.
+            GcpError::Token { status, .. } => Seen {
+                detail: Some(e.to_string()),
+                ..down(
+                    status,
+                    match status {
+                        Some(s) => format!("token exchange: HTTP {s}"),
+                        None => "token exchange failed".into(),
+                    },
+                )
+            },
             GcpError::Key(_) => down(None, format!("key: {e}")),
         })?;
     let metric_type = t
@@ -422,12 +433,9 @@ pub(super) async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result
                 // Revoked or expired early: the next check asks for a new one.
                 forget(&sa, MONITORING_READ);
             }
-            return Err(Seen {
-                status: f.status,
-                headers: f.headers,
-                problem: Some((Verdict::Down, f.why)),
-                readings: Vec::new(),
-            });
+            return Err(super::providers::Seen::failed_detail(
+                f.status, f.headers, f.public, f.why,
+            ));
         }
     };
     // Google leaves empty lists out: no `timeSeries` is no data, not a wrong shape.
@@ -442,6 +450,7 @@ pub(super) async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result
                     Verdict::Down,
                     "unexpected answer: timeSeries is not a list".into(),
                 )),
+                detail: None,
                 readings: Vec::new(),
             });
         }
@@ -456,6 +465,7 @@ pub(super) async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result
         status: Some(answer.status),
         headers: answer.headers,
         problem: None,
+        detail: None,
         readings: vec![super::providers::Reading {
             name: "series_seen".into(),
             value: series as f64,
@@ -631,9 +641,9 @@ mod tests {
         let fake = FakeGcp::new().expect("a key");
         let (base, _server) = fake.start().await.expect("fake starts");
         let monitor = gcp_spec(&base, &fake.key_file()).validate().expect("valid");
-        let r = checks::run(&monitor, &checks::client()).await;
+        let r = checks::run(&monitor, &checks::outbound()).await;
         assert_eq!(r.verdict, Verdict::Up, "{r:?}");
-        let r = checks::run(&monitor, &checks::client()).await;
+        let r = checks::run(&monitor, &checks::outbound()).await;
         assert_eq!(r.verdict, Verdict::Up, "{r:?}");
         assert_eq!(fake.token_requests(), 1, "the token is cached");
         assert_eq!(fake.list_requests(), 2);
@@ -641,39 +651,43 @@ mod tests {
         let stranger = gcp_spec(&base, &fake.stranger_key_file().unwrap())
             .validate()
             .expect("valid");
-        let r = checks::run(&stranger, &checks::client()).await;
+        let r = checks::run(&stranger, &checks::outbound()).await;
         assert_eq!(r.verdict, Verdict::Down);
+        // Google's words are for administrators; everyone sees the status.
+        assert_eq!(r.error.as_deref(), Some("token exchange: HTTP 400"));
         assert_eq!(
-            r.error.as_deref(),
+            r.detail.as_deref(),
             Some("token exchange: HTTP 400: invalid_grant: Invalid JWT Signature.")
         );
         assert_eq!(r.status, Some(400));
 
         fake.revoke_tokens();
-        let r = checks::run(&monitor, &checks::client()).await;
+        let r = checks::run(&monitor, &checks::outbound()).await;
         assert_eq!(r.verdict, Verdict::Down);
+        assert_eq!(r.error.as_deref(), Some("HTTP 401"));
         assert!(
-            r.error
+            r.detail
                 .as_deref()
                 .unwrap_or_default()
                 .starts_with("HTTP 401: Request had invalid authentication"),
             "{r:?}"
         );
-        let r = checks::run(&monitor, &checks::client()).await;
+        let r = checks::run(&monitor, &checks::outbound()).await;
         assert_eq!(r.verdict, Verdict::Up, "a new token after the 401: {r:?}");
 
         fake.set(GcpBehaviour::PermissionDenied);
-        let r = checks::run(&monitor, &checks::client()).await;
+        let r = checks::run(&monitor, &checks::outbound()).await;
         assert_eq!(r.verdict, Verdict::Down);
+        assert_eq!(r.error.as_deref(), Some("HTTP 403"));
         assert!(
-            r.error
+            r.detail
                 .as_deref()
                 .unwrap_or_default()
                 .starts_with("HTTP 403: Permission monitoring.timeSeries.list denied"),
             "{r:?}"
         );
         fake.set(GcpBehaviour::RateLimited);
-        let r = checks::run(&monitor, &checks::client()).await;
+        let r = checks::run(&monitor, &checks::outbound()).await;
         assert!(
             r.error
                 .as_deref()
@@ -682,7 +696,7 @@ mod tests {
             "{r:?}"
         );
         fake.set(GcpBehaviour::Garbage);
-        let r = checks::run(&monitor, &checks::client()).await;
+        let r = checks::run(&monitor, &checks::outbound()).await;
         assert_eq!(r.error.as_deref(), Some("the answer is not JSON"));
         let text = format!("{r:?}");
         assert!(

@@ -725,6 +725,7 @@ mod tests {
                 latency_us: latency_ms * 1000,
                 status: None,
                 error: (verdict == Verdict::Down).then(|| "HTTP 503".to_string()),
+                detail: None,
                 headers: Vec::new(),
                 readings: Vec::new(),
             },

@@ -85,12 +85,23 @@ pub struct Check {
     pub verdict: String,
     pub latency_us: i64,
     pub status: Option<i64>,
+    /// The reason anyone who may read the monitor sees.
     pub error: Option<String>,
     /// Rate-limit and quota headers as `[[name, value], …]` (JSON text).
     pub headers: Option<String>,
+    /// The reason with what the peer said, for administrators ([`Check::reveal`]).
+    pub error_detail: Option<String>,
 }
 
 impl Check {
+    /// Shows an administrator what the peer said: the error becomes its detail, where one
+    /// was kept. Everyone else is shown `error` as it is.
+    pub fn reveal(&mut self) {
+        if let Some(detail) = self.error_detail.take() {
+            self.error = Some(detail);
+        }
+    }
+
     /// The recorded rate-limit and quota headers as `name: value` pairs.
     pub fn header_pairs(&self) -> Vec<(String, String)> {
         self.headers
@@ -104,8 +115,8 @@ impl Check {
 pub async fn checks(store: &Store, id: i64, before: i64, limit: i64) -> Result<Vec<Check>> {
     Ok(store
         .fetch_all(
-            "SELECT at, verdict, latency_us, status, error, headers FROM check_results \
-             WHERE monitor_id = $1 AND at < $2 ORDER BY at DESC LIMIT $3",
+            "SELECT at, verdict, latency_us, status, error, headers, error_detail \
+             FROM check_results WHERE monitor_id = $1 AND at < $2 ORDER BY at DESC LIMIT $3",
             args![id, before, limit],
         )
         .await?)
@@ -152,7 +163,19 @@ pub struct Failure {
     pub verdict: String,
     pub latency_us: i64,
     pub status: Option<i64>,
+    /// The reason anyone who may read the monitor sees.
     pub error: Option<String>,
+    /// The reason with what the peer said, for administrators ([`Failure::reveal`]).
+    pub error_detail: Option<String>,
+}
+
+impl Failure {
+    /// Shows an administrator what the peer said, as [`Check::reveal`] does.
+    pub fn reveal(&mut self) {
+        if let Some(detail) = self.error_detail.take() {
+            self.error = Some(detail);
+        }
+    }
 }
 
 /// Where a page of the error log ends: the last row's time and monitor.
@@ -199,28 +222,27 @@ pub async fn failures(
         monitor_id: i64::MAX,
     });
     // `at <= $1` bounds the index range; the tie on `at` is settled by the monitor id.
-    let rows =
-        match only {
-            None => store
-                .fetch_all(
-                    "SELECT r.monitor_id, m.name, r.at, r.verdict, r.latency_us, r.status, r.error \
-                     FROM check_results r JOIN monitors m ON m.id = r.monitor_id \
+    let rows = match only {
+        None => store
+            .fetch_all(
+                "SELECT r.monitor_id, m.name, r.at, r.verdict, r.latency_us, r.status, r.error, \
+                     r.error_detail FROM check_results r JOIN monitors m ON m.id = r.monitor_id \
                      WHERE r.verdict <> 'up' AND r.at <= $1 \
                      AND (r.at < $1 OR r.monitor_id < $2) \
                      ORDER BY r.at DESC, r.monitor_id DESC LIMIT $3",
-                    args![before.at, before.monitor_id, limit],
-                )
-                .await?,
-            Some(id) => store
-                .fetch_all(
-                    "SELECT r.monitor_id, m.name, r.at, r.verdict, r.latency_us, r.status, r.error \
-                     FROM check_results r JOIN monitors m ON m.id = r.monitor_id \
+                args![before.at, before.monitor_id, limit],
+            )
+            .await?,
+        Some(id) => store
+            .fetch_all(
+                "SELECT r.monitor_id, m.name, r.at, r.verdict, r.latency_us, r.status, r.error, \
+                     r.error_detail FROM check_results r JOIN monitors m ON m.id = r.monitor_id \
                      WHERE r.monitor_id = $1 AND r.verdict <> 'up' AND r.at < $2 \
                      ORDER BY r.at DESC LIMIT $3",
-                    args![id, before.at, limit],
-                )
-                .await?,
-        };
+                args![id, before.at, limit],
+            )
+            .await?,
+    };
     Ok(rows)
 }
 
@@ -332,6 +354,7 @@ mod tests {
             status: None,
             error: None,
             headers: None,
+            error_detail: None,
         }
     }
 

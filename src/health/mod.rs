@@ -72,7 +72,7 @@ pub async fn check_all(
     tokens: &crate::tokens::Vault,
 ) -> Vec<(Monitor, CheckResult)> {
     use futures_util::StreamExt;
-    let client = checks::client();
+    let client = checks::outbound();
     let chosen: Vec<Monitor> = monitors
         .iter()
         .filter(|m| only.is_none_or(|name| m.name == name))

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::conditions::{Condition, Subject};
 use super::probes::dns::RecordType;
 use super::providers::Provider;
+use crate::net::guard::{Guard, GuardError};
 use crate::tokens::checks::TokenKind;
 
 /// Every kind a monitor can have. The generic kinds check a protocol; the provider kinds make
@@ -563,7 +564,10 @@ impl MonitorSpec {
             None => RecordType::A,
         };
         if let Some(ns) = &self.nameserver {
-            nameserver_addr(ns).map_err(|p| invalid("nameserver", p))?;
+            let (host, _) = nameserver_addr(ns).map_err(|p| invalid("nameserver", p))?;
+            Guard::private_allowed()
+                .check_host(&host)
+                .map_err(|e| invalid("nameserver", format!("destination refused: {e}")))?;
         }
         if let Some(q) = &self.query
             && (q.trim().is_empty() || q.len() > 10_000)
@@ -987,6 +991,42 @@ fn applies(subject: &Subject, kind: Kind) -> bool {
 }
 
 fn check_target(kind: Kind, target: &str) -> Result<(), String> {
+    check_target_form(kind, target)?;
+    check_destination(kind, target)
+}
+
+/// Refuses a target whose literal address no monitor may reach (link-local, cloud metadata
+/// and the other always-refused ranges, in any spelling), so such a monitor is never saved.
+/// A host name is judged each time a check resolves it.
+fn check_destination(kind: Kind, target: &str) -> Result<(), String> {
+    let guard = Guard::private_allowed();
+    let refused = |e: GuardError| format!("destination refused: {e}");
+    match kind {
+        Kind::Http | Kind::Provider(_) | Kind::Token(_) => match reqwest::Url::parse(target) {
+            Ok(url) => guard.check_url(&url).map_err(refused),
+            Err(_) => Ok(()),
+        },
+        Kind::Tcp | Kind::Tls | Kind::Smtp => {
+            let (host, _) = host_port(target)?;
+            guard.check_host(&host).map_err(refused)
+        }
+        Kind::Redis => {
+            let t = super::probes::redis::Target::parse(target)?;
+            guard.check_host(&t.host).map_err(refused)
+        }
+        Kind::Postgres => match target.parse::<sqlx::postgres::PgConnectOptions>() {
+            Ok(options) if options.get_socket().is_none() => {
+                guard.check_host(options.get_host()).map_err(refused)
+            }
+            _ => Ok(()),
+        },
+        // The target is the name asked about, not a destination; the nameserver is checked
+        // with its own field.
+        Kind::Dns => Ok(()),
+    }
+}
+
+fn check_target_form(kind: Kind, target: &str) -> Result<(), String> {
     if target.is_empty() {
         return Err("is required".into());
     }

@@ -151,6 +151,9 @@ pub struct Seen {
     /// `Some` when the answer itself says the service is not fine (`Down` or `Degraded`), with
     /// why; `None` when it is.
     pub problem: Option<(Verdict, String)>,
+    /// The problem with what the provider said in its own words (its error message, the
+    /// value that did not fit), for administrators only; `None` when `problem` says it all.
+    pub detail: Option<String>,
     pub readings: Vec<Reading>,
 }
 
@@ -160,7 +163,21 @@ impl Seen {
             status,
             headers,
             problem: Some((Verdict::Down, why)),
+            detail: None,
             readings: Vec::new(),
+        }
+    }
+
+    /// Down with `public` for everyone and `detail` (quoting the answer) for administrators.
+    pub(crate) fn failed_detail(
+        status: Option<u16>,
+        headers: Vec<(String, String)>,
+        public: String,
+        detail: String,
+    ) -> Self {
+        Seen {
+            detail: (detail != public).then_some(detail),
+            ..Seen::failed(status, headers, public)
         }
     }
 }
@@ -184,22 +201,26 @@ pub(crate) struct JsonAnswer {
 pub(crate) struct JsonFailure {
     pub status: Option<u16>,
     pub headers: Vec<(String, String)>,
+    /// Why, with the provider's own error message where it sent one.
     pub why: String,
+    /// Why without anything the provider wrote: the status and what opsdeck concluded.
+    pub public: String,
 }
 
 /// Sends `req` and reads a JSON answer of at most the body cap; shared by the health reads
 /// and the extras collections.
 pub(crate) async fn get_json(req: reqwest::RequestBuilder) -> Result<JsonAnswer, JsonFailure> {
-    let failed = |status, headers, why| JsonFailure {
+    let failed = |status, headers, why: String| JsonFailure {
         status,
         headers,
+        public: why.clone(),
         why,
     };
     let res = req
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(|e| failed(None, Vec::new(), super::checks::describe(&e.without_url())))?;
+        .map_err(|e| failed(None, Vec::new(), super::checks::transport_failure(e)))?;
     let status = res.status().as_u16();
     let headers = super::checks::lowercase_headers(res.headers());
     let body = super::checks::read_body(res)
@@ -207,19 +228,26 @@ pub(crate) async fn get_json(req: reqwest::RequestBuilder) -> Result<JsonAnswer,
         .map_err(|why| failed(Some(status), headers.clone(), why))?;
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     if !(200..300).contains(&status) {
-        let mut why = format!("HTTP {status}");
-        if let Some(message) = json.as_ref().and_then(error_message) {
-            why.push_str(": ");
-            why.push_str(&message);
-        }
+        let mut limited = String::new();
         if status == 429 {
-            why.push_str(" (rate limited");
+            limited.push_str(" (rate limited");
             if let Some((_, v)) = headers.iter().find(|(k, _)| k == "retry-after") {
-                why.push_str(&format!("; retry after {v} s"));
+                limited.push_str(&format!("; retry after {v} s"));
             }
-            why.push(')');
+            limited.push(')');
         }
-        return Err(failed(Some(status), headers, why));
+        // The provider's message is its answer's text: administrators see it, others the status.
+        let public = format!("HTTP {status}{limited}");
+        let why = match json.as_ref().and_then(error_message) {
+            Some(message) => format!("HTTP {status}: {message}{limited}"),
+            None => public.clone(),
+        };
+        return Err(JsonFailure {
+            status: Some(status),
+            headers,
+            why,
+            public,
+        });
     }
     match json {
         Some(json) => Ok(JsonAnswer {
@@ -244,7 +272,7 @@ async fn fetch(req: reqwest::RequestBuilder) -> Result<Answer, Seen> {
             headers: a.headers,
             json: a.json,
         })
-        .map_err(|f| Seen::failed(f.status, f.headers, f.why))
+        .map_err(|f| Seen::failed_detail(f.status, f.headers, f.public, f.why))
 }
 
 /// The error text providers put in their error bodies, in the shapes they use.
@@ -288,14 +316,28 @@ fn text<'a>(v: &'a Value, pointer: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("the answer has no {pointer} text"))
 }
 
+/// An answer of the wrong shape. What did not fit may quote the answer, so only
+/// administrators see it.
 fn shape(status: u16, headers: Vec<(String, String)>, why: String) -> Seen {
-    Seen::failed(Some(status), headers, format!("unexpected answer: {why}"))
+    Seen::failed_detail(
+        Some(status),
+        headers,
+        "unexpected answer".into(),
+        format!("unexpected answer: {why}"),
+    )
 }
 
 /// Runs the provider's check. Transport failures, error statuses and wrong shapes all come
 /// back as a `Seen` with a `Down` problem.
-pub async fn check(t: &ProviderTarget) -> Seen {
-    let mut seen = match read(t, client()).await {
+/// The key goes only to the API base: through `out`'s client that follows no redirect, and
+/// not at all when the base is a refused address (named ones are checked as they resolve).
+pub async fn check(t: &ProviderTarget, out: &super::checks::Outbound) -> Seen {
+    if let Ok(base) = reqwest::Url::parse(&t.base)
+        && let Err(refused) = out.guard.check_url(&base)
+    {
+        return Seen::failed(None, Vec::new(), super::checks::refused_reason(&refused));
+    }
+    let mut seen = match read(t, &out.no_redirect).await {
         Ok(seen) | Err(seen) => seen,
     };
     note_rate_limit(&mut seen);
@@ -327,21 +369,6 @@ fn note_rate_limit(seen: &mut Seen) {
     if limited && let Some((verdict, _)) = seen.problem.as_mut() {
         *verdict = Verdict::Degraded;
     }
-}
-
-/// The client provider checks use: like the shared one, but following no redirect. Provider
-/// APIs do not redirect their reads, and a redirect would carry key headers such as `x-key` or
-/// `xi-api-key` (which, unlike `Authorization`, reqwest keeps across origins) to another host.
-pub(crate) fn client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("opsdeck-monitor/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build()
-            .unwrap_or_default()
-    })
 }
 
 async fn read(t: &ProviderTarget, client: &reqwest::Client) -> Result<Seen, Seen> {
@@ -656,6 +683,7 @@ fn ok(a: Answer, readings: Vec<Reading>) -> Seen {
         status: Some(a.status),
         headers: a.headers,
         problem: None,
+        detail: None,
         readings,
     }
 }
@@ -722,7 +750,7 @@ mod tests {
 
     async fn run(p: Provider, base: &str, key: &str) -> CheckResult {
         let monitor = spec(p, base, key).validate().expect("valid");
-        checks::run(&monitor, &checks::client()).await
+        checks::run(&monitor, &checks::outbound()).await
     }
 
     fn reading_of(r: &CheckResult, name: &str) -> Option<f64> {
@@ -810,10 +838,12 @@ mod tests {
             }
         }
         // A wrong key is refused by the fake itself, with the provider's own message.
+        // Administrators read it in `detail`; everyone else gets the status.
         let r = run(Provider::Twilio, &base, "wrong").await;
-        assert_eq!(r.error.as_deref(), Some("HTTP 401: Invalid API key"));
+        assert_eq!(r.error.as_deref(), Some("HTTP 401"));
+        assert_eq!(r.detail.as_deref(), Some("HTTP 401: Invalid API key"));
         let r = run(Provider::ElevenLabs, &base, "wrong").await;
-        assert_eq!(r.error.as_deref(), Some("HTTP 401: Invalid API key"));
+        assert_eq!(r.detail.as_deref(), Some("HTTP 401: Invalid API key"));
         // Twilio's account resource carries the auth token: nothing of it is kept.
         let r = run(Provider::Twilio, &base, KEY).await;
         assert!(!format!("{r:?}").contains(KEY));
@@ -904,7 +934,8 @@ mod tests {
         assert_eq!(reading_of(&r, "pending_eur"), Some(0.0));
         let r = run(Provider::Stripe, &base, "sk_test_wrong").await;
         assert_eq!(r.verdict, Verdict::Down);
-        let error = r.error.unwrap_or_default();
+        assert_eq!(r.error.as_deref(), Some("HTTP 401"));
+        let error = r.detail.unwrap_or_default();
         assert!(error.starts_with("HTTP 401: "), "{error}");
         stripe.fault(crate::simulators::stripe::Fault {
             should_retry: Some(true),
@@ -958,10 +989,10 @@ mod tests {
         let mut s = spec(Provider::Luma, &base, KEY);
         s.degraded_when = vec!["[BODY].credits < 2000".into()];
         let monitor = s.validate().expect("valid");
-        let r = checks::run(&monitor, &checks::client()).await;
+        let r = checks::run(&monitor, &checks::outbound()).await;
         assert_eq!(r.verdict, Verdict::Degraded, "{r:?}");
         fake.figures(|f| f.luma_credits = 5000.0);
-        let r = checks::run(&monitor, &checks::client()).await;
+        let r = checks::run(&monitor, &checks::outbound()).await;
         assert_eq!(r.verdict, Verdict::Up, "{r:?}");
         // The 429's headers are kept with the result.
         fake.set(Provider::DigitalOcean, Behaviour::RateLimited);

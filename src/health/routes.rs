@@ -101,9 +101,15 @@ pub struct ResultRow {
     pub verdict: String,
     pub latency_us: i64,
     pub status: Option<i64>,
+    /// Why the check failed or is degraded. Administrators get it with what the peer sent (a
+    /// body excerpt, the value a condition read, a provider's message); read keys and viewers
+    /// get the status and a generic reason (`HTTP 500`, `condition failed: [BODY].status ==
+    /// ok`).
     pub error: Option<String>,
     /// Rate-limit and quota headers as `[[name, value], …]` (JSON text).
     pub headers: Option<String>,
+    #[serde(skip)]
+    error_detail: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -149,18 +155,24 @@ async fn get_results(
     let rows: Vec<ResultRow> = state
         .store
         .fetch_all(
-            "SELECT at, verdict, latency_us, status, error, headers FROM check_results \
-             WHERE monitor_id = $1 AND at < $2 ORDER BY at DESC LIMIT $3",
+            "SELECT at, verdict, latency_us, status, error, headers, error_detail \
+             FROM check_results WHERE monitor_id = $1 AND at < $2 ORDER BY at DESC LIMIT $3",
             args![id, before, limit],
         )
         .await
         .map_err(HealthError::from)?;
+    let admin = p.require(Scope::Admin).is_ok();
     Ok(Json(ResultList {
         results: rows
             .into_iter()
-            .map(|r| ResultItem {
-                at: iso(r.at),
-                result: r,
+            .map(|mut r| {
+                if let Some(detail) = r.error_detail.take().filter(|_| admin) {
+                    r.error = Some(detail);
+                }
+                ResultItem {
+                    at: iso(r.at),
+                    result: r,
+                }
             })
             .collect(),
     }))
@@ -198,7 +210,8 @@ async fn check_now(
         verdict: result.verdict.as_str().into(),
         latency_ms: result.latency_us as f64 / 1000.0,
         status: result.status,
-        error: result.error,
+        // Only administrators run a check: they see what the peer said.
+        error: result.detail.or(result.error),
         state: tracker.state.as_str().into(),
     }))
 }

@@ -98,7 +98,7 @@ struct Finished {
 #[derive(Debug)]
 pub struct Health {
     pub drift: DriftStats,
-    client: reqwest::Client,
+    outbound: checks::Outbound,
     inbox: std::sync::Mutex<Option<mpsc::Sender<Msg>>>,
     /// Asks the running scheduler to read the monitors again; answered once it has.
     reloads: std::sync::Mutex<Option<mpsc::Sender<oneshot::Sender<()>>>>,
@@ -123,7 +123,7 @@ impl Default for Health {
     fn default() -> Self {
         Self {
             drift: DriftStats::default(),
-            client: checks::client(),
+            outbound: checks::outbound(),
             inbox: std::sync::Mutex::default(),
             reloads: std::sync::Mutex::default(),
             grid: std::sync::RwLock::default(),
@@ -141,6 +141,17 @@ impl Health {
             tokens,
             ..Health::default()
         }
+    }
+
+    /// Checks reach their targets through `outbound` (its guard and clients).
+    pub fn with_outbound(mut self, outbound: checks::Outbound) -> Self {
+        self.outbound = outbound;
+        self
+    }
+
+    /// The guard and clients checks go through, for the collections that run beside them.
+    pub fn outbound(&self) -> &checks::Outbound {
+        &self.outbound
     }
 
     /// Announces state changes on `events` (the application's bus) instead of a private one.
@@ -299,7 +310,7 @@ impl Health {
             return Ok(None);
         };
         let at = now_ms();
-        let result = checks::run_with(&stored.monitor, &self.client, Some(&self.tokens)).await;
+        let result = checks::run_with(&stored.monitor, &self.outbound, Some(&self.tokens)).await;
         let limits = Thresholds {
             failures: stored.monitor.failure_threshold,
             successes: stored.monitor.success_threshold,
@@ -628,7 +639,7 @@ pub async fn run(
         return Err(e);
     }
 
-    let client = health.client.clone();
+    let client = health.outbound.clone();
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut poll = tokio::time::interval(CHANGES_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -648,15 +648,17 @@ pub async fn record_with(store: &Store, batch: &[Recorded], changes: &[Transitio
     let mut tx = store.begin().await?;
     for chunk in unique.chunks(100) {
         let sql = multi_row_insert(
-            "check_results (monitor_id, at, verdict, latency_us, status, error, headers)",
-            7,
+            "check_results (monitor_id, at, verdict, latency_us, status, error, headers, \
+             error_detail)",
+            8,
             chunk.len(),
             // Two checks of one monitor in the same millisecond: the later one is kept.
             "ON CONFLICT (monitor_id, at) DO UPDATE SET verdict = excluded.verdict, \
              latency_us = excluded.latency_us, status = excluded.status, \
-             error = excluded.error, headers = excluded.headers",
+             error = excluded.error, headers = excluded.headers, \
+             error_detail = excluded.error_detail",
         );
-        let mut values = Vec::with_capacity(chunk.len() * 7);
+        let mut values = Vec::with_capacity(chunk.len() * 8);
         for r in chunk {
             let headers = (!r.result.headers.is_empty())
                 .then(|| serde_json::to_string(&r.result.headers).unwrap_or_default());
@@ -667,7 +669,8 @@ pub async fn record_with(store: &Store, batch: &[Recorded], changes: &[Transitio
                 r.result.latency_us,
                 r.result.status.map(i64::from),
                 r.result.error.clone(),
-                headers
+                headers,
+                r.result.detail.clone()
             ]);
         }
         tx.execute_assembled(sql, values).await?;

@@ -433,6 +433,9 @@ async fn meta_me(
 /// credential five hours from expiry, which the Token Status tab and the grid show as expiring;
 /// plus a token monitor on each.
 pub async fn configure_demo(config: &mut crate::config::Config) -> std::io::Result<FakeOauth> {
+    // The fake token endpoints listen on loopback, which token URLs reach only when the
+    // operator allows private targets.
+    config.alerts.allow_private_targets = true;
     use crate::health::monitor::{MonitorSpec, Secret};
     use crate::tokens::CredentialSpec;
     const CLIENT_ID: &str = "482915-demo.apps.googleusercontent.com";

@@ -139,6 +139,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0021_problems_first.sql"),
         include_str!("../../migrations/postgres/0021_problems_first.sql"),
     ),
+    (
+        23,
+        "check error detail",
+        include_str!("../../migrations/sqlite/0023_check_error_detail.sql"),
+        include_str!("../../migrations/postgres/0023_check_error_detail.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

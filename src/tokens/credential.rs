@@ -209,6 +209,12 @@ pub fn check_url(field: &str, text: &str) -> Result<String, Invalid> {
             "must carry no credentials; use client_id and client_secret",
         ));
     }
+    // Link-local and metadata addresses (in any spelling) are refused whatever the
+    // operator allows; loopback and private ones depend on the running server's policy and
+    // are checked by the API and at each refresh.
+    crate::net::guard::Guard::private_allowed()
+        .check_url(&url)
+        .map_err(|e| invalid(field, format!("destination refused: {e}")))?;
     Ok(text.trim().to_string())
 }
 

@@ -174,7 +174,7 @@ async fn attempt(
         });
     }
     let started = crate::store::now_ms();
-    let result = refresh::renew(&tokens.client, p, s, now).await;
+    let result = refresh::renew(&tokens.client, &tokens.guard, p, s, now).await;
     // Durations are measured on the wall clock; `now` may be a test's future.
     let finished = now + (crate::store::now_ms() - started);
     let (outcome, error, expires_at) = match result {

@@ -242,14 +242,19 @@ impl Vault {
 pub struct Tokens {
     pub vault: Arc<Vault>,
     pub client: reqwest::Client,
+    /// The destination policy token URLs answer to: the operator's, as for webhooks (link-local
+    /// and metadata always refused; loopback and private only where allowed).
+    pub guard: Arc<crate::net::guard::Guard>,
     pub running: tokio::sync::Mutex<()>,
 }
 
 impl Tokens {
-    pub fn new(vault: Arc<Vault>) -> Self {
+    pub fn new(vault: Arc<Vault>, guard: crate::net::guard::Guard) -> Self {
+        let guard = Arc::new(guard);
         Tokens {
             vault,
-            client: refresh::client(),
+            client: refresh::client(guard.clone()),
+            guard,
             running: tokio::sync::Mutex::new(()),
         }
     }

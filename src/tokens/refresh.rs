@@ -4,12 +4,14 @@
 //! OAuthException 190: only the user can fix it) or failed (worth retrying). Errors carry the
 //! provider's own words but never a URL (Meta's carry the app secret in the query) or a token.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::store::{Plain, Renewed, Secrets};
 use super::{Provider, REFRESH_TIMEOUT};
+use crate::net::guard::{Guard, guard_error};
 
 /// Why a refresh did not renew the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +30,11 @@ impl Failure {
     }
 }
 
-/// The client for token endpoints: no redirects (a token endpoint that redirects is
-/// misconfigured, and following would resend the secrets), bounded time.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+/// The client for token endpoints: through `guard` (every address resolved for a token URL
+/// checked as it is connected to), no proxy, no redirects (a token endpoint that redirects
+/// is misconfigured, and following would resend the secrets), bounded time.
+pub fn client(guard: Arc<Guard>) -> reqwest::Client {
+    crate::net::guard::client_builder(guard)
         .timeout(REFRESH_TIMEOUT)
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("opsdeck/", env!("CARGO_PKG_VERSION")))
@@ -40,13 +42,21 @@ pub fn client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// Renews `p`'s access token with the protocol its provider speaks.
+/// Renews `p`'s access token with the protocol its provider speaks. A token URL whose literal address `guard` refuses is never sent anything (named hosts are
+/// checked by the client's resolver as they are resolved); the refusal is a failure, not
+/// terminal, since it lifts once the operator allows the range.
 pub async fn renew(
     client: &reqwest::Client,
+    guard: &Guard,
     p: &Plain,
     s: &Secrets,
     now: i64,
 ) -> Result<Renewed, Failure> {
+    let url = reqwest::Url::parse(&p.token_url)
+        .map_err(|_| Failure::Failed("the token URL is not a URL".into()))?;
+    if let Err(refused) = guard.check_url(&url) {
+        return Err(Failure::Failed(format!("token_url refused: {refused}")));
+    }
     match p.provider() {
         Provider::Meta => meta_exchange(client, p, s, now).await,
         Provider::Google | Provider::Oauth2 => refresh_grant(client, p, s, now).await,
@@ -59,7 +69,12 @@ async fn send(req: reqwest::RequestBuilder) -> Result<(u16, Option<Value>), Fail
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(|e| Failure::Failed(crate::health::checks::describe(&e.without_url())))?;
+        .map_err(|e| {
+            Failure::Failed(match guard_error(&e) {
+                Some(refused) if refused.is_refusal() => format!("token_url refused: {refused}"),
+                _ => crate::health::checks::describe(&e.without_url()),
+            })
+        })?;
     let status = res.status().as_u16();
     let body = crate::health::checks::read_body(res)
         .await

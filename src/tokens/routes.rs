@@ -125,6 +125,21 @@ async fn create_credential(
     Json(spec): Json<CredentialSpec>,
 ) -> Result<(StatusCode, Json<CredentialView>)> {
     p.require(Scope::Admin)?;
+    // The server's policy for token endpoints (loopback and private only where the operator
+    // allows them), on top of what validation refuses everywhere. A named host is checked
+    // again at each refresh, as it resolves then.
+    if let Some(url) = spec.token_url.as_deref()
+        && let Ok(parsed) = reqwest::Url::parse(url.trim())
+        && let Err(refused) = state.tokens.guard.check_url(&parsed)
+    {
+        return Err(
+            crate::tokens::TokensError::Invalid(crate::tokens::credential::invalid(
+                "token_url",
+                format!("destination refused: {refused}"),
+            ))
+            .into(),
+        );
+    }
     let created = store::create(&state.store, &state.master_key, &spec, &client.actor(&p)).await?;
     store::reload_vault(&state.store, &state.master_key, &state.tokens.vault).await?;
     let secrets = spec.validate().ok().map(|c| store::Secrets {

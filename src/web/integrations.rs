@@ -819,7 +819,7 @@ async fn detail_page(
                 .map_err(|_| ApiError::Invalid("before: not a cursor from this page".into()))?,
         ),
     };
-    let (hours, days, recent, page, readings, incidents) = tokio::try_join!(
+    let (hours, days, mut recent, mut page, readings, incidents) = tokio::try_join!(
         history::rollups(store, id, "hour", first_hour),
         history::rollups(store, id, "day", first_day),
         history::checks(store, id, i64::MAX, RUN_CHECKS),
@@ -827,6 +827,13 @@ async fn detail_page(
         crate::health::forecast::readings(store, id, &row.kind, 7, now),
         history::monitor_incidents(store, id, now - INCIDENT_DAYS * DAY_MS, INCIDENT_CHECKS),
     )?;
+    // What the peer said (a body excerpt, a value a condition read) is for administrators.
+    if user.role == Role::Admin {
+        recent
+            .iter_mut()
+            .chain(page.iter_mut())
+            .for_each(Check::reveal);
+    }
     let mttr = history::mttr(&incidents);
     let provider = crate::health::providers::Provider::parse(&row.kind).is_some();
     // Extras readings (dotted names) have their own tables below; this one is the check's.
@@ -1036,7 +1043,11 @@ pub async fn errors(
                 .ok_or_else(|| ApiError::Invalid("before: not a cursor from this page".into()))?,
         ),
     };
-    let failures = history::failures(&state.store, monitor, before, LOG_PAGE).await?;
+    let mut failures = history::failures(&state.store, monitor, before, LOG_PAGE).await?;
+    // What the peer said (a body excerpt, a value a condition read) is for administrators.
+    if user.role == Role::Admin {
+        failures.iter_mut().for_each(Failure::reveal);
+    }
     let monitors = state
         .health
         .rows(&state.store, None)

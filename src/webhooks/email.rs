@@ -12,8 +12,8 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
 
-use super::guard::Guard;
 use super::render::{self, Notice};
+use crate::net::guard::Guard;
 
 /// The outcome of one SMTP attempt: the reply code and text, as status and excerpt.
 pub struct Sent {

@@ -1,8 +1,6 @@
 //! Outgoing webhooks: endpoints that subscribe to opsdeck's events and to alert
 //! notifications, the durable queue of deliveries to them (`queue`), signing per the Standard
-//! Webhooks spec (`signing`), and the SSRF guard every outgoing notifier and webhook request
-//! goes through (`guard`: link-local and metadata addresses always refused, private ones
-//! unless allowed), notifier kinds and their validation (`notifiers`), the per-kind request
+//! Webhooks spec (`signing`), notifier kinds and their validation (`notifiers`), the per-kind request
 //! shapes (`render`, `email`), and the worker that sends each attempt and retries on a
 //! schedule (`worker`).
 //!
@@ -10,7 +8,6 @@
 
 pub mod email;
 pub mod endpoints;
-pub mod guard;
 pub mod notifiers;
 pub mod queue;
 pub mod render;

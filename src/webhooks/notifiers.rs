@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::endpoints::{EndpointError, EndpointSpec};
+use crate::net::guard::{Guard, GuardError};
 
 /// The services a notifier speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,18 +107,15 @@ pub fn is_e164(number: &str) -> bool {
 /// sending.
 pub fn check_url(field: &'static str, text: &str) -> Result<reqwest::Url, EndpointError> {
     let url = parse_http(field, text)?;
-    let host = url.host_str().unwrap_or_default();
-    let literal = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if let Ok(ip) = literal.parse::<IpAddr>()
-        && let Some(range) = super::guard::classify(ip)
-        && range.always_refused()
-    {
-        return Err(invalid(field, format!("{ip} is {range}; refused")));
+    // The guard that opens every range that can be opened refuses exactly the addresses no
+    // setting can open; the URL parser has already turned shorthands such as `2852039166`
+    // into the address they spell.
+    match Guard::private_allowed().check_url(&url) {
+        Err(GuardError::RefusedIp { ip, range }) => {
+            Err(invalid(field, format!("{ip} is {range}; refused")))
+        }
+        _ => Ok(url),
     }
-    Ok(url)
 }
 
 /// An http(s) URL with a host, at most 2000 characters.
@@ -245,10 +243,10 @@ pub fn check(spec: &EndpointSpec) -> Result<Checked, EndpointError> {
     match kind {
         Kind::Webhook => {
             only(spec, kind, &["url", "secret"])?;
-            // A plain webhook keeps its original contract: any http(s) URL is stored, and the
-            // guard refuses a forbidden address at each attempt (failed and retried, visible
-            // in the attempt log), as the subscription API has always answered.
-            let url = parse_http("url", &spec.url)?;
+            // Refused when saved like every other kind when its literal address is one no
+            // setting opens (link-local, metadata); loopback and private addresses, and names,
+            // depend on the running server's settings and are judged at each attempt.
+            let url = check_url("url", &spec.url)?;
             Ok(Checked {
                 kind,
                 display_url: url.to_string(),
@@ -407,9 +405,9 @@ pub fn check(spec: &EndpointSpec) -> Result<Checked, EndpointError> {
             if host.contains(['/', ' ', ':']) && host.parse::<IpAddr>().is_err() {
                 return Err(invalid("host", format!("{host:?} is not a host name")));
             }
-            if let Ok(ip) = host.parse::<IpAddr>()
-                && let Some(range) = super::guard::classify(ip)
-                && range.always_refused()
+            // Any spelling of an address no setting opens (`2852039166`, `0xa9fea9fe`, …).
+            if let Err(GuardError::RefusedIp { ip, range }) =
+                Guard::private_allowed().check_host(host)
             {
                 return Err(invalid("host", format!("{ip} is {range}; refused")));
             }

@@ -16,7 +16,6 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 
 use super::endpoints::{self, Endpoint, EndpointError};
-use super::guard::{self, Cidr, Guard};
 use super::notifiers::Kind;
 use super::queue::{self, Claimed, Next, Outcome, QueueError};
 use super::render::{self, Notice};
@@ -24,6 +23,7 @@ use super::signing::Secret;
 use crate::access::secrets::MasterKey;
 use crate::config::WebhooksConfig;
 use crate::jobs::Outcome as Step;
+use crate::net::guard::{self, Guard};
 use crate::store::{Store, StoreError, now_ms};
 
 /// Most deliveries claimed per step.
@@ -59,17 +59,11 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    /// `allow_private_targets` (`[alerts]`) opens every private and loopback range on top of
-    /// `webhooks.allow_private`; link-local and metadata addresses stay refused either way.
-    pub fn new(config: &WebhooksConfig, allow_private_targets: bool) -> Result<Self, WorkerError> {
-        let mut allow = Guard::parse(&config.allow_private)
-            .map_err(|e| WorkerError::Config(e.to_string()))?
-            .allow_list()
-            .to_vec();
-        if allow_private_targets {
-            allow.extend(every_private_range());
-        }
-        let guard = Arc::new(Guard::new(allow));
+    /// Deliveries go through `guard`: the operator's policy ([`guard::operator_policy`] of
+    /// `webhooks.allow_private` and `[alerts] allow_private_targets`), under which link-local
+    /// and metadata addresses stay refused either way.
+    pub fn new(config: &WebhooksConfig, guard: Guard) -> Result<Self, WorkerError> {
+        let guard = Arc::new(guard);
         let client = guard::client_builder(guard.clone())
             .timeout(config.timeout.0)
             .connect_timeout(config.timeout.0)
@@ -358,23 +352,6 @@ impl Deliverer {
             failure: None,
         })
     }
-}
-
-/// Every private and loopback range, for `[alerts] allow_private_targets`.
-fn every_private_range() -> Vec<Cidr> {
-    [
-        "127.0.0.0/8",
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "::1/128",
-        "fc00::/7",
-        "fec0::/10",
-    ]
-    .iter()
-    .filter_map(|c| c.parse().ok())
-    .collect()
 }
 
 fn describe(e: reqwest::Error) -> String {

@@ -97,6 +97,7 @@ async fn monitors_and_results(backend: Backend) {
                 latency_us,
                 status: Some(if verdict == Verdict::Up { 200 } else { 503 }),
                 error: (verdict == Verdict::Down).then(|| "HTTP 503".to_string()),
+                detail: None,
                 headers: vec![("ratelimit-remaining".into(), "9".into())],
                 readings: vec![],
             },
@@ -113,6 +114,7 @@ async fn monitors_and_results(backend: Backend) {
             latency_us: 800,
             status: None,
             error: None,
+            detail: None,
             headers: vec![],
             readings: vec![],
         },
@@ -822,6 +824,7 @@ async fn provider_readings_and_forecast(backend: Backend) {
                 latency_us: 1_000,
                 status: Some(200),
                 error: None,
+                detail: None,
                 headers: vec![],
                 readings: vec![
                     ("characters_used".into(), 10_000.0 * i as f64),
@@ -1062,6 +1065,7 @@ async fn duplicate_keys_in_a_batch(backend: Backend) {
             latency_us,
             status: None,
             error: None,
+            detail: None,
             headers: vec![],
             readings: credits
                 .iter()

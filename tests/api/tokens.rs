@@ -21,6 +21,12 @@ const APP_SECRET: &str = "meta-app-secret-y2";
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
 
+/// The fake token endpoints listen on loopback, which token URLs reach only where the operator
+/// allows private targets.
+fn allow_local_token_endpoints(c: &mut opsdeck::config::Config) {
+    c.alerts.allow_private_targets = true;
+}
+
 async fn fake() -> (FakeOauth, String) {
     let fake = FakeOauth::new(CLIENT_ID, CLIENT_SECRET, APP_ID, APP_SECRET);
     let (base, _task) = fake.start().await.expect("fake starts");
@@ -168,7 +174,7 @@ async fn refresh_success_then_invalid_grant(app: &TestApp) {
     assert_eq!(fake.count("POST /token"), 1);
 
     // The token monitors read with the refreshed token from the vault.
-    let client = checks::client();
+    let client = checks::outbound();
     let vault = Some(&*app.state.tokens.vault);
     for kind in ["google_oauth", "google_calendar"] {
         let r = checks::run_with(&monitor(kind, &base, "workspace"), &client, vault).await;
@@ -259,7 +265,10 @@ async fn refresh_success_then_invalid_grant(app: &TestApp) {
         .collect();
     assert_eq!(outcomes, ["invalid_grant", "refreshed"]);
 }
-dual_test!(refresh_success_then_invalid_grant);
+dual_test!(
+    refresh_success_then_invalid_grant,
+    super::allow_local_token_endpoints
+);
 
 async fn transient_failures_are_retried_with_backoff(app: &TestApp) {
     let (fake, base) = fake().await;
@@ -300,7 +309,10 @@ async fn transient_failures_are_retried_with_backoff(app: &TestApp) {
         2
     );
 }
-dual_test!(transient_failures_are_retried_with_backoff);
+dual_test!(
+    transient_failures_are_retried_with_backoff,
+    super::allow_local_token_endpoints
+);
 
 async fn meta_exchange_reads_both_expiries(app: &TestApp) {
     let (fake, base) = fake().await;
@@ -341,7 +353,7 @@ async fn meta_exchange_reads_both_expiries(app: &TestApp) {
     // The meta monitor: debug_token, degraded by the expiry, usage headers as readings.
     let r = checks::run_with(
         &monitor("meta", &format!("{base}/v25.0"), "ads"),
-        &checks::client(),
+        &checks::outbound(),
         Some(&app.state.tokens.vault),
     )
     .await;
@@ -379,7 +391,10 @@ async fn meta_exchange_reads_both_expiries(app: &TestApp) {
         &[APP_SECRET, "EAAexpired", "EAAGfake"],
     );
 }
-dual_test!(meta_exchange_reads_both_expiries);
+dual_test!(
+    meta_exchange_reads_both_expiries,
+    super::allow_local_token_endpoints
+);
 
 async fn expiry_warnings_at_the_configured_horizon(app: &TestApp) {
     let admin = app.key("ops", &["admin"]).await;
@@ -412,7 +427,10 @@ async fn expiry_warnings_at_the_configured_horizon(app: &TestApp) {
         0
     );
 }
-dual_test!(expiry_warnings_at_the_configured_horizon);
+dual_test!(
+    expiry_warnings_at_the_configured_horizon,
+    super::allow_local_token_endpoints
+);
 
 async fn bulk_refresh_is_for_admins(app: &TestApp) {
     let (fake, base) = fake().await;
@@ -479,7 +497,10 @@ async fn bulk_refresh_is_for_admins(app: &TestApp) {
     );
     assert_eq!(count(app, "SELECT COUNT(*) FROM credentials").await, 2);
 }
-dual_test!(bulk_refresh_is_for_admins);
+dual_test!(
+    bulk_refresh_is_for_admins,
+    super::allow_local_token_endpoints
+);
 
 async fn bad_input_is_refused_with_the_field_named(app: &TestApp) {
     let admin = app.key("ops", &["admin"]).await;
@@ -566,7 +587,10 @@ async fn bad_input_is_refused_with_the_field_named(app: &TestApp) {
     .await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
 }
-dual_test!(bad_input_is_refused_with_the_field_named);
+dual_test!(
+    bad_input_is_refused_with_the_field_named,
+    super::allow_local_token_endpoints
+);
 
 async fn token_status_tab_and_grid_column(app: &TestApp) {
     let (fake, base) = fake().await;
@@ -675,4 +699,7 @@ async fn token_status_tab_and_grid_column(app: &TestApp) {
     let after = plain(app, "ads").await;
     assert_eq!(after.last_outcome.as_deref(), Some("refreshed"));
 }
-dual_test!(token_status_tab_and_grid_column);
+dual_test!(
+    token_status_tab_and_grid_column,
+    super::allow_local_token_endpoints
+);

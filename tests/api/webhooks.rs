@@ -231,6 +231,7 @@ async fn send(app: &crate::helpers::TestApp, kind: &str) -> String {
 async fn deliveries_reach_a_verifying_receiver(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |c| {
         c.webhooks.allow_private = vec!["127.0.0.0/8".into(), "::1/128".into()];
+        c.pinned_hosts = vec![("metadata.test".into(), "169.254.169.254".parse().unwrap())];
         c.webhooks.retry_schedule = vec![
             opsdeck::config::ConfigDuration(std::time::Duration::from_millis(300)),
             opsdeck::config::ConfigDuration(std::time::Duration::from_millis(300)),
@@ -571,14 +572,52 @@ async fn deliveries_reach_a_verifying_receiver(backend: Backend) {
         .unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::UNAUTHORIZED);
 
-    // An endpoint on the metadata address is refused before any connection, and retried.
+    // An endpoint on the metadata address, in any spelling, is refused when saved, naming the
+    // field; nothing is stored.
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://2852039166/",
+        "http://0xa9fea9fe/",
+        "http://169.254.169.254./",
+        "http://[fd00:ec2::254]/",
+        "http://100.100.100.200/",
+        "http://169.254.1.1/",
+    ] {
+        let res = app
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/webhooks/endpoints",
+                &admin,
+                Some(&serde_json::json!({"name": "metadata", "url": url})),
+            )
+            .await;
+        let body =
+            crate::helpers::error_body(res, reqwest::StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+                .await;
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.starts_with("url: ") && detail.ends_with("; refused"),
+            "{url}: {detail}"
+        );
+    }
+    let (named,): (i64,) = store
+        .fetch_one(
+            "SELECT COUNT(*) FROM webhook_endpoints WHERE name = 'metadata'",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(named, 0);
+    // A name that resolves there is judged when it resolves: refused before any connection,
+    // and retried.
     let res = app
         .call(
             reqwest::Method::POST,
             "/api/v1/webhooks/endpoints",
             &admin,
             Some(&serde_json::json!({"name": "metadata",
-                "url": "http://169.254.169.254/latest/meta-data/"})),
+                "url": "http://metadata.test/latest/meta-data/"})),
         )
         .await;
     assert_eq!(res.status(), reqwest::StatusCode::CREATED);
@@ -597,7 +636,11 @@ async fn deliveries_reach_a_verifying_receiver(backend: Backend) {
         )
         .await
         .unwrap();
-    assert!(error.unwrap_or_default().contains("refused"));
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("refused") && error.contains("169.254.169.254"),
+        "{error}"
+    );
     app.finish().await;
 }
 

@@ -324,7 +324,7 @@ mod tests {
         let fake = FakeGcp::new().expect("a key");
         let (base, _server) = fake.start().await.expect("fake starts");
         fake.max_page(2);
-        let client = crate::health::checks::client();
+        let client = crate::health::checks::outbound().no_redirect;
         let c = collect(&ctx(&client, &base, fake.key_file(), 8))
             .await
             .expect("collects");

@@ -32,7 +32,7 @@ async fn run_with(
     limits: Limits,
     whatsapp_senders: Vec<String>,
 ) -> Result<Collected, Failure> {
-    let client = crate::health::checks::client();
+    let client = crate::health::checks::outbound().no_redirect;
     let ctx = Ctx {
         client: &client,
         provider: p,

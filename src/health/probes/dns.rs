@@ -13,6 +13,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use crate::health::checks::Probe;
 use crate::health::monitor::{Monitor, nameserver_addr};
+use crate::net::guard::{Guard, GuardError};
 
 /// A record type a monitor can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,6 +84,8 @@ pub enum DnsError {
     NoNameserver,
     #[error("nameserver {0}: the name does not resolve")]
     Unresolved(String),
+    #[error("nameserver {0}")]
+    Refused(String),
 }
 
 /// A UDP query is sent again after this long without an answer: a lost datagram should cost
@@ -385,21 +388,46 @@ async fn system_nameserver() -> Result<(String, u16), DnsError> {
         .ok_or(DnsError::NoNameserver)
 }
 
-async fn resolve(monitor: &Monitor) -> Result<Reply, DnsError> {
-    let (host, port) = match &monitor.nameserver {
-        Some(ns) => nameserver_addr(ns).map_err(|_| DnsError::NoNameserver)?,
-        None => system_nameserver().await?,
+async fn resolve(monitor: &Monitor, guard: &Guard) -> Result<Reply, DnsError> {
+    let (host, port, chosen) = match &monitor.nameserver {
+        Some(ns) => {
+            let (host, port) = nameserver_addr(ns).map_err(|_| DnsError::NoNameserver)?;
+            (host, port, true)
+        }
+        None => {
+            let (host, port) = system_nameserver().await?;
+            (host, port, false)
+        }
     };
     let shown = format!("{host}:{port}");
     let io = |error| DnsError::Io {
         server: shown.clone(),
         error,
     };
-    let server = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(io)?
-        .next()
-        .ok_or_else(|| DnsError::Unresolved(shown.clone()))?;
+    // A nameserver the monitor names goes through the destination guard like any target;
+    // the system's own (resolv.conf) is the operator's and is trusted as it is, since some
+    // clouds serve DNS from a link-local address.
+    let server = if chosen {
+        let refused = |e: GuardError| match e {
+            GuardError::Resolve { source, .. } => io(source),
+            GuardError::NoAddress { .. } => DnsError::Unresolved(shown.clone()),
+            other => DnsError::Refused(crate::health::checks::refused_reason(&other)),
+        };
+        guard.check_host(&host).map_err(refused)?;
+        guard
+            .resolve_checked(&host, port)
+            .await
+            .map_err(refused)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| DnsError::Unresolved(shown.clone()))?
+    } else {
+        tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(io)?
+            .next()
+            .ok_or_else(|| DnsError::Unresolved(shown.clone()))?
+    };
     let id: u16 = rand::random();
     let query = encode_query(id, &monitor.target, monitor.record_type);
     let reply = udp_exchange(server, &query).await.map_err(io)?;
@@ -411,8 +439,8 @@ async fn resolve(monitor: &Monitor) -> Result<Reply, DnsError> {
     parse_reply(&reply, id, &monitor.target, monitor.record_type)
 }
 
-pub(crate) async fn probe(monitor: &Monitor) -> Probe {
-    match resolve(monitor).await {
+pub(crate) async fn probe(monitor: &Monitor, guard: &Guard) -> Probe {
+    match resolve(monitor, guard).await {
         Ok(reply) => Probe {
             body: Some(reply.records.join("\n")),
             dns_rcode: Some(rcode_name(reply.rcode)),
@@ -573,7 +601,7 @@ mod tests {
     #[tokio::test]
     async fn dns_checks_read_real_answers() {
         let server = nameserver().await;
-        let client = checks::client();
+        let client = checks::outbound();
         let check = |name: &str, rtype: &str, conditions: &[&str]| {
             let m = monitor(server, name, rtype, conditions);
             let client = client.clone();
@@ -589,6 +617,10 @@ mod tests {
         let r = check("a.test", "A", &["[BODY] == 1.2.3.4"]).await;
         assert_eq!(
             r.error.as_deref(),
+            Some("condition failed: [BODY] == 1.2.3.4")
+        );
+        assert_eq!(
+            r.detail.as_deref(),
             Some("[BODY] == 1.2.3.4: was \"1.2.3.4\\n5.6.7.8\"")
         );
         let r = check("www.a.test", "a", &["[BODY] == 1.2.3.4"]).await;
@@ -636,7 +668,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_silent_or_closed_nameserver_fails_the_check() {
-        let client = checks::client();
+        let client = checks::outbound();
         // Bound but never answering: the check's timeout ends it.
         let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let mut m = monitor(silent.local_addr().expect("addr"), "a.test", "A", &[]);

@@ -12,6 +12,8 @@ pub mod tls;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::net::guard::{ConnectError, Guard};
+
 /// A byte stream behind a box, so a session can swap its plain socket for TLS midway.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -19,10 +21,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// Longest line a text protocol peer may send before the check fails.
 const MAX_LINE: usize = 4096;
 
-async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
-    let stream = TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+/// Connects through the destination guard: `host` resolved, every address checked, one of
+/// those connected to. A refusal reads "destination refused: …", anything else names the
+/// address tried.
+pub(crate) async fn connect(guard: &Guard, host: &str, port: u16) -> Result<TcpStream, String> {
+    let stream = guard.connect(host, port).await.map_err(|e| match e {
+        ConnectError::Guard(refused) if refused.is_refusal() => {
+            super::checks::refused_reason(&refused)
+        }
+        other => format!("connect {host}:{port}: {other}"),
+    })?;
     // Commands are small and a reply is awaited after each; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
     Ok(stream)

@@ -3,11 +3,12 @@
 //! `[BODY]`. A query of the user's runs inside a read-only transaction, so a monitor cannot
 //! change data by mistake. Errors carry the server's message, never the URL or its password.
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow, PgSslMode};
 use sqlx::{Column, ConnectOptions, Connection, Row, TypeInfo};
 
 use crate::health::checks::Probe;
 use crate::health::monitor::Monitor;
+use crate::net::guard::{Guard, GuardError};
 
 /// Cheap, and says something worth a condition (`[BODY] contains 15.`).
 const DEFAULT_QUERY: &str = "SELECT current_setting('server_version')";
@@ -24,6 +25,8 @@ pub enum PgError {
     NoRows,
     #[error("the query's first column is of type {0}; cast it to text (::text)")]
     Unsupported(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 fn describe(e: sqlx::Error) -> PgError {
@@ -88,14 +91,17 @@ async fn query(conn: &mut PgConnection, sql: Option<&str>) -> Result<String, PgE
     first_column(&row.map_err(describe)?.ok_or(PgError::NoRows)?)
 }
 
-async fn check(monitor: &Monitor) -> Result<String, PgError> {
-    let options = monitor
+async fn check(monitor: &Monitor, guard: &Guard) -> Result<String, PgError> {
+    let mut options = monitor
         .target
         .parse::<PgConnectOptions>()
         .map_err(|_| PgError::Url)?
         .application_name("opsdeck-monitor")
         // The query is the user's and may name things; it stays out of our logs.
         .disable_statement_logging();
+    if options.get_socket().is_none() {
+        options = guarded(options, guard).await?;
+    }
     let mut conn = PgConnection::connect_with(&options)
         .await
         .map_err(describe)?;
@@ -105,12 +111,34 @@ async fn check(monitor: &Monitor) -> Result<String, PgError> {
     value
 }
 
-pub(crate) async fn probe(monitor: &Monitor) -> Probe {
+/// `options` pointed at the address the guard checked: the driver resolves a name itself, so
+/// the name is resolved here, every address checked, and the driver given the first one.
+/// Under `sslmode=verify-full` the name stays, since the certificate is checked against it;
+/// the driver's own lookup then follows the guard's by moments.
+async fn guarded(options: PgConnectOptions, guard: &Guard) -> Result<PgConnectOptions, PgError> {
+    let host = options.get_host().to_string();
+    let port = options.get_port();
+    let refused = |e: GuardError| match e {
+        e if e.is_refusal() => PgError::Refused(crate::health::checks::refused_reason(&e)),
+        e => PgError::Connect(e.to_string()),
+    };
+    guard.check_host(&host).map_err(refused)?;
+    let addrs = guard.resolve_checked(&host, port).await.map_err(refused)?;
+    if matches!(options.get_ssl_mode(), PgSslMode::VerifyFull) {
+        return Ok(options);
+    }
+    match addrs.first() {
+        Some(addr) => Ok(options.host(&addr.ip().to_string())),
+        None => Err(PgError::Connect(format!("{host} resolves to no address"))),
+    }
+}
+
+pub(crate) async fn probe(monitor: &Monitor, guard: &Guard) -> Probe {
     let password = reqwest::Url::parse(&monitor.target)
         .ok()
         .and_then(|u| u.password().map(str::to_string))
         .unwrap_or_default();
-    match check(monitor).await {
+    match check(monitor, guard).await {
         Ok(value) => Probe {
             body: Some(value),
             ..Probe::default()
@@ -159,7 +187,7 @@ mod tests {
         let Some(good) = server_url("test") else {
             return;
         };
-        let client = checks::client();
+        let client = checks::outbound();
         let version: String = {
             let mut conn = PgConnection::connect(&good).await.expect("connect");
             sqlx::query_scalar("SHOW server_version")
@@ -260,7 +288,7 @@ mod tests {
             !format!("{m:?}").contains("hunter2"),
             "Debug hides the password"
         );
-        let r = checks::run(&m, &checks::client()).await;
+        let r = checks::run(&m, &checks::outbound()).await;
         assert_eq!(r.verdict, Verdict::Down);
         let e = r.error.unwrap_or_default();
         assert!(e.starts_with("connect: ") && e.contains("refused"), "{e}");

@@ -12,6 +12,7 @@ use super::{Io, read_line};
 use crate::health::checks::Probe;
 use crate::health::conditions::Subject;
 use crate::health::monitor::Monitor;
+use crate::net::guard::Guard;
 
 /// Largest bulk reply accepted; INFO is a few KiB.
 const MAX_BULK: usize = 1 << 20;
@@ -209,8 +210,8 @@ impl Session {
     }
 }
 
-async fn check(monitor: &Monitor, target: &Target) -> Result<Probe, RedisError> {
-    let socket = super::connect(&target.host, target.port)
+async fn check(monitor: &Monitor, target: &Target, guard: &Guard) -> Result<Probe, RedisError> {
+    let socket = super::connect(guard, &target.host, target.port)
         .await
         .map_err(RedisError::Io)?;
     let mut certificate_days = None;
@@ -306,12 +307,12 @@ async fn check(monitor: &Monitor, target: &Target) -> Result<Probe, RedisError> 
     })
 }
 
-pub(crate) async fn probe(monitor: &Monitor) -> Probe {
+pub(crate) async fn probe(monitor: &Monitor, guard: &Guard) -> Probe {
     let target = match Target::parse(&monitor.target) {
         Ok(t) => t,
         Err(e) => return Probe::failed(e),
     };
-    match check(monitor, &target).await {
+    match check(monitor, &target, guard).await {
         Ok(probe) => probe,
         Err(e) => {
             let secrets = [target.password.as_deref().unwrap_or("")];
@@ -392,7 +393,7 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_silence_and_closed_ports_fail_with_a_reason() {
-        let client = checks::client();
+        let client = checks::outbound();
         for (reply, why) in [
             (
                 &b"HTTP/1.1 400 Bad Request\r\n"[..],
@@ -445,7 +446,7 @@ mod tests {
         });
         let r = checks::run(
             &monitor(&format!("redis://:pw-secret@{addr}"), &[]),
-            &checks::client(),
+            &checks::outbound(),
         )
         .await;
         assert_eq!(
@@ -515,7 +516,7 @@ mod tests {
             .validate()
             .expect("valid monitor")
         };
-        let client = checks::client();
+        let client = checks::outbound();
         let r = checks::run(&m("s3cret", &["[CERTIFICATE_EXPIRATION] > 19"]), &client).await;
         assert_eq!((r.verdict, r.error), (Verdict::Up, None));
         let r = checks::run(&m("wrong-secret", &[]), &client).await;
@@ -534,7 +535,7 @@ mod tests {
             );
             return;
         };
-        let client = checks::client();
+        let client = checks::outbound();
         let r = checks::run(&monitor(&url, &[]), &client).await;
         assert_eq!((r.verdict, r.error), (Verdict::Up, None));
         let r = checks::run(

@@ -11,6 +11,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use super::{Io, read_line};
 use crate::health::checks::Probe;
 use crate::health::monitor::{Monitor, SmtpMode, host_port};
+use crate::net::guard::Guard;
 
 /// Most lines in one reply (EHLO lists a dozen extensions at most).
 const MAX_REPLY_LINES: usize = 100;
@@ -178,9 +179,11 @@ async fn login(
     }
 }
 
-async fn check(monitor: &Monitor) -> Result<Probe, SmtpError> {
+async fn check(monitor: &Monitor, guard: &Guard) -> Result<Probe, SmtpError> {
     let (host, port) = host_port(&monitor.target).map_err(SmtpError::Io)?;
-    let socket = super::connect(&host, port).await.map_err(SmtpError::Io)?;
+    let socket = super::connect(guard, &host, port)
+        .await
+        .map_err(SmtpError::Io)?;
     // An address literal is always a valid EHLO argument; a hostname we would have to guess.
     let ehlo_name = match socket.local_addr() {
         Ok(std::net::SocketAddr::V4(a)) => format!("[{}]", a.ip()),
@@ -242,8 +245,8 @@ async fn check(monitor: &Monitor) -> Result<Probe, SmtpError> {
     })
 }
 
-pub(crate) async fn probe(monitor: &Monitor) -> Probe {
-    match check(monitor).await {
+pub(crate) async fn probe(monitor: &Monitor, guard: &Guard) -> Probe {
+    match check(monitor, guard).await {
         Ok(probe) => probe,
         Err(e) => {
             let text = e.to_string();
@@ -412,7 +415,7 @@ mod tests {
         let ca = Ca::new();
         let ca_file = ca.pem_file();
         let leaf = ca.leaf(&["mail.test"], 60);
-        let client = checks::client();
+        let client = checks::outbound();
         let starttls = Behaviour {
             starttls: true,
             ..Default::default()
@@ -555,7 +558,7 @@ mod tests {
         }
         .validate()
         .expect("valid");
-        let r = checks::run(&m, &checks::client()).await;
+        let r = checks::run(&m, &checks::outbound()).await;
         assert_eq!(
             (r.verdict, r.error.as_deref()),
             (

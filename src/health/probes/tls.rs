@@ -17,6 +17,7 @@ use tokio_rustls::client::TlsStream;
 use super::Io;
 use crate::health::checks::Probe;
 use crate::health::monitor::{Monitor, TlsOptions, Trust, host_port};
+use crate::net::guard::Guard;
 
 /// Why a handshake did not give a usable, trusted connection.
 #[derive(Debug, thiserror::Error)]
@@ -261,12 +262,12 @@ fn ago(days: f64) -> String {
 }
 
 /// The `tls` kind: connect, handshake, read the certificate's expiry.
-pub(crate) async fn probe(monitor: &Monitor) -> Probe {
+pub(crate) async fn probe(monitor: &Monitor, guard: &Guard) -> Probe {
     let (host, port) = match host_port(&monitor.target) {
         Ok(hp) => hp,
         Err(e) => return Probe::failed(e),
     };
-    let socket = match super::connect(&host, port).await {
+    let socket = match super::connect(guard, &host, port).await {
         Ok(s) => s,
         Err(e) => return Probe::failed(e),
     };
@@ -414,7 +415,7 @@ mod tests {
             ca_file: Some(ca_file.path().display().to_string()),
             ..Default::default()
         };
-        let client = checks::client();
+        let client = checks::outbound();
 
         let fresh = tls_server(&ca.leaf(&["localhost"], 90)).await;
         let r = checks::run(

@@ -1,11 +1,15 @@
-//! The SSRF guard for every outgoing notifier and webhook request: a URL a user typed must not
-//! reach opsdeck's own host, its private network or a cloud metadata service.
+//! The destination guard for every outgoing connection to an address a user typed: webhook
+//! and notifier deliveries, health checks of every kind, OAuth token refreshes. A target must
+//! not reach a cloud metadata service, and reaches opsdeck's own host or its private network
+//! only where the caller's policy allows it.
 //!
 //! Two doors need guarding. A URL whose host is a literal IP never goes through DNS in
-//! reqwest, so [`Guard::check_url`] checks it before the request is built. A host name is
-//! checked at connect time by [`GuardedResolver`], which reqwest calls for every connection:
-//! the addresses checked are the addresses connected to, so a name that resolves to a public
-//! address when saved and to `127.0.0.1` when sent (DNS rebinding) is still refused.
+//! reqwest, so [`Guard::check_url`] checks it before the request is built, and
+//! [`redirect_policy`] checks every redirect hop the same way. A host name is checked at
+//! connect time by [`GuardedResolver`], which reqwest calls for every connection, and by
+//! [`Guard::connect`] for the protocols that open their own sockets: the addresses checked are
+//! the addresses connected to, so a name that resolves to a public address when saved and to
+//! `169.254.169.254` when used (DNS rebinding) is still refused.
 //!
 //! Ranges come in two kinds. Unspecified, link-local (with the metadata address
 //! `169.254.169.254`), multicast, broadcast, reserved and the known metadata addresses are
@@ -13,12 +17,15 @@
 //! there, while link-local is exactly where clouds put the instance metadata service and its
 //! credentials, so a broad allow-list entry such as `0.0.0.0/0` must not open it. Loopback,
 //! private, shared (CGNAT), unique-local, documentation and other special-purpose ranges are
-//! refused unless the operator allow-lists them, for self-hosted setups whose receivers live
-//! on the LAN. IPv4 addresses embedded in IPv6 (mapped, compatible, NAT64, 6to4) are judged
-//! as the IPv4 address they lead to.
+//! refused unless the policy allow-lists them: webhooks and token endpoints open them only on
+//! the operator's word, while health monitors open all of them ([`Guard::private_allowed`]),
+//! since watching the LAN is what they are for. IPv4 addresses embedded in IPv6 (mapped,
+//! compatible, NAT64, 6to4) are judged as the IPv4 address they lead to, and IPv4 shorthands
+//! (`2852039166`, `0xa9fea9fe`, a trailing dot) as the address they spell.
 //!
-//! The guard decides; it does not send. It knows nothing of the delivery queue.
+//! The guard decides and connects; it knows nothing of the domains that use it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
@@ -26,6 +33,7 @@ use std::sync::Arc;
 
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use tokio::net::TcpStream;
 
 /// An IP network: an address with its host bits clear, and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -324,6 +332,8 @@ pub enum GuardError {
     },
     #[error("{host} resolves to no address")]
     NoAddress { host: String },
+    #[error("{0:?} is not a host name or IP address")]
+    BadHost(String),
 }
 
 impl GuardError {
@@ -332,7 +342,7 @@ impl GuardError {
     pub fn is_refusal(&self) -> bool {
         !matches!(
             self,
-            GuardError::Resolve { .. } | GuardError::NoAddress { .. }
+            GuardError::Resolve { .. } | GuardError::NoAddress { .. } | GuardError::BadHost(_)
         )
     }
 }
@@ -341,13 +351,34 @@ impl GuardError {
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     allow: Vec<Cidr>,
+    /// Names answered without DNS (lowercase, no trailing dot). Their addresses are checked
+    /// like any resolved address; tests use them to make a name lead where they need it.
+    pinned: HashMap<String, Vec<IpAddr>>,
 }
 
 impl Guard {
     /// A guard opening the non-public ranges covered by `allow` (never the always-refused
     /// ones). An empty list allows public addresses only.
     pub fn new(allow: Vec<Cidr>) -> Guard {
-        Guard { allow }
+        Guard {
+            allow,
+            pinned: HashMap::new(),
+        }
+    }
+
+    /// A guard opening every range that can be opened: loopback, private, shared and the
+    /// other special-purpose ranges pass, and only the always-refused ones (link-local,
+    /// metadata, unspecified, multicast, broadcast, reserved) are refused. Health monitors
+    /// use it, since monitoring private hosts is what they are for.
+    pub fn private_allowed() -> Guard {
+        Guard::new(vec![Cidr::v4(0, 0, 0, 0, 0), Cidr::v6([0; 8], 0)])
+    }
+
+    /// This guard, answering `name` with `addrs` instead of asking DNS. The addresses still go
+    /// through the same check as resolved ones.
+    pub fn with_pinned(mut self, name: &str, addrs: Vec<IpAddr>) -> Guard {
+        self.pinned.insert(normalise_name(name), addrs);
+        self
     }
 
     /// Parses allow-list entries such as `"10.0.0.0/8"`, `"127.0.0.0/8"`, `"::1/128"`; the
@@ -408,6 +439,26 @@ impl Guard {
         Ok(())
     }
 
+    /// Checks a bare host as a user typed it (`host` of a `host:port` target, an IPv6
+    /// address with or without brackets) without DNS: a literal address in any spelling the
+    /// WHATWG URL parser accepts — `2852039166`, `0xa9fea9fe`, `169.254.169.254.`,
+    /// `::ffff:169.254.169.254` — is judged as the address it spells, because the system
+    /// resolver spells it the same way when the check connects. A name passes here and is
+    /// judged when it is resolved.
+    pub fn check_host(&self, host: &str) -> Result<(), GuardError> {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let as_url = if bare.contains(':') {
+            format!("http://[{bare}]/")
+        } else {
+            format!("http://{bare}/")
+        };
+        let url = Url::parse(&as_url).map_err(|_| GuardError::BadHost(host.to_owned()))?;
+        self.check_url(&url)
+    }
+
     /// Resolves `host` and returns its addresses with `port`, refusing the whole name if any
     /// one address is refused: a name mixing public and private answers is a rebinding
     /// attempt or a misconfiguration, and either way the connection might pick the private
@@ -417,13 +468,16 @@ impl Guard {
         host: &str,
         port: u16,
     ) -> Result<Vec<SocketAddr>, GuardError> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|source| GuardError::Resolve {
-                host: host.to_owned(),
-                source,
-            })?
-            .collect();
+        let addrs: Vec<SocketAddr> = match self.pinned.get(&normalise_name(host)) {
+            Some(ips) => ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
+            None => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|source| GuardError::Resolve {
+                    host: host.to_owned(),
+                    source,
+                })?
+                .collect(),
+        };
         if addrs.is_empty() {
             return Err(GuardError::NoAddress {
                 host: host.to_owned(),
@@ -439,6 +493,95 @@ impl Guard {
         }
         Ok(addrs)
     }
+
+    /// Opens a TCP connection to `host:port` through the guard: resolved (or read as a
+    /// literal in any spelling), every address checked, then one of exactly those addresses
+    /// connected to, so nothing is resolved twice.
+    pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        // A literal first, in the spellings the system resolver would also accept, so the
+        // refusal names the address rather than a failed lookup.
+        self.check_host(host).map_err(ConnectError::Guard)?;
+        let addrs = self
+            .resolve_checked(host, port)
+            .await
+            .map_err(ConnectError::Guard)?;
+        TcpStream::connect(&addrs[..])
+            .await
+            .map_err(ConnectError::Io)
+    }
+}
+
+/// Why [`Guard::connect`] has no connection: the guard refused (or DNS failed), or connecting
+/// to the checked address did.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Guard(GuardError),
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+/// A name as the pinned table keys it: lowercase, without the root's trailing dot.
+fn normalise_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// A redirect policy that checks every hop's URL with [`Guard::check_url`] before it is
+/// followed (the guarded resolver then checks the hop's resolved addresses), follows at most
+/// `max` hops, and with `same_origin_only` answers a redirect to another origin as the 3xx it
+/// is, for requests carrying credentials in headers reqwest cannot know are secret.
+pub fn redirect_policy(
+    guard: Arc<Guard>,
+    max: usize,
+    same_origin_only: bool,
+) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > max {
+            return attempt.error("too many redirects");
+        }
+        if let Err(refused) = guard.check_url(attempt.url()) {
+            return attempt.error(refused);
+        }
+        let same = attempt.previous().last().is_some_and(|from| {
+            from.scheme() == attempt.url().scheme()
+                && from.host_str() == attempt.url().host_str()
+                && from.port_or_known_default() == attempt.url().port_or_known_default()
+        });
+        if same_origin_only && !same {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Every private and loopback range, for `[alerts] allow_private_targets`.
+pub fn every_private_range() -> Vec<Cidr> {
+    vec![
+        Cidr::v4(127, 0, 0, 0, 8),
+        Cidr::v4(10, 0, 0, 0, 8),
+        Cidr::v4(172, 16, 0, 0, 12),
+        Cidr::v4(192, 168, 0, 0, 16),
+        Cidr::v4(100, 64, 0, 0, 10),
+        Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128),
+        Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
+        Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),
+    ]
+}
+
+/// The operator's policy for requests that carry secrets to a URL someone typed (webhook and
+/// notifier deliveries, OAuth token refreshes): public addresses, the private ranges listed
+/// in `allow_private` (`[webhooks] allow_private`), and every private and loopback range when
+/// `every_private` (`[alerts] allow_private_targets`). Link-local and metadata stay refused.
+pub fn operator_policy<S: AsRef<str>>(
+    allow_private: &[S],
+    every_private: bool,
+) -> Result<Guard, CidrError> {
+    let mut guard = Guard::parse(allow_private)?;
+    if every_private {
+        guard.allow.extend(every_private_range());
+    }
+    Ok(guard)
 }
 
 /// reqwest's resolver, filtered through a [`Guard`]. reqwest asks it for every new
@@ -781,6 +924,173 @@ mod tests {
             .await
             .expect("body");
         assert_eq!(body, "ok");
+        server.abort();
+    }
+
+    /// Every spelling of the metadata address the security review tried, as a bare host.
+    const METADATA_SPELLINGS: &[&str] = &[
+        "169.254.169.254",
+        "[::ffff:169.254.169.254]",
+        "::ffff:169.254.169.254",
+        "2852039166",
+        "0xa9fea9fe",
+        "0xA9.0xFE.0xA9.0xFE",
+        "0251.0376.0251.0376",
+        "169.254.43518",
+        "169.254.169.254.",
+        "[fd00:ec2::254]",
+        "fd00:ec2::254",
+        "100.100.100.200",
+        "[::a9fe:a9fe]",
+        "[64:ff9b::a9fe:a9fe]",
+        "169.254.1.1",
+        "[fe80::1]",
+    ];
+
+    #[test]
+    fn bare_hosts_are_judged_in_every_spelling() {
+        let health = Guard::private_allowed();
+        for host in METADATA_SPELLINGS {
+            match health.check_host(host) {
+                Err(GuardError::RefusedIp { range, .. }) => assert!(
+                    matches!(range, Range::Metadata | Range::LinkLocal),
+                    "{host}: {range}"
+                ),
+                other => panic!("{host}: {other:?}"),
+            }
+        }
+        // Monitoring the LAN stays open to the permissive policy and shut to the strict one.
+        for open in ["127.0.0.1", "10.0.0.5", "[::1]", "db.internal", "localhost"] {
+            assert!(health.check_host(open).is_ok(), "{open}");
+        }
+        assert!(matches!(
+            strict().check_host("2130706433"),
+            Err(GuardError::RefusedIp {
+                range: Range::Loopback,
+                ..
+            })
+        ));
+        assert!(matches!(
+            health.check_host("a b"),
+            Err(GuardError::BadHost(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_metadata_is_refused_after_resolution() {
+        let guard = Guard::private_allowed()
+            .with_pinned("metadata.test", vec![ip("169.254.169.254")])
+            .with_pinned("rebind.test", vec![ip("127.0.0.1"), ip("fd00:ec2::254")])
+            .with_pinned("lan.test", vec![ip("127.0.0.1")]);
+        // The name itself is fine; what it resolves to is not.
+        assert!(guard.check_host("metadata.test").is_ok());
+        for name in ["metadata.test", "METADATA.test.", "rebind.test"] {
+            let err = guard.resolve_checked(name, 80).await.expect_err(name);
+            assert!(
+                matches!(
+                    err,
+                    GuardError::RefusedHost {
+                        range: Range::Metadata,
+                        ..
+                    }
+                ),
+                "{name}: {err:?}"
+            );
+            assert!(matches!(
+                guard.connect(name, 80).await,
+                Err(ConnectError::Guard(GuardError::RefusedHost { .. }))
+            ));
+        }
+        let addrs = guard.resolve_checked("lan.test", 81).await.expect("lan");
+        assert_eq!(addrs, vec!["127.0.0.1:81".parse().expect("addr")]);
+    }
+
+    #[tokio::test]
+    async fn connecting_refuses_every_spelling_and_reaches_the_lan() {
+        let guard = Guard::private_allowed();
+        for host in METADATA_SPELLINGS {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            assert!(
+                matches!(
+                    guard.connect(host, 80).await,
+                    Err(ConnectError::Guard(e)) if e.is_refusal()
+                ),
+                "{host}"
+            );
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert!(guard.connect("127.0.0.1", port).await.is_ok());
+        assert!(matches!(
+            strict().connect("127.0.0.1", port).await,
+            Err(ConnectError::Guard(GuardError::RefusedIp { .. }))
+        ));
+    }
+
+    /// A loopback server that redirects to the metadata address: the guarded client refuses
+    /// the hop before any connection to it is attempted, and says so.
+    #[tokio::test]
+    async fn redirect_hops_are_checked_before_they_are_followed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let app = axum::Router::new()
+            .route(
+                "/to-metadata",
+                axum::routing::get(|| async {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [("location", "http://169.254.169.254/latest/meta-data/")],
+                    )
+                }),
+            )
+            .route(
+                "/to-name",
+                axum::routing::get(|| async {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [("location", "http://metadata.test/computeMetadata/v1/")],
+                    )
+                }),
+            )
+            .route(
+                "/to-self",
+                axum::routing::get(|| async {
+                    (axum::http::StatusCode::FOUND, [("location", "/ok")])
+                }),
+            )
+            .route("/ok", axum::routing::get(|| async { "ok" }));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let guard = Arc::new(
+            Guard::private_allowed().with_pinned("metadata.test", vec![ip("169.254.169.254")]),
+        );
+        let client = reqwest::Client::builder()
+            .dns_resolver(GuardedResolver::new(guard.clone()))
+            .no_proxy()
+            .redirect(redirect_policy(guard, 5, false))
+            .build()
+            .expect("client");
+        for path in ["/to-metadata", "/to-name"] {
+            let err = client
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .expect_err(path);
+            let refused = guard_error(&err).expect("the guard's refusal");
+            assert!(refused.is_refusal(), "{path}: {refused}");
+            assert!(refused.to_string().contains("169.254.169.254"), "{refused}");
+        }
+        let ok = client
+            .get(format!("http://127.0.0.1:{port}/to-self"))
+            .send()
+            .await
+            .expect("same host");
+        assert_eq!(ok.text().await.expect("body"), "ok");
         server.abort();
     }
 }
