@@ -24,6 +24,7 @@ mod ops;
 mod realtime;
 mod revenue;
 mod revocation;
+mod ssrf;
 mod storage;
 mod tokens;
 mod triage;
