@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Usage: scripts/measure-overview.py BINARY [--customers N] [--events N] [--database-url URL]
+"""Usage: scripts/measure-overview.py BINARY [--customers N] [--events N] [--quota N]
+                                          [--database-url URL]
 
 Times the Overview's reads as a user sees them: the release binary runs as its own process
 (`opsdeck serve`, shipped defaults plus one plan that every customer is on), this script is the
@@ -29,6 +30,8 @@ import urllib.request
 PORT = int(os.environ.get("PORT", "18097"))
 BASE = f"http://127.0.0.1:{PORT}"
 EMAIL, PASSWORD = "bench@example.com", "correct horse battery"
+# Every customer is on one plan whose quota is set so that about half of them end up near or
+# over it, as on a busy month-end: the at-risk list and the quota alerts then have work to do.
 CONFIG = """
 [usage]
 default_plan = "growth"
@@ -38,7 +41,7 @@ id = "growth"
 name = "Growth"
 price = "49.00"
 currency = "usd"
-api_calls = 400
+api_calls = {quota}
 provider_credits = 0
 overage_per_1k_calls = "0.50"
 hard_limit_percent = 120
@@ -113,13 +116,18 @@ def main():
     ap.add_argument("--customers", type=int, default=50_000)
     ap.add_argument("--events", type=int, default=2_000_000)
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--quota", type=int, help="the plan's monthly calls (default: the mean a "
+                    "customer makes this month, so about half are near or over it)")
     ap.add_argument("--database-url")
     args = ap.parse_args()
     data_dir = tempfile.mkdtemp(prefix="opsdeck-overview-")
     extra = ["--database-url", args.database_url] if args.database_url else []
     config = os.path.join(data_dir, "opsdeck.toml")
     with open(config, "w") as f:
-        f.write(CONFIG)
+        # Events fall evenly over the last 30 days; this month holds today's day-of-month of them.
+        this_month = min(1.0, time.gmtime().tm_mday / 30)
+        quota = args.quota or max(1, round(args.events / args.customers * this_month))
+        f.write(CONFIG.format(quota=quota))
     extra += ["--config", config]
     env = dict(os.environ, OPSDECK_ADMIN_EMAIL=EMAIL, OPSDECK_ADMIN_PASSWORD=PASSWORD)
     server = subprocess.Popen(

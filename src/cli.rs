@@ -101,7 +101,8 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Set a user's password (and sign them out everywhere).
+    /// Set a user's password (and sign them out everywhere: their open live streams end at once
+    /// with `server.redis_url` set, else within 30 s).
     Passwd {
         #[arg(long)]
         email: String,
@@ -126,7 +127,8 @@ pub enum KeyCommand {
     },
     /// List API keys (never their secrets).
     List,
-    /// Revoke an API key by id.
+    /// Revoke an API key by id (its open live streams end at once with `server.redis_url` set,
+    /// else within 30 s).
     Revoke { id: i64 },
 }
 

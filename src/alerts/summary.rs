@@ -33,27 +33,38 @@ pub struct OpenAlerts {
     pub top: Vec<OpenAlert>,
 }
 
-/// Open alerts counted by severity, with the `top` most severe. Both read the open alerts
-/// alone (the `(state, id)` index), however long the history of resolved ones.
-pub async fn open(store: &Store, top: i64) -> Result<OpenAlerts, AlertsError> {
+/// Open alerts counted by severity, with the `limit` most severe. Both read the open alerts
+/// alone (the `alerts_by_severity` index), however long the history of resolved ones.
+pub async fn open(store: &Store, limit: i64) -> Result<OpenAlerts, AlertsError> {
     let counts: Vec<(String, i64)> = store
         .fetch_all(
             "SELECT severity, COUNT(*) FROM alerts WHERE state IN ('pending', 'firing') \
-             GROUP BY severity",
+             GROUP BY state, severity",
             args![],
         )
         .await?;
-    let top: Vec<OpenAlert> = store
-        .fetch_all(
-            "SELECT id, rule, severity, state, summary, \
-             COALESCE(started_at, pending_since) AS since, acked_at \
-             FROM alerts WHERE state IN ('pending', 'firing') \
-             ORDER BY CASE state WHEN 'firing' THEN 0 ELSE 1 END, \
-             CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, \
-             COALESCE(started_at, pending_since) DESC, id DESC LIMIT $1",
-            args![top],
-        )
-        .await?;
+    // One short walk of the `alerts_by_severity` index per (state, severity), in the order
+    // shown, until `limit` are found: a single ORDER BY over CASE expressions would sort every
+    // open alert first.
+    let mut top: Vec<OpenAlert> = Vec::new();
+    for state in ["firing", "pending"] {
+        for severity in SEVERITIES {
+            let wanted = limit - top.len() as i64;
+            if wanted <= 0 {
+                break;
+            }
+            let more: Vec<OpenAlert> = store
+                .fetch_all(
+                    "SELECT id, rule, severity, state, summary, \
+                     COALESCE(started_at, pending_since) AS since, acked_at \
+                     FROM alerts WHERE state = $1 AND severity = $2 \
+                     ORDER BY COALESCE(started_at, pending_since) DESC, id DESC LIMIT $3",
+                    args![state, severity, wanted],
+                )
+                .await?;
+            top.extend(more);
+        }
+    }
     let count = |s: &str| {
         counts
             .iter()

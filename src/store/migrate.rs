@@ -145,6 +145,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0023_check_error_detail.sql"),
         include_str!("../../migrations/postgres/0023_check_error_detail.sql"),
     ),
+    (
+        24,
+        "open alerts by severity",
+        include_str!("../../migrations/sqlite/0024_open_alerts_by_severity.sql"),
+        include_str!("../../migrations/postgres/0024_open_alerts_by_severity.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

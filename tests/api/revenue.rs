@@ -560,6 +560,78 @@ async fn a_refused_key_marks_stripe_broken_over_http() {
     app.finish().await;
 }
 
+/// An upstream that quotes the whole key back (a misbehaving proxy in front of Stripe, say):
+/// the key reaches neither the sync status, the Revenue page nor the stored sync state.
+async fn an_echoed_key_is_never_shown_or_stored(backend: Backend) {
+    use axum::http::{HeaderMap, StatusCode as Status};
+    async fn echo(headers: HeaderMap) -> (Status, axum::Json<Value>) {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let message = format!("Invalid API Key provided. You sent: {auth}");
+        let body = json!({"error": {"type": "invalid_request_error", "message": message}});
+        (Status::UNAUTHORIZED, axum::Json(body))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = axum::Router::new().fallback(echo);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let Some(app) = start(backend, Some(&base)).await else {
+        return;
+    };
+    let admin = app.key("ops", &["admin"]).await;
+    let res = app
+        .call(reqwest::Method::POST, "/api/v1/stripe/sync", &admin, None)
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = app
+            .call(reqwest::Method::GET, "/api/v1/stripe/sync", &admin, None)
+            .await
+            .text()
+            .await
+            .unwrap();
+        if status.contains("\"broken\":true") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(status.contains("\"broken\":true"), "{status}");
+    assert!(status.contains("You sent: Bearer sk_test_***"), "{status}");
+    assert!(!status.contains(KEY), "the status quotes the key: {status}");
+    let client = browser();
+    sign_in_admin(&app, &client).await;
+    let page = client
+        .get(app.url("/revenue"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains(KEY), "the Revenue page quotes the key");
+    let stored = count(
+        &app,
+        "SELECT COUNT(*) FROM stripe_sync WHERE error LIKE '%opsdeck_fake_key%'",
+    )
+    .await;
+    assert_eq!(stored, 0, "a sync error stored with the key in it");
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echoed_key_is_never_shown_or_stored_sqlite() {
+    an_echoed_key_is_never_shown_or_stored(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echoed_key_is_never_shown_or_stored_postgres() {
+    an_echoed_key_is_never_shown_or_stored(Backend::Postgres).await;
+}
+
 fn discount(percent: f64, duration: &str, months: Option<u32>, start: i64) -> Value {
     json!({"id": format!("di_{start}"), "object": "discount", "start": start, "end": null,
            "source": {"type": "coupon", "coupon": {"id": format!("co_{duration}"),
