@@ -552,8 +552,14 @@ mod tests {
         .await;
         assert_eq!((r.verdict, r.error), (Verdict::Up, None));
         let r = checks::run(&monitor(&url, &["[BODY].used_memory < 10"]), &client).await;
+        // Everyone sees which condition failed; only the detail, for admins, has the value read.
+        assert_eq!(
+            r.error.as_deref(),
+            Some("condition failed: [BODY].used_memory < 10"),
+            "{r:?}"
+        );
         assert!(
-            r.error
+            r.detail
                 .as_deref()
                 .is_some_and(|e| e.starts_with("[BODY].used_memory < 10: was ")),
             "{r:?}"
