@@ -52,14 +52,7 @@ async fn client_side_export_neutralises_formulas() {
     assert_eq!(res.status(), StatusCode::OK);
     let reply: Value = res.json().await.unwrap();
     assert_eq!(reply["accepted"], HOSTILE.len(), "{reply}");
-    let script = api()
-        .get(app.url("/static/app.js"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let script = page_text(&app, &api(), "/static/app.js").await;
 
     let base = app.base.clone();
     let profile = tempfile::tempdir().unwrap();

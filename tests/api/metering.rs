@@ -73,6 +73,19 @@ async fn ingest(app: &TestApp, key: &str, events: &Value) -> Value {
     res.json().await.unwrap()
 }
 
+/// The Usage page's event export for `query` (`?customer=…` and the like), as a signed-in
+/// browser downloads it.
+async fn events_csv(app: &TestApp, client: &reqwest::Client, query: &str) -> String {
+    let res = client
+        .get(app.url(&format!("/usage/events.csv{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+    res.text().await.unwrap()
+}
+
 async fn get(app: &TestApp, key: &str, path: &str) -> Value {
     let res = app.call(Method::GET, path, key, None).await;
     assert_eq!(res.status(), StatusCode::OK, "{path}");
@@ -760,19 +773,7 @@ async fn pages_show_usage_costs_plans_and_prices(app: &TestApp) {
     let hostile = json!([{"specversion": "1.0", "id": "=HYPERLINK(\"x\")", "source": "other-app",
         "type": "feature.used", "subject": "cus_a,b", "data": {"feature": "export"}}]);
     ingest(app, &ingest_key, &hostile).await;
-    let csv = |query: &'static str| {
-        let client = client.clone();
-        async move {
-            let res = client
-                .get(app.url(&format!("/usage/events.csv{query}")))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), StatusCode::OK);
-            assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
-            res.text().await.unwrap()
-        }
-    };
+    let csv = |query| events_csv(app, &client, query);
     let all = csv("").await;
     assert!(
         all.starts_with("time,type,customer,app,id,data,cost_usd\n"),
@@ -966,18 +967,7 @@ async fn usage_events_export_is_whole_past_one_page(app: &TestApp) {
     ingest(app, &ingest_key, &calls("cus_small", 0, 7, "/api/x", 5.0)).await;
     let client = browser();
     sign_in_admin(app, &client).await;
-    let export = |query: &'static str| {
-        let client = client.clone();
-        async move {
-            let res = client
-                .get(app.url(&format!("/usage/events.csv{query}")))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), StatusCode::OK);
-            res.text().await.unwrap()
-        }
-    };
+    let export = |query| events_csv(app, &client, query);
     let big = export("?customer=cus_big").await;
     let mut lines = big.lines();
     assert_eq!(

@@ -12,7 +12,7 @@ use opsdeck::store::now_ms;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, api, browser, sign_in_admin, spawn_app_with};
+use crate::helpers::{Backend, TestApp, api, browser, page_text, sign_in_admin, spawn_app_with};
 
 const KEY: &str = "sk_test_opsdeck_fake_key";
 const SECRET: &str = "whsec_opsdeck_test_secret";
@@ -604,14 +604,7 @@ async fn an_echoed_key_is_never_shown_or_stored(backend: Backend) {
     assert!(!status.contains(KEY), "the status quotes the key: {status}");
     let client = browser();
     sign_in_admin(&app, &client).await;
-    let page = client
-        .get(app.url("/revenue"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_text(&app, &client, "/revenue").await;
     assert!(!page.contains(KEY), "the Revenue page quotes the key");
     let stored = count(
         &app,

@@ -149,6 +149,16 @@ async fn sse_with_cookie(base: &str, cookie: &str) -> SseClient {
 }
 
 /// A Socket.IO connection admitted with a session cookie.
+/// Asserts that a revoked credential's SSE stream ends and its socket is disconnected promptly;
+/// `whose` names them in the failure ("the revoked key's").
+async fn both_end(sse: &mut SseClient, socket: &mut SocketIoClient, whose: &str) {
+    assert!(sse.ended(PROMPTLY).await, "{whose} SSE stream ends");
+    assert!(
+        socket.disconnected(PROMPTLY).await,
+        "{whose} socket is disconnected"
+    );
+}
+
 async fn socket_with_cookie(app: &TestApp, cookie: &str) -> SocketIoClient {
     let (client, answer) = SocketIoClient::connect_with(app, None, &[("cookie", cookie)]).await;
     assert!(answer.starts_with("40{"), "{answer}");
@@ -222,14 +232,7 @@ async fn key_revocation_ends_its_streams(app: &TestApp) {
         .call(Method::DELETE, &format!("/api/v1/keys/{id}"), &admin, None)
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert!(
-        sse.ended(PROMPTLY).await,
-        "the revoked key's SSE stream ends"
-    );
-    assert!(
-        socket.disconnected(PROMPTLY).await,
-        "the revoked key's socket is disconnected"
-    );
+    both_end(&mut sse, &mut socket, "the revoked key's").await;
     bystander.still_open(app, "after-key-revoke").await;
 }
 dual_test!(key_revocation_ends_its_streams);
@@ -248,14 +251,7 @@ async fn sign_out_ends_that_sessions_streams(app: &TestApp) {
         .post_form(&browser, "/signout", &[("csrf_token", csrf.as_str())])
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    assert!(
-        sse.ended(PROMPTLY).await,
-        "the signed-out session's SSE ends"
-    );
-    assert!(
-        socket.disconnected(PROMPTLY).await,
-        "the signed-out session's socket is disconnected"
-    );
+    both_end(&mut sse, &mut socket, "the signed-out session's").await;
     bystander.still_open(app, "after-sign-out").await;
 }
 dual_test!(sign_out_ends_that_sessions_streams);
@@ -281,11 +277,7 @@ async fn user_deletion_ends_the_users_streams(app: &TestApp) {
         .call(Method::DELETE, &format!("/api/v1/users/{id}"), &admin, None)
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert!(sse.ended(PROMPTLY).await, "the deleted user's SSE ends");
-    assert!(
-        socket.disconnected(PROMPTLY).await,
-        "the deleted user's socket is disconnected"
-    );
+    both_end(&mut sse, &mut socket, "the deleted user's").await;
     bystander.still_open(app, "after-user-delete").await;
 }
 dual_test!(user_deletion_ends_the_users_streams);
@@ -311,11 +303,7 @@ async fn password_change_ends_the_users_streams(app: &TestApp) {
     let mut bystander = sse_with_cookie(&app.base, &admin_cookie).await;
 
     passwd_from_cli(app, "viewer@example.com", None).await;
-    assert!(sse.ended(PROMPTLY).await, "the user's SSE ends");
-    assert!(
-        socket.disconnected(PROMPTLY).await,
-        "the user's socket is disconnected"
-    );
+    both_end(&mut sse, &mut socket, "the user's").await;
     bystander.still_open(app, "after-password-change").await;
 }
 dual_test!(password_change_ends_the_users_streams);
@@ -339,14 +327,7 @@ async fn streams_recheck_their_credential(app: &TestApp) {
     )
     .await
     .unwrap();
-    assert!(
-        sse.ended(PROMPTLY).await,
-        "the SSE stream ends at the re-check"
-    );
-    assert!(
-        socket.disconnected(PROMPTLY).await,
-        "the socket is disconnected at the re-check"
-    );
+    both_end(&mut sse, &mut socket, "at the re-check, the").await;
 }
 dual_test!(streams_recheck_their_credential);
 
@@ -496,8 +477,7 @@ async fn revocations_end_streams_on_other_instances() {
         .call(Method::DELETE, &format!("/api/v1/keys/{id}"), &admin, None)
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert!(sse.ended(PROMPTLY).await, "key: B's SSE ends");
-    assert!(socket.disconnected(PROMPTLY).await, "key: B's socket ends");
+    both_end(&mut sse, &mut socket, "key: B's").await;
 
     // A session signed in on B, signed out on A (the session lives in the shared database).
     let (_on_b, cookie) = session(&b, ADMIN_EMAIL, ADMIN_PASSWORD).await;
@@ -522,11 +502,7 @@ async fn revocations_end_streams_on_other_instances() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    assert!(sse.ended(PROMPTLY).await, "sign-out: B's SSE ends");
-    assert!(
-        socket.disconnected(PROMPTLY).await,
-        "sign-out: B's socket ends"
-    );
+    both_end(&mut sse, &mut socket, "sign-out: B's").await;
 
     // A user deleted on A.
     a.add_user(
@@ -548,11 +524,7 @@ async fn revocations_end_streams_on_other_instances() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert!(sse.ended(PROMPTLY).await, "deletion: B's SSE ends");
-    assert!(
-        socket.disconnected(PROMPTLY).await,
-        "deletion: B's socket ends"
-    );
+    both_end(&mut sse, &mut socket, "deletion: B's").await;
 
     // A password changed from the command line, told through Redis: well before the 30 s
     // re-check.
@@ -566,11 +538,7 @@ async fn revocations_end_streams_on_other_instances() {
     let mut sse = sse_with_cookie(&b.base, &cookie).await;
     let mut socket = socket_with_cookie(&b, &cookie).await;
     passwd_from_cli(&a, "other@example.com", Some(&redis)).await;
-    assert!(sse.ended(PROMPTLY).await, "password: B's SSE ends");
-    assert!(
-        socket.disconnected(PROMPTLY).await,
-        "password: B's socket ends"
-    );
+    both_end(&mut sse, &mut socket, "password: B's").await;
 
     // The probe's key was never revoked: its stream on B goes on, and saw no internal message.
     probe.still_open(&a, "after-everything").await;
