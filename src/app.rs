@@ -204,6 +204,7 @@ impl App {
             self.state.store.clone(),
             self.writer_inbox,
             self.state.quota_watch.clone(),
+            writer::DedupSettings::from_config(&self.state.config.ingest),
             writer_stop.clone().cancelled_owned(),
         ));
         let fanout = (!self.state.config.server.redis_url.is_empty()).then(|| {

@@ -281,6 +281,7 @@ pub async fn retention(state: &AppState) -> Result<Outcome, String> {
         crate::store::now_ms(),
         r.raw_days,
         r.rollup_days,
+        crate::usage::writer::DedupSettings::from_config(&state.config.ingest).window_ms,
     )
     .await
     .map_err(|e| e.to_string())?;

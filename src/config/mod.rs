@@ -231,6 +231,11 @@ pub struct IngestConfig {
     pub events_per_second: u32,
     pub max_body_bytes: usize,
     pub max_future_skew: ConfigDuration,
+    /// On SQLite, how long after an event arrives a repeat of its (source, id) is still
+    /// recognised as a duplicate (see `usage::dedup`).
+    pub dedup_window: ConfigDuration,
+    /// On SQLite, the most events the dedup window holds.
+    pub dedup_max_events: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -680,6 +685,16 @@ impl Loader {
             "ingest.events_per_second",
             c.ingest.events_per_second as usize >= c.ingest.max_events,
             "must be at least ingest.max_events (a full batch must fit in one second's burst)",
+        )?;
+        check(
+            "ingest.dedup_window",
+            !c.ingest.dedup_window.is_zero(),
+            "must be longer than zero",
+        )?;
+        check(
+            "ingest.dedup_max_events",
+            c.ingest.dedup_max_events >= c.ingest.max_events,
+            "must be at least ingest.max_events",
         )?;
         check(
             "retention.raw_days",

@@ -229,6 +229,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::NotFound("not found".into()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
+            e if e.is_busy() => ApiError::Unavailable(format!(
+                "the store is busy with another writer; retry shortly ({e})"
+            )),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -254,9 +257,17 @@ impl IntoResponse for ApiError {
             other => (other.to_string(), None),
         };
         let mut res = status.into_response();
-        if let ApiError::RateLimited(secs) | ApiError::EventRateLimited(secs, _) = self {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        match self {
+            ApiError::RateLimited(secs) | ApiError::EventRateLimited(secs, _) => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            // Every 503 is a "not now": the writer is busy or the server is stopping.
+            ApiError::Unavailable(_) => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            _ => {}
         }
         res.extensions_mut().insert(ErrorInfo {
             code: self.code().into(),

@@ -151,6 +151,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0024_open_alerts_by_severity.sql"),
         include_str!("../../migrations/postgres/0024_open_alerts_by_severity.sql"),
     ),
+    (
+        25,
+        "lean events",
+        include_str!("../../migrations/sqlite/0025_lean_events.sql"),
+        include_str!("../../migrations/postgres/0025_lean_events.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

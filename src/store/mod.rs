@@ -84,6 +84,24 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether the store refused for now because another writer held it past the busy timeout
+    /// (SQLite's "database is locked"; PostgreSQL's lock timeout), so the same request can
+    /// succeed a moment later.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => matches!(
+                db.code().as_deref(),
+                // SQLITE_BUSY, SQLITE_LOCKED and their extended codes; lock_not_available.
+                Some("5" | "6" | "261" | "262" | "517" | "773" | "55P03")
+            ),
+            StoreError::Direct(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

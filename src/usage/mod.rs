@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod categories;
+pub mod dedup;
 pub mod event;
 pub mod plans;
 pub mod quota;

@@ -1,5 +1,6 @@
-//! Retention: raw events older than `retention.raw_days`, and rollups, month totals and recorded
-//! quota state changes older than `retention.rollup_days`, are deleted by the background job, a small batch per step so that
+//! Retention: raw events received more than `retention.raw_days` ago, SQLite's dedup keys older
+//! than the dedup window, and rollups, month totals and recorded quota state changes older than
+//! `retention.rollup_days`, are deleted by the background job, a small batch per step so that
 //! pruning never holds the database's write lock for long.
 
 use crate::args;
@@ -7,6 +8,8 @@ use crate::store::{Store, StoreError};
 
 /// Raw events deleted per step.
 const EVENT_BATCH: i64 = 2_000;
+/// Dedup keys deleted per step: small rows, so more of them.
+const DEDUP_BATCH: i64 = 20_000;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -16,14 +19,32 @@ pub async fn prune_step(
     now_ms: i64,
     raw_days: u32,
     rollup_days: u32,
+    dedup_window_ms: i64,
 ) -> Result<u64, StoreError> {
+    // Events go in receipt order: receipt times rise with `seq`, so only the oldest rows can
+    // be due and looking at them needs no index beyond the primary key (an index on event
+    // time cost every insert a B-tree entry). A history import is kept `raw_days` from when
+    // it arrived, like everything else.
     let raw_cutoff = now_ms - i64::from(raw_days) * DAY_MS;
     let mut deleted = store
         .execute(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE time < $1 LIMIT $2)",
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM \
+               (SELECT seq, received_at FROM events ORDER BY seq LIMIT $2) AS oldest \
+             WHERE received_at < $1)",
             args![raw_cutoff, EVENT_BATCH],
         )
         .await?;
+    if store.backend() == crate::store::Backend::Sqlite {
+        // SQLite's dedup keys, likewise in the order they were appended.
+        deleted += store
+            .execute(
+                "DELETE FROM event_dedup WHERE rowid IN (SELECT rowid FROM \
+                   (SELECT rowid, received_at FROM event_dedup ORDER BY rowid LIMIT $2) \
+                 WHERE received_at < $1)",
+                args![now_ms.saturating_sub(dedup_window_ms), DEDUP_BATCH],
+            )
+            .await?;
+    }
     // Rollups go one bucket at a time per granularity: the (granularity, bucket) index makes
     // finding the oldest bucket a seek.
     let rollup_cutoff = now_ms - i64::from(rollup_days) * DAY_MS;

@@ -168,7 +168,7 @@ async fn ingest(
         Vec::new()
     };
     let written = state.ingestor.write(valid).await.map_err(|e| match e {
-        IngestError::Stopped => ApiError::Unavailable(e.to_string()),
+        IngestError::Stopped | IngestError::Busy => ApiError::Unavailable(e.to_string()),
         IngestError::Store(m) => ApiError::Internal(m),
     })?;
     if written.accepted > 0 {

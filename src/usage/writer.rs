@@ -4,10 +4,11 @@
 //! of each commit's fsync is shared by every request that arrived meanwhile.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::dedup::{self, Window};
 use super::event::NewEvent;
 use super::quota::Watch;
 use super::rollup::Rollups;
@@ -28,7 +29,7 @@ pub struct Written {
 struct Job {
     /// Shared so the SQLite path can hand the events to its blocking thread without a copy.
     events: Arc<Vec<NewEvent>>,
-    reply: oneshot::Sender<Result<Written, String>>,
+    reply: oneshot::Sender<Result<Written, IngestError>>,
 }
 
 /// The handle request handlers use; cheap to clone.
@@ -43,6 +44,9 @@ pub enum IngestError {
     Stopped,
     #[error("storing events failed: {0}")]
     Store(String),
+    /// The store stayed locked by another writer past the busy timeout; nothing was written.
+    #[error("the store is busy with another writer; retry shortly")]
+    Busy,
 }
 
 impl Ingestor {
@@ -66,10 +70,33 @@ impl Ingestor {
             })
             .await
             .map_err(|_| IngestError::Stopped)?;
-        answer
-            .await
-            .map_err(|_| IngestError::Stopped)?
-            .map_err(IngestError::Store)
+        answer.await.map_err(|_| IngestError::Stopped)?
+    }
+}
+
+impl From<StoreError> for IngestError {
+    fn from(e: StoreError) -> Self {
+        if e.is_busy() {
+            IngestError::Busy
+        } else {
+            IngestError::Store(e.to_string())
+        }
+    }
+}
+
+/// The SQLite dedup window's bounds (`ingest.dedup_window`, `ingest.dedup_max_events`).
+#[derive(Debug, Clone, Copy)]
+pub struct DedupSettings {
+    pub window_ms: i64,
+    pub max_events: usize,
+}
+
+impl DedupSettings {
+    pub fn from_config(c: &crate::config::IngestConfig) -> Self {
+        Self {
+            window_ms: i64::try_from(c.dedup_window.0.as_millis()).unwrap_or(i64::MAX),
+            max_events: c.dedup_max_events,
+        }
     }
 }
 
@@ -92,10 +119,30 @@ pub async fn run(
     store: Store,
     mut inbox: WriterInbox,
     quota_watch: Arc<Watch>,
+    dedup: DedupSettings,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
     let direct = store.direct_sqlite();
+    let window = Arc::new(Mutex::new(Window::new(dedup.window_ms, dedup.max_events)));
+    if let Some(d) = &direct {
+        // Before the first commit, so that a retry of an event acknowledged before a restart
+        // is still recognised.
+        let w = window.clone();
+        let loaded = d
+            .run(move |conn| {
+                let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+                dedup::load(conn, &mut w, now_ms())?;
+                Ok(w.len())
+            })
+            .await;
+        match loaded {
+            Ok(n) => tracing::info!(keys = n, "dedup window loaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not load the dedup window; duplicates of events received before this start will not be recognised")
+            }
+        }
+    }
     let limit = if direct.is_some() {
         1
     } else {
@@ -134,7 +181,7 @@ pub async fn run(
             }
         }
         let (store, direct, watch) = (store.clone(), direct.clone(), quota_watch.clone());
-        in_flight.spawn(commit_and_reply(store, direct, jobs, watch));
+        in_flight.spawn(commit_and_reply(store, direct, window.clone(), jobs, watch));
     }
     while in_flight.join_next().await.is_some() {}
 }
@@ -143,14 +190,15 @@ pub async fn run(
 async fn commit_and_reply(
     store: Store,
     direct: Option<DirectSqlite>,
+    window: Arc<Mutex<Window>>,
     jobs: Vec<Job>,
     quota_watch: Arc<Watch>,
 ) {
     let commit = |events: Vec<Arc<Vec<NewEvent>>>| {
-        let (store, direct) = (&store, direct.clone());
+        let (store, direct, window) = (&store, direct.clone(), window.clone());
         async move {
             match direct {
-                Some(d) => commit_direct(&d, events).await,
+                Some(d) => commit_direct(&d, window, events).await,
                 None => {
                     // A transaction PostgreSQL aborted for its interleaving with the other one
                     // in flight changed nothing, so it is run again before anyone hears of it.
@@ -188,7 +236,7 @@ async fn commit_and_reply(
                 }
                 let reply = result.map(|mut w| w.remove(0)).map_err(|e| {
                     tracing::error!(error = %e, events = job.events.len(), "ingest commit failed");
-                    e.to_string()
+                    IngestError::from(e)
                 });
                 let _ = job.reply.send(reply);
             }
@@ -196,8 +244,13 @@ async fn commit_and_reply(
         Err(e) => {
             let n: usize = jobs.iter().map(|j| j.events.len()).sum();
             tracing::error!(error = %e, events = n, "ingest commit failed");
+            let busy = e.is_busy();
             for job in jobs {
-                let _ = job.reply.send(Err(e.to_string()));
+                let _ = job.reply.send(Err(if busy {
+                    IngestError::Busy
+                } else {
+                    IngestError::Store(e.to_string())
+                }));
             }
         }
     }
@@ -283,52 +336,73 @@ impl<'a> EventColumns<'a> {
 }
 
 /// The SQLite form of [`commit`], on the store's direct connection: one cached single-row
-/// statement per event, whose change count says whether it was inserted or was a duplicate.
+/// statement per event. An event whose key the dedup window holds (or an earlier event of the
+/// same commit had) is a duplicate; the others are stored with their key appended to
+/// `event_dedup` in the same transaction. Keys added by a transaction that fails are taken back.
 async fn commit_direct(
     direct: &DirectSqlite,
+    window: Arc<Mutex<Window>>,
     jobs: Vec<Arc<Vec<NewEvent>>>,
 ) -> Result<Vec<Written>, StoreError> {
     direct
         .run(move |conn| {
             let received = now_ms();
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut results = Vec::with_capacity(jobs.len());
-            let mut rollups = Rollups::default();
-            for job in &jobs {
-                let mut accepted = 0;
-                insert_events_direct(&tx, job, received, |e| {
-                    rollups.add(e);
-                    accepted += 1;
-                })?;
-                results.push(Written {
-                    accepted,
-                    duplicates: job.len() - accepted,
-                });
+            let mut window = window.lock().unwrap_or_else(|p| p.into_inner());
+            let mut added = Vec::new();
+            let result = (|| {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let mut results = Vec::with_capacity(jobs.len());
+                let mut rollups = Rollups::default();
+                for job in &jobs {
+                    let mut accepted = 0;
+                    insert_events_direct(&tx, &mut window, &mut added, job, received, |e| {
+                        rollups.add(e);
+                        accepted += 1;
+                    })?;
+                    results.push(Written {
+                        accepted,
+                        duplicates: job.len() - accepted,
+                    });
+                }
+                rollups.write_direct(&tx)?;
+                tx.commit()?;
+                Ok(results)
+            })();
+            if result.is_err() {
+                window.remove(&added);
             }
-            rollups.write_direct(&tx)?;
-            tx.commit()?;
-            Ok(results)
+            result
         })
         .await
 }
 
-/// SQLite's statement storing one event; a (source, id) already stored changes nothing.
+/// SQLite's statement storing one event; duplicates never reach it (see [`dedup`]).
 pub const INSERT_EVENT_SQLITE: &str = "INSERT INTO events \
      (source, event_id, type, subject, time, received_at, data, cost_nano) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (source, event_id) DO NOTHING";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-/// Inserts `events` on a direct SQLite connection inside the caller's transaction, calling
-/// `inserted` for each one actually stored (not a duplicate, even of an earlier event in the
-/// same transaction).
+/// Inserts `events` on a direct SQLite connection inside the caller's transaction, skipping
+/// those whose key `window` already holds and calling `inserted` for each one stored. The keys
+/// it adds to `window` are pushed to `added`, for the caller to take back if the transaction
+/// does not commit.
 pub fn insert_events_direct<'a>(
     tx: &rusqlite::Transaction<'_>,
+    window: &mut Window,
+    added: &mut Vec<i64>,
     events: &'a [NewEvent],
     received_at: i64,
     mut inserted: impl FnMut(&'a NewEvent),
 ) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(INSERT_EVENT_SQLITE)?;
+    let mut remember = tx.prepare_cached(dedup::INSERT_KEY_SQLITE)?;
     for e in events {
-        let changed = insert.execute(rusqlite::params![
+        let key = dedup::key(&e.source, &e.id);
+        if !window.insert(key, received_at) {
+            continue;
+        }
+        added.push(key);
+        insert.execute(rusqlite::params![
             e.source,
             e.id,
             e.kind,
@@ -338,9 +412,8 @@ pub fn insert_events_direct<'a>(
             e.data,
             e.facts.cost_nano
         ])?;
-        if changed == 1 {
-            inserted(e);
-        }
+        remember.execute(rusqlite::params![received_at, key])?;
+        inserted(e);
     }
     Ok(())
 }
