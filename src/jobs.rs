@@ -1,6 +1,7 @@
 //! Background jobs, supervised in one place. Each job is one step (`try_execute`, which tests
 //! call directly) plus a loop that sleeps when idle, backs off after errors and stops when the
-//! shared [`CancellationToken`] fires.
+//! shared [`CancellationToken`] fires. Jobs that must run in one instance at a time when
+//! several share a database run under a [`Lease`], the one place that takes named leases.
 
 use std::future::Future;
 use std::time::Duration;

@@ -130,6 +130,31 @@ async fn lease_rules_postgres() {
     lease_rules(Backend::Postgres).await;
 }
 
+/// Every singleton job takes its lease through `jobs::Lease`, so all share one takeover time:
+/// no other source file takes a named lease.
+#[test]
+fn only_the_lease_runner_takes_leases() {
+    fn walk(dir: &std::path::Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && std::fs::read_to_string(&path)
+                    .unwrap()
+                    .contains("lease::acquire(")
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    walk(&src, &mut found);
+    let expected = src.join("jobs.rs").display().to_string();
+    assert_eq!(found, vec![expected]);
+}
+
 /// What the local peer saw: each health check's arrival, and each notification's body.
 #[derive(Default)]
 struct Seen {
