@@ -130,6 +130,109 @@ async fn lease_rules_postgres() {
     lease_rules(Backend::Postgres).await;
 }
 
+/// The lease runner: of two instances, only the holder works; the other starts once the holder
+/// stops (given back at once), and a holder whose lease is taken from it stops working.
+async fn lease_runner(backend: Backend) {
+    use opsdeck::jobs::Lease;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let Some(app) = crate::helpers::spawn_app(backend).await else {
+        return;
+    };
+    let store = app.state.store.clone();
+    // (started, stopped) counts of one instance's work.
+    let runner = |holder: &str, stop: tokio_util::sync::CancellationToken| {
+        let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let c = counts.clone();
+        let task = tokio::spawn(Lease::new("test-job", holder).run(
+            store.clone(),
+            stop,
+            move |run_stop| {
+                let c = c.clone();
+                async move {
+                    c.0.fetch_add(1, Ordering::SeqCst);
+                    run_stop.cancelled().await;
+                    c.1.fetch_add(1, Ordering::SeqCst);
+                }
+            },
+        ));
+        (counts, task)
+    };
+    let stop_a = tokio_util::sync::CancellationToken::new();
+    let (a, a_task) = runner("a", stop_a.clone());
+    wait_for(Duration::from_secs(10), "a to start", || {
+        let a = a.clone();
+        async move { a.0.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
+    let stop_b = tokio_util::sync::CancellationToken::new();
+    let (b, b_task) = runner("b", stop_b.clone());
+    // Two renewals by a while b stands by.
+    let (_, first) = lease::holder(&store, "test-job").await.unwrap().unwrap();
+    wait_for(Duration::from_secs(10), "two renewals", || {
+        let store = store.clone();
+        async move {
+            let (who, until) = lease::holder(&store, "test-job").await.unwrap().unwrap();
+            who == "a" && until >= first + 3_000
+        }
+    })
+    .await;
+    assert_eq!(
+        b.0.load(Ordering::SeqCst),
+        0,
+        "a standby never takes a held lease"
+    );
+
+    // a stops cleanly: b takes over within its poll.
+    stop_a.cancel();
+    a_task.await.unwrap();
+    let released = Instant::now();
+    wait_for(Duration::from_secs(3), "b to take over", || {
+        let b = b.clone();
+        async move { b.0.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
+    eprintln!(
+        "b took over {:?} after a gave the lease back",
+        released.elapsed()
+    );
+    assert_eq!(
+        (a.0.load(Ordering::SeqCst), a.1.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+
+    // Another holder takes the lease from b (as if b's had lapsed): b stops at its next renewal.
+    store
+        .execute(
+            "UPDATE leases SET holder = 'thief' WHERE name = 'test-job'",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(5), "b to stop", || {
+        let b = b.clone();
+        async move { b.1.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
+    stop_b.cancel();
+    b_task.await.unwrap();
+    assert_eq!(
+        b.0.load(Ordering::SeqCst),
+        1,
+        "b never worked beside the thief"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_runner_sqlite() {
+    lease_runner(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_runner_postgres() {
+    lease_runner(Backend::Postgres).await;
+}
+
 /// Every singleton job takes its lease through `jobs::Lease`, so all share one takeover time:
 /// no other source file takes a named lease.
 #[test]
