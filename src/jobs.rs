@@ -348,8 +348,9 @@ pub async fn quota(state: &AppState) -> Result<Outcome, String> {
 /// standby poll below, a standby takes over at most `LEASE_TTL + LEASE_POLL` (7 s) after its
 /// holder's last renewal, so a job resumes within 10 s of its holder's death.
 pub const LEASE_TTL: Duration = Duration::from_secs(6);
-/// How often a holder renews: two renewals may fail before it gives the work up, so one slow
-/// statement never hands a lease over (no thrashing).
+/// How often a holder renews: one renewal may fail (a slow statement, a passing error) without
+/// the work stopping, so a hiccup never hands a lease over (no thrashing); a second failure in
+/// a row stops it before the lease can lapse.
 const LEASE_RENEW: Duration = Duration::from_secs(2);
 /// How often a standby tries to take an expired lease.
 const LEASE_POLL: Duration = Duration::from_secs(1);
