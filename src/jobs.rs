@@ -1,6 +1,7 @@
 //! Background jobs, supervised in one place. Each job is one step (`try_execute`, which tests
 //! call directly) plus a loop that sleeps when idle, backs off after errors and stops when the
-//! shared [`CancellationToken`] fires.
+//! shared [`CancellationToken`] fires. Jobs that must run in one instance at a time when
+//! several share a database run under a [`Lease`], the one place that takes named leases.
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub enum Outcome {
 /// Starts every job; the returned tracker lets the caller wait for them after cancelling.
 pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
     let tracker = TaskTracker::new();
+    // One holder name for every lease this instance takes.
+    let holder = holder_id();
     let s = state.clone();
     tracker.spawn(run_until_stopped(
         "housekeeping",
@@ -51,18 +54,16 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
     // evaluates at times of its own).
     if !state.config.alerts.evaluation_interval.is_zero() {
         let s = state.clone();
-        let holder = format!("alerts-{}", uuid::Uuid::new_v4().simple());
-        tracker.spawn(run_until_stopped(
-            "alerts",
-            state.config.alerts.evaluation_interval.0,
+        let interval = state.config.alerts.evaluation_interval.0;
+        tracker.spawn(Lease::new(crate::alerts::LEASE, &holder).run(
+            state.store.clone(),
             cancel.clone(),
-            move || {
-                let (s, holder) = (s.clone(), holder.clone());
-                async move {
-                    crate::alerts::step(&s, &holder)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
+            move |run_stop| {
+                let s = s.clone();
+                run_leased_steps("alerts", interval, run_stop, move || {
+                    let s = s.clone();
+                    async move { crate::alerts::step(&s).await.map_err(|e| e.to_string()) }
+                })
             },
         ));
     }
@@ -110,13 +111,16 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
     ));
     if state.revenue.client.is_some() && !state.config.stripe.sync_interval.0.is_zero() {
         let s = state.clone();
-        tracker.spawn(run_until_stopped(
-            "stripe-sync",
-            state.config.stripe.sync_interval.0,
+        let interval = state.config.stripe.sync_interval.0;
+        tracker.spawn(Lease::new(STRIPE_SYNC_LEASE, &holder).run(
+            state.store.clone(),
             cancel.clone(),
-            move || {
+            move |run_stop| {
                 let s = s.clone();
-                async move { stripe_sync(&s).await }
+                run_leased_steps("stripe-sync", interval, run_stop, move || {
+                    let s = s.clone();
+                    async move { stripe_sync(&s).await }
+                })
             },
         ));
     }
@@ -134,7 +138,11 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
             }
         },
     ));
-    tracker.spawn(health_scheduler(state.clone(), cancel.clone()));
+    tracker.spawn(health_scheduler(
+        state.clone(),
+        Lease::new(HEALTH_LEASE, &holder),
+        cancel.clone(),
+    ));
     let s = state.clone();
     let stop = cancel.clone();
     tracker.spawn(async move {
@@ -168,13 +176,15 @@ pub fn spawn_all(state: AppState, cancel: CancellationToken) -> TaskTracker {
         },
     ));
     let s = state.clone();
-    tracker.spawn(run_until_stopped(
-        "retention",
-        Duration::from_secs(60),
+    tracker.spawn(Lease::new(RETENTION_LEASE, &holder).run(
+        state.store.clone(),
         cancel,
-        move || {
+        move |run_stop| {
             let s = s.clone();
-            async move { retention(&s).await }
+            run_leased_steps("retention", Duration::from_secs(60), run_stop, move || {
+                let s = s.clone();
+                async move { retention(&s).await }
+            })
         },
     ));
     tracker
@@ -335,106 +345,217 @@ pub async fn quota(state: &AppState) -> Result<Outcome, String> {
     Ok(Outcome::Idle)
 }
 
-/// Takes or renews the health scheduler's lease: `Some(held)`, or `None` when the store could
-/// not say in time (which is not the same as someone else holding it).
-async fn take(s: &AppState, holder: &str) -> Option<bool> {
-    let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(30_000);
-    let attempt =
-        crate::store::lease::acquire(&s.store, HEALTH_LEASE, holder, ttl, crate::store::now_ms());
-    match tokio::time::timeout(LEASE_TTL / 3, attempt).await {
-        Ok(Ok(held)) => Some(held),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "could not take or renew the health scheduler's lease");
-            None
+/// How long a lease lasts without renewal (by the database's clock). With the renewal and
+/// standby poll below, a standby takes over at most `LEASE_TTL + LEASE_POLL` (7 s) after its
+/// holder's last renewal, so a job resumes within 10 s of its holder's death.
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
+/// How often a holder renews: one renewal may fail (a slow statement, a passing error) without
+/// the work stopping, so a hiccup never hands a lease over (no thrashing); a second failure in
+/// a row stops it before the lease can lapse.
+const LEASE_RENEW: Duration = Duration::from_secs(2);
+/// How often a standby tries to take an expired lease.
+const LEASE_POLL: Duration = Duration::from_secs(1);
+/// A holder stops its work this long before the lease it last renewed would run out, so it has
+/// stopped before anyone else may start.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+
+/// A named lease held by this instance while it runs one singleton job. Every leased job goes
+/// through [`Lease::run`], so they all share one takeover time and one set of rules: a standby
+/// never takes an unexpired lease, the holder renews while it lives and stops its work when it
+/// cannot renew before its own deadline, and a clean stop gives the lease back at once.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    name: &'static str,
+    holder: String,
+}
+
+impl Lease {
+    /// The lease `name` for the instance known as `holder` (see [`holder_id`]).
+    pub fn new(name: &'static str, holder: &str) -> Self {
+        Lease {
+            name,
+            holder: holder.to_string(),
         }
-        Err(_) => {
-            tracing::warn!("taking or renewing the health scheduler's lease timed out");
-            None
+    }
+
+    /// Takes or renews the lease: `Some(held)`, or `None` when the store could not say within
+    /// `wait` (which is not the same as someone else holding it).
+    async fn take(&self, store: &crate::store::Store, wait: Duration) -> Option<bool> {
+        let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(6_000);
+        let attempt = crate::store::lease::acquire(store, self.name, &self.holder, ttl);
+        match tokio::time::timeout(wait, attempt).await {
+            Ok(Ok(held)) => Some(held),
+            Ok(Err(e)) => {
+                tracing::warn!(lease = self.name, error = %e, "could not take or renew a lease");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(lease = self.name, "taking or renewing a lease timed out");
+                None
+            }
+        }
+    }
+
+    /// Runs `work` whenever this instance holds the lease, until `stop` fires. `work` gets a
+    /// token that fires when the lease is lost (or `stop` fires) and must return promptly
+    /// then; it should otherwise run until that token fires. On `stop` the lease is given
+    /// back after `work` returned, so a standby takes over at once with what it recorded.
+    pub async fn run<F, Fut>(self, store: crate::store::Store, stop: CancellationToken, mut work: F)
+    where
+        F: FnMut(CancellationToken) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let mut standing_by = false;
+        loop {
+            // The deadline is counted from before the statement is sent: the database writes
+            // its expiry later, so this instance's deadline is never past it.
+            let sent = tokio::time::Instant::now();
+            if self.take(&store, LEASE_POLL).await != Some(true) {
+                if !standing_by {
+                    tracing::info!(
+                        lease = self.name,
+                        "another instance holds this job's lease; standing by"
+                    );
+                    standing_by = true;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(sent + LEASE_POLL) => continue,
+                }
+            }
+            if standing_by {
+                tracing::info!(lease = self.name, "took the lease over");
+            }
+            standing_by = false;
+            let run_stop = stop.child_token();
+            let renew = tokio::spawn(self.clone().keep(
+                store.clone(),
+                sent + LEASE_TTL - LEASE_MARGIN,
+                run_stop.clone(),
+            ));
+            work(run_stop.clone()).await;
+            run_stop.cancel();
+            let _ = renew.await;
+            if stop.is_cancelled() {
+                if let Err(e) = crate::store::lease::release(&store, self.name, &self.holder).await
+                {
+                    tracing::warn!(lease = self.name, error = %e, "could not give a lease back; it lapses on its own");
+                }
+                return;
+            }
+        }
+    }
+
+    /// Renews the lease every `LEASE_RENEW` until `run_stop` fires, and fires it when the lease
+    /// is lost: at once when another instance holds it, or when the store has not confirmed a
+    /// renewal in time to renew again before `deadline` (a passing error does not stop the
+    /// work, and two instances never work at once past a lease).
+    async fn keep(
+        self,
+        store: crate::store::Store,
+        mut deadline: tokio::time::Instant,
+        run_stop: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = run_stop.cancelled() => return,
+                _ = tokio::time::sleep(LEASE_RENEW) => {}
+            }
+            let sent = tokio::time::Instant::now();
+            let wait = deadline.saturating_duration_since(sent).min(LEASE_RENEW);
+            match self.take(&store, wait).await {
+                Some(true) => deadline = sent + LEASE_TTL - LEASE_MARGIN,
+                Some(false) => {
+                    tracing::warn!(
+                        lease = self.name,
+                        "another instance holds this job's lease; stopping it here"
+                    );
+                    run_stop.cancel();
+                    return;
+                }
+                None if tokio::time::Instant::now() + LEASE_RENEW >= deadline => {
+                    tracing::warn!(
+                        lease = self.name,
+                        "could not renew this job's lease in time; stopping it here"
+                    );
+                    run_stop.cancel();
+                    return;
+                }
+                None => {}
+            }
         }
     }
 }
 
-/// Lease on the health scheduler, and how long it lasts without renewal.
-const HEALTH_LEASE: &str = "health-scheduler";
-const LEASE_TTL: Duration = Duration::from_secs(30);
+/// This instance's name in the `leases` table: its process id (so an operator, or a test,
+/// can tell which process holds a lease) and a random part (so two apps in one process, as
+/// in the tests, are two holders).
+pub fn holder_id() -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("pid{}-{}", std::process::id(), &random[..8])
+}
+
+/// `run_until_stopped` for a leased job: a step in progress is abandoned when the lease is
+/// lost, so the job's work stops with the lease and not at the end of a long step.
+async fn run_leased_steps<F, Fut>(
+    name: &'static str,
+    interval: Duration,
+    run_stop: CancellationToken,
+    step: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Outcome, String>>,
+{
+    let cancel = run_stop.clone();
+    run_until_stopped(name, interval, run_stop, move || {
+        let step = step();
+        let cancel = cancel.clone();
+        async move {
+            tokio::select! {
+                r = step => r,
+                _ = cancel.cancelled() => Ok(Outcome::Idle),
+            }
+        }
+    })
+    .await
+}
+
+/// Lease on the health scheduler.
+pub const HEALTH_LEASE: &str = "health-scheduler";
+/// Lease on the periodic Stripe sync: one instance polls Stripe.
+pub const STRIPE_SYNC_LEASE: &str = "stripe-sync";
+/// Lease on retention: one instance prunes, so two never delete the same batches.
+pub const RETENTION_LEASE: &str = "retention";
 
 /// Runs the health scheduler while this instance holds its lease: with several instances on
-/// one database, one checks the monitors and the others stand by, taking over within the
-/// lease's 30 s once the holder stops renewing. A failure to start (the store unreadable) is
-/// retried after a pause rather than leaving health unwatched.
-async fn health_scheduler(s: AppState, stop: CancellationToken) {
-    let holder = uuid::Uuid::new_v4().to_string();
-    let mut standing_by = false;
-    loop {
-        if take(&s, &holder).await != Some(true) {
-            if !standing_by {
-                tracing::info!("another instance runs the health scheduler; standing by");
-                standing_by = true;
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(LEASE_TTL / 3) => continue,
-            }
-        }
-        standing_by = false;
-        // Renewed every 10 s. Another holder stops this run at once; a store that cannot
-        // answer stops it only when the lease this instance last renewed is about to run out
-        // (so a passing error does not restart the scheduler, and two instances never check
-        // at once past the lease).
-        let run_stop = stop.child_token();
-        let renew = {
-            let (s, holder, run_stop) = (s.clone(), holder.clone(), run_stop.clone());
-            tokio::spawn(async move {
-                let mut renewed = tokio::time::Instant::now();
-                loop {
-                    tokio::select! {
-                        _ = run_stop.cancelled() => return,
-                        _ = tokio::time::sleep(LEASE_TTL / 3) => {}
-                    }
-                    match take(&s, &holder).await {
-                        Some(true) => renewed = tokio::time::Instant::now(),
-                        Some(false) => {
-                            tracing::warn!(
-                                "another instance holds the health scheduler's lease; stopping checks here"
-                            );
-                            run_stop.cancel();
-                            return;
+/// one database, one checks the monitors and the others stand by. A failure to start (the store
+/// unreadable) is retried after a pause rather than leaving health unwatched.
+async fn health_scheduler(s: AppState, lease: Lease, stop: CancellationToken) {
+    let store = s.store.clone();
+    lease
+        .run(store, stop, move |run_stop| {
+            let s = s.clone();
+            async move {
+                while !run_stop.is_cancelled() {
+                    let run = crate::health::scheduler::run(
+                        s.store.clone(),
+                        s.master_key.clone(),
+                        s.config.health.concurrency,
+                        s.health.clone(),
+                        run_stop.clone(),
+                    )
+                    .await;
+                    if let Err(e) = run {
+                        tracing::warn!(error = %e, "health scheduler could not start; retrying in 30 s");
+                        tokio::select! {
+                            _ = run_stop.cancelled() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
                         }
-                        None if renewed.elapsed() >= LEASE_TTL - LEASE_TTL / 3 => {
-                            tracing::warn!(
-                                "could not renew the health scheduler's lease in time; stopping checks here"
-                            );
-                            run_stop.cancel();
-                            return;
-                        }
-                        None => {}
                     }
                 }
-            })
-        };
-        let run = crate::health::scheduler::run(
-            s.store.clone(),
-            s.master_key.clone(),
-            s.config.health.concurrency,
-            s.health.clone(),
-            run_stop.clone(),
-        )
-        .await;
-        run_stop.cancel();
-        let _ = renew.await;
-        if let Err(e) = run {
-            tracing::warn!(error = %e, "health scheduler could not start; retrying in 30 s");
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
             }
-        }
-        if stop.is_cancelled() {
-            // Handed over at once rather than when the lease runs out.
-            let _ = crate::store::lease::release(&s.store, HEALTH_LEASE, &holder).await;
-            return;
-        }
-    }
+        })
+        .await
 }
 
 /// One tokens step: refreshes the OAuth credentials that are due, logs expiry warnings once

@@ -37,8 +37,9 @@ use crate::config::Config;
 use crate::jobs::Outcome;
 use crate::store::now_ms;
 
-/// The evaluator's lease: one instance evaluates at a time, so one transition is seen once.
-const LEASE: &str = "alerts";
+/// The evaluator's lease (`jobs::Lease`): one instance evaluates at a time, so one transition
+/// is seen once.
+pub const LEASE: &str = "alerts";
 
 /// The run settings from config.
 pub fn settings(config: &Config) -> engine::Settings {
@@ -90,19 +91,10 @@ pub async fn sync_config(state: &AppState) -> Result<(), AlertsError> {
     .await
 }
 
-/// One evaluator step: while this instance holds the lease, evaluates every rule and
-/// publishes what changed.
-pub async fn step(state: &AppState, holder: &str) -> Result<Outcome, AlertsError> {
-    let interval = state.config.alerts.evaluation_interval.0;
-    let ttl = i64::try_from(
-        (interval * 3)
-            .max(std::time::Duration::from_secs(30))
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX);
-    if !crate::store::lease::acquire(&state.store, LEASE, holder, ttl, now_ms()).await? {
-        return Ok(Outcome::Idle);
-    }
+/// One evaluator step: evaluates every rule and publishes what changed. The `alerts` job runs
+/// it only while this instance holds [`LEASE`]; each transition is a conditional update, so
+/// even a step overlapping another instance's records and notifies a transition once.
+pub async fn step(state: &AppState) -> Result<Outcome, AlertsError> {
     // Rendered once: rules read their `opsdeck_…` metrics from it, and it says which exist.
     let text = state.metrics.render(state);
     let (prometheus, notifiers) = names_in(state, &text).await?;

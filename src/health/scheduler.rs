@@ -531,10 +531,14 @@ impl Plan {
             .iter()
             .filter(|m| !m.paused && !self.scheduled.contains_key(&m.id))
             .count();
-        // Monitors due now (never checked, overdue, new, edited, resumed) start within ten
-        // seconds, or spread at 100 a second when there are many, never over more than their
-        // interval.
-        let catch_up = Duration::from_secs(10).max(Duration::from_millis(10) * fresh as u32);
+        // Monitors due now (never checked, new, edited, resumed) start within ten seconds, or
+        // spread at 100 a second when there are many, never over more than their interval.
+        let spread = Duration::from_millis(10) * fresh as u32;
+        let catch_up = Duration::from_secs(10).max(spread);
+        // Overdue ones (a slot missed while no instance checked, as when a holder died and
+        // this instance took the lease over) start within a second at that rate: health is
+        // unwatched until they do.
+        let overdue = Duration::from_secs(1).max(spread);
         let mut known = HashMap::with_capacity(stored.len());
         let mut unknown = removed.clone();
         for m in stored {
@@ -549,17 +553,19 @@ impl Plan {
                 edited => {
                     self.generations += 1;
                     let interval = m.monitor.interval.max(Duration::from_millis(1));
-                    let continues = edited
+                    let ahead = edited
                         .is_none()
                         .then(|| last_checks.get(&m.id))
                         .flatten()
                         .map(|last| {
                             last + i64::try_from(interval.as_millis()).unwrap_or(i64::MAX)
                                 - now_wall
-                        })
-                        .filter(|ahead| *ahead > 0);
-                    let offset = match continues {
-                        Some(ahead) => Duration::from_millis(u64::try_from(ahead).unwrap_or(0)),
+                        });
+                    let offset = match ahead {
+                        Some(ahead) if ahead > 0 => {
+                            Duration::from_millis(u64::try_from(ahead).unwrap_or(0))
+                        }
+                        Some(_) => rand::rng().random_range(Duration::ZERO..overdue.min(interval)),
                         None => rand::rng().random_range(Duration::ZERO..catch_up.min(interval)),
                     };
                     self.due.push(Reverse((

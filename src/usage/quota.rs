@@ -379,6 +379,7 @@ pub async fn evaluate(
             from,
             to: q.state,
             percent,
+            recorded,
         });
     }
     match record(store, &outcomes, period.0).await {
@@ -400,7 +401,29 @@ struct Outcome {
     from: State,
     to: State,
     percent: f64,
+    /// The state and period the evaluation read, which a change may replace only if they are
+    /// still what is stored.
+    recorded: Option<(State, i64)>,
 }
+
+/// Upserts a customer's state.
+const UPSERT_STATE: &str = "INSERT INTO quota_states (customer_id, plan_id, period_start, state, \
+     percent, changed_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (customer_id) DO UPDATE SET \
+     plan_id = excluded.plan_id, period_start = excluded.period_start, \
+     state = excluded.state, percent = excluded.percent, \
+     changed_at = CASE WHEN quota_states.state = excluded.state \
+         AND quota_states.period_start = excluded.period_start \
+         THEN quota_states.changed_at ELSE excluded.changed_at END";
+
+/// Upserts a changed state only over the state the evaluation read ($7, $8; both null when it
+/// read none, which no stored row matches). Every instance evaluates the customers its own
+/// ingest touched, so two may evaluate one customer at once; the one whose write finds the
+/// state already moved records no change, and the change is notified once.
+const CHANGE_STATE: &str = "INSERT INTO quota_states (customer_id, plan_id, period_start, state, \
+     percent, changed_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (customer_id) DO UPDATE SET \
+     plan_id = excluded.plan_id, period_start = excluded.period_start, \
+     state = excluded.state, percent = excluded.percent, changed_at = excluded.changed_at \
+     WHERE quota_states.state = $7 AND quota_states.period_start = $8";
 
 /// Writes evaluated states in transactions of 100 customers, each short enough not to keep the
 /// ingest writer from the write lock for long; returns the changes recorded.
@@ -410,18 +433,43 @@ async fn record(store: &Store, outcomes: &[Outcome], period_start: i64) -> Resul
         let now = now_ms();
         let mut tx = store.begin().await?;
         for o in chunk {
-            tx.execute(
-                "INSERT INTO quota_states (customer_id, plan_id, period_start, state, percent, changed_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (customer_id) DO UPDATE SET \
-                 plan_id = excluded.plan_id, period_start = excluded.period_start, \
-                 state = excluded.state, percent = excluded.percent, \
-                 changed_at = CASE WHEN quota_states.state = excluded.state \
-                     AND quota_states.period_start = excluded.period_start \
-                     THEN quota_states.changed_at ELSE excluded.changed_at END",
-                args![&o.customer, &o.plan, period_start, o.to.as_str(), o.percent, now],
-            )
-            .await?;
-            if o.from != o.to {
+            if o.from == o.to {
+                tx.execute(
+                    UPSERT_STATE,
+                    args![
+                        &o.customer,
+                        &o.plan,
+                        period_start,
+                        o.to.as_str(),
+                        o.percent,
+                        now
+                    ],
+                )
+                .await?;
+            } else {
+                let (was, was_period) = match o.recorded {
+                    Some((state, period)) => (Some(state.as_str()), Some(period)),
+                    None => (None, None),
+                };
+                let written = tx
+                    .execute(
+                        CHANGE_STATE,
+                        args![
+                            &o.customer,
+                            &o.plan,
+                            period_start,
+                            o.to.as_str(),
+                            o.percent,
+                            now,
+                            was,
+                            was_period
+                        ],
+                    )
+                    .await?;
+                if written == 0 {
+                    // Another instance recorded this customer's change first.
+                    continue;
+                }
                 tx.execute(
                     "INSERT INTO quota_state_changes (customer_id, plan_id, period_start, from_state, \
                      to_state, percent, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",

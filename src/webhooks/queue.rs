@@ -178,6 +178,20 @@ pub async fn claim(
         .await?)
 }
 
+/// Extends `owner`'s lease on the deliveries it has claimed and not yet recorded to `until`;
+/// returns how many it still holds. A worker calls it while its attempts are in flight, so a
+/// claim's lease can be short (a dead instance's deliveries are taken over soon) and still
+/// outlast slow attempts. A delivery another worker has taken since is not its to extend.
+pub async fn extend(store: &Store, owner: &str, until: i64) -> Result<u64> {
+    Ok(store
+        .execute(
+            "UPDATE webhook_deliveries SET lease_until = $2 \
+             WHERE lease_owner = $1 AND state = 'pending'",
+            args![owner, until],
+        )
+        .await?)
+}
+
 /// What happens to a delivery after an attempt (or a decision not to make one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {

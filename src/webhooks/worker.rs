@@ -44,6 +44,39 @@ pub enum WorkerError {
     Config(String),
 }
 
+/// How often a worker extends the lease on the deliveries it has in flight, and how long
+/// before the lease's end it stops starting attempts.
+const LEASE_RENEW: Duration = Duration::from_secs(2);
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+
+/// Extends `owner`'s claimed deliveries every `LEASE_RENEW` until aborted, moving `deadline`
+/// (before which attempts may start) on after each confirmed extension. The deadline counts
+/// from before the statement was sent, so it is never past the lease it wrote.
+async fn keep_claimed(store: Store, owner: String, deadline: Arc<Mutex<tokio::time::Instant>>) {
+    let lease = crate::jobs::LEASE_TTL;
+    loop {
+        tokio::time::sleep(LEASE_RENEW).await;
+        let sent = tokio::time::Instant::now();
+        let until = now_ms() + i64::try_from(lease.as_millis()).unwrap_or(6_000);
+        match tokio::time::timeout(LEASE_RENEW, queue::extend(&store, &owner, until)).await {
+            Ok(Ok(_)) => {
+                *deadline.lock().unwrap_or_else(|e| e.into_inner()) = sent + lease - LEASE_MARGIN;
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not extend the deliveries' lease"),
+            Err(_) => tracing::warn!("extending the deliveries' lease timed out"),
+        }
+    }
+}
+
+/// Aborts a task when dropped, so the lease keeper ends with its step whichever way it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The worker's settings and state: the guarded client, its lease owner id and the endpoints'
 /// rate limiters.
 pub struct Deliverer {
@@ -87,18 +120,28 @@ impl Deliverer {
     /// One step: claims a batch of due deliveries, makes their attempts, records the outcomes.
     pub async fn step(&self, store: &Store, key: &MasterKey) -> Result<Step, WorkerError> {
         let now = now_ms();
-        // The lease covers the batch's two rounds of attempts (each at most the timeout) with
-        // room for writing them down; kept short because it is also how long a crashed
-        // instance's claimed deliveries wait before another instance takes them over.
-        let lease = i64::try_from((self.timeout * 2 + Duration::from_secs(10)).as_millis())
-            .unwrap_or(i64::MAX);
+        // Short, and extended every `LEASE_RENEW` while the batch's attempts are in flight:
+        // it is how long a crashed instance's claimed deliveries wait before another instance
+        // takes them over.
+        let lease = i64::try_from(crate::jobs::LEASE_TTL.as_millis()).unwrap_or(6_000);
         // Twice what can be in flight: enough to keep every slot busy through the batch,
         // not so much that one instance hoards work another could be sending.
         let limit = (self.concurrency as i64 * 2).min(BATCH);
+        let sent = tokio::time::Instant::now();
         let claimed = queue::claim(store, &self.owner, now, lease, limit).await?;
         if claimed.is_empty() {
             return Ok(Step::Idle);
         }
+        // No attempt starts once the lease might have lapsed (its last extension not
+        // confirmed in time), so another instance that took a delivery over is the only one
+        // to make its attempt.
+        let deadline = Arc::new(Mutex::new(sent + crate::jobs::LEASE_TTL - LEASE_MARGIN));
+        let keeper = tokio::spawn(keep_claimed(
+            store.clone(),
+            self.owner.clone(),
+            deadline.clone(),
+        ));
+        let _stop_keeper = AbortOnDrop(keeper);
         let messages = messages(store, &claimed).await?;
         let mut ids: Vec<i64> = claimed.iter().map(|c| c.endpoint_id).collect();
         ids.sort_unstable();
@@ -113,11 +156,19 @@ impl Deliverer {
             .map(|c| {
                 let endpoint = endpoints.get(&c.endpoint_id);
                 let message = messages.get(&c.message_id);
-                self.attempt(c, endpoint, message)
+                let deadline = deadline.clone();
+                async move {
+                    let until = *deadline.lock().unwrap_or_else(|e| e.into_inner());
+                    if tokio::time::Instant::now() >= until {
+                        return None;
+                    }
+                    Some(self.attempt(c, endpoint, message).await)
+                }
             })
             .collect();
         let outcomes: Vec<Outcome> = futures_util::stream::iter(attempts)
             .buffer_unordered(self.concurrency)
+            .filter_map(std::future::ready)
             .collect()
             .await;
         let cutoff = now_ms() - i64::try_from(self.disable_after.as_millis()).unwrap_or(i64::MAX);

@@ -340,7 +340,7 @@ pub fn url_in(lines: &[String]) -> String {
         .to_string()
 }
 
-fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
+pub fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -178,10 +178,17 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
-    /// Stops the server gracefully and removes its PostgreSQL database.
-    pub async fn finish(self) {
+    /// Stops the server gracefully, keeping its store for the test to read afterwards.
+    pub async fn stop(&mut self) {
         self.cancel.cancel();
-        let _ = self.server.await;
+        if !self.server.is_finished() {
+            let _ = (&mut self.server).await;
+        }
+    }
+
+    /// Stops the server gracefully and removes its PostgreSQL database.
+    pub async fn finish(mut self) {
+        self.stop().await;
         if let Some(name) = &self.pg_database {
             drop_postgres_database(name).await;
         }

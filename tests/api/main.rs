@@ -18,6 +18,7 @@ mod health;
 mod ingest;
 mod integrations;
 mod keys;
+mod lease;
 mod metering;
 mod notifiers;
 mod ops;

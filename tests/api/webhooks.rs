@@ -91,6 +91,17 @@ async fn queue_claims_and_leases(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(b.len(), 3, "a lapsed lease is taken over");
+    // While its attempts are in flight the holder extends its lease; the one it lapsed for
+    // extends nothing.
+    assert_eq!(queue::extend(store, "a", now + 90_000).await.unwrap(), 0);
+    assert_eq!(queue::extend(store, "b", now + 90_000).await.unwrap(), 3);
+    assert!(
+        queue::claim(store, "c", now + 60_002, 30_000, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "an extended lease is not taken over"
+    );
     // A's late outcome changes nothing; B's counts.
     let outcome = |owner_holds: &queue::Claimed, next| Outcome {
         delivery_id: owner_holds.id,
