@@ -407,10 +407,11 @@ impl Store {
                 // The ingest writer waits longer than other connections for the write lock:
                 // a job's transaction through sqlx (one channel hop per statement) can hold it
                 // for seconds when both cores are busy, and failing the batch would fail every
-                // request in it.
+                // request in it. Still well inside the 30 s request timeout, so that a store
+                // locked longer answers 503 "busy" with Retry-After rather than a timeout.
                 Some(DirectSqlite::new(
                     co.get_filename().to_path_buf(),
-                    Duration::from_secs(30),
+                    Duration::from_secs(10),
                 ))
             }
             Pool::Postgres(_) => None,

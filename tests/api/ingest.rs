@@ -962,3 +962,33 @@ dual_test!(
         c.ingest.events_per_second = 5;
     }
 );
+
+/// A store held by another writer past the busy timeout answers 503 with Retry-After, stores
+/// nothing, and forgets the refused events' dedup keys, so the retry is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_store_answers_503_and_keeps_nothing() {
+    let Some(app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
+    let key = app.key("app", &["ingest"]).await;
+    let other = rusqlite::Connection::open(app.data_dir.path().join("opsdeck.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let body = json!([api_call(1, "cus_1"), api_call(2, "cus_1")]).to_string();
+    let res = post(&app, &key, "application/json", body.clone()).await;
+    let (status, retry) = (res.status(), res.headers().get("retry-after").cloned());
+    let reply: Value = res.json().await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    assert_eq!(retry.as_ref().and_then(|v| v.to_str().ok()), Some("1"));
+    other.execute_batch("ROLLBACK").unwrap();
+
+    let res = post(&app, &key, "application/json", body).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let reply: Value = res.json().await.unwrap();
+    assert_eq!(
+        (reply["accepted"].as_u64(), reply["duplicates"].as_u64()),
+        (Some(2), Some(0)),
+        "the refused events were not remembered as seen"
+    );
+    assert_eq!(stored(&app).await, 2);
+}
