@@ -4,7 +4,8 @@
 -- stays empty.
 CREATE TABLE event_dedup (
     received_at BIGINT NOT NULL,
-    key         BIGINT NOT NULL
+    -- The commit's keys, eight little-endian bytes each.
+    keys        BYTEA NOT NULL
 );
 -- Retention now deletes in receipt order along the primary key, so nothing reads by time.
 DROP INDEX events_time;

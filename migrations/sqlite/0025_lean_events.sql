@@ -25,9 +25,11 @@ DROP TABLE events;
 ALTER TABLE events_new RENAME TO events;
 CREATE INDEX events_subject_seq ON events (subject, seq);
 
--- The dedup window's keys, appended in receipt order in the same transaction as their events
--- and reloaded into memory on start; retention deletes those older than the window.
+-- The dedup window's keys, one row per commit, appended in receipt order in the same transaction
+-- as their events and reloaded into memory on start; retention deletes those older than the
+-- window.
 CREATE TABLE event_dedup (
     received_at BIGINT NOT NULL,
-    key         BIGINT NOT NULL
+    -- The commit's keys, eight little-endian bytes each.
+    keys        BLOB NOT NULL
 );

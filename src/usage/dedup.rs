@@ -143,8 +143,30 @@ impl Window {
     }
 }
 
-/// `event_dedup`'s statement appending one key.
-pub const INSERT_KEY_SQLITE: &str = "INSERT INTO event_dedup (received_at, key) VALUES (?1, ?2)";
+/// `event_dedup`'s statement appending one commit's keys.
+const INSERT_KEYS_SQLITE: &str = "INSERT INTO event_dedup (received_at, keys) VALUES (?1, ?2)";
+
+/// Appends the keys of one commit's events, received at `received_at`, as one row: eight
+/// little-endian bytes per key. One row per commit rather than per event keeps the table's cost
+/// at ingest to one insert per transaction.
+pub fn append(tx: &rusqlite::Connection, received_at: i64, keys: &[i64]) -> Result<(), StoreError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut blob = Vec::with_capacity(keys.len() * 8);
+    for k in keys {
+        blob.extend_from_slice(&k.to_le_bytes());
+    }
+    tx.prepare_cached(INSERT_KEYS_SQLITE)?
+        .execute(rusqlite::params![received_at, blob])?;
+    Ok(())
+}
+
+/// The keys in one `event_dedup` row.
+fn unpack(blob: &[u8]) -> impl Iterator<Item = i64> + '_ {
+    blob.chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+}
 
 /// Loads the keys received within the window from `event_dedup`, newest first up to the key
 /// limit. Reads in receipt order by walking rowids, the table's only index.
@@ -156,16 +178,25 @@ pub fn load(
     let since = now_ms - window.window_ms;
     let limit = i64::try_from(window.max_keys).unwrap_or(i64::MAX);
     seed(conn, since, limit)?;
-    // The newest `limit` rows, of which those inside the window, oldest first so that slices
-    // are built in order. Rows are appended in receipt order, so rowid order is time order.
-    let mut stmt = conn.prepare(
-        "SELECT received_at, key FROM (SELECT rowid, received_at, key FROM event_dedup \
-         ORDER BY rowid DESC LIMIT ?1) WHERE received_at >= ?2 ORDER BY rowid",
-    )?;
-    let mut rows = stmt.query(rusqlite::params![limit, since])?;
+    // Newest rows first until the key limit or the window's start, then inserted oldest first
+    // so that slices are built in order. Rows are appended in receipt order, so rowid order is
+    // time order.
+    let mut stmt = conn.prepare("SELECT received_at, keys FROM event_dedup ORDER BY rowid DESC")?;
+    let mut rows = stmt.query([])?;
+    let mut batches: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut held = 0;
     while let Some(row) = rows.next()? {
-        let (at, key): (i64, i64) = (row.get(0)?, row.get(1)?);
-        window.insert(key, at);
+        let (at, keys): (i64, Vec<u8>) = (row.get(0)?, row.get(1)?);
+        if at < since || held >= limit {
+            break;
+        }
+        held += i64::try_from(keys.len() / 8).unwrap_or(i64::MAX);
+        batches.push((at, keys));
+    }
+    for (at, keys) in batches.iter().rev() {
+        for k in unpack(keys) {
+            window.insert(k, *at);
+        }
     }
     window.expire(now_ms);
     Ok(())
@@ -187,7 +218,7 @@ fn seed(conn: &mut rusqlite::Connection, since: i64, limit: i64) -> Result<(), S
         let mut read = tx.prepare(
             "SELECT received_at, source, event_id FROM events ORDER BY seq DESC LIMIT ?1",
         )?;
-        let mut keys = Vec::new();
+        let mut keys: Vec<(i64, i64)> = Vec::new();
         let mut rows = read.query([limit])?;
         while let Some(row) = rows.next()? {
             let at: i64 = row.get(0)?;
@@ -197,9 +228,10 @@ fn seed(conn: &mut rusqlite::Connection, since: i64, limit: i64) -> Result<(), S
             let (source, id): (String, String) = (row.get(1)?, row.get(2)?);
             keys.push((at, key(&source, &id)));
         }
-        let mut write = tx.prepare(INSERT_KEY_SQLITE)?;
-        for (at, k) in keys.into_iter().rev() {
-            write.execute(rusqlite::params![at, k])?;
+        keys.reverse();
+        for same in keys.chunk_by(|a, b| a.0 == b.0) {
+            let ks: Vec<i64> = same.iter().map(|(_, k)| *k).collect();
+            append(&tx, same[0].0, &ks)?;
         }
     }
     tx.commit()?;
@@ -261,15 +293,14 @@ mod tests {
     fn the_window_reloads_from_the_table() {
         let mut conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch(
-            "CREATE TABLE event_dedup (received_at BIGINT NOT NULL, key BIGINT NOT NULL); \
+            "CREATE TABLE event_dedup (received_at BIGINT NOT NULL, keys BLOB NOT NULL); \
              CREATE TABLE events (seq INTEGER PRIMARY KEY, source TEXT, event_id TEXT, \
              received_at BIGINT)",
         )
         .unwrap();
         let day = 86_400_000;
         for (at, k) in [(0, 1), (day, 2), (2 * day, 3), (2 * day + 5, 4)] {
-            conn.execute(INSERT_KEY_SQLITE, rusqlite::params![at, k])
-                .unwrap();
+            append(&conn, at, &[k]).unwrap();
         }
         let mut w = Window::new(day, 1_000);
         load(&mut conn, &mut w, 2 * day + 10).unwrap();
@@ -285,7 +316,7 @@ mod tests {
     fn an_empty_table_is_seeded_from_the_events_in_the_window() {
         let mut conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch(
-            "CREATE TABLE event_dedup (received_at BIGINT NOT NULL, key BIGINT NOT NULL); \
+            "CREATE TABLE event_dedup (received_at BIGINT NOT NULL, keys BLOB NOT NULL); \
              CREATE TABLE events (seq INTEGER PRIMARY KEY, source TEXT, event_id TEXT, \
              received_at BIGINT); \
              INSERT INTO events VALUES (1, 'app', 'old', 0), (2, 'app', 'a', 500), \
@@ -299,6 +330,9 @@ mod tests {
         let stored: i64 = conn
             .query_row("SELECT COUNT(*) FROM event_dedup", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(stored, 2, "seeded once, into the table");
+        assert_eq!(
+            stored, 2,
+            "seeded once, into the table (one row per receipt time)"
+        );
     }
 }

@@ -8,8 +8,8 @@ use crate::store::{Store, StoreError};
 
 /// Raw events deleted per step.
 const EVENT_BATCH: i64 = 2_000;
-/// Dedup keys deleted per step: small rows, so more of them.
-const DEDUP_BATCH: i64 = 20_000;
+/// Rows of dedup keys (one per ingest commit) deleted per step.
+const DEDUP_BATCH: i64 = 1_000;
 
 const DAY_MS: i64 = 86_400_000;
 

@@ -335,10 +335,12 @@ impl<'a> EventColumns<'a> {
     }
 }
 
-/// The SQLite form of [`commit`], on the store's direct connection: one cached single-row
-/// statement per event. An event whose key the dedup window holds (or an earlier event of the
-/// same commit had) is a duplicate; the others are stored with their key appended to
-/// `event_dedup` in the same transaction. Keys added by a transaction that fails are taken back.
+/// The SQLite form of [`commit`], on the store's direct connection. An event whose key the
+/// dedup window holds (or an earlier event of the same commit had) is a duplicate; that is
+/// decided in memory first, so the rollups of the new events are folded on a second thread
+/// while this one inserts them, one cached single-row statement per event, and the commit's
+/// keys are appended to `event_dedup` as one row. Keys added by a transaction that fails are
+/// taken back.
 async fn commit_direct(
     direct: &DirectSqlite,
     window: Arc<Mutex<Window>>,
@@ -349,30 +351,47 @@ async fn commit_direct(
             let received = now_ms();
             let mut window = window.lock().unwrap_or_else(|p| p.into_inner());
             let mut added = Vec::new();
-            let result = (|| {
+            let mut fresh: Vec<&NewEvent> = Vec::new();
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                let before = fresh.len();
+                for e in job.iter() {
+                    let key = dedup::key(&e.source, &e.id);
+                    if window.insert(key, received) {
+                        added.push(key);
+                        fresh.push(e);
+                    }
+                }
+                let accepted = fresh.len() - before;
+                results.push(Written {
+                    accepted,
+                    duplicates: job.len() - accepted,
+                });
+            }
+            let result = std::thread::scope(|scope| {
+                let fold = scope.spawn(|| {
+                    let mut rollups = Rollups::default();
+                    for e in &fresh {
+                        rollups.add(e);
+                    }
+                    rollups
+                });
                 let tx =
                     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let mut results = Vec::with_capacity(jobs.len());
-                let mut rollups = Rollups::default();
-                for job in &jobs {
-                    let mut accepted = 0;
-                    insert_events_direct(&tx, &mut window, &mut added, job, received, |e| {
-                        rollups.add(e);
-                        accepted += 1;
-                    })?;
-                    results.push(Written {
-                        accepted,
-                        duplicates: job.len() - accepted,
-                    });
-                }
+                insert_events_direct(&tx, &fresh, received)?;
+                dedup::append(&tx, received, &added)?;
+                let rollups = fold
+                    .join()
+                    .map_err(|_| StoreError::Thread("folding rollups panicked".into()))?;
                 rollups.write_direct(&tx)?;
                 tx.commit()?;
-                Ok(results)
-            })();
-            if result.is_err() {
+                Ok(())
+            });
+            if let Err(e) = result {
                 window.remove(&added);
+                return Err(e);
             }
-            result
+            Ok(results)
         })
         .await
 }
@@ -382,26 +401,14 @@ pub const INSERT_EVENT_SQLITE: &str = "INSERT INTO events \
      (source, event_id, type, subject, time, received_at, data, cost_nano) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-/// Inserts `events` on a direct SQLite connection inside the caller's transaction, skipping
-/// those whose key `window` already holds and calling `inserted` for each one stored. The keys
-/// it adds to `window` are pushed to `added`, for the caller to take back if the transaction
-/// does not commit.
-pub fn insert_events_direct<'a>(
+/// Inserts `events` on a direct SQLite connection inside the caller's transaction.
+pub fn insert_events_direct(
     tx: &rusqlite::Transaction<'_>,
-    window: &mut Window,
-    added: &mut Vec<i64>,
-    events: &'a [NewEvent],
+    events: &[&NewEvent],
     received_at: i64,
-    mut inserted: impl FnMut(&'a NewEvent),
 ) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(INSERT_EVENT_SQLITE)?;
-    let mut remember = tx.prepare_cached(dedup::INSERT_KEY_SQLITE)?;
     for e in events {
-        let key = dedup::key(&e.source, &e.id);
-        if !window.insert(key, received_at) {
-            continue;
-        }
-        added.push(key);
         insert.execute(rusqlite::params![
             e.source,
             e.id,
@@ -412,8 +419,6 @@ pub fn insert_events_direct<'a>(
             e.data,
             e.facts.cost_nano
         ])?;
-        remember.execute(rusqlite::params![received_at, key])?;
-        inserted(e);
     }
     Ok(())
 }
