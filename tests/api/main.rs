@@ -20,6 +20,7 @@ mod integrations;
 mod keys;
 mod metering;
 mod notifiers;
+mod openapi;
 mod ops;
 mod realtime;
 mod revenue;
