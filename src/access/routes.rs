@@ -223,7 +223,8 @@ struct AuditQuery {
 
 /// The audit log, newest first.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "access", security(("api_key" = ["admin"])), params(AuditQuery),
-    responses((status = 200, body = [AuditEntry]), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = [AuditEntry]),
+        (status = 422, body = ErrorBody, description = "limit is outside 1–1000.")))]
 async fn list_audit(
     State(state): State<AppState>,
     Auth(p): Auth,

@@ -127,7 +127,8 @@ async fn create_endpoint(
 /// Deletes an endpoint with its deliveries and their attempts.
 #[utoipa::path(delete, path = "/api/v1/webhooks/endpoints/{id}", tag = "webhooks",
     security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Endpoint id")),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The endpoint is declared in the configuration file.")))]
 async fn delete_endpoint(
     State(state): State<AppState>,
     Auth(p): Auth,
