@@ -59,7 +59,7 @@ async fn me(Auth(p): Auth) -> Json<Me> {
 }
 
 /// All users.
-#[utoipa::path(get, path = "/api/v1/users", tag = "access", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/users", tag = "access", security(("api_key" = ["admin"])),
     responses((status = 200, body = [User]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_users(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<Vec<User>>> {
     p.require(Scope::Admin)?;
@@ -76,7 +76,7 @@ struct NewUser {
 }
 
 /// Adds a user who can sign in with the given password.
-#[utoipa::path(post, path = "/api/v1/users", tag = "access", security(("api_key" = [])), request_body = NewUser,
+#[utoipa::path(post, path = "/api/v1/users", tag = "access", security(("api_key" = ["admin"])), request_body = NewUser,
     responses((status = 201, body = User), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_user(
     State(state): State<AppState>,
@@ -97,7 +97,7 @@ async fn create_user(
 }
 
 /// Removes a user and their sessions, ending their live streams; the last admin cannot be removed.
-#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "access", security(("api_key" = [])),
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "access", security(("api_key" = ["admin"])),
     params(("id" = i64, Path, description = "User id")),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_user(
@@ -112,7 +112,7 @@ async fn delete_user(
 }
 
 /// All API keys, revoked ones included; never their secrets.
-#[utoipa::path(get, path = "/api/v1/keys", tag = "access", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/keys", tag = "access", security(("api_key" = ["admin"])),
     responses((status = 200, body = [ApiKey]), (status = 403, body = ErrorBody)))]
 async fn list_keys(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<Vec<ApiKey>>> {
     p.require(Scope::Admin)?;
@@ -128,7 +128,7 @@ struct NewKey {
 }
 
 /// Creates an API key. The response is the only time the secret is shown.
-#[utoipa::path(post, path = "/api/v1/keys", tag = "access", security(("api_key" = [])), request_body = NewKey,
+#[utoipa::path(post, path = "/api/v1/keys", tag = "access", security(("api_key" = ["admin"])), request_body = NewKey,
     responses((status = 201, body = CreatedKey), (status = 422, body = ErrorBody)))]
 async fn create_key(
     State(state): State<AppState>,
@@ -143,7 +143,7 @@ async fn create_key(
 }
 
 /// Revokes an API key at once; its open live streams (SSE, Socket.IO) end.
-#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "access", security(("api_key" = [])),
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "access", security(("api_key" = ["admin"])),
     params(("id" = i64, Path, description = "API key id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn revoke_key(
@@ -158,7 +158,7 @@ async fn revoke_key(
 }
 
 /// Names of stored provider secrets (values are write-only).
-#[utoipa::path(get, path = "/api/v1/secrets", tag = "access", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/secrets", tag = "access", security(("api_key" = ["admin"])),
     responses((status = 200, body = [SecretInfo]), (status = 403, body = ErrorBody)))]
 async fn list_secrets(
     State(state): State<AppState>,
@@ -175,7 +175,7 @@ struct SecretValue {
 }
 
 /// Stores (or replaces) a provider secret, encrypted under the master key.
-#[utoipa::path(put, path = "/api/v1/secrets/{name}", tag = "access", security(("api_key" = [])),
+#[utoipa::path(put, path = "/api/v1/secrets/{name}", tag = "access", security(("api_key" = ["admin"])),
     params(("name" = String, Path, description = "Secret name, e.g. stripe.secret_key")),
     request_body = SecretValue, responses((status = 204), (status = 422, body = ErrorBody)))]
 async fn put_secret(
@@ -198,7 +198,7 @@ async fn put_secret(
 }
 
 /// Deletes a provider secret.
-#[utoipa::path(delete, path = "/api/v1/secrets/{name}", tag = "access", security(("api_key" = [])),
+#[utoipa::path(delete, path = "/api/v1/secrets/{name}", tag = "access", security(("api_key" = ["admin"])),
     params(("name" = String, Path, description = "Secret name")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn delete_secret(
@@ -222,8 +222,9 @@ struct AuditQuery {
 }
 
 /// The audit log, newest first.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "access", security(("api_key" = [])), params(AuditQuery),
-    responses((status = 200, body = [AuditEntry]), (status = 403, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/audit", tag = "access", security(("api_key" = ["admin"])), params(AuditQuery),
+    responses((status = 200, body = [AuditEntry]),
+        (status = 422, body = ErrorBody, description = "limit is outside 1–1000.")))]
 async fn list_audit(
     State(state): State<AppState>,
     Auth(p): Auth,

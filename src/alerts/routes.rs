@@ -45,7 +45,7 @@ pub struct AlertList {
 
 /// Alerts newest first: the open ones and the history, searchable.
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertFilter),
-    security(("api_key" = [])),
+    security(("api_key" = ["read"])),
     responses((status = 200, body = AlertList), (status = 400, body = ErrorBody)))]
 async fn list_alerts(
     State(state): State<AppState>,
@@ -76,7 +76,7 @@ pub struct AlertDetail {
 
 /// One alert and its timeline.
 #[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Alert id")),
+    security(("api_key" = ["read"])), params(("id" = i64, Path, description = "Alert id")),
     responses((status = 200, body = AlertDetail), (status = 404, body = ErrorBody)))]
 async fn get_alert(
     State(state): State<AppState>,
@@ -129,7 +129,7 @@ fn may_acknowledge(p: &Principal) -> Result<()> {
 /// (the on-call person is rarely an admin); an API key needs the admin scope, since a read
 /// key is for reading.
 #[utoipa::path(post, path = "/api/v1/alerts/{id}/ack", tag = "alerts",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Alert id")),
+    security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Alert id")),
     request_body = AckBody,
     responses((status = 200, body = AlertRow), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -177,7 +177,7 @@ pub struct BulkAckResult {
 /// hear once per alert group. Allowed as for one alert: signed-in users, viewers included,
 /// and admin keys; a read key gets 403.
 #[utoipa::path(post, path = "/api/v1/alerts/ack", tag = "alerts",
-    security(("api_key" = [])), request_body = BulkAckBody,
+    security(("api_key" = ["admin"])), request_body = BulkAckBody,
     responses((status = 200, body = BulkAckResult), (status = 400, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -212,7 +212,7 @@ pub struct RuleList {
 
 /// Every rule (config, built-in defaults, API) and the metric catalogue.
 #[utoipa::path(get, path = "/api/v1/alert-rules", tag = "alerts",
-    security(("api_key" = [])), responses((status = 200, body = RuleList)))]
+    security(("api_key" = ["read"])), responses((status = 200, body = RuleList)))]
 async fn list_rules(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<RuleList>> {
     p.require(Scope::Read)?;
     Ok(Json(RuleList {
@@ -227,7 +227,7 @@ async fn list_rules(State(state): State<AppState>, Auth(p): Auth) -> Result<Json
 /// Creates a rule. Unknown metrics, unparseable conditions and notifiers that do not exist
 /// are refused with the field named.
 #[utoipa::path(post, path = "/api/v1/alert-rules", tag = "alerts",
-    security(("api_key" = [])), request_body = RuleSpec,
+    security(("api_key" = ["admin"])), request_body = RuleSpec,
     responses((status = 201, body = RuleRow), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 async fn create_rule(
@@ -251,7 +251,7 @@ async fn create_rule(
 
 /// Deletes a rule created through the API; its open alerts are resolved quietly.
 #[utoipa::path(delete, path = "/api/v1/alert-rules/{id}", tag = "alerts",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Rule id")),
+    security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Rule id")),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_rule(
     State(state): State<AppState>,
@@ -271,7 +271,7 @@ pub struct SilenceList {
 
 /// Silences and maintenance windows not yet over.
 #[utoipa::path(get, path = "/api/v1/alerts/silences", tag = "alerts",
-    security(("api_key" = [])), responses((status = 200, body = SilenceList)))]
+    security(("api_key" = ["read"])), responses((status = 200, body = SilenceList)))]
 async fn list_silences(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<SilenceList>> {
     p.require(Scope::Read)?;
     Ok(Json(SilenceList {
@@ -282,7 +282,7 @@ async fn list_silences(State(state): State<AppState>, Auth(p): Auth) -> Result<J
 /// Adds a silence (notifications held back) or a maintenance window (alerts not raised) for
 /// the alerts matching every label matcher (`rule` and `severity` match those).
 #[utoipa::path(post, path = "/api/v1/alerts/silences", tag = "alerts",
-    security(("api_key" = [])), request_body = SilenceSpec,
+    security(("api_key" = ["admin"])), request_body = SilenceSpec,
     responses((status = 201, body = Silence), (status = 422, body = ErrorBody)))]
 async fn create_silence(
     State(state): State<AppState>,
@@ -297,7 +297,7 @@ async fn create_silence(
 
 /// Ends a silence or maintenance window now.
 #[utoipa::path(delete, path = "/api/v1/alerts/silences/{id}", tag = "alerts",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Silence id")),
+    security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Silence id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn expire_silence(
     State(state): State<AppState>,

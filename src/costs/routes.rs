@@ -36,7 +36,7 @@ struct CostsQuery {
 
 /// Provider cost for the period (days, UTC) per provider, sku, customer and day, with the
 /// previous period of the same length and unpriced usage.
-#[utoipa::path(get, path = "/api/v1/metrics/costs", tag = "metrics", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/metrics/costs", tag = "metrics", security(("api_key" = ["read"])),
     params(CostsQuery),
     responses((status = 200, body = Costs), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn get_costs(
@@ -53,7 +53,7 @@ async fn get_costs(
 }
 
 /// Every dated price; `current` marks the one in force now for each provider and sku.
-#[utoipa::path(get, path = "/api/v1/prices", tag = "costs", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/prices", tag = "costs", security(("api_key" = ["read"])),
     responses((status = 200, body = [Price]), (status = 403, body = ErrorBody)))]
 async fn list_prices(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<Vec<Price>>> {
     p.require(Scope::Read)?;
@@ -90,7 +90,7 @@ impl NewPrice {
 }
 
 /// Adds a dated price (replacing one for the same provider, sku and date).
-#[utoipa::path(post, path = "/api/v1/prices", tag = "costs", security(("api_key" = [])), request_body = NewPrice,
+#[utoipa::path(post, path = "/api/v1/prices", tag = "costs", security(("api_key" = ["admin"])), request_body = NewPrice,
     responses((status = 201), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn add_price(
     State(state): State<AppState>,
@@ -106,7 +106,7 @@ async fn add_price(
 }
 
 /// Deletes one dated price.
-#[utoipa::path(delete, path = "/api/v1/prices/{id}", tag = "costs", security(("api_key" = [])),
+#[utoipa::path(delete, path = "/api/v1/prices/{id}", tag = "costs", security(("api_key" = ["admin"])),
     params(("id" = i64, Path, description = "Price id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn delete_price(

@@ -50,7 +50,7 @@ async fn integrations(state: &AppState, only: Option<i64>) -> Result<Vec<Integra
 /// The status grid: every monitor's state, last check, uptime over 24 h / 7 d / 30 d and
 /// latency percentiles over 24 h. Problems first: down monitors, then degraded ones, then the
 /// rest, each group by name.
-#[utoipa::path(get, path = "/api/v1/integrations", tag = "health", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/integrations", tag = "health", security(("api_key" = ["read"])),
     responses((status = 200, body = IntegrationList), (status = 403, body = ErrorBody)))]
 async fn list_integrations(
     State(state): State<AppState>,
@@ -67,7 +67,7 @@ async fn list_integrations(
 }
 
 /// One monitor, as in the grid.
-#[utoipa::path(get, path = "/api/v1/integrations/{id}", tag = "health", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/integrations/{id}", tag = "health", security(("api_key" = ["read"])),
     params(("id" = i64, Path, description = "Monitor id")),
     responses((status = 200, body = Integration), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
@@ -126,7 +126,7 @@ pub struct ResultList {
 
 /// A monitor's raw check results, newest first.
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/results", tag = "health",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id"), ResultsQuery),
+    security(("api_key" = ["read"])), params(("id" = i64, Path, description = "Monitor id"), ResultsQuery),
     responses((status = 200, body = ResultList), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn get_results(
@@ -192,7 +192,7 @@ pub struct CheckNow {
 
 /// Runs one check of the monitor now and records it like a scheduled one.
 #[utoipa::path(post, path = "/api/v1/integrations/{id}/check", tag = "health",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id")),
+    security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Monitor id")),
     responses((status = 200, body = CheckNow), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 async fn check_now(
@@ -226,7 +226,7 @@ async fn one(state: &AppState, id: i64) -> Result<Integration> {
 
 /// Creates a monitor (checked at once by the scheduler, on its interval after). The definition
 /// is validated as in the config file, with the field at fault named.
-#[utoipa::path(post, path = "/api/v1/integrations", tag = "health", security(("api_key" = [])),
+#[utoipa::path(post, path = "/api/v1/integrations", tag = "health", security(("api_key" = ["admin"])),
     request_body = MonitorSpec,
     responses((status = 201, body = Integration), (status = 403, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -244,7 +244,7 @@ async fn create_integration(
 
 /// Replaces a monitor's definition. Monitors from the config file are read-only (409).
 /// Credentials sent back as the definition route masks them keep their stored values.
-#[utoipa::path(put, path = "/api/v1/integrations/{id}", tag = "health", security(("api_key" = [])),
+#[utoipa::path(put, path = "/api/v1/integrations/{id}", tag = "health", security(("api_key" = ["admin"])),
     params(("id" = i64, Path, description = "Monitor id")), request_body = MonitorSpec,
     responses((status = 200, body = Integration), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -271,7 +271,7 @@ async fn update_integration(
 
 /// Deletes a monitor with its history. Monitors from the config file are read-only (409).
 #[utoipa::path(delete, path = "/api/v1/integrations/{id}", tag = "health",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id")),
+    security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Monitor id")),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody)))]
 async fn delete_integration(
@@ -300,7 +300,7 @@ pub struct Definition {
 }
 
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/definition", tag = "health",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id")),
+    security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Monitor id")),
     responses((status = 200, body = Definition), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 async fn get_definition(
@@ -336,7 +336,7 @@ async fn set_paused(
 /// Stops checking a monitor (config ones too: pausing is an operator's switch, kept across
 /// restarts); its history stays.
 #[utoipa::path(post, path = "/api/v1/integrations/{id}/pause", tag = "health",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id")),
+    security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Monitor id")),
     responses((status = 200, body = Integration), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 async fn pause_integration(
@@ -350,7 +350,7 @@ async fn pause_integration(
 
 /// Checks a paused monitor again on its interval.
 #[utoipa::path(post, path = "/api/v1/integrations/{id}/resume", tag = "health",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id")),
+    security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Monitor id")),
     responses((status = 200, body = Integration), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 async fn resume_integration(
@@ -396,7 +396,7 @@ pub struct RollupSeries {
 /// A monitor's uptime and latency percentiles per minute, hour or day, oldest first, from the
 /// rollups written with each batch of results (never from the raw results).
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/rollups", tag = "health",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id"), RollupsQuery),
+    security(("api_key" = ["read"])), params(("id" = i64, Path, description = "Monitor id"), RollupsQuery),
     responses((status = 200, body = RollupSeries), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn get_rollups(
@@ -466,7 +466,7 @@ struct ReadingsQuery {
 /// The figures a provider monitor's checks read (credits, balances, quota use, rate-limit
 /// headroom) over time, with each quota's forecast.
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/readings", tag = "health",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id"), ReadingsQuery),
+    security(("api_key" = ["read"])), params(("id" = i64, Path, description = "Monitor id"), ReadingsQuery),
     responses((status = 200, body = super::forecast::Readings), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn get_readings(
@@ -495,7 +495,7 @@ async fn get_readings(
 /// one's tables (`snapshot`, tagged by `provider`) and figures (`readings`). Monitors of kinds
 /// without extras answer with `interval_s: null` and nothing collected.
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/extras", tag = "health",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Monitor id")),
+    security(("api_key" = ["read"])), params(("id" = i64, Path, description = "Monitor id")),
     responses((status = 200, body = super::extras::store::Latest), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 async fn get_extras(

@@ -41,6 +41,10 @@ pub enum ApiError {
     EventRateLimited(u64, u32),
     #[error("{0}")]
     Unavailable(String),
+    /// A receiver that this instance has not been set up for (no signing secret to check
+    /// senders against).
+    #[error("{0}")]
+    NotConfigured(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -65,6 +69,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // 404: until it is configured the receiver does not exist on this instance. Not a
+            // 5xx, which reads as an outage that passes (it will not: someone has to set the
+            // secret); not 400, the request is well-formed; not 401/403, there is nothing to
+            // check a signature against. The code and detail say what to configure.
+            ApiError::NotConfigured(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -82,6 +91,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited(_) | ApiError::EventRateLimited(..) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::NotConfigured(_) => "not_configured",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Internal(_) => "internal",

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 mod ops;
 
 use std::time::{Duration, Instant};
@@ -53,7 +54,9 @@ impl utoipa::Modify for SecurityAddon {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "An opsdeck API key (opsk_…) with the scope the route names.",
+                        "An opsdeck API key (opsk_…). Each operation's security requirement \
+                         names the scopes that admit it (any one of them); the browser's \
+                         session cookie works too, with the x-csrf-token header on writes.",
                     ))
                     .build(),
             ),
@@ -78,14 +81,22 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::realtime::sse::router())
 }
 
+/// The documented router and its OpenAPI 3.1 document, with the failures every layer and
+/// extractor can answer declared on each operation.
+fn documented_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (api, mut doc) = api_routes().split_for_parts();
+    openapi::declare_generic_failures(&mut doc);
+    (api, doc)
+}
+
 /// The generated OpenAPI 3.1 document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().into_openapi()
+    documented_api().1
 }
 
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = api_routes().split_for_parts();
+    let (api, doc) = documented_api();
     let doc_json = doc.to_json().unwrap_or_else(|_| "{}".into());
     let config = &state.config.server;
     // Outermost: Socket.IO's long-polling and websocket connections answer below the request

@@ -300,7 +300,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Every headline figure for the period, with the previous period and percent change.
-#[utoipa::path(get, path = "/api/v1/metrics/overview", tag = "metrics", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/metrics/overview", tag = "metrics", security(("api_key" = ["read"])),
     params(OverviewQuery),
     responses((status = 200, body = Overview),
               (status = 400, body = ErrorBody, description = "A bad `from`/`to`: not a day, only one of them, `to` before `from` or in the future, longer than 1095 days, or beside `period`"),

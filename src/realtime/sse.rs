@@ -34,7 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The live event stream (`metrics_update`, `alert`, `system_status`, `user_activity`).
-#[utoipa::path(get, path = "/api/v1/stream", tag = "events", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/stream", tag = "events", security(("api_key" = ["read"])),
     responses(
         (status = 200, description = "text/event-stream: `event: <channel>`, `id:`, `data: {channel, type, at, data}`; `event: lagged` with `{missed}` when the client fell behind. The stream ends when its credential stops being valid: the key revoked, the session signed out, its user's password changed or the user deleted (at once, on every instance sharing Redis), or, for changes made outside a server, at the next re-check (every 30 s), as when the session expires", content_type = "text/event-stream"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]

@@ -67,7 +67,7 @@ struct RevenueQuery {
 /// previous range of the same length: churn and retention, NRR, quick ratio, ARPA, LTV,
 /// payment success, dispute and refund rates, subscription growth, net, recurring and
 /// non-recurring revenue. Amounts in the reporting currency.
-#[utoipa::path(get, path = "/api/v1/metrics/revenue", tag = "metrics", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/metrics/revenue", tag = "metrics", security(("api_key" = ["read"])),
     params(RevenueQuery),
     responses((status = 200, body = RevenueReport), (status = 403, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
@@ -109,7 +109,7 @@ struct MarginQuery {
 /// Net revenue (charges less refunds and lost disputes) minus provider cost, per customer, plan
 /// or provider, over whole UTC days, beside the previous period of the same length. Amounts in
 /// the reporting currency.
-#[utoipa::path(get, path = "/api/v1/metrics/margin", tag = "metrics", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/metrics/margin", tag = "metrics", security(("api_key" = ["read"])),
     params(MarginQuery),
     responses((status = 200, body = MarginReport), (status = 403, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
@@ -138,7 +138,7 @@ async fn get_margin(
 
 /// One customer as revenue sees them: MRR now, plan, every stored Stripe object (with the
 /// refunds and disputes of their charges) and their MRR movements: what is behind each figure.
-#[utoipa::path(get, path = "/api/v1/revenue/customers/{id}", tag = "revenue", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/revenue/customers/{id}", tag = "revenue", security(("api_key" = ["read"])),
     params(("id" = String, Path, description = "Stripe customer id (the events' subject)")),
     responses((status = 200, body = CustomerDetail), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
@@ -170,11 +170,17 @@ pub struct WebhookReply {
 /// Receives Stripe events. The `Stripe-Signature` header must carry a `v1` HMAC of the raw
 /// body under the endpoint's signing secret, made within the last 5 minutes; anything else is
 /// a 400, logged as `rejected` with the reason (at most a few a second) and nothing else is
-/// stored. Events are idempotent by id.
+/// stored. Events are idempotent by id. Without `stripe.webhook_secret` the receiver answers
+/// 404 `not_configured`.
 #[utoipa::path(post, path = "/webhooks/stripe", tag = "revenue",
-    request_body(content = String, content_type = "application/json"),
-    responses((status = 200, body = WebhookReply), (status = 400, body = ErrorBody),
-              (status = 503, body = ErrorBody)))]
+    request_body(content = String, content_type = "application/json",
+        description = "The Stripe event exactly as sent: the signature covers these bytes."),
+    responses((status = 200, body = WebhookReply),
+              (status = 400, body = ErrorBody, description = "The Stripe-Signature header is \
+                  missing, malformed, stale or does not match, or the body is not a Stripe event."),
+              (status = 404, body = ErrorBody, description = "Stripe webhooks are not configured \
+                  on this instance (code not_configured): set stripe.webhook_secret."),
+              (status = 413, body = ErrorBody, description = "The body exceeds server.max_body_bytes.")))]
 async fn stripe_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -182,8 +188,11 @@ async fn stripe_webhook(
 ) -> Result<Json<WebhookReply>> {
     let revenue = &state.revenue;
     if revenue.webhook_secret.is_empty() {
-        return Err(ApiError::Unavailable(
-            "Stripe webhooks are not configured: set stripe.webhook_secret".into(),
+        // Not a 503: nothing here will pass by itself; an operator has to set the secret.
+        return Err(ApiError::NotConfigured(
+            "Stripe webhooks are not configured on this instance: set stripe.webhook_secret \
+             to the endpoint's signing secret"
+                .into(),
         ));
     }
     let header = headers
@@ -232,7 +241,7 @@ async fn stripe_webhook(
 
 /// The Stripe connection's state: whether the figures are stale (with their age), the last
 /// error, and the last sync's progress per resource.
-#[utoipa::path(get, path = "/api/v1/stripe/sync", tag = "revenue", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/stripe/sync", tag = "revenue", security(("api_key" = ["read"])),
     responses((status = 200, body = SyncStatus), (status = 403, body = ErrorBody)))]
 async fn sync_status(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<SyncStatus>> {
     p.require(Scope::Read)?;
@@ -241,8 +250,11 @@ async fn sync_status(State(state): State<AppState>, Auth(p): Auth) -> Result<Jso
 
 /// Starts a sync in the background (a full backfill when none has run yet, else the events
 /// since the last one); progress shows on `GET /api/v1/stripe/sync`.
-#[utoipa::path(post, path = "/api/v1/stripe/sync", tag = "revenue", security(("api_key" = [])),
-    responses((status = 202), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/stripe/sync", tag = "revenue", security(("api_key" = ["admin"])),
+    responses((status = 202),
+        (status = 409, body = ErrorBody, description = "A sync is already running."),
+        (status = 503, body = ErrorBody, description = "Stripe is not connected (no stripe.secret_key), \
+            or the request took longer than server.request_timeout.")))]
 async fn start_sync(State(state): State<AppState>, Auth(p): Auth) -> Result<StatusCode> {
     p.require(Scope::Admin)?;
     state.revenue.sync_in_background(&state.store)?;

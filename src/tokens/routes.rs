@@ -89,7 +89,7 @@ pub struct CredentialList {
 }
 
 /// Every credential with its state and expiry.
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("api_key" = ["admin"])),
     responses((status = 200, body = CredentialList), (status = 403, body = ErrorBody)))]
 async fn list_credentials(
     State(state): State<AppState>,
@@ -114,7 +114,7 @@ pub struct CredentialDetail {
 }
 
 /// Registers a credential. Its secrets are stored encrypted and never shown again.
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("api_key" = [])),
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("api_key" = ["admin"])),
     request_body = CredentialSpec,
     responses((status = 201, body = CredentialView), (status = 403, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -161,7 +161,7 @@ async fn find(state: &AppState, name: &str) -> Result<(Plain, store::Secrets)> {
         .ok_or_else(|| crate::http::ApiError::NotFound(format!("no credential {name:?}")))
 }
 
-#[utoipa::path(get, path = "/api/v1/tokens/{name}", tag = "tokens", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/tokens/{name}", tag = "tokens", security(("api_key" = ["admin"])),
     params(("name" = String, Path, description = "Credential name")),
     responses((status = 200, body = CredentialDetail), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
@@ -180,7 +180,7 @@ async fn get_credential(
 }
 
 /// Deletes a credential and its refresh log. Config credentials are read-only (409).
-#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens", security(("api_key" = [])),
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens", security(("api_key" = ["admin"])),
     params(("name" = String, Path, description = "Credential name")),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody)))]
@@ -210,7 +210,7 @@ pub struct RefreshResults {
 
 /// Refreshes now, whatever the expiry: every credential ("refresh all") or `?name=`. Answers
 /// each credential's outcome; credentials needing re-authorization are skipped.
-#[utoipa::path(post, path = "/api/v1/tokens/refresh", tag = "tokens", security(("api_key" = [])),
+#[utoipa::path(post, path = "/api/v1/tokens/refresh", tag = "tokens", security(("api_key" = ["admin"])),
     params(RefreshQuery),
     responses((status = 200, body = RefreshResults), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]

@@ -31,7 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// All plans, with how many customers are on each.
-#[utoipa::path(get, path = "/api/v1/plans", tag = "usage", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/plans", tag = "usage", security(("api_key" = ["read"])),
     responses((status = 200, body = [Plan]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_plans(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<Vec<Plan>>> {
     p.require(Scope::Read)?;
@@ -39,7 +39,7 @@ async fn list_plans(State(state): State<AppState>, Auth(p): Auth) -> Result<Json
 }
 
 /// Creates a plan (plans declared in the config file are managed there).
-#[utoipa::path(post, path = "/api/v1/plans", tag = "usage", security(("api_key" = [])), request_body = PlanInput,
+#[utoipa::path(post, path = "/api/v1/plans", tag = "usage", security(("api_key" = ["admin"])), request_body = PlanInput,
     responses((status = 201, body = Plan), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_plan(
     State(state): State<AppState>,
@@ -53,7 +53,7 @@ async fn create_plan(
 }
 
 /// Edits a plan created here; the customers on it are re-evaluated against the new quotas.
-#[utoipa::path(put, path = "/api/v1/plans/{id}", tag = "usage", security(("api_key" = [])), request_body = PlanInput,
+#[utoipa::path(put, path = "/api/v1/plans/{id}", tag = "usage", security(("api_key" = ["admin"])), request_body = PlanInput,
     params(("id" = String, Path, description = "Plan id")),
     responses((status = 200, body = Plan), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
@@ -71,7 +71,7 @@ async fn update_plan(
 }
 
 /// Deletes a plan created here that no customer is on.
-#[utoipa::path(delete, path = "/api/v1/plans/{id}", tag = "usage", security(("api_key" = [])),
+#[utoipa::path(delete, path = "/api/v1/plans/{id}", tag = "usage", security(("api_key" = ["admin"])),
     params(("id" = String, Path, description = "Plan id")),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_plan(
@@ -93,7 +93,7 @@ struct PlanChoice {
 }
 
 /// Puts a customer on a plan (until Stripe sync maps customers from their subscriptions).
-#[utoipa::path(put, path = "/api/v1/customers/{id}/plan", tag = "usage", security(("api_key" = [])),
+#[utoipa::path(put, path = "/api/v1/customers/{id}/plan", tag = "usage", security(("api_key" = ["admin"])),
     request_body = PlanChoice, params(("id" = String, Path, description = "Customer id (the events' subject)")),
     responses((status = 200, body = Assignment), (status = 422, body = ErrorBody)))]
 async fn set_customer_plan(
@@ -110,7 +110,7 @@ async fn set_customer_plan(
 }
 
 /// Takes a customer off their plan.
-#[utoipa::path(delete, path = "/api/v1/customers/{id}/plan", tag = "usage", security(("api_key" = [])),
+#[utoipa::path(delete, path = "/api/v1/customers/{id}/plan", tag = "usage", security(("api_key" = ["admin"])),
     params(("id" = String, Path, description = "Customer id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn remove_customer_plan(
@@ -145,7 +145,7 @@ fn require_customer(p: &Principal, customer: &str) -> Result<()> {
 /// A customer's use of their plan this month and its state (`ok`, `warning` ≥ 80 %,
 /// `critical` ≥ 90 %, `over` ≥ 100 %, `suspended` at the plan's hard limit). Cheap enough to
 /// call before serving each request.
-#[utoipa::path(get, path = "/api/v1/customers/{id}/quota", tag = "usage", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/customers/{id}/quota", tag = "usage", security(("api_key" = ["read"]), ("api_key" = ["ingest"]), ("api_key" = ["tenant:<customer-id>"])),
     params(("id" = String, Path, description = "Customer id (the events' subject)")),
     responses((status = 200, body = Quota), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_quota(
@@ -177,7 +177,7 @@ struct ChangesQuery {
 }
 
 /// Recorded quota state changes, oldest first.
-#[utoipa::path(get, path = "/api/v1/quota/changes", tag = "usage", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/quota/changes", tag = "usage", security(("api_key" = ["read"])),
     params(ChangesQuery),
     responses((status = 200, body = [Change]), (status = 403, body = ErrorBody)))]
 async fn list_quota_changes(
@@ -232,7 +232,7 @@ pub(crate) fn parse_time(field: &str, text: &str) -> Result<i64> {
 /// Calls per interval, per endpoint category, status classes and latency percentiles, each
 /// headline total beside the previous period's, top customers by use and by percent of quota,
 /// customers at risk and the recent event log.
-#[utoipa::path(get, path = "/api/v1/usage", tag = "usage", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/usage", tag = "usage", security(("api_key" = ["read"])),
     params(UsageQuery),
     responses((status = 200, body = UsageReply), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn get_usage(
@@ -310,7 +310,7 @@ struct EventsPage {
 }
 
 /// The raw event log, newest first, with filters.
-#[utoipa::path(get, path = "/api/v1/events", tag = "usage", security(("api_key" = [])),
+#[utoipa::path(get, path = "/api/v1/events", tag = "usage", security(("api_key" = ["read"])),
     params(EventsQuery),
     responses((status = 200, body = EventsPage), (status = 403, body = ErrorBody)))]
 async fn list_events(

@@ -50,11 +50,15 @@ enum Shape {
 
 /// Ingests one CloudEvent or a batch. The reply is sent only after the accepted events are
 /// committed.
-#[utoipa::path(post, path = "/api/v1/events", tag = "usage", security(("api_key" = [])),
+#[utoipa::path(post, path = "/api/v1/events", tag = "usage", security(("api_key" = ["ingest"])),
     request_body(content = Value, description = "One CloudEvents 1.0 event (application/cloudevents+json), \
         a JSON array of them (application/cloudevents-batch+json), or either as application/json."),
-    responses((status = 200, body = IngestReply), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = IngestReply),
+        (status = 400, body = ErrorBody, description = "The body is not JSON, or not the shape its content type announces."),
+        (status = 413, body = ErrorBody, description = "The body exceeds ingest.max_body_bytes, or the batch ingest.max_events."),
+        (status = 415, body = ErrorBody, description = "A content type other than the three accepted."),
+        (status = 429, body = ErrorBody, description = "Over this credential's ingest.events_per_second; the Retry-After header says when to try again."),
+        (status = 503, body = ErrorBody, description = "The server is stopping and took no events, or the request took longer than server.request_timeout.")))]
 async fn ingest(
     State(state): State<AppState>,
     IngestAuth(p): IngestAuth,

@@ -56,7 +56,7 @@ pub struct EndpointList {
 /// shown masked to every caller, admins included: user info, token-like path segments and
 /// credential query values (`token`, `key`, `secret`, `signature`, …) read `********`.
 #[utoipa::path(get, path = "/api/v1/webhooks/endpoints", tag = "webhooks",
-    security(("api_key" = [])),
+    security(("api_key" = ["read"])),
     responses((status = 200, body = EndpointList), (status = 403, body = ErrorBody)))]
 async fn list_endpoints(
     State(state): State<AppState>,
@@ -97,7 +97,7 @@ pub struct CreatedEndpoint {
 /// `prefix.*` or `*`). A webhook's signing secret is generated unless given, and answered
 /// once; other kinds' secrets are never answered.
 #[utoipa::path(post, path = "/api/v1/webhooks/endpoints", tag = "webhooks",
-    security(("api_key" = [])), request_body = EndpointSpec,
+    security(("api_key" = ["admin"])), request_body = EndpointSpec,
     responses((status = 201, body = CreatedEndpoint), (status = 403, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_endpoint(
@@ -126,8 +126,9 @@ async fn create_endpoint(
 
 /// Deletes an endpoint with its deliveries and their attempts.
 #[utoipa::path(delete, path = "/api/v1/webhooks/endpoints/{id}", tag = "webhooks",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Endpoint id")),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Endpoint id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The endpoint is declared in the configuration file.")))]
 async fn delete_endpoint(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -141,7 +142,7 @@ async fn delete_endpoint(
 
 /// Turns a disabled endpoint on again (its failed deliveries can then be retried).
 #[utoipa::path(post, path = "/api/v1/webhooks/endpoints/{id}/enable", tag = "webhooks",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Endpoint id")),
+    security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Endpoint id")),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn enable_endpoint(
     State(state): State<AppState>,
@@ -162,7 +163,7 @@ pub struct TestQueued {
 /// "Send test": queues a `notifier.test` message to this endpoint alone; the attempt then
 /// shows in the deliveries view like any other.
 #[utoipa::path(post, path = "/api/v1/webhooks/endpoints/{id}/test", tag = "webhooks",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Endpoint id")),
+    security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Endpoint id")),
     responses((status = 202, body = TestQueued), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 async fn test_endpoint(
@@ -214,7 +215,7 @@ pub struct DeliveryList {
 
 /// Deliveries newest first, by state and endpoint.
 #[utoipa::path(get, path = "/api/v1/webhooks/deliveries", tag = "webhooks",
-    security(("api_key" = [])), params(DeliveriesQuery),
+    security(("api_key" = ["read"])), params(DeliveriesQuery),
     responses((status = 200, body = DeliveryList), (status = 403, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 async fn list_deliveries(
@@ -258,7 +259,7 @@ pub struct AttemptList {
 
 /// Every attempt of one delivery: status, latency, the start of the answer, the error.
 #[utoipa::path(get, path = "/api/v1/webhooks/deliveries/{id}/attempts", tag = "webhooks",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Delivery id")),
+    security(("api_key" = ["read"])), params(("id" = i64, Path, description = "Delivery id")),
     responses((status = 200, body = AttemptList), (status = 403, body = ErrorBody)))]
 async fn delivery_attempts(
     State(state): State<AppState>,
@@ -279,7 +280,7 @@ pub struct Retried {
 
 /// Retries one failed delivery now, with a fresh retry schedule.
 #[utoipa::path(post, path = "/api/v1/webhooks/deliveries/{id}/retry", tag = "webhooks",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Delivery id")),
+    security(("api_key" = ["admin"])), params(("id" = i64, Path, description = "Delivery id")),
     responses((status = 200, body = Retried), (status = 403, body = ErrorBody),
               (status = 409, body = ErrorBody)))]
 async fn retry_delivery(
@@ -306,7 +307,7 @@ struct RetryQuery {
 
 /// Retries every failed delivery to an enabled endpoint now, with a fresh retry schedule.
 #[utoipa::path(post, path = "/api/v1/webhooks/deliveries/retry-failed", tag = "webhooks",
-    security(("api_key" = [])), params(RetryQuery),
+    security(("api_key" = ["admin"])), params(RetryQuery),
     responses((status = 200, body = Retried), (status = 403, body = ErrorBody)))]
 async fn retry_failed(
     State(state): State<AppState>,
@@ -330,7 +331,7 @@ pub struct ReplayRequest {
 
 /// Sends the messages of a time range again to an endpoint (those of the types it takes).
 #[utoipa::path(post, path = "/api/v1/webhooks/replay", tag = "webhooks",
-    security(("api_key" = [])), request_body = ReplayRequest,
+    security(("api_key" = ["admin"])), request_body = ReplayRequest,
     responses((status = 200, body = Retried), (status = 403, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 async fn replay(

@@ -21,6 +21,7 @@ mod keys;
 mod lease;
 mod metering;
 mod notifiers;
+mod openapi;
 mod ops;
 mod realtime;
 mod revenue;
