@@ -289,15 +289,25 @@ mod tests {
         assert_eq!(w.len(), 1);
     }
 
-    #[test]
-    fn the_window_reloads_from_the_table() {
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+    /// An in-memory database with the two tables `load` reads, holding `events` rows.
+    fn tables(events: &str) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch(
             "CREATE TABLE event_dedup (received_at BIGINT NOT NULL, keys BLOB NOT NULL); \
              CREATE TABLE events (seq INTEGER PRIMARY KEY, source TEXT, event_id TEXT, \
              received_at BIGINT)",
         )
         .unwrap();
+        if !events.is_empty() {
+            conn.execute_batch(&format!("INSERT INTO events VALUES {events}"))
+                .unwrap();
+        }
+        conn
+    }
+
+    #[test]
+    fn the_window_reloads_from_the_table() {
+        let mut conn = tables("");
         let day = 86_400_000;
         for (at, k) in [(0, 1), (day, 2), (2 * day, 3), (2 * day + 5, 4)] {
             append(&conn, at, &[k]).unwrap();
@@ -314,15 +324,7 @@ mod tests {
 
     #[test]
     fn an_empty_table_is_seeded_from_the_events_in_the_window() {
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE event_dedup (received_at BIGINT NOT NULL, keys BLOB NOT NULL); \
-             CREATE TABLE events (seq INTEGER PRIMARY KEY, source TEXT, event_id TEXT, \
-             received_at BIGINT); \
-             INSERT INTO events VALUES (1, 'app', 'old', 0), (2, 'app', 'a', 500), \
-             (3, 'app', 'b', 900)",
-        )
-        .unwrap();
+        let mut conn = tables("(1, 'app', 'old', 0), (2, 'app', 'a', 500), (3, 'app', 'b', 900)");
         let mut w = Window::new(600, 1_000);
         load(&mut conn, &mut w, 1_000).unwrap();
         assert!(w.contains(key("app", "a")) && w.contains(key("app", "b")));
