@@ -336,10 +336,10 @@ impl<'a> EventColumns<'a> {
 }
 
 /// The SQLite form of [`commit`], on the store's direct connection. An event whose key the
-/// dedup window holds (or an earlier event of the same commit had) is a duplicate; that is
-/// decided in memory first, so the rollups of the new events are folded on a second thread
-/// while this one inserts them, one cached single-row statement per event, and the commit's
-/// keys are appended to `event_dedup` as one row. Keys added by a transaction that fails are
+/// dedup window holds (or an earlier event of the same commit had) is a duplicate, decided in
+/// memory before any SQL; the others are inserted with one cached single-row statement each,
+/// the commit's keys are appended to `event_dedup` as one row, and the new events' rollups are
+/// upserted in the same transaction. Keys added by a transaction that fails are
 /// taken back.
 async fn commit_direct(
     direct: &DirectSqlite,
@@ -368,25 +368,19 @@ async fn commit_direct(
                     duplicates: job.len() - accepted,
                 });
             }
-            let result = std::thread::scope(|scope| {
-                let fold = scope.spawn(|| {
-                    let mut rollups = Rollups::default();
-                    for e in &fresh {
-                        rollups.add(e);
-                    }
-                    rollups
-                });
+            let result = (|| {
                 let tx =
                     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 insert_events_direct(&tx, &fresh, received)?;
                 dedup::append(&tx, received, &added)?;
-                let rollups = fold
-                    .join()
-                    .map_err(|_| StoreError::Thread("folding rollups panicked".into()))?;
+                let mut rollups = Rollups::default();
+                for e in &fresh {
+                    rollups.add(e);
+                }
                 rollups.write_direct(&tx)?;
                 tx.commit()?;
-                Ok(())
-            });
+                Ok::<(), StoreError>(())
+            })();
             if let Err(e) = result {
                 window.remove(&added);
                 return Err(e);

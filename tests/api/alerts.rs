@@ -1341,7 +1341,7 @@ async fn bulk_ack_and_filters_postgres() {
 /// an admin), and admin keys; a read key reads only (403, nothing acknowledged). The OpenAPI
 /// document says so on both routes.
 async fn who_may_acknowledge(app: &TestApp) {
-    use crate::helpers::{api, browser, page_csrf, sign_in};
+    use crate::helpers::{browser, openapi_document, page_csrf, sign_in};
     let store = &app.state.store;
     let (prometheus, notifiers) = opsdeck::alerts::names(&app.state).await.unwrap();
     let quota: Vec<_> = opsdeck::alerts::rules::load(store, &prometheus, &notifiers)
@@ -1445,14 +1445,7 @@ async fn who_may_acknowledge(app: &TestApp) {
     );
 
     // The OpenAPI document states the rule and the 403 on both routes.
-    let doc: Value = api()
-        .get(app.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = openapi_document(app).await;
     for path in ["/api/v1/alerts/{id}/ack", "/api/v1/alerts/ack"] {
         let op = &doc["paths"][path]["post"];
         let text = format!("{} {}", op["summary"], op["description"])

@@ -265,6 +265,18 @@ pub fn browser_from(ip: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// The served OpenAPI document.
+pub async fn openapi_document(app: &TestApp) -> serde_json::Value {
+    api()
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub fn api() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

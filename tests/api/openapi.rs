@@ -127,14 +127,7 @@ async fn every_answer_is_declared_in_the_openapi_document() {
     .await
     .unwrap();
     let c = api();
-    let doc: Value = c
-        .get(app.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = openapi_document(&app).await;
     let full = app.key("full", &["admin", "ingest"]).await;
     let tenant = app.key("confined", &["tenant:nobody"]).await;
     let browser = browser();
