@@ -196,6 +196,14 @@ impl App {
         listener: TcpListener,
         cancel: CancellationToken,
     ) -> std::io::Result<()> {
+        // Before anything reads: the rollups of events acknowledged just before a crash.
+        match writer::recover_rollups(&self.state.store).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "wrote the usage rollups held at the last stop"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not write the usage rollups held at the last stop; they stay journaled for the next start")
+            }
+        }
         let jobs = crate::jobs::spawn_all(self.state.clone(), cancel.clone());
         // The writer outlives the HTTP server: requests still in flight during a graceful
         // shutdown get their events committed before it stops.

@@ -393,6 +393,7 @@ pub async fn read(
             } else {
                 0
             };
+            store.settle().await;
             let rows: Vec<(String, i64, i64, i64)> = store
                 .fetch_all(
                     "SELECT provider, \

@@ -110,6 +110,7 @@ pub struct Costs {
 
 /// Total cost (nano-USD) in [from, to), from the day rollups.
 pub async fn total(store: &Store, from: i64, to: i64) -> Result<i64> {
+    store.settle().await;
     let (nano,): (i64,) = store
         .fetch_one(
             "SELECT CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) FROM usage_rollups \
@@ -154,6 +155,7 @@ pub async fn customers_this_month(
 
 /// Cost figures for the days holding [from, to) against the period of the same length before.
 pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
+    store.settle().await;
     let day = 86_400_000;
     let from = from - from.rem_euclid(day);
     let previous_from = from - (to - from);

@@ -204,6 +204,7 @@ pub async fn overview(
     let from = to - period_secs * 1000;
     let from = from - from.rem_euclid(DAY);
     let previous_from = from - (to - from);
+    state.store.settle().await;
     let (calls, calls_before, cost, cost_before): (i64, i64, i64, i64) = state
         .store
         .fetch_one(

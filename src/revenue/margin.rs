@@ -155,6 +155,7 @@ async fn cost_by_customer_provider(
     from: i64,
     to: i64,
 ) -> Result<HashMap<(String, String), i64>> {
+    store.settle().await;
     let rows: Vec<(String, String, i64, i64)> = store
         .fetch_all(
             "SELECT subject, provider, bucket, CAST(SUM(cost_nano) AS BIGINT) FROM usage_rollups \

@@ -157,6 +157,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0025_lean_events.sql"),
         include_str!("../../migrations/postgres/0025_lean_events.sql"),
     ),
+    (
+        26,
+        "rollup journal",
+        include_str!("../../migrations/sqlite/0026_rollup_journal.sql"),
+        include_str!("../../migrations/postgres/0026_rollup_journal.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -12,6 +12,7 @@
 
 mod backup;
 mod direct;
+pub mod fence;
 pub mod files;
 pub mod lease;
 mod migrate;
@@ -28,7 +29,7 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, Postgres, Sqlite};
 
 pub use backup::backup_sqlite;
-pub use direct::DirectSqlite;
+pub use direct::{DirectSqlite, checkpoint as direct_checkpoint};
 pub use migrate::{MIGRATION_COUNT, SchemaColumn};
 
 /// Errors from the storage layer; "not found" and unique violations are typed once here so that
@@ -309,6 +310,8 @@ enum TxInner<'a> {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// Shared by every clone, so the writer and the readers meet on it.
+    fence: std::sync::Arc<fence::Fence>,
 }
 
 #[derive(Clone, Debug)]
@@ -369,7 +372,10 @@ impl Store {
                 reason: "expected a sqlite:// or postgres:// URL".into(),
             });
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            fence: Default::default(),
+        })
     }
 
     async fn sqlite_pool(path: &Path, opts: &ConnectOptions) -> Result<SqlitePool> {
@@ -396,6 +402,17 @@ impl Store {
             .max_connections(opts.max_connections)
             .connect_with(co)
             .await?)
+    }
+
+    /// Waits until every ingested event acknowledged so far is in the rollups (see [`fence`]).
+    /// Call before reading `usage_rollups`.
+    pub async fn settle(&self) {
+        self.fence.settle().await;
+    }
+
+    /// The writer's side of [`Store::settle`].
+    pub fn fence(&self) -> &fence::Fence {
+        &self.fence
     }
 
     /// A direct connection to the same SQLite file for the ingest writer (see

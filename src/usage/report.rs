@@ -228,6 +228,7 @@ impl RawRow {
 /// Sums grouped by `dimension` (a column expression cast to text) over the query's range: one
 /// customer's rows, or the all-customer totals.
 async fn grouped(store: &Store, q: &Query, dimension: &str) -> Result<Vec<RawRow>> {
+    store.settle().await;
     let (granularity, filter) = match q.customer {
         Some(_) => (q.interval, "subject = $4"),
         None => (

@@ -284,9 +284,9 @@ impl<'a> Rollups<'a> {
         all
     }
 
-    /// [`Rollups::write`] on a direct SQLite connection (see `store::DirectSqlite`), one cached
-    /// single-row upsert per rollup row.
-    pub fn write_direct(self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    /// Upserts the month totals on a direct SQLite connection. The minute increments are left
+    /// to [`Deferred`]: on SQLite they are journaled with [`Rollups::journal`] instead.
+    pub fn write_months_direct(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         let mut month = tx.prepare_cached(UPSERT_MONTH_SQLITE)?;
         for ((start, subject), m) in &self.months {
             month.execute(rusqlite::params![
@@ -298,42 +298,231 @@ impl<'a> Rollups<'a> {
                 m.cost_nano
             ])?;
         }
-        let mut rollup = tx.prepare_cached(UPSERT_ROLLUP_SQLITE)?;
-        for (k, t) in Self::all_granularities(self.minutes) {
-            let [l0, l1, l2, l3, l4, l5, l6, l7] = t.latency;
-            let [s2, s3, s4, s5] = t.status;
-            rollup.execute(rusqlite::params![
-                k.granularity,
-                k.bucket,
-                k.subject,
-                k.source,
-                k.kind,
-                k.category,
-                k.provider,
-                k.sku,
-                k.unit,
-                t.events,
-                t.quantity,
-                t.cost_nano,
-                t.unpriced,
-                s2,
-                s3,
-                s4,
-                s5,
-                t.duration_ms,
-                l0,
-                l1,
-                l2,
-                l3,
-                l4,
-                l5,
-                l6,
-                l7
-            ])?;
-        }
         Ok(())
     }
 
+    /// The minute increments as one journal record (see [`Deferred`]).
+    pub fn journal(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.minutes.len() * 200);
+        for (k, t) in &self.minutes {
+            encode_entry(&mut out, k, t);
+        }
+        out
+    }
+}
+
+/// Upserts rows on a direct SQLite connection, one cached single-row statement each, in primary
+/// key order so that consecutive upserts land on neighbouring pages.
+fn upsert_direct<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    rows: HashMap<Key<'a>, Totals>,
+) -> Result<(), StoreError> {
+    let mut rows: Vec<(Key<'a>, Totals)> = rows.into_iter().collect();
+    rows.sort_unstable_by(|(a, _), (b, _)| {
+        (a.granularity, a.subject, a.bucket, a).cmp(&(b.granularity, b.subject, b.bucket, b))
+    });
+    let mut rollup = tx.prepare_cached(UPSERT_ROLLUP_SQLITE)?;
+    for (k, t) in rows {
+        let [l0, l1, l2, l3, l4, l5, l6, l7] = t.latency;
+        let [s2, s3, s4, s5] = t.status;
+        rollup.execute(rusqlite::params![
+            k.granularity,
+            k.bucket,
+            k.subject,
+            k.source,
+            k.kind,
+            k.category,
+            k.provider,
+            k.sku,
+            k.unit,
+            t.events,
+            t.quantity,
+            t.cost_nano,
+            t.unpriced,
+            s2,
+            s3,
+            s4,
+            s5,
+            t.duration_ms,
+            l0,
+            l1,
+            l2,
+            l3,
+            l4,
+            l5,
+            l6,
+            l7
+        ])?;
+    }
+    Ok(())
+}
+
+/// Bytes of one journal entry's figures: [`Totals`]' seventeen numbers.
+const TOTALS_BYTES: usize = 17 * 8;
+
+/// Appends `k` (a minute key) and `t` to a journal record: the key's length (u16), the key
+/// (bucket, then each text as u16 length and bytes), then the figures, all little-endian.
+fn encode_entry(out: &mut Vec<u8>, k: &Key<'_>, t: &Totals) {
+    let texts = [
+        k.subject, k.source, k.kind, k.category, k.provider, k.sku, k.unit,
+    ];
+    let key_len = 8 + texts.iter().map(|s| 2 + s.len()).sum::<usize>();
+    // Every text is at most a few hundred bytes (event attributes are capped at 512), so the
+    // key always fits its u16 length.
+    out.extend_from_slice(&(key_len as u16).to_le_bytes());
+    out.extend_from_slice(&k.bucket.to_le_bytes());
+    for s in texts {
+        out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    let ints = [t.events, t.cost_nano, t.unpriced];
+    for n in ints.into_iter().chain(t.status).chain(t.latency) {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    out.extend_from_slice(&t.quantity.to_le_bytes());
+    out.extend_from_slice(&t.duration_ms.to_le_bytes());
+}
+
+/// A journal record that does not parse: the store was written by something else.
+#[derive(Debug, thiserror::Error)]
+#[error("rollup journal entry {0} is malformed")]
+pub struct BadJournal(usize);
+
+fn decode_key(bytes: &[u8]) -> Option<Key<'_>> {
+    let bucket = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let mut rest = &bytes[8..];
+    let mut texts = [""; 7];
+    for t in &mut texts {
+        let len = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
+        *t = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
+        rest = &rest[2 + len..];
+    }
+    if !rest.is_empty() {
+        return None;
+    }
+    let [subject, source, kind, category, provider, sku, unit] = texts;
+    Some(Key {
+        granularity: GRANULARITIES[0].0,
+        bucket,
+        subject,
+        source,
+        kind,
+        category,
+        provider,
+        sku,
+        unit,
+    })
+}
+
+fn decode_totals(bytes: &[u8]) -> Totals {
+    let n = |i: usize| {
+        let mut b = [0; 8];
+        b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+        b
+    };
+    let int = |i| i64::from_le_bytes(n(i));
+    Totals {
+        events: int(0),
+        cost_nano: int(1),
+        unpriced: int(2),
+        status: [int(3), int(4), int(5), int(6)],
+        latency: std::array::from_fn(|j| int(7 + j)),
+        quantity: f64::from_le_bytes(n(15)),
+        duration_ms: f64::from_le_bytes(n(16)),
+    }
+}
+
+/// Minute increments that are committed, as journal records in `rollup_journal`, but not yet
+/// upserted into `usage_rollups` (SQLite). Upserting a commit's rollups cost more than inserting
+/// its events: with many customers nearly every event is its own minute, hour and day row, three
+/// upserts each. Held here across commits and written in bulk, a busy customer's minute is
+/// upserted once per flush instead of once per commit, and the hour and day rows once for all
+/// of its minutes. A crash loses nothing: the journal is replayed on start.
+#[derive(Debug, Default)]
+pub struct Deferred {
+    /// Keys in their journal encoding, so they are owned without one allocation per text.
+    minutes: HashMap<Box<[u8]>, Totals>,
+    /// Events folded in so far.
+    events: u64,
+    /// The first and last `rollup_journal` ids whose records are folded in (see
+    /// [`Deferred::note_journal`]).
+    journal: Option<(i64, i64)>,
+}
+
+impl Deferred {
+    /// Adds one journal record, written for `events` events. A record that does not parse
+    /// adds nothing.
+    pub fn absorb(&mut self, record: &[u8], events: u64) -> Result<(), BadJournal> {
+        let mut entries = Vec::new();
+        let mut rest = record;
+        while !rest.is_empty() {
+            let bad = || BadJournal(entries.len());
+            let len = rest.get(..2).ok_or_else(bad)?;
+            let key_len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+            let key = rest.get(2..2 + key_len).ok_or_else(bad)?;
+            decode_key(key).ok_or_else(bad)?;
+            let totals = rest
+                .get(2 + key_len..2 + key_len + TOTALS_BYTES)
+                .ok_or_else(bad)?;
+            entries.push((key, decode_totals(totals)));
+            rest = &rest[2 + key_len + TOTALS_BYTES..];
+        }
+        for (key, totals) in entries {
+            match self.minutes.get_mut(key) {
+                Some(t) => t.merge(&totals),
+                None => {
+                    self.minutes.insert(key.into(), totals);
+                }
+            }
+        }
+        self.events += events;
+        Ok(())
+    }
+
+    /// Records that the journal row `id` is folded in, so the flush deletes exactly the rows
+    /// it wrote (and never rows a failed recovery left for the next start).
+    pub fn note_journal(&mut self, id: i64) {
+        self.journal = Some(match self.journal {
+            Some((first, last)) => (first.min(id), last.max(id)),
+            None => (id, id),
+        });
+    }
+
+    /// The journal rows folded in, first and last id.
+    pub fn journal_rows(&self) -> Option<(i64, i64)> {
+        self.journal
+    }
+
+    /// Events whose increments are held.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Minute rows held.
+    pub fn rows(&self) -> usize {
+        self.minutes.len()
+    }
+
+    /// Upserts everything held (minute, hour and day rows and their all-customer totals) inside
+    /// the caller's transaction; [`Deferred::clear`] once it has committed.
+    pub fn write_direct(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        let minutes: HashMap<Key<'_>, Totals> = self
+            .minutes
+            .iter()
+            // Every key was decoded once when absorbed.
+            .filter_map(|(k, t)| Some((decode_key(k)?, t.clone())))
+            .collect();
+        upsert_direct(tx, Rollups::all_granularities(minutes))
+    }
+
+    pub fn clear(&mut self) {
+        self.minutes.clear();
+        self.events = 0;
+        self.journal = None;
+    }
+}
+
+impl Rollups<'_> {
     /// Adds the increments to the stored rollups inside a PostgreSQL transaction: one statement
     /// per table, every row's values travelling as one array per column and unpacked by
     /// `UNNEST`, so the statement text never changes and is planned once per connection.
@@ -479,5 +668,94 @@ mod tests {
         assert_eq!(bucket_start(t, 3_600_000), 1_795_431_600_000);
         assert_eq!(bucket_start(t, 86_400_000), 1_795_392_000_000);
         assert_eq!(bucket_start(-1, 60_000), -60_000);
+    }
+
+    fn event(n: i64, subject: &str, kind: &str) -> NewEvent {
+        NewEvent {
+            source: "app".into(),
+            id: format!("e{n}"),
+            kind: kind.into(),
+            subject: Some(subject.into()),
+            time_ms: 1_795_433_875_123 + n * 7_000,
+            data: "{}".into(),
+            facts: super::super::event::Facts {
+                provider: (kind == "provider.usage").then(|| "openai".into()),
+                sku: (kind == "provider.usage").then(|| "gpt-4o/input".into()),
+                unit: if kind == "provider.usage" {
+                    "token"
+                } else {
+                    ""
+                },
+                quantity: if kind == "provider.usage" {
+                    1.5 * n as f64
+                } else {
+                    0.0
+                },
+                cost_nano: (kind == "provider.usage" && n % 3 != 0).then_some(n * 1_000),
+                status: (kind == "api.request").then_some(if n % 5 == 0 { 503 } else { 200 }),
+                duration_ms: 12.5 * n as f64,
+                endpoint: None,
+                category: None,
+            },
+        }
+    }
+
+    fn events() -> Vec<NewEvent> {
+        (0..40)
+            .map(|n| {
+                let kind = ["api.request", "provider.usage", "page.view"][n as usize % 3];
+                event(n, ["cus_ä", "cus_2", "cus_3"][(n as usize / 3) % 3], kind)
+            })
+            .collect()
+    }
+
+    /// The held increments of several journal records, decoded, are the fold of all their events.
+    #[test]
+    fn journal_records_fold_to_the_same_totals() {
+        let evs = events();
+        let mut whole = Rollups::default();
+        for e in &evs {
+            whole.add(e);
+        }
+        let mut deferred = Deferred::default();
+        for part in evs.chunks(13) {
+            let mut r = Rollups::default();
+            for e in part {
+                r.add(e);
+            }
+            deferred.absorb(&r.journal(), part.len() as u64).unwrap();
+        }
+        assert_eq!(deferred.events(), evs.len() as u64);
+        assert_eq!(deferred.rows(), whole.minutes.len());
+        for (k, t) in &deferred.minutes {
+            let key = decode_key(k).unwrap();
+            let want = &whole.minutes[&key];
+            assert_eq!(t.events, want.events, "{key:?}");
+            assert_eq!(t.cost_nano, want.cost_nano);
+            assert_eq!(t.unpriced, want.unpriced);
+            assert_eq!(t.status, want.status);
+            assert_eq!(t.latency, want.latency);
+            assert_eq!(t.quantity, want.quantity);
+            assert_eq!(t.duration_ms, want.duration_ms);
+        }
+    }
+
+    #[test]
+    fn a_truncated_journal_record_is_refused_and_changes_nothing_after_it() {
+        let evs = events();
+        let mut r = Rollups::default();
+        for e in &evs {
+            r.add(e);
+        }
+        let record = r.journal();
+        for cut in [1, 9, record.len() / 2, record.len() - 1] {
+            let mut d = Deferred::default();
+            assert!(d.absorb(&record[..cut], 1).is_err(), "cut at {cut}");
+            assert_eq!(
+                (d.events(), d.rows()),
+                (0, 0),
+                "a refused record adds nothing"
+            );
+        }
     }
 }
