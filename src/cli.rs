@@ -457,6 +457,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn demo(listen: String) -> anyhow::Result<()> {
+    // The history's load is timed from here: what a person waits for is the whole start.
+    let since_start = std::time::Instant::now();
     let dir = tempfile::Builder::new()
         .prefix("opsdeck-demo-")
         .tempdir()
@@ -531,6 +533,7 @@ async fn demo(listen: String) -> anyhow::Result<()> {
         app.state.clone(),
         progress,
         url.clone(),
+        since_start,
         cancel.clone(),
     ));
     app.serve(listener, cancel).await?;
@@ -540,20 +543,21 @@ async fn demo(listen: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the demo's terminal shows while the history loads: a bar for the usage backfill and
-/// the Stripe sync's count (a line every ten seconds when stdout is not a terminal), then,
-/// once both are in, where to look first.
+/// What the demo's terminal shows while the history loads: a bar of the usage events the
+/// ingest API has acknowledged out of the year's total, with the rate, the time left and how
+/// many days back the history is complete, and the Stripe sync's count (a line every ten
+/// seconds when stdout is not a terminal); then, once both are in, where to look first.
 async fn demo_progress(
     state: crate::app::AppState,
     progress: std::sync::Arc<crate::simulators::DemoProgress>,
     url: String,
+    since_start: std::time::Instant,
     cancel: CancellationToken,
 ) {
     use crate::web::format::count;
-    let started = std::time::Instant::now();
     let terminal = std::io::stdout().is_terminal();
     let bar = indicatif::ProgressBar::new(1).with_style(
-        indicatif::ProgressStyle::with_template("  loading history {bar:30} {percent:>3} %  {msg}")
+        indicatif::ProgressStyle::with_template("  history {bar:24} {percent:>3} %  {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("█▉▊▋▌▍▎▏ "),
     );
@@ -589,9 +593,9 @@ async fn demo_progress(
         } else {
             format!("Stripe syncing ({} objects)", count(objects))
         };
-        let message = format!("{} events · {stripe_text}", count(usage.events));
+        let message = format!("{} · {stripe_text}", usage.summary());
         bar.set_length(usage.total.max(1));
-        bar.set_position(usage.queued.min(usage.total));
+        bar.set_position(usage.loaded.min(usage.total));
         bar.set_message(message.clone());
         if !terminal && last_line.elapsed() >= std::time::Duration::from_secs(10) {
             println!("  loading history: {message}");
@@ -602,10 +606,18 @@ async fn demo_progress(
             break;
         }
     }
+    let usage = progress.read();
     println!(
-        "  history loaded in {} s: {} events, Stripe synced. New traffic keeps arriving.",
-        started.elapsed().as_secs(),
-        count(progress.read().events)
+        "  history loaded {} s after start: {} events{}, Stripe synced ({} objects). New traffic \
+         keeps arriving.",
+        since_start.elapsed().as_secs(),
+        count(usage.loaded),
+        if usage.failed > 0 {
+            format!(" ({} failed)", count(usage.failed))
+        } else {
+            String::new()
+        },
+        count(objects),
     );
     println!();
     println!("Where to look:");

@@ -477,7 +477,7 @@ async fn demo_prints_a_working_login() {
     assert_eq!(overview.status(), reqwest::StatusCode::OK);
 
     // The demo's Stripe account syncs through the real connector: the Revenue page fills in.
-    // Its backfill shares the store with the usage simulator's, which writes ~250k events at
+    // Its backfill shares the store with the usage simulator's, which writes ~200k events at
     // the same time; under a loaded test run that took over two minutes.
     let mut revenue = String::new();
     for _ in 0..480 {
@@ -564,7 +564,7 @@ async fn demo_prints_a_working_login() {
     }
     let loaded = later
         .iter()
-        .find(|l| l.trim_start().starts_with("history loaded in"))
+        .find(|l| l.trim_start().starts_with("history loaded "))
         .unwrap_or_else(|| panic!("{later:?}"));
     assert!(loaded.contains(" events, Stripe synced"), "{loaded}");
     assert!(

@@ -81,9 +81,13 @@ async fn kill9_loses_nothing_acknowledged(backend: Backend) {
     let mut acked_bodies: Vec<String> = Vec::new();
     for round in 0..ROUNDS {
         let (mut child, base) = start(dir.path(), db_url.as_deref());
+        // Signalled at each acknowledgement; the kill waits for the first one, so that every
+        // round kills a server with acknowledged batches behind it and more in flight, however
+        // slowly a loaded machine starts the process.
+        let acked_once = std::sync::Arc::new(tokio::sync::Notify::new());
         let mut clients = Vec::new();
         for c in 0..CLIENTS {
-            let (base, key) = (base.clone(), key.clone());
+            let (base, key, acked_once) = (base.clone(), key.clone(), acked_once.clone());
             clients.push(tokio::spawn(async move {
                 let http = reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
@@ -105,6 +109,7 @@ async fn kill9_loses_nothing_acknowledged(backend: Backend) {
                             // A body cut off by the kill is not an acknowledgement.
                             if reply["accepted"].as_u64() == Some(BATCH as u64) {
                                 ok.push((ids, body));
+                                acked_once.notify_one();
                             } else {
                                 break;
                             }
@@ -115,7 +120,11 @@ async fn kill9_loses_nothing_acknowledged(backend: Backend) {
                 ok
             }));
         }
-        let pause = rand::rng().random_range(150..600);
+        tokio::time::timeout(Duration::from_secs(60), acked_once.notified())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no batch acknowledged within 60 s"));
+        // Then a random moment in the stream of batches: mid-commit, mid-reply or between.
+        let pause = rand::rng().random_range(0..450);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();

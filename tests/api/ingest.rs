@@ -919,40 +919,52 @@ async fn ingest_is_limited_in_events_not_requests(app: &TestApp) {
             "request {i} is under the event rate"
         );
     }
-    let batch: Vec<Value> = (10..15).map(|i| api_call(i, "cus_a")).collect();
-    let res = post(
-        app,
-        &key,
-        "application/cloudevents-batch+json",
-        Value::from(batch.clone()).to_string(),
-    )
-    .await;
-    let wait: u64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(wait >= 1);
-    let body = error_body(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("ingest.events_per_second"),
-        "{body}"
+    // Two batches of five at once need ten events of a bucket that holds five: one at least is
+    // refused, however long the requests above took (the bucket refills at five a second, so
+    // a lone batch sent after a slow commit could find it full again).
+    let batch = |from: usize| {
+        let events: Vec<Value> = (from..from + 5).map(|i| api_call(i, "cus_a")).collect();
+        Value::from(events).to_string()
+    };
+    let kind = "application/cloudevents-batch+json";
+    let (a, b) = tokio::join!(
+        post(app, &key, kind, batch(10)),
+        post(app, &key, kind, batch(20))
     );
-    assert_eq!(stored(app).await, 4, "the refused batch stored nothing");
+    let mut accepted = 0;
+    let mut refused = 0;
+    for res in [a, b] {
+        if res.status() == StatusCode::OK {
+            accepted += 1;
+            continue;
+        }
+        refused += 1;
+        let wait: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(wait >= 1);
+        let body = error_body(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("ingest.events_per_second"),
+            "{body}"
+        );
+    }
+    assert!(refused >= 1, "ten events at once are over a bucket of five");
+    assert_eq!(
+        stored(app).await,
+        4 + 5 * accepted,
+        "a refused batch stored nothing"
+    );
     // Each credential has its own bucket.
     let other = app.key("other app", &["ingest"]).await;
-    let res = post(
-        app,
-        &other,
-        "application/cloudevents-batch+json",
-        Value::from(batch).to_string(),
-    )
-    .await;
+    let res = post(app, &other, kind, batch(30)).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(stored(app).await, 9);
+    assert_eq!(stored(app).await, 9 + 5 * accepted);
 }
 dual_test!(
     ingest_is_limited_in_events_not_requests,
