@@ -389,6 +389,83 @@ pub fn seed(now: i64) -> Vec<(&'static str, Value)> {
     out
 }
 
+/// A bigger account of the same shapes, for the read benchmark: `customers` customers
+/// `cus_000000`, `cus_000001`, … (the ids the benchmark's usage events carry as their
+/// subject), each on one monthly Starter, Growth or Scale subscription whose start is spread
+/// so that about `invoices` subscription invoices, with their payment intents and charges,
+/// have been billed by `now` (Unix seconds). One in ten subscriptions was canceled after its
+/// last paid period, one in fifty is past due (its last invoice unpaid), one in twenty-five paid
+/// after a failed first attempt; refunds and disputes now and then, as in the demo's account.
+/// A pure function of its arguments.
+pub fn scaled_account(customers: usize, invoices: usize, now: i64) -> Vec<(&'static str, Value)> {
+    let mut out = catalogue(now);
+    let prices: BTreeMap<String, Value> = out
+        .iter()
+        .filter(|(list, _)| *list == "prices")
+        .filter_map(|(_, p)| Some((p.get("id")?.as_str()?.to_string(), p.clone())))
+        .collect();
+    let customers = customers.max(1);
+    for i in 0..customers {
+        let mut rng = StdRng::seed_from_u64(mix(0x0bec_4ead, i as u64));
+        let id = format!("cus_{i:06}");
+        // Invoices this customer has had: the total shared out, the remainder to the first.
+        let billed = invoices / customers + usize::from(i < invoices % customers);
+        let tier = TIERS[rng.random_range(0..TIERS.len())];
+        let price_id = price_id(tier, false);
+        let canceled = i % 10 == 9;
+        let past_due = !canceled && i % 50 == 7;
+        // The first period starts so that the last billed one (number `billed`) began in the
+        // last 28 days; a canceled subscription ended its last period a few days ago.
+        let months = billed.max(1) as u32;
+        let mut start = now - i64::from(months) * 31 * DAY + rng.random_range(DAY..28 * DAY);
+        while add_months(start * 1000, months - 1) / 1000 >= now - 60 {
+            start -= DAY;
+        }
+        let created = start - rng.random_range(3_600..DAY);
+        out.push((
+            "customers",
+            json!({"id": id, "object": "customer", "created": created, "livemode": false,
+                   "email": format!("billing+{id}@example.com"), "name": format!("Customer {i}"),
+                   "currency": "usd", "delinquent": past_due}),
+        ));
+        let sub_id = format!("sub_{i:06}");
+        let mut last = (start, start);
+        for n in 0..billed as u32 {
+            let at = add_months(start * 1000, n) / 1000;
+            let next = add_months(start * 1000, n + 1) / 1000;
+            pay(
+                &mut rng,
+                &Payment {
+                    customer: &id,
+                    subscription: Some((&sub_id, at, next)),
+                    price: &price_id,
+                    cents: tier_cents(tier),
+                    at,
+                    retried: i % 25 == 3,
+                    unpaid: past_due && n + 1 == billed as u32,
+                },
+                &format!("{i:06}_{n}"),
+                now,
+                &mut out,
+            );
+            last = (at, next);
+        }
+        let status = match (canceled, past_due) {
+            (true, _) => "canceled",
+            (false, true) => "past_due",
+            _ => "active",
+        };
+        let mut sub = subscription(&sub_id, &id, &prices[&price_id], status, created, last);
+        if canceled {
+            let ended = last.1.min(now - 60);
+            sub["canceled_at"] = json!(ended);
+            sub["ended_at"] = json!(ended);
+        }
+        out.push(("subscriptions", sub));
+    }
+    out
+}
+
 /// Weekly automatic payouts of the available balance, as Stripe makes them, so that the
 /// account's balance is what a real account with this history would hold: the funds of the
 /// last week or so, not every charge ever made.
@@ -640,5 +717,34 @@ mod tests {
         }
         // A pure function of (seed, now).
         assert_eq!(seed(now).len(), objects.len());
+    }
+
+    #[test]
+    fn the_scaled_account_bills_what_it_was_asked_for() {
+        let now = 1_790_000_000;
+        let objects = scaled_account(200, 450, now);
+        let count = |list: &str| objects.iter().filter(|(l, _)| *l == list).count();
+        assert_eq!(count("customers"), 200);
+        assert_eq!(count("subscriptions"), 200);
+        assert_eq!(count("invoices"), 450);
+        assert_eq!(count("payment_intents"), 450);
+        assert!(count("charges") >= 450);
+        let mut seen = std::collections::HashSet::new();
+        for (list, o) in &objects {
+            assert!(o["created"].as_i64().is_some_and(|c| c <= now), "{o}");
+            assert!(
+                seen.insert((*list, o["id"].to_string())),
+                "{list} {}",
+                o["id"]
+            );
+        }
+        // Every subscription's last billed period began within the last month.
+        for (_, s) in objects.iter().filter(|(l, _)| *l == "subscriptions") {
+            let start = s["items"]["data"][0]["current_period_start"]
+                .as_i64()
+                .unwrap_or(0);
+            assert!(start > now - 32 * DAY && start < now, "{s}");
+        }
+        assert_eq!(scaled_account(200, 450, now).len(), objects.len());
     }
 }

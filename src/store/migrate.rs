@@ -163,6 +163,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0026_rollup_journal.sql"),
         include_str!("../../migrations/postgres/0026_rollup_journal.sql"),
     ),
+    (
+        27,
+        "margin costs by day",
+        include_str!("../../migrations/sqlite/0027_margin_costs_by_day.sql"),
+        include_str!("../../migrations/postgres/0027_margin_costs_by_day.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.
