@@ -418,6 +418,7 @@ opsdeck::from_row!(RollupRow {
     bucket,
     subject,
     source,
+    r#type: "type",
     provider,
     sku,
     events,
