@@ -87,6 +87,13 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Ask the server on this machine whether it is ready (GET /readyz on its listen address);
+    /// exits 0 when it answers 200, 1 otherwise. For container health checks.
+    Healthcheck {
+        /// Address the server listens on (default: server.listen from the configuration).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -296,6 +303,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pricing(cmd) => pricing(load_config(&cli.store, None)?, cmd).await,
         Command::Sync(cmd) => sync(load_config(&cli.store, None)?, cmd).await,
         Command::Check { name } => check(load_config(&cli.store, None)?, name).await,
+        Command::Healthcheck { listen } => {
+            healthcheck(&load_config(&cli.store, listen)?.server.listen).await
+        }
         Command::Backup { file } => {
             let config = load_config(&cli.store, None)?;
             let store = open_existing_store(&config).await?;
@@ -424,6 +434,48 @@ fn shutdown_on_signal(cancel: CancellationToken) {
         tracing::info!("shutting down");
         cancel.cancel();
     });
+}
+
+/// `opsdeck healthcheck`: one HTTP/1.1 `GET /readyz` over a plain TCP connection, so that a
+/// container image without curl or a shell can still check its server. A server listening on
+/// an unspecified address (0.0.0.0, [::]) is reached through loopback.
+async fn healthcheck(listen: &str) -> anyhow::Result<()> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut addr = tokio::net::lookup_host(listen)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| UsageError(format!("cannot resolve the listen address {listen:?}")))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            Ipv4Addr::LOCALHOST.into()
+        } else {
+            Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        // Only the status line matters; the cap keeps a wrong peer from feeding us forever.
+        let mut answer = Vec::new();
+        stream.take(16 * 1024).read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("http://{addr}/readyz did not answer within 5 s"))?
+        .with_context(|| format!("cannot reach http://{addr}/readyz"))?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status_line = answer.lines().next().unwrap_or_default();
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        println!("ready: http://{addr}/readyz answered 200");
+        Ok(())
+    } else {
+        bail!("not ready: http://{addr}/readyz answered {status_line:?}")
+    }
 }
 
 async fn bind(addr: &str) -> anyhow::Result<TcpListener> {

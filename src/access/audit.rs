@@ -36,7 +36,7 @@ impl Actor {
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     /// UTC milliseconds since the Unix epoch.
@@ -48,6 +48,15 @@ pub struct AuditEntry {
     pub detail: Option<String>,
     pub client_addr: Option<String>,
 }
+crate::from_row!(AuditEntry {
+    id,
+    at,
+    actor,
+    action,
+    target,
+    detail,
+    client_addr
+});
 
 /// Appends one entry inside the caller's transaction.
 pub async fn record(

@@ -35,7 +35,6 @@ pub struct ApiKey {
     pub revoked_at: Option<i64>,
 }
 
-#[derive(sqlx::FromRow)]
 struct KeyRow {
     id: i64,
     name: String,
@@ -47,6 +46,17 @@ struct KeyRow {
     last_used_at: Option<i64>,
     revoked_at: Option<i64>,
 }
+crate::from_row!(KeyRow {
+    id,
+    name,
+    prefix,
+    key_hash,
+    scopes,
+    created_by,
+    created_at,
+    last_used_at,
+    revoked_at
+});
 
 impl From<KeyRow> for ApiKey {
     fn from(r: KeyRow) -> Self {

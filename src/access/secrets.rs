@@ -197,12 +197,17 @@ fn write_new_key_file(file: &Path, contents: &str) -> Result<()> {
 }
 
 /// A stored secret as listed: its name and when it changed, never its value.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SecretInfo {
     pub name: String,
     pub updated_by: String,
     pub updated_at: i64,
 }
+crate::from_row!(SecretInfo {
+    name,
+    updated_by,
+    updated_at
+});
 
 /// Secret names are what connectors look them up by: `stripe.secret_key`, `twilio.auth_token`.
 pub fn check_name(name: &str) -> Result<()> {

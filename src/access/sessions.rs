@@ -44,13 +44,18 @@ impl SessionUser {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct SessionRow {
     user_id: i64,
     email: String,
     role: String,
     csrf_token: String,
 }
+crate::from_row!(SessionRow {
+    user_id,
+    email,
+    role,
+    csrf_token
+});
 
 /// Creates a session for `user_id` and returns the cookie value (shown to nobody else).
 pub async fn create(

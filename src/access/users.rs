@@ -20,7 +20,6 @@ pub struct User {
     pub created_at: i64,
 }
 
-#[derive(sqlx::FromRow)]
 struct UserRow {
     id: i64,
     email: String,
@@ -28,6 +27,13 @@ struct UserRow {
     created_at: i64,
     password_hash: String,
 }
+crate::from_row!(UserRow {
+    id,
+    email,
+    role,
+    created_at,
+    password_hash
+});
 
 impl UserRow {
     fn into_user(self) -> Result<User> {

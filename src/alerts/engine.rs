@@ -765,7 +765,6 @@ async fn load_open(store: &Store) -> Result<OpenAlerts> {
     Ok(out)
 }
 
-#[derive(sqlx::FromRow)]
 struct OpenRow {
     id: i64,
     rule_id: i64,
@@ -780,9 +779,23 @@ struct OpenRow {
     value: Option<f64>,
     threshold: f64,
 }
+crate::from_row!(OpenRow {
+    id,
+    rule_id,
+    fingerprint,
+    labels,
+    state,
+    pending_since,
+    last_notified_at,
+    acked_by,
+    acked_at,
+    ack_note,
+    value,
+    threshold
+});
 
 /// One alert as notifications, events and the API show it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AlertRow {
     pub id: i64,
     pub rule_id: i64,
@@ -792,7 +805,6 @@ pub struct AlertRow {
     pub severity: String,
     pub group_key: String,
     pub summary: String,
-    #[sqlx(skip)]
     #[schema(value_type = Object)]
     pub labels: BTreeMap<String, String>,
     #[serde(skip)]
@@ -809,6 +821,26 @@ pub struct AlertRow {
     pub acked_at: Option<i64>,
     pub ack_note: Option<String>,
 }
+crate::from_row!(AlertRow {
+    id,
+    rule_id,
+    rule,
+    state,
+    severity,
+    group_key,
+    summary,
+    labels: skip,
+    labels_json,
+    value,
+    threshold,
+    pending_since,
+    started_at,
+    resolved_at,
+    last_notified_at,
+    acked_by,
+    acked_at,
+    ack_note
+});
 
 pub const ALERT_COLUMNS: &str = "id, rule_id, rule, state, severity, group_key, summary, \
     labels AS labels_json, value, threshold, pending_since, started_at, resolved_at, \

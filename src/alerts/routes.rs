@@ -60,13 +60,14 @@ async fn list_alerts(
     Ok(Json(AlertList { alerts }))
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AlertEvent {
     pub at: i64,
     /// pending, firing, resolved, notified, silenced, reminder, acknowledged.
     pub kind: String,
     pub detail: Option<String>,
 }
+crate::from_row!(AlertEvent { at, kind, detail });
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlertDetail {

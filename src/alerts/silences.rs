@@ -31,11 +31,10 @@ pub struct SilenceSpec {
     pub comment: String,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Silence {
     pub id: i64,
     pub kind: String,
-    #[sqlx(skip)]
     pub matchers: BTreeMap<String, String>,
     #[serde(skip)]
     #[schema(ignore)]
@@ -46,6 +45,17 @@ pub struct Silence {
     pub created_by: String,
     pub created_at: i64,
 }
+crate::from_row!(Silence {
+    id,
+    kind,
+    matchers: skip,
+    matchers_json,
+    starts_at,
+    ends_at,
+    comment,
+    created_by,
+    created_at
+});
 
 impl Silence {
     pub fn active(&self, now: i64) -> bool {

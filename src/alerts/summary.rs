@@ -9,7 +9,7 @@ use crate::store::Store;
 pub const SEVERITIES: [&str; 3] = ["critical", "warning", "info"];
 
 /// One open alert as the Overview lists it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct OpenAlert {
     pub id: i64,
     pub rule: String,
@@ -22,6 +22,15 @@ pub struct OpenAlert {
     /// When someone acknowledged it, UTC ms.
     pub acked_at: Option<i64>,
 }
+crate::from_row!(OpenAlert {
+    id,
+    rule,
+    severity,
+    state,
+    summary,
+    since,
+    acked_at
+});
 
 /// Open alerts by severity and the most severe of them.
 #[derive(Debug, Clone, Default)]

@@ -408,7 +408,6 @@ impl Grid {
                 .insert(id, Entry::new(id, name, kind, source, paused != 0));
         }
         grid.sort();
-        #[derive(sqlx::FromRow)]
         struct StateRow {
             monitor_id: i64,
             state: String,
@@ -419,6 +418,16 @@ impl Grid {
             last_latency_us: Option<i64>,
             last_error: Option<String>,
         }
+        crate::from_row!(StateRow {
+            monitor_id,
+            state,
+            since,
+            failures,
+            successes,
+            last_check_at,
+            last_latency_us,
+            last_error
+        });
         let states: Vec<StateRow> = store
             .fetch_all_assembled(
                 format!(

@@ -78,7 +78,7 @@ where
 }
 
 /// One stored check of a monitor.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Check {
     pub at: i64,
     /// `up`, `degraded` or `down`.
@@ -92,6 +92,15 @@ pub struct Check {
     /// The reason with what the peer said, for administrators ([`Check::reveal`]).
     pub error_detail: Option<String>,
 }
+crate::from_row!(Check {
+    at,
+    verdict,
+    latency_us,
+    status,
+    error,
+    headers,
+    error_detail
+});
 
 impl Check {
     /// Shows an administrator what the peer said: the error becomes its detail, where one
@@ -154,7 +163,7 @@ pub fn runs(checks: &[Check]) -> Vec<Run> {
 }
 
 /// A failed (down) or degraded check in the error log.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Failure {
     pub monitor_id: i64,
     pub name: String,
@@ -168,6 +177,16 @@ pub struct Failure {
     /// The reason with what the peer said, for administrators ([`Failure::reveal`]).
     pub error_detail: Option<String>,
 }
+crate::from_row!(Failure {
+    monitor_id,
+    name,
+    at,
+    verdict,
+    latency_us,
+    status,
+    error,
+    error_detail
+});
 
 impl Failure {
     /// Shows an administrator what the peer said, as [`Check::reveal`] does.
@@ -268,12 +287,17 @@ impl Incident {
 }
 
 /// A degraded or down check and when the monitor's next check (of any verdict) ran.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ProblemCheck {
     pub at: i64,
     pub verdict: String,
     pub next_at: Option<i64>,
 }
+crate::from_row!(ProblemCheck {
+    at,
+    verdict,
+    next_at
+});
 
 /// Incidents among `checks` (any order), newest first. Two problem checks belong to one
 /// incident when the first one's next check is the second; otherwise a passing check ran

@@ -93,7 +93,7 @@ struct ResultsQuery {
 }
 
 /// One stored check.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ResultRow {
     #[serde(skip)]
     at: i64,
@@ -111,6 +111,15 @@ pub struct ResultRow {
     #[serde(skip)]
     error_detail: Option<String>,
 }
+crate::from_row!(ResultRow {
+    at,
+    verdict,
+    latency_us,
+    status,
+    error,
+    headers,
+    error_detail
+});
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ResultItem {

@@ -440,7 +440,6 @@ async fn read(
     key: &MasterKey,
     ids: Option<&[i64]>,
 ) -> Result<(Vec<StoredMonitor>, Vec<Unreadable>)> {
-    #[derive(sqlx::FromRow)]
     struct Row {
         id: i64,
         name: String,
@@ -450,6 +449,15 @@ async fn read(
         spec_sealed: Vec<u8>,
         paused: i64,
     }
+    crate::from_row!(Row {
+        id,
+        name,
+        kind,
+        source,
+        spec_nonce,
+        spec_sealed,
+        paused
+    });
     const SELECT: &str =
         "SELECT id, name, kind, source, spec_nonce, spec_sealed, paused FROM monitors";
     let rows: Vec<Row> = match ids {

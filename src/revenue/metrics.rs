@@ -121,7 +121,7 @@ impl RevenueReport {
 }
 
 /// One day row of `revenue_days`.
-#[derive(Debug, Clone, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, Default)]
 struct DayRow {
     day: i64,
     mrr: i64,
@@ -132,10 +132,20 @@ struct DayRow {
     churn: i64,
     reactivation: i64,
 }
+crate::from_row!(DayRow {
+    day,
+    mrr,
+    customers,
+    new,
+    expansion,
+    contraction,
+    churn,
+    reactivation
+});
 
 /// Raw figures of one period, before presentation. The MRR figures decode by name from
 /// [`PERIOD_SQL`]; the payment figures come from `revenue_payment_days` after.
-#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Period {
     pub mrr_start: i64,
     pub mrr_end: i64,
@@ -150,32 +160,46 @@ pub struct Period {
     pub reactivation: i64,
     /// Customers paying at the start who churned during the period.
     pub churned_customers: i64,
-    #[sqlx(default)]
     pub payments_succeeded: i64,
-    #[sqlx(default)]
     pub payments_failed: i64,
     /// Successful charges: count and amount (minor units).
-    #[sqlx(default)]
     pub charges: i64,
-    #[sqlx(default)]
     pub charged: i64,
-    #[sqlx(default)]
     pub refunded: i64,
     /// Refunds: count.
-    #[sqlx(default)]
     pub refunds: i64,
     /// Disputes opened in the period (dispute activity).
-    #[sqlx(default)]
     pub disputes_opened: i64,
     /// Disputes on charges made in the period (dispute rate).
-    #[sqlx(default)]
     pub disputes_on_charges: i64,
-    #[sqlx(default)]
     pub disputes_lost: i64,
     /// Paid invoices of subscriptions.
-    #[sqlx(default)]
     pub recurring_revenue: i64,
 }
+crate::from_row!(Period {
+    mrr_start,
+    mrr_end,
+    customers_start,
+    customers_end,
+    subscriptions_start,
+    subscriptions_end,
+    new,
+    expansion,
+    contraction,
+    churn,
+    reactivation,
+    churned_customers,
+    payments_succeeded: default,
+    payments_failed: default,
+    charges: default,
+    charged: default,
+    refunded: default,
+    refunds: default,
+    disputes_opened: default,
+    disputes_on_charges: default,
+    disputes_lost: default,
+    recurring_revenue: default
+});
 
 async fn state_before(store: &Store, at: i64) -> Result<DayRow> {
     Ok(store

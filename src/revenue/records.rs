@@ -389,10 +389,9 @@ pub async fn finish_event(
 }
 
 /// One logged Stripe event delivery, as the Integrations page's Webhooks tab lists it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Receipt {
     pub id: String,
-    #[sqlx(rename = "type")]
     pub kind: String,
     /// When Stripe created the event, UTC ms.
     pub created: i64,
@@ -404,6 +403,15 @@ pub struct Receipt {
     pub outcome: String,
     pub detail: Option<String>,
 }
+crate::from_row!(Receipt {
+    id,
+    kind: "type",
+    created,
+    received_at,
+    via,
+    outcome,
+    detail
+});
 
 /// Logged events received before `(received_at, id)` of the previous page's last row, newest
 /// first. Only the first delivery of an event is logged (redeliveries are answered as
@@ -439,7 +447,7 @@ pub async fn receipt_counts(store: &Store, since: i64) -> Result<Vec<(String, St
 }
 
 /// One resource's sync progress, as the Settings page and `opsdeck sync stripe` show it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct SyncProgress {
     pub resource: String,
     /// `running`, `done` or `failed`.
@@ -449,6 +457,14 @@ pub struct SyncProgress {
     pub finished_at: Option<i64>,
     pub error: Option<String>,
 }
+crate::from_row!(SyncProgress {
+    resource,
+    state,
+    fetched,
+    started_at,
+    finished_at,
+    error
+});
 
 pub async fn set_progress(store: &Store, p: &SyncProgress) -> Result<()> {
     store

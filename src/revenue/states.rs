@@ -23,7 +23,7 @@ type Result<T, E = RevenueError> = std::result::Result<T, E>;
 
 /// One stored row: a state of a subscription (from `state_at`, learnt from `source`) valued at
 /// one moment `at`, in micro-minor units of `currency`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateRow {
     pub subscription_id: String,
     pub state_at: i64,
@@ -37,6 +37,17 @@ pub struct StateRow {
     /// rebuild it.
     pub data: Option<String>,
 }
+crate::from_row!(StateRow {
+    subscription_id,
+    state_at,
+    source,
+    at,
+    customer_id,
+    status,
+    currency,
+    mrr,
+    data
+});
 
 const COLUMNS: &str = "subscription_id, state_at, source, at, customer_id, status, currency, \
      mrr, data";
@@ -215,12 +226,11 @@ async fn load(
     last: &str,
     events_only: bool,
 ) -> Result<Vec<(StateRow, Option<bool>)>> {
-    #[derive(sqlx::FromRow)]
     struct Stored {
-        #[sqlx(flatten)]
         row: StateRow,
         echo: i64,
     }
+    crate::from_row!(Stored { row: flatten, echo });
     let filter = if events_only {
         " AND source NOT IN ('start', 'invoice', 'sync')"
     } else {

@@ -195,7 +195,7 @@ fn migrator(backend: Backend) -> Migrator {
 }
 
 /// One column of the live schema, normalised so both dialects compare equal.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SchemaColumn {
     pub table_name: String,
     pub column_name: String,
@@ -203,6 +203,12 @@ pub struct SchemaColumn {
     pub kind: String,
     pub nullable: bool,
 }
+crate::from_row!(SchemaColumn {
+    table_name,
+    column_name,
+    kind,
+    nullable
+});
 
 impl Store {
     /// Applies every embedded migration not yet applied. Safe to run while another instance

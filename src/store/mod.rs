@@ -156,7 +156,57 @@ macro_rules! args {
     ($($v:expr),+ $(,)?) => { ::std::vec![$($crate::store::Value::from($v)),+] };
 }
 
-/// A row type that decodes from both backends; `#[derive(sqlx::FromRow)]` provides it for
+/// Implements `sqlx::FromRow` for both backends' rows, each field decoded from the column of
+/// its own name: `from_row!(Receipt { id, kind: "type", created, note: default })`.
+///
+/// A field may say where its value comes from: `"column"` (another column name), `default`
+/// (`Default::default()` when the query has no such column), `skip` (always the default; the
+/// caller fills it in) or `flatten` (another row type decoded from the same row).
+///
+/// This stands in for sqlx's `FromRow` derive, whose proc-macro crate compiles sqlx's drivers,
+/// the bundled SQLite and the TLS stack a second time for the build host; that second copy
+/// cost more build time than any other dependency.
+#[macro_export]
+macro_rules! from_row {
+    ($ty:ident { $($field:ident $(: $how:tt)?),* $(,)? }) => {
+        $crate::from_row!(@impl $ty, ::sqlx::sqlite::SqliteRow, { $($field $(: $how)?),* });
+        $crate::from_row!(@impl $ty, ::sqlx::postgres::PgRow, { $($field $(: $how)?),* });
+    };
+    (@impl $ty:ident, $row:ty, { $($field:ident $(: $how:tt)?),* }) => {
+        impl<'r> ::sqlx::FromRow<'r, $row> for $ty {
+            fn from_row(row: &'r $row) -> ::std::result::Result<Self, ::sqlx::Error> {
+                #[allow(unused_imports)]
+                use ::sqlx::Row as _;
+                ::std::result::Result::Ok($ty {
+                    $($field: $crate::from_row!(@field row, $field $(: $how)?),)*
+                })
+            }
+        }
+    };
+    (@field $row:ident, $field:ident) => {
+        $row.try_get(::std::stringify!($field))?
+    };
+    (@field $row:ident, $field:ident: default) => {
+        match $row.try_get(::std::stringify!($field)) {
+            ::std::result::Result::Ok(v) => v,
+            ::std::result::Result::Err(::sqlx::Error::ColumnNotFound(_)) => {
+                ::std::default::Default::default()
+            }
+            ::std::result::Result::Err(e) => return ::std::result::Result::Err(e),
+        }
+    };
+    (@field $row:ident, $field:ident: skip) => {
+        ::std::default::Default::default()
+    };
+    (@field $row:ident, $field:ident: flatten) => {
+        ::sqlx::FromRow::from_row($row)?
+    };
+    (@field $row:ident, $field:ident: $column:literal) => {
+        $row.try_get($column)?
+    };
+}
+
+/// A row type that decodes from both backends; [`from_row!`](crate::from_row) provides it for
 /// structs whose fields are `i64`, `f64`, `bool`, `String`, `Vec<u8>` or options of those.
 pub trait Row: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
 impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin

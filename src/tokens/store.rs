@@ -33,7 +33,7 @@ impl std::fmt::Debug for Secrets {
 }
 
 /// A credential's plain columns.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Plain {
     pub id: i64,
     pub name: String,
@@ -58,6 +58,30 @@ pub struct Plain {
     pub last_outcome: Option<String>,
     pub warned_for: Option<i64>,
 }
+crate::from_row!(Plain {
+    id,
+    name,
+    provider,
+    source,
+    token_url,
+    client_auth,
+    client_id,
+    scopes,
+    owner,
+    tenant,
+    warn_before_ms,
+    renews,
+    expires_at,
+    data_access_expires_at,
+    obtained_at,
+    state,
+    last_error,
+    failures,
+    next_attempt_at,
+    last_refresh_at,
+    last_outcome,
+    warned_for
+});
 
 const PLAIN_COLUMNS: &str = "id, name, provider, source, token_url, client_auth, client_id, \
      scopes, owner, tenant, warn_before_ms, renews, expires_at, data_access_expires_at, \
@@ -103,7 +127,7 @@ impl Plain {
 }
 
 /// One refresh attempt.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LogRow {
     #[serde(skip)]
     pub credential_id: i64,
@@ -118,6 +142,15 @@ pub struct LogRow {
     pub expires_at: Option<i64>,
     pub duration_ms: i64,
 }
+crate::from_row!(LogRow {
+    credential_id,
+    at,
+    trigger,
+    outcome,
+    error,
+    expires_at,
+    duration_ms
+});
 
 fn seal_name(name: &str) -> String {
     format!("credential:{name}")
@@ -391,12 +424,16 @@ pub async fn get_plain(store: &Store, name: &str) -> Result<Option<Plain>> {
 /// Every credential with its secrets opened; one that does not open is skipped with a warning
 /// rather than stopping every other.
 pub async fn opened(store: &Store, key: &MasterKey) -> Result<Vec<(Plain, Secrets)>> {
-    #[derive(sqlx::FromRow)]
     struct Sealed {
         id: i64,
         secrets_nonce: Vec<u8>,
         secrets_sealed: Vec<u8>,
     }
+    crate::from_row!(Sealed {
+        id,
+        secrets_nonce,
+        secrets_sealed
+    });
     let sealed: HashMap<i64, Sealed> = store
         .fetch_all::<Sealed>(
             "SELECT id, secrets_nonce, secrets_sealed FROM credentials",

@@ -196,7 +196,6 @@ const SUMS: &str = "CAST(SUM(CASE WHEN type = 'api.request' THEN events ELSE 0 E
 
 /// One group's sums: the dimension, calls, 5xx errors, all events, status classes, summed
 /// duration and the latency histogram counts `l0`..`l7`.
-#[derive(sqlx::FromRow)]
 struct RawRow {
     dim: String,
     calls: i64,
@@ -216,6 +215,25 @@ struct RawRow {
     l6: i64,
     l7: i64,
 }
+crate::from_row!(RawRow {
+    dim,
+    calls,
+    errors,
+    events,
+    s2,
+    s3,
+    s4,
+    s5,
+    duration,
+    l0,
+    l1,
+    l2,
+    l3,
+    l4,
+    l5,
+    l6,
+    l7
+});
 
 impl RawRow {
     fn histogram(&self) -> [i64; 8] {

@@ -129,7 +129,7 @@ impl std::fmt::Debug for EndpointSpec {
 }
 
 /// An endpoint as listed (never its secret).
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Endpoint {
     pub id: i64,
     pub name: String,
@@ -139,12 +139,10 @@ pub struct Endpoint {
     /// a webhook's URL with its user info, token-like path segments and credential query
     /// values (`token`, `key`, `secret`, …) masked as `********`, for admins too.
     pub url: String,
-    #[sqlx(skip)]
     pub event_types: Vec<String>,
     #[serde(skip)]
     pub event_types_json: String,
     /// The kind's non-secret fields.
-    #[sqlx(skip)]
     #[schema(value_type = Object)]
     pub settings: serde_json::Value,
     #[serde(skip)]
@@ -157,6 +155,22 @@ pub struct Endpoint {
     pub failing_since: Option<i64>,
     pub last_success_at: Option<i64>,
 }
+crate::from_row!(Endpoint {
+    id,
+    name,
+    kind,
+    url,
+    event_types: skip,
+    event_types_json,
+    settings: skip,
+    settings_json,
+    source,
+    rate_per_second,
+    enabled,
+    disabled_reason,
+    failing_since,
+    last_success_at
+});
 
 fn seal_name(id_name: &str) -> String {
     format!("webhook-endpoint:{id_name}")
@@ -482,13 +496,16 @@ pub async fn for_sending(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    #[derive(sqlx::FromRow)]
     struct Row {
-        #[sqlx(flatten)]
         endpoint: Endpoint,
         secret_nonce: Vec<u8>,
         secret_sealed: Vec<u8>,
     }
+    crate::from_row!(Row {
+        endpoint: flatten,
+        secret_nonce,
+        secret_sealed
+    });
     // Integers only, so inlining them is safe.
     let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     let rows: Vec<Row> = store

@@ -130,7 +130,7 @@ async fn add_delivery(tx: &mut Tx, message: &str, endpoint: i64, now: i64) -> Re
 }
 
 /// A delivery a worker holds the lease of.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: i64,
     pub message_id: String,
@@ -140,6 +140,13 @@ pub struct Claimed {
     /// Attempts made before the current retry schedule began.
     pub schedule_start: i64,
 }
+crate::from_row!(Claimed {
+    id,
+    message_id,
+    endpoint_id,
+    attempts,
+    schedule_start
+});
 
 /// Leases up to `limit` deliveries due at `now` to `owner` until `now + lease_ms`, oldest due
 /// first. On PostgreSQL the rows are picked `FOR UPDATE SKIP LOCKED`: concurrent claimers
@@ -336,7 +343,7 @@ pub async fn record(
 }
 
 /// One delivery as listed.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliveryRow {
     pub id: i64,
     pub message_id: String,
@@ -354,6 +361,20 @@ pub struct DeliveryRow {
     pub created_at: i64,
     pub updated_at: i64,
 }
+crate::from_row!(DeliveryRow {
+    id,
+    message_id,
+    kind,
+    endpoint_id,
+    endpoint,
+    state,
+    attempts,
+    next_attempt_at,
+    last_status,
+    last_error,
+    created_at,
+    updated_at
+});
 
 /// Deliveries newest first, optionally of one state and endpoint, before id `before` (a
 /// cursor: the last id of the previous page).
@@ -385,7 +406,7 @@ pub async fn deliveries(
 }
 
 /// One attempt as listed.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AttemptRow {
     pub attempt: i64,
     /// UTC ms.
@@ -395,6 +416,14 @@ pub struct AttemptRow {
     pub response: Option<String>,
     pub error: Option<String>,
 }
+crate::from_row!(AttemptRow {
+    attempt,
+    at,
+    status,
+    latency_us,
+    response,
+    error
+});
 
 /// Every attempt of delivery `id`, first first.
 pub async fn attempts(store: &Store, id: i64) -> Result<Vec<AttemptRow>> {

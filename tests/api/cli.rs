@@ -989,3 +989,38 @@ async fn check_runs_the_stored_monitors_too() {
         "{stdout}"
     );
 }
+
+/// `opsdeck healthcheck`, the container image's health check: 0 against a ready server (found
+/// through `--listen`, as a container's `server.listen` would give it), 1 with the reason when
+/// nothing answers there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_when_ready_and_1_when_nothing_answers() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let ready = tokio::task::spawn_blocking(move || {
+        opsdeck(&["healthcheck", "--listen", &addr], &path, None)
+    })
+    .await
+    .unwrap();
+    let (out, err) = text(&ready);
+    assert_eq!(ready.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("answered 200"), "{out}");
+
+    // A port that was just free: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let path = dir.path().to_path_buf();
+    let down = tokio::task::spawn_blocking(move || {
+        opsdeck(&["healthcheck", "--listen", &closed_addr], &path, None)
+    })
+    .await
+    .unwrap();
+    let (_, err) = text(&down);
+    assert_eq!(down.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot reach"), "{err}");
+}

@@ -395,7 +395,7 @@ fn provider_usage(
            "time": time, "data": {"provider": provider, "sku": sku, "unit": "credit", "quantity": quantity}})
 }
 
-#[derive(sqlx::FromRow, Debug, PartialEq)]
+#[derive(Debug, PartialEq)]
 struct RollupRow {
     granularity: String,
     bucket: i64,
@@ -413,6 +413,23 @@ struct RollupRow {
     unpriced: i64,
     latency: i64,
 }
+opsdeck::from_row!(RollupRow {
+    granularity,
+    bucket,
+    subject,
+    source,
+    r#type: "type",
+    provider,
+    sku,
+    events,
+    quantity,
+    status_2xx,
+    status_5xx,
+    duration_ms_sum,
+    cost_nano,
+    unpriced,
+    latency
+});
 
 async fn rollups(app: &TestApp, granularity: &str) -> Vec<RollupRow> {
     app.state
