@@ -432,6 +432,8 @@ opsdeck::from_row!(RollupRow {
 });
 
 async fn rollups(app: &TestApp, granularity: &str) -> Vec<RollupRow> {
+    // As every reader of the rollups does: the writer may still hold the latest increments.
+    app.state.store.settle().await;
     app.state
         .store
         .fetch_all(
@@ -831,6 +833,7 @@ async fn retention_prunes_raw_events_and_rollups_separately(app: &TestApp) {
             "{granularity}: rollups keep 60 days, so 10- and 45-day-old usage stays"
         );
     }
+    app.state.store.settle().await;
     for granularity in ["minute_total", "hour_total", "day_total"] {
         let (total,): (i64,) = app
             .state
