@@ -48,6 +48,9 @@ pub async fn prune_step(
     // Rollups go one bucket at a time per granularity: the (granularity, bucket) index makes
     // finding the oldest bucket a seek.
     let rollup_cutoff = now_ms - i64::from(rollup_days) * DAY_MS;
+    // Increments the writer still holds may belong to buckets past the cutoff (a history
+    // import); written after this step they would bring those buckets back.
+    store.settle().await;
     let rollup = super::rollup::GRANULARITIES
         .iter()
         .chain(super::rollup::TOTAL_GRANULARITIES);
