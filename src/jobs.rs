@@ -350,8 +350,8 @@ pub async fn quota(state: &AppState) -> Result<Outcome, String> {
 /// holder's last renewal, so a job resumes within 10 s of its holder's death.
 pub const LEASE_TTL: Duration = Duration::from_secs(6);
 /// How often a holder renews: one renewal may fail (a slow statement, a passing error) without
-/// the work stopping, so a hiccup never hands a lease over (no thrashing); a second failure in
-/// a row stops it before the lease can lapse.
+/// the work stopping, so a hiccup never hands a lease over (no thrashing); without a confirmed
+/// renewal by its deadline the work stops before the lease can lapse.
 const LEASE_RENEW: Duration = Duration::from_secs(2);
 /// How often a standby tries to take an expired lease.
 const LEASE_POLL: Duration = Duration::from_secs(1);
@@ -448,21 +448,27 @@ impl Lease {
 
     /// Renews the lease every `LEASE_RENEW` until `run_stop` fires, and fires it when the lease
     /// is lost: at once when another instance holds it, or when the store has not confirmed a
-    /// renewal in time to renew again before `deadline` (a passing error does not stop the
-    /// work, and two instances never work at once past a lease).
+    /// renewal by `deadline` (a passing error does not stop the work, and two instances never
+    /// work at once past a lease).
     async fn keep(
         self,
         store: crate::store::Store,
         mut deadline: tokio::time::Instant,
         run_stop: CancellationToken,
     ) {
+        // Renewals are due every LEASE_RENEW from the last one sent, not from its answer, and
+        // each may wait until the deadline: on a store whose one write lock another writer holds
+        // for a second or two (a bulk write on SQLite), a renewal queued behind it still lands
+        // in time, and the next one is not pushed back by the wait.
+        let mut due = tokio::time::Instant::now() + LEASE_RENEW;
         loop {
             tokio::select! {
                 _ = run_stop.cancelled() => return,
-                _ = tokio::time::sleep(LEASE_RENEW) => {}
+                _ = tokio::time::sleep_until(due) => {}
             }
             let sent = tokio::time::Instant::now();
-            let wait = deadline.saturating_duration_since(sent).min(LEASE_RENEW);
+            due = sent + LEASE_RENEW;
+            let wait = deadline.saturating_duration_since(sent);
             match self.take(&store, wait).await {
                 Some(true) => deadline = sent + LEASE_TTL - LEASE_MARGIN,
                 Some(false) => {
@@ -473,7 +479,7 @@ impl Lease {
                     run_stop.cancel();
                     return;
                 }
-                None if tokio::time::Instant::now() + LEASE_RENEW >= deadline => {
+                None if tokio::time::Instant::now() >= deadline => {
                     tracing::warn!(
                         lease = self.name,
                         "could not renew this job's lease in time; stopping it here"

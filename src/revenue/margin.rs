@@ -197,6 +197,71 @@ fn percent(part: i64, whole: i64) -> Option<f64> {
     (whole > 0).then(|| (part as f64 / whole as f64 * 10_000.0).round() / 100.0)
 }
 
+/// The whole period's net revenue and provider cost, for the period before the one reported,
+/// whose groups are never shown. Amounts in the reporting currency need no conversion, so
+/// they are summed by the database over all customers (a row a day instead of one per
+/// customer and day); the others are still converted row by row, as [`PeriodData`] does, so
+/// the totals are exactly those of [`PeriodData::totals`].
+async fn period_totals(store: &Store, rates: &Rates, from: i64, to: i64) -> Result<Sums> {
+    store.settle().await;
+    let reporting = rates.reporting();
+    // (currency, day, amount) and (day, cost in nano-USD).
+    type Revenue = Vec<(String, i64, i64)>;
+    type Cost = Vec<(i64, i64)>;
+    let (revenue_rows, cost_rows): (Revenue, Cost) = tokio::try_join!(
+        async {
+            store
+                .fetch_all_assembled(
+                    format!(
+                        "SELECT currency, (created / {DAY_MS}) * {DAY_MS} AS day, \
+                         CAST(SUM(CASE WHEN kind = 'charge' THEN amount ELSE -amount END) AS BIGINT) \
+                         FROM revenue_payments WHERE created >= $1 AND created < $2 AND ( \
+                         (kind = 'charge' AND status = 'succeeded') \
+                         OR (kind = 'refund' AND status <> 'failed' AND status <> 'canceled') \
+                         OR (kind = 'dispute' AND status = 'lost')) \
+                         GROUP BY CASE WHEN currency = $3 THEN NULL ELSE customer_id END, \
+                         currency, (created / {DAY_MS}) * {DAY_MS}"
+                    ),
+                    args![from, to, reporting],
+                )
+                .await
+                .map_err(RevenueError::from)
+        },
+        async {
+            store
+                .fetch_all(
+                    "SELECT bucket, CAST(SUM(cost_nano) AS BIGINT) FROM usage_rollups \
+                     WHERE granularity = 'day' AND bucket >= $1 AND bucket < $2 \
+                     AND type = 'provider.usage' \
+                     GROUP BY CASE WHEN $3 = 'usd' THEN '' ELSE subject END, \
+                     CASE WHEN $3 = 'usd' THEN '' ELSE provider END, bucket",
+                    args![from, to, reporting],
+                )
+                .await
+                .map_err(RevenueError::from)
+        }
+    )?;
+    let mut sums = Sums::default();
+    for (currency, day, amount) in revenue_rows {
+        sums.revenue += rates.convert(amount, &currency, day).ok_or_else(|| {
+            RevenueError::Invalid(format!(
+                "no exchange rate from {currency} to {reporting} is stored: add it under [stripe] fx_rates"
+            ))
+        })?;
+    }
+    let mut nano = 0i64;
+    for (day, amount) in cost_rows {
+        nano += rates.convert(amount, "usd", day).ok_or_else(|| {
+            RevenueError::Invalid(format!(
+                "provider cost is in USD and no exchange rate from usd to {reporting} is stored: \
+                 add it under [stripe] fx_rates"
+            ))
+        })?;
+    }
+    sums.cost = cost_minor(nano);
+    Ok(sums)
+}
+
 /// What one period's margin is made of: net revenue per customer and provider cost per
 /// (customer, provider), both in the reporting currency (cost still exact, as converted nano).
 struct PeriodData {
@@ -315,9 +380,9 @@ pub async fn reports(
     };
     let (now, before) = tokio::try_join!(
         PeriodData::read(store, rates, from, to),
-        PeriodData::read(store, rates, previous_from, from)
+        period_totals(store, rates, previous_from, from)
     )?;
-    let (total, before) = (now.totals(), before.totals());
+    let total = now.totals();
     let currency = rates.reporting();
     let money = |amount| Money {
         amount,

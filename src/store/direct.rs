@@ -16,6 +16,7 @@ pub struct DirectSqlite {
     path: PathBuf,
     busy_timeout: Duration,
     conn: Arc<Mutex<Option<rusqlite::Connection>>>,
+    turns: Arc<super::turn::Turns>,
 }
 
 impl std::fmt::Debug for DirectSqlite {
@@ -33,15 +34,21 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 impl DirectSqlite {
-    pub(super) fn new(path: PathBuf, busy_timeout: Duration) -> Self {
+    pub(super) fn new(
+        path: PathBuf,
+        busy_timeout: Duration,
+        turns: Arc<super::turn::Turns>,
+    ) -> Self {
         Self {
             path,
             busy_timeout,
             conn: Arc::new(Mutex::new(None)),
+            turns,
         }
     }
 
-    /// Runs `f` with the connection on a blocking thread, opening it first if needed. Calls are
+    /// Runs `f` with the connection on a blocking thread, opening it first if needed, once the
+    /// writes pending through the pool have gone first (see `store::turn`). Calls are
     /// serialised; the caller owns transactions (`Connection::transaction_with_behavior`).
     pub async fn run<T, F>(&self, f: F) -> Result<T>
     where
@@ -49,6 +56,7 @@ impl DirectSqlite {
         F: FnOnce(&mut rusqlite::Connection) -> Result<T> + Send + 'static,
     {
         let (path, busy, conn) = (self.path.clone(), self.busy_timeout, self.conn.clone());
+        self.turns.give_way().await;
         tokio::task::spawn_blocking(move || {
             // A panic inside `f` poisons the lock; the connection itself is still sound, and
             // SQLite rolled back the unfinished transaction when its handle dropped.

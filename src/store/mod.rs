@@ -16,6 +16,7 @@ pub mod fence;
 pub mod files;
 pub mod lease;
 mod migrate;
+pub mod turn;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -236,6 +237,7 @@ macro_rules! query_methods {
     ($recv:ty, $inner:ident) => {
         /// Runs a statement and returns the number of rows it affected.
         pub async fn execute(self: $recv, sql: &'static str, args: Vec<Value>) -> Result<u64> {
+            let _pending = self.announce_write(sql);
             Ok(match self.inner() {
                 $inner::Sqlite(e) => bind_values!(sqlx::query::<Sqlite>(sql), args)
                     .execute(e)
@@ -252,6 +254,7 @@ macro_rules! query_methods {
         /// multi-row `VALUES` list with one placeholder group per row. Values always travel as
         /// `args`, never inside `sql`. Returns the number of rows affected.
         pub async fn execute_assembled(self: $recv, sql: String, args: Vec<Value>) -> Result<u64> {
+            let _pending = self.announce_write(&sql);
             Ok(match self.inner() {
                 $inner::Sqlite(e) => {
                     let sql = sqlite_positional(sql);
@@ -275,6 +278,7 @@ macro_rules! query_methods {
             sql: String,
             args: Vec<Value>,
         ) -> Result<Vec<T>> {
+            let _pending = self.announce_write(&sql);
             Ok(match self.inner() {
                 $inner::Sqlite(e) => {
                     let sql = sqlite_positional(sql);
@@ -299,6 +303,7 @@ macro_rules! query_methods {
             sql: &'static str,
             args: Vec<Value>,
         ) -> Result<Vec<T>> {
+            let _pending = self.announce_write(sql);
             Ok(match self.inner() {
                 $inner::Sqlite(e) => {
                     bind_values!(sqlx::query_as::<Sqlite, T>(sql), args)
@@ -319,6 +324,7 @@ macro_rules! query_methods {
             sql: &'static str,
             args: Vec<Value>,
         ) -> Result<Option<T>> {
+            let _pending = self.announce_write(sql);
             Ok(match self.inner() {
                 $inner::Sqlite(e) => {
                     bind_values!(sqlx::query_as::<Sqlite, T>(sql), args)
@@ -360,6 +366,9 @@ enum TxInner<'a> {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// SQLite's count of pending writes, for which bulk writers give way (see [`turn`]);
+    /// `None` on PostgreSQL.
+    turns: Option<std::sync::Arc<turn::Turns>>,
     /// Shared by every clone, so the writer and the readers meet on it.
     fence: std::sync::Arc<fence::Fence>,
 }
@@ -422,8 +431,10 @@ impl Store {
                 reason: "expected a sqlite:// or postgres:// URL".into(),
             });
         };
+        let turns = matches!(pool, Pool::Sqlite(_)).then(Default::default);
         Ok(Self {
             pool,
+            turns,
             fence: Default::default(),
         })
     }
@@ -479,6 +490,7 @@ impl Store {
                 Some(DirectSqlite::new(
                     co.get_filename().to_path_buf(),
                     Duration::from_secs(10),
+                    self.turns.clone().unwrap_or_default(),
                 ))
             }
             Pool::Postgres(_) => None,
@@ -489,6 +501,14 @@ impl Store {
         match self.pool {
             Pool::Sqlite(_) => Backend::Sqlite,
             Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Counts a statement that writes as pending, so the bulk writers give way (see [`turn`]).
+    fn announce_write(&self, sql: &str) -> Option<turn::Pending> {
+        match &self.turns {
+            Some(t) if turn::writes(sql) => Some(t.announce()),
+            _ => None,
         }
     }
 
@@ -506,7 +526,11 @@ impl Store {
     /// and fails at once with "database is locked" instead of waiting out the busy timeout.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match &self.pool {
-            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Sqlite(p) => {
+                // Pending from before it asks for the lock until it ends.
+                let pending = self.announce_write("INSERT");
+                Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, pending)
+            }
             Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
     }
@@ -538,24 +562,30 @@ impl Store {
 
 /// An open transaction on either backend.
 pub enum Tx {
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    /// With its count among the pending writes (see [`turn`]), until it ends.
+    Sqlite(sqlx::Transaction<'static, Sqlite>, Option<turn::Pending>),
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
 
 impl Tx {
     fn inner(&mut self) -> TxInner<'_> {
         match self {
-            Tx::Sqlite(t) => TxInner::Sqlite(t),
+            Tx::Sqlite(t, _) => TxInner::Sqlite(t),
             Tx::Postgres(t) => TxInner::Postgres(t),
         }
     }
 
     pub async fn commit(self) -> Result<()> {
         match self {
-            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Sqlite(t, _pending) => t.commit().await?,
             Tx::Postgres(t) => t.commit().await?,
         }
         Ok(())
+    }
+
+    /// A transaction is counted as pending for its whole life already.
+    fn announce_write(&self, _sql: &str) -> Option<turn::Pending> {
+        None
     }
 
     query_methods!(&mut Self, TxInner);

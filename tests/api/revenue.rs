@@ -1092,18 +1092,12 @@ async fn margin(backend: Backend) {
     assert_eq!(res.status(), StatusCode::OK);
 
     let read = app.key("read", &["read"]).await;
-    let get = |query: &'static str| {
+    let get = |query: &str| {
         let app = &app;
         let read = read.clone();
+        let path = format!("/api/v1/metrics/margin{query}");
         async move {
-            let res = app
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/api/v1/metrics/margin{query}"),
-                    &read,
-                    None,
-                )
-                .await;
+            let res = app.call(reqwest::Method::GET, &path, &read, None).await;
             let status = res.status();
             (status, res.json::<Value>().await.expect("json"))
         }
@@ -1166,6 +1160,26 @@ async fn margin(backend: Backend) {
     assert_eq!(keys(&by_provider["least_profitable"]), ["kling", "luma"]);
     assert!(by_provider["rows"][0]["revenue"].is_null());
     assert_eq!(amount(&by_provider["least_profitable"][0]["cost"]), 3_000);
+
+    // The period before is summed as a whole (its groups are never shown): a period of the
+    // next three days has all of the above as its previous period, at the same figures.
+    let date = |secs: i64| {
+        let d = time::OffsetDateTime::from_unix_timestamp(secs).expect("time");
+        format!("{}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+    };
+    let ahead = format!("?from={}&to={}", date(now), date(now + 3 * DAY));
+    let (status, ahead) = get(&ahead).await;
+    assert_eq!(status, StatusCode::OK, "{ahead}");
+    assert_eq!(
+        (
+            amount(&ahead["previous"]["revenue"]),
+            amount(&ahead["previous"]["cost"]),
+            amount(&ahead["previous"]["margin"])
+        ),
+        (10_600, 3_600, 7_000),
+        "{ahead}"
+    );
+    assert_eq!(amount(&ahead["revenue"]), 0);
 
     // Outside the period nothing counts.
     let (_, old) = get("?from=2020-01-01&to=2020-02-01").await;
