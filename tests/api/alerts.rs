@@ -978,6 +978,31 @@ async fn quota_one_alert_per_customer(backend: Backend) {
         .unwrap();
     assert_eq!(open, 12, "one open alert per customer over quota");
 
+    // Values that move within a step change no state and notify no one, but the open alerts
+    // show them (written together, one statement for many alerts).
+    set_quota(&app, "c01", 85.0).await;
+    set_quota(&app, "c02", 87.5).await;
+    let r = run(t0 + 10_000).await;
+    assert_eq!((r.fired, r.notifications), (0, 0), "{r:?}");
+    let values: Vec<(String, Option<f64>)> = store
+        .fetch_all(
+            "SELECT labels, value FROM alerts WHERE state <> 'resolved' ORDER BY labels",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    let value_of = |c: &str| {
+        values
+            .iter()
+            .find(|(labels, _)| labels.contains(&format!("\"customer\":\"{c}\"")))
+            .and_then(|(_, v)| *v)
+    };
+    assert_eq!(
+        (value_of("c01"), value_of("c02"), value_of("c03")),
+        (Some(85.0), Some(87.5), Some(89.0)),
+        "{values:?}"
+    );
+
     // c13 climbs 91 → 100 → 120: each step replaces the alert and is notified.
     set_quota(&app, "c13", 91.0).await;
     run(t0 + 30_000).await;
