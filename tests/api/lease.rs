@@ -3,6 +3,7 @@
 //! the health scheduler's lease.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,33 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How often one instance's work under the lease `test-job` started and stopped.
+type Counts = Arc<(AtomicUsize, AtomicUsize)>;
+
+/// Runs `holder`'s work under the lease `test-job` until `stop`: the work only counts its
+/// starts and stops and waits for its lease to end.
+fn counting_runner(
+    store: &opsdeck::store::Store,
+    holder: &str,
+    stop: tokio_util::sync::CancellationToken,
+) -> (Counts, tokio::task::JoinHandle<()>) {
+    let counts: Counts = Arc::default();
+    let c = counts.clone();
+    let task = tokio::spawn(opsdeck::jobs::Lease::new("test-job", holder).run(
+        store.clone(),
+        stop,
+        move |run_stop| {
+            let c = c.clone();
+            async move {
+                c.0.fetch_add(1, Ordering::SeqCst);
+                run_stop.cancelled().await;
+                c.1.fetch_add(1, Ordering::SeqCst);
+            }
+        },
+    ));
+    (counts, task)
 }
 
 /// A standby never takes an unexpired lease; its holder renews it (moving the expiry on) and
@@ -133,30 +161,11 @@ async fn lease_rules_postgres() {
 /// The lease runner: of two instances, only the holder works; the other starts once the holder
 /// stops (given back at once), and a holder whose lease is taken from it stops working.
 async fn lease_runner(backend: Backend) {
-    use opsdeck::jobs::Lease;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let Some(app) = crate::helpers::spawn_app(backend).await else {
         return;
     };
     let store = app.state.store.clone();
-    // (started, stopped) counts of one instance's work.
-    let runner = |holder: &str, stop: tokio_util::sync::CancellationToken| {
-        let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
-        let c = counts.clone();
-        let task = tokio::spawn(Lease::new("test-job", holder).run(
-            store.clone(),
-            stop,
-            move |run_stop| {
-                let c = c.clone();
-                async move {
-                    c.0.fetch_add(1, Ordering::SeqCst);
-                    run_stop.cancelled().await;
-                    c.1.fetch_add(1, Ordering::SeqCst);
-                }
-            },
-        ));
-        (counts, task)
-    };
+    let runner = |holder: &str, stop| counting_runner(&store, holder, stop);
     let stop_a = tokio_util::sync::CancellationToken::new();
     let (a, a_task) = runner("a", stop_a.clone());
     wait_for(Duration::from_secs(10), "a to start", || {
@@ -239,8 +248,6 @@ async fn lease_runner_postgres() {
 /// jobs' other writes go through once the long one ends instead of failing "database is locked".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_writes_on_sqlite_do_not_cost_a_lease() {
-    use opsdeck::jobs::Lease;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let Some(app) = crate::helpers::spawn_app(Backend::Sqlite).await else {
         return;
     };
@@ -248,21 +255,8 @@ async fn long_writes_on_sqlite_do_not_cost_a_lease() {
     let direct = store
         .direct_sqlite()
         .expect("a SQLite store has a direct connection");
-    let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
-    let c = counts.clone();
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(Lease::new("test-job", "a").run(
-        store.clone(),
-        stop.clone(),
-        move |run_stop| {
-            let c = c.clone();
-            async move {
-                c.0.fetch_add(1, Ordering::SeqCst);
-                run_stop.cancelled().await;
-                c.1.fetch_add(1, Ordering::SeqCst);
-            }
-        },
-    ));
+    let (counts, task) = counting_runner(&store, "a", stop.clone());
     wait_for(Duration::from_secs(10), "the holder to start", || {
         let c = counts.clone();
         async move { c.0.load(Ordering::SeqCst) == 1 }
