@@ -1,5 +1,6 @@
 //! Customers as people know them: the name and email of each Stripe customer (from the stored
-//! customer objects) beside its id, a search by id, name or email, and the paged lists of the
+//! customer objects) beside its id, a search by id, name or email (over `customer_search`,
+//! which this module keeps in step with the stored customers), and the paged lists of the
 //! Revenue page (customers by MRR, the movements of a period) with their totals, so a page can
 //! say how much it cut and an export can take the whole result.
 
@@ -11,7 +12,7 @@ use serde_json::Value;
 use super::RevenueError;
 use super::drill::{CustomerMrr, MovementRow, movement_rows};
 use crate::args;
-use crate::store::{Store, Value as Arg};
+use crate::store::{Store, Tx, Value as Arg};
 
 type Result<T, E = RevenueError> = std::result::Result<T, E>;
 
@@ -61,6 +62,32 @@ pub async fn names(store: &Store, ids: &[String]) -> Result<HashMap<String, Cust
     Ok(out)
 }
 
+/// Keeps `customer_search` in step with a Stripe customer object just stored, in the same
+/// transaction.
+pub(super) async fn index(tx: &mut Tx, id: &str, object: &Value) -> Result<()> {
+    let text = |k: &str| {
+        object
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let (name, email) = (text("name"), text("email"));
+    let haystack = format!(
+        "{}\n{}\n{}",
+        id.to_lowercase(),
+        name.unwrap_or_default().to_lowercase(),
+        email.unwrap_or_default().to_lowercase()
+    );
+    tx.execute(
+        "INSERT INTO customer_search (id, name, email, haystack) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email, \
+         haystack = excluded.haystack",
+        args![id, name, email, haystack],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Customers whose id, name or email contains `query` (case-insensitive): Stripe customers,
 /// and customers known only by their usage plan or MRR. Exact id matches first, at most
 /// `limit`.
@@ -75,9 +102,8 @@ pub async fn search(store: &Store, query: &str, limit: usize) -> Result<Vec<Cust
         .replace('_', "\\_");
     let pattern = format!("%{escaped}%");
     let (stripe, others) = tokio::try_join!(
-        store.fetch_all::<(String, String)>(
-            "SELECT id, data FROM stripe_objects WHERE object_type = 'customer' \
-             AND (LOWER(id) LIKE $1 ESCAPE '\\' OR LOWER(data) LIKE $1 ESCAPE '\\') \
+        store.fetch_all::<(String, Option<String>, Option<String>)>(
+            "SELECT id, name, email FROM customer_search WHERE haystack LIKE $1 ESCAPE '\\' \
              ORDER BY id LIMIT 2000",
             args![pattern.as_str()],
         ),
@@ -88,12 +114,9 @@ pub async fn search(store: &Store, query: &str, limit: usize) -> Result<Vec<Cust
             args![pattern.as_str()],
         ),
     )?;
-    let contains = |s: &Option<String>| s.as_ref().is_some_and(|s| s.to_lowercase().contains(&q));
-    // The JSON matched anywhere (metadata, addresses): keep the id, name and email matches.
     let mut found: Vec<CustomerName> = stripe
         .into_iter()
-        .map(|(id, data)| name_of(id, &data))
-        .filter(|c| c.id.to_lowercase().contains(&q) || contains(&c.name) || contains(&c.email))
+        .map(|(id, name, email)| CustomerName { id, name, email })
         .collect();
     for (id,) in others {
         if !found.iter().any(|c| c.id == id) {

@@ -47,6 +47,9 @@ pub async fn upsert_object(tx: &mut Tx, kind: &str, object: &Value, version: i64
         .await?;
     if written > 0 {
         project_payment(tx, kind, id, customer, created, object).await?;
+        if kind == "customer" {
+            super::customers::index(tx, id, object).await?;
+        }
     }
     Ok(written > 0)
 }

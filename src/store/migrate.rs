@@ -169,6 +169,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0027_margin_costs_by_day.sql"),
         include_str!("../../migrations/postgres/0027_margin_costs_by_day.sql"),
     ),
+    (
+        28,
+        "customer search",
+        include_str!("../../migrations/sqlite/0028_customer_search.sql"),
+        include_str!("../../migrations/postgres/0028_customer_search.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.
