@@ -3,12 +3,15 @@
 -- id, name and email, and is kept in step by the same write that stores a customer object.
 -- `haystack` is the three lower-cased, one per line; this backfill lower-cases ASCII only (as
 -- SQLite's lower() does), and the next sync of a customer writes Rust's full lower-casing.
+-- WITHOUT ROWID: a search scans the rows in id order, which is then the table's own order
+-- (with a rowid table every row was a lookup from the id index: 15 ms instead of 4.5 ms for
+-- 50k customers).
 CREATE TABLE customer_search (
     id       TEXT NOT NULL PRIMARY KEY,
     name     TEXT,
     email    TEXT,
     haystack TEXT NOT NULL
-);
+) WITHOUT ROWID;
 INSERT INTO customer_search (id, name, email, haystack)
 SELECT id, name, email,
        lower(id || char(10) || coalesce(name, '') || char(10) || coalesce(email, ''))
