@@ -20,7 +20,7 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -46,35 +46,20 @@ struct Knobs {
 
 /// The server under test, killed when dropped.
 struct Server {
-    child: Child,
+    process: ServerProcess,
     base: String,
     key: String,
     data_dir: Option<tempfile::TempDir>,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
     fn rss_mb(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-            .map_or(f64::NAN, |kb| kb / 1024.0)
+        self.process.rss_mb()
     }
 
     fn cpu_seconds(&self) -> f64 {
         // utime + stime from /proc/<pid>/stat, in clock ticks (100 per second on Linux).
-        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+        std::fs::read_to_string(format!("/proc/{}/stat", self.process.0.id()))
             .ok()
             .and_then(|s| {
                 let rest = s.rsplit_once(')')?.1;
@@ -140,7 +125,7 @@ async fn start(k: &Knobs) -> Server {
         .trim()
         .to_string();
     Server {
-        child,
+        process: ServerProcess(child),
         base,
         key,
         data_dir: Some(data_dir),

@@ -32,7 +32,7 @@ mod common;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -65,28 +65,13 @@ struct Knobs {
 
 /// The server under test, killed when dropped.
 struct Server {
-    child: Child,
+    process: ServerProcess,
     base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     fn rss_mb(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-            .map_or(f64::NAN, |kb| kb / 1024.0)
+        self.process.rss_mb()
     }
 }
 
@@ -243,7 +228,10 @@ async fn start(data_dir: &Path, config: &Path) -> Server {
         assert!(Instant::now() < ready, "server not ready in 300 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Server { child, base }
+    Server {
+        process: ServerProcess(child),
+        base,
+    }
 }
 
 /// Appends event `n` of `total` to `body`: times in order over the 30 days before `now_ms`.

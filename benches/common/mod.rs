@@ -12,21 +12,40 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Resident memory in MiB from a `/proc/<pid>/status` file (Linux).
+fn status_rss_mb(path: &str) -> Option<f64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<f64>()
+        .ok()
+        .map(|kb| kb / 1024.0)
+}
+
 /// This process's resident memory in MiB (Linux), 0 where unknown.
 pub fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(|l| l.to_string())
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    status_rss_mb("/proc/self/status").unwrap_or(0.0)
+}
+
+/// The server a process-level benchmark starts (`opsdeck serve` as its own process), killed
+/// and reaped when dropped, so a failed run leaves nothing behind.
+pub struct ServerProcess(pub std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl ServerProcess {
+    /// The server's resident memory in MiB (Linux), NaN where unknown.
+    pub fn rss_mb(&self) -> f64 {
+        status_rss_mb(&format!("/proc/{}/status", self.0.id())).unwrap_or(f64::NAN)
+    }
 }
 
 /// The `p` quantile (0–1) of sorted durations.
