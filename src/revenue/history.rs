@@ -70,6 +70,17 @@ impl Rates {
         }
     }
 
+    /// A digest of the reporting currency and every rate: equal digests, equal conversions.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.reporting.hash(&mut hasher);
+        let mut currencies: Vec<_> = self.by_currency.iter().collect();
+        currencies.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        currencies.hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// The currency amounts are converted into.
     pub fn reporting(&self) -> &str {
         &self.reporting

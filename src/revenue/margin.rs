@@ -7,7 +7,9 @@
 //! exists. Provider cost is kept in USD; it is converted into the reporting currency per day
 //! with the stored rates, and refused (rather than guessed) when no USD rate exists.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -40,6 +42,15 @@ impl GroupBy {
             other => Err(RevenueError::Invalid(format!(
                 "group_by must be customer, plan or provider, not {other:?}"
             ))),
+        }
+    }
+
+    /// Position in [`Computed::ranked`].
+    fn index(self) -> usize {
+        match self {
+            Self::Customer => 0,
+            Self::Plan => 1,
+            Self::Provider => 2,
         }
     }
 
@@ -339,49 +350,211 @@ fn totals(sums: Sums, currency: &str) -> MarginTotals {
     }
 }
 
-/// The margin report for the whole days `[from, to)`, grouped by `group_by`, with the most and
-/// least profitable `limit` groups.
-pub async fn report(
-    store: &Store,
-    rates: &Rates,
-    group_by: GroupBy,
-    from: i64,
-    to: i64,
-    limit: usize,
-) -> Result<MarginReport> {
-    let mut reports = reports(store, rates, &[group_by], from, to, limit).await?;
-    reports
-        .pop()
-        .ok_or_else(|| RevenueError::Invalid("no grouping asked for".into()))
+/// The largest `limit` a report may ask for (the API's bound): a computed margin keeps this
+/// many of the most and of the least profitable groups of each grouping.
+pub const MAX_LIMIT: usize = 1000;
+/// How many periods' margins are kept.
+const KEPT: usize = 8;
+/// A kept margin is recomputed after this long even when its [`Stamp`] still matches, which
+/// catches the changes the stamp cannot see (a payment moved to another customer).
+const MAX_AGE: Duration = Duration::from_secs(600);
+
+/// What a margin is computed from, in a few rows: the period's provider cost totals (events
+/// and cost of the all-customer day rollups), its payments' daily sums, the plan assignments
+/// and the exchange rates. While it matches, the margin computed with it is still the margin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    rates: u64,
+    cost: (i64, i64),
+    revenue: Vec<(i64, String, i64, i64, i64, i64, i64)>,
+    plans: (i64, i64),
 }
 
-/// [`report`] for each of `group_bys`, reading each period's revenue and cost once.
-pub async fn reports(
-    store: &Store,
-    rates: &Rates,
-    group_bys: &[GroupBy],
+impl Stamp {
+    /// Reads the stamp of `[from, to)` (both periods of a report).
+    async fn read(store: &Store, rates: &Rates, from: i64, to: i64) -> Result<Self> {
+        store.settle().await;
+        let (cost, revenue, plans) = tokio::try_join!(
+            store.fetch_one::<(i64, i64)>(
+                "SELECT CAST(COALESCE(SUM(events), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) FROM usage_rollups \
+                 WHERE granularity = 'day_total' AND subject = '' AND bucket >= $1 AND bucket < $2 \
+                 AND type = 'provider.usage'",
+                args![from, to],
+            ),
+            store.fetch_all::<(i64, String, i64, i64, i64, i64, i64)>(
+                "SELECT day, currency, charges, charged, refunds, refunded, disputes_lost \
+                 FROM revenue_payment_days WHERE day >= $1 AND day < $2 ORDER BY day, currency",
+                args![from, to],
+            ),
+            store.fetch_one::<(i64, i64)>(
+                "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(MAX(assigned_at), 0) AS BIGINT) \
+                 FROM customer_plans",
+                args![],
+            ),
+        )?;
+        Ok(Self {
+            rates: rates.digest(),
+            cost,
+            revenue,
+            plans,
+        })
+    }
+}
+
+/// One grouping's groups, ranked, as far as any report can show them.
+#[derive(Debug, Clone)]
+struct Ranked {
+    groups: usize,
+    best: Vec<MarginRow>,
+    worst: Vec<MarginRow>,
+}
+
+/// One period's margin, in every grouping.
+struct Computed {
     from: i64,
     to: i64,
-    limit: usize,
-) -> Result<Vec<MarginReport>> {
-    let (from, to) = super::metrics::whole_days(from, to);
+    stamp: Stamp,
+    at: Instant,
+    now: MarginTotals,
+    previous: MarginTotals,
+    change_pct: Option<f64>,
+    /// Indexed by [`GroupBy::index`].
+    ranked: [Ranked; 3],
+}
+
+impl Computed {
+    fn report(&self, group_by: GroupBy, currency: &str, limit: usize) -> MarginReport {
+        let ranked = &self.ranked[group_by.index()];
+        MarginReport {
+            from: self.from,
+            to: self.to,
+            previous_from: self.from - (self.to - self.from),
+            group_by: group_by.as_str().into(),
+            currency: currency.to_string(),
+            totals: self.now.clone(),
+            previous: self.previous.clone(),
+            change_pct: self.change_pct,
+            groups: ranked.groups,
+            rows: ranked.best.iter().take(limit).cloned().collect(),
+            least_profitable: ranked.worst.iter().take(limit).cloned().collect(),
+        }
+    }
+}
+
+/// Computed margins, kept while what they are computed from is unchanged.
+///
+/// With 50k customers a period's margin sums hundreds of thousands of daily cost rows and
+/// tens of thousands of payments, about a third of a second; the dashboard asks for it on
+/// every view of the Costs page. Each request first reads the period's [`Stamp`] (a few
+/// small index reads) and is answered from the kept margin when the stamp matches, so what
+/// it answers is exactly what a recomputation would give. Ingest that adds no provider cost
+/// to the period (most of it: `api.request` and analytics events) leaves the margin kept.
+/// One computation runs at a time; requests for the same period wait for it and use it.
+#[derive(Default)]
+pub struct Cache {
+    kept: std::sync::Mutex<VecDeque<Arc<Computed>>>,
+    computing: tokio::sync::Mutex<()>,
+}
+
+impl Cache {
+    fn find(&self, from: i64, to: i64, stamp: &Stamp) -> Option<Arc<Computed>> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.iter()
+            .find(|c| c.from == from && c.to == to && &c.stamp == stamp && c.at.elapsed() < MAX_AGE)
+            .cloned()
+    }
+
+    fn keep(&self, computed: Arc<Computed>) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.retain(|c| !(c.from == computed.from && c.to == computed.to));
+        if kept.len() >= KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(computed);
+    }
+
+    /// The margin report for the whole days `[from, to)`, grouped by `group_by`, with the
+    /// most and least profitable `limit` groups (at most [`MAX_LIMIT`]).
+    pub async fn report(
+        &self,
+        store: &Store,
+        rates: &Rates,
+        group_by: GroupBy,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<MarginReport> {
+        let mut reports = self
+            .reports(store, rates, &[group_by], from, to, limit)
+            .await?;
+        reports
+            .pop()
+            .ok_or_else(|| RevenueError::Invalid("no grouping asked for".into()))
+    }
+
+    /// [`Cache::report`] for each of `group_bys`.
+    pub async fn reports(
+        &self,
+        store: &Store,
+        rates: &Rates,
+        group_bys: &[GroupBy],
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<MarginReport>> {
+        let (from, to) = super::metrics::whole_days(from, to);
+        let previous_from = from - (to - from);
+        let limit = limit.min(MAX_LIMIT);
+        let mut stamp = Stamp::read(store, rates, previous_from, to).await?;
+        let computed = match self.find(from, to, &stamp) {
+            Some(c) => c,
+            None => {
+                let _one = self.computing.lock().await;
+                // Whoever held the lock may have just computed this very margin.
+                stamp = Stamp::read(store, rates, previous_from, to).await?;
+                match self.find(from, to, &stamp) {
+                    Some(c) => c,
+                    None => {
+                        let c = Arc::new(compute(store, rates, stamp, from, to).await?);
+                        self.keep(c.clone());
+                        c
+                    }
+                }
+            }
+        };
+        Ok(group_bys
+            .iter()
+            .map(|g| computed.report(*g, rates.reporting(), limit))
+            .collect())
+    }
+}
+
+/// Computes the margin of `[from, to)` in every grouping. The stamp is read before the data,
+/// so a change landing in between makes the kept margin's stamp stale, never the reverse.
+async fn compute(
+    store: &Store,
+    rates: &Rates,
+    stamp: Stamp,
+    from: i64,
+    to: i64,
+) -> Result<Computed> {
+    let at = Instant::now();
     let previous_from = from - (to - from);
-    let plans: HashMap<String, String> = if group_bys.contains(&GroupBy::Plan) {
-        store
-            .fetch_all::<(String, String)>(
-                "SELECT customer_id, plan_id FROM customer_plans",
-                args![],
-            )
-            .await?
-            .into_iter()
-            .collect()
-    } else {
-        HashMap::new()
-    };
-    let (now, before) = tokio::try_join!(
+    let (plans, now, before) = tokio::try_join!(
+        async {
+            store
+                .fetch_all::<(String, String)>(
+                    "SELECT customer_id, plan_id FROM customer_plans",
+                    args![],
+                )
+                .await
+                .map_err(RevenueError::from)
+        },
         PeriodData::read(store, rates, from, to),
         period_totals(store, rates, previous_from, from)
     )?;
+    let plans: HashMap<String, String> = plans.into_iter().collect();
     let total = now.totals();
     let currency = rates.reporting();
     let money = |amount| Money {
@@ -391,8 +564,7 @@ pub async fn reports(
     let (now_totals, before_totals) = (totals(total, currency), totals(before, currency));
     let change_pct =
         crate::costs::report::change_pct(now_totals.margin.amount, before_totals.margin.amount);
-    let mut out = Vec::with_capacity(group_bys.len());
-    for &group_by in group_bys {
+    let rank_all = |group_by: GroupBy| {
         let by_provider = group_by == GroupBy::Provider;
         let mut rows: Vec<MarginRow> = now
             .groups(group_by, &plans)
@@ -417,24 +589,29 @@ pub async fn reports(
             None => -r.cost.amount,
         };
         rows.sort_by(|a, b| rank(b).cmp(&rank(a)).then_with(|| a.key.cmp(&b.key)));
-        let groups = rows.len();
-        let least_profitable = rows.iter().rev().take(limit).cloned().collect();
-        rows.truncate(limit);
-        out.push(MarginReport {
-            from,
-            to,
-            previous_from,
-            group_by: group_by.as_str().into(),
-            currency: currency.to_string(),
-            totals: now_totals.clone(),
-            previous: before_totals.clone(),
-            change_pct,
-            groups,
-            rows,
-            least_profitable,
-        });
-    }
-    Ok(out)
+        Ranked {
+            groups: rows.len(),
+            worst: rows.iter().rev().take(MAX_LIMIT).cloned().collect(),
+            best: {
+                rows.truncate(MAX_LIMIT);
+                rows
+            },
+        }
+    };
+    Ok(Computed {
+        from,
+        to,
+        stamp,
+        at,
+        now: now_totals,
+        previous: before_totals,
+        change_pct,
+        ranked: [
+            rank_all(GroupBy::Customer),
+            rank_all(GroupBy::Plan),
+            rank_all(GroupBy::Provider),
+        ],
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::RevenueError;
 use super::drill::{self, CustomerDetail};
 use super::events::{self, Outcome};
 use super::history::Rates;
-use super::margin::{self, GroupBy, MarginReport};
+use super::margin::{GroupBy, MarginReport};
 use super::metrics::{self, Interval, RevenueReport};
 use super::service::SyncStatus;
 use super::stripe::objects::Event;
@@ -132,7 +132,11 @@ async fn get_margin(
     }
     let rates = Rates::load(&state.store, state.revenue.reporting_currency()).await?;
     Ok(Json(
-        margin::report(&state.store, &rates, group_by, from, to, limit).await?,
+        state
+            .revenue
+            .margin
+            .report(&state.store, &rates, group_by, from, to, limit)
+            .await?,
     ))
 }
 

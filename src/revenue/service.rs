@@ -56,6 +56,8 @@ pub struct Revenue {
     /// (a sync) returns only once the history reflects what it wrote, even when the
     /// background job took the dirty flag first.
     recomputing: tokio::sync::Mutex<()>,
+    /// Margins computed for the dashboard and the API, kept while their data is unchanged.
+    pub margin: super::margin::Cache,
 }
 
 /// Whether the revenue figures are current, as the pages and `GET /api/v1/stripe/sync` show.
@@ -125,6 +127,7 @@ impl Revenue {
                 std::num::NonZeroU32::MIN.saturating_add(4),
             )),
             recomputing: tokio::sync::Mutex::new(()),
+            margin: Default::default(),
         })
     }
 

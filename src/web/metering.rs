@@ -22,7 +22,7 @@ use crate::http::ApiError;
 use crate::http::auth::{AdminPage, CsrfForm, NoFields, PageUser};
 use crate::overview::parse_period;
 use crate::revenue::history::Rates;
-use crate::revenue::margin::{self, GroupBy, MarginReport};
+use crate::revenue::margin::{GroupBy, MarginReport};
 use crate::store::now_ms;
 use crate::usage::UsageError;
 use crate::usage::plans::{self, PlanInput};
@@ -278,7 +278,12 @@ async fn margin(state: &AppState, from: i64, to: i64) -> Result<Margin, ApiError
     let store = &state.store;
     let rates = Rates::load(store, state.revenue.reporting_currency()).await?;
     let groups = [GroupBy::Customer, GroupBy::Plan, GroupBy::Provider];
-    let reports = match margin::reports(store, &rates, &groups, from, to, 10).await {
+    let reports = match state
+        .revenue
+        .margin
+        .reports(store, &rates, &groups, from, to, 10)
+        .await
+    {
         Ok(r) => r,
         Err(RevenueError::Invalid(m)) => return Ok(Margin::Unavailable(m)),
         Err(e) => return Err(e.into()),

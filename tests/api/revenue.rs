@@ -1288,6 +1288,56 @@ async fn margin(backend: Backend) {
         .await
         .expect("html");
     assert!(plans.contains("Customers assigned</th>"), "{plans}");
+
+    // A computed margin is kept only while what it is made of is unchanged: more provider
+    // cost, a plan assignment and a new charge each show in the next answer.
+    let (_, kept) = get("?period=30d").await;
+    assert_eq!(amount(&kept["cost"]), 3_600);
+    let more = json!([usage("u5", "cus_b", "kling", "v2", "credit", 5_000.0)]);
+    let res = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/events",
+            &ingest,
+            Some(&more),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (_, after) = get("?period=30d").await;
+    assert_eq!(amount(&after["cost"]), 6_600, "{after}");
+    assert_eq!(after["least_profitable"][0]["key"], "cus_b");
+    assert_eq!(amount(&after["least_profitable"][0]["margin"]), -3_400);
+
+    let res = app
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/customers/cus_b/plan",
+            &admin,
+            Some(&json!({"plan": "growth"})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (_, by_plan) = get("?period=30d&group_by=plan").await;
+    let growth = &by_plan["rows"].as_array().expect("rows")[..]
+        .iter()
+        .find(|r| r["key"] == "growth")
+        .cloned()
+        .expect("growth");
+    assert_eq!(growth["customers"], 2, "{by_plan}");
+
+    let body = event(
+        "evt_ch_late",
+        "charge.succeeded",
+        now - 30,
+        charge("ch_e", "cus_x", 1_000, "succeeded", now - 120),
+    );
+    let header = signature::header(body.as_bytes(), now, &[SECRET]);
+    assert_eq!(
+        post_event(&app, &body, Some(header)).await.0,
+        StatusCode::OK
+    );
+    let (_, after) = get("?period=30d").await;
+    assert_eq!(amount(&after["revenue"]), 11_600, "{after}");
     app.finish().await;
 }
 
