@@ -1,5 +1,5 @@
-//! Read-your-writes for figures the ingest writer folds lazily. On SQLite the writer commits
-//! events at once but upserts their rollups later, in bulk (see `usage::writer`); a read of
+//! Read-your-writes for figures the ingest writer folds lazily. The writer commits events at
+//! once but upserts their rollups later, in bulk (see `usage::writer`); a read of
 //! those rollups first calls [`Store::settle`], which returns at once when nothing is pending and
 //! otherwise asks the writer to write what it holds and waits for that commit. So every event
 //! acknowledged before a read began is in what the read sees.
@@ -34,6 +34,20 @@ impl Fence {
 
     pub fn set_pending(&self, events: u64) {
         self.pending.store(events, Ordering::SeqCst);
+    }
+
+    /// Events acknowledged whose rollups are not written yet.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Lowers the count by `events` written since [`Fence::pending`] read it.
+    pub fn written(&self, events: u64) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| {
+                Some(p.saturating_sub(events))
+            });
     }
 
     pub(super) async fn settle(&self) {

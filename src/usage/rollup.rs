@@ -523,20 +523,19 @@ impl Deferred {
 }
 
 impl Rollups<'_> {
-    /// Adds the increments to the stored rollups inside a PostgreSQL transaction: one statement
-    /// per table, every row's values travelling as one array per column and unpacked by
-    /// `UNNEST`, so the statement text never changes and is planned once per connection.
-    /// (32-row `VALUES` upserts, re-planned on every execution, held ingest near 30k events/s.)
-    pub async fn write_pg(self, conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    /// Adds the month totals to the stored ones inside a PostgreSQL transaction: one statement,
+    /// every row's values travelling as one array per column and unpacked by `UNNEST`, so the
+    /// statement text never changes and is planned once per connection. The minute increments
+    /// are journaled with [`Rollups::journal`] and folded later (see [`Deferred::write_pg`]).
+    pub async fn write_months_pg(&self, conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
         // Rows go in customer order: the writer keeps two transactions in flight, and taking
-        // the row locks of rows both touch (the all-customer totals, a busy customer's rows) in
-        // one global order keeps them from waiting on each other in a cycle. (Should a rare
-        // interleaving still deadlock, PostgreSQL aborts one transaction and the writer retries
-        // its requests one by one.)
-        let mut months: Vec<((i64, &str), Month)> = self.months.into_iter().collect();
-        months.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // the row locks of rows both touch in one global order keeps them from waiting on each
+        // other in a cycle. (Should a rare interleaving still deadlock, PostgreSQL aborts one
+        // transaction and the writer retries its requests.)
+        let mut months: Vec<(&(i64, &str), &Month)> = self.months.iter().collect();
+        months.sort_unstable_by(|a, b| a.0.cmp(b.0));
         // Text plus each element's length word and the five fixed-width numbers.
-        let month_size = |((_, who), _): &((i64, &str), Month)| who.len() + 6 * 4 + 5 * 8;
+        let month_size = |((_, who), _): &(&(i64, &str), &Month)| who.len() + 6 * 4 + 5 * 8;
         for chunk in chunks_by_size(&months, PG_STATEMENT_BYTES, month_size) {
             sqlx::query(UPSERT_MONTHS_PG)
                 .bind(chunk.iter().map(|((m, _), _)| *m).collect::<Vec<_>>())
@@ -548,53 +547,79 @@ impl Rollups<'_> {
                 .execute(&mut *conn)
                 .await?;
         }
-        // Minute rows only (see UPSERT_ROLLUPS_PG), grouped by customer so each customer's
-        // hour and day rows come from one statement.
-        let mut rows: Vec<(Key, Totals)> = self.minutes.into_iter().collect();
-        rows.sort_unstable_by(|(a, _), (b, _)| (a.subject, a).cmp(&(b.subject, b)));
-        let row_size = |(k, _): &(Key, Totals)| {
-            k.subject.len()
-                + k.source.len()
-                + k.kind.len()
-                + k.category.len()
-                + k.provider.len()
-                + k.sku.len()
-                + k.unit.len()
-                + 25 * 4
-                + 18 * 8
-        };
-        for chunk in chunks_by_size(&rows, PG_STATEMENT_BYTES, row_size) {
-            let mut c = RollupColumns::with_capacity(chunk.len());
-            for (k, t) in chunk {
-                c.push(k, t);
-            }
-            let mut q = sqlx::query(UPSERT_ROLLUPS_PG)
-                .bind(c.bucket)
-                .bind(c.subject)
-                .bind(c.source)
-                .bind(c.kind)
-                .bind(c.category)
-                .bind(c.provider)
-                .bind(c.sku)
-                .bind(c.unit)
-                .bind(c.events)
-                .bind(c.quantity)
-                .bind(c.cost_nano)
-                .bind(c.unpriced);
-            for s in c.status {
-                q = q.bind(s);
-            }
-            q = q.bind(c.duration_ms);
-            for l in c.latency {
-                q = q.bind(l);
-            }
-            q.execute(&mut *conn).await?;
-        }
         Ok(())
+    }
+
+    /// Whether any event was added.
+    pub fn is_empty(&self) -> bool {
+        self.minutes.is_empty()
     }
 }
 
-/// [`Rollups::write_pg`]'s rows turned into one vector per column.
+impl Deferred {
+    /// Upserts everything held inside a PostgreSQL transaction; see [`upsert_minutes_pg`].
+    pub async fn write_pg(&self, conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+        let rows: Vec<(Key<'_>, Totals)> = self
+            .minutes
+            .iter()
+            .filter_map(|(k, t)| Some((decode_key(k)?, t.clone())))
+            .collect();
+        upsert_minutes_pg(conn, rows).await
+    }
+}
+
+/// Upserts minute increments, and the hour, day and all-customer rows PostgreSQL derives from
+/// them (see UPSERT_ROLLUPS_PG), one statement per chunk of rows.
+async fn upsert_minutes_pg(
+    conn: &mut sqlx::PgConnection,
+    mut rows: Vec<(Key<'_>, Totals)>,
+) -> Result<(), StoreError> {
+    // Grouped by customer so each customer's hour and day rows come from one statement, and in
+    // one global order so that two instances folding at once never wait on each other in a
+    // cycle.
+    rows.sort_unstable_by(|(a, _), (b, _)| (a.subject, a).cmp(&(b.subject, b)));
+    let row_size = |(k, _): &(Key, Totals)| {
+        k.subject.len()
+            + k.source.len()
+            + k.kind.len()
+            + k.category.len()
+            + k.provider.len()
+            + k.sku.len()
+            + k.unit.len()
+            + 25 * 4
+            + 18 * 8
+    };
+    for chunk in chunks_by_size(&rows, PG_STATEMENT_BYTES, row_size) {
+        let mut c = RollupColumns::with_capacity(chunk.len());
+        for (k, t) in chunk {
+            c.push(k, t);
+        }
+        let mut q = sqlx::query(UPSERT_ROLLUPS_PG)
+            .bind(c.bucket)
+            .bind(c.subject)
+            .bind(c.source)
+            .bind(c.kind)
+            .bind(c.category)
+            .bind(c.provider)
+            .bind(c.sku)
+            .bind(c.unit)
+            .bind(c.events)
+            .bind(c.quantity)
+            .bind(c.cost_nano)
+            .bind(c.unpriced);
+        for s in c.status {
+            q = q.bind(s);
+        }
+        q = q.bind(c.duration_ms);
+        for l in c.latency {
+            q = q.bind(l);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// [`upsert_minutes_pg`]'s rows turned into one vector per column.
 struct RollupColumns<'a> {
     bucket: Vec<i64>,
     subject: Vec<&'a str>,

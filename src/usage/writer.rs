@@ -146,8 +146,10 @@ fn gather(first: Job, inbox: &mut WriterInbox) -> Vec<Job> {
     jobs
 }
 
-/// PostgreSQL: up to [`PG_COMMITS_IN_FLIGHT`] group commits at once, each writing its own
-/// rollups (several instances may share the database, so nothing is held back in memory).
+/// PostgreSQL: up to [`PG_COMMITS_IN_FLIGHT`] group commits at once, each journaling its
+/// minute increments in a `rollup_journal` row of its own; [`run_folder`] folds the journal (of
+/// every instance sharing the database) into `usage_rollups` about once a second. Upserting each
+/// commit's rollups in that commit was most of PostgreSQL's work per event.
 async fn run_pooled(
     store: Store,
     mut inbox: WriterInbox,
@@ -155,6 +157,8 @@ async fn run_pooled(
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    let (stop_folder, folder_stopped) = oneshot::channel();
+    let folder = tokio::spawn(run_folder(store.clone(), folder_stopped));
     let mut in_flight = tokio::task::JoinSet::new();
     let mut stopping = false;
     loop {
@@ -185,6 +189,9 @@ async fn run_pooled(
         ));
     }
     while in_flight.join_next().await.is_some() {}
+    // A clean stop leaves nothing journaled.
+    let _ = stop_folder.send(());
+    let _ = folder.await;
 }
 
 /// Rollups held in memory are written once this many events' worth are held...
@@ -381,12 +388,12 @@ async fn flush(direct: &DirectSqlite, deferred: &Arc<Mutex<Deferred>>, store: &S
     }
 }
 
-/// Writes the rollups a crash left in the journal (SQLite; nothing to do on PostgreSQL). Run
-/// before the server takes requests, so that every read sees them. A record that does not
-/// parse is logged and dropped. Returns the events whose rollups were written.
+/// Writes the rollups a crash left in the journal. Run before the server takes requests, so
+/// that every read sees them. A record that does not parse is logged and dropped. Returns the
+/// events whose rollups were written.
 pub async fn recover_rollups(store: &Store) -> Result<u64, StoreError> {
     let Some(direct) = store.direct_sqlite() else {
-        return Ok(0);
+        return fold_pg(store).await;
     };
     direct
         .run(|conn| {
@@ -775,7 +782,7 @@ async fn commit(store: &Store, jobs: &[Arc<Vec<NewEvent>>]) -> Result<Vec<Writte
             }
         }
     }
-    let results = jobs
+    let results: Vec<Written> = jobs
         .iter()
         .zip(accepted)
         .map(|(job, accepted)| Written {
@@ -783,7 +790,96 @@ async fn commit(store: &Store, jobs: &[Arc<Vec<NewEvent>>]) -> Result<Vec<Writte
             duplicates: job.len() - accepted,
         })
         .collect();
-    rollups.write_pg(conn).await?;
+    rollups.write_months_pg(conn).await?;
+    let accepted: usize = results.iter().map(|w| w.accepted).sum();
+    if !rollups.is_empty() {
+        sqlx::query("INSERT INTO rollup_journal (events, record) VALUES ($1, $2)")
+            .bind(accepted as i64)
+            .bind(rollups.journal())
+            .execute(&mut **conn)
+            .await?;
+    }
     tx.commit().await?;
+    // Before the acknowledgement, so that a read after it waits for the fold.
+    store.fence().add_pending(accepted as u64);
     Ok(results)
+}
+
+/// Journal rows folded per transaction.
+const FOLD_ROWS: i64 = 1_000;
+
+/// Folds the journaled minute increments of every instance into `usage_rollups` (PostgreSQL):
+/// each transaction locks the oldest journal rows in id order, upserts their sum and deletes
+/// them. Two instances folding at once take the rows in the same order, so the second waits for
+/// the first and then finds those rows gone. Returns the events folded.
+pub async fn fold_pg(store: &Store) -> Result<u64, StoreError> {
+    // Every event this instance acknowledged before this point is in a committed journal row
+    // that the loop below folds (or that another instance folded before).
+    let pending = store.fence().pending();
+    let mut folded = 0;
+    loop {
+        let mut tx = store.begin().await?;
+        let Tx::Postgres(conn) = &mut tx else {
+            return Ok(0);
+        };
+        let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, events, record FROM rollup_journal ORDER BY id LIMIT $1 FOR UPDATE",
+        )
+        .bind(FOLD_ROWS)
+        .fetch_all(&mut **conn)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut deferred = Deferred::default();
+        for (id, events, record) in &rows {
+            if let Err(e) = deferred.absorb(record, u64::try_from(*events).unwrap_or(0)) {
+                tracing::error!(journal_id = id, error = %e, "dropping a rollup journal record that does not parse");
+            }
+        }
+        deferred.write_pg(conn).await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        sqlx::query("DELETE FROM rollup_journal WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&mut **conn)
+            .await?;
+        tx.commit().await?;
+        folded += deferred.events();
+        if (rows.len() as i64) < FOLD_ROWS {
+            break;
+        }
+    }
+    store.fence().written(pending);
+    Ok(folded)
+}
+
+/// PostgreSQL's folder: every [`FLUSH_AFTER`], at once when a read asks (see `store::fence`),
+/// and a last time when the writer stops.
+async fn run_folder(store: Store, mut stopped: oneshot::Receiver<()>) {
+    let mut settle = store.fence().attach();
+    let mut tick = tokio::time::interval(FLUSH_AFTER);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut waiters: Vec<SettleRequest> = Vec::new();
+        let last = tokio::select! {
+            Some(req) = settle.recv() => {
+                waiters.push(req);
+                false
+            }
+            _ = tick.tick() => false,
+            _ = &mut stopped => true,
+        };
+        // Whoever else asked meanwhile is answered by the same fold.
+        while let Ok(req) = settle.try_recv() {
+            waiters.push(req);
+        }
+        if let Err(e) = fold_pg(&store).await {
+            tracing::error!(error = %e, "folding the journaled usage rollups failed; retrying shortly");
+        }
+        // Answered even on failure: the read goes ahead with what is stored.
+        drop(waiters);
+        if last {
+            break;
+        }
+    }
 }
