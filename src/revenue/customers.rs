@@ -118,8 +118,10 @@ pub async fn search(store: &Store, query: &str, limit: usize) -> Result<Vec<Cust
         .into_iter()
         .map(|(id, name, email)| CustomerName { id, name, email })
         .collect();
+    // A prefix shared by thousands of ids matches thousands on both sides.
+    let named: std::collections::HashSet<String> = found.iter().map(|c| c.id.clone()).collect();
     for (id,) in others {
-        if !found.iter().any(|c| c.id == id) {
+        if !named.contains(&id) {
             found.push(CustomerName {
                 id,
                 name: None,

@@ -1115,6 +1115,84 @@ async fn quota_one_alert_per_customer_postgres() {
     quota_one_alert_per_customer(Backend::Postgres).await;
 }
 
+/// A run that changes many alerts commits them a chunk at a time (so it never holds the write
+/// lock for long) and notifies each chunk: nothing is lost across the commits.
+async fn a_burst_of_alerts_is_written_in_chunks(backend: Backend) {
+    use opsdeck::simulators::notify::NotifySim;
+    let slack = NotifySim::start().await.unwrap();
+    let url = slack.slack_url();
+    let Some(app) = spawn_app_with(backend, |c| {
+        c.alerts.evaluation_interval = opsdeck::config::ConfigDuration(Duration::ZERO);
+        c.alerts.allow_private_targets = true;
+        c.alerts.default_notifiers = vec!["oncall-slack".into()];
+        c.notifiers
+            .push(opsdeck::webhooks::endpoints::EndpointSpec {
+                name: "oncall-slack".into(),
+                kind: Some("slack".into()),
+                url,
+                ..Default::default()
+            });
+    })
+    .await
+    else {
+        return;
+    };
+    let store = &app.state.store;
+    let (prometheus, notifiers) = opsdeck::alerts::names(&app.state).await.unwrap();
+    let quota: Vec<_> = opsdeck::alerts::rules::load(store, &prometheus, &notifiers)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.spec.name == opsdeck::alerts::rules::QUOTA_RULE)
+        .collect();
+    let settings = engine::Settings {
+        repeat_ms: 0,
+        alerts_url: String::new(),
+    };
+    for i in 1..=12 {
+        set_quota(&app, &format!("c{i:02}"), 85.0).await;
+    }
+    let now = opsdeck::store::now_ms();
+    let (r, _) = engine::run_chunked(store, &quota, now, "", &settings, 5)
+        .await
+        .unwrap();
+    assert_eq!((r.fired, r.notifications), (12, 3), "{r:?}");
+    let count = |sql: &'static str| async move {
+        let (n,): (i64,) = store.fetch_one(sql, opsdeck::args![]).await.unwrap();
+        n
+    };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM alerts WHERE state = 'firing'").await,
+        12
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM alert_events WHERE kind = 'notified'").await,
+        12,
+        "every alert is in one notification"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM webhook_deliveries").await,
+        3,
+        "one message per chunk"
+    );
+    // The next run finds them all open and changes nothing.
+    let (r, _) = engine::run_chunked(store, &quota, now + 10_000, "", &settings, 5)
+        .await
+        .unwrap();
+    assert_eq!((r.fired, r.notifications), (0, 0), "{r:?}");
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_alerts_is_written_in_chunks_sqlite() {
+    a_burst_of_alerts_is_written_in_chunks(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_alerts_is_written_in_chunks_postgres() {
+    a_burst_of_alerts_is_written_in_chunks(Backend::Postgres).await;
+}
+
 /// Bulk acknowledgement from the page's form and the JSON API: all or nothing, bad input
 /// refused with the position named, each alert with who, when and the note, audited; and
 /// the page's filters (state, severity, rule, text) as a plain GET form.
