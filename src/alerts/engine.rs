@@ -379,19 +379,14 @@ pub async fn run_chunked(
             let t = decide(rule, current, value, now, settings.repeat_ms, maintenance);
             if t != Transition::Stay {
                 if written >= chunk {
-                    let notified = notify(
-                        &mut tx,
+                    let done = std::mem::take(&mut changes);
+                    let run = RunCtx {
                         rules,
-                        &changes,
-                        &endpoints,
+                        endpoints: &endpoints,
                         now,
                         settings,
-                        &mut report,
-                    )
-                    .await?;
-                    tx.commit().await?;
-                    events.extend(notified);
-                    changes.clear();
+                    };
+                    events.extend(run.commit(tx, &done, &mut report).await?);
                     written = 0;
                     tx = store.begin().await?;
                 }
@@ -572,19 +567,45 @@ pub async fn run_chunked(
         }
     }
     update_values(&mut tx, &moved).await?;
-    let notified = notify(
-        &mut tx,
+    let run = RunCtx {
         rules,
-        &changes,
-        &endpoints,
+        endpoints: &endpoints,
         now,
         settings,
-        &mut report,
-    )
-    .await?;
-    tx.commit().await?;
-    events.extend(notified);
+    };
+    events.extend(run.commit(tx, &changes, &mut report).await?);
     Ok((report, events))
+}
+
+/// What a run's commits share.
+struct RunCtx<'a> {
+    rules: &'a [Rule],
+    endpoints: &'a HashMap<String, i64>,
+    now: i64,
+    settings: &'a Settings,
+}
+
+impl RunCtx<'_> {
+    /// Queues the notifications of `changes` and commits them with the transitions.
+    async fn commit(
+        &self,
+        mut tx: Tx,
+        changes: &[Change],
+        report: &mut Report,
+    ) -> Result<Vec<Event>> {
+        let events = notify(
+            &mut tx,
+            self.rules,
+            changes,
+            self.endpoints,
+            self.now,
+            self.settings,
+            report,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(events)
+    }
 }
 
 /// Alerts' values updated per statement: two parameters each, well under both backends'

@@ -175,6 +175,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0028_customer_search.sql"),
         include_str!("../../migrations/postgres/0028_customer_search.sql"),
     ),
+    (
+        29,
+        "recent plan assignments",
+        include_str!("../../migrations/sqlite/0029_recent_plan_assignments.sql"),
+        include_str!("../../migrations/postgres/0029_recent_plan_assignments.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -865,11 +865,20 @@ async fn timeline(app: &TestApp, id: i64) -> Vec<String> {
 /// ("12 customers over quota", the worst first), each customer has one open alert at its
 /// highest step, a higher step replaces a lower one (90 → 100 → 120, notified) and falling
 /// back steps down quietly, every change in the alert's timeline.
-async fn quota_one_alert_per_customer(backend: Backend) {
-    use opsdeck::simulators::notify::{NotifySim, Service};
-    let slack = NotifySim::start().await.unwrap();
+/// An app whose alerts go to a Slack simulator, that simulator, and the built-in quota rule
+/// (evaluated by the test itself: the engine's own interval is off).
+async fn quota_alerts_app(
+    backend: Backend,
+) -> Option<(
+    TestApp,
+    opsdeck::simulators::notify::NotifySim,
+    Vec<opsdeck::alerts::rules::Rule>,
+)> {
+    let slack = opsdeck::simulators::notify::NotifySim::start()
+        .await
+        .unwrap();
     let url = slack.slack_url();
-    let Some(app) = spawn_app_with(backend, |c| {
+    let app = spawn_app_with(backend, |c| {
         c.alerts.evaluation_interval = opsdeck::config::ConfigDuration(Duration::ZERO);
         c.alerts.allow_private_targets = true;
         c.alerts.default_notifiers = vec!["oncall-slack".into()];
@@ -881,18 +890,23 @@ async fn quota_one_alert_per_customer(backend: Backend) {
                 ..Default::default()
             });
     })
-    .await
-    else {
-        return;
-    };
-    let store = &app.state.store;
+    .await?;
     let (prometheus, notifiers) = opsdeck::alerts::names(&app.state).await.unwrap();
-    let quota: Vec<_> = opsdeck::alerts::rules::load(store, &prometheus, &notifiers)
+    let quota: Vec<_> = opsdeck::alerts::rules::load(&app.state.store, &prometheus, &notifiers)
         .await
         .unwrap()
         .into_iter()
         .filter(|r| r.spec.name == opsdeck::alerts::rules::QUOTA_RULE)
         .collect();
+    Some((app, slack, quota))
+}
+
+async fn quota_one_alert_per_customer(backend: Backend) {
+    use opsdeck::simulators::notify::Service;
+    let Some((app, slack, quota)) = quota_alerts_app(backend).await else {
+        return;
+    };
+    let store = &app.state.store;
     assert_eq!(quota.len(), 1, "one built-in quota rule");
     let settings = engine::Settings {
         repeat_ms: 0,
@@ -1118,33 +1132,10 @@ async fn quota_one_alert_per_customer_postgres() {
 /// A run that changes many alerts commits them a chunk at a time (so it never holds the write
 /// lock for long) and notifies each chunk: nothing is lost across the commits.
 async fn a_burst_of_alerts_is_written_in_chunks(backend: Backend) {
-    use opsdeck::simulators::notify::NotifySim;
-    let slack = NotifySim::start().await.unwrap();
-    let url = slack.slack_url();
-    let Some(app) = spawn_app_with(backend, |c| {
-        c.alerts.evaluation_interval = opsdeck::config::ConfigDuration(Duration::ZERO);
-        c.alerts.allow_private_targets = true;
-        c.alerts.default_notifiers = vec!["oncall-slack".into()];
-        c.notifiers
-            .push(opsdeck::webhooks::endpoints::EndpointSpec {
-                name: "oncall-slack".into(),
-                kind: Some("slack".into()),
-                url,
-                ..Default::default()
-            });
-    })
-    .await
-    else {
+    let Some((app, _slack, quota)) = quota_alerts_app(backend).await else {
         return;
     };
     let store = &app.state.store;
-    let (prometheus, notifiers) = opsdeck::alerts::names(&app.state).await.unwrap();
-    let quota: Vec<_> = opsdeck::alerts::rules::load(store, &prometheus, &notifiers)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.spec.name == opsdeck::alerts::rules::QUOTA_RULE)
-        .collect();
     let settings = engine::Settings {
         repeat_ms: 0,
         alerts_url: String::new(),
