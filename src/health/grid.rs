@@ -330,7 +330,14 @@ impl Entry {
 pub struct Grid {
     entries: HashMap<i64, Entry>,
     order: Vec<i64>,
+    /// Checks of monitors the grid does not list yet: a monitor created through the API and
+    /// checked at once can be recorded before the reload that lists it reaches the grid.
+    /// Applied when it is listed; bounded, since a monitor deleted meanwhile is never listed.
+    early: Vec<Recorded>,
 }
+
+/// The most checks [`Grid::early`] holds.
+const EARLY_MAX: usize = 256;
 
 /// Monitors by state and the ones with a problem, from [`Grid::summary`].
 #[derive(Debug, Clone, Default)]
@@ -564,6 +571,14 @@ impl Grid {
             e.interval = m.interval;
             e.problem = m.problem;
         }
+        self.early.retain(|r| !removed.contains(&r.monitor_id));
+        if !self.early.is_empty() {
+            let (listed, waiting): (Vec<Recorded>, Vec<Recorded>) = std::mem::take(&mut self.early)
+                .into_iter()
+                .partition(|r| self.entries.contains_key(&r.monitor_id));
+            self.early = waiting;
+            self.apply(&listed);
+        }
         self.sort();
     }
 
@@ -576,6 +591,9 @@ impl Grid {
     pub fn apply(&mut self, batch: &[Recorded]) {
         for r in batch {
             let Some(e) = self.entries.get_mut(&r.monitor_id) else {
+                if self.early.len() < EARLY_MAX {
+                    self.early.push(r.clone());
+                }
                 continue;
             };
             e.count(r.at, r.result.verdict, r.result.latency_us);
@@ -769,6 +787,28 @@ mod tests {
             true,
         );
         g
+    }
+
+    #[test]
+    fn a_check_recorded_before_its_monitor_is_listed_is_kept() {
+        let mut g = grid_of(&[(1, "one")]);
+        g.apply(&[recorded(2, 1_000, Verdict::Down, 30)]);
+        assert_eq!(g.last_check(2), None);
+        g.update_monitors(
+            vec![Listed {
+                id: 2,
+                name: "two".into(),
+                kind: "http".into(),
+                source: "api".into(),
+                paused: false,
+                interval: Some(Duration::from_secs(60)),
+                problem: None,
+            }],
+            &[],
+            false,
+        );
+        assert_eq!(g.last_check(2), Some(1_000));
+        assert!(g.early.is_empty());
     }
 
     #[test]

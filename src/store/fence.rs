@@ -18,6 +18,9 @@ pub struct Fence {
     /// and lowered only after the commit that wrote them.
     pending: AtomicU64,
     writer: Mutex<Option<mpsc::UnboundedSender<SettleRequest>>>,
+    /// Held by whoever folds on this instance's behalf (PostgreSQL), so that two folds never
+    /// both take the same acknowledged events off `pending`.
+    pub folding: tokio::sync::Mutex<()>,
 }
 
 impl Fence {

@@ -813,6 +813,7 @@ const FOLD_ROWS: i64 = 1_000;
 /// them. Two instances folding at once take the rows in the same order, so the second waits for
 /// the first and then finds those rows gone. Returns the events folded.
 pub async fn fold_pg(store: &Store) -> Result<u64, StoreError> {
+    let _one = store.fence().folding.lock().await;
     // Every event this instance acknowledged before this point is in a committed journal row
     // that the loop below folds (or that another instance folded before).
     let pending = store.fence().pending();

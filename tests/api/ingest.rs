@@ -583,12 +583,25 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
         batches.push(json!(batch).to_string());
         i += n;
     }
-    // On PostgreSQL every instance folds the journaled rollups of all: two more folders run
-    // beside the server's own for the whole ingest, as other instances would.
+    // On PostgreSQL every instance folds the journaled rollups of all: two more folders, each
+    // with a connection pool of its own as another instance would have, run beside the
+    // server's own for the whole ingest.
     let folding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let folders: Vec<_> = (0..2)
-        .map(|_| {
-            let (store, folding) = (app.state.store.clone(), folding.clone());
+    let mut others = Vec::new();
+    if app.backend == Backend::Postgres {
+        for _ in 0..2 {
+            let url = &app.state.config.server.database_url;
+            others.push(
+                opsdeck::store::Store::connect(url, &Default::default())
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let folders: Vec<_> = others
+        .into_iter()
+        .map(|store| {
+            let folding = folding.clone();
             tokio::spawn(async move {
                 while folding.load(std::sync::atomic::Ordering::SeqCst) {
                     opsdeck::usage::writer::fold_pg(&store).await.unwrap();
