@@ -307,6 +307,12 @@ pub async fn run_chunked(
         .collect();
 
     let mut indexes: HashMap<((Metric, i64), String), ByValue> = HashMap::new();
+    let run = RunCtx {
+        rules,
+        endpoints: &endpoints,
+        now,
+        settings,
+    };
     let mut tx = store.begin().await?;
     let mut changes: Vec<Change> = Vec::new();
     // Transitions written in the open transaction, and the events of those committed.
@@ -380,12 +386,6 @@ pub async fn run_chunked(
             if t != Transition::Stay {
                 if written >= chunk {
                     let done = std::mem::take(&mut changes);
-                    let run = RunCtx {
-                        rules,
-                        endpoints: &endpoints,
-                        now,
-                        settings,
-                    };
                     events.extend(run.commit(tx, &done, &mut report).await?);
                     written = 0;
                     tx = store.begin().await?;
@@ -567,12 +567,6 @@ pub async fn run_chunked(
         }
     }
     update_values(&mut tx, &moved).await?;
-    let run = RunCtx {
-        rules,
-        endpoints: &endpoints,
-        now,
-        settings,
-    };
     events.extend(run.commit(tx, &changes, &mut report).await?);
     Ok((report, events))
 }

@@ -510,9 +510,16 @@ impl Cache {
         let computed = match self.find(from, to, &stamp) {
             Some(c) => c,
             None => {
-                let _one = self.computing.lock().await;
-                // Whoever held the lock may have just computed this very margin.
-                stamp = Stamp::read(store, rates, previous_from, to).await?;
+                let _one = match self.computing.try_lock() {
+                    Ok(one) => one,
+                    Err(_) => {
+                        // Whoever holds it may be computing this very margin: wait, then
+                        // look again with a fresh stamp.
+                        let one = self.computing.lock().await;
+                        stamp = Stamp::read(store, rates, previous_from, to).await?;
+                        one
+                    }
+                };
                 match self.find(from, to, &stamp) {
                     Some(c) => c,
                     None => {

@@ -506,13 +506,21 @@ impl Deferred {
     /// Upserts everything held (minute, hour and day rows and their all-customer totals) inside
     /// the caller's transaction; [`Deferred::clear`] once it has committed.
     pub fn write_direct(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-        let minutes: HashMap<Key<'_>, Totals> = self
-            .minutes
+        upsert_direct(tx, Rollups::all_granularities(self.decoded()))
+    }
+
+    /// Upserts everything held inside a PostgreSQL transaction; see [`upsert_minutes_pg`].
+    pub async fn write_pg(&self, conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+        upsert_minutes_pg(conn, self.decoded()).await
+    }
+
+    /// The held minute rows with their keys decoded.
+    fn decoded<'a, C: FromIterator<(Key<'a>, Totals)>>(&'a self) -> C {
+        self.minutes
             .iter()
             // Every key was decoded once when absorbed.
             .filter_map(|(k, t)| Some((decode_key(k)?, t.clone())))
-            .collect();
-        upsert_direct(tx, Rollups::all_granularities(minutes))
+            .collect()
     }
 
     pub fn clear(&mut self) {
@@ -553,18 +561,6 @@ impl Rollups<'_> {
     /// Whether any event was added.
     pub fn is_empty(&self) -> bool {
         self.minutes.is_empty()
-    }
-}
-
-impl Deferred {
-    /// Upserts everything held inside a PostgreSQL transaction; see [`upsert_minutes_pg`].
-    pub async fn write_pg(&self, conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
-        let rows: Vec<(Key<'_>, Totals)> = self
-            .minutes
-            .iter()
-            .filter_map(|(k, t)| Some((decode_key(k)?, t.clone())))
-            .collect();
-        upsert_minutes_pg(conn, rows).await
     }
 }
 
