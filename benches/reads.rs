@@ -729,19 +729,34 @@ async fn measure(
                 Credential::Session => browser.get(&url),
                 c => http_key.get(&url).bearer_auth(&keys[&c]),
             };
-            let res = request.send().await.expect("request");
+            let mut res = request.send().await.expect("request");
             let status = res.status();
-            let body = res.bytes().await.unwrap_or_default();
-            let took = sent.elapsed();
             if !status.is_success() {
+                let body = res.bytes().await.unwrap_or_default();
                 t.failure = Some(format!(
                     "{status}: {}",
                     String::from_utf8_lossy(&body[..body.len().min(200)])
                 ));
                 continue;
             }
-            t.samples.push(took);
-            t.bytes = body.len();
+            // Read as a browser saving a download would: chunk by chunk, counting, so an
+            // export of millions of rows is timed to its last byte without being held here.
+            let mut bytes = 0;
+            loop {
+                match res.chunk().await {
+                    Ok(Some(c)) => bytes += c.len(),
+                    Ok(None) => break,
+                    Err(e) => {
+                        t.failure = Some(format!("body ended early after {bytes} bytes: {e}"));
+                        break;
+                    }
+                }
+            }
+            if t.failure.is_some() {
+                continue;
+            }
+            t.samples.push(sent.elapsed());
+            t.bytes = bytes;
         }
     }
 }

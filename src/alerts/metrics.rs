@@ -400,8 +400,8 @@ pub async fn read(
                      CAST(SUM(CASE WHEN bucket >= $2 THEN cost_nano ELSE 0 END) AS BIGINT), \
                      CAST(SUM(CASE WHEN bucket < $2 THEN cost_nano ELSE 0 END) AS BIGINT), \
                      CAST(SUM(CASE WHEN bucket >= $2 THEN unpriced ELSE 0 END) AS BIGINT) \
-                     FROM usage_rollups WHERE granularity = $1 AND bucket >= $3 \
-                     AND provider <> '' GROUP BY provider",
+                     FROM usage_rollups WHERE granularity = $1 AND subject = '' \
+                     AND bucket >= $3 AND provider <> '' GROUP BY provider",
                     args![granularity, start, start - history],
                 )
                 .await?;

@@ -181,6 +181,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0029_recent_plan_assignments.sql"),
         include_str!("../../migrations/postgres/0029_recent_plan_assignments.sql"),
     ),
+    (
+        30,
+        "rollups without a time index",
+        include_str!("../../migrations/sqlite/0030_rollups_without_time_index.sql"),
+        include_str!("../../migrations/postgres/0030_rollups_without_time_index.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -50,6 +50,15 @@ impl Query {
                  coarser interval or a shorter range"
             )));
         }
+        // Older minutes are not kept (see MINUTE_KEEP_MS): an empty series would read as no
+        // usage.
+        if interval == "minute" && from < super::rollup::minute_floor(crate::store::now_ms()) {
+            return Err(UsageError::Invalid(
+                "minute rollups are kept for the last 2 days; use interval=hour for an earlier \
+                 range"
+                    .into(),
+            ));
+        }
         if let Some(c) = &customer {
             super::plans::check_customer_id(c)?;
         }

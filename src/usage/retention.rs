@@ -1,6 +1,6 @@
 //! Retention: raw events received more than `retention.raw_days` ago, SQLite's dedup keys older
-//! than the dedup window, and rollups, month totals and recorded quota state changes older than
-//! `retention.rollup_days`, are deleted by the background job, a small batch per step so that
+//! than the dedup window, minute rollups older than two days, and hour and day rollups, month
+//! totals and recorded quota state changes older than `retention.rollup_days`, are deleted by the background job, a small batch per step so that
 //! pruning never holds the database's write lock for long.
 
 use crate::args;
@@ -45,35 +45,21 @@ pub async fn prune_step(
             )
             .await?;
     }
-    // Rollups go one bucket at a time per granularity: the (granularity, bucket) index makes
-    // finding the oldest bucket a seek.
     let rollup_cutoff = now_ms - i64::from(rollup_days) * DAY_MS;
     // Increments the writer still holds may belong to buckets past the cutoff (a history
     // import); written after this step they would bring those buckets back.
     store.settle().await;
-    let rollup = super::rollup::GRANULARITIES
+    for ((granularity, width), (total, _)) in super::rollup::GRANULARITIES
         .iter()
-        .chain(super::rollup::TOTAL_GRANULARITIES);
-    // The oldest bucket is found first and deleted by its value: nothing is written (and the
-    // write lock is not taken) when nothing is due, and the delete is a seek on
-    // (granularity, bucket). As one statement with the bucket as a subquery, SQLite walked
-    // every row of the granularity holding the write lock: 45–60 s on a 5 GB store, during
-    // which every other writer failed.
-    for (granularity, _) in rollup {
-        let (oldest,): (Option<i64>,) = store
-            .fetch_one(
-                "SELECT MIN(bucket) FROM usage_rollups WHERE granularity = $1 AND bucket < $2",
-                args![*granularity, rollup_cutoff],
-            )
-            .await?;
-        if let Some(bucket) = oldest {
-            deleted += store
-                .execute(
-                    "DELETE FROM usage_rollups WHERE granularity = $1 AND bucket = $2",
-                    args![*granularity, bucket],
-                )
-                .await?;
-        }
+        .zip(super::rollup::TOTAL_GRANULARITIES)
+    {
+        // Minute rows are kept two days whatever `rollup_days` says (see MINUTE_KEEP_MS).
+        let cutoff = if *granularity == "minute" {
+            rollup_cutoff.max(super::rollup::minute_floor(now_ms))
+        } else {
+            rollup_cutoff
+        };
+        deleted += prune_rollups(store, granularity, total, cutoff, *width).await?;
     }
     // Recorded quota state changes are history like the rollups, and kept as long. They are
     // written in time order, so looking only at the oldest ids keeps each step bounded.
@@ -96,4 +82,86 @@ pub async fn prune_step(
             .await?;
     }
     Ok(deleted)
+}
+
+/// Customers whose rollups one delete statement prunes.
+const SUBJECT_BATCH: i64 = 500;
+
+/// Deletes the rollups of `granularity` (per customer) and `total` (all customers) before
+/// `cutoff` (at most 128 buckets or a day of them per call), once the oldest of them is at least [`slack`] past it, so the walk below runs about
+/// once an hour per granularity rather than every time a minute expires. The table is stored by
+/// (granularity, subject, bucket) and has no index by time: one was a random insert per rollup
+/// row, half of a history import's writes. The all-customer rows, in bucket order under subject
+/// '', tell whether anything is due (every bucket with per-customer rows has them); the
+/// per-customer rows go customer by customer, a batch per statement, walking the subjects by
+/// seeks; the all-customer rows go last, so an interrupted walk is redone from the start by the
+/// next step.
+async fn prune_rollups(
+    store: &Store,
+    granularity: &str,
+    total: &str,
+    cutoff: i64,
+    width: i64,
+) -> Result<u64, StoreError> {
+    let (oldest,): (Option<i64>,) = store
+        .fetch_one(
+            "SELECT MIN(bucket) FROM usage_rollups WHERE granularity = $1 AND subject = ''",
+            args![total],
+        )
+        .await?;
+    let Some(oldest) = oldest.filter(|oldest| *oldest < cutoff - slack(width)) else {
+        return Ok(0);
+    };
+    // A bounded span per walk, so that a store with months due (retention shortened, or minute
+    // rows kept by an older release) is pruned in steps of bounded size.
+    let cutoff = cutoff.min(oldest + (width * 128).max(DAY_MS));
+    let mut deleted = 0;
+    let mut after = String::new();
+    loop {
+        // The next customers after `after`, one index seek each.
+        let subjects: Vec<(String,)> = store
+            .fetch_all(
+                "WITH RECURSIVE walk (subject, n) AS ( \
+                   SELECT (SELECT MIN(subject) FROM usage_rollups \
+                           WHERE granularity = $1 AND subject > $2), 1 \
+                   UNION ALL \
+                   SELECT (SELECT MIN(subject) FROM usage_rollups \
+                           WHERE granularity = $1 AND subject > walk.subject), walk.n + 1 \
+                   FROM walk WHERE walk.subject IS NOT NULL AND walk.n < $3) \
+                 SELECT subject FROM walk WHERE subject IS NOT NULL",
+                args![granularity, after.clone(), SUBJECT_BATCH],
+            )
+            .await?;
+        let Some((last,)) = subjects.last() else {
+            break;
+        };
+        after = last.clone();
+        let mut sql = String::from(
+            "DELETE FROM usage_rollups WHERE granularity = $1 AND bucket < $2 AND subject IN (",
+        );
+        let mut values = args![granularity, cutoff];
+        for (i, (subject,)) in subjects.iter().enumerate() {
+            sql.push_str(if i == 0 { "$" } else { ", $" });
+            sql.push_str(&(i + 3).to_string());
+            values.push(subject.clone().into());
+        }
+        sql.push(')');
+        deleted += store.execute_assembled(sql, values).await?;
+        if (subjects.len() as i64) < SUBJECT_BATCH {
+            break;
+        }
+    }
+    deleted += store
+        .execute(
+            "DELETE FROM usage_rollups WHERE granularity = $1 AND subject = '' AND bucket < $2",
+            args![total, cutoff],
+        )
+        .await?;
+    Ok(deleted)
+}
+
+/// How far past the cutoff the oldest rollup of a granularity `width` ms wide may be before
+/// a prune walks every customer: an hour for minutes and hours, a day for days.
+fn slack(width: i64) -> i64 {
+    width.max(3_600_000)
 }

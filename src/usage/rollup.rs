@@ -85,7 +85,8 @@ const UPSERT_MONTHS_PG: &str = concat!(
 );
 
 /// PostgreSQL's rollup upsert. It is sent only the minute rows; each statement derives the
-/// hour and day rows and the all-customer totals from them, sums those per key (an upsert may
+/// hour and day rows and the all-customer totals from them (minutes before `$26` only as hours
+/// and days, see [`MINUTE_KEEP_MS`]), sums those per key (an upsert may
 /// touch a row once) and writes them customer by customer, the totals (customer '') first.
 /// Sending a third of the rows cut the rollup step's round trips by as much.
 const UPSERT_ROLLUPS_PG: &str = concat!(
@@ -110,6 +111,7 @@ const UPSERT_ROLLUPS_PG: &str = concat!(
      ('hour_total', m.bucket - mod(mod(m.bucket, 3600000) + 3600000, 3600000), ''), \
      ('day_total', m.bucket - mod(mod(m.bucket, 86400000) + 86400000, 86400000), '')) \
      AS g (granularity, bucket, subject) \
+     WHERE g.granularity NOT IN ('minute', 'minute_total') OR g.bucket >= $26 \
      GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 3, 1, 2, 4, 5, 6, 7, 8, 9 ",
     rollup_conflict!()
 );
@@ -117,6 +119,19 @@ const UPSERT_ROLLUPS_PG: &str = concat!(
 /// Bucket widths, in milliseconds, by granularity name.
 pub const GRANULARITIES: &[(&str, i64)] =
     &[("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
+
+/// How long minute rollups (per customer and the all-customer totals) are kept, in
+/// milliseconds: the last two days. A minute is the usage API's finest interval and the alert
+/// rules' short windows, both about the last hours; hour and day rollups are kept
+/// `retention.rollup_days`. Increments for older minutes (a history import) go into their hour
+/// and day rows only: with many customers nearly every imported event was a minute row of its
+/// own at a random place in the table, a third of the import's writes for rows nothing reads.
+pub const MINUTE_KEEP_MS: i64 = 2 * 86_400_000;
+
+/// The oldest minute bucket kept at `now_ms` (see [`MINUTE_KEEP_MS`]).
+pub fn minute_floor(now_ms: i64) -> i64 {
+    bucket_start(now_ms - MINUTE_KEEP_MS, 60_000)
+}
 
 /// The same widths summed over all customers (rows with subject ''), in the same order.
 pub const TOTAL_GRANULARITIES: &[(&str, i64)] = &[
@@ -255,12 +270,19 @@ impl<'a> Rollups<'a> {
     }
 
     /// Minute increments plus the hour and day increments folded from them, and all three
-    /// again summed over customers.
-    fn all_granularities(minutes: HashMap<Key<'a>, Totals>) -> HashMap<Key<'a>, Totals> {
+    /// again summed over customers; minutes before `minute_floor` only through their hours and
+    /// days (see [`MINUTE_KEEP_MS`]).
+    fn all_granularities(
+        mut minutes: HashMap<Key<'a>, Totals>,
+        minute_floor: i64,
+    ) -> HashMap<Key<'a>, Totals> {
         let mut all = HashMap::with_capacity(minutes.len() * 4);
         for (key, totals) in &minutes {
             for (level, (granularity, width)) in GRANULARITIES.iter().enumerate() {
                 let bucket = bucket_start(key.bucket, *width);
+                if level == 0 && bucket < minute_floor {
+                    continue;
+                }
                 if level > 0 {
                     all.entry(Key {
                         granularity,
@@ -280,6 +302,7 @@ impl<'a> Rollups<'a> {
                 .merge(totals);
             }
         }
+        minutes.retain(|k, _| k.bucket >= minute_floor);
         all.extend(minutes);
         all
     }
@@ -504,14 +527,26 @@ impl Deferred {
     }
 
     /// Upserts everything held (minute, hour and day rows and their all-customer totals) inside
-    /// the caller's transaction; [`Deferred::clear`] once it has committed.
-    pub fn write_direct(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-        upsert_direct(tx, Rollups::all_granularities(self.decoded()))
+    /// the caller's transaction; [`Deferred::clear`] once it has committed. Minutes older than
+    /// [`MINUTE_KEEP_MS`] at `now_ms` go into their hours and days only.
+    pub fn write_direct(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        upsert_direct(
+            tx,
+            Rollups::all_granularities(self.decoded(), minute_floor(now_ms)),
+        )
     }
 
     /// Upserts everything held inside a PostgreSQL transaction; see [`upsert_minutes_pg`].
-    pub async fn write_pg(&self, conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
-        upsert_minutes_pg(conn, self.decoded()).await
+    pub async fn write_pg(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        upsert_minutes_pg(conn, self.decoded(), minute_floor(now_ms)).await
     }
 
     /// The held minute rows with their keys decoded.
@@ -569,6 +604,7 @@ impl Rollups<'_> {
 async fn upsert_minutes_pg(
     conn: &mut sqlx::PgConnection,
     mut rows: Vec<(Key<'_>, Totals)>,
+    minute_floor: i64,
 ) -> Result<(), StoreError> {
     // Grouped by customer so each customer's hour and day rows come from one statement, and in
     // one global order so that two instances folding at once never wait on each other in a
@@ -610,7 +646,7 @@ async fn upsert_minutes_pg(
         for l in c.latency {
             q = q.bind(l);
         }
-        q.execute(&mut *conn).await?;
+        q.bind(minute_floor).execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -777,6 +813,42 @@ mod tests {
                 (0, 0),
                 "a refused record adds nothing"
             );
+        }
+    }
+
+    /// Minutes before the floor are counted in their hours and days (per customer and in the
+    /// totals) but get no minute rows of their own; minutes from the floor on get both.
+    #[test]
+    fn minutes_before_the_floor_count_only_in_hours_and_days() {
+        let evs = events();
+        let mut r = Rollups::default();
+        for e in &evs {
+            r.add(e);
+        }
+        let floor = bucket_start(evs[20].time_ms, 60_000);
+        let all = Rollups::all_granularities(std::mem::take(&mut r.minutes), floor);
+        let sum = |granularity: &str, keep: &dyn Fn(&Key) -> bool| -> i64 {
+            all.iter()
+                .filter(|(k, _)| k.granularity == granularity && keep(k))
+                .map(|(_, t)| t.events)
+                .sum()
+        };
+        let any = |_: &Key| true;
+        let kept = evs.iter().filter(|e| e.time_ms >= floor).count() as i64;
+        assert!(
+            0 < kept && kept < evs.len() as i64,
+            "the floor splits the events"
+        );
+        for g in ["minute", "minute_total"] {
+            assert_eq!(sum(g, &any), kept, "{g}: only minutes from the floor on");
+            assert_eq!(
+                sum(g, &|k| k.bucket < floor),
+                0,
+                "{g}: nothing before the floor"
+            );
+        }
+        for g in ["hour", "day", "hour_total", "day_total"] {
+            assert_eq!(sum(g, &any), evs.len() as i64, "{g}: every event");
         }
     }
 }

@@ -197,7 +197,7 @@ async fn run_pooled(
 /// Rollups held in memory are written once this many events' worth are held...
 const FLUSH_EVENTS: u64 = 200_000;
 /// ...or this many minute rows (a history import spread over many customers and days)...
-const FLUSH_ROWS: usize = 50_000;
+const FLUSH_ROWS: usize = 16_000;
 /// ...or when the oldest has waited this long...
 const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// ...or when no request has arrived for this long after a commit, so a quiet store has
@@ -365,7 +365,7 @@ async fn flush(direct: &DirectSqlite, deferred: &Arc<Mutex<Deferred>>, store: &S
         .run(move |conn| {
             let mut def = def.lock().unwrap_or_else(|p| p.into_inner());
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            def.write_direct(&tx)?;
+            def.write_direct(&tx, now_ms())?;
             if let Some((first, last)) = def.journal_rows() {
                 tx.execute(
                     "DELETE FROM rollup_journal WHERE id BETWEEN ?1 AND ?2",
@@ -411,7 +411,7 @@ pub async fn recover_rollups(store: &Store) -> Result<u64, StoreError> {
                 }
             }
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            deferred.write_direct(&tx)?;
+            deferred.write_direct(&tx, now_ms())?;
             tx.execute("DELETE FROM rollup_journal", [])?;
             tx.commit()?;
             Ok(deferred.events())
@@ -838,7 +838,7 @@ pub async fn fold_pg(store: &Store) -> Result<u64, StoreError> {
                 tracing::error!(journal_id = id, error = %e, "dropping a rollup journal record that does not parse");
             }
         }
-        deferred.write_pg(conn).await?;
+        deferred.write_pg(conn, now_ms()).await?;
         let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
         sqlx::query("DELETE FROM rollup_journal WHERE id = ANY($1)")
             .bind(ids)

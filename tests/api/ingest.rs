@@ -501,15 +501,9 @@ async fn rollups_count_what_was_stored(app: &TestApp) {
             .collect::<Vec<_>>(),
         [2]
     );
-    let minute = rollups(app, "minute").await;
-    assert_eq!(
-        minute
-            .iter()
-            .filter(|r| r.provider == "luma")
-            .map(|r| r.events)
-            .collect::<Vec<_>>(),
-        [1, 1]
-    );
+    // These minutes are older than the two days minute rollups are kept: they have none.
+    assert!(rollups(app, "minute").await.is_empty());
+    assert!(rollups(app, "minute_total").await.is_empty());
 }
 dual_test!(rollups_count_what_was_stored);
 
@@ -529,11 +523,21 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
     use rand::Rng;
     let key = app.key("app", &["ingest"]).await;
     let mut rng = rand::rng();
-    let base = 1_795_000_000_000_i64;
+    // Over the last four days: minute rollups are kept for the last two (MINUTE_KEEP_MS), so
+    // some events have minute rows and some only hours and days. None falls within ten minutes
+    // of that boundary, which moves while the test runs.
+    let now = opsdeck::store::now_ms();
+    let keep = opsdeck::usage::rollup::MINUTE_KEEP_MS;
+    let base = now - 4 * 86_400_000_i64;
     const EVENTS: usize = 1500;
     let events: Vec<Value> = (0..EVENTS)
         .map(|i| {
-            let t = base + rng.random_range(0..3 * 86_400_000_i64);
+            let t = loop {
+                let t = base + rng.random_range(0..4 * 86_400_000_i64 - 60_000);
+                if (t - (now - keep)).abs() > 600_000 {
+                    break t;
+                }
+            };
             let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
                 .unwrap()
                 .format(&time::format_description::well_known::Rfc3339)
@@ -655,9 +659,18 @@ async fn rollups_equal_the_raw_events_after_random_ingest(app: &TestApp) {
         )
         .await
         .unwrap();
+    let floor = opsdeck::usage::rollup::minute_floor(opsdeck::store::now_ms());
+    let minutes = raw.iter().filter(|r| r.3 >= floor).count();
+    assert!(
+        0 < minutes && minutes < EVENTS,
+        "some events are past the minute horizon"
+    );
     for (granularity, width) in opsdeck::usage::rollup::GRANULARITIES {
         let mut expected = Aggregates::default();
         for (subject, source, kind, time, data, cost) in &raw {
+            if *granularity == "minute" && *time < floor {
+                continue;
+            }
             let data: Value = serde_json::from_str(data).unwrap();
             let text = |field: &str| data[field].as_str().unwrap_or("").to_string();
             let e = expected
@@ -819,8 +832,46 @@ async fn retention_prunes_raw_events_and_rollups_separately(app: &TestApp) {
         .unwrap();
     assert_eq!(body["accepted"], 1);
 
-    // Quota state changes are history kept as long as the rollups.
+    // Yesterday's usage has minute rows, kept; a minute row three days old (as a store written
+    // before minute rows were limited to two days holds) is pruned.
+    let recent = provider_usage("yesterday", "cus_1", "luma", "v1", 1.0, &days_ago(1));
+    let body: Value = post(app, &key, "application/json", json!([recent]).to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["accepted"], 1);
+    app.state.store.settle().await;
+    let (yesterday,): (i64,) = app
+        .state
+        .store
+        .fetch_one(
+            "SELECT bucket FROM usage_rollups WHERE granularity = 'minute'",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
     let now = opsdeck::store::now_ms();
+    for (granularity, subject) in [("minute", "cus_1"), ("minute_total", "")] {
+        app.state
+            .store
+            .execute(
+                "INSERT INTO usage_rollups (granularity, bucket, subject, source, type, category, \
+                 provider, sku, unit, events, quantity, cost_nano, unpriced, status_2xx, \
+                 status_3xx, status_4xx, status_5xx, duration_ms_sum, lat_50, lat_100, lat_250, \
+                 lat_500, lat_1000, lat_2500, lat_5000, lat_inf) \
+                 SELECT granularity, $2, subject, source, type, category, \
+                 provider, sku, unit, events, quantity, cost_nano, unpriced, status_2xx, \
+                 status_3xx, status_4xx, status_5xx, duration_ms_sum, lat_50, lat_100, lat_250, \
+                 lat_500, lat_1000, lat_2500, lat_5000, lat_inf FROM usage_rollups \
+                 WHERE granularity = $1 AND subject = $3",
+                opsdeck::args![granularity, yesterday - 2 * 86_400_000, subject],
+            )
+            .await
+            .unwrap();
+    }
+
+    // Quota state changes are history kept as long as the rollups.
     for (customer, age_days) in [("cus_old", 61), ("cus_new", 59)] {
         app.state
             .store
@@ -850,22 +901,33 @@ async fn retention_prunes_raw_events_and_rollups_separately(app: &TestApp) {
     let ids: Vec<&str> = ids.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(
         ids,
-        ["imported", "recent-0", "recent-1", "recent-2"],
+        ["imported", "recent-0", "recent-1", "recent-2", "yesterday"],
         "raw events received more than 30 days ago are gone"
     );
-    for granularity in ["minute", "hour", "day"] {
+    for granularity in ["hour", "day"] {
         let total: i64 = rollups(app, granularity)
             .await
             .iter()
             .map(|r| r.events)
             .sum();
         assert_eq!(
-            total, 6,
-            "{granularity}: rollups keep 60 days, so 10- and 45-day-old usage stays"
+            total, 7,
+            "{granularity}: rollups keep 60 days, so 1-, 10- and 45-day-old usage stays"
+        );
+    }
+    // Minute rows are kept two days: the 3-day-old one is gone, yesterday's stays.
+    for granularity in ["minute", "minute_total"] {
+        let rows = rollups(app, granularity).await;
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.bucket, r.events))
+                .collect::<Vec<_>>(),
+            [(yesterday, 1)],
+            "{granularity}"
         );
     }
     app.state.store.settle().await;
-    for granularity in ["minute_total", "hour_total", "day_total"] {
+    for granularity in ["hour_total", "day_total"] {
         let (total,): (i64,) = app
             .state
             .store
@@ -876,7 +938,7 @@ async fn retention_prunes_raw_events_and_rollups_separately(app: &TestApp) {
             .await
             .unwrap();
         assert_eq!(
-            total, 6,
+            total, 7,
             "{granularity}: all-customer totals are pruned alike"
         );
     }
@@ -890,7 +952,7 @@ async fn retention_prunes_raw_events_and_rollups_separately(app: &TestApp) {
         .await
         .unwrap();
     assert_eq!(
-        months, 6,
+        months, 7,
         "month totals before the cutoff's month are pruned"
     );
     let changes: Vec<(String,)> = app

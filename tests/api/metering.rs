@@ -712,11 +712,22 @@ async fn usage_report_breaks_down_calls(app: &TestApp) {
     assert_eq!(one["top_customers"], json!([]));
     assert_eq!(one["categories"][0]["latency"]["p95_ms"], 500.0);
 
+    let three_days_ago = time::OffsetDateTime::now_utc() - time::Duration::days(3);
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let minutes_3_days_ago = format!(
+        "/api/v1/usage?interval=minute&from={}&to={}",
+        rfc3339(three_days_ago),
+        rfc3339(three_days_ago + time::Duration::hours(1))
+    );
     for (bad, needle) in [
         ("/api/v1/usage?interval=week", "interval"),
         ("/api/v1/usage?from=2026-02-01&to=2026-01-01", "before"),
         ("/api/v1/usage?from=yesterday", "from"),
         ("/api/v1/usage?interval=minute&from=2025-01-01", "coarser"),
+        (minutes_3_days_ago.as_str(), "last 2 days"),
         ("/api/v1/metrics/costs?period=forever", "period"),
     ] {
         let res = app.call(Method::GET, bad, &reader, None).await;
