@@ -25,7 +25,8 @@
 //! engine catch up after seeding, 40), BENCH_SYNC_WAIT (seconds to wait for the Stripe backfill
 //! before measuring anyway, 1800), BENCH_DIR (keep the store there; a later run with the
 //! same BENCH_DIR skips the seeding and measures the stored data again, e.g. with a newer
-//! binary), BENCH_MAX_SECONDS (seeding deadline, 5400). Loopback only; every loop is bounded.
+//! binary), BENCH_MAX_SECONDS (seeding deadline, 5400), BENCH_SERVER_LOG (the server's
+//! `RUST_LOG`). Loopback only; every loop is bounded.
 
 mod common;
 
@@ -211,7 +212,12 @@ async fn start(data_dir: &Path, config: &Path) -> Server {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("OPSDECK_ADMIN_EMAIL", EMAIL)
         .env("OPSDECK_ADMIN_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "warn,sqlx=error")
+        // BENCH_SERVER_LOG sets the server's log filter, e.g. `warn,sqlx::query=debug` to see
+        // each statement's time (which slows every request a little).
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn,sqlx=error".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -786,19 +792,22 @@ fn report(targets: &mut [Target]) {
             if !export && p95 >= Duration::from_millis(10) {
                 slow.push(t.label.clone());
             }
+            let p50 = percentile(&t.samples, 0.50);
             println!(
                 "{:<62} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9} {}",
                 t.label,
                 t.samples.len(),
-                ms(percentile(&t.samples, 0.50)),
+                ms(p50),
                 ms(p95),
                 ms(percentile(&t.samples, 0.99)),
                 ms(t.samples.last().copied().unwrap_or_default()),
                 t.bytes,
                 if !export && p95 >= Duration::from_millis(10) {
-                    "  p95 >= 10 ms"
+                    "  p95 >= 10 ms".to_string()
+                } else if export && p50 > Duration::ZERO {
+                    format!("  {:.1} MB/s", t.bytes as f64 / 1e6 / p50.as_secs_f64())
                 } else {
-                    ""
+                    String::new()
                 }
             );
         }

@@ -117,7 +117,10 @@ pub async fn find(store: &Store, filter: &AlertFilter) -> Result<Vec<AlertRow>, 
 pub async fn open_by_severity(store: &Store) -> Result<[i64; 3], AlertsError> {
     let rows: Vec<(String, i64)> = store
         .fetch_all(
-            "SELECT severity, COUNT(*) FROM alerts WHERE state <> 'resolved' GROUP BY severity",
+            // `IN`, not `<> 'resolved'`: the (state, severity, …) index then answers it
+            // from two ranges; the inequality read every alert ever recorded (55 ms at 74k).
+            "SELECT severity, COUNT(*) FROM alerts WHERE state IN ('pending', 'firing') \
+             GROUP BY severity",
             crate::args![],
         )
         .await?;

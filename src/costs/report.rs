@@ -155,6 +155,17 @@ pub async fn customers_this_month(
 
 /// Cost figures for the days holding [from, to) against the period of the same length before.
 pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
+    Ok(costs_paged(store, from, to, 0).await?.0)
+}
+
+/// [`costs`] with the costliest customers this month listed from `customers_from`, and how
+/// many customers have a cost this month (the Costs page's pager).
+pub async fn costs_paged(
+    store: &Store,
+    from: i64,
+    to: i64,
+    customers_from: i64,
+) -> Result<(Costs, i64)> {
     store.settle().await;
     let day = 86_400_000;
     let from = from - from.rem_euclid(day);
@@ -230,7 +241,8 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
             .then((&a.provider, &a.sku).cmp(&(&b.provider, &b.sku)))
     });
 
-    let (by_customer, _) = customers_this_month(store, COSTLIEST, 0).await?;
+    let (by_customer, customers_total) =
+        customers_this_month(store, COSTLIEST, customers_from).await?;
 
     let days: Vec<(i64, String, i64)> = store
         .fetch_all(
@@ -259,7 +271,7 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
         }
     }
 
-    Ok(Costs {
+    let costs = Costs {
         from,
         to,
         previous_from,
@@ -272,5 +284,6 @@ pub async fn costs(store: &Store, from: i64, to: i64) -> Result<Costs> {
         by_customer,
         by_day,
         unpriced,
-    })
+    };
+    Ok((costs, customers_total))
 }

@@ -24,22 +24,9 @@ pub struct CustomerName {
     pub email: Option<String>,
 }
 
-fn name_of(id: String, data: &str) -> CustomerName {
-    let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
-    let text = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-    };
-    CustomerName {
-        name: text("name"),
-        email: text("email"),
-        id,
-    }
-}
-
-/// Names and emails of the given customer ids, for those Stripe knows.
+/// Names and emails of the given customer ids, for those Stripe knows. Read from
+/// `customer_search`, which holds them beside each id: parsing every customer's stored JSON
+/// (a few KB each) was most of a page's time at 50k customers.
 pub async fn names(store: &Store, ids: &[String]) -> Result<HashMap<String, CustomerName>> {
     let mut out = HashMap::new();
     let mut ids: Vec<&String> = ids.iter().collect();
@@ -47,16 +34,16 @@ pub async fn names(store: &Store, ids: &[String]) -> Result<HashMap<String, Cust
     ids.dedup();
     // Bounded parameter lists: SQLite allows 32,766 and PostgreSQL 65,535 per statement.
     for chunk in ids.chunks(500) {
-        let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+        let marks: Vec<String> = (1..chunk.len() + 1).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT id, data FROM stripe_objects WHERE object_type = $1 AND id IN ({})",
+            "SELECT id, name, email FROM customer_search WHERE id IN ({})",
             marks.join(", ")
         );
-        let mut args: Vec<Arg> = args!["customer"];
-        args.extend(chunk.iter().map(|id| Arg::from(id.as_str())));
-        let rows: Vec<(String, String)> = store.fetch_all_assembled(sql, args).await?;
-        for (id, data) in rows {
-            out.insert(id.clone(), name_of(id, &data));
+        let args: Vec<Arg> = chunk.iter().map(|id| Arg::from(id.as_str())).collect();
+        let rows: Vec<(String, Option<String>, Option<String>)> =
+            store.fetch_all_assembled(sql, args).await?;
+        for (id, name, email) in rows {
+            out.insert(id.clone(), CustomerName { id, name, email });
         }
     }
     Ok(out)
@@ -88,6 +75,18 @@ pub(super) async fn index(tx: &mut Tx, id: &str, object: &Value) -> Result<()> {
     Ok(())
 }
 
+/// Makes a customer id searchable that may have no Stripe customer object: one with a usage
+/// plan or a subscription. A customer object stored later fills in its name and email.
+pub async fn know(tx: &mut Tx, id: &str) -> Result<(), crate::store::StoreError> {
+    tx.execute(
+        "INSERT INTO customer_search (id, name, email, haystack) VALUES ($1, NULL, NULL, $2) \
+         ON CONFLICT (id) DO NOTHING",
+        args![id, format!("{}\n\n", id.to_lowercase())],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Customers whose id, name or email contains `query` (case-insensitive): Stripe customers,
 /// and customers known only by their usage plan or MRR. Exact id matches first, at most
 /// `limit`.
@@ -101,34 +100,19 @@ pub async fn search(store: &Store, query: &str, limit: usize) -> Result<Vec<Cust
         .replace('%', "\\%")
         .replace('_', "\\_");
     let pattern = format!("%{escaped}%");
-    let (stripe, others) = tokio::try_join!(
-        store.fetch_all::<(String, Option<String>, Option<String>)>(
+    // One scan: customers known only by their usage plan or subscription have rows too (see
+    // [`know`]), where a search used to scan the ids of `customer_plans` and
+    // `revenue_customers` as well.
+    let mut found: Vec<CustomerName> = store
+        .fetch_all::<(String, Option<String>, Option<String>)>(
             "SELECT id, name, email FROM customer_search WHERE haystack LIKE $1 ESCAPE '\\' \
              ORDER BY id LIMIT 2000",
             args![pattern.as_str()],
-        ),
-        store.fetch_all::<(String,)>(
-            "SELECT customer_id FROM customer_plans WHERE LOWER(customer_id) LIKE $1 ESCAPE '\\' \
-             UNION SELECT customer_id FROM revenue_customers \
-             WHERE LOWER(customer_id) LIKE $1 ESCAPE '\\' ORDER BY 1 LIMIT 2000",
-            args![pattern.as_str()],
-        ),
-    )?;
-    let mut found: Vec<CustomerName> = stripe
+        )
+        .await?
         .into_iter()
         .map(|(id, name, email)| CustomerName { id, name, email })
         .collect();
-    // A prefix shared by thousands of ids matches thousands on both sides.
-    let named: std::collections::HashSet<String> = found.iter().map(|c| c.id.clone()).collect();
-    for (id,) in others {
-        if !named.contains(&id) {
-            found.push(CustomerName {
-                id,
-                name: None,
-                email: None,
-            });
-        }
-    }
     found.sort_by_key(|c| (c.id.to_lowercase() != q, c.id.clone()));
     found.truncate(limit);
     Ok(found)

@@ -49,6 +49,9 @@ pub async fn upsert_object(tx: &mut Tx, kind: &str, object: &Value, version: i64
         project_payment(tx, kind, id, customer, created, object).await?;
         if kind == "customer" {
             super::customers::index(tx, id, object).await?;
+        } else if let (Some(customer), "subscription") = (customer, kind) {
+            // The MRR engine's customers, searchable before (or without) their customer object.
+            super::customers::know(tx, customer).await?;
         }
     }
     Ok(written > 0)

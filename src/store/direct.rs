@@ -97,6 +97,9 @@ pub fn checkpoint(conn: &rusqlite::Connection) -> Result<(i64, i64)> {
     Ok((log, copied))
 }
 
+/// How long the checkpoint connection waits for the writer or the readers.
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(100);
+
 /// WAL size, in pages, past which [`checkpoint`] restarts the WAL: 256 MiB of 4 KiB pages.
 const WAL_RESTART_PAGES: i64 = 65_536;
 
@@ -111,7 +114,10 @@ impl DirectSqlite {
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(self.busy_timeout)?;
+        // Short: a RESTART checkpoint holds every writer back while it waits for the readers
+        // to leave the WAL, so it gives up (and tries again next time) rather than wait out
+        // a long read. With the store's own timeout a long read stopped every writer for 30 s.
+        conn.busy_timeout(CHECKPOINT_BUSY)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         Ok(conn)
     }

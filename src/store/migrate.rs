@@ -187,6 +187,24 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0030_rollups_without_time_index.sql"),
         include_str!("../../migrations/postgres/0030_rollups_without_time_index.sql"),
     ),
+    (
+        31,
+        "searchable ids",
+        include_str!("../../migrations/sqlite/0031_searchable_ids.sql"),
+        include_str!("../../migrations/postgres/0031_searchable_ids.sql"),
+    ),
+    (
+        32,
+        "delivery counts",
+        include_str!("../../migrations/sqlite/0032_delivery_counts.sql"),
+        include_str!("../../migrations/postgres/0032_delivery_counts.sql"),
+    ),
+    (
+        33,
+        "page read paths",
+        include_str!("../../migrations/sqlite/0033_page_read_paths.sql"),
+        include_str!("../../migrations/postgres/0033_page_read_paths.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

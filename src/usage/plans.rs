@@ -392,6 +392,7 @@ pub async fn assign(
         args![customer, plan_id, source, now],
     )
     .await?;
+    crate::revenue::customers::know(&mut tx, customer).await?;
     audit::record(
         &mut tx,
         actor,

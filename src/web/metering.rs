@@ -311,12 +311,9 @@ pub async fn costs(
     let period = given(&q.period).unwrap_or_else(|| "30d".into());
     let secs = parse_period(&period).map_err(ApiError::Invalid)?;
     let to = now_ms();
-    let mut costs = cost_report::costs(&state.store, to - secs * 1000, to).await?;
     let customers_from = q.customers_from.unwrap_or(0).max(0);
-    let (customers, customers_total) =
-        cost_report::customers_this_month(&state.store, cost_report::COSTLIEST, customers_from)
-            .await?;
-    costs.by_customer = customers;
+    let (costs, customers_total) =
+        cost_report::costs_paged(&state.store, to - secs * 1000, to, customers_from).await?;
     let customers_pager = Pager {
         offset: customers_from,
         limit: cost_report::COSTLIEST,

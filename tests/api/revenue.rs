@@ -405,6 +405,13 @@ async fn backfill(backend: Backend) {
         retry_after: Some(1),
         ..Fault::default()
     });
+    // The server's own start-up recompute, done (or taken) first, so that it cannot write a
+    // history of the empty store after the recompute below.
+    app.state
+        .revenue
+        .recompute_if_dirty(&app.state.store)
+        .await
+        .expect("start-up recompute");
     let summary = sync::backfill(&app.state.store, &client, "usd", &|_| {})
         .await
         .expect("backfill");
