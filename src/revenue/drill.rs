@@ -336,24 +336,20 @@ pub async fn failed_customers(
     to: i64,
     limit: i64,
 ) -> Result<(Vec<FailedCustomer>, i64)> {
-    let rows: Vec<(String, i64, i64)> = store
+    // One pass: the window count over the groups is how many customers there are in all
+    // (a second, COUNT(DISTINCT) read went over the same failures again).
+    let rows: Vec<(String, i64, i64, i64)> = store
         .fetch_all(
-            "SELECT customer_id, COUNT(*), MAX(created) FROM revenue_payments \
+            "SELECT customer_id, COUNT(*), MAX(created), COUNT(*) OVER () FROM revenue_payments \
              WHERE failed = 1 AND created >= $1 AND created < $2 AND customer_id IS NOT NULL \
              GROUP BY customer_id ORDER BY MAX(created) DESC, customer_id LIMIT $3",
             args![from, to, limit],
         )
         .await?;
-    let (total,): (i64,) = store
-        .fetch_one(
-            "SELECT COUNT(DISTINCT customer_id) FROM revenue_payments \
-             WHERE failed = 1 AND created >= $1 AND created < $2 AND customer_id IS NOT NULL",
-            args![from, to],
-        )
-        .await?;
+    let total = rows.first().map_or(0, |r| r.3);
     Ok((
         rows.into_iter()
-            .map(|(customer, failures, last)| FailedCustomer {
+            .map(|(customer, failures, last, _)| FailedCustomer {
                 customer,
                 failures,
                 last,
