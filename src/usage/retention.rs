@@ -1,7 +1,8 @@
 //! Retention: raw events received more than `retention.raw_days` ago, SQLite's dedup keys older
 //! than the dedup window, minute rollups older than two days, and hour and day rollups, month
-//! totals and recorded quota state changes older than `retention.rollup_days`, are deleted by the background job, a small batch per step so that
-//! pruning never holds the database's write lock for long.
+//! totals and recorded quota state changes older than `retention.rollup_days`, are deleted by
+//! the background job, a small batch per statement so that pruning never holds the database's
+//! write lock for long.
 
 use crate::args;
 use crate::store::{Store, StoreError};
