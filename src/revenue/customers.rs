@@ -34,10 +34,9 @@ pub async fn names(store: &Store, ids: &[String]) -> Result<HashMap<String, Cust
     ids.dedup();
     // Bounded parameter lists: SQLite allows 32,766 and PostgreSQL 65,535 per statement.
     for chunk in ids.chunks(500) {
-        let marks: Vec<String> = (1..chunk.len() + 1).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT id, name, email FROM customer_search WHERE id IN ({})",
-            marks.join(", ")
+            crate::store::placeholders(1, chunk.len())
         );
         let args: Vec<Arg> = chunk.iter().map(|id| Arg::from(id.as_str())).collect();
         let rows: Vec<(String, Option<String>, Option<String>)> =

@@ -621,6 +621,15 @@ pub fn multi_row_insert(
     sql
 }
 
+/// `$first, $first+1, …`: `n` numbered placeholders, comma-separated, for an `IN (…)` list of an
+/// assembled statement.
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Most bytes of bound values to send in one PostgreSQL statement. sqlx 0.9.0 leaves Nagle's
 /// algorithm on for its TCP connections (launchbadge/sqlx#4335). A message bigger than the
 /// socket's send buffer (16 KiB to start with, Linux's default) goes out in two writes, and
@@ -715,6 +724,12 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholder_lists_start_where_asked() {
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(1, 0), "");
+    }
 
     #[test]
     fn multi_row_inserts_number_their_placeholders() {

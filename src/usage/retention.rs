@@ -89,8 +89,9 @@ pub async fn prune_step(
 const SUBJECT_BATCH: i64 = 500;
 
 /// Deletes the rollups of `granularity` (per customer) and `total` (all customers) before
-/// `cutoff` (at most 128 buckets or a day of them per call), once the oldest of them is at least [`slack`] past it, so the walk below runs about
-/// once an hour per granularity rather than every time a minute expires. The table is stored by
+/// `cutoff` (at most 128 buckets' or a day's worth, whichever is longer, per call), once the
+/// oldest of them is at least [`slack`] past it, so the walk below runs about once an hour per
+/// granularity rather than every time a minute expires. The table is stored by
 /// (granularity, subject, bucket) and has no index by time: one was a random insert per rollup
 /// row, half of a history import's writes. The all-customer rows, in bucket order under subject
 /// '', tell whether anything is due (every bucket with per-customer rows has them); the
@@ -137,16 +138,12 @@ async fn prune_rollups(
             break;
         };
         after = last.clone();
-        let mut sql = String::from(
-            "DELETE FROM usage_rollups WHERE granularity = $1 AND bucket < $2 AND subject IN (",
+        let sql = format!(
+            "DELETE FROM usage_rollups WHERE granularity = $1 AND bucket < $2 AND subject IN ({})",
+            crate::store::placeholders(3, subjects.len())
         );
         let mut values = args![granularity, cutoff];
-        for (i, (subject,)) in subjects.iter().enumerate() {
-            sql.push_str(if i == 0 { "$" } else { ", $" });
-            sql.push_str(&(i + 3).to_string());
-            values.push(subject.clone().into());
-        }
-        sql.push(')');
+        values.extend(subjects.iter().map(|(s,)| s.clone().into()));
         deleted += store.execute_assembled(sql, values).await?;
         if (subjects.len() as i64) < SUBJECT_BATCH {
             break;

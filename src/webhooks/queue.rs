@@ -509,23 +509,20 @@ pub async fn stats(store: &Store, since: i64) -> Result<Vec<(i64, i64, i64, i64)
             args![since],
         )
         .await?;
-    let mut out: Vec<(i64, i64, i64, i64)> = Vec::new();
+    let mut by_endpoint: std::collections::BTreeMap<i64, (i64, i64, i64)> = Default::default();
     for (endpoint, state, n) in rows {
-        let at = match out.iter().position(|r| r.0 == endpoint) {
-            Some(i) => i,
-            None => {
-                out.push((endpoint, 0, 0, 0));
-                out.len() - 1
-            }
-        };
+        let counts = by_endpoint.entry(endpoint).or_default();
         match state.as_str() {
-            "succeeded" => out[at].1 += n,
-            "failed" => out[at].2 += n,
-            "pending" => out[at].3 += n,
+            "succeeded" => counts.0 += n,
+            "failed" => counts.1 += n,
+            "pending" => counts.2 += n,
             _ => {}
         }
     }
-    Ok(out)
+    Ok(by_endpoint
+        .into_iter()
+        .map(|(endpoint, (s, f, p))| (endpoint, s, f, p))
+        .collect())
 }
 
 /// When the attempt after `attempts_made` failed ones is due, per `schedule` (the delay before

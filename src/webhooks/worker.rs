@@ -470,10 +470,7 @@ async fn messages(
     ids.dedup();
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let placeholders = (1..=chunk.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let placeholders = crate::store::placeholders(1, chunk.len());
         let rows: Vec<(String, String, String)> = store
             .fetch_all_assembled(
                 format!("SELECT id, type, body FROM webhook_messages WHERE id IN ({placeholders})"),
