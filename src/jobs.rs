@@ -260,7 +260,8 @@ pub async fn stripe_sync(state: &AppState) -> Result<Outcome, String> {
 }
 
 /// One housekeeping step: drops expired sessions in small batches (so a backlog never holds a
-/// long write lock) and lets the rate limiter forget idle keys.
+/// long write lock), lets the rate limiter forget idle keys and folds the kept counts'
+/// PostgreSQL change rows (migration 0034).
 #[tracing::instrument(skip_all)]
 pub async fn housekeeping(state: &AppState) -> Result<Outcome, String> {
     const BATCH: i64 = 500;
@@ -272,6 +273,12 @@ pub async fn housekeeping(state: &AppState) -> Result<Outcome, String> {
     }
     state.api_limiter.shrink();
     state.event_limiter.shrink();
+    crate::alerts::summary::compact(&state.store)
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::usage::quota::compact_counts(&state.store)
+        .await
+        .map_err(|e| e.to_string())?;
     state
         .key_usage
         .flush(&state.store)

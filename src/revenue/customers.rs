@@ -86,6 +86,9 @@ pub async fn know(tx: &mut Tx, id: &str) -> Result<(), crate::store::StoreError>
     Ok(())
 }
 
+/// Most matches a search considers; past this a search keeps the first ones in id order.
+const SEARCH_SCOPE: usize = 2000;
+
 /// Customers whose id, name or email contains `query` (case-insensitive): Stripe customers,
 /// and customers known only by their usage plan or MRR. Exact id matches first, at most
 /// `limit`.
@@ -94,27 +97,60 @@ pub async fn search(store: &Store, query: &str, limit: usize) -> Result<Vec<Cust
     if q.is_empty() {
         return Ok(Vec::new());
     }
-    let escaped = q
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    let pattern = format!("%{escaped}%");
-    // One scan: customers known only by their usage plan or subscription have rows too (see
-    // [`know`]), where a search used to scan the ids of `customer_plans` and
-    // `revenue_customers` as well.
-    let mut found: Vec<CustomerName> = store
+    let mut found = match indexed_matches(store, &q).await? {
+        Some(found) => found,
+        None => scanned_matches(store, &q).await?,
+    };
+    found.sort_by_key(|c| (c.id.to_lowercase() != q, c.id.clone()));
+    found.truncate(limit);
+    Ok(found)
+}
+
+/// Every customer matching `q` through SQLite's trigram index (migration 0035), or `None`
+/// where the index cannot answer: on PostgreSQL (whose trigram index serves the scan's LIKE
+/// itself), for fewer than three characters (no whole trigram), or when more than
+/// [`SEARCH_SCOPE`] match, where the scan finds the first ones in id order sooner than the
+/// index would list them all.
+async fn indexed_matches(store: &Store, q: &str) -> Result<Option<Vec<CustomerName>>> {
+    if store.backend() != crate::store::Backend::Sqlite || q.chars().count() < 3 {
+        return Ok(None);
+    }
+    // One FTS5 string: the query as a phrase of its trigrams, i.e. the substring itself.
+    let phrase = format!("\"{}\"", q.replace('"', "\"\""));
+    let found: Vec<CustomerName> = store
         .fetch_all::<(String, Option<String>, Option<String>)>(
-            "SELECT id, name, email FROM customer_search WHERE haystack LIKE $1 ESCAPE '\\' \
-             ORDER BY id LIMIT 2000",
-            args![pattern.as_str()],
+            "SELECT s.id, s.name, s.email FROM customer_search_fts f \
+             JOIN customer_search_fts_keys k ON k.docid = f.rowid \
+             JOIN customer_search s ON s.id = k.id \
+             WHERE customer_search_fts MATCH $1 LIMIT $2",
+            args![phrase.as_str(), SEARCH_SCOPE as i64 + 1],
         )
         .await?
         .into_iter()
         .map(|(id, name, email)| CustomerName { id, name, email })
         .collect();
-    found.sort_by_key(|c| (c.id.to_lowercase() != q, c.id.clone()));
-    found.truncate(limit);
-    Ok(found)
+    Ok((found.len() <= SEARCH_SCOPE).then_some(found))
+}
+
+/// The first [`SEARCH_SCOPE`] customers in id order whose row contains `q`, by a scan of
+/// `customer_search`. Customers known only by their usage plan or subscription have rows too
+/// (see [`know`]).
+async fn scanned_matches(store: &Store, q: &str) -> Result<Vec<CustomerName>> {
+    let escaped = q
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    let pattern = format!("%{escaped}%");
+    Ok(store
+        .fetch_all::<(String, Option<String>, Option<String>)>(
+            "SELECT id, name, email FROM customer_search WHERE haystack LIKE $1 ESCAPE '\\' \
+             ORDER BY id LIMIT $2",
+            args![pattern.as_str(), SEARCH_SCOPE as i64],
+        )
+        .await?
+        .into_iter()
+        .map(|(id, name, email)| CustomerName { id, name, email })
+        .collect())
 }
 
 /// Paying customers by MRR as of `now` (highest first), `limit` from `offset`, with how many

@@ -205,6 +205,18 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0033_page_read_paths.sql"),
         include_str!("../../migrations/postgres/0033_page_read_paths.sql"),
     ),
+    (
+        34,
+        "kept counts",
+        include_str!("../../migrations/sqlite/0034_kept_counts.sql"),
+        include_str!("../../migrations/postgres/0034_kept_counts.sql"),
+    ),
+    (
+        35,
+        "search index",
+        include_str!("../../migrations/sqlite/0035_search_index.sql"),
+        include_str!("../../migrations/postgres/0035_search_index.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.
@@ -274,7 +286,9 @@ impl Store {
         Ok(row.map(|r| r.0).unwrap_or(0))
     }
 
-    /// The application's tables and columns (bookkeeping tables excluded), sorted.
+    /// The application's tables and columns (bookkeeping tables excluded), sorted. SQLite's
+    /// virtual tables, and the tables named after one (FTS5's shadow tables and the search
+    /// index's key map, migration 0035), are indexes in all but name, with no PostgreSQL twin.
     pub async fn schema(&self) -> Result<Vec<SchemaColumn>> {
         let mut cols: Vec<SchemaColumn> = match self.backend() {
             Backend::Sqlite => {
@@ -290,7 +304,11 @@ impl Store {
                             (p.\"notnull\" = 0 AND p.pk = 0) AS nullable
                      FROM sqlite_master m JOIN pragma_table_info(m.name) p
                      WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'
-                       AND m.name <> '_sqlx_migrations'",
+                       AND m.name <> '_sqlx_migrations'
+                       AND NOT EXISTS (
+                         SELECT 1 FROM sqlite_master v
+                         WHERE v.type = 'table' AND v.sql LIKE 'CREATE VIRTUAL TABLE%'
+                           AND (m.name = v.name OR substr(m.name, 1, length(v.name) + 1) = v.name || '_'))",
                     args![],
                 )
                 .await?

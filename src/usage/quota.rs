@@ -572,16 +572,38 @@ pub async fn at_risk(store: &Store, limit: i64) -> Result<Vec<AtRisk>> {
     standings(store, true, limit).await
 }
 
-/// How many customers are in warning or worse this period (the partial index over them).
+/// How many customers are in warning or worse this period. Read from `quota_counts`, which
+/// triggers keep as states change (migration 0034): counting ~31k at-risk customers per
+/// Overview took 3-5 ms.
 pub async fn at_risk_count(store: &Store) -> Result<i64> {
     let period = month_of(now_ms());
+    // On PostgreSQL a key may have several rows until housekeeping folds them ([`compact_counts`]).
     let (n,): (i64,) = store
         .fetch_one(
-            "SELECT COUNT(*) FROM quota_states WHERE period_start = $1 AND state <> 'ok'",
+            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM quota_counts \
+             WHERE period_start = $1 AND state <> 'ok'",
             args![period.0],
         )
         .await?;
     Ok(n)
+}
+
+/// Folds `quota_counts` to one row per key on PostgreSQL, where the triggers append a row per
+/// change, and drops keys that count nobody (past periods); nothing to do on SQLite, which
+/// updates one row per key.
+pub async fn compact_counts(store: &Store) -> Result<()> {
+    if store.backend() == crate::store::Backend::Postgres {
+        store
+            .execute(
+                "WITH gone AS (DELETE FROM quota_counts RETURNING period_start, state, n) \
+                 INSERT INTO quota_counts (period_start, state, n) \
+                 SELECT period_start, state, CAST(SUM(n) AS BIGINT) FROM gone \
+                 GROUP BY period_start, state HAVING SUM(n) <> 0",
+                args![],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Customers by percent of quota this period, highest first, whatever their state. An `ok`

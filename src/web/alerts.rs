@@ -289,7 +289,7 @@ async fn page(
             chrome: Chrome::new(user, "/alerts"),
             metrics: crate::alerts::metrics::CATALOGUE,
             filter: shown,
-            open_counts: list::open_by_severity(&state.store).await?,
+            open_counts: crate::alerts::summary::counts(&state.store).await?,
             groups,
             cut,
             rules,
