@@ -340,7 +340,7 @@ async fn raw_reference(k: &Knobs, rows: u64) -> (f64, &'static str) {
             .await;
         return (
             rate,
-            "UNNEST in statements of at most 12 KiB, (source, id) primary key",
+            "UNNEST in statements of at most 256 KiB, (source, id) primary key",
         );
     }
     let dir = tempfile::tempdir().expect("temp dir");

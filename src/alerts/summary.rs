@@ -102,16 +102,5 @@ pub async fn counts(store: &Store) -> Result<[i64; 3], AlertsError> {
 /// Folds `alert_counts` to one row per key on PostgreSQL, where the triggers append a row per
 /// change (see migration 0034); nothing to do on SQLite, which updates one row per key.
 pub async fn compact(store: &Store) -> Result<(), AlertsError> {
-    if store.backend() == crate::store::Backend::Postgres {
-        store
-            .execute(
-                "WITH gone AS (DELETE FROM alert_counts RETURNING state, severity, n) \
-                 INSERT INTO alert_counts (state, severity, n) \
-                 SELECT state, severity, CAST(SUM(n) AS BIGINT) FROM gone \
-                 GROUP BY state, severity HAVING SUM(n) <> 0",
-                args![],
-            )
-            .await?;
-    }
-    Ok(())
+    Ok(store.fold_counts("alert_counts", "state, severity").await?)
 }

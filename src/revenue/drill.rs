@@ -336,27 +336,82 @@ pub async fn failed_customers(
     to: i64,
     limit: i64,
 ) -> Result<(Vec<FailedCustomer>, i64)> {
-    // One pass: the window count over the groups is how many customers there are in all
-    // (a second, COUNT(DISTINCT) read went over the same failures again).
-    let rows: Vec<(String, i64, i64, i64)> = store
-        .fetch_all(
-            "SELECT customer_id, COUNT(*), MAX(created), COUNT(*) OVER () FROM revenue_payments \
+    // Grouping every failure of the period by customer and sorting the groups took 5.6 ms at
+    // 5k failures of 3k customers. The customers with the latest failures are the first ones
+    // met walking the failures newest first (the `revenue_payments_failed` index backwards);
+    // their counts are a short read each, and the total one pass over the index range.
+    const WALK: i64 = 256;
+    let (recent, (total,)): (Vec<(String, i64)>, (i64,)) = tokio::try_join!(
+        store.fetch_all(
+            "SELECT customer_id, created FROM revenue_payments \
              WHERE failed = 1 AND created >= $1 AND created < $2 AND customer_id IS NOT NULL \
-             GROUP BY customer_id ORDER BY MAX(created) DESC, customer_id LIMIT $3",
-            args![from, to, limit],
-        )
-        .await?;
-    let total = rows.first().map_or(0, |r| r.3);
-    Ok((
-        rows.into_iter()
-            .map(|(customer, failures, last, _)| FailedCustomer {
+             ORDER BY created DESC, customer_id DESC LIMIT $3",
+            args![from, to, WALK],
+        ),
+        store.fetch_one(
+            "SELECT COUNT(DISTINCT customer_id) FROM revenue_payments \
+             WHERE failed = 1 AND created >= $1 AND created < $2 AND customer_id IS NOT NULL",
+            args![from, to],
+        ),
+    )?;
+    let mut latest: Vec<(String, i64)> = Vec::new();
+    for (customer, created) in recent.iter() {
+        if latest.len() as i64 == limit {
+            break;
+        }
+        if !latest.iter().any(|(c, _)| c == customer) {
+            latest.push((customer.clone(), *created));
+        }
+    }
+    if (latest.len() as i64) < limit.min(total) && recent.len() as i64 == WALK {
+        // A few customers failing hundreds of times: group them all after all.
+        let rows: Vec<(String, i64, i64)> = store
+            .fetch_all(
+                "SELECT customer_id, COUNT(*), MAX(created) FROM revenue_payments \
+                 WHERE failed = 1 AND created >= $1 AND created < $2 AND customer_id IS NOT NULL \
+                 GROUP BY customer_id ORDER BY MAX(created) DESC, customer_id DESC LIMIT $3",
+                args![from, to, limit],
+            )
+            .await?;
+        let failed = rows
+            .into_iter()
+            .map(|(customer, failures, last)| FailedCustomer {
                 customer,
                 failures,
                 last,
             })
-            .collect(),
-        total,
-    ))
+            .collect();
+        return Ok((failed, total));
+    }
+    let mut args: Vec<crate::store::Value> = vec![from.into(), to.into()];
+    args.extend(latest.iter().map(|(c, _)| c.as_str().into()));
+    let counts: Vec<(String, i64)> = if latest.is_empty() {
+        Vec::new()
+    } else {
+        store
+            .fetch_all_assembled(
+                format!(
+                    "SELECT customer_id, COUNT(*) FROM revenue_payments \
+                     WHERE customer_id IN ({}) AND created >= $1 AND created < $2 \
+                     AND failed = 1 GROUP BY customer_id",
+                    crate::store::placeholders(3, latest.len())
+                ),
+                args,
+            )
+            .await?
+    };
+    let failed = latest
+        .into_iter()
+        .map(|(customer, last)| FailedCustomer {
+            failures: counts
+                .iter()
+                .find(|(c, _)| *c == customer)
+                .map_or(0, |(_, n)| *n),
+            customer,
+            last,
+        })
+        .collect();
+    Ok((failed, total))
 }
 
 /// Kinds [`payments`] lists.

@@ -665,8 +665,7 @@ fn rewrite_direct(
 
 /// The history through the pool (PostgreSQL), in one transaction: the difference from the
 /// stored history where that is small, else every table truncated and filled by COPY.
-/// (Through INSERTs a full rewrite ran at about 8k rows a second; statements over the socket's
-/// first send buffer also wait on Nagle, see `store::PG_STATEMENT_BYTES`.)
+/// (Through INSERTs a full rewrite ran at about 8k rows a second.)
 async fn store_history(store: &Store, fresh: &delta::Fresh, names: &[String]) -> Result<()> {
     use futures_util::TryStreamExt;
     let mut tx = store.begin().await?;

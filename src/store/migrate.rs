@@ -217,6 +217,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0035_search_index.sql"),
         include_str!("../../migrations/postgres/0035_search_index.sql"),
     ),
+    (
+        36,
+        "delivery hours",
+        include_str!("../../migrations/sqlite/0036_delivery_hours.sql"),
+        include_str!("../../migrations/postgres/0036_delivery_hours.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -592,18 +592,9 @@ pub async fn at_risk_count(store: &Store) -> Result<i64> {
 /// change, and drops keys that count nobody (past periods); nothing to do on SQLite, which
 /// updates one row per key.
 pub async fn compact_counts(store: &Store) -> Result<()> {
-    if store.backend() == crate::store::Backend::Postgres {
-        store
-            .execute(
-                "WITH gone AS (DELETE FROM quota_counts RETURNING period_start, state, n) \
-                 INSERT INTO quota_counts (period_start, state, n) \
-                 SELECT period_start, state, CAST(SUM(n) AS BIGINT) FROM gone \
-                 GROUP BY period_start, state HAVING SUM(n) <> 0",
-                args![],
-            )
-            .await?;
-    }
-    Ok(())
+    Ok(store
+        .fold_counts("quota_counts", "period_start, state")
+        .await?)
 }
 
 /// Customers by percent of quota this period, highest first, whatever their state. An `ok`

@@ -321,3 +321,207 @@ async fn search_follows_the_stored_customers(app: &TestApp) {
     assert!(search(store, "nobody here", 50).await.unwrap().is_empty());
 }
 dual_test!(search_follows_the_stored_customers);
+
+/// The webhook endpoints' counts over a window (whole hours kept by triggers, migration 0036,
+/// plus the partial first hour counted from the deliveries) equal a fresh count, across hours,
+/// state changes and deletes, before and after folding and pruning.
+async fn delivery_counts_cover_the_window_exactly(app: &TestApp) {
+    use opsdeck::webhooks::queue;
+    let store = &app.state.store;
+    const HOUR: i64 = 3_600_000;
+    let now = opsdeck::store::now_ms();
+    for name in ["a", "b"] {
+        store
+            .execute(
+                "INSERT INTO webhook_endpoints (name, url, secret_nonce, secret_sealed, \
+                 event_types, created_at, updated_at) \
+                 VALUES ($1, 'http://127.0.0.1:9/', $2, $2, '[\"*\"]', 0, 0)",
+                opsdeck::args![name, vec![0u8; 12]],
+            )
+            .await
+            .unwrap();
+    }
+    let ids: Vec<(i64,)> = store
+        .fetch_all(
+            "SELECT id FROM webhook_endpoints ORDER BY id",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    let states = ["succeeded", "failed", "pending"];
+    // 30 hours of deliveries, several per hour, at odd minutes.
+    for i in 0..240i64 {
+        let at = now - i * 7 * 60_000 - 13_000;
+        store
+            .execute(
+                "INSERT INTO webhook_deliveries (message_id, endpoint_id, state, created_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $4)",
+                opsdeck::args![
+                    format!("m{i}"),
+                    ids[(i % 2) as usize].0,
+                    states[(i % 3) as usize],
+                    at
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let fresh = |since: i64| {
+        let store = store.clone();
+        async move {
+            let rows: Vec<(i64, String, i64)> = store
+                .fetch_all(
+                    "SELECT endpoint_id, state, COUNT(*) FROM webhook_deliveries \
+                     WHERE created_at >= $1 GROUP BY endpoint_id, state ORDER BY endpoint_id",
+                    opsdeck::args![since],
+                )
+                .await
+                .unwrap();
+            let mut out: std::collections::BTreeMap<i64, (i64, i64, i64)> = Default::default();
+            for (e, s, n) in rows {
+                let c = out.entry(e).or_default();
+                match s.as_str() {
+                    "succeeded" => c.0 += n,
+                    "failed" => c.1 += n,
+                    _ => c.2 += n,
+                }
+            }
+            out.into_iter()
+                .map(|(e, (s, f, p))| (e, s, f, p))
+                .collect::<Vec<_>>()
+        }
+    };
+    let check = |what: &'static str| {
+        let store = store.clone();
+        async move {
+            // A window starting mid-hour, one on an hour, and one of a day.
+            for since in [
+                now - 5 * HOUR - 1_234,
+                now - now % HOUR - 3 * HOUR,
+                now - 24 * HOUR,
+            ] {
+                assert_eq!(
+                    queue::stats(&store, since).await.unwrap(),
+                    fresh(since).await,
+                    "{what}, since {since}"
+                );
+            }
+        }
+    };
+    check("after inserts").await;
+    store
+        .execute(
+            "UPDATE webhook_deliveries SET state = 'succeeded' WHERE state = 'pending' AND id % 2 = 0",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    check("after retries succeeded").await;
+    store
+        .execute(
+            "DELETE FROM webhook_deliveries WHERE id % 5 = 0",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    check("after deletes").await;
+    queue::fold_counts(store, now).await.unwrap();
+    check("after folding").await;
+    let (old,): (i64,) = store
+        .fetch_one(
+            "SELECT COUNT(*) FROM webhook_delivery_counts WHERE hour < $1",
+            opsdeck::args![now - 48 * HOUR],
+        )
+        .await
+        .unwrap();
+    assert_eq!(old, 0, "hours past two days are dropped");
+}
+dual_test!(delivery_counts_cover_the_window_exactly);
+
+/// The Overview's customers with failed payments (latest failure first, with their counts
+/// and how many in all) equal a grouping of every failure, whether a walk of the newest
+/// failures finds them or a customer failing hundreds of times makes it group after all.
+async fn failed_customers_match_a_full_grouping(app: &TestApp) {
+    use opsdeck::revenue::drill;
+    let store = &app.state.store;
+    let add = |n: i64, customer: String, created: i64, failed: bool| {
+        let store = store.clone();
+        async move {
+            store
+                .execute(
+                    "INSERT INTO revenue_payments (kind, id, customer_id, created, status, amount, \
+                     currency, failed, recurring) VALUES ('invoice', $1, $2, $3, 'open', 100, \
+                     'usd', $4, 1)",
+                    opsdeck::args![format!("in_{n}"), customer, created, i64::from(failed)],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let expected = |from: i64, to: i64| {
+        let store = store.clone();
+        async move {
+            let rows: Vec<(String, i64, i64)> = store
+                .fetch_all(
+                    "SELECT customer_id, COUNT(*), MAX(created) FROM revenue_payments \
+                     WHERE failed = 1 AND created >= $1 AND created < $2 \
+                     GROUP BY customer_id ORDER BY MAX(created) DESC, customer_id DESC",
+                    opsdeck::args![from, to],
+                )
+                .await
+                .unwrap();
+            rows
+        }
+    };
+    let got = |from: i64, to: i64| {
+        let store = store.clone();
+        async move {
+            let (rows, total) = drill::failed_customers(&store, from, to, 5).await.unwrap();
+            (
+                rows.into_iter()
+                    .map(|f| (f.customer, f.failures, f.last))
+                    .collect::<Vec<_>>(),
+                total,
+            )
+        }
+    };
+    // 40 customers failing a few times each, and succeeding in between.
+    let mut n = 0;
+    for i in 0..400i64 {
+        n += 1;
+        add(
+            n,
+            format!("cus_{:03}", i % 40),
+            1_000_000 + i * 1_000,
+            i % 3 != 0,
+        )
+        .await;
+    }
+    for (from, to) in [
+        (0, i64::MAX),
+        (1_100_000, 1_200_000),
+        (1_380_000, 1_399_500),
+    ] {
+        let want = expected(from, to).await;
+        let (rows, total) = got(from, to).await;
+        assert_eq!(total, want.len() as i64, "{from}..{to}");
+        assert_eq!(
+            rows,
+            want.into_iter().take(5).collect::<Vec<_>>(),
+            "{from}..{to}"
+        );
+    }
+    // One customer with the 300 latest failures: the walk meets no one else.
+    for i in 0..300i64 {
+        n += 1;
+        add(n, "cus_heavy".into(), 2_000_000 + i, true).await;
+    }
+    let want = expected(0, i64::MAX).await;
+    let (rows, total) = got(0, i64::MAX).await;
+    assert_eq!(rows[0].0, "cus_heavy");
+    assert_eq!(rows[0].1, 300);
+    assert_eq!(total, want.len() as i64);
+    assert_eq!(rows, want.into_iter().take(5).collect::<Vec<_>>());
+    assert_eq!(got(5_000_000, 6_000_000).await, (Vec::new(), 0), "none");
+}
+dual_test!(failed_customers_match_a_full_grouping);
