@@ -171,16 +171,39 @@ pub async fn costs_paged(
     let from = from - from.rem_euclid(day);
     let previous_from = from - (to - from);
 
-    let per_provider: Vec<(String, i64, i64)> = store
-        .fetch_all(
-            "SELECT provider, \
-             CAST(COALESCE(SUM(CASE WHEN bucket >= $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN bucket < $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT) \
-             FROM usage_rollups WHERE granularity = 'day_total' AND subject = '' AND bucket >= $1 AND bucket < $3 \
-             AND type = 'provider.usage' GROUP BY provider",
-            args![previous_from, from, to],
-        )
-        .await?;
+    // The four reads side by side: each is a short index range, and on two cores they overlap.
+    const BY_PROVIDER: &str = "SELECT provider, \
+         CAST(COALESCE(SUM(CASE WHEN bucket >= $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN bucket < $2 THEN cost_nano ELSE 0 END), 0) AS BIGINT) \
+         FROM usage_rollups WHERE granularity = 'day_total' AND subject = '' \
+         AND bucket >= $1 AND bucket < $3 AND type = 'provider.usage' GROUP BY provider";
+    const BY_SKU: &str = "SELECT provider, sku, unit, \
+         CAST(SUM(quantity) AS DOUBLE PRECISION), CAST(SUM(events) AS BIGINT), \
+         CAST(SUM(cost_nano) AS BIGINT), CAST(SUM(unpriced) AS BIGINT) \
+         FROM usage_rollups WHERE granularity = 'day_total' AND subject = '' \
+         AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage' GROUP BY provider, sku, unit";
+    const BY_DAY: &str = "SELECT bucket, provider, CAST(SUM(cost_nano) AS BIGINT) \
+         FROM usage_rollups WHERE granularity = 'day_total' AND subject = '' \
+         AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage' \
+         GROUP BY bucket, provider ORDER BY bucket";
+    type Skus = Vec<(String, String, String, f64, i64, i64, i64)>;
+    let (per_provider, skus, (by_customer, customers_total), days) = tokio::try_join!(
+        async {
+            let rows: Vec<(String, i64, i64)> = store
+                .fetch_all(BY_PROVIDER, args![previous_from, from, to])
+                .await?;
+            Ok(rows)
+        },
+        async {
+            let rows: Skus = store.fetch_all(BY_SKU, args![from, to]).await?;
+            Ok(rows)
+        },
+        customers_this_month(store, COSTLIEST, customers_from),
+        async {
+            let rows: Vec<(i64, String, i64)> = store.fetch_all(BY_DAY, args![from, to]).await?;
+            Ok(rows)
+        },
+    )?;
     let (now_total, prev_total) = per_provider.iter().fold((0i64, 0i64), |(a, b), r| {
         (a.saturating_add(r.1), b.saturating_add(r.2))
     });
@@ -201,15 +224,6 @@ pub async fn costs_paged(
             .then(a.provider.cmp(&b.provider))
     });
 
-    let skus: Vec<(String, String, String, f64, i64, i64, i64)> = store
-        .fetch_all(
-            "SELECT provider, sku, unit, CAST(SUM(quantity) AS DOUBLE PRECISION), CAST(SUM(events) AS BIGINT), \
-             CAST(SUM(cost_nano) AS BIGINT), CAST(SUM(unpriced) AS BIGINT) \
-             FROM usage_rollups WHERE granularity = 'day_total' AND subject = '' AND bucket >= $1 AND bucket < $2 \
-             AND type = 'provider.usage' GROUP BY provider, sku, unit",
-            args![from, to],
-        )
-        .await?;
     let mut by_sku = Vec::new();
     let mut unpriced = Vec::new();
     let mut unpriced_events = 0;
@@ -241,17 +255,6 @@ pub async fn costs_paged(
             .then((&a.provider, &a.sku).cmp(&(&b.provider, &b.sku)))
     });
 
-    let (by_customer, customers_total) =
-        customers_this_month(store, COSTLIEST, customers_from).await?;
-
-    let days: Vec<(i64, String, i64)> = store
-        .fetch_all(
-            "SELECT bucket, provider, CAST(SUM(cost_nano) AS BIGINT) FROM usage_rollups \
-             WHERE granularity = 'day_total' AND subject = '' AND bucket >= $1 AND bucket < $2 AND type = 'provider.usage' \
-             GROUP BY bucket, provider ORDER BY bucket",
-            args![from, to],
-        )
-        .await?;
     let mut by_day: Vec<Day> = Vec::new();
     let mut day_totals: Vec<i64> = Vec::new();
     for (bucket, provider, nano) in days {

@@ -312,8 +312,16 @@ pub async fn costs(
     let secs = parse_period(&period).map_err(ApiError::Invalid)?;
     let to = now_ms();
     let customers_from = q.customers_from.unwrap_or(0).max(0);
-    let (costs, customers_total) =
-        cost_report::costs_paged(&state.store, to - secs * 1000, to, customers_from).await?;
+    // Side by side: each is a handful of index reads, and the page waits for both.
+    let ((costs, customers_total), margin) = tokio::try_join!(
+        async {
+            Ok::<_, ApiError>(
+                cost_report::costs_paged(&state.store, to - secs * 1000, to, customers_from)
+                    .await?,
+            )
+        },
+        margin(&state, to - secs * 1000, to),
+    )?;
     let customers_pager = Pager {
         offset: customers_from,
         limit: cost_report::COSTLIEST,
@@ -344,7 +352,6 @@ pub async fn costs(
         })
         .collect();
     let chart = chart::bars(&labels, &series, &usd, "Provider cost per day");
-    let margin = margin(&state, to - secs * 1000, to).await?;
     let mut ids: Vec<&String> = costs.by_customer.iter().map(|c| &c.customer).collect();
     if let Margin::Shown { by_customer, .. } = &margin {
         ids.extend(by_customer.rows.iter().map(|r| &r.key));
