@@ -273,13 +273,13 @@ pub async fn housekeeping(state: &AppState) -> Result<Outcome, String> {
     }
     state.api_limiter.shrink();
     state.event_limiter.shrink();
-    crate::alerts::summary::compact(&state.store)
+    crate::alerts::summary::fold_counts(&state.store)
         .await
         .map_err(|e| e.to_string())?;
-    crate::usage::quota::compact_counts(&state.store)
+    crate::usage::quota::fold_counts(&state.store)
         .await
         .map_err(|e| e.to_string())?;
-    crate::webhooks::queue::fold_counts(&state.store, crate::store::now_ms())
+    crate::webhooks::queue::fold_counts(&state.store)
         .await
         .map_err(|e| e.to_string())?;
     state
@@ -292,7 +292,7 @@ pub async fn housekeeping(state: &AppState) -> Result<Outcome, String> {
 
 /// One retention step: prunes a batch of expired raw events and the oldest expired rollup
 /// bucket of each granularity, running again at once while there is more to delete; then
-/// expired health check results and rollups.
+/// expired health check results and rollups, and webhook delivery counts past two days.
 #[tracing::instrument(skip_all)]
 pub async fn retention(state: &AppState) -> Result<Outcome, String> {
     let r = &state.config.retention;
@@ -326,6 +326,10 @@ pub async fn retention(state: &AppState) -> Result<Outcome, String> {
     if checks > 0 {
         tracing::debug!(rows = checks, "pruned old health check results");
     }
+    // Delivery counts by hour are read for the last day only; one instance prunes them.
+    crate::webhooks::queue::prune_counts(&state.store, crate::store::now_ms())
+        .await
+        .map_err(|e| e.to_string())?;
     // Extras runs are kept as long as check results (their readings are pruned with those).
     crate::health::extras::store::prune(
         &state.store,

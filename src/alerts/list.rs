@@ -7,7 +7,7 @@ use utoipa::IntoParams;
 use super::AlertsError;
 use super::engine::{ALERT_COLUMNS, AlertRow};
 use super::rules::Severity;
-use crate::store::{Store, Value};
+use crate::store::{Assembled, Store, Value};
 
 /// Which alerts to list. Every field is optional; empty text counts as absent, so a form
 /// submitted with blank fields lists everything.
@@ -54,18 +54,11 @@ impl AlertFilter {
         if !(1..=500).contains(&limit) {
             return Err(bad("limit", "must be 1–500".into()));
         }
-        let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1 = 1");
-        let mut args: Vec<Value> = Vec::new();
-        fn bind(sql: &mut String, args: &mut Vec<Value>, clause: &str, v: Value) {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("${}", args.len())));
-        }
+        let mut q = Assembled::new(format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1 = 1"));
         match self.state() {
             None | Some("all") => {}
-            Some("open") => sql.push_str(" AND state <> 'resolved'"),
-            Some(s @ ("pending" | "firing" | "resolved")) => {
-                bind(&mut sql, &mut args, " AND state = ?", s.into())
-            }
+            Some("open") => q.sql.push_str(" AND state <> 'resolved'"),
+            Some(s @ ("pending" | "firing" | "resolved")) => q.bind(" AND state = ?", s.into()),
             Some(other) => {
                 return Err(bad(
                     "state",
@@ -74,7 +67,7 @@ impl AlertFilter {
             }
         }
         if let Some(r) = self.rule_id {
-            bind(&mut sql, &mut args, " AND rule_id = ?", r.into());
+            q.bind(" AND rule_id = ?", r.into());
         }
         if let Some(s) = self.severity() {
             if Severity::parse(s).is_none() {
@@ -83,26 +76,24 @@ impl AlertFilter {
                     format!("{s:?} is not info, warning or critical"),
                 ));
             }
-            bind(&mut sql, &mut args, " AND severity = ?", s.into());
+            q.bind(" AND severity = ?", s.into());
         }
         if let Some(text) = self.text() {
             if text.len() > 200 {
                 return Err(bad("q", "at most 200 characters".into()));
             }
             for word in text.split_whitespace().take(8) {
-                args.push(format!("%{}%", word.to_lowercase()).into());
-                let n = args.len();
-                sql.push_str(&format!(
-                    " AND (LOWER(summary) LIKE ${n} OR LOWER(rule) LIKE ${n})"
-                ));
+                q.bind(
+                    " AND (LOWER(summary) LIKE ? OR LOWER(rule) LIKE ?)",
+                    format!("%{}%", word.to_lowercase()).into(),
+                );
             }
         }
         if let Some(b) = self.before {
-            bind(&mut sql, &mut args, " AND id < ?", b.into());
+            q.bind(" AND id < ?", b.into());
         }
-        args.push(limit.into());
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
-        Ok((sql, args))
+        q.bind(" ORDER BY id DESC LIMIT ?", limit.into());
+        Ok((q.sql, q.args))
     }
 }
 

@@ -1,6 +1,6 @@
 //! What is open right now, for the Overview and the Alerts page: open alerts (pending or
 //! firing) counted by severity (the counts triggers keep in `alert_counts`), and the few most
-//! severe. Changes nothing but the folding of those counts on PostgreSQL ([`compact`]).
+//! severe. Changes nothing but the folding of those counts on PostgreSQL ([`fold_counts`]).
 
 use super::AlertsError;
 use crate::args;
@@ -81,7 +81,7 @@ pub async fn open(store: &Store, limit: i64) -> Result<OpenAlerts, AlertsError> 
 /// `alert_counts`, which triggers keep as alerts are inserted, change state or severity, and
 /// are deleted (migration 0034): counting ~31k open alerts per page load took 3-5 ms.
 pub async fn counts(store: &Store) -> Result<[i64; 3], AlertsError> {
-    // On PostgreSQL a key may have several rows until housekeeping folds them ([`compact`]).
+    // On PostgreSQL a key may have several rows until housekeeping folds them ([`fold_counts`]).
     let rows: Vec<(String, i64)> = store
         .fetch_all(
             "SELECT severity, CAST(SUM(n) AS BIGINT) FROM alert_counts GROUP BY severity",
@@ -101,6 +101,6 @@ pub async fn counts(store: &Store) -> Result<[i64; 3], AlertsError> {
 
 /// Folds `alert_counts` to one row per key on PostgreSQL, where the triggers append a row per
 /// change (see migration 0034); nothing to do on SQLite, which updates one row per key.
-pub async fn compact(store: &Store) -> Result<(), AlertsError> {
+pub async fn fold_counts(store: &Store) -> Result<(), AlertsError> {
     Ok(store.fold_counts("alert_counts", "state, severity").await?)
 }

@@ -643,6 +643,31 @@ pub fn multi_row_insert(
     sql
 }
 
+/// A statement assembled from the filters a request gives: only those appear in the SQL, so
+/// each reaches its index (an `($1 = '' OR col = $1)` form makes the planner walk everything).
+/// Each clause's `?` becomes the next numbered placeholder, bound to its value.
+pub struct Assembled {
+    pub sql: String,
+    pub args: Vec<Value>,
+}
+
+impl Assembled {
+    pub fn new(head: impl Into<String>) -> Self {
+        Self {
+            sql: head.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Appends `clause` with every `?` in it standing for `value` (so one value may be used
+    /// twice in a clause).
+    pub fn bind(&mut self, clause: &str, value: Value) {
+        self.args.push(value);
+        let n = format!("${}", self.args.len());
+        self.sql.push_str(&clause.replace('?', &n));
+    }
+}
+
 /// `$first, $first+1, …`: `n` numbered placeholders, comma-separated, for an `IN (…)` list of an
 /// assembled statement.
 pub fn placeholders(first: usize, n: usize) -> String {

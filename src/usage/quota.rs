@@ -577,7 +577,7 @@ pub async fn at_risk(store: &Store, limit: i64) -> Result<Vec<AtRisk>> {
 /// Overview took 3-5 ms.
 pub async fn at_risk_count(store: &Store) -> Result<i64> {
     let period = month_of(now_ms());
-    // On PostgreSQL a key may have several rows until housekeeping folds them ([`compact_counts`]).
+    // On PostgreSQL a key may have several rows until housekeeping folds them ([`fold_counts`]).
     let (n,): (i64,) = store
         .fetch_one(
             "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM quota_counts \
@@ -591,7 +591,7 @@ pub async fn at_risk_count(store: &Store) -> Result<i64> {
 /// Folds `quota_counts` to one row per key on PostgreSQL, where the triggers append a row per
 /// change, and drops keys that count nobody (past periods); nothing to do on SQLite, which
 /// updates one row per key.
-pub async fn compact_counts(store: &Store) -> Result<()> {
+pub async fn fold_counts(store: &Store) -> Result<()> {
     Ok(store
         .fold_counts("quota_counts", "period_start, state")
         .await?)

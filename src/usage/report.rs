@@ -412,29 +412,33 @@ pub async fn recent(
     );
     // Only the filters given appear in the SQL, so a customer filter can use the
     // (subject, seq) index instead of walking every event newest first.
-    let mut sql = String::from(
+    let mut q = crate::store::Assembled::new(
         "SELECT seq, time, source, event_id, type, subject, data, cost_nano FROM events",
     );
-    let mut args: Vec<crate::store::Value> = Vec::new();
     let filters = [
         (
-            "subject = ",
+            "subject = ?",
             f.customer.clone().map(crate::store::Value::from),
         ),
-        ("type = ", f.kind.clone().map(crate::store::Value::from)),
-        ("source = ", f.source.clone().map(crate::store::Value::from)),
-        ("seq < ", f.before_seq.map(crate::store::Value::from)),
+        ("type = ?", f.kind.clone().map(crate::store::Value::from)),
+        (
+            "source = ?",
+            f.source.clone().map(crate::store::Value::from),
+        ),
+        ("seq < ?", f.before_seq.map(crate::store::Value::from)),
     ];
     for (condition, value) in filters {
         if let Some(v) = value {
-            sql.push_str(if args.is_empty() { " WHERE " } else { " AND " });
-            args.push(v);
-            sql.push_str(&format!("{condition}${}", args.len()));
+            q.sql.push_str(if q.args.is_empty() {
+                " WHERE "
+            } else {
+                " AND "
+            });
+            q.bind(condition, v);
         }
     }
-    args.push(limit.into());
-    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", args.len()));
-    let rows: Vec<EventRow> = store.fetch_all_assembled(sql, args).await?;
+    q.bind(" ORDER BY seq DESC LIMIT ?", limit.into());
+    let rows: Vec<EventRow> = store.fetch_all_assembled(q.sql, q.args).await?;
     Ok(rows
         .into_iter()
         .map(|(seq, time, source, id, kind, subject, data, cost)| {

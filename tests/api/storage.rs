@@ -204,8 +204,8 @@ async fn kept_counts_follow_every_write(app: &TestApp) {
     }
     let want = expected(store).await;
     assert!(want.0.iter().sum::<i64>() > 0 && want.1 > 0, "{want:?}");
-    summary::compact(store).await.unwrap();
-    quota::compact_counts(store).await.unwrap();
+    summary::fold_counts(store).await.unwrap();
+    quota::fold_counts(store).await.unwrap();
     assert_eq!(kept(store).await, want, "after folding");
     // Folded: one row per key (PostgreSQL appended one per change before).
     let (rows, keys): (i64, i64) = store
@@ -425,7 +425,8 @@ async fn delivery_counts_cover_the_window_exactly(app: &TestApp) {
         .await
         .unwrap();
     check("after deletes").await;
-    queue::fold_counts(store, now).await.unwrap();
+    queue::fold_counts(store).await.unwrap();
+    queue::prune_counts(store, now).await.unwrap();
     check("after folding").await;
     let (old,): (i64,) = store
         .fetch_one(
