@@ -223,6 +223,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0036_delivery_hours.sql"),
         include_str!("../../migrations/postgres/0036_delivery_hours.sql"),
     ),
+    (
+        37,
+        "event keys",
+        include_str!("../../migrations/sqlite/0037_event_keys.sql"),
+        include_str!("../../migrations/postgres/0037_event_keys.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

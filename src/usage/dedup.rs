@@ -8,8 +8,14 @@
 //! (`ingest.dedup_window`, at most `ingest.dedup_max_events` events): each event's key is a
 //! 64-bit hash of `(source, id)`, kept in a few in-memory sets, one per slice of the window, and
 //! appended to `event_dedup` in the same transaction as the event, so an acknowledged event is
-//! recognised after a crash too. PostgreSQL keeps its unique index: several instances share
-//! one database there, and only the database sees every instance's inserts.
+//! recognised after a crash too.
+//!
+//! PostgreSQL cannot hold the window in one process's memory: several instances share one
+//! database there, and only the database sees every instance's inserts. It keeps the same
+//! bounded window as a table, `event_keys`: one 8-byte key ([`pg_key`]) per event received
+//! within the window, inserted with the event (`ON CONFLICT DO NOTHING` decides which events of
+//! a batch are new) and pruned by retention. Its B-tree is a quarter of the unique index on
+//! `(source, event_id)` it replaced and stops growing with the store.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -31,6 +37,23 @@ pub fn key(source: &str, id: &str) -> i64 {
     h.write_u8(0xff);
     h.write(id.as_bytes());
     h.finish() as i64
+}
+
+/// The key of an event on PostgreSQL: the first eight bytes of SHA-256 of its source, 0xff and
+/// its id, read big-endian. PostgreSQL computes the same value (`sha256`, then the bytes as a
+/// `bit(64)` cast to `bigint`), so migration 0037 could key the events stored before it; SipHash
+/// has no SQL form there. Within a window of 20 M the chance of a different event having the
+/// same key is as small as [`key`]'s.
+pub fn pg_key(source: &str, id: &str) -> i64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(source.as_bytes())
+        .chain_update([0xff])
+        .chain_update(id.as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
 }
 
 /// The keys are already uniform hashes; hashing them again would only cost time.
@@ -56,6 +79,9 @@ type KeySet = HashSet<i64, BuildHasherDefault<Identity>>;
 struct Slice {
     /// Receipt time of the slice's first key (UTC ms).
     start_ms: i64,
+    /// Receipt time of its newest key: the slice is forgotten once this is older than the
+    /// window.
+    newest_ms: i64,
     keys: KeySet,
 }
 
@@ -93,6 +119,9 @@ impl Window {
 
     /// Adds `key`, received at `now_ms`; false if it is already held (a duplicate).
     pub fn insert(&mut self, key: i64, now_ms: i64) -> bool {
+        // First forget what the window no longer covers: after a quiet spell the newest slice
+        // may be wholly older than the window too.
+        self.expire(now_ms);
         if self.contains(key) {
             return false;
         }
@@ -105,11 +134,13 @@ impl Window {
         if start_new {
             self.slices.push_back(Slice {
                 start_ms: now_ms,
+                newest_ms: now_ms,
                 keys: KeySet::default(),
             });
         }
         if let Some(s) = self.slices.back_mut() {
             s.keys.insert(key);
+            s.newest_ms = s.newest_ms.max(now_ms);
             self.len += 1;
         }
         self.expire(now_ms);
@@ -130,10 +161,9 @@ impl Window {
 
     /// Drops the slices wholly older than the window, and the oldest ones past the key limit.
     fn expire(&mut self, now_ms: i64) {
-        while self.slices.len() > 1 {
-            // A slice ends where the next begins.
-            let too_old = now_ms - self.slices[1].start_ms > self.window_ms;
-            if !(too_old || self.len - self.slices[0].keys.len() >= self.max_keys) {
+        while let Some(oldest) = self.slices.front() {
+            let too_old = now_ms - oldest.newest_ms > self.window_ms;
+            if !(too_old || self.len - oldest.keys.len() >= self.max_keys) {
                 break;
             }
             if let Some(s) = self.slices.pop_front() {
@@ -250,6 +280,18 @@ mod tests {
     }
 
     #[test]
+    fn postgres_keys_are_the_sha256_prefix() {
+        // Reference values from Python's hashlib: the first eight bytes of
+        // sha256(source + b"\xff" + id), read as a big-endian signed integer.
+        assert_eq!(pg_key("app", "evt_1"), -9_172_273_938_038_794_429);
+        assert_eq!(
+            pg_key("https://shop.example/é", "ид-1"),
+            5_728_492_016_359_871_783
+        );
+        assert_ne!(pg_key("ab", "c"), pg_key("a", "bc"));
+    }
+
+    #[test]
     fn a_key_is_held_for_the_window_and_then_forgotten() {
         let hour = 3_600_000;
         let mut w = Window::new(24 * hour, 1_000_000);
@@ -265,6 +307,18 @@ mod tests {
         }
         assert!(!w.contains(1));
         assert!(w.contains(130));
+    }
+
+    #[test]
+    fn a_quiet_spell_past_the_window_forgets_the_newest_slice_too() {
+        let mut w = Window::new(1_000, 1_000);
+        assert!(w.insert(1, 0));
+        assert!(!w.insert(1, 500), "within the window");
+        assert!(
+            w.insert(1, 1_501),
+            "nothing arrived since, and the original is past the window"
+        );
+        assert_eq!(w.len(), 1);
     }
 
     #[test]

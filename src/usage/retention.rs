@@ -1,5 +1,5 @@
-//! Retention: raw events received more than `retention.raw_days` ago, SQLite's dedup keys older
-//! than the dedup window, minute rollups older than two days, and hour and day rollups, month
+//! Retention: raw events received more than `retention.raw_days` ago, dedup keys older than the
+//! dedup window, minute rollups older than two days, and hour and day rollups, month
 //! totals and recorded quota state changes older than `retention.rollup_days`, are deleted by
 //! the background job, a small batch per statement so that pruning never holds the database's
 //! write lock for long.
@@ -11,6 +11,8 @@ use crate::store::{Store, StoreError};
 const EVENT_BATCH: i64 = 2_000;
 /// Rows of dedup keys (one per ingest commit) deleted per step.
 const DEDUP_BATCH: i64 = 1_000;
+/// PostgreSQL's dedup keys (one per event) deleted per step.
+const KEY_BATCH: i64 = 10_000;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -35,17 +37,30 @@ pub async fn prune_step(
             args![raw_cutoff, EVENT_BATCH],
         )
         .await?;
-    if store.backend() == crate::store::Backend::Sqlite {
+    let dedup_cutoff = now_ms.saturating_sub(dedup_window_ms);
+    deleted += match store.backend() {
         // SQLite's dedup keys, likewise in the order they were appended.
-        deleted += store
-            .execute(
-                "DELETE FROM event_dedup WHERE rowid IN (SELECT rowid FROM \
-                   (SELECT rowid, received_at FROM event_dedup ORDER BY rowid LIMIT $2) \
-                 WHERE received_at < $1)",
-                args![now_ms.saturating_sub(dedup_window_ms), DEDUP_BATCH],
-            )
-            .await?;
-    }
+        crate::store::Backend::Sqlite => {
+            store
+                .execute(
+                    "DELETE FROM event_dedup WHERE rowid IN (SELECT rowid FROM \
+                       (SELECT rowid, received_at FROM event_dedup ORDER BY rowid LIMIT $2) \
+                     WHERE received_at < $1)",
+                    args![dedup_cutoff, DEDUP_BATCH],
+                )
+                .await?
+        }
+        // PostgreSQL's, one per event, found through the block-range index on receipt time.
+        crate::store::Backend::Postgres => {
+            store
+                .execute(
+                    "DELETE FROM event_keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM event_keys \
+                     WHERE received_at < $1 LIMIT $2))",
+                    args![dedup_cutoff, KEY_BATCH],
+                )
+                .await?
+        }
+    };
     let rollup_cutoff = now_ms - i64::from(rollup_days) * DAY_MS;
     // Increments the writer still holds may belong to buckets past the cutoff (a history
     // import); written after this step they would bring those buckets back.

@@ -497,16 +497,24 @@ async fn commit_and_reply(
     }
 }
 
+/// PostgreSQL's statement adding a commit's dedup keys ([`super::dedup::pg_key`]) to
+/// `event_keys`; the keys that were not there already come back, and only their events are
+/// stored.
+pub const INSERT_KEYS_PG: &str = "INSERT INTO event_keys (key, received_at) \
+     SELECT key, $2 FROM UNNEST($1::int8[]) AS k (key) ON CONFLICT (key) DO NOTHING RETURNING key";
+
+/// Keys per [`INSERT_KEYS_PG`] statement: eight bytes and a length word each, within
+/// [`PG_STATEMENT_BYTES`].
+const KEYS_PER_STATEMENT: usize = PG_STATEMENT_BYTES / 12;
+
 /// PostgreSQL's statement storing a batch of events, each column bound as one array (see
-/// [`EventColumns`]); a (source, id) already stored, or repeated earlier in the batch, is not
-/// inserted, and the `(source, event_id)` of the rows it did insert come back. The text never
-/// varies with the batch size, so each connection plans it once.
+/// [`EventColumns`]), in the arrays' order. The text never varies with the batch size, so each
+/// connection plans it once.
 pub const INSERT_EVENTS_PG: &str = "INSERT INTO events \
      (source, event_id, type, subject, time, received_at, data, cost_nano) \
      SELECT source, event_id, type, subject, time, $6, data, cost_nano \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $7::text[], \
-     $8::int8[]) AS e (source, event_id, type, subject, time, data, cost_nano) \
-     ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id";
+     $8::int8[]) AS e (source, event_id, type, subject, time, data, cost_nano)";
 
 /// A batch of events as one vector per column, borrowed from the events.
 pub struct EventColumns<'a> {
@@ -557,13 +565,13 @@ impl<'a> EventColumns<'a> {
             + 2 * 8
     }
 
-    /// Runs [`INSERT_EVENTS_PG`] and returns the `(source, event_id)` of the rows it inserted.
+    /// Runs [`INSERT_EVENTS_PG`].
     pub async fn insert(
         self,
         conn: &mut sqlx::PgConnection,
         received_at: i64,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let q = sqlx::query_as(INSERT_EVENTS_PG)
+    ) -> Result<(), StoreError> {
+        sqlx::query(INSERT_EVENTS_PG)
             .bind(self.source)
             .bind(self.id)
             .bind(self.kind)
@@ -571,8 +579,10 @@ impl<'a> EventColumns<'a> {
             .bind(self.time)
             .bind(received_at)
             .bind(self.data)
-            .bind(self.cost_nano);
-        Ok(q.fetch_all(conn).await?)
+            .bind(self.cost_nano)
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -730,10 +740,9 @@ fn bind_events(
     Ok(())
 }
 
-/// Inserts every job's events in one transaction (PostgreSQL), in statements that never span
-/// two jobs so the rows each one returns belong to one request, and adds the inserted ones to the
-/// rollups before the same commit. A (source, id) already stored, or repeated earlier in the
-/// same commit, is not inserted and counts as a duplicate.
+/// Inserts every job's events in one transaction (PostgreSQL) and adds them to the rollups
+/// before the same commit. An event whose key is in `event_keys` already, or repeated earlier in
+/// the same commit, is not inserted and counts as a duplicate.
 async fn commit(store: &Store, jobs: &[Arc<Vec<NewEvent>>]) -> Result<Vec<Written>, StoreError> {
     let received = now_ms();
     let mut tx = store.begin().await?;
@@ -742,45 +751,48 @@ async fn commit(store: &Store, jobs: &[Arc<Vec<NewEvent>>]) -> Result<Vec<Writte
             "the pooled ingest path is PostgreSQL's; SQLite writes through its direct connection",
         ));
     };
-    // Every job's events go in (source, id) order across the whole group: the writer keeps
-    // two transactions in flight, and a repeated event makes the later insert wait for the
-    // earlier transaction, so two groups holding the same events in opposite orders would
-    // deadlock. The sort is stable, so among copies of one event the earliest job's comes
-    // first and is the one counted as accepted.
-    let mut order: Vec<(usize, &NewEvent)> = jobs
+    let keys: Vec<Vec<i64>> = jobs
         .iter()
-        .enumerate()
-        .flat_map(|(j, job)| job.iter().map(move |e| (j, e)))
+        .map(|job| {
+            job.iter()
+                .map(|e| super::dedup::pg_key(&e.source, &e.id))
+                .collect()
+        })
         .collect();
-    order.sort_by(|(_, a), (_, b)| (&a.source, &a.id).cmp(&(&b.source, &b.id)));
+    // The keys go in ascending order across the whole group: the writer keeps two
+    // transactions in flight, and a repeated event makes the later insert wait for the earlier
+    // transaction, so two groups holding the same events in opposite orders would deadlock.
+    let mut sorted: Vec<i64> = keys.iter().flatten().copied().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut fresh: HashSet<i64> = HashSet::with_capacity(sorted.len());
+    for chunk in sorted.chunks(KEYS_PER_STATEMENT) {
+        let new: Vec<i64> = sqlx::query_scalar(INSERT_KEYS_PG)
+            .bind(chunk)
+            .bind(received)
+            .fetch_all(&mut **conn)
+            .await?;
+        fresh.extend(new);
+    }
+    // The events whose key was new, in the order the requests sent them (so the events log,
+    // newest first, is the reverse of it); among copies of one event the earliest job's is
+    // the one stored.
     let mut accepted = vec![0; jobs.len()];
     let mut rollups = Rollups::default();
-    for chunk in chunks_by_size(&order, PG_STATEMENT_BYTES, |(_, e)| {
-        EventColumns::wire_size(e)
-    }) {
-        let inserted = EventColumns::new(chunk.iter().map(|(_, e)| *e))
+    let mut stored: Vec<&NewEvent> = Vec::with_capacity(fresh.len());
+    for (j, (job, keys)) in jobs.iter().zip(&keys).enumerate() {
+        for (e, key) in job.iter().zip(keys) {
+            if fresh.remove(key) {
+                rollups.add(e);
+                accepted[j] += 1;
+                stored.push(e);
+            }
+        }
+    }
+    for chunk in chunks_by_size(&stored, PG_STATEMENT_BYTES, |e| EventColumns::wire_size(e)) {
+        EventColumns::new(chunk.iter().copied())
             .insert(conn, received)
             .await?;
-        if inserted.len() == chunk.len() {
-            // The common case: nothing was a duplicate, so no lookup is needed.
-            for (j, e) in chunk {
-                rollups.add(e);
-                accepted[*j] += 1;
-            }
-            continue;
-        }
-        // Only the rows actually inserted reach the rollups; an event repeated within the
-        // chunk is matched once.
-        let mut fresh: HashSet<(&str, &str)> = inserted
-            .iter()
-            .map(|(s, i)| (s.as_str(), i.as_str()))
-            .collect();
-        for (j, e) in chunk {
-            if fresh.remove(&(e.source.as_str(), e.id.as_str())) {
-                rollups.add(e);
-                accepted[*j] += 1;
-            }
-        }
     }
     let results: Vec<Written> = jobs
         .iter()

@@ -993,7 +993,7 @@ async fn usage_events_export_is_whole_past_one_page(app: &TestApp) {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), many, "no event twice across pages");
-    // Stored in id order within each batch, so newest first is the reverse of ingest order.
+    // Stored in the order sent, so newest first is the reverse of it.
     assert_eq!(ids[0], format!("cus_big-{}", many - 1));
     assert_eq!(ids[many - 1], "cus_big-0");
     let all = export("").await;
