@@ -282,6 +282,9 @@ pub async fn housekeeping(state: &AppState) -> Result<Outcome, String> {
     crate::webhooks::queue::fold_counts(&state.store)
         .await
         .map_err(|e| e.to_string())?;
+    crate::revenue::drill::fold_counts(&state.store)
+        .await
+        .map_err(|e| e.to_string())?;
     state
         .key_usage
         .flush(&state.store)

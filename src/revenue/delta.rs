@@ -238,8 +238,12 @@ pub fn apply_direct(
         delete.execute([id])?;
     }
     let mut upsert = tx.prepare_cached(
-        "INSERT OR REPLACE INTO revenue_customers (customer_id, mrr, first_day, last_day, \
-         next_day) VALUES (?1, ?2, ?3, ?4, ?5)",
+        // An upsert, not INSERT OR REPLACE: a replaced row fires no delete trigger, and the
+        // paying count (migration 0038) would count the customer twice.
+        "INSERT INTO revenue_customers (customer_id, mrr, first_day, last_day, next_day) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (customer_id) DO UPDATE SET \
+         mrr = excluded.mrr, first_day = excluded.first_day, last_day = excluded.last_day, \
+         next_day = excluded.next_day",
     )?;
     for (c, (mrr, first, last, next)) in &plan.customers.upsert {
         upsert.execute(rusqlite::params![name(*c), mrr, first, last, next])?;

@@ -229,6 +229,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0037_event_keys.sql"),
         include_str!("../../migrations/postgres/0037_event_keys.sql"),
     ),
+    (
+        38,
+        "paying count",
+        include_str!("../../migrations/sqlite/0038_paying_count.sql"),
+        include_str!("../../migrations/postgres/0038_paying_count.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

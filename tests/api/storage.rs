@@ -219,6 +219,129 @@ async fn kept_counts_follow_every_write(app: &TestApp) {
 }
 dual_test!(kept_counts_follow_every_write);
 
+/// The paying-customer count triggers keep (migration 0038) equals a fresh count through
+/// inserts, upserts that cross zero either way, deletes and the history rewrite's emptying
+/// (PostgreSQL's TRUNCATE fires no row trigger), before and after folding; and the Revenue
+/// page's total, which corrects it for rows a scheduled movement has overtaken, equals a full
+/// count of who pays today.
+async fn paying_count_follows_every_write(app: &TestApp) {
+    use opsdeck::revenue::drill;
+    let store = &app.state.store;
+    let now = opsdeck::store::now_ms();
+    let today = now - now.rem_euclid(86_400_000);
+    let fresh = |store: &Store| {
+        let store = store.clone();
+        async move {
+            let (n,): (i64,) = store
+                .fetch_one(
+                    "SELECT COUNT(*) FROM revenue_customers WHERE mrr > 0",
+                    opsdeck::args![],
+                )
+                .await
+                .unwrap();
+            n
+        }
+    };
+    let upsert = "INSERT INTO revenue_customers (customer_id, mrr, first_day, last_day, next_day) \
+                  VALUES ($1, $2, 0, 0, $3) ON CONFLICT (customer_id) DO UPDATE SET \
+                  mrr = excluded.mrr, next_day = excluded.next_day";
+    for i in 0..40i64 {
+        // Paying, free and refunded-below-zero customers; some with a movement scheduled in
+        // the past (overtaken: no movements, so nothing today) or the future.
+        let mrr = [5_000, 0, -300, 12_000][(i % 4) as usize];
+        let next_day = match i % 5 {
+            0 => Some(today - 86_400_000),
+            1 => Some(today + 86_400_000),
+            _ => None,
+        };
+        store
+            .execute(upsert, opsdeck::args![format!("cus_{i}"), mrr, next_day])
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        drill::paying_count(store).await.unwrap(),
+        fresh(store).await
+    );
+    let writes: [(&str, i64, Option<i64>); 4] = [
+        ("cus_1", 700, None),   // free to paying
+        ("cus_0", 0, None),     // paying to free
+        ("cus_3", 9_000, None), // paying to paying
+        ("cus_new", 100, None),
+    ];
+    for (customer, mrr, next_day) in writes {
+        store
+            .execute(upsert, opsdeck::args![customer, mrr, next_day])
+            .await
+            .unwrap();
+        assert_eq!(
+            drill::paying_count(store).await.unwrap(),
+            fresh(store).await,
+            "after {customer} at {mrr}"
+        );
+    }
+    for sql in [
+        "UPDATE revenue_customers SET mrr = -mrr WHERE customer_id IN ('cus_2', 'cus_7')",
+        "UPDATE revenue_customers SET last_day = 5 WHERE mrr > 0",
+        "DELETE FROM revenue_customers WHERE customer_id IN ('cus_4', 'cus_5', 'cus_6')",
+    ] {
+        store.execute(sql, opsdeck::args![]).await.unwrap();
+        assert_eq!(
+            drill::paying_count(store).await.unwrap(),
+            fresh(store).await,
+            "after {sql}"
+        );
+    }
+    let want = fresh(store).await;
+    assert!(want > 0);
+    drill::fold_counts(store).await.unwrap();
+    assert_eq!(
+        drill::paying_count(store).await.unwrap(),
+        want,
+        "after folding"
+    );
+
+    // The Revenue page's total: who pays as of today, overtaken rows counted by today's MRR.
+    let (today_paying,): (i64,) = store
+        .fetch_one(
+            "SELECT COUNT(*) FROM revenue_customers WHERE mrr > 0 \
+             AND (next_day IS NULL OR next_day > $1)",
+            opsdeck::args![today],
+        )
+        .await
+        .unwrap();
+    let (_, total) = drill::by_mrr_now(store, "usd", 10, 0, now).await.unwrap();
+    assert_eq!(total, today_paying);
+    assert!(total < want, "some paying rows are overtaken");
+
+    // The history rewrite empties the table as it does (TRUNCATE on PostgreSQL) and writes
+    // it again.
+    let empty = if store.backend() == opsdeck::store::Backend::Postgres {
+        "TRUNCATE revenue_customers"
+    } else {
+        "DELETE FROM revenue_customers"
+    };
+    store.execute(empty, opsdeck::args![]).await.unwrap();
+    assert_eq!(
+        drill::paying_count(store).await.unwrap(),
+        0,
+        "after emptying"
+    );
+    for i in 0..6i64 {
+        store
+            .execute(
+                upsert,
+                opsdeck::args![format!("cus_{i}"), i - 2, None::<i64>],
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(drill::paying_count(store).await.unwrap(), 3);
+    drill::fold_counts(store).await.unwrap();
+    assert_eq!(drill::paying_count(store).await.unwrap(), 3);
+}
+dual_test!(paying_count_follows_every_write);
+
 /// Customer search finds what a scan would, through SQLite's trigram index (migration 0035)
 /// as rows are added, renamed and removed, and by scan for short or very common queries.
 async fn search_follows_the_stored_customers(app: &TestApp) {
