@@ -158,10 +158,7 @@ impl ApiLimiter {
     pub fn check(&self, key: &str) -> Result<(), u64> {
         self.limiter
             .check_key(&key.to_string())
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-            })
+            .map_err(|not_until| retry_after(&not_until))
     }
 
     /// Forgets keys whose buckets are full again; called by the housekeeping job.
@@ -197,10 +194,7 @@ impl EventLimiter {
             .unwrap_or(NonZeroU32::MIN);
         match self.limiter.check_key_n(&key.to_string(), n) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
-            }
+            Ok(Err(not_until)) => Err(retry_after(&not_until)),
             Err(_) => Err(1),
         }
     }
@@ -210,6 +204,14 @@ impl EventLimiter {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
+}
+
+/// The whole seconds a refused caller should wait, at least one: the clock may pass
+/// `not_until` between the refusal and this reading (a loaded machine), and `Retry-After: 0`
+/// would invite an immediate retry of a request just refused.
+fn retry_after(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> u64 {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 #[cfg(test)]
