@@ -285,6 +285,9 @@ pub async fn housekeeping(state: &AppState) -> Result<Outcome, String> {
     crate::revenue::drill::fold_counts(&state.store)
         .await
         .map_err(|e| e.to_string())?;
+    crate::costs::report::fold_counts(&state.store)
+        .await
+        .map_err(|e| e.to_string())?;
     state
         .key_usage
         .flush(&state.store)

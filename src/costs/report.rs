@@ -138,10 +138,7 @@ pub async fn customers_this_month(
              ORDER BY cost_nano DESC, subject DESC LIMIT $2 OFFSET $3",
             args![month, limit, offset],
         ),
-        store.fetch_one::<(i64,)>(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM usage_months WHERE month = $1 AND cost_nano > 0",
-            args![month],
-        ),
+        costed_count(store, month),
     )?;
     let rows = customers
         .into_iter()
@@ -151,6 +148,24 @@ pub async fn customers_this_month(
         })
         .collect();
     Ok((rows, total))
+}
+
+/// Customers with a provider cost in `month`, as the ingest writer keeps it (migration 0039).
+pub async fn costed_count(store: &Store, month: i64) -> crate::store::Result<(i64,)> {
+    store
+        .fetch_one(
+            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM usage_month_counts \
+             WHERE month = $1 AND kind = 'costed'",
+            args![month],
+        )
+        .await
+}
+
+/// Folds PostgreSQL's appended +1 / -1 rows of the costed counts (housekeeping).
+pub async fn fold_counts(store: &Store) -> Result<()> {
+    Ok(store
+        .fold_counts("usage_month_counts", "month, kind")
+        .await?)
 }
 
 /// Cost figures for the days holding [from, to) against the period of the same length before.

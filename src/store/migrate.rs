@@ -235,6 +235,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0038_paying_count.sql"),
         include_str!("../../migrations/postgres/0038_paying_count.sql"),
     ),
+    (
+        39,
+        "costed count",
+        include_str!("../../migrations/sqlite/0039_costed_count.sql"),
+        include_str!("../../migrations/postgres/0039_costed_count.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -96,6 +96,13 @@ pub async fn prune_step(
         deleted += store
             .execute("DELETE FROM usage_months WHERE month = $1", args![month])
             .await?;
+        // Its count of customers with a cost, kept by the ingest writer.
+        store
+            .execute(
+                "DELETE FROM usage_month_counts WHERE month = $1",
+                args![month],
+            )
+            .await?;
     }
     Ok(deleted)
 }

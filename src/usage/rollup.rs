@@ -76,12 +76,36 @@ const UPSERT_MONTH_SQLITE: &str = concat!(
     months_conflict!()
 );
 
-const UPSERT_MONTHS_PG: &str = concat!(
+/// The same upsert for a row whose cost rises (or falls): its cost after the upsert comes back,
+/// so the writer can tell whether the customer's month crossed zero (`usage_month_counts`).
+const UPSERT_MONTH_COSTED_SQLITE: &str = concat!(
     "INSERT INTO ",
     months_columns!(),
-    " SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::float8[], \
-     $6::int8[]) ",
-    months_conflict!()
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ",
+    months_conflict!(),
+    " RETURNING cost_nano"
+);
+
+/// Adds to a month's count of customers with a cost (SQLite: one row per month).
+const ADD_COSTED_SQLITE: &str = "INSERT INTO usage_month_counts (month, kind, n) \
+     VALUES (?1, 'costed', ?2) ON CONFLICT (month, kind) DO UPDATE SET n = n + excluded.n";
+
+/// PostgreSQL's month upsert. The rows whose cost changed are joined back to what the upsert
+/// returned, and each month whose customers' costs crossed zero gets a +1 / -1 row in
+/// `usage_month_counts`, in the same statement (no rows travel back).
+const UPSERT_MONTHS_PG: &str = concat!(
+    "WITH input AS (SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int8[], \
+     $5::float8[], $6::int8[]) AS i (month, subject, calls, events, credits, cost_nano)), \
+     up AS (INSERT INTO ",
+    months_columns!(),
+    " SELECT * FROM input ",
+    months_conflict!(),
+    " RETURNING month, subject, cost_nano), \
+     crossed AS (SELECT up.month, CASE WHEN up.cost_nano > 0 THEN 1 ELSE -1 END AS n \
+       FROM up JOIN input ON input.month = up.month AND input.subject = up.subject \
+       WHERE input.cost_nano <> 0 AND (up.cost_nano > 0) <> (up.cost_nano - input.cost_nano > 0)) \
+     INSERT INTO usage_month_counts (month, kind, n) \
+     SELECT month, 'costed', SUM(n) FROM crossed GROUP BY month HAVING SUM(n) <> 0"
 );
 
 /// PostgreSQL's rollup upsert. It is sent only the minute rows; each statement derives the
@@ -311,15 +335,27 @@ impl<'a> Rollups<'a> {
     /// to [`Deferred`]: on SQLite they are journaled with [`Rollups::journal`] instead.
     pub fn write_months_direct(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         let mut month = tx.prepare_cached(UPSERT_MONTH_SQLITE)?;
+        let mut costed = tx.prepare_cached(UPSERT_MONTH_COSTED_SQLITE)?;
+        // Months whose count of customers with a cost changes, and by how much.
+        let mut crossed: HashMap<i64, i64> = HashMap::new();
         for ((start, subject), m) in &self.months {
-            month.execute(rusqlite::params![
-                start,
-                subject,
-                m.calls,
-                m.events,
-                m.credits,
-                m.cost_nano
-            ])?;
+            let row = rusqlite::params![start, subject, m.calls, m.events, m.credits, m.cost_nano];
+            if m.cost_nano == 0 {
+                // Most rows: no cost this commit, so the customer's side of zero stays.
+                month.execute(row)?;
+                continue;
+            }
+            let after: i64 = costed.query_row(row, |r| r.get(0))?;
+            let before = after.saturating_sub(m.cost_nano);
+            if (after > 0) != (before > 0) {
+                *crossed.entry(*start).or_default() += if after > 0 { 1 } else { -1 };
+            }
+        }
+        let mut add = tx.prepare_cached(ADD_COSTED_SQLITE)?;
+        for (start, n) in crossed {
+            if n != 0 {
+                add.execute(rusqlite::params![start, n])?;
+            }
         }
         Ok(())
     }

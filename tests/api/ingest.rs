@@ -601,6 +601,81 @@ async fn rollups_count_what_was_stored(app: &TestApp) {
 }
 dual_test!(rollups_count_what_was_stored);
 
+/// The Costs page's count of customers with a cost this month, kept by the writer as costs
+/// arrive (migration 0039), equals a fresh count after every commit, and after folding; a
+/// history import counts in its own month.
+async fn costed_customers_are_counted_as_their_cost_arrives(app: &TestApp) {
+    let key = app.key("app", &["ingest"]).await;
+    let store = &app.state.store;
+    let now = days_ago(0);
+    let month = opsdeck::usage::quota::month_of(opsdeck::store::now_ms()).0;
+    let check = |what: &'static str| async move {
+        let (fresh,): (i64,) = store
+            .fetch_one(
+                "SELECT COUNT(*) FROM usage_months WHERE month = $1 AND cost_nano > 0",
+                opsdeck::args![month],
+            )
+            .await
+            .unwrap();
+        let (kept,) = opsdeck::costs::report::costed_count(store, month)
+            .await
+            .unwrap();
+        assert_eq!(kept, fresh, "{what}");
+        kept
+    };
+    let mut calls: Vec<Value> = (0..6).map(|i| api_call(900 + i, "cus_a")).collect();
+    for c in &mut calls {
+        c["time"] = json!(now);
+    }
+    let send = |batch: Vec<Value>| {
+        let key = key.clone();
+        async move {
+            let body: Value = post(app, &key, "application/json", json!(batch).to_string())
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(
+                body["accepted"].as_u64(),
+                Some(batch.len() as u64),
+                "{body}"
+            );
+        }
+    };
+    send(calls).await;
+    assert_eq!(check("calls cost nothing").await, 0);
+    send(vec![provider_usage("c1", "cus_a", "luma", "v1", 2.0, &now)]).await;
+    assert_eq!(check("the first cost").await, 1);
+    send(vec![
+        provider_usage("c2", "cus_a", "luma", "v1", 1.0, &now),
+        provider_usage("c3", "cus_b", "luma", "v2", 1.0, &now),
+        provider_usage("c4", "cus_c", "nobody", "unpriced", 1.0, &now),
+    ])
+    .await;
+    assert_eq!(
+        check("a second customer; an unpriced one is not costed").await,
+        2
+    );
+    // A history import: last month's costs count in last month.
+    send(vec![provider_usage(
+        "old",
+        "cus_d",
+        "luma",
+        "v1",
+        1.0,
+        &days_ago(40),
+    )])
+    .await;
+    assert_eq!(check("other months apart").await, 2);
+    opsdeck::costs::report::fold_counts(store).await.unwrap();
+    assert_eq!(check("after folding").await, 2);
+    let (_, total) = opsdeck::costs::report::customers_this_month(store, 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+}
+dual_test!(costed_customers_are_counted_as_their_cost_arrives);
+
 /// (bucket, customer, type, provider) → (events, quantity, 2xx, 5xx)
 /// (bucket, subject, type, provider) → (events, quantity, 2xx, 5xx, cost in nano-USD, unpriced,
 /// latency histogram total).
