@@ -402,6 +402,15 @@ struct Instance {
     _dir: tempfile::TempDir,
 }
 
+/// A failing assertion unwinds past the test's own kill and stop: without this, the process
+/// would outlive the test run (seen after a failure on a loaded machine).
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Instance {
     async fn start(config: &std::path::Path, database_url: &str, master_key: &str) -> Instance {
         let dir = tempfile::tempdir().unwrap();
