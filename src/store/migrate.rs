@@ -241,6 +241,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0039_costed_count.sql"),
         include_str!("../../migrations/postgres/0039_costed_count.sql"),
     ),
+    (
+        40,
+        "payment counts",
+        include_str!("../../migrations/sqlite/0040_payment_counts.sql"),
+        include_str!("../../migrations/postgres/0040_payment_counts.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -653,3 +653,107 @@ async fn failed_customers_match_a_full_grouping(app: &TestApp) {
     assert_eq!(got(5_000_000, 6_000_000).await, (Vec::new(), 0), "none");
 }
 dual_test!(failed_customers_match_a_full_grouping);
+
+/// The payment counts triggers keep (migration 0040) give the Payments page's total exactly
+/// for whole and partial days, through inserts, updates that move a payment to another day,
+/// kind or failure state, deletes and folding; the page's list is newest first with ties
+/// broken by id, and its pages cover every payment once.
+async fn payment_counts_follow_every_write(app: &TestApp) {
+    use opsdeck::revenue::drill;
+    let store = &app.state.store;
+    const DAY: i64 = 86_400_000;
+    let base = 20_000 * DAY; // a UTC midnight
+    let exact = |kind: &'static str, failed: bool, (from, to): (i64, i64)| {
+        let store = store.clone();
+        async move {
+            let (n,): (i64,) = store
+                .fetch_one(
+                    "SELECT COUNT(*) FROM revenue_payments WHERE kind = $1 AND created >= $2 \
+                     AND created < $3 AND failed >= $4",
+                    opsdeck::args![kind, from, to, i64::from(failed)],
+                )
+                .await
+                .unwrap();
+            n
+        }
+    };
+    let ranges = [
+        (base - 3 * DAY, base + 12 * DAY),            // whole days
+        (base + DAY / 2, base + 6 * DAY + 7),         // partial at both ends
+        (base + 2 * DAY + 5, base + 2 * DAY + 9_000), // inside one day
+        (base + 3 * DAY, base + 3 * DAY),             // empty
+        (base + 4 * DAY, base + 9 * DAY - 1),         // partial at the end only
+    ];
+    let check = |when: &'static str| async move {
+        for kind in ["charge", "payment_intent", "refund"] {
+            for failed in [false, true] {
+                for range in ranges {
+                    assert_eq!(
+                        drill::payment_count(store, kind, failed, range)
+                            .await
+                            .unwrap(),
+                        exact(kind, failed, range).await,
+                        "{when}: {kind} failed={failed} {range:?}"
+                    );
+                }
+            }
+        }
+    };
+    for i in 0..300i64 {
+        let kind = ["charge", "payment_intent", "refund"][(i % 3) as usize];
+        // Some share a timestamp (a billing run), the rest spread over ten days.
+        let created = if i % 4 == 0 {
+            base + 2 * DAY + 3_000
+        } else {
+            base + (i * 7_919_000) % (10 * DAY)
+        };
+        store
+            .execute(
+                "INSERT INTO revenue_payments (kind, id, customer_id, created, status, amount, \
+                 currency, failed, recurring) VALUES ($1, $2, 'cus_1', $3, 'succeeded', 100, \
+                 'usd', $4, 0)",
+                opsdeck::args![kind, format!("py_{i:03}"), created, i64::from(i % 5 == 0)],
+            )
+            .await
+            .unwrap();
+    }
+    check("after inserts").await;
+    for sql in [
+        "UPDATE revenue_payments SET failed = 1 - failed WHERE id IN ('py_001', 'py_002', 'py_003')",
+        "UPDATE revenue_payments SET created = created + 86400000 WHERE id IN ('py_004', 'py_010')",
+        "UPDATE revenue_payments SET kind = 'refund' WHERE id = 'py_011'",
+        "UPDATE revenue_payments SET status = 'failed', amount = 5 WHERE id = 'py_012'",
+        "DELETE FROM revenue_payments WHERE id IN ('py_020', 'py_021', 'py_024')",
+    ] {
+        store.execute(sql, opsdeck::args![]).await.unwrap();
+        check(sql).await;
+    }
+    drill::fold_counts(store).await.unwrap();
+    check("after folding").await;
+
+    // The list: newest first, ties by id (newest first too), pages that cover everything once.
+    let range = (base, base + 10 * DAY);
+    let (all, total) = drill::payments(store, "charge", false, range, 1_000, 0)
+        .await
+        .unwrap();
+    assert_eq!(total, all.len() as i64);
+    assert!(
+        all.windows(2)
+            .all(|w| (w[0].created, &w[0].id) > (w[1].created, &w[1].id)),
+        "newest first, then by id"
+    );
+    let mut paged = Vec::new();
+    for offset in (0..total).step_by(7) {
+        let (rows, t) = drill::payments(store, "charge", false, range, 7, offset)
+            .await
+            .unwrap();
+        assert_eq!(t, total);
+        paged.extend(rows.into_iter().map(|r| r.id));
+    }
+    assert_eq!(paged, all.iter().map(|r| r.id.clone()).collect::<Vec<_>>());
+    let (failed, n) = drill::payments(store, "charge", true, range, 1_000, 0)
+        .await
+        .unwrap();
+    assert!(n > 0 && failed.iter().all(|r| r.failed) && failed.len() as i64 == n);
+}
+dual_test!(payment_counts_follow_every_write);
