@@ -247,6 +247,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0040_payment_counts.sql"),
         include_str!("../../migrations/postgres/0040_payment_counts.sql"),
     ),
+    (
+        41,
+        "journaled months",
+        include_str!("../../migrations/sqlite/0041_journaled_months.sql"),
+        include_str!("../../migrations/postgres/0041_journaled_months.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

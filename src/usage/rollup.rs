@@ -501,6 +501,9 @@ fn decode_totals(bytes: &[u8]) -> Totals {
 pub struct Deferred {
     /// Keys in their journal encoding, so they are owned without one allocation per text.
     minutes: HashMap<Box<[u8]>, Totals>,
+    /// Month totals by (month start, customer), from the records absorbed with
+    /// [`Deferred::absorb_with_months`] (PostgreSQL's, see [`Deferred::write_pg`]).
+    months: HashMap<(i64, Box<str>), Month>,
     /// Events folded in so far.
     events: u64,
     /// The first and last `rollup_journal` ids whose records are folded in (see
@@ -512,6 +515,23 @@ impl Deferred {
     /// Adds one journal record, written for `events` events. A record that does not parse
     /// adds nothing.
     pub fn absorb(&mut self, record: &[u8], events: u64) -> Result<(), BadJournal> {
+        self.absorb_record(record, events, false)
+    }
+
+    /// [`Deferred::absorb`], and the record's month totals too: each customer's minute entries
+    /// summed into their calendar month, which gives exactly what [`Rollups`] counts per month
+    /// (every event with a status has a latency bucket, credits are the quantity of `credit`
+    /// entries). For records whose commit did not upsert its month totals (PostgreSQL's).
+    pub fn absorb_with_months(&mut self, record: &[u8], events: u64) -> Result<(), BadJournal> {
+        self.absorb_record(record, events, true)
+    }
+
+    fn absorb_record(
+        &mut self,
+        record: &[u8],
+        events: u64,
+        with_months: bool,
+    ) -> Result<(), BadJournal> {
         let mut entries = Vec::new();
         let mut rest = record;
         while !rest.is_empty() {
@@ -525,6 +545,23 @@ impl Deferred {
                 .ok_or_else(bad)?;
             entries.push((key, decode_totals(totals)));
             rest = &rest[2 + key_len + TOTALS_BYTES..];
+        }
+        if with_months {
+            for (key, t) in &entries {
+                // Decoded once already, above.
+                let Some(k) = decode_key(key) else { continue };
+                if k.subject.is_empty() {
+                    continue;
+                }
+                let month = super::quota::month_of(k.bucket).0;
+                let m = self.months.entry((month, k.subject.into())).or_default();
+                m.events += t.events;
+                m.calls += t.latency.iter().sum::<i64>();
+                if k.unit == "credit" {
+                    m.credits += t.quantity;
+                }
+                m.cost_nano = m.cost_nano.saturating_add(t.cost_nano);
+            }
         }
         for (key, totals) in entries {
             match self.minutes.get_mut(key) {
@@ -576,13 +613,20 @@ impl Deferred {
         )
     }
 
-    /// Upserts everything held inside a PostgreSQL transaction; see [`upsert_minutes_pg`].
+    /// Upserts everything held inside a PostgreSQL transaction (see [`upsert_minutes_pg`]),
+    /// and the month totals of the records absorbed with them.
     pub async fn write_pg(
         &self,
         conn: &mut sqlx::PgConnection,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        upsert_minutes_pg(conn, self.decoded(), minute_floor(now_ms)).await
+        upsert_minutes_pg(conn, self.decoded(), minute_floor(now_ms)).await?;
+        let months: Vec<((i64, &str), &Month)> = self
+            .months
+            .iter()
+            .map(|((m, who), t)| ((*m, &**who), t))
+            .collect();
+        upsert_months_pg(conn, months).await
     }
 
     /// The held minute rows with their keys decoded.
@@ -596,43 +640,43 @@ impl Deferred {
 
     pub fn clear(&mut self) {
         self.minutes.clear();
+        self.months.clear();
         self.events = 0;
         self.journal = None;
     }
 }
 
 impl Rollups<'_> {
-    /// Adds the month totals to the stored ones inside a PostgreSQL transaction: one statement,
-    /// every row's values travelling as one array per column and unpacked by `UNNEST`, so the
-    /// statement text never changes and is planned once per connection. The minute increments
-    /// are journaled with [`Rollups::journal`] and folded later (see [`Deferred::write_pg`]).
-    pub async fn write_months_pg(&self, conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
-        // Rows go in customer order: the writer keeps two transactions in flight, and taking
-        // the row locks of rows both touch in one global order keeps them from waiting on each
-        // other in a cycle. (Should a rare interleaving still deadlock, PostgreSQL aborts one
-        // transaction and the writer retries its requests.)
-        let mut months: Vec<(&(i64, &str), &Month)> = self.months.iter().collect();
-        months.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        // Text plus each element's length word and the five fixed-width numbers.
-        let month_size = |((_, who), _): &(&(i64, &str), &Month)| who.len() + 6 * 4 + 5 * 8;
-        for chunk in chunks_by_size(&months, PG_STATEMENT_BYTES, month_size) {
-            sqlx::query(UPSERT_MONTHS_PG)
-                .bind(chunk.iter().map(|((m, _), _)| *m).collect::<Vec<_>>())
-                .bind(chunk.iter().map(|((_, who), _)| *who).collect::<Vec<_>>())
-                .bind(chunk.iter().map(|(_, m)| m.calls).collect::<Vec<_>>())
-                .bind(chunk.iter().map(|(_, m)| m.events).collect::<Vec<_>>())
-                .bind(chunk.iter().map(|(_, m)| m.credits).collect::<Vec<_>>())
-                .bind(chunk.iter().map(|(_, m)| m.cost_nano).collect::<Vec<_>>())
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Whether any event was added.
     pub fn is_empty(&self) -> bool {
         self.minutes.is_empty()
     }
+}
+
+/// Adds month totals to the stored ones inside a PostgreSQL transaction: one statement per
+/// chunk, every row's values travelling as one array per column and unpacked by `UNNEST`, so
+/// the statement text never changes and is planned once per connection.
+async fn upsert_months_pg(
+    conn: &mut sqlx::PgConnection,
+    mut months: Vec<((i64, &str), &Month)>,
+) -> Result<(), StoreError> {
+    // Rows go in (month, customer) order: two instances folding at once take the row locks of
+    // rows both touch in one global order, so they never wait on each other in a cycle.
+    months.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // Text plus each element's length word and the five fixed-width numbers.
+    let month_size = |((_, who), _): &((i64, &str), &Month)| who.len() + 6 * 4 + 5 * 8;
+    for chunk in chunks_by_size(&months, PG_STATEMENT_BYTES, month_size) {
+        sqlx::query(UPSERT_MONTHS_PG)
+            .bind(chunk.iter().map(|((m, _), _)| *m).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|((_, who), _)| *who).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|(_, m)| m.calls).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|(_, m)| m.events).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|(_, m)| m.credits).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|(_, m)| m.cost_nano).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Upserts minute increments, and the hour, day and all-customer rows PostgreSQL derives from
@@ -831,6 +875,72 @@ mod tests {
             assert_eq!(t.quantity, want.quantity);
             assert_eq!(t.duration_ms, want.duration_ms);
         }
+    }
+
+    /// The month totals PostgreSQL's fold derives from journal records (minute entries summed
+    /// per customer and month) are what the commit would have upserted: events, calls (any
+    /// status, inside the 2xx–5xx classes or not), credits and cost, across a month boundary.
+    #[test]
+    fn journal_records_give_the_commits_month_totals() {
+        let mut evs = events();
+        // 2026-11-30 23:59:50 UTC, so some events fall in December.
+        let month_end = 1_796_083_190_000;
+        for (i, e) in evs.iter_mut().enumerate() {
+            if i % 4 == 1 {
+                e.facts.unit = "credit";
+                e.facts.quantity = 2.25 * i as f64;
+            }
+            if i % 7 == 0 {
+                e.facts.status = Some(101);
+            }
+            if i >= 30 {
+                e.time_ms = month_end + (i as i64 - 30) * 3_000;
+            }
+        }
+        let mut whole = Rollups::default();
+        for e in &evs {
+            whole.add(e);
+        }
+        let months_seen: std::collections::HashSet<i64> =
+            whole.months.keys().map(|(m, _)| *m).collect();
+        assert_eq!(months_seen.len(), 2, "the events span two months");
+        let mut deferred = Deferred::default();
+        for part in evs.chunks(11) {
+            let mut r = Rollups::default();
+            for e in part {
+                r.add(e);
+            }
+            deferred
+                .absorb_with_months(&r.journal(), part.len() as u64)
+                .unwrap();
+        }
+        assert_eq!(deferred.months.len(), whole.months.len());
+        for ((month, who), want) in &whole.months {
+            let got = &deferred.months[&(*month, Box::<str>::from(*who))];
+            assert_eq!(
+                (got.events, got.calls, got.cost_nano),
+                (want.events, want.calls, want.cost_nano),
+                "{who} in {month}"
+            );
+            assert!(
+                (got.credits - want.credits).abs() < 1e-9,
+                "{who} in {month}"
+            );
+        }
+        assert!(
+            whole
+                .months
+                .values()
+                .any(|m| m.credits > 0.0 && m.calls > 0)
+        );
+
+        // Records absorbed without their months (SQLite's, and PostgreSQL's from before
+        // migration 0041) add none.
+        let mut plain = Deferred::default();
+        plain.absorb(&whole.journal(), evs.len() as u64).unwrap();
+        assert!(plain.months.is_empty());
+        deferred.clear();
+        assert!(deferred.months.is_empty());
     }
 
     #[test]

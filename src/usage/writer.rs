@@ -148,8 +148,9 @@ fn gather(first: Job, inbox: &mut WriterInbox) -> Vec<Job> {
 
 /// PostgreSQL: up to [`PG_COMMITS_IN_FLIGHT`] group commits at once, each journaling its
 /// minute increments in a `rollup_journal` row of its own; [`run_folder`] folds the journal (of
-/// every instance sharing the database) into `usage_rollups` about once a second. Upserting each
-/// commit's rollups in that commit was most of PostgreSQL's work per event.
+/// every instance sharing the database) into `usage_rollups` and `usage_months` about once a
+/// second. Upserting each commit's rollups in that commit was most of PostgreSQL's work per
+/// event, and its month totals made the commits in flight wait on each other.
 async fn run_pooled(
     store: Store,
     mut inbox: WriterInbox,
@@ -802,10 +803,12 @@ async fn commit(store: &Store, jobs: &[Arc<Vec<NewEvent>>]) -> Result<Vec<Writte
             duplicates: job.len() - accepted,
         })
         .collect();
-    rollups.write_months_pg(conn).await?;
     let accepted: usize = results.iter().map(|w| w.accepted).sum();
     if !rollups.is_empty() {
-        sqlx::query("INSERT INTO rollup_journal (events, record) VALUES ($1, $2)")
+        // The month totals travel in the record too (`months = 1`) and reach `usage_months`
+        // with the fold: upserted here, the two commits in flight waited on each other's locks
+        // on the same customers' rows, and every commit rewrote their indexed totals.
+        sqlx::query("INSERT INTO rollup_journal (events, record, months) VALUES ($1, $2, 1)")
             .bind(accepted as i64)
             .bind(rollups.journal())
             .execute(&mut **conn)
@@ -835,8 +838,9 @@ pub async fn fold_pg(store: &Store) -> Result<u64, StoreError> {
         let Tx::Postgres(conn) = &mut tx else {
             return Ok(0);
         };
-        let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, events, record FROM rollup_journal ORDER BY id LIMIT $1 FOR UPDATE",
+        let rows: Vec<(i64, i64, Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT id, events, record, months FROM rollup_journal ORDER BY id LIMIT $1 \
+             FOR UPDATE",
         )
         .bind(FOLD_ROWS)
         .fetch_all(&mut **conn)
@@ -845,8 +849,15 @@ pub async fn fold_pg(store: &Store) -> Result<u64, StoreError> {
             break;
         }
         let mut deferred = Deferred::default();
-        for (id, events, record) in &rows {
-            if let Err(e) = deferred.absorb(record, u64::try_from(*events).unwrap_or(0)) {
+        for (id, events, record, months) in &rows {
+            let events = u64::try_from(*events).unwrap_or(0);
+            // A record from before migration 0041 had its month totals upserted at commit.
+            let absorbed = if *months != 0 {
+                deferred.absorb_with_months(record, events)
+            } else {
+                deferred.absorb(record, events)
+            };
+            if let Err(e) = absorbed {
                 tracing::error!(journal_id = id, error = %e, "dropping a rollup journal record that does not parse");
             }
         }
