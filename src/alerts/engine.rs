@@ -313,11 +313,11 @@ pub async fn run_chunked(
         now,
         settings,
     };
-    let mut tx = store.begin().await?;
-    let mut changes: Vec<Change> = Vec::new();
-    // Transitions written in the open transaction, and the events of those committed.
-    let mut written = 0;
-    let mut events: Vec<Event> = Vec::new();
+    // Every series is decided first, without a transaction: on SQLite a transaction holds
+    // the one write lock, and a run over tens of thousands of series (a quota rule over every
+    // customer) kept every other writer (ingest, syncs, lease renewals) waiting for all of it.
+    // Only the transitions and the moved values are written, after.
+    let mut decided: Vec<Decided> = Vec::new();
     // Open alerts whose value moved without a transition, written together at the end.
     let mut moved: Vec<(i64, f64)> = Vec::new();
     for (ri, rule) in rules.iter().enumerate() {
@@ -383,192 +383,237 @@ pub async fn run_chunked(
             };
             let maintenance = covering("maintenance");
             let t = decide(rule, current, value, now, settings.repeat_ms, maintenance);
-            if t != Transition::Stay {
-                if written >= chunk {
-                    let done = std::mem::take(&mut changes);
-                    events.extend(run.commit(tx, &done, &mut report).await?);
-                    written = 0;
-                    tx = store.begin().await?;
+            if t == Transition::Stay {
+                if let (Some(o), Some(v)) = (current, value)
+                    && value != o.value
+                {
+                    moved.push((o.id, v));
                 }
-                written += 1;
-            }
-            let (id, status) = match (t, current) {
-                (Transition::Stay, Some(o)) => {
-                    if let Some(v) = value
-                        && value != o.value
-                    {
-                        moved.push((o.id, v));
-                    }
-                    continue;
-                }
-                (Transition::Stay, None) => continue,
-                (Transition::Pend | Transition::Fire, None) => {
-                    let firing = t == Transition::Fire;
-                    let new = NewAlert {
-                        rule,
-                        level,
-                        fingerprint: &fp,
-                        labels: &labels,
-                        value,
-                    };
-                    let Some(id) = new.insert(&mut tx, firing, now).await? else {
-                        continue;
-                    };
-                    event(
-                        &mut tx,
-                        id,
-                        now,
-                        if firing { "firing" } else { "pending" },
-                        None,
-                    )
-                    .await?;
-                    if !firing {
-                        continue;
-                    }
-                    (id, "firing")
-                }
-                (Transition::Fire, Some(o)) => {
-                    let lv = rule.levels[level];
-                    let n = tx
-                        .execute(
-                            "UPDATE alerts SET state = 'firing', started_at = $2, value = $3, \
-                             summary = $4, severity = $5, threshold = $6, updated_at = $2 \
-                             WHERE id = $1 AND state = 'pending'",
-                            args![
-                                o.id,
-                                now,
-                                value,
-                                summary(rule, level, &labels, value),
-                                lv.severity.as_str(),
-                                lv.condition.threshold
-                            ],
-                        )
-                        .await?;
-                    if n == 0 {
-                        continue;
-                    }
-                    event(&mut tx, o.id, now, "firing", None).await?;
-                    (o.id, "firing")
-                }
-                (Transition::Step(to), Some(o)) => {
-                    let from = rule.level_of(o.threshold);
-                    let n = tx
-                        .execute(
-                            "UPDATE alerts SET state = 'resolved', resolved_at = $2, \
-                             value = COALESCE($3, value), updated_at = $2 \
-                             WHERE id = $1 AND state = 'firing'",
-                            args![o.id, now, value],
-                        )
-                        .await?;
-                    if n == 0 {
-                        continue;
-                    }
-                    let new = NewAlert {
-                        rule,
-                        level: to,
-                        fingerprint: &fp,
-                        labels: &labels,
-                        value,
-                    };
-                    let id = new.insert(&mut tx, true, now).await?.ok_or_else(|| {
-                        AlertsError::Internal(format!("alert {} was replaced meanwhile", o.id))
-                    })?;
-                    let up = to > from;
-                    let lv = rule.levels[to];
-                    let was = rule.levels[from];
-                    event(
-                        &mut tx,
-                        o.id,
-                        now,
-                        "superseded",
-                        Some(
-                            &json!({"by": id, "severity": lv.severity.as_str(),
-                                    "threshold": lv.condition.threshold})
-                            .to_string(),
-                        ),
-                    )
-                    .await?;
-                    event(
-                        &mut tx,
-                        id,
-                        now,
-                        if up { "escalated" } else { "stepped_down" },
-                        Some(
-                            &json!({"replaces": o.id, "severity": was.severity.as_str(),
-                                    "threshold": was.condition.threshold})
-                            .to_string(),
-                        ),
-                    )
-                    .await?;
-                    if !up {
-                        // Good news is not paged: the lower alert carries on where the higher
-                        // one was, acknowledged if it was, reminded on the same clock.
-                        tx.execute(
-                            "UPDATE alerts SET acked_by = $2, acked_at = $3, ack_note = $4, \
-                             last_notified_at = $5 WHERE id = $1",
-                            args![
-                                id,
-                                o.acked_by.clone(),
-                                o.acked_at,
-                                o.ack_note.clone(),
-                                o.last_notified_at
-                            ],
-                        )
-                        .await?;
-                        report.stepped_down += 1;
-                        continue;
-                    }
-                    (id, "firing")
-                }
-                (Transition::Clear, Some(o)) => {
-                    tx.execute(
-                        "DELETE FROM alerts WHERE id = $1 AND state = 'pending'",
-                        args![o.id],
-                    )
-                    .await?;
-                    tx.execute("DELETE FROM alert_events WHERE alert_id = $1", args![o.id])
-                        .await?;
-                    continue;
-                }
-                (Transition::Resolve, Some(o)) => {
-                    let n = tx
-                        .execute(
-                            "UPDATE alerts SET state = 'resolved', resolved_at = $2, \
-                             value = COALESCE($3, value), updated_at = $2 \
-                             WHERE id = $1 AND state = 'firing'",
-                            args![o.id, now, value],
-                        )
-                        .await?;
-                    if n == 0 {
-                        continue;
-                    }
-                    event(&mut tx, o.id, now, "resolved", None).await?;
-                    (o.id, "resolved")
-                }
-                (Transition::Remind, Some(o)) => {
-                    event(&mut tx, o.id, now, "reminder", None).await?;
-                    (o.id, "firing")
-                }
-                _ => continue,
-            };
-            match t {
-                Transition::Resolve => report.resolved += 1,
-                Transition::Remind => report.reminded += 1,
-                _ => report.fired += 1,
+                continue;
             }
             let silenced = covering("silence") || maintenance;
-            changes.push(Change {
-                rule: ri,
-                status,
-                id,
+            decided.push(Decided {
+                ri,
+                labels,
+                fp,
+                level,
+                value,
+                t,
+                current,
                 silenced,
-                alert: alert_json(&mut tx, id).await?,
             });
         }
+    }
+    if decided.is_empty() && moved.is_empty() {
+        return Ok((report, Vec::new()));
+    }
+
+    let mut tx = store.begin().await?;
+    let mut changes: Vec<Change> = Vec::new();
+    // Transitions written in the open transaction, and the events of those committed.
+    let mut written = 0;
+    let mut events: Vec<Event> = Vec::new();
+    for d in decided {
+        let Decided {
+            ri,
+            labels,
+            fp,
+            level,
+            value,
+            t,
+            current,
+            silenced,
+        } = d;
+        let rule = &rules[ri];
+        if written >= chunk {
+            let done = std::mem::take(&mut changes);
+            events.extend(run.commit(tx, &done, &mut report).await?);
+            written = 0;
+            // A burst is many chunks back to back: the writes waiting meanwhile (a lease
+            // renewal, a Stripe page) go first.
+            store.give_way().await;
+            tx = store.begin().await?;
+        }
+        written += 1;
+        let (id, status) = match (t, current) {
+            (Transition::Pend | Transition::Fire, None) => {
+                let firing = t == Transition::Fire;
+                let new = NewAlert {
+                    rule,
+                    level,
+                    fingerprint: &fp,
+                    labels: &labels,
+                    value,
+                };
+                let Some(id) = new.insert(&mut tx, firing, now).await? else {
+                    continue;
+                };
+                event(
+                    &mut tx,
+                    id,
+                    now,
+                    if firing { "firing" } else { "pending" },
+                    None,
+                )
+                .await?;
+                if !firing {
+                    continue;
+                }
+                (id, "firing")
+            }
+            (Transition::Fire, Some(o)) => {
+                let lv = rule.levels[level];
+                let n = tx
+                    .execute(
+                        "UPDATE alerts SET state = 'firing', started_at = $2, value = $3, \
+                         summary = $4, severity = $5, threshold = $6, updated_at = $2 \
+                         WHERE id = $1 AND state = 'pending'",
+                        args![
+                            o.id,
+                            now,
+                            value,
+                            summary(rule, level, &labels, value),
+                            lv.severity.as_str(),
+                            lv.condition.threshold
+                        ],
+                    )
+                    .await?;
+                if n == 0 {
+                    continue;
+                }
+                event(&mut tx, o.id, now, "firing", None).await?;
+                (o.id, "firing")
+            }
+            (Transition::Step(to), Some(o)) => {
+                let from = rule.level_of(o.threshold);
+                let n = tx
+                    .execute(
+                        "UPDATE alerts SET state = 'resolved', resolved_at = $2, \
+                         value = COALESCE($3, value), updated_at = $2 \
+                         WHERE id = $1 AND state = 'firing'",
+                        args![o.id, now, value],
+                    )
+                    .await?;
+                if n == 0 {
+                    continue;
+                }
+                let new = NewAlert {
+                    rule,
+                    level: to,
+                    fingerprint: &fp,
+                    labels: &labels,
+                    value,
+                };
+                let id = new.insert(&mut tx, true, now).await?.ok_or_else(|| {
+                    AlertsError::Internal(format!("alert {} was replaced meanwhile", o.id))
+                })?;
+                let up = to > from;
+                let lv = rule.levels[to];
+                let was = rule.levels[from];
+                event(
+                    &mut tx,
+                    o.id,
+                    now,
+                    "superseded",
+                    Some(
+                        &json!({"by": id, "severity": lv.severity.as_str(),
+                                "threshold": lv.condition.threshold})
+                        .to_string(),
+                    ),
+                )
+                .await?;
+                event(
+                    &mut tx,
+                    id,
+                    now,
+                    if up { "escalated" } else { "stepped_down" },
+                    Some(
+                        &json!({"replaces": o.id, "severity": was.severity.as_str(),
+                                "threshold": was.condition.threshold})
+                        .to_string(),
+                    ),
+                )
+                .await?;
+                if !up {
+                    // Good news is not paged: the lower alert carries on where the higher
+                    // one was, acknowledged if it was, reminded on the same clock.
+                    tx.execute(
+                        "UPDATE alerts SET acked_by = $2, acked_at = $3, ack_note = $4, \
+                         last_notified_at = $5 WHERE id = $1",
+                        args![
+                            id,
+                            o.acked_by.clone(),
+                            o.acked_at,
+                            o.ack_note.clone(),
+                            o.last_notified_at
+                        ],
+                    )
+                    .await?;
+                    report.stepped_down += 1;
+                    continue;
+                }
+                (id, "firing")
+            }
+            (Transition::Clear, Some(o)) => {
+                tx.execute(
+                    "DELETE FROM alerts WHERE id = $1 AND state = 'pending'",
+                    args![o.id],
+                )
+                .await?;
+                tx.execute("DELETE FROM alert_events WHERE alert_id = $1", args![o.id])
+                    .await?;
+                continue;
+            }
+            (Transition::Resolve, Some(o)) => {
+                let n = tx
+                    .execute(
+                        "UPDATE alerts SET state = 'resolved', resolved_at = $2, \
+                         value = COALESCE($3, value), updated_at = $2 \
+                         WHERE id = $1 AND state = 'firing'",
+                        args![o.id, now, value],
+                    )
+                    .await?;
+                if n == 0 {
+                    continue;
+                }
+                event(&mut tx, o.id, now, "resolved", None).await?;
+                (o.id, "resolved")
+            }
+            (Transition::Remind, Some(o)) => {
+                event(&mut tx, o.id, now, "reminder", None).await?;
+                (o.id, "firing")
+            }
+            _ => continue,
+        };
+        match t {
+            Transition::Resolve => report.resolved += 1,
+            Transition::Remind => report.reminded += 1,
+            _ => report.fired += 1,
+        }
+        changes.push(Change {
+            rule: ri,
+            status,
+            id,
+            silenced,
+            alert: alert_json(&mut tx, id).await?,
+        });
     }
     update_values(&mut tx, &moved).await?;
     events.extend(run.commit(tx, &changes, &mut report).await?);
     Ok((report, events))
+}
+
+/// A series whose alert changes in this run, as decided before anything is written.
+struct Decided<'a> {
+    /// Index of its rule.
+    ri: usize,
+    labels: BTreeMap<String, String>,
+    fp: String,
+    level: usize,
+    value: Option<f64>,
+    t: Transition,
+    current: Option<&'a Open>,
+    silenced: bool,
 }
 
 /// What a run's commits share.

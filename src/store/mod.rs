@@ -471,6 +471,16 @@ impl Store {
         self.fence.settle().await;
     }
 
+    /// Lets the other writes this process has waiting for SQLite's one write lock go first (at
+    /// most [`turn::GIVE_WAY_AT_MOST`]); returns at once on PostgreSQL. For a job that writes
+    /// many transactions back to back: SQLite's busy handler sleeps and retries rather than
+    /// queueing, so a waiting lease renewal nearly never saw the lock free between them.
+    pub async fn give_way(&self) {
+        if let Some(turns) = &self.turns {
+            turns.give_way().await;
+        }
+    }
+
     /// Waits until every ingested event acknowledged so far is in the month totals
     /// (`usage_months` and its counts). SQLite's writer upserts them with the events, so this
     /// returns at once there; PostgreSQL's folds them with the rollups (migration 0041). Call
