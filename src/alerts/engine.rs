@@ -486,15 +486,7 @@ pub async fn run_chunked(
             }
             (Transition::Step(to), Some(o)) => {
                 let from = rule.level_of(o.threshold);
-                let n = tx
-                    .execute(
-                        "UPDATE alerts SET state = 'resolved', resolved_at = $2, \
-                         value = COALESCE($3, value), updated_at = $2 \
-                         WHERE id = $1 AND state = 'firing'",
-                        args![o.id, now, value],
-                    )
-                    .await?;
-                if n == 0 {
+                if !resolve_firing(&mut tx, o.id, now, value).await? {
                     continue;
                 }
                 let new = NewAlert {
@@ -565,15 +557,7 @@ pub async fn run_chunked(
                 continue;
             }
             (Transition::Resolve, Some(o)) => {
-                let n = tx
-                    .execute(
-                        "UPDATE alerts SET state = 'resolved', resolved_at = $2, \
-                         value = COALESCE($3, value), updated_at = $2 \
-                         WHERE id = $1 AND state = 'firing'",
-                        args![o.id, now, value],
-                    )
-                    .await?;
-                if n == 0 {
+                if !resolve_firing(&mut tx, o.id, now, value).await? {
                     continue;
                 }
                 event(&mut tx, o.id, now, "resolved", None).await?;
@@ -601,6 +585,19 @@ pub async fn run_chunked(
     update_values(&mut tx, &moved).await?;
     events.extend(run.commit(tx, &changes, &mut report).await?);
     Ok((report, events))
+}
+
+/// Resolves alert `id` if it is still firing (a step to another level resolves the old one
+/// too); returns whether it was.
+async fn resolve_firing(tx: &mut Tx, id: i64, now: i64, value: Option<f64>) -> Result<bool> {
+    let n = tx
+        .execute(
+            "UPDATE alerts SET state = 'resolved', resolved_at = $2, \
+             value = COALESCE($3, value), updated_at = $2 WHERE id = $1 AND state = 'firing'",
+            args![id, now, value],
+        )
+        .await?;
+    Ok(n > 0)
 }
 
 /// A series whose alert changes in this run, as decided before anything is written.
