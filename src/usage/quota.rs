@@ -8,7 +8,7 @@
 //! primary-key read however many raw events there are. The route and the evaluator start from
 //! the same recorded state, so they agree on where a customer stands.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 use std::sync::Mutex;
 
 use serde::Serialize;

@@ -4,7 +4,9 @@
 //! actually inserted (never duplicates) into a [`Rollups`] and upserts it in the same
 //! transaction, so rollups always agree with the raw events.
 
-use std::collections::HashMap;
+// Seeded per process, so the keys (customer ids, sources, types from requests) cannot be
+// chosen to collide.
+use foldhash::{HashMap, HashMapExt as _};
 
 use super::event::NewEvent;
 use crate::store::{PG_STATEMENT_BYTES, StoreError, chunks_by_size};
@@ -249,6 +251,14 @@ pub fn bucket_start(time_ms: i64, width_ms: i64) -> i64 {
 }
 
 impl<'a> Rollups<'a> {
+    /// Room for the minute rows of `events` events without growing (at most one row each).
+    pub fn for_events(events: usize) -> Self {
+        Rollups {
+            minutes: HashMap::with_capacity(events),
+            ..Default::default()
+        }
+    }
+
     pub fn add(&mut self, e: &'a NewEvent) {
         let (granularity, width) = GRANULARITIES[0];
         let key = Key {

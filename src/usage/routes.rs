@@ -6,12 +6,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::event::{Rules, validate};
+use super::event::{Rules, validate_json};
 use super::writer::IngestError;
 use crate::access::Scope;
 use crate::app::AppState;
@@ -51,7 +51,7 @@ enum Shape {
 /// Ingests one CloudEvent or a batch. The reply is sent only after the accepted events are
 /// committed.
 #[utoipa::path(post, path = "/api/v1/events", tag = "usage", security(("api_key" = ["ingest"])),
-    request_body(content = Value, description = "One CloudEvents 1.0 event (application/cloudevents+json), \
+    request_body(content = serde_json::Value, description = "One CloudEvents 1.0 event (application/cloudevents+json), \
         a JSON array of them (application/cloudevents-batch+json), or either as application/json."),
     responses((status = 200, body = IngestReply),
         (status = 400, body = ErrorBody, description = "The body is not JSON, or not the shape its content type announces."),
@@ -105,11 +105,14 @@ async fn ingest(
     let bytes = axum::body::to_bytes(body, limits.max_body_bytes)
         .await
         .map_err(|_| too_large())?;
-    let value: Value = serde_json::from_slice(&bytes)
+    // Each event is kept as its text and judged on its own (see `validate_json`).
+    let body: &RawValue = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
-    let events = match (shape, value) {
-        (Shape::Single | Shape::Either, v @ Value::Object(_)) => vec![v],
-        (Shape::Batch | Shape::Either, Value::Array(items)) => items,
+    let text = body.get();
+    let events: Vec<&RawValue> = match (shape, text.as_bytes().first()) {
+        (Shape::Single | Shape::Either, Some(b'{')) => vec![body],
+        (Shape::Batch | Shape::Either, Some(b'[')) => serde_json::from_str(text)
+            .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?,
         (Shape::Single, _) => {
             return Err(ApiError::BadRequest(
                 "application/cloudevents+json carries one event: a JSON object".into(),
@@ -146,7 +149,7 @@ async fn ingest(
     let mut valid = Vec::with_capacity(events.len());
     let mut rejected = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        match validate(event, rules) {
+        match validate_json(event, rules) {
             Ok(mut e) => {
                 if let Some(endpoint) = &e.facts.endpoint {
                     e.facts.category = Some(state.categories.of(endpoint));
