@@ -149,7 +149,14 @@ async fn ingest(
     let mut valid = Vec::with_capacity(events.len());
     let mut rejected = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        match validate_json(event, rules) {
+        let judged = validate_json(event, rules).map_err(|e| {
+            // Named as a decoding of the whole body names it, with its line and column there.
+            let e = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .err()
+                .unwrap_or(e);
+            ApiError::BadRequest(format!("body is not valid JSON: {e}"))
+        })?;
+        match judged {
             Ok(mut e) => {
                 if let Some(endpoint) = &e.facts.endpoint {
                     e.facts.category = Some(state.categories.of(endpoint));
