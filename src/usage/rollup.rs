@@ -235,6 +235,9 @@ pub struct Rollups<'a> {
     months: HashMap<(i64, &'a str), Month>,
     /// Day start → month start, so the calendar arithmetic runs once per day seen.
     month_of_day: HashMap<i64, i64>,
+    /// The month totals are not counted (PostgreSQL derives them from the journal's minutes
+    /// when it folds them; see [`Deferred::absorb_with_months`]).
+    skip_months: bool,
 }
 
 #[derive(Debug, Default)]
@@ -259,6 +262,14 @@ impl<'a> Rollups<'a> {
         }
     }
 
+    /// As [`Rollups::for_events`], counting minute rows only.
+    pub fn minutes_for_events(events: usize) -> Self {
+        Rollups {
+            skip_months: true,
+            ..Self::for_events(events)
+        }
+    }
+
     pub fn add(&mut self, e: &'a NewEvent) {
         let (granularity, width) = GRANULARITIES[0];
         let key = Key {
@@ -272,7 +283,7 @@ impl<'a> Rollups<'a> {
             sku: e.facts.sku.as_deref().unwrap_or(""),
             unit: e.facts.unit,
         };
-        if let Some(subject) = e.subject.as_deref() {
+        if let Some(subject) = e.subject.as_deref().filter(|_| !self.skip_months) {
             let day = bucket_start(e.time_ms, 86_400_000);
             let month = *self
                 .month_of_day

@@ -784,7 +784,7 @@ async fn commit(store: &Store, jobs: &[Arc<Vec<NewEvent>>]) -> Result<Vec<Writte
     // newest first, is the reverse of it); among copies of one event the earliest job's is
     // the one stored.
     let mut accepted = vec![0; jobs.len()];
-    let mut rollups = Rollups::for_events(fresh.len());
+    let mut rollups = Rollups::minutes_for_events(fresh.len());
     let mut stored: Vec<&NewEvent> = Vec::with_capacity(fresh.len());
     for (j, (job, keys)) in jobs.iter().zip(&keys).enumerate() {
         for (e, key) in job.iter().zip(keys) {
