@@ -129,11 +129,13 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 /// `None` for any other (then [`validate`] says why).
 fn well_formed(text: &str, rules: Rules) -> Option<NewEvent> {
     let env: Envelope = serde_json::from_str(text).ok()?;
-    if env.specversion != "1.0" || env.data_base64 {
+    if env.specversion != "1.0"
+        || env.data_base64
+        || [&env.id, &env.source, &env.kind]
+            .iter()
+            .any(|attr| attr_problem("", attr).is_some())
+    {
         return None;
-    }
-    for attr in [&env.id, &env.source, &env.kind] {
-        attr_problem("", attr).is_none().then_some(())?;
     }
     if env
         .datacontenttype
