@@ -92,7 +92,7 @@ pub fn checkpoint(conn: &rusqlite::Connection) -> Result<(i64, i64)> {
     // back while it copies what is left and waits for the readers to finish with the WAL, and
     // the next commit starts it over. What is left is what was committed while the last
     // passive pass ran, so passes are repeated until that is small: after a single pass the
-    // RESTART held ingest for 40–140 ms, every 2 s at 130k events/s.
+    // RESTART held ingest for 21–143 ms, every 2 s at 130k events/s.
     if log > WAL_RESTART_PAGES {
         for _ in 0..RESTART_CATCH_UP_PASSES {
             let (now, _) = run("PASSIVE")?;

@@ -105,14 +105,16 @@ async fn ingest(
     let bytes = axum::body::to_bytes(body, limits.max_body_bytes)
         .await
         .map_err(|_| too_large())?;
+    let not_json =
+        |e: serde_json::Error| ApiError::BadRequest(format!("body is not valid JSON: {e}"));
     // Each event is kept as its text and judged on its own (see `validate_json`).
-    let body: &RawValue = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
+    let body: &RawValue = serde_json::from_slice(&bytes).map_err(not_json)?;
     let text = body.get();
     let events: Vec<&RawValue> = match (shape, text.as_bytes().first()) {
         (Shape::Single | Shape::Either, Some(b'{')) => vec![body],
-        (Shape::Batch | Shape::Either, Some(b'[')) => serde_json::from_str(text)
-            .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?,
+        (Shape::Batch | Shape::Either, Some(b'[')) => {
+            serde_json::from_str(text).map_err(not_json)?
+        }
         (Shape::Single, _) => {
             return Err(ApiError::BadRequest(
                 "application/cloudevents+json carries one event: a JSON object".into(),
@@ -151,10 +153,11 @@ async fn ingest(
     for (index, event) in events.iter().enumerate() {
         let judged = validate_json(event, rules).map_err(|e| {
             // Named as a decoding of the whole body names it, with its line and column there.
-            let e = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .err()
-                .unwrap_or(e);
-            ApiError::BadRequest(format!("body is not valid JSON: {e}"))
+            not_json(
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .err()
+                    .unwrap_or(e),
+            )
         })?;
         match judged {
             Ok(mut e) => {
