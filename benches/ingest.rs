@@ -58,16 +58,21 @@ impl Server {
     }
 
     fn cpu_seconds(&self) -> f64 {
-        // utime + stime from /proc/<pid>/stat, in clock ticks (100 per second on Linux).
-        std::fs::read_to_string(format!("/proc/{}/stat", self.process.0.id()))
-            .ok()
-            .and_then(|s| {
-                let rest = s.rsplit_once(')')?.1;
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
-            })
-            .map_or(f64::NAN, |ticks| ticks / 100.0)
+        cpu_seconds(&format!("/proc/{}/stat", self.process.0.id()))
     }
+}
+
+/// A process's user + system CPU time from its `/proc/<pid>/stat` (Linux), in seconds.
+fn cpu_seconds(stat: &str) -> f64 {
+    // utime and stime, in clock ticks (100 per second on Linux).
+    std::fs::read_to_string(stat)
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .map_or(f64::NAN, |ticks| ticks / 100.0)
 }
 
 fn store_args(dir: &std::path::Path, pg: &Option<String>) -> Vec<String> {
@@ -260,15 +265,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Inserts the benchmark's rows into a table with only its primary key, one transaction per
-/// batch, and returns rows per second.
-async fn raw_reference(k: &Knobs, rows: u64) -> (f64, &'static str) {
+/// One event as the writer stores it: (source, id, type, subject, data).
+type RawRow = (String, String, String, String, String);
+
+/// The benchmark's events as rows, built before any reference's clock starts.
+fn raw_rows(k: &Knobs, rows: u64) -> Vec<RawRow> {
     let time = rfc3339_now();
-    let received = opsdeck::store::now_ms();
-    // The rows as the writer stores them: (source, id, type, subject, data), built before the
-    // clock starts.
-    type RawRow = (String, String, String, String, String);
-    let events: Vec<RawRow> = (0..rows)
+    (0..rows)
         .map(|n| {
             let mut s = String::new();
             push_event(&mut s, n, k, &time);
@@ -282,7 +285,14 @@ async fn raw_reference(k: &Knobs, rows: u64) -> (f64, &'static str) {
                 e["data"].to_string(),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Inserts the benchmark's rows into a table with only its primary key, one transaction per
+/// batch, and returns rows per second.
+async fn raw_reference(k: &Knobs, events: &[RawRow]) -> (f64, &'static str) {
+    let rows = events.len() as u64;
+    let received = opsdeck::store::now_ms();
     if let Some(url) = &k.postgres {
         let store = opsdeck::store::Store::connect(url, &Default::default())
             .await
@@ -382,6 +392,63 @@ async fn raw_reference(k: &Knobs, rows: u64) -> (f64, &'static str) {
     )
 }
 
+/// The reference issue 18 was filed with: the same rows, table and pragmas as `raw_reference`,
+/// inserted by a Python script through its standard `sqlite3` module (`executemany`, one
+/// transaction per batch). It costs the interpreter's per-row work as well as SQLite's, so it is
+/// printed beside the in-process reference, not instead of it. `None` when `python3` is absent.
+fn script_reference(k: &Knobs, events: &[RawRow]) -> Option<f64> {
+    const SCRIPT: &str = r#"
+import json, sqlite3, sys, time
+rows_path, db, batch, received = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+with open(rows_path) as f:
+    rows = [(s, i, t, c, received, received, d) for (s, i, t, c, d) in map(json.loads, f)]
+conn = sqlite3.connect(db, isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("PRAGMA synchronous=FULL")
+conn.execute("CREATE TABLE raw (seq INTEGER PRIMARY KEY, source TEXT NOT NULL, "
+             "event_id TEXT NOT NULL, type TEXT NOT NULL, subject TEXT, time INTEGER NOT NULL, "
+             "received_at INTEGER NOT NULL, data TEXT NOT NULL)")
+insert = ("INSERT INTO raw (source, event_id, type, subject, time, received_at, data) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?)")
+start = time.perf_counter()
+for n in range(0, len(rows), batch):
+    conn.execute("BEGIN")
+    conn.executemany(insert, rows[n:n + batch])
+    conn.execute("COMMIT")
+print(len(rows) / (time.perf_counter() - start))
+"#;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rows_path = dir.path().join("rows.jsonl");
+    let mut text = String::new();
+    for row in events {
+        text.push_str(&serde_json::to_string(row).expect("rows encode"));
+        text.push('\n');
+    }
+    std::fs::write(&rows_path, text).expect("write rows");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(&rows_path)
+        .arg(dir.path().join("script.db"))
+        .arg(k.batch.to_string())
+        .arg(opsdeck::store::now_ms().to_string())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().parse().ok(),
+        Ok(out) => {
+            println!(
+                "  script reference failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            None
+        }
+        Err(e) => {
+            println!("  script reference skipped: python3 could not be started ({e})");
+            None
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let curve: Vec<u64> = std::env::var("BENCH_CURVE")
@@ -443,8 +510,15 @@ async fn main() {
         .collect();
 
     println!(
-        "{:>12} {:>10} {:>8} {:>8} {:>8} {:>10} {:>12}",
-        "stored", "events/s", "p50 ms", "p99 ms", "RSS MiB", "CPU cores", "CPU µs/event"
+        "{:>12} {:>10} {:>8} {:>8} {:>8} {:>10} {:>12} {:>12}",
+        "stored",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "RSS MiB",
+        "CPU cores",
+        "CPU µs/event",
+        "load µs/event"
     );
     let started = Instant::now();
     let mut windows = Vec::new();
@@ -469,26 +543,30 @@ async fn main() {
         }
         // The measuring window.
         shared.latencies.lock().await.clear();
-        let (t0, a0, cpu0) = (
+        let (t0, a0, cpu0, load0) = (
             Instant::now(),
             shared.acked.load(Ordering::Relaxed),
             server.cpu_seconds(),
+            cpu_seconds("/proc/self/stat"),
         );
         tokio::time::sleep(k.window).await;
         let (elapsed, acked) = (t0.elapsed(), shared.acked.load(Ordering::Relaxed) - a0);
         let cpu = (server.cpu_seconds() - cpu0) / elapsed.as_secs_f64();
+        // The load generator's own CPU shows how much of the two cores the server could have.
+        let load_cpu = (cpu_seconds("/proc/self/stat") - load0) / elapsed.as_secs_f64();
         let mut lat = std::mem::take(&mut *shared.latencies.lock().await);
         lat.sort();
         let rate = acked as f64 / elapsed.as_secs_f64();
         println!(
-            "{:>12} {:>10.0} {:>8.1} {:>8.1} {:>8.0} {:>10.2} {:>12.1}",
+            "{:>12} {:>10.0} {:>8.1} {:>8.1} {:>8.0} {:>10.2} {:>12.1} {:>12.1}",
             a0,
             rate,
             ms(percentile(&lat, 0.50)),
             ms(percentile(&lat, 0.99)),
             server.rss_mb(),
             cpu,
-            cpu * 1e6 / rate.max(1.0)
+            cpu * 1e6 / rate.max(1.0),
+            load_cpu * 1e6 / rate.max(1.0)
         );
         windows.push((a0, rate));
     }
@@ -509,12 +587,31 @@ async fn main() {
     }
     drop(server);
 
-    let (raw, how) = raw_reference(&k, 1_000_000).await;
+    let rows = raw_rows(&k, 1_000_000);
+    let (raw, how) = raw_reference(&k, &rows).await;
     println!(
         "  raw insert of the same rows ({how}, {}-row transactions): {raw:.0} rows/s",
         k.batch
     );
+    let script = if k.postgres.is_none() {
+        script_reference(&k, &rows)
+    } else {
+        None
+    };
+    if let Some(script) = script {
+        println!(
+            "  the same rows from a Python script (sqlite3 module, executemany, same table and \
+             pragmas, the way issue 18's reference was taken): {script:.0} rows/s"
+        );
+    }
     for (stored, rate) in windows {
-        println!("  ratio at {stored:>10} stored: {:.2}", rate / raw);
+        match script {
+            Some(script) => println!(
+                "  ratio at {stored:>10} stored: {:.2} of the raw insert, {:.2} of the script",
+                rate / raw,
+                rate / script
+            ),
+            None => println!("  ratio at {stored:>10} stored: {:.2}", rate / raw),
+        }
     }
 }

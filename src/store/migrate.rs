@@ -253,6 +253,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0041_journaled_months.sql"),
         include_str!("../../migrations/postgres/0041_journaled_months.sql"),
     ),
+    (
+        42,
+        "event runs",
+        include_str!("../../migrations/sqlite/0042_event_runs.sql"),
+        include_str!("../../migrations/postgres/0042_event_runs.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

@@ -395,51 +395,43 @@ pub struct RecentFilter {
     pub before_seq: Option<i64>,
 }
 
+/// One raw event as the events log reads it.
+type EventRow = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<i64>,
+);
+
 /// The newest raw events matching `f`, newest first, with their sequence numbers.
 pub async fn recent(
     store: &Store,
     f: &RecentFilter,
     limit: i64,
 ) -> Result<Vec<(i64, RecentEvent)>> {
-    type EventRow = (
-        i64,
-        i64,
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-        Option<i64>,
-    );
-    // Only the filters given appear in the SQL, so a customer filter can use the
-    // (subject, seq) index instead of walking every event newest first.
-    let mut q = crate::store::Assembled::new(
-        "SELECT seq, time, source, event_id, type, subject, data, cost_nano FROM events",
-    );
-    let filters = [
-        (
-            "subject = ?",
-            f.customer.clone().map(crate::store::Value::from),
-        ),
-        ("type = ?", f.kind.clone().map(crate::store::Value::from)),
-        (
-            "source = ?",
-            f.source.clone().map(crate::store::Value::from),
-        ),
-        ("seq < ?", f.before_seq.map(crate::store::Value::from)),
-    ];
-    for (condition, value) in filters {
-        if let Some(v) = value {
-            q.sql.push_str(if q.args.is_empty() {
-                " WHERE "
-            } else {
-                " AND "
-            });
-            q.bind(condition, v);
+    let rows = match (&f.customer, store.backend()) {
+        (Some(customer), crate::store::Backend::Sqlite) => {
+            recent_by_runs(store, customer, f, limit).await?
         }
-    }
-    q.bind(" ORDER BY seq DESC LIMIT ?", limit.into());
-    let rows: Vec<EventRow> = store.fetch_all_assembled(q.sql, q.args).await?;
+        // PostgreSQL keeps the (subject, seq) index (see migration 0042); without a customer
+        // the log walks the events newest first.
+        _ => {
+            let q = recent_query(
+                "SELECT seq, time, source, event_id, type, subject, data, cost_nano FROM events",
+                "",
+                &[("subject = ?", f.customer.clone().map(Into::into))],
+                f,
+                f.before_seq,
+                " ORDER BY seq DESC",
+                limit,
+            );
+            store.fetch_all_assembled(q.sql, q.args).await?
+        }
+    };
     Ok(rows
         .into_iter()
         .map(|(seq, time, source, id, kind, subject, data, cost)| {
@@ -457,6 +449,103 @@ pub async fn recent(
             )
         })
         .collect())
+}
+
+/// A customer's newest events on SQLite, found through their runs (see migration 0042): first
+/// those of the commits not yet moved into `event_runs`, then, if the page is not full, the
+/// older ones below the oldest already found. The two reads need no common snapshot: every
+/// committed event is in one of the two tables, and the second read stops below what the first
+/// returned, so a move between them can neither hide an event nor show one twice.
+///
+/// Both reads walk the runs newest first, each run's events newest first (`CROSS JOIN` keeps
+/// the runs as the outer loop: left to itself SQLite read the recent runs by walking every
+/// event backwards), and stop at the limit without sorting.
+async fn recent_by_runs(
+    store: &Store,
+    customer: &str,
+    f: &RecentFilter,
+    limit: i64,
+) -> Result<Vec<EventRow>> {
+    const COLUMNS: &str =
+        "SELECT e.seq, e.time, e.source, e.event_id, e.type, e.subject, e.data, e.cost_nano";
+    let q = recent_query(
+        &format!(
+            "{COLUMNS} FROM event_runs_recent r \
+             CROSS JOIN events e ON e.seq BETWEEN r.first_seq AND r.last_seq"
+        ),
+        "e.",
+        &[("r.subject = ?", Some(customer.into()))],
+        f,
+        f.before_seq,
+        " ORDER BY r.first_seq DESC, e.seq DESC",
+        limit,
+    );
+    let mut rows: Vec<EventRow> = store.fetch_all_assembled(q.sql, q.args).await?;
+    let missing = limit - rows.len() as i64;
+    if missing > 0 {
+        let below = rows.last().map(|r| r.0).or(f.before_seq);
+        let q = recent_query(
+            &format!(
+                "{COLUMNS} FROM event_runs r \
+                 CROSS JOIN events e ON e.seq BETWEEN r.first_seq AND r.last_seq"
+            ),
+            "e.",
+            &[
+                ("r.subject = ?", Some(customer.into())),
+                ("r.first_seq < ?", below.map(Into::into)),
+            ],
+            f,
+            below,
+            " ORDER BY r.first_seq DESC, e.seq DESC",
+            missing,
+        );
+        rows.extend(store.fetch_all_assembled::<EventRow>(q.sql, q.args).await?);
+    }
+    Ok(rows)
+}
+
+/// `head` with the given conditions, `f`'s type and source filters and `seq < before` (on the
+/// events' columns, named with `events`, their alias and a dot, or ""), then `order` and the
+/// limit. Only the filters given appear in the SQL, so each read can use the index that fits.
+fn recent_query(
+    head: &str,
+    events: &str,
+    leading: &[(&str, Option<crate::store::Value>)],
+    f: &RecentFilter,
+    before: Option<i64>,
+    order: &str,
+    limit: i64,
+) -> crate::store::Assembled {
+    let column = |c: &str| format!("{events}{c}");
+    let mut q = crate::store::Assembled::new(head);
+    let filters = leading
+        .iter()
+        .map(|(c, v)| (c.to_string(), v.clone()))
+        .chain([
+            (
+                format!("{} = ?", column("type")),
+                f.kind.clone().map(crate::store::Value::from),
+            ),
+            (
+                format!("{} = ?", column("source")),
+                f.source.clone().map(crate::store::Value::from),
+            ),
+            (
+                format!("{} < ?", column("seq")),
+                before.map(crate::store::Value::from),
+            ),
+        ]);
+    let mut first = true;
+    for (condition, value) in filters {
+        if let Some(v) = value {
+            q.sql.push_str(if first { " WHERE " } else { " AND " });
+            first = false;
+            q.bind(&condition, v);
+        }
+    }
+    q.sql.push_str(order);
+    q.bind(" LIMIT ?", limit.into());
+    q
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
-//! Retention: raw events received more than `retention.raw_days` ago, dedup keys older than the
-//! dedup window, minute rollups older than two days, and hour and day rollups, month
-//! totals and recorded quota state changes older than `retention.rollup_days`, are deleted by
-//! the background job, a small batch per statement so that pruning never holds the database's
-//! write lock for long.
+//! Retention: raw events received more than `retention.raw_days` ago (and the runs that found
+//! them by customer), dedup keys older than the dedup window, minute rollups older than two
+//! days, and hour and day rollups, month totals and recorded quota state changes older than
+//! `retention.rollup_days`, are deleted by the background job, a small batch per statement so
+//! that pruning never holds the database's write lock for long.
 
 use crate::args;
 use crate::store::{Store, StoreError};
 
 /// Raw events deleted per step.
 const EVENT_BATCH: i64 = 2_000;
+/// Runs of a customer's events deleted per step.
+const RUN_BATCH: i64 = 2_000;
 /// Rows of dedup keys (one per ingest commit) deleted per step.
 const DEDUP_BATCH: i64 = 1_000;
 /// PostgreSQL's dedup keys (one per event) deleted per step.
@@ -35,6 +37,16 @@ pub async fn prune_step(
                (SELECT seq, received_at FROM events ORDER BY seq LIMIT $2) AS oldest \
              WHERE received_at < $1)",
             args![raw_cutoff, EVENT_BATCH],
+        )
+        .await?;
+    // The runs (see migration 0042) whose events are all gone, oldest first; with no events
+    // left every run is. PostgreSQL's run tables stay empty.
+    deleted += store
+        .execute(
+            "DELETE FROM event_runs WHERE (subject, first_seq) IN (SELECT subject, first_seq \
+               FROM event_runs WHERE last_seq < COALESCE((SELECT MIN(seq) FROM events), $1) \
+               ORDER BY last_seq LIMIT $2)",
+            args![i64::MAX, RUN_BATCH],
         )
         .await?;
     let dedup_cutoff = now_ms.saturating_sub(dedup_window_ms);

@@ -367,6 +367,7 @@ async fn flush(direct: &DirectSqlite, deferred: &Arc<Mutex<Deferred>>, store: &S
             let mut def = def.lock().unwrap_or_else(|p| p.into_inner());
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             def.write_direct(&tx, now_ms())?;
+            fold_runs(&tx)?;
             if let Some((first, last)) = def.journal_rows() {
                 tx.execute(
                     "DELETE FROM rollup_journal WHERE id BETWEEN ?1 AND ?2",
@@ -413,6 +414,7 @@ pub async fn recover_rollups(store: &Store) -> Result<u64, StoreError> {
             }
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             deferred.write_direct(&tx, now_ms())?;
+            fold_runs(&tx)?;
             tx.execute("DELETE FROM rollup_journal", [])?;
             tx.commit()?;
             Ok(deferred.events())
@@ -641,6 +643,7 @@ async fn commit_direct(
                 let tx =
                     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 insert_events_direct(&tx, &fresh, received)?;
+                append_runs(&tx, &fresh)?;
                 dedup::append(&tx, received, &added)?;
                 rollups.write_months_direct(&tx)?;
                 let mut journal_id = None;
@@ -724,6 +727,75 @@ pub fn insert_events_direct(
         bind_events(&mut insert, rest, received_at)?;
         insert.raw_execute()?;
     }
+    Ok(())
+}
+
+/// Runs appended to `event_runs_recent` per statement (three parameters each).
+const RUNS_PER_INSERT: usize = 100;
+
+/// Appends the runs of the events just inserted by [`insert_events_direct`] (in `events`'
+/// order, which the caller sorted by customer) to `event_runs_recent`: one row per customer
+/// rather than an index entry per event (see migration 0042). [`fold_runs`] moves them into
+/// `event_runs`.
+pub fn append_runs(tx: &rusqlite::Transaction<'_>, events: &[&NewEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    // One writer inserts the events in one transaction, so the AUTOINCREMENT keys it was given
+    // are consecutive and end at the last one.
+    let first = tx.last_insert_rowid() - events.len() as i64 + 1;
+    let runs = runs_of(events, first);
+    for chunk in runs.chunks(RUNS_PER_INSERT) {
+        let mut sql =
+            String::from("INSERT INTO event_runs_recent (first_seq, subject, last_seq) VALUES ");
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 { "(?,?,?)" } else { ",(?,?,?)" });
+        }
+        // A full chunk's shape is cached; the remainder's (one of 99 shapes) is not, so as not
+        // to crowd the connection's statement cache.
+        let run = |stmt: &mut rusqlite::Statement<'_>| -> Result<(), StoreError> {
+            for (i, (subject, from, to)) in chunk.iter().enumerate() {
+                stmt.raw_bind_parameter(i * 3 + 1, from)?;
+                stmt.raw_bind_parameter(i * 3 + 2, subject)?;
+                stmt.raw_bind_parameter(i * 3 + 3, to)?;
+            }
+            stmt.raw_execute()?;
+            Ok(())
+        };
+        if chunk.len() == RUNS_PER_INSERT {
+            run(&mut *tx.prepare_cached(&sql)?)?;
+        } else {
+            run(&mut tx.prepare(&sql)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// The runs of consecutive events with one customer in `events`, the first of which has
+/// sequence number `first`: (customer, first seq, last seq). Events without a customer belong
+/// to no run.
+fn runs_of<'a>(events: &[&'a NewEvent], first: i64) -> Vec<(&'a str, i64, i64)> {
+    let mut runs: Vec<(&str, i64, i64)> = Vec::new();
+    for (seq, e) in (first..).zip(events) {
+        let Some(subject) = e.subject.as_deref() else {
+            continue;
+        };
+        match runs.last_mut() {
+            Some((s, _, last)) if *s == subject && *last + 1 == seq => *last = seq,
+            _ => runs.push((subject, seq, seq)),
+        }
+    }
+    runs
+}
+
+/// Moves the runs appended since the last call from `event_runs_recent` into `event_runs`, in
+/// customer order, inside the caller's transaction.
+pub fn fold_runs(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "INSERT INTO event_runs (subject, first_seq, last_seq) \
+           SELECT subject, first_seq, last_seq FROM event_runs_recent ORDER BY subject, first_seq; \
+         DELETE FROM event_runs_recent;",
+    )?;
     Ok(())
 }
 
@@ -910,5 +982,103 @@ async fn run_folder(store: Store, mut stopped: oneshot::Receiver<()>) {
         if last {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(subject: Option<&str>) -> NewEvent {
+        NewEvent {
+            source: "app".into(),
+            id: "e".into(),
+            kind: "api.request".into(),
+            subject: subject.map(Into::into),
+            time_ms: 0,
+            data: "{}".into(),
+            facts: Default::default(),
+        }
+    }
+
+    #[test]
+    fn runs_follow_consecutive_events_of_one_customer() {
+        let events: Vec<NewEvent> = [
+            Some("a"),
+            Some("a"),
+            None,
+            Some("a"),
+            Some("b"),
+            Some("b"),
+            Some("c"),
+        ]
+        .into_iter()
+        .map(event)
+        .collect();
+        let refs: Vec<&NewEvent> = events.iter().collect();
+        assert_eq!(
+            runs_of(&refs, 100),
+            [
+                ("a", 100, 101),
+                ("a", 103, 103),
+                ("b", 104, 105),
+                ("c", 106, 106)
+            ]
+        );
+        assert!(runs_of(&[], 1).is_empty());
+    }
+
+    /// Migration 0042 turns the stored events into the same runs as `runs_of` would have
+    /// recorded, and the runs read back every event of each customer once.
+    #[test]
+    fn the_migration_finds_the_stored_events_runs() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, subject TEXT); \
+             CREATE INDEX events_subject_seq ON events (subject, seq);",
+        )
+        .unwrap();
+        let subjects = [
+            Some("a"),
+            Some("a"),
+            Some("b"),
+            None,
+            Some("b"),
+            Some("b"),
+            Some("a"),
+            Some("c"),
+            Some("c"),
+            None,
+            Some("a"),
+        ];
+        for s in subjects {
+            conn.execute("INSERT INTO events (subject) VALUES (?1)", [s])
+                .unwrap();
+        }
+        conn.execute_batch(include_str!("../../migrations/sqlite/0042_event_runs.sql"))
+            .unwrap();
+        let mut stmt = conn
+            .prepare("SELECT subject, first_seq, last_seq FROM event_runs ORDER BY first_seq")
+            .unwrap();
+        let runs: Vec<(String, i64, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let events: Vec<NewEvent> = subjects.into_iter().map(event).collect();
+        let refs: Vec<&NewEvent> = events.iter().collect();
+        let expected: Vec<(String, i64, i64)> = runs_of(&refs, 1)
+            .into_iter()
+            .map(|(s, a, b)| (s.to_string(), a, b))
+            .collect();
+        assert_eq!(runs, expected);
+        let index: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'events_subject_seq'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 0, "the per-event index is dropped");
     }
 }

@@ -1286,3 +1286,153 @@ async fn a_locked_store_answers_503_and_keeps_nothing() {
     );
     assert_eq!(stored(&app).await, 2);
 }
+
+/// Ids in one customer's events log (`/api/v1/events?customer=…`), newest first, read in
+/// pages of `limit` until `next_before` runs out.
+async fn log_ids(app: &TestApp, key: &str, query: &str, limit: usize) -> Vec<String> {
+    let (mut ids, mut before) = (Vec::new(), None::<i64>);
+    loop {
+        let mut path = format!("/api/v1/events?{query}&limit={limit}");
+        if let Some(b) = before {
+            path.push_str(&format!("&before={b}"));
+        }
+        let res = app.call(reqwest::Method::GET, &path, key, None).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let page: Value = res.json().await.unwrap();
+        let events = page["events"].as_array().unwrap();
+        assert!(events.len() <= limit);
+        ids.extend(events.iter().map(|e| e["id"].as_str().unwrap().to_string()));
+        match page["next_before"].as_i64() {
+            Some(b) => before = Some(b),
+            None => return ids,
+        }
+        assert!(ids.len() < 1_000, "paging terminates");
+    }
+}
+
+/// A customer's events log is found through runs of their events on SQLite (migration 0042):
+/// runs still in `event_runs_recent` and runs already moved into `event_runs` read as one log,
+/// newest first, every event once, with the type filter, and once retention has deleted the
+/// oldest events, without them and without their runs. PostgreSQL reads the same log through
+/// its (subject, seq) index.
+async fn a_customers_log_reads_every_event_once_across_runs(app: &TestApp) {
+    let key = app.key("app", &["ingest"]).await;
+    let reader = app.key("reader", &["read"]).await;
+    let customers = ["cus_a", "cus_b", "cus_c"];
+    let mut sent: Vec<(String, String, bool)> = Vec::new(); // (customer, id, is provider usage)
+    let mut n = 0;
+    for request in 0..8 {
+        // Customers are interleaved within each request; the commit sorts its events by
+        // customer, so each customer's events in it form one run. Some requests' runs are
+        // moved into `event_runs` before the next arrives (settling the writer does that),
+        // others are still recent when the log is read.
+        let mut batch = Vec::new();
+        for i in 0..15 {
+            let customer = customers[(i + request) % customers.len()];
+            n += 1;
+            let usage = n % 4 == 0;
+            let id = format!("log-{n}");
+            batch.push(if usage {
+                provider_usage(&id, customer, "luma", "v1", 1.0, &days_ago(0))
+            } else {
+                let mut e = api_call(n, customer);
+                e["id"] = json!(id);
+                e
+            });
+            sent.push((customer.to_string(), id, usage));
+        }
+        let body: Value = post(app, &key, "application/json", json!(batch).to_string())
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["accepted"], 15, "{body}");
+        if request % 3 == 0 {
+            app.state.store.settle().await;
+        }
+    }
+    let expect = |customer: &str, usage_only: bool, sent: &[(String, String, bool)]| {
+        sent.iter()
+            .rev()
+            .filter(|(c, _, u)| c == customer && (*u || !usage_only))
+            .map(|(_, id, _)| id.clone())
+            .collect::<Vec<_>>()
+    };
+    for customer in customers {
+        for limit in [1, 4, 7, 50] {
+            assert_eq!(
+                log_ids(app, &reader, &format!("customer={customer}"), limit).await,
+                expect(customer, false, &sent),
+                "{customer}, pages of {limit}"
+            );
+        }
+        assert_eq!(
+            log_ids(
+                app,
+                &reader,
+                &format!("customer={customer}&type=provider.usage"),
+                3
+            )
+            .await,
+            expect(customer, true, &sent),
+            "{customer}, provider usage only"
+        );
+    }
+    assert!(
+        log_ids(app, &reader, "customer=cus_nobody", 10)
+            .await
+            .is_empty()
+    );
+
+    let count = |sql: &'static str| async move {
+        let (n,): (i64,) = app
+            .state
+            .store
+            .fetch_one(sql, opsdeck::args![])
+            .await
+            .unwrap();
+        n
+    };
+    app.state.store.settle().await;
+    let sqlite = app.state.store.backend() == opsdeck::store::Backend::Sqlite;
+    if sqlite {
+        assert_eq!(count("SELECT COUNT(*) FROM event_runs_recent").await, 0);
+        let runs = count("SELECT COUNT(*) FROM event_runs").await;
+        // One run per customer per commit, not one entry per event.
+        assert!(runs <= 8 * 3, "{runs} runs for 120 events");
+    } else {
+        assert_eq!(count("SELECT COUNT(*) FROM event_runs").await, 0);
+    }
+
+    // Retention deletes the first three requests' events; their runs go with them.
+    app.state
+        .store
+        .execute(
+            "UPDATE events SET received_at = 0 WHERE seq <= (SELECT MIN(seq) + 44 FROM events)",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    let mut steps = 0;
+    while opsdeck::jobs::retention(&app.state).await.unwrap() == opsdeck::jobs::Outcome::MoreWork {
+        steps += 1;
+        assert!(steps < 100, "pruning terminates");
+    }
+    assert_eq!(stored(app).await, 75);
+    let kept = &sent[45..];
+    for customer in customers {
+        assert_eq!(
+            log_ids(app, &reader, &format!("customer={customer}"), 4).await,
+            expect(customer, false, kept),
+            "{customer} after retention"
+        );
+    }
+    if sqlite {
+        let stale =
+            count("SELECT COUNT(*) FROM event_runs WHERE last_seq < (SELECT MIN(seq) FROM events)")
+                .await;
+        assert_eq!(stale, 0, "the runs of deleted events are deleted");
+        assert!(count("SELECT COUNT(*) FROM event_runs").await > 0);
+    }
+}
+dual_test!(a_customers_log_reads_every_event_once_across_runs);
