@@ -189,14 +189,10 @@ impl App {
         })
     }
 
-    /// Serves HTTP on `listener` and runs the background jobs until `cancel` fires, then
-    /// finishes in-flight requests and returns.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        cancel: CancellationToken,
-    ) -> std::io::Result<()> {
-        // Before anything reads: the rollups of events acknowledged just before a crash.
+    /// Writes the rollups of events acknowledged just before a crash, which the journal holds.
+    /// `opsdeck serve` does this before it says it is listening, so that a reader started by
+    /// that line finds them; [`App::serve`] does it too, for other callers.
+    pub async fn recover_rollups(&self) {
         match writer::recover_rollups(&self.state.store).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(events = n, "wrote the usage rollups held at the last stop"),
@@ -204,6 +200,17 @@ impl App {
                 tracing::error!(error = %e, "could not write the usage rollups held at the last stop; they stay journaled for the next start")
             }
         }
+    }
+
+    /// Serves HTTP on `listener` and runs the background jobs until `cancel` fires, then
+    /// finishes in-flight requests and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        cancel: CancellationToken,
+    ) -> std::io::Result<()> {
+        // Before anything reads (at once if `serve` already did).
+        self.recover_rollups().await;
         let jobs = crate::jobs::spawn_all(self.state.clone(), cancel.clone());
         // The writer outlives the HTTP server: requests still in flight during a graceful
         // shutdown get their events committed before it stops.

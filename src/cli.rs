@@ -499,6 +499,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             println!("Created the first admin: {email}\nPassword (shown once): {password}");
         }
     }
+    app.recover_rollups().await;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = app.state.store.backend().as_str(), "opsdeck listening");
     println!("opsdeck listening on http://{addr}");
