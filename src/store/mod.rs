@@ -482,11 +482,13 @@ impl Store {
     }
 
     /// Waits until every ingested event acknowledged so far is in the month totals
-    /// (`usage_months` and its counts), which both writers fold with the rollups (migration
-    /// 0041 on PostgreSQL; on SQLite since the commits stopped upserting them). Call before
-    /// reading `usage_months`.
+    /// (`usage_months` and its counts). SQLite's writer upserts them with the events, so this
+    /// returns at once there; PostgreSQL's folds them with the rollups (migration 0041). Call
+    /// before reading `usage_months`.
     pub async fn settle_months(&self) {
-        self.fence.settle().await;
+        if self.backend() == Backend::Postgres {
+            self.fence.settle().await;
+        }
     }
 
     /// The writer's side of [`Store::settle`].

@@ -352,6 +352,35 @@ impl<'a> Rollups<'a> {
         all
     }
 
+    /// Upserts the month totals on a direct SQLite connection. The minute increments are left
+    /// to [`Deferred`]: on SQLite they are journaled with [`Rollups::journal`] instead.
+    pub fn write_months_direct(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        let mut month = tx.prepare_cached(UPSERT_MONTH_SQLITE)?;
+        let mut costed = tx.prepare_cached(UPSERT_MONTH_COSTED_SQLITE)?;
+        // Months whose count of customers with a cost changes, and by how much.
+        let mut crossed: HashMap<i64, i64> = HashMap::new();
+        for ((start, subject), m) in &self.months {
+            let row = rusqlite::params![start, subject, m.calls, m.events, m.credits, m.cost_nano];
+            if m.cost_nano == 0 {
+                // Most rows: no cost this commit, so the customer's side of zero stays.
+                month.execute(row)?;
+                continue;
+            }
+            let after: i64 = costed.query_row(row, |r| r.get(0))?;
+            let before = after.saturating_sub(m.cost_nano);
+            if (after > 0) != (before > 0) {
+                *crossed.entry(*start).or_default() += if after > 0 { 1 } else { -1 };
+            }
+        }
+        let mut add = tx.prepare_cached(ADD_COSTED_SQLITE)?;
+        for (start, n) in crossed {
+            if n != 0 {
+                add.execute(rusqlite::params![start, n])?;
+            }
+        }
+        Ok(())
+    }
+
     /// The minute increments as one journal record (see [`Deferred`]).
     pub fn journal(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.minutes.len() * 200);
@@ -360,38 +389,6 @@ impl<'a> Rollups<'a> {
         }
         out
     }
-}
-
-/// Upserts month totals on a direct SQLite connection, and the per-month count of customers
-/// with a cost where a customer's total crosses zero.
-fn upsert_months_direct<'a>(
-    tx: &rusqlite::Transaction<'_>,
-    months: impl Iterator<Item = ((i64, &'a str), &'a Month)>,
-) -> Result<(), StoreError> {
-    let mut month = tx.prepare_cached(UPSERT_MONTH_SQLITE)?;
-    let mut costed = tx.prepare_cached(UPSERT_MONTH_COSTED_SQLITE)?;
-    // Months whose count of customers with a cost changes, and by how much.
-    let mut crossed: HashMap<i64, i64> = HashMap::new();
-    for ((start, subject), m) in months {
-        let row = rusqlite::params![start, subject, m.calls, m.events, m.credits, m.cost_nano];
-        if m.cost_nano == 0 {
-            // Most rows: no cost in this flush, so the customer's side of zero stays.
-            month.execute(row)?;
-            continue;
-        }
-        let after: i64 = costed.query_row(row, |r| r.get(0))?;
-        let before = after.saturating_sub(m.cost_nano);
-        if (after > 0) != (before > 0) {
-            *crossed.entry(start).or_default() += if after > 0 { 1 } else { -1 };
-        }
-    }
-    let mut add = tx.prepare_cached(ADD_COSTED_SQLITE)?;
-    for (start, n) in crossed {
-        if n != 0 {
-            add.execute(rusqlite::params![start, n])?;
-        }
-    }
-    Ok(())
 }
 
 /// Upserts rows on a direct SQLite connection, one cached single-row statement each, in primary
@@ -634,15 +631,7 @@ impl Deferred {
         upsert_direct(
             tx,
             Rollups::all_granularities(self.decoded(), minute_floor(now_ms)),
-        )?;
-        // In primary key order, so consecutive upserts land on neighbouring pages.
-        let mut months: Vec<((i64, &str), &Month)> = self
-            .months
-            .iter()
-            .map(|((m, who), t)| ((*m, &**who), t))
-            .collect();
-        months.sort_unstable_by_key(|(key, _)| *key);
-        upsert_months_direct(tx, months.into_iter())
+        )
     }
 
     /// Upserts everything held inside a PostgreSQL transaction (see [`upsert_minutes_pg`]),

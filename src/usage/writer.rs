@@ -401,22 +401,13 @@ pub async fn recover_rollups(store: &Store) -> Result<u64, StoreError> {
         .run(|conn| {
             let mut deferred = Deferred::default();
             {
-                let mut stmt = conn.prepare(
-                    "SELECT id, events, record, months FROM rollup_journal ORDER BY id",
-                )?;
+                let mut stmt =
+                    conn.prepare("SELECT id, events, record FROM rollup_journal ORDER BY id")?;
                 let mut rows = stmt.query([])?;
                 while let Some(row) = rows.next()? {
-                    let (id, events, record, months): (i64, i64, Vec<u8>, i64) =
-                        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-                    let events = u64::try_from(events).unwrap_or(0);
-                    // Records written before month totals were journaled on SQLite had them
-                    // upserted at commit already.
-                    let absorbed = if months == 1 {
-                        deferred.absorb_with_months(&record, events)
-                    } else {
-                        deferred.absorb(&record, events)
-                    };
-                    if let Err(e) = absorbed {
+                    let (id, events, record): (i64, i64, Vec<u8>) =
+                        (row.get(0)?, row.get(1)?, row.get(2)?);
+                    if let Err(e) = deferred.absorb(&record, u64::try_from(events).unwrap_or(0)) {
                         tracing::error!(journal_id = id, error = %e, "dropping a rollup journal record that does not parse");
                     }
                 }
@@ -643,10 +634,7 @@ async fn commit_direct(
             // row). The order within a commit is arbitrary anyway (its requests arrived
             // concurrently); one customer's events keep theirs.
             fresh.sort_by(|a, b| a.subject.cmp(&b.subject));
-            // Month totals as on PostgreSQL: derived from the journal's minute entries and
-            // upserted by the flush, about once a second, instead of one upsert per customer
-            // per commit (a tenth of the writer's time at 200k events/s).
-            let mut rollups = Rollups::minutes_for_events(fresh.len());
+            let mut rollups = Rollups::for_events(fresh.len());
             for e in &fresh {
                 rollups.add(e);
             }
@@ -657,10 +645,11 @@ async fn commit_direct(
                 insert_events_direct(&tx, &fresh, received)?;
                 append_runs(&tx, &fresh)?;
                 dedup::append(&tx, received, &added)?;
+                rollups.write_months_direct(&tx)?;
                 let mut journal_id = None;
                 if !record.is_empty() {
                     tx.prepare_cached(
-                        "INSERT INTO rollup_journal (events, record, months) VALUES (?1, ?2, 1)",
+                        "INSERT INTO rollup_journal (events, record) VALUES (?1, ?2)",
                     )?
                     .execute(rusqlite::params![fresh.len() as i64, record])?;
                     journal_id = Some(tx.last_insert_rowid());
@@ -679,7 +668,7 @@ async fn commit_direct(
             if let Some(id) = journal_id {
                 held.note_journal(id);
             }
-            if let Err(e) = held.absorb_with_months(&record, fresh.len() as u64) {
+            if let Err(e) = held.absorb(&record, fresh.len() as u64) {
                 // Cannot happen for a record encoded just above; the journal still holds it,
                 // and the next start replays it.
                 tracing::error!(error = %e, "a rollup journal record written now does not parse");
