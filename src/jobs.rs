@@ -279,6 +279,9 @@ pub async fn housekeeping(state: &AppState) -> Result<Outcome, String> {
     crate::usage::quota::fold_counts(&state.store)
         .await
         .map_err(|e| e.to_string())?;
+    crate::usage::plans::fold_counts(&state.store)
+        .await
+        .map_err(|e| e.to_string())?;
     crate::webhooks::queue::fold_counts(&state.store)
         .await
         .map_err(|e| e.to_string())?;

@@ -387,9 +387,11 @@ impl Stamp {
                  FROM revenue_payment_days WHERE day >= $1 AND day < $2 ORDER BY day, currency",
                 args![from, to],
             ),
+            // The count kept by migration 0043's triggers, and the newest assignment (from
+            // the `(assigned_at DESC, …)` index).
             store.fetch_one::<(i64, i64)>(
-                "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(MAX(assigned_at), 0) AS BIGINT) \
-                 FROM customer_plans",
+                "SELECT (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM customer_plan_counts), \
+                 (SELECT CAST(COALESCE(MAX(assigned_at), 0) AS BIGINT) FROM customer_plans)",
                 args![],
             ),
         )?;

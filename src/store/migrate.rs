@@ -259,6 +259,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0042_event_runs.sql"),
         include_str!("../../migrations/postgres/0042_event_runs.sql"),
     ),
+    (
+        43,
+        "customer plan counts",
+        include_str!("../../migrations/sqlite/0043_customer_plan_counts.sql"),
+        include_str!("../../migrations/postgres/0043_customer_plan_counts.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

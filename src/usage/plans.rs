@@ -191,7 +191,8 @@ pub async fn list(store: &Store) -> Result<Vec<Plan>> {
         .fetch_all(
             "SELECT p.id, p.name, p.price_minor, p.currency, p.api_calls, p.provider_credits, \
              p.overage_pico_per_1k, p.hard_limit_percent, p.origin, \
-             (SELECT COUNT(*) FROM customer_plans c WHERE c.plan_id = p.id) \
+             (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM customer_plan_counts c \
+              WHERE c.plan_id = p.id) \
              FROM plans p ORDER BY p.price_minor, p.id",
             args![],
         )
@@ -205,7 +206,8 @@ pub async fn get(store: &Store, id: &str) -> Result<Plan> {
         .fetch_optional(
             "SELECT p.id, p.name, p.price_minor, p.currency, p.api_calls, p.provider_credits, \
              p.overage_pico_per_1k, p.hard_limit_percent, p.origin, \
-             (SELECT COUNT(*) FROM customer_plans c WHERE c.plan_id = p.id) \
+             (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM customer_plan_counts c \
+              WHERE c.plan_id = p.id) \
              FROM plans p WHERE p.id = $1",
             args![id],
         )
@@ -467,7 +469,7 @@ pub async fn assignments_page(
             args![limit, offset],
         ),
         store.fetch_one::<(i64,)>(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM customer_plans",
+            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM customer_plan_counts",
             args![],
         ),
     )?;
@@ -481,4 +483,10 @@ pub async fn assignments_page(
         })
         .collect();
     Ok((rows, total))
+}
+
+/// Folds PostgreSQL's appended ±1 rows of `customer_plan_counts` (migration 0043); SQLite's
+/// triggers keep one row per plan.
+pub async fn fold_counts(store: &Store) -> Result<()> {
+    Ok(store.fold_counts("customer_plan_counts", "plan_id").await?)
 }

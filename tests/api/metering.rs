@@ -1029,3 +1029,80 @@ async fn concurrent_plan_changes_all_succeed(app: &TestApp) {
     assert_eq!(plans[0]["customers"], 40);
 }
 dual_test!(concurrent_plan_changes_all_succeed, super::configure);
+
+/// The customers per plan (migration 0043's kept counts) follow assignments, moves between
+/// plans and removals, and read the same before and after housekeeping folds PostgreSQL's ±1
+/// rows; the assignments pager's total agrees.
+async fn plan_counts_follow_every_assignment(app: &TestApp) {
+    let admin = app.key("admin", &["admin"]).await;
+    let res = app
+        .call(
+            Method::POST,
+            "/api/v1/plans",
+            &admin,
+            Some(&json!({"id": "flex", "name": "Flex", "price": "26.00", "api_calls": 100})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let assign = |customer: String, plan: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let res = app
+                .call(
+                    Method::PUT,
+                    &format!("/api/v1/customers/{customer}/plan"),
+                    &admin,
+                    Some(&json!({ "plan": plan })),
+                )
+                .await;
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+    };
+    for i in 0..6 {
+        assign(format!("cus_{i}"), "starter").await;
+    }
+    // Two move to flex, one is assigned starter again (no move), one is removed.
+    assign("cus_0".into(), "flex").await;
+    assign("cus_1".into(), "flex").await;
+    assign("cus_2".into(), "starter").await;
+    let res = app
+        .call(Method::DELETE, "/api/v1/customers/cus_3/plan", &admin, None)
+        .await;
+    assert!(res.status().is_success(), "{}", res.status());
+    let counts = || async {
+        let plans = get(app, &admin, "/api/v1/plans").await;
+        let of = |id: &str| {
+            plans
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["id"] == id)
+                .map(|p| p["customers"].as_i64().unwrap())
+                .unwrap()
+        };
+        (of("starter"), of("flex"))
+    };
+    assert_eq!(counts().await, (3, 2));
+    opsdeck::jobs::housekeeping(&app.state).await.unwrap();
+    assert_eq!(counts().await, (3, 2), "the same after folding");
+    let (exact,): (i64,) = app
+        .state
+        .store
+        .fetch_one(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM customer_plans",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    let (kept,): (i64,) = app
+        .state
+        .store
+        .fetch_one(
+            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM customer_plan_counts",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    assert_eq!((exact, kept), (5, 5));
+}
+dual_test!(plan_counts_follow_every_assignment, super::configure);
