@@ -30,6 +30,15 @@ async fn post(
         .unwrap()
 }
 
+/// Runs the retention job until it has nothing left to delete.
+async fn prune_all(app: &TestApp) {
+    let mut steps = 0;
+    while opsdeck::jobs::retention(&app.state).await.unwrap() == opsdeck::jobs::Outcome::MoreWork {
+        steps += 1;
+        assert!(steps < 100, "pruning terminates");
+    }
+}
+
 async fn stored(app: &TestApp) -> i64 {
     let (n,): (i64,) = app
         .state
@@ -454,11 +463,7 @@ async fn the_dedup_window_bounds_what_is_recognised(app: &TestApp) {
     // The window is one second: wait until the original's receipt is older than that (the
     // condition itself is the passing of time).
     tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
-    let mut steps = 0;
-    while opsdeck::jobs::retention(&app.state).await.unwrap() == opsdeck::jobs::Outcome::MoreWork {
-        steps += 1;
-        assert!(steps < 100, "pruning terminates");
-    }
+    prune_all(app).await;
     let (held,): (i64,) = app
         .state
         .store
@@ -1055,11 +1060,7 @@ async fn retention_prunes_raw_events_and_rollups_separately(app: &TestApp) {
             .unwrap();
     }
 
-    let mut steps = 0;
-    while opsdeck::jobs::retention(&app.state).await.unwrap() == opsdeck::jobs::Outcome::MoreWork {
-        steps += 1;
-        assert!(steps < 100, "pruning terminates");
-    }
+    prune_all(app).await;
     let ids: Vec<(String,)> = app
         .state
         .store
@@ -1413,11 +1414,7 @@ async fn a_customers_log_reads_every_event_once_across_runs(app: &TestApp) {
         )
         .await
         .unwrap();
-    let mut steps = 0;
-    while opsdeck::jobs::retention(&app.state).await.unwrap() == opsdeck::jobs::Outcome::MoreWork {
-        steps += 1;
-        assert!(steps < 100, "pruning terminates");
-    }
+    prune_all(app).await;
     assert_eq!(stored(app).await, 75);
     let kept = &sent[45..];
     for customer in customers {
