@@ -209,7 +209,7 @@ impl App {
         listener: TcpListener,
         cancel: CancellationToken,
     ) -> std::io::Result<()> {
-        // Before anything reads (at once if `serve` already did).
+        // Before anything reads (returns at once where `opsdeck serve` already did).
         self.recover_rollups().await;
         let jobs = crate::jobs::spawn_all(self.state.clone(), cancel.clone());
         // The writer outlives the HTTP server: requests still in flight during a graceful

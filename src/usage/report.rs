@@ -466,27 +466,12 @@ async fn recent_by_runs(
     f: &RecentFilter,
     limit: i64,
 ) -> Result<Vec<EventRow>> {
-    const COLUMNS: &str =
-        "SELECT e.seq, e.time, e.source, e.event_id, e.type, e.subject, e.data, e.cost_nano";
-    let q = recent_query(
-        &format!(
-            "{COLUMNS} FROM event_runs_recent r \
-             CROSS JOIN events e ON e.seq BETWEEN r.first_seq AND r.last_seq"
-        ),
-        "e.",
-        &[("r.subject = ?", Some(customer.into()))],
-        f,
-        f.before_seq,
-        " ORDER BY r.first_seq DESC, e.seq DESC",
-        limit,
-    );
-    let mut rows: Vec<EventRow> = store.fetch_all_assembled(q.sql, q.args).await?;
-    let missing = limit - rows.len() as i64;
-    if missing > 0 {
-        let below = rows.last().map(|r| r.0).or(f.before_seq);
+    // One read of `table`'s runs of the customer below `below`, at most `limit` events.
+    let read = |table: &str, below: Option<i64>, limit: i64| {
         let q = recent_query(
             &format!(
-                "{COLUMNS} FROM event_runs r \
+                "SELECT e.seq, e.time, e.source, e.event_id, e.type, e.subject, e.data, \
+                 e.cost_nano FROM {table} r \
                  CROSS JOIN events e ON e.seq BETWEEN r.first_seq AND r.last_seq"
             ),
             "e.",
@@ -497,9 +482,15 @@ async fn recent_by_runs(
             f,
             below,
             " ORDER BY r.first_seq DESC, e.seq DESC",
-            missing,
+            limit,
         );
-        rows.extend(store.fetch_all_assembled::<EventRow>(q.sql, q.args).await?);
+        store.fetch_all_assembled::<EventRow>(q.sql, q.args)
+    };
+    let mut rows = read("event_runs_recent", f.before_seq, limit).await?;
+    let missing = limit - rows.len() as i64;
+    if missing > 0 {
+        let below = rows.last().map(|r| r.0).or(f.before_seq);
+        rows.extend(read("event_runs", below, missing).await?);
     }
     Ok(rows)
 }
@@ -535,11 +526,13 @@ fn recent_query(
                 before.map(crate::store::Value::from),
             ),
         ]);
-    let mut first = true;
     for (condition, value) in filters {
         if let Some(v) = value {
-            q.sql.push_str(if first { " WHERE " } else { " AND " });
-            first = false;
+            q.sql.push_str(if q.args.is_empty() {
+                " WHERE "
+            } else {
+                " AND "
+            });
             q.bind(&condition, v);
         }
     }
