@@ -371,9 +371,16 @@ pub async fn failed_customers(
              ORDER BY created DESC, customer_id DESC LIMIT $3",
             args![from, to, WALK],
         ),
+        // When no failure is at or after `to` (a period that ends now), the customers with a
+        // failure in the period are those whose latest failure is at or after `from`: an
+        // index range count of the kept latest failures (migration 0044). Otherwise the
+        // period's failures are counted by customer, which sorts them all.
         store.fetch_one(
-            "SELECT COUNT(DISTINCT customer_id) FROM revenue_payments \
-             WHERE failed = 1 AND created >= $1 AND created < $2 AND customer_id IS NOT NULL",
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM revenue_payments WHERE failed = 1 \
+             AND created >= $2 AND customer_id IS NOT NULL) \
+             THEN (SELECT COUNT(DISTINCT customer_id) FROM revenue_payments WHERE failed = 1 \
+             AND created >= $1 AND created < $2 AND customer_id IS NOT NULL) \
+             ELSE (SELECT COUNT(*) FROM revenue_last_failures WHERE last_failed >= $1) END",
             args![from, to],
         ),
     )?;

@@ -265,6 +265,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0043_customer_plan_counts.sql"),
         include_str!("../../migrations/postgres/0043_customer_plan_counts.sql"),
     ),
+    (
+        44,
+        "last failures",
+        include_str!("../../migrations/sqlite/0044_last_failures.sql"),
+        include_str!("../../migrations/postgres/0044_last_failures.sql"),
+    ),
 ];
 
 /// Number of embedded migrations; `/readyz` compares it with what the database has applied.

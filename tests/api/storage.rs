@@ -593,6 +593,7 @@ async fn failed_customers_match_a_full_grouping(app: &TestApp) {
                 .fetch_all(
                     "SELECT customer_id, COUNT(*), MAX(created) FROM revenue_payments \
                      WHERE failed = 1 AND created >= $1 AND created < $2 \
+                     AND customer_id IS NOT NULL \
                      GROUP BY customer_id ORDER BY MAX(created) DESC, customer_id DESC",
                     opsdeck::args![from, to],
                 )
@@ -651,6 +652,78 @@ async fn failed_customers_match_a_full_grouping(app: &TestApp) {
     assert_eq!(total, want.len() as i64);
     assert_eq!(rows, want.into_iter().take(5).collect::<Vec<_>>());
     assert_eq!(got(5_000_000, 6_000_000).await, (Vec::new(), 0), "none");
+
+    // The latest failure per customer that triggers keep (migration 0044, read for periods
+    // ending after the newest failure) follows failures paid after all, moved to another
+    // customer or time, deleted, and failures of no customer.
+    let kept = || {
+        let store = store.clone();
+        async move {
+            let kept: Vec<(String, i64)> = store
+                .fetch_all(
+                    "SELECT customer_id, last_failed FROM revenue_last_failures \
+                     ORDER BY customer_id",
+                    opsdeck::args![],
+                )
+                .await
+                .unwrap();
+            let grouped: Vec<(String, i64)> = store
+                .fetch_all(
+                    "SELECT customer_id, MAX(created) FROM revenue_payments \
+                     WHERE failed = 1 AND customer_id IS NOT NULL \
+                     GROUP BY customer_id ORDER BY customer_id",
+                    opsdeck::args![],
+                )
+                .await
+                .unwrap();
+            (kept, grouped)
+        }
+    };
+    let changes: [(&str, &'static str); 6] = [
+        (
+            "paid after all",
+            "UPDATE revenue_payments SET failed = 0 WHERE customer_id = 'cus_heavy' \
+             AND created >= 2000200",
+        ),
+        (
+            "moved to another customer",
+            "UPDATE revenue_payments SET customer_id = 'cus_moved' WHERE id = 'in_2'",
+        ),
+        (
+            "moved later",
+            "UPDATE revenue_payments SET created = 9000000 WHERE id = 'in_5'",
+        ),
+        (
+            "no customer any more",
+            "UPDATE revenue_payments SET customer_id = NULL WHERE id = 'in_8'",
+        ),
+        (
+            "failed after all",
+            "UPDATE revenue_payments SET failed = 1 WHERE id = 'in_1'",
+        ),
+        (
+            "deleted",
+            "DELETE FROM revenue_payments WHERE customer_id = 'cus_heavy'",
+        ),
+    ];
+    for (what, sql) in changes {
+        store.execute(sql, opsdeck::args![]).await.unwrap();
+        let (kept_rows, grouped) = kept().await;
+        assert_eq!(kept_rows, grouped, "{what}");
+        for from in [
+            0, 1_200_000, 1_390_000, 2_000_150, 2_000_299, 8_999_999, 9_000_001,
+        ] {
+            for to in [i64::MAX, 2_000_250, 9_000_000] {
+                if from >= to {
+                    continue;
+                }
+                let want = expected(from, to).await;
+                let (rows, total) = got(from, to).await;
+                assert_eq!(total, want.len() as i64, "{what}: {from}..{to}");
+                assert_eq!(rows, want.into_iter().take(5).collect::<Vec<_>>(), "{what}");
+            }
+        }
+    }
 }
 dual_test!(failed_customers_match_a_full_grouping);
 
