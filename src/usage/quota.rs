@@ -579,7 +579,12 @@ pub struct AtRisk {
 
 /// Customers in warning or worse this period, worst first.
 pub async fn at_risk(store: &Store, limit: i64) -> Result<Vec<AtRisk>> {
-    standings(store, true, limit).await
+    standings(store, true, limit, 0).await
+}
+
+/// [`at_risk`] from the `offset`-th on, for a paged list.
+pub async fn at_risk_page(store: &Store, limit: i64, offset: i64) -> Result<Vec<AtRisk>> {
+    standings(store, true, limit, offset.max(0)).await
 }
 
 /// How many customers are in warning or worse this period. Read from `quota_counts`, which
@@ -610,21 +615,23 @@ pub async fn fold_counts(store: &Store) -> Result<()> {
 /// Customers by percent of quota this period, highest first, whatever their state. An `ok`
 /// customer's percent is at most a point behind (see [`evaluate`]).
 pub async fn by_percent(store: &Store, limit: i64) -> Result<Vec<AtRisk>> {
-    standings(store, false, limit).await
+    standings(store, false, limit, 0).await
 }
 
-async fn standings(store: &Store, not_ok: bool, limit: i64) -> Result<Vec<AtRisk>> {
+async fn standings(store: &Store, not_ok: bool, limit: i64, offset: i64) -> Result<Vec<AtRisk>> {
     let period = month_of(now_ms());
-    // Both walk the (period_start, percent) index from the top and stop after `limit` rows.
+    // Both walk the (period_start, percent) index from the top and stop after `offset + limit`
+    // rows.
     let sql = if not_ok {
         "SELECT customer_id, plan_id, state, percent, changed_at FROM quota_states \
-         WHERE period_start = $1 AND state <> 'ok' ORDER BY percent DESC, customer_id DESC LIMIT $2"
+         WHERE period_start = $1 AND state <> 'ok' ORDER BY percent DESC, customer_id DESC \
+         LIMIT $2 OFFSET $3"
     } else {
         "SELECT customer_id, plan_id, state, percent, changed_at FROM quota_states \
-         WHERE period_start = $1 ORDER BY percent DESC, customer_id DESC LIMIT $2"
+         WHERE period_start = $1 ORDER BY percent DESC, customer_id DESC LIMIT $2 OFFSET $3"
     };
     let rows: Vec<(String, String, String, f64, i64)> =
-        store.fetch_all(sql, args![period.0, limit]).await?;
+        store.fetch_all(sql, args![period.0, limit, offset]).await?;
     Ok(rows
         .into_iter()
         .filter_map(|(customer, plan, state, percent, since)| {

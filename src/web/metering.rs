@@ -74,10 +74,15 @@ pub struct UsageParams {
     source: Option<String>,
     /// Events older than this sequence number (the event log's next page).
     before: Option<i64>,
+    /// Where the list of customers at risk starts (its pager).
+    risk_from: Option<i64>,
 }
 
 /// Events the Usage page's log shows at a time.
 const EVENTS_SHOWN: i64 = 100;
+
+/// Customers at risk the Usage page lists at a time; the card counts them all.
+const AT_RISK_SHOWN: i64 = 25;
 
 impl UsageParams {
     /// The recent-events filter the page and its CSV export share.
@@ -102,6 +107,7 @@ struct UsagePage {
     usage: Usage,
     chart: String,
     at_risk: Vec<AtRisk>,
+    at_risk_pager: Pager,
     top_by_quota: Vec<AtRisk>,
     recent: Vec<RecentEvent>,
     /// The last event shown, for the link to older ones.
@@ -123,9 +129,11 @@ pub async fn usage(
     let store = &state.store;
     let all = customer.is_none();
     // Independent reads, run at once on separate pool connections.
-    let (usage, at_risk, top_by_quota, recent) = tokio::try_join!(
+    let risk_from = q.risk_from.unwrap_or(0).max(0);
+    let (usage, at_risk, at_risk_total, top_by_quota, recent) = tokio::try_join!(
         report::usage(store, &query),
-        quota::at_risk(store, 100),
+        quota::at_risk_page(store, AT_RISK_SHOWN, risk_from),
+        quota::at_risk_count(store),
         async {
             Ok(if all {
                 quota::by_percent(store, 20).await?
@@ -151,6 +159,23 @@ pub async fn usage(
             .chain(customer.iter()),
     )
     .await?;
+    let at_risk_pager = Pager {
+        offset: risk_from,
+        limit: AT_RISK_SHOWN,
+        total: at_risk_total,
+        shown: at_risk.len(),
+        path: "/usage",
+        offset_name: "risk_from",
+        params: [
+            ("period", Some(period.clone())),
+            ("customer", customer.clone()),
+            ("type", given(&q.kind)),
+            ("source", given(&q.source)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect(),
+    };
     let (labels, days) = day_labels(query.from, query.to);
     let mut ok = vec![0.0; days.len()];
     let mut errors = vec![0.0; days.len()];
@@ -186,6 +211,7 @@ pub async fn usage(
             usage,
             chart,
             at_risk,
+            at_risk_pager,
             top_by_quota,
             recent,
             older,

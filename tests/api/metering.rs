@@ -1106,3 +1106,56 @@ async fn plan_counts_follow_every_assignment(app: &TestApp) {
     assert_eq!((exact, kept), (5, 5));
 }
 dual_test!(plan_counts_follow_every_assignment, super::configure);
+
+/// The Usage page counts every customer at risk on its card and lists them a page at a time
+/// (the Overview links to it for all of them), not only as many as one page shows.
+async fn usage_page_counts_and_pages_every_customer_at_risk(app: &TestApp) {
+    let store = &app.state.store;
+    let period = opsdeck::usage::quota::month_of(now_ms()).0;
+    for i in 0..30i64 {
+        store
+            .execute(
+                "INSERT INTO quota_states (customer_id, plan_id, period_start, state, percent, \
+                 changed_at) VALUES ($1, 'flex', $2, 'warning', $3, $4)",
+                opsdeck::args![
+                    format!("cus_risk{i:02}"),
+                    period,
+                    80.0 + i as f64 / 10.0,
+                    now_ms()
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let client = browser();
+    sign_in_admin(app, &client).await;
+    let page = |path: String| {
+        let client = client.clone();
+        async move {
+            let res = client.get(app.url(&path)).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{path}");
+            // Askama writes `&` in attributes as `&#38;`.
+            res.text().await.unwrap().replace("&#38;", "&amp;")
+        }
+    };
+    let first = page("/usage".into()).await;
+    let card = first.split("<h2>Customers at risk</h2>").nth(1).unwrap();
+    assert!(card.starts_with("<p class=\"value\">30</p>"), "{card}");
+    assert!(
+        first.contains("showing 1–25 of 30"),
+        "the list says it is cut"
+    );
+    // Highest percent first: cus_risk29 on the first page, cus_risk04 the last one on it.
+    assert!(first.contains("/usage?customer=cus_risk29") && first.contains("cus_risk05"));
+    assert!(!first.contains("customer=cus_risk04\""));
+    let next = "/usage?period=30d&amp;risk_from=25";
+    assert!(first.contains(next), "a link to the rest");
+    let second = page(next.replace("&amp;", "&")).await;
+    assert!(second.contains("showing 26–30 of 30"));
+    assert!(second.contains("customer=cus_risk04\"") && second.contains("customer=cus_risk00\""));
+    assert!(!second.contains("customer=cus_risk05\""));
+}
+dual_test!(
+    usage_page_counts_and_pages_every_customer_at_risk,
+    super::configure
+);
