@@ -159,6 +159,10 @@ pub async fn usage(
             .chain(customer.iter()),
     )
     .await?;
+    let customer = customer.unwrap_or_default();
+    let kind = given(&q.kind).unwrap_or_default();
+    let source = given(&q.source).unwrap_or_default();
+    // The pager leaves out the filters that are empty.
     let at_risk_pager = Pager {
         offset: risk_from,
         limit: AT_RISK_SHOWN,
@@ -166,15 +170,12 @@ pub async fn usage(
         shown: at_risk.len(),
         path: "/usage",
         offset_name: "risk_from",
-        params: [
-            ("period", Some(period.clone())),
+        params: vec![
+            ("period", period.clone()),
             ("customer", customer.clone()),
-            ("type", given(&q.kind)),
-            ("source", given(&q.source)),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v?)))
-        .collect(),
+            ("type", kind.clone()),
+            ("source", source.clone()),
+        ],
     };
     let (labels, days) = day_labels(query.from, query.to);
     let mut ok = vec![0.0; days.len()];
@@ -205,9 +206,9 @@ pub async fn usage(
         &UsagePage {
             chrome: Chrome::new(&user, "/usage"),
             period,
-            customer: customer.unwrap_or_default(),
-            kind: given(&q.kind).unwrap_or_default(),
-            source: given(&q.source).unwrap_or_default(),
+            customer,
+            kind,
+            source,
             usage,
             chart,
             at_risk,
