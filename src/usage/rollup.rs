@@ -248,6 +248,41 @@ struct Month {
     cost_nano: i64,
 }
 
+/// One commit's month totals by (month start, customer), taken from [`Rollups`].
+#[derive(Debug, Default)]
+pub struct MonthTotals(Vec<(i64, Box<str>, Month)>);
+
+impl MonthTotals {
+    /// Upserts the month totals on a direct SQLite connection. The minute increments are left
+    /// to [`Deferred`]: on SQLite they are journaled with [`Rollups::journal`] instead.
+    pub fn write_direct(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        let mut month = tx.prepare_cached(UPSERT_MONTH_SQLITE)?;
+        let mut costed = tx.prepare_cached(UPSERT_MONTH_COSTED_SQLITE)?;
+        // Months whose count of customers with a cost changes, and by how much.
+        let mut crossed: HashMap<i64, i64> = HashMap::new();
+        for (start, subject, m) in &self.0 {
+            let row = rusqlite::params![start, subject, m.calls, m.events, m.credits, m.cost_nano];
+            if m.cost_nano == 0 {
+                // Most rows: no cost this commit, so the customer's side of zero stays.
+                month.execute(row)?;
+                continue;
+            }
+            let after: i64 = costed.query_row(row, |r| r.get(0))?;
+            let before = after.saturating_sub(m.cost_nano);
+            if (after > 0) != (before > 0) {
+                *crossed.entry(*start).or_default() += if after > 0 { 1 } else { -1 };
+            }
+        }
+        let mut add = tx.prepare_cached(ADD_COSTED_SQLITE)?;
+        for (start, n) in crossed {
+            if n != 0 {
+                add.execute(rusqlite::params![start, n])?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Start of the bucket of `width_ms` holding `time_ms` (UTC; works before 1970 too).
 pub fn bucket_start(time_ms: i64, width_ms: i64) -> i64 {
     time_ms - time_ms.rem_euclid(width_ms)
@@ -352,33 +387,16 @@ impl<'a> Rollups<'a> {
         all
     }
 
-    /// Upserts the month totals on a direct SQLite connection. The minute increments are left
-    /// to [`Deferred`]: on SQLite they are journaled with [`Rollups::journal`] instead.
-    pub fn write_months_direct(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-        let mut month = tx.prepare_cached(UPSERT_MONTH_SQLITE)?;
-        let mut costed = tx.prepare_cached(UPSERT_MONTH_COSTED_SQLITE)?;
-        // Months whose count of customers with a cost changes, and by how much.
-        let mut crossed: HashMap<i64, i64> = HashMap::new();
-        for ((start, subject), m) in &self.months {
-            let row = rusqlite::params![start, subject, m.calls, m.events, m.credits, m.cost_nano];
-            if m.cost_nano == 0 {
-                // Most rows: no cost this commit, so the customer's side of zero stays.
-                month.execute(row)?;
-                continue;
-            }
-            let after: i64 = costed.query_row(row, |r| r.get(0))?;
-            let before = after.saturating_sub(m.cost_nano);
-            if (after > 0) != (before > 0) {
-                *crossed.entry(*start).or_default() += if after > 0 { 1 } else { -1 };
-            }
-        }
-        let mut add = tx.prepare_cached(ADD_COSTED_SQLITE)?;
-        for (start, n) in crossed {
-            if n != 0 {
-                add.execute(rusqlite::params![start, n])?;
-            }
-        }
-        Ok(())
+    /// The month totals, owned, for a commit that writes them after the events they were
+    /// counted from have left this borrow (see `usage::writer`).
+    pub fn take_months(&mut self) -> MonthTotals {
+        let mut rows: Vec<(i64, Box<str>, Month)> = std::mem::take(&mut self.months)
+            .into_iter()
+            .map(|((start, subject), m)| (start, Box::from(subject), m))
+            .collect();
+        // In primary key order, so that consecutive upserts land on neighbouring pages.
+        rows.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        MonthTotals(rows)
     }
 
     /// The minute increments as one journal record (see [`Deferred`]).

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::dedup::{self, Window};
 use super::event::NewEvent;
 use super::quota::Watch;
-use super::rollup::{Deferred, Rollups};
+use super::rollup::{Deferred, MonthTotals, Rollups};
 use crate::store::fence::SettleRequest;
 use crate::store::{
     DirectSqlite, PG_STATEMENT_BYTES, Store, StoreError, Tx, chunks_by_size, now_ms,
@@ -182,12 +182,7 @@ async fn run_pooled(
             }
         };
         let jobs = gather(first, &mut inbox);
-        in_flight.spawn(commit_and_reply(
-            store.clone(),
-            None,
-            jobs,
-            quota_watch.clone(),
-        ));
+        in_flight.spawn(commit_and_reply(store.clone(), jobs, quota_watch.clone()));
     }
     while in_flight.join_next().await.is_some() {}
     // A clean stop leaves nothing journaled.
@@ -207,6 +202,10 @@ const FLUSH_IDLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// SQLite: one group commit at a time on the direct connection; each commit journals its
 /// rollups, and they are written in bulk (see [`Deferred`]).
+///
+/// Pipelined: while one group is on the connection's thread, the next is prepared here (see
+/// [`prepare`]), so that thread only runs statements. The next group is closed as late as its
+/// preparation allows ([`Pace`]), so it holds every request that arrived meanwhile.
 async fn run_direct(
     store: Store,
     direct: DirectSqlite,
@@ -242,71 +241,159 @@ async fn run_direct(
     let mut held_since: Option<Instant> = None;
     let mut last_commit = Instant::now();
     let mut stopping = false;
+    let mut closed = false;
+    // Requests received and not yet prepared, the group prepared and waiting for the
+    // connection, and the group on it.
+    let mut queued: Vec<Job> = Vec::new();
+    let mut next: Option<Prepared> = None;
+    let mut writing: Option<Writing> = None;
+    let mut pace = Pace::default();
+    let ctx = DirectCtx {
+        direct: direct.clone(),
+        window: window.clone(),
+        deferred: deferred.clone(),
+        store: store.clone(),
+        quota_watch,
+    };
     loop {
-        let held = deferred_events(&deferred);
-        let due = held > 0
-            && (!waiters.is_empty()
-                || held >= FLUSH_EVENTS
-                || deferred_rows(&deferred) >= FLUSH_ROWS
-                || held_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER));
-        if due || (held == 0 && !waiters.is_empty()) {
-            if held > 0 && !flush(&direct, &deferred, &store).await {
-                // Retried after another interval rather than at once.
-                held_since = Some(Instant::now());
-            } else if held > 0 {
-                held_since = None;
-            }
-            // Answered even on failure: the read goes ahead with what is stored.
-            waiters.clear();
-            continue;
-        }
-        let deadline = held_since.map(|t| (t + FLUSH_AFTER).min(last_commit + FLUSH_IDLE));
-        let first = tokio::select! {
-            biased;
-            Some(req) = settle.recv() => {
-                waiters.push(req);
-                continue;
-            }
-            job = inbox.0.recv() => match job {
-                Some(job) => job,
-                None => break,
-            },
-            () = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+        if writing.is_none() {
+            let held = deferred_events(&deferred);
+            if flush_due(&deferred, held_since) || !waiters.is_empty() {
                 if held > 0 && !flush(&direct, &deferred, &store).await {
+                    // Retried after another interval rather than at once.
                     held_since = Some(Instant::now());
-                } else {
+                } else if held > 0 {
                     held_since = None;
                 }
+                // Answered even on failure: the read goes ahead with what is stored.
+                waiters.clear();
                 continue;
+            }
+            if next.is_none() && !queued.is_empty() {
+                let started = Instant::now();
+                next = Some(prepare(&window, take_group(&mut queued, &mut inbox)));
+                pace.prepared = started.elapsed();
+            }
+            if let Some(group) = next.take() {
+                writing = Some(ctx.start(group));
+            }
+        }
+        if closed && writing.is_none() && next.is_none() && queued.is_empty() {
+            break;
+        }
+        let queued_events: usize = queued.iter().map(|j| j.events.len()).sum();
+        // The next group is closed when its preparation would end about as the group being
+        // written does; an idle connection takes what there is at once.
+        let prepare_at = writing.as_ref().map(|w| pace.prepare_at(w.started));
+        let flush_at = held_since.map(|t| (t + FLUSH_AFTER).min(last_commit + FLUSH_IDLE));
+        tokio::select! {
+            biased;
+            Some(req) = settle.recv() => waiters.push(req),
+            outcome = async {
+                match writing.as_mut() {
+                    Some(w) => (&mut w.handle).await,
+                    None => std::future::pending().await,
+                }
+            }, if writing.is_some() => {
+                let Some(done) = writing.take() else { continue };
+                pace.wrote = done.started.elapsed();
+                let outcome = outcome.unwrap_or_else(|e| Err(StoreError::Thread(e.to_string())));
+                // The next group goes to the connection before this one's requests are
+                // answered; not after a failure, which takes back the keys it was prepared
+                // against, nor when a read waits for the held rollups.
+                if outcome.is_ok()
+                    && waiters.is_empty()
+                    && !flush_due(&deferred, held_since)
+                    && let Some(group) = next.take()
+                {
+                        writing = Some(ctx.start(group));
+                }
+                ctx.finish(done, outcome, &mut next, &mut queued).await;
+                last_commit = Instant::now();
+                if held_since.is_none() && deferred_events(&deferred) > 0 {
+                    held_since = Some(last_commit);
+                }
             }
             () = &mut stop, if !stopping => {
                 inbox.0.close();
                 stopping = true;
-                continue;
             }
-        };
-        let jobs = gather(first, &mut inbox);
-        let ctx = DirectCtx {
-            direct: direct.clone(),
-            window: window.clone(),
-            deferred: deferred.clone(),
-            store: store.clone(),
-        };
-        commit_and_reply(store.clone(), Some(ctx), jobs, quota_watch.clone()).await;
-        last_commit = Instant::now();
-        if held_since.is_none() && deferred_events(&deferred) > 0 {
-            held_since = Some(last_commit);
+            job = inbox.0.recv(), if !closed && queued_events < MAX_EVENTS_PER_COMMIT => match job {
+                Some(job) => queued.push(job),
+                None => closed = true,
+            },
+            () = async {
+                match prepare_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            }, if next.is_none() && !queued.is_empty() => {
+                let started = Instant::now();
+                next = Some(prepare(&window, take_group(&mut queued, &mut inbox)));
+                pace.prepared = started.elapsed();
+            }
+            () = async {
+                match flush_at {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            }, if writing.is_none() => {
+                if deferred_events(&deferred) > 0 && !flush(&direct, &deferred, &store).await {
+                    held_since = Some(Instant::now());
+                } else {
+                    held_since = None;
+                }
+            }
         }
     }
     // A clean stop leaves nothing for the next start to replay.
     if deferred_events(&deferred) > 0 {
         flush(&direct, &deferred, &store).await;
     }
+}
+
+/// How long the last group took to prepare and to write, which places the next group's
+/// preparation (see [`run_direct`]).
+#[derive(Default)]
+struct Pace {
+    prepared: std::time::Duration,
+    wrote: std::time::Duration,
+}
+
+impl Pace {
+    /// When to close and prepare the next group, for a write that started at `started`: its
+    /// preparation (with room for a larger group) should end as the write does.
+    fn prepare_at(&self, started: std::time::Instant) -> std::time::Instant {
+        started
+            + self
+                .wrote
+                .saturating_sub(self.prepared * 2 + std::time::Duration::from_millis(1))
+    }
+}
+
+/// Takes the first queued requests, and whatever else the inbox holds already, up to
+/// [`MAX_EVENTS_PER_COMMIT`] events (at least one request).
+fn take_group(queued: &mut Vec<Job>, inbox: &mut WriterInbox) -> Vec<Job> {
+    let mut n = 0;
+    let mut take = 0;
+    for job in queued.iter() {
+        if take > 0 && n + job.events.len() > MAX_EVENTS_PER_COMMIT {
+            break;
+        }
+        n += job.events.len();
+        take += 1;
+    }
+    let mut jobs: Vec<Job> = queued.drain(..take).collect();
+    while queued.is_empty() && n < MAX_EVENTS_PER_COMMIT {
+        match inbox.0.try_recv() {
+            Ok(job) => {
+                n += job.events.len();
+                jobs.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    jobs
 }
 
 /// How often the WAL is checkpointed beside the writer.
@@ -350,12 +437,17 @@ fn spawn_checkpointer(direct: &DirectSqlite) -> Arc<()> {
     alive
 }
 
-fn deferred_events(d: &Mutex<Deferred>) -> u64 {
-    d.lock().unwrap_or_else(|p| p.into_inner()).events()
+/// Whether the held rollups are to be written before the next group (besides a read asking).
+fn flush_due(d: &Mutex<Deferred>, held_since: Option<std::time::Instant>) -> bool {
+    let d = d.lock().unwrap_or_else(|p| p.into_inner());
+    d.events() > 0
+        && (d.events() >= FLUSH_EVENTS
+            || d.rows() >= FLUSH_ROWS
+            || held_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER))
 }
 
-fn deferred_rows(d: &Mutex<Deferred>) -> usize {
-    d.lock().unwrap_or_else(|p| p.into_inner()).rows()
+fn deferred_events(d: &Mutex<Deferred>) -> u64 {
+    d.lock().unwrap_or_else(|p| p.into_inner()).events()
 }
 
 /// Writes the held rollups and empties the journal in one transaction. Returns whether it
@@ -422,40 +514,152 @@ pub async fn recover_rollups(store: &Store) -> Result<u64, StoreError> {
         .await
 }
 
-/// What a SQLite commit needs besides its jobs.
-#[derive(Clone)]
+/// What the SQLite writer's groups share.
 struct DirectCtx {
     direct: DirectSqlite,
     window: Arc<Mutex<Window>>,
     deferred: Arc<Mutex<Deferred>>,
     store: Store,
+    quota_watch: Arc<Watch>,
 }
 
-/// Commits one group of jobs and answers each job's request.
-async fn commit_and_reply(
-    store: Store,
-    direct: Option<DirectCtx>,
+/// A group on the connection's thread.
+struct Writing {
+    handle: tokio::task::JoinHandle<Result<Option<i64>, StoreError>>,
+    started: std::time::Instant,
     jobs: Vec<Job>,
-    quota_watch: Arc<Watch>,
-) {
-    let commit = |events: Vec<Arc<Vec<NewEvent>>>| {
-        let (store, direct) = (&store, direct.clone());
-        async move {
-            match direct {
-                Some(d) => commit_direct(d, events).await,
-                None => {
-                    // A transaction PostgreSQL aborted for its interleaving with the other one
-                    // in flight changed nothing, so it is run again before anyone hears of it.
-                    let mut attempt = 1;
-                    loop {
-                        match commit(store, &events).await {
-                            Err(e) if e.is_retryable() && attempt < PG_COMMIT_ATTEMPTS => {
-                                tracing::warn!(error = %e, attempt, "ingest commit aborted; retrying");
-                                attempt += 1;
-                            }
-                            other => break other,
-                        }
+    results: Vec<Written>,
+    added: Vec<i64>,
+    record: Arc<Vec<u8>>,
+    stored: u64,
+}
+
+impl DirectCtx {
+    /// Hands a prepared group to the connection's thread.
+    fn start(&self, group: Prepared) -> Writing {
+        let Prepared {
+            jobs,
+            batch,
+            results,
+            added,
+        } = group;
+        let (record, stored) = (batch.record.clone(), batch.fresh.len() as u64);
+        let direct = self.direct.clone();
+        let handle = tokio::spawn(async move { direct.run(move |conn| batch.write(conn)).await });
+        Writing {
+            handle,
+            started: std::time::Instant::now(),
+            jobs,
+            results,
+            added,
+            record,
+            stored,
+        }
+    }
+
+    /// Answers a written group's requests. Once it has committed its increments join the held
+    /// rollups (and the fence counts them) before any request hears back. A failed group gives
+    /// back its keys, and so does the group prepared behind it, whose duplicates were decided
+    /// against them; its requests are prepared again. Then each of the failed group's requests
+    /// is retried on its own, so that one request's events do not fail everyone else's.
+    async fn finish(
+        &self,
+        done: Writing,
+        outcome: Result<Option<i64>, StoreError>,
+        next: &mut Option<Prepared>,
+        queued: &mut Vec<Job>,
+    ) {
+        let journal_id = match outcome {
+            Ok(id) => id,
+            Err(e) => {
+                self.forget(&done.added);
+                if let Some(behind) = next.take() {
+                    self.forget(&behind.added);
+                    queued.splice(0..0, behind.jobs);
+                }
+                self.isolate(done.jobs, e).await;
+                return;
+            }
+        };
+        self.absorb(journal_id, &done.record, done.stored);
+        for job in &done.jobs {
+            self.quota_watch.saw(&job.events);
+        }
+        for (job, written) in done.jobs.into_iter().zip(done.results) {
+            let _ = job.reply.send(Ok(written));
+        }
+    }
+
+    fn forget(&self, keys: &[i64]) {
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(keys);
+    }
+
+    fn absorb(&self, journal_id: Option<i64>, record: &[u8], stored: u64) {
+        let mut held = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = journal_id {
+            held.note_journal(id);
+        }
+        if let Err(e) = held.absorb(record, stored) {
+            // Cannot happen for a record encoded by this process; the journal still holds
+            // it, and the next start replays it.
+            tracing::error!(error = %e, "a rollup journal record written now does not parse");
+        }
+        self.store.fence().add_pending(stored);
+    }
+
+    async fn isolate(&self, jobs: Vec<Job>, e: StoreError) {
+        if jobs.len() == 1 {
+            let n: usize = jobs.iter().map(|j| j.events.len()).sum();
+            tracing::error!(error = %e, events = n, "ingest commit failed");
+            if let Some(job) = jobs.into_iter().next() {
+                let _ = job.reply.send(Err(IngestError::from(e)));
+            }
+            return;
+        }
+        tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; committing requests one by one");
+        for job in jobs {
+            let mut writing = self.start(prepare(&self.window, vec![job]));
+            let outcome = (&mut writing.handle)
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Thread(e.to_string())));
+            match outcome {
+                Ok(journal_id) => {
+                    self.absorb(journal_id, &writing.record, writing.stored);
+                    for (job, written) in writing.jobs.into_iter().zip(writing.results) {
+                        self.quota_watch.saw(&job.events);
+                        let _ = job.reply.send(Ok(written));
                     }
+                }
+                Err(e) => {
+                    self.forget(&writing.added);
+                    if let Some(job) = writing.jobs.into_iter().next() {
+                        tracing::error!(error = %e, events = job.events.len(), "ingest commit failed");
+                        let _ = job.reply.send(Err(IngestError::from(e)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Commits one group of jobs and answers each job's request (PostgreSQL).
+async fn commit_and_reply(store: Store, jobs: Vec<Job>, quota_watch: Arc<Watch>) {
+    let commit = |events: Vec<Arc<Vec<NewEvent>>>| {
+        let store = &store;
+        async move {
+            // A transaction PostgreSQL aborted for its interleaving with the other one in
+            // flight changed nothing, so it is run again before anyone hears of it.
+            let mut attempt = 1;
+            loop {
+                match commit(store, &events).await {
+                    Err(e) if e.is_retryable() && attempt < PG_COMMIT_ATTEMPTS => {
+                        tracing::warn!(error = %e, attempt, "ingest commit aborted; retrying");
+                        attempt += 1;
+                    }
+                    other => break other,
                 }
             }
         }
@@ -589,94 +793,110 @@ impl<'a> EventColumns<'a> {
     }
 }
 
-/// The SQLite form of [`commit`], on the store's direct connection. An event whose key the
-/// dedup window holds (or an earlier event of the same commit had) is a duplicate, decided in
-/// memory before any SQL; the others are inserted, the commit's keys are appended to
-/// `event_dedup` as one row, the month totals are upserted and the minute increments journaled
-/// as one `rollup_journal` row, all in one transaction. Once it has committed the increments
-/// join the held rollups (and the fence counts them) before any request hears back. Keys added
-/// by a transaction that fails are taken back.
-async fn commit_direct(
-    ctx: DirectCtx,
-    jobs: Vec<Arc<Vec<NewEvent>>>,
-) -> Result<Vec<Written>, StoreError> {
-    let DirectCtx {
-        direct,
-        window,
-        deferred,
-        store,
-    } = ctx;
-    direct
-        .run(move |conn| {
-            let received = now_ms();
-            let mut window = window.lock().unwrap_or_else(|p| p.into_inner());
-            let mut added = Vec::new();
-            let mut fresh: Vec<&NewEvent> = Vec::new();
-            let mut results = Vec::with_capacity(jobs.len());
-            for job in &jobs {
-                let before = fresh.len();
-                for e in job.iter() {
-                    let key = dedup::key(&e.source, &e.id);
-                    if window.insert(key, received) {
-                        added.push(key);
-                        fresh.push(e);
-                    }
+/// One group of requests made ready for the SQLite connection (see [`prepare`]).
+struct Prepared {
+    jobs: Vec<Job>,
+    batch: Batch,
+    results: Vec<Written>,
+    /// The dedup keys the group added to the window, taken back if it does not commit.
+    added: Vec<i64>,
+}
+
+/// What the connection's thread is given of a [`Prepared`] group.
+struct Batch {
+    events: Vec<Arc<Vec<NewEvent>>>,
+    received: i64,
+    /// (request, event) of each event to store, in the order they are stored.
+    fresh: Vec<(u32, u32)>,
+    /// Their dedup keys, in any order.
+    keys: Vec<i64>,
+    months: MonthTotals,
+    record: Arc<Vec<u8>>,
+}
+
+/// The SQLite form of [`commit`], up to the SQL. An event whose key the dedup window holds (or
+/// an earlier event of the group had) is a duplicate, decided in memory; the others are put in
+/// customer order and their rollups counted and encoded. [`Batch::write`] stores them.
+fn prepare(window: &Mutex<Window>, jobs: Vec<Job>) -> Prepared {
+    let received = now_ms();
+    let events: Vec<Arc<Vec<NewEvent>>> = jobs.iter().map(|j| j.events.clone()).collect();
+    let mut added = Vec::new();
+    let mut fresh: Vec<(u32, u32)> = Vec::new();
+    let mut results = Vec::with_capacity(jobs.len());
+    {
+        let mut window = window.lock().unwrap_or_else(|p| p.into_inner());
+        for (j, job) in events.iter().enumerate() {
+            let before = fresh.len();
+            for (i, e) in job.iter().enumerate() {
+                let key = dedup::key(&e.source, &e.id);
+                if window.insert(key, received) {
+                    added.push(key);
+                    // A request holds far fewer than 2^32 events (the body limit).
+                    fresh.push((j as u32, i as u32));
                 }
-                let accepted = fresh.len() - before;
-                results.push(Written {
-                    accepted,
-                    duplicates: job.len() - accepted,
-                });
             }
-            // Customer by customer: each event adds an entry at its customer's end of the
-            // (subject, seq) index, and consecutive entries for one customer land on one leaf
-            // page instead of jumping between hundreds (in a standalone test, half the CPU per
-            // row). The order within a commit is arbitrary anyway (its requests arrived
-            // concurrently); one customer's events keep theirs.
-            fresh.sort_by(|a, b| a.subject.cmp(&b.subject));
-            let mut rollups = Rollups::for_events(fresh.len());
-            for e in &fresh {
-                rollups.add(e);
-            }
-            let record = rollups.journal();
-            let result = (|| {
-                let tx =
-                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                insert_events_direct(&tx, &fresh, received)?;
-                append_runs(&tx, &fresh)?;
-                dedup::append(&tx, received, &added)?;
-                rollups.write_months_direct(&tx)?;
-                let mut journal_id = None;
-                if !record.is_empty() {
-                    tx.prepare_cached(
-                        "INSERT INTO rollup_journal (events, record) VALUES (?1, ?2)",
-                    )?
-                    .execute(rusqlite::params![fresh.len() as i64, record])?;
-                    journal_id = Some(tx.last_insert_rowid());
-                }
-                tx.commit()?;
-                Ok::<_, StoreError>(journal_id)
-            })();
-            let journal_id = match result {
-                Ok(id) => id,
-                Err(e) => {
-                    window.remove(&added);
-                    return Err(e);
-                }
-            };
-            let mut held = deferred.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(id) = journal_id {
-                held.note_journal(id);
-            }
-            if let Err(e) = held.absorb(&record, fresh.len() as u64) {
-                // Cannot happen for a record encoded just above; the journal still holds it,
-                // and the next start replays it.
-                tracing::error!(error = %e, "a rollup journal record written now does not parse");
-            }
-            store.fence().add_pending(fresh.len() as u64);
-            Ok(results)
-        })
-        .await
+            let accepted = fresh.len() - before;
+            results.push(Written {
+                accepted,
+                duplicates: job.len() - accepted,
+            });
+        }
+    }
+    let event = |&(j, i): &(u32, u32)| &events[j as usize][i as usize];
+    // Customer by customer: each customer's events become one run (see `append_runs`), and
+    // consecutive upserts land on neighbouring pages. The order within a group is arbitrary
+    // anyway (its requests arrived concurrently); the sort is stable, so one customer's events
+    // keep theirs.
+    fresh.sort_by(|a, b| event(a).subject.cmp(&event(b).subject));
+    let (record, months) = {
+        let mut rollups = Rollups::for_events(fresh.len());
+        for f in &fresh {
+            rollups.add(event(f));
+        }
+        (rollups.journal(), rollups.take_months())
+    };
+    Prepared {
+        jobs,
+        batch: Batch {
+            events,
+            received,
+            fresh,
+            keys: added.clone(),
+            months,
+            record: Arc::new(record),
+        },
+        results,
+        added,
+    }
+}
+
+impl Batch {
+    /// Inserts the events, appends their runs and the group's dedup keys (as one
+    /// `event_dedup` row), upserts the month totals and journals the minute increments (as one
+    /// `rollup_journal` row), all in one transaction. Returns the journal row's id.
+    fn write(self, conn: &mut rusqlite::Connection) -> Result<Option<i64>, StoreError> {
+        let fresh: Vec<&NewEvent> = self
+            .fresh
+            .iter()
+            .map(|&(j, i)| &self.events[j as usize][i as usize])
+            .collect();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        insert_events_direct(&tx, &fresh, self.received)?;
+        append_runs(&tx, &fresh)?;
+        dedup::append(&tx, self.received, &self.keys)?;
+        self.months.write_direct(&tx)?;
+        let mut journal_id = None;
+        if !self.record.is_empty() {
+            tx.prepare_cached("INSERT INTO rollup_journal (events, record) VALUES (?1, ?2)")?
+                .execute(rusqlite::params![
+                    fresh.len() as i64,
+                    self.record.as_slice()
+                ])?;
+            journal_id = Some(tx.last_insert_rowid());
+        }
+        tx.commit()?;
+        Ok(journal_id)
+    }
 }
 
 /// Events stored by one SQLite insert statement. Each execution pays for the statement's set-up,

@@ -1288,6 +1288,80 @@ async fn a_locked_store_answers_503_and_keeps_nothing() {
     assert_eq!(stored(&app).await, 2);
 }
 
+/// The SQLite writer prepares the next group (its duplicates decided against the window)
+/// while the previous one is being written. When that write fails, the group behind it is
+/// decided again: an event it shares with the failed request is stored with it, not reported
+/// as a duplicate of an event that was never stored, and its own events are not duplicates of
+/// themselves. Driven through a writer of its own on the app's store, so that nothing else on
+/// the request path waits for the lock first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_group_does_not_make_the_next_ones_events_duplicates() {
+    use opsdeck::usage::event::NewEvent;
+    use opsdeck::usage::writer::{self, DedupSettings, IngestError, Ingestor, Written};
+    let Some(app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
+    let (ingestor, inbox) = Ingestor::channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(writer::run(
+        app.state.store.clone(),
+        inbox,
+        Default::default(),
+        DedupSettings {
+            window_ms: 3_600_000,
+            max_events: 10_000,
+        },
+        stop.clone().cancelled_owned(),
+    ));
+    let event = |id: &str, customer: &str| NewEvent {
+        source: "referral-app".into(),
+        id: id.into(),
+        kind: "api.request".into(),
+        subject: Some(customer.into()),
+        time_ms: 1_763_632_800_000,
+        data: "{}".into(),
+        facts: Default::default(),
+    };
+    // Once this is answered the writer has loaded its window and opened its connection.
+    ingestor.write(vec![event("evt-0", "cus_0")]).await.unwrap();
+    let other = rusqlite::Connection::open(app.data_dir.path().join("opsdeck.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let send = |events: Vec<NewEvent>| {
+        let ingestor = ingestor.clone();
+        tokio::spawn(async move { ingestor.write(events).await })
+    };
+    let a = send(vec![event("evt-1", "cus_1"), event("evt-2", "cus_1")]);
+    // The first group is on the connection, waiting for the lock, before the second arrives
+    // and is prepared behind it.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let b = send(vec![event("evt-2", "cus_1"), event("evt-3", "cus_2")]);
+    let refused = a.await.unwrap();
+    assert!(matches!(refused, Err(IngestError::Busy)), "{refused:?}");
+    other.execute_batch("ROLLBACK").unwrap();
+    let written = b.await.unwrap().unwrap();
+    assert_eq!(
+        written,
+        Written {
+            accepted: 2,
+            duplicates: 0
+        },
+        "decided again once the first group failed"
+    );
+    stop.cancel();
+    running.await.unwrap();
+    let ids: Vec<(String,)> = app
+        .state
+        .store
+        .fetch_all(
+            "SELECT event_id FROM events ORDER BY event_id",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = ids.iter().map(|(id,)| id.as_str()).collect();
+    assert_eq!(ids, ["evt-0", "evt-2", "evt-3"]);
+}
+
 /// Ids in one customer's events log (`/api/v1/events?customer=…`), newest first, read in
 /// pages of `limit` until `next_before` runs out.
 async fn log_ids(app: &TestApp, key: &str, query: &str, limit: usize) -> Vec<String> {
