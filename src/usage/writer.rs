@@ -240,11 +240,17 @@ async fn run_direct(
     // When the oldest held rollup arrived, and when the last commit finished.
     let mut held_since: Option<Instant> = None;
     let mut last_commit = Instant::now();
+    // After a failed flush, none but a read's is tried again before this: the held counts
+    // stay past their bounds, and the loop would otherwise retry at once, forever.
+    let mut retry_flush: Option<Instant> = None;
     let mut stopping = false;
     let mut closed = false;
     // Requests received and not yet prepared, the group prepared and waiting for the
     // connection, and the group on it.
     let mut queued: Vec<Job> = Vec::new();
+    // Events in `queued`: it takes from the inbox up to one group's worth, so that the
+    // inbox's bound still holds requests back.
+    let mut queued_events = 0;
     let mut next: Option<Prepared> = None;
     let mut writing: Option<Writing> = None;
     let mut pace = Pace::default();
@@ -258,12 +264,15 @@ async fn run_direct(
     loop {
         if writing.is_none() {
             let held = deferred_events(&deferred);
-            if flush_due(&deferred, held_since) || !waiters.is_empty() {
+            let backing_off = retry_flush.is_some_and(|t| Instant::now() < t);
+            if (!backing_off && flush_due(&deferred, held_since)) || !waiters.is_empty() {
                 if held > 0 && !flush(&direct, &deferred, &store).await {
                     // Retried after another interval rather than at once.
                     held_since = Some(Instant::now());
+                    retry_flush = Some(Instant::now() + FLUSH_AFTER);
                 } else if held > 0 {
                     held_since = None;
+                    retry_flush = None;
                 }
                 // Answered even on failure: the read goes ahead with what is stored.
                 waiters.clear();
@@ -272,6 +281,7 @@ async fn run_direct(
             if next.is_none() && !queued.is_empty() {
                 let started = Instant::now();
                 next = Some(prepare(&window, take_group(&mut queued, &mut inbox)));
+                queued_events = queued.iter().map(|j| j.events.len()).sum();
                 pace.prepared = started.elapsed();
             }
             if let Some(group) = next.take() {
@@ -281,11 +291,13 @@ async fn run_direct(
         if closed && writing.is_none() && next.is_none() && queued.is_empty() {
             break;
         }
-        let queued_events: usize = queued.iter().map(|j| j.events.len()).sum();
         // The next group is closed when its preparation would end about as the group being
         // written does; an idle connection takes what there is at once.
         let prepare_at = writing.as_ref().map(|w| pace.prepare_at(w.started));
-        let flush_at = held_since.map(|t| (t + FLUSH_AFTER).min(last_commit + FLUSH_IDLE));
+        let flush_at = held_since.map(|t| {
+            let at = (t + FLUSH_AFTER).min(last_commit + FLUSH_IDLE);
+            retry_flush.map_or(at, |r| at.max(r))
+        });
         tokio::select! {
             biased;
             Some(req) = settle.recv() => waiters.push(req),
@@ -301,14 +313,16 @@ async fn run_direct(
                 // The next group goes to the connection before this one's requests are
                 // answered; not after a failure, which takes back the keys it was prepared
                 // against, nor when a read waits for the held rollups.
+                let backing_off = retry_flush.is_some_and(|t| Instant::now() < t);
                 if outcome.is_ok()
                     && waiters.is_empty()
-                    && !flush_due(&deferred, held_since)
+                    && (backing_off || !flush_due(&deferred, held_since))
                     && let Some(group) = next.take()
                 {
-                        writing = Some(ctx.start(group));
+                    writing = Some(ctx.start(group));
                 }
                 ctx.finish(done, outcome, &mut next, &mut queued).await;
+                queued_events = queued.iter().map(|j| j.events.len()).sum();
                 last_commit = Instant::now();
                 if held_since.is_none() && deferred_events(&deferred) > 0 {
                     held_since = Some(last_commit);
@@ -318,10 +332,7 @@ async fn run_direct(
                 inbox.0.close();
                 stopping = true;
             }
-            job = inbox.0.recv(), if !closed && queued_events < MAX_EVENTS_PER_COMMIT => match job {
-                Some(job) => queued.push(job),
-                None => closed = true,
-            },
+            // Before the inbox: a steady stream of requests must not keep the next group open.
             () = async {
                 match prepare_at {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -330,8 +341,16 @@ async fn run_direct(
             }, if next.is_none() && !queued.is_empty() => {
                 let started = Instant::now();
                 next = Some(prepare(&window, take_group(&mut queued, &mut inbox)));
+                queued_events = queued.iter().map(|j| j.events.len()).sum();
                 pace.prepared = started.elapsed();
             }
+            job = inbox.0.recv(), if !closed && queued_events < MAX_EVENTS_PER_COMMIT => match job {
+                Some(job) => {
+                    queued_events += job.events.len();
+                    queued.push(job);
+                }
+                None => closed = true,
+            },
             () = async {
                 match flush_at {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -340,8 +359,10 @@ async fn run_direct(
             }, if writing.is_none() => {
                 if deferred_events(&deferred) > 0 && !flush(&direct, &deferred, &store).await {
                     held_since = Some(Instant::now());
+                    retry_flush = Some(Instant::now() + FLUSH_AFTER);
                 } else {
                     held_since = None;
+                    retry_flush = None;
                 }
             }
         }

@@ -1322,8 +1322,10 @@ async fn a_failed_group_does_not_make_the_next_ones_events_duplicates() {
         data: "{}".into(),
         facts: Default::default(),
     };
-    // Once this is answered the writer has loaded its window and opened its connection.
+    // Once this is answered the writer has loaded its window and opened its connection; its
+    // rollups are written 50 ms after, while the connection is idle, not behind the lock.
     ingestor.write(vec![event("evt-0", "cus_0")]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let other = rusqlite::Connection::open(app.data_dir.path().join("opsdeck.db")).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let send = |events: Vec<NewEvent>| {
