@@ -132,8 +132,14 @@ pub async fn run(
 /// Takes the first job (or `None` once the inbox is closed and drained) and whatever else is
 /// already queued, up to [`MAX_EVENTS_PER_COMMIT`] events.
 fn gather(first: Job, inbox: &mut WriterInbox) -> Vec<Job> {
-    let mut n = first.events.len();
+    let n = first.events.len();
     let mut jobs = vec![first];
+    top_up(&mut jobs, n, inbox);
+    jobs
+}
+
+/// Adds what the inbox holds already to `jobs` (of `n` events), up to [`MAX_EVENTS_PER_COMMIT`].
+fn top_up(jobs: &mut Vec<Job>, mut n: usize, inbox: &mut WriterInbox) {
     while n < MAX_EVENTS_PER_COMMIT {
         match inbox.0.try_recv() {
             Ok(job) => {
@@ -143,7 +149,6 @@ fn gather(first: Job, inbox: &mut WriterInbox) -> Vec<Job> {
             Err(_) => break,
         }
     }
-    jobs
 }
 
 /// PostgreSQL: up to [`PG_COMMITS_IN_FLIGHT`] group commits at once, each journaling its
@@ -405,14 +410,8 @@ fn take_group(queued: &mut Vec<Job>, inbox: &mut WriterInbox) -> Vec<Job> {
         take += 1;
     }
     let mut jobs: Vec<Job> = queued.drain(..take).collect();
-    while queued.is_empty() && n < MAX_EVENTS_PER_COMMIT {
-        match inbox.0.try_recv() {
-            Ok(job) => {
-                n += job.events.len();
-                jobs.push(job);
-            }
-            Err(_) => break,
-        }
+    if queued.is_empty() {
+        top_up(&mut jobs, n, inbox);
     }
     jobs
 }

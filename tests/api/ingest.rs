@@ -39,6 +39,20 @@ async fn prune_all(app: &TestApp) {
     }
 }
 
+/// The ids of the stored events, in order.
+async fn stored_ids(app: &TestApp) -> Vec<String> {
+    let ids: Vec<(String,)> = app
+        .state
+        .store
+        .fetch_all(
+            "SELECT event_id FROM events ORDER BY event_id",
+            opsdeck::args![],
+        )
+        .await
+        .unwrap();
+    ids.into_iter().map(|(id,)| id).collect()
+}
+
 async fn stored(app: &TestApp) -> i64 {
     let (n,): (i64,) = app
         .state
@@ -1061,16 +1075,7 @@ async fn retention_prunes_raw_events_and_rollups_separately(app: &TestApp) {
     }
 
     prune_all(app).await;
-    let ids: Vec<(String,)> = app
-        .state
-        .store
-        .fetch_all(
-            "SELECT event_id FROM events ORDER BY event_id",
-            opsdeck::args![],
-        )
-        .await
-        .unwrap();
-    let ids: Vec<&str> = ids.iter().map(|r| r.0.as_str()).collect();
+    let ids = stored_ids(app).await;
     assert_eq!(
         ids,
         ["imported", "recent-0", "recent-1", "recent-2", "yesterday"],
@@ -1351,17 +1356,7 @@ async fn a_failed_group_does_not_make_the_next_ones_events_duplicates() {
     );
     stop.cancel();
     running.await.unwrap();
-    let ids: Vec<(String,)> = app
-        .state
-        .store
-        .fetch_all(
-            "SELECT event_id FROM events ORDER BY event_id",
-            opsdeck::args![],
-        )
-        .await
-        .unwrap();
-    let ids: Vec<&str> = ids.iter().map(|(id,)| id.as_str()).collect();
-    assert_eq!(ids, ["evt-0", "evt-2", "evt-3"]);
+    assert_eq!(stored_ids(&app).await, ["evt-0", "evt-2", "evt-3"]);
 }
 
 /// Ids in one customer's events log (`/api/v1/events?customer=…`), newest first, read in
