@@ -271,13 +271,9 @@ async fn run_direct(
             let held = deferred_events(&deferred);
             let backing_off = retry_flush.is_some_and(|t| Instant::now() < t);
             if (!backing_off && flush_due(&deferred, held_since)) || !waiters.is_empty() {
-                if held > 0 && !flush(&direct, &deferred, &store).await {
-                    // Retried after another interval rather than at once.
-                    held_since = Some(Instant::now());
-                    retry_flush = Some(Instant::now() + FLUSH_AFTER);
-                } else if held > 0 {
-                    held_since = None;
-                    retry_flush = None;
+                if held > 0 {
+                    let ok = flush(&direct, &deferred, &store).await;
+                    flushed(ok, &mut held_since, &mut retry_flush);
                 }
                 // Answered even on failure: the read goes ahead with what is stored.
                 waiters.clear();
@@ -286,7 +282,7 @@ async fn run_direct(
             if next.is_none() && !queued.is_empty() {
                 let started = Instant::now();
                 next = Some(prepare(&window, take_group(&mut queued, &mut inbox)));
-                queued_events = queued.iter().map(|j| j.events.len()).sum();
+                queued_events = events_in(&queued);
                 pace.prepared = started.elapsed();
             }
             if let Some(group) = next.take() {
@@ -308,13 +304,12 @@ async fn run_direct(
             Some(req) = settle.recv() => waiters.push(req),
             outcome = async {
                 match writing.as_mut() {
-                    Some(w) => (&mut w.handle).await,
+                    Some(w) => w.wait().await,
                     None => std::future::pending().await,
                 }
             }, if writing.is_some() => {
                 let Some(done) = writing.take() else { continue };
                 pace.wrote = done.started.elapsed();
-                let outcome = outcome.unwrap_or_else(|e| Err(StoreError::Thread(e.to_string())));
                 // The next group goes to the connection before this one's requests are
                 // answered; not after a failure, which takes back the keys it was prepared
                 // against, nor when a read waits for the held rollups.
@@ -327,7 +322,7 @@ async fn run_direct(
                     writing = Some(ctx.start(group));
                 }
                 ctx.finish(done, outcome, &mut next, &mut queued).await;
-                queued_events = queued.iter().map(|j| j.events.len()).sum();
+                queued_events = events_in(&queued);
                 last_commit = Instant::now();
                 if held_since.is_none() && deferred_events(&deferred) > 0 {
                     held_since = Some(last_commit);
@@ -346,7 +341,7 @@ async fn run_direct(
             }, if next.is_none() && !queued.is_empty() => {
                 let started = Instant::now();
                 next = Some(prepare(&window, take_group(&mut queued, &mut inbox)));
-                queued_events = queued.iter().map(|j| j.events.len()).sum();
+                queued_events = events_in(&queued);
                 pace.prepared = started.elapsed();
             }
             job = inbox.0.recv(), if !closed && queued_events < MAX_EVENTS_PER_COMMIT => match job {
@@ -362,13 +357,9 @@ async fn run_direct(
                     None => std::future::pending().await,
                 }
             }, if writing.is_none() => {
-                if deferred_events(&deferred) > 0 && !flush(&direct, &deferred, &store).await {
-                    held_since = Some(Instant::now());
-                    retry_flush = Some(Instant::now() + FLUSH_AFTER);
-                } else {
-                    held_since = None;
-                    retry_flush = None;
-                }
+                let ok = deferred_events(&deferred) == 0
+                    || flush(&direct, &deferred, &store).await;
+                flushed(ok, &mut held_since, &mut retry_flush);
             }
         }
     }
@@ -395,6 +386,11 @@ impl Pace {
                 .wrote
                 .saturating_sub(self.prepared * 2 + std::time::Duration::from_millis(1))
     }
+}
+
+/// Events in `jobs`.
+fn events_in(jobs: &[Job]) -> usize {
+    jobs.iter().map(|j| j.events.len()).sum()
 }
 
 /// Takes the first queued requests, and whatever else the inbox holds already, up to
@@ -455,6 +451,18 @@ fn spawn_checkpointer(direct: &DirectSqlite) -> Arc<()> {
         tracing::error!(error = %e, "could not start the checkpoint thread");
     }
     alive
+}
+
+/// Notes a flush attempt: once written nothing is held; after a failure the held rollups are
+/// tried again after another interval rather than at once.
+fn flushed(
+    ok: bool,
+    held_since: &mut Option<std::time::Instant>,
+    retry: &mut Option<std::time::Instant>,
+) {
+    let now = std::time::Instant::now();
+    *held_since = (!ok).then_some(now);
+    *retry = (!ok).then(|| now + FLUSH_AFTER);
 }
 
 /// Whether the held rollups are to be written before the next group (besides a read asking).
@@ -549,9 +557,18 @@ struct Writing {
     started: std::time::Instant,
     jobs: Vec<Job>,
     results: Vec<Written>,
-    added: Vec<i64>,
+    added: Arc<Vec<i64>>,
     record: Arc<Vec<u8>>,
     stored: u64,
+}
+
+impl Writing {
+    /// The write's outcome: the id of the journal row it committed, if any.
+    async fn wait(&mut self) -> Result<Option<i64>, StoreError> {
+        (&mut self.handle)
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Thread(e.to_string())))
+    }
 }
 
 impl DirectCtx {
@@ -601,6 +618,11 @@ impl DirectCtx {
                 return;
             }
         };
+        self.answer(done, journal_id);
+    }
+
+    /// Answers a committed group's requests, its increments held and counted first.
+    fn answer(&self, done: Writing, journal_id: Option<i64>) {
         self.absorb(journal_id, &done.record, done.stored);
         for job in &done.jobs {
             self.quota_watch.saw(&job.events);
@@ -608,6 +630,12 @@ impl DirectCtx {
         for (job, written) in done.jobs.into_iter().zip(done.results) {
             let _ = job.reply.send(Ok(written));
         }
+    }
+
+    /// Answers a request whose events could not be committed.
+    fn refuse(job: Job, e: StoreError) {
+        tracing::error!(error = %e, events = job.events.len(), "ingest commit failed");
+        let _ = job.reply.send(Err(IngestError::from(e)));
     }
 
     fn forget(&self, keys: &[i64]) {
@@ -632,32 +660,20 @@ impl DirectCtx {
 
     async fn isolate(&self, jobs: Vec<Job>, e: StoreError) {
         if jobs.len() == 1 {
-            let n: usize = jobs.iter().map(|j| j.events.len()).sum();
-            tracing::error!(error = %e, events = n, "ingest commit failed");
             if let Some(job) = jobs.into_iter().next() {
-                let _ = job.reply.send(Err(IngestError::from(e)));
+                Self::refuse(job, e);
             }
             return;
         }
         tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; committing requests one by one");
         for job in jobs {
             let mut writing = self.start(prepare(&self.window, vec![job]));
-            let outcome = (&mut writing.handle)
-                .await
-                .unwrap_or_else(|e| Err(StoreError::Thread(e.to_string())));
-            match outcome {
-                Ok(journal_id) => {
-                    self.absorb(journal_id, &writing.record, writing.stored);
-                    for (job, written) in writing.jobs.into_iter().zip(writing.results) {
-                        self.quota_watch.saw(&job.events);
-                        let _ = job.reply.send(Ok(written));
-                    }
-                }
+            match writing.wait().await {
+                Ok(journal_id) => self.answer(writing, journal_id),
                 Err(e) => {
                     self.forget(&writing.added);
                     if let Some(job) = writing.jobs.into_iter().next() {
-                        tracing::error!(error = %e, events = job.events.len(), "ingest commit failed");
-                        let _ = job.reply.send(Err(IngestError::from(e)));
+                        Self::refuse(job, e);
                     }
                 }
             }
@@ -818,8 +834,9 @@ struct Prepared {
     jobs: Vec<Job>,
     batch: Batch,
     results: Vec<Written>,
-    /// The dedup keys the group added to the window, taken back if it does not commit.
-    added: Vec<i64>,
+    /// The dedup keys the group added to the window, taken back if it does not commit (the
+    /// batch appends the same keys to `event_dedup`).
+    added: Arc<Vec<i64>>,
 }
 
 /// What the connection's thread is given of a [`Prepared`] group.
@@ -829,7 +846,7 @@ struct Batch {
     /// (request, event) of each event to store, in the order they are stored.
     fresh: Vec<(u32, u32)>,
     /// Their dedup keys, in any order.
-    keys: Vec<i64>,
+    keys: Arc<Vec<i64>>,
     months: MonthTotals,
     record: Arc<Vec<u8>>,
 }
@@ -875,6 +892,7 @@ fn prepare(window: &Mutex<Window>, jobs: Vec<Job>) -> Prepared {
         }
         (rollups.journal(), rollups.take_months())
     };
+    let added = Arc::new(added);
     Prepared {
         jobs,
         batch: Batch {
