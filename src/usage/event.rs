@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -155,11 +156,10 @@ fn well_formed(text: &str, rules: Rules) -> Option<NewEvent> {
         None => rules.now_ms,
         Some(t) => parse_time(t, rules).ok()?,
     };
-    let data: Map<String, Value> = match env.data {
-        None => Map::new(),
-        Some(raw) => serde_json::from_str(raw.get()).ok()?,
+    let data = match env.data {
+        None => Data::empty(),
+        Some(raw) => Data::read(raw.get())?,
     };
-    check_data(&data).ok()?;
     let facts = check_known_type(&env.kind, &data).ok()?;
     if matches!(&*env.kind, "api.request" | "provider.usage") && env.subject.is_none() {
         return None;
@@ -170,7 +170,7 @@ fn well_formed(text: &str, rules: Rules) -> Option<NewEvent> {
         kind: env.kind.into_owned(),
         subject: env.subject.map(Cow::into_owned),
         time_ms,
-        data: serde_json::to_string(&data).unwrap_or_else(|_| "{}".into()),
+        data: data.text,
         facts,
     })
 }
@@ -342,41 +342,333 @@ fn check_data(data: &Map<String, Value>) -> Result<(), String> {
     })
 }
 
+/// A top-level member of `data`, as far as the type rules look into it.
+enum Field<'v> {
+    Null,
+    Str(&'v str),
+    Num(f64),
+    /// A boolean, array or object.
+    Other,
+}
+
+/// A member of `data` as [`Compact`] read it: a [`Field`] that owns a string it had to unescape.
+enum Seen<'de> {
+    Null,
+    Str(Cow<'de, str>),
+    Num(f64),
+    Other,
+}
+
+impl Seen<'_> {
+    fn field(&self) -> Field<'_> {
+        match self {
+            Seen::Null => Field::Null,
+            Seen::Str(s) => Field::Str(s),
+            Seen::Num(f) => Field::Num(*f),
+            Seen::Other => Field::Other,
+        }
+    }
+}
+
+/// `data` as the type rules read it: a decoded map (the value path) or [`Data`] (the text path).
+trait Members {
+    fn field(&self, name: &str) -> Option<Field<'_>>;
+    /// A member decoded whole, for the one rule that looks inside an object (`conversion.value`).
+    fn value(&self, name: &str) -> Option<Cow<'_, Value>>;
+}
+
+impl Members for Map<String, Value> {
+    fn field(&self, name: &str) -> Option<Field<'_>> {
+        Some(match self.get(name)? {
+            Value::Null => Field::Null,
+            Value::String(s) => Field::Str(s),
+            Value::Number(n) => Field::Num(n.as_f64().unwrap_or(f64::NAN)),
+            _ => Field::Other,
+        })
+    }
+
+    fn value(&self, name: &str) -> Option<Cow<'_, Value>> {
+        self.get(name).map(Cow::Borrowed)
+    }
+}
+
+/// `data` read once from its text, the way [`well_formed`] takes it: written out compact in
+/// the sender's member order while its depth and numbers are checked, its top-level members
+/// noted for the type rules. Decoding it into a map, walking the map and encoding it again was
+/// a third of validation's cost. `None` for anything [`check_data`] would refuse, and for what
+/// the map would have changed (a repeated key, where the map keeps the last) or would judge
+/// faster (an object of more than [`Data::MAX_KEYS`] members, whose repeats are not looked
+/// for here): [`validate`] then decides.
+struct Data<'de> {
+    text: String,
+    /// Each top-level member: its name, what it held, and where its value is in `text`.
+    members: Vec<(Cow<'de, str>, Seen<'de>, std::ops::Range<usize>)>,
+}
+
+impl<'de> Data<'de> {
+    /// Most members an object may have for the repeats among them to be looked for one by one.
+    const MAX_KEYS: usize = 64;
+
+    fn empty() -> Self {
+        Data {
+            text: "{}".into(),
+            members: Vec::new(),
+        }
+    }
+
+    fn read(text: &'de str) -> Option<Self> {
+        let mut out = Vec::with_capacity(text.len());
+        let mut de = serde_json::Deserializer::from_str(text);
+        let members = serde::Deserializer::deserialize_map(&mut de, Top { out: &mut out }).ok()?;
+        de.end().ok()?;
+        Some(Data {
+            text: String::from_utf8(out).ok()?,
+            members,
+        })
+    }
+}
+
+impl Members for Data<'_> {
+    fn field(&self, name: &str) -> Option<Field<'_>> {
+        self.members
+            .iter()
+            .find(|(key, _, _)| key == name)
+            .map(|(_, seen, _)| seen.field())
+    }
+
+    fn value(&self, name: &str) -> Option<Cow<'_, Value>> {
+        let (_, _, at) = self.members.iter().find(|(key, _, _)| key == name)?;
+        serde_json::from_str(self.text.get(at.clone())?)
+            .ok()
+            .map(Cow::Owned)
+    }
+}
+
+/// Reads the `data` object itself, noting its members.
+struct Top<'o> {
+    out: &'o mut Vec<u8>,
+}
+
+impl<'de> Visitor<'de> for Top<'_> {
+    type Value = Vec<(Cow<'de, str>, Seen<'de>, std::ops::Range<usize>)>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members: Self::Value = Vec::new();
+        self.out.push(b'{');
+        while let Some(key) = map.next_key_seed(Key)? {
+            if members.len() == Data::MAX_KEYS || members.iter().any(|(k, _, _)| *k == key) {
+                return Err(de::Error::custom("left to the value path"));
+            }
+            if !members.is_empty() {
+                self.out.push(b',');
+            }
+            write_str(self.out, &key);
+            self.out.push(b':');
+            let start = self.out.len();
+            let field = map.next_value_seed(Compact {
+                out: self.out,
+                depth: 1,
+            })?;
+            members.push((key, field, start..self.out.len()));
+        }
+        self.out.push(b'}');
+        Ok(members)
+    }
+}
+
+/// Writes one JSON value compactly as it is read, refusing what [`check_data`] refuses.
+/// `depth` is the nesting of the object or array the value sits in (`data` itself is 1).
+struct Compact<'o> {
+    out: &'o mut Vec<u8>,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Compact<'_> {
+    type Value = Seen<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Seen<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Compact<'_> {
+    fn number<T: serde::Serialize, E: de::Error>(self, n: T, f: f64) -> Result<Seen<'static>, E> {
+        if !(f.is_finite() && f.abs() <= MAX_NUMBER) {
+            return Err(E::custom("number out of range"));
+        }
+        serde_json::to_writer(&mut *self.out, &n).map_err(E::custom)?;
+        Ok(Seen::Num(f))
+    }
+
+    fn nested<E: de::Error>(&mut self) -> Result<usize, E> {
+        if self.depth + 1 > MAX_DATA_DEPTH {
+            return Err(E::custom("nested too deep"));
+        }
+        Ok(self.depth + 1)
+    }
+}
+
+impl<'de> Visitor<'de> for Compact<'_> {
+    type Value = Seen<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Seen<'de>, E> {
+        self.out
+            .extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(Seen::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seen<'de>, E> {
+        self.number(v, v as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seen<'de>, E> {
+        self.number(v, v as f64)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seen<'de>, E> {
+        self.number(v, v)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Seen<'de>, E> {
+        write_str(self.out, v);
+        Ok(Seen::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Seen<'de>, E> {
+        // An escaped string is decoded into a buffer that does not outlive this call: kept only
+        // where the type rules may ask for it, as a member of `data` itself.
+        write_str(self.out, v);
+        Ok(if self.depth == 1 {
+            Seen::Str(Cow::Owned(v.to_owned()))
+        } else {
+            Seen::Other
+        })
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Seen<'de>, E> {
+        self.out.extend_from_slice(b"null");
+        Ok(Seen::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Seen<'de>, A::Error> {
+        let depth = self.nested()?;
+        self.out.push(b'[');
+        let mut first = true;
+        loop {
+            if !first {
+                self.out.push(b',');
+            }
+            let element = Compact {
+                out: &mut *self.out,
+                depth,
+            };
+            if seq.next_element_seed(element)?.is_none() {
+                if !first {
+                    self.out.pop();
+                }
+                break;
+            }
+            first = false;
+        }
+        self.out.push(b']');
+        Ok(Seen::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Seen<'de>, A::Error> {
+        let depth = self.nested()?;
+        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        self.out.push(b'{');
+        while let Some(key) = map.next_key_seed(Key)? {
+            if keys.len() == Data::MAX_KEYS || keys.contains(&key) {
+                return Err(de::Error::custom("left to the value path"));
+            }
+            if !keys.is_empty() {
+                self.out.push(b',');
+            }
+            write_str(self.out, &key);
+            self.out.push(b':');
+            map.next_value_seed(Compact {
+                out: &mut *self.out,
+                depth,
+            })?;
+            keys.push(key);
+        }
+        self.out.push(b'}');
+        Ok(Seen::Other)
+    }
+}
+
+/// A member name, borrowed from the text unless it has escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+/// A string as serde_json writes it, so that both paths store the same text.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
+}
+
 fn str_field<'a>(
-    data: &'a Map<String, Value>,
+    data: &'a impl Members,
     field: &str,
     required: bool,
 ) -> Result<Option<&'a str>, String> {
-    match data.get(field) {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ATTR => Ok(Some(s)),
-        Some(Value::String(_)) => Err(format!("data.{field} must be 1–{MAX_ATTR} bytes")),
-        None | Some(Value::Null) if !required => Ok(None),
-        None | Some(Value::Null) => Err(format!("data.{field} is required")),
+    match data.field(field) {
+        Some(Field::Str(s)) if !s.is_empty() && s.len() <= MAX_ATTR => Ok(Some(s)),
+        Some(Field::Str(_)) => Err(format!("data.{field} must be 1–{MAX_ATTR} bytes")),
+        None | Some(Field::Null) if !required => Ok(None),
+        None | Some(Field::Null) => Err(format!("data.{field} is required")),
         Some(_) => Err(format!("data.{field} must be a string")),
     }
 }
 
-fn num_field(
-    data: &Map<String, Value>,
-    field: &str,
-    required: bool,
-) -> Result<Option<f64>, String> {
-    match data.get(field) {
-        Some(Value::Number(n)) => {
-            let f = n.as_f64().unwrap_or(f64::NAN);
+fn num_field(data: &impl Members, field: &str, required: bool) -> Result<Option<f64>, String> {
+    match data.field(field) {
+        Some(Field::Num(f)) => {
             if f < 0.0 {
                 return Err(format!("data.{field} must not be negative"));
             }
             Ok(Some(f))
         }
-        None | Some(Value::Null) if !required => Ok(None),
-        None | Some(Value::Null) => Err(format!("data.{field} is required")),
+        None | Some(Field::Null) if !required => Ok(None),
+        None | Some(Field::Null) => Err(format!("data.{field} is required")),
         Some(_) => Err(format!("data.{field} must be a number")),
     }
 }
 
 /// Field rules for the types opsdeck understands; any other type is stored as it is.
-fn check_known_type(kind: &str, data: &Map<String, Value>) -> Result<Facts, String> {
+fn check_known_type(kind: &str, data: &impl Members) -> Result<Facts, String> {
     let mut facts = Facts::default();
     match kind {
         "api.request" => {
@@ -419,7 +711,7 @@ fn check_known_type(kind: &str, data: &Map<String, Value>) -> Result<Facts, Stri
         "conversion" => {
             str_field(data, "name", true)?;
             str_field(data, "campaign", false)?;
-            if let Some(v) = data.get("value").filter(|v| !v.is_null()) {
+            if let Some(v) = data.value("value").filter(|v| !v.is_null()) {
                 let amount = v.get("amount").and_then(Value::as_i64);
                 let currency = v.get("currency").and_then(Value::as_str);
                 match (amount, currency) {
@@ -597,6 +889,13 @@ mod tests {
         assert!(validate(&e, RULES).unwrap_err().contains("nested deeper"));
     }
 
+    /// An event with its `data` decoded, for comparing events whose `data` members may be
+    /// written in another order (the text path keeps the sender's, the value path sorts them).
+    fn same_data(e: NewEvent) -> (NewEvent, Value) {
+        let data = serde_json::from_str(&e.data).unwrap();
+        (NewEvent { data: String::new(), ..e }, data)
+    }
+
     /// Every event judged from its text gets exactly what its decoded value gets, and the
     /// well-formed ones take the envelope path (not the second reading).
     #[test]
@@ -696,8 +995,8 @@ mod tests {
             let raw: &RawValue = serde_json::from_str(text).unwrap();
             let value: Value = serde_json::from_str(text).unwrap();
             assert_eq!(
-                validate_json(raw, RULES).unwrap(),
-                validate(&value, RULES),
+                validate_json(raw, RULES).unwrap().map(same_data),
+                validate(&value, RULES).map(same_data),
                 "{text}"
             );
             let fast = well_formed(raw.get(), RULES).is_some();
@@ -711,5 +1010,86 @@ mod tests {
         .unwrap();
         let err = validate_json(raw, RULES).unwrap_err();
         assert!(err.to_string().contains("number out of range"), "{err}");
+    }
+
+    fn data_of(data: &str) -> Option<String> {
+        Data::read(data).map(|d| d.text)
+    }
+
+    /// `data` is stored compact in the sender's member order, strings and numbers written as
+    /// serde_json writes them, with nothing of its meaning changed.
+    #[test]
+    fn data_is_written_compact_as_sent() {
+        let text = r#" { "b" : [ 1 , 2.50 , -3 , 1e3 , true , null , { } , [ ] ] ,
+            "a\u0041" : "tab\there \u00e9 \"q\" \\ \u001f" , "z" : { "y" : { "x" : 0 } } } "#;
+        let written = data_of(text).expect("well-formed data is read on the text path");
+        assert_eq!(
+            written,
+            r#"{"b":[1,2.5,-3,1000.0,true,null,{},[]],"aA":"tab\there é \"q\" \\ \u001f","z":{"y":{"x":0}}}"#
+        );
+        let reread: Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(reread, serde_json::from_str::<Value>(text).unwrap());
+        assert_eq!(data_of("{}").as_deref(), Some("{}"));
+    }
+
+    /// What the value path would judge differently is left to it: a repeated member (the map
+    /// keeps the last), an object too wide to look for repeats in one by one, and everything
+    /// `check_data` refuses, at the same depth and number bounds.
+    #[test]
+    fn data_the_text_path_leaves_to_the_value_path() {
+        assert!(data_of(r#"{"a":1,"a":2}"#).is_none());
+        assert!(data_of(r#"{"o":{"k":1,"k":1}}"#).is_none());
+        assert!(data_of(r#"{"o":[{"k":1},{"k":1}]}"#).is_some());
+        let wide = |n: usize| {
+            let members: Vec<String> = (0..n).map(|i| format!("\"k{i}\":{i}")).collect();
+            format!("{{{}}}", members.join(","))
+        };
+        assert!(data_of(&wide(Data::MAX_KEYS)).is_some());
+        assert!(data_of(&wide(Data::MAX_KEYS + 1)).is_none());
+        let nested = |levels: usize| {
+            // `data` itself is the first level.
+            format!("{{\"a\":{}1{}}}", "[".repeat(levels - 1), "]".repeat(levels - 1))
+        };
+        assert!(data_of(&nested(MAX_DATA_DEPTH)).is_some());
+        assert!(data_of(&nested(MAX_DATA_DEPTH + 1)).is_none());
+        assert!(data_of(r#"{"n":1000000000000}"#).is_some());
+        assert!(data_of(r#"{"n":1000000000001}"#).is_none());
+        assert!(data_of(r#"{"n":[-1.5e12]}"#).is_none());
+        assert!(data_of(r#"[1]"#).is_none());
+        assert!(data_of(r#"{"a":1} x"#).is_none());
+        // Each of these, as a whole event, gets the value path's verdict.
+        for data in [
+            r#"{"path":"/a","path":"/b"}"#,
+            &wide(Data::MAX_KEYS + 1),
+            &nested(MAX_DATA_DEPTH + 1),
+            r#"{"n":{"m":1e13}}"#,
+        ] {
+            let text = format!(
+                r#"{{"specversion":"1.0","id":"e1","source":"app","type":"page.view","data":{data}}}"#
+            );
+            let raw: &RawValue = serde_json::from_str(&text).unwrap();
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert!(well_formed(raw.get(), RULES).is_none(), "{data}");
+            assert_eq!(validate_json(raw, RULES).unwrap(), validate(&value, RULES));
+        }
+    }
+
+    /// The type rules read escaped strings and `conversion.value` the same on the text path.
+    #[test]
+    fn known_fields_are_read_from_the_text() {
+        let text = r#"{"specversion":"1.0","id":"e1","source":"app","type":"api.request","subject":"c",
+            "data":{"endpoint":"\/v1\/x","method":"G\u0045T","status":201,"duration_ms":7.5}}"#;
+        let e = well_formed(text, RULES).expect("text path");
+        assert_eq!(e.facts.endpoint.as_deref(), Some("/v1/x"));
+        assert_eq!((e.facts.status, e.facts.duration_ms), (Some(201), 7.5));
+        let conversion = |value: &str| {
+            format!(
+                r#"{{"specversion":"1.0","id":"e1","source":"app","type":"conversion","data":{{"name":"signup","value":{value}}}}}"#
+            )
+        };
+        assert!(well_formed(&conversion(r#"{"amount":800,"currency":"usd"}"#), RULES).is_some());
+        assert!(well_formed(&conversion(r#"{"amount":-1,"currency":"usd"}"#), RULES).is_none());
+        assert!(well_formed(&conversion("8.5"), RULES).is_none());
+        assert!(well_formed(&conversion("null"), RULES).is_some());
     }
 }
