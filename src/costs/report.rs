@@ -131,7 +131,7 @@ pub async fn customers_this_month(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<ByCustomer>, i64)> {
-    store.settle_months().await;
+    store.settle().await;
     let month = crate::usage::quota::month_of(crate::store::now_ms()).0;
     let (customers, (total,)) = tokio::try_join!(
         store.fetch_all::<(String, i64)>(
@@ -153,7 +153,7 @@ pub async fn customers_this_month(
 
 /// Customers with a provider cost in `month`, as the ingest writer keeps it (migration 0039).
 pub async fn costed_count(store: &Store, month: i64) -> crate::store::Result<(i64,)> {
-    store.settle_months().await;
+    store.settle().await;
     store
         .fetch_one(
             "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM usage_month_counts \

@@ -465,8 +465,8 @@ impl Store {
             .await?)
     }
 
-    /// Waits until every ingested event acknowledged so far is in the rollups (see [`fence`]).
-    /// Call before reading `usage_rollups`.
+    /// Waits until every ingested event acknowledged so far is in the rollups and the month
+    /// totals (see [`fence`]). Call before reading `usage_rollups` or `usage_months`.
     pub async fn settle(&self) {
         self.fence.settle().await;
     }
@@ -478,16 +478,6 @@ impl Store {
     pub async fn give_way(&self) {
         if let Some(turns) = &self.turns {
             turns.give_way().await;
-        }
-    }
-
-    /// Waits until every ingested event acknowledged so far is in the month totals
-    /// (`usage_months` and its counts). SQLite's writer upserts them with the events, so this
-    /// returns at once there; PostgreSQL's folds them with the rollups (migration 0041). Call
-    /// before reading `usage_months`.
-    pub async fn settle_months(&self) {
-        if self.backend() == Backend::Postgres {
-            self.fence.settle().await;
         }
     }
 

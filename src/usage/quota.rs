@@ -2,10 +2,9 @@
 //! (`ok`, `warning` 80 %, `critical` 90 %, `over` 100 %, `suspended` at the plan's hard limit)
 //! with hysteresis, and the evaluator that records state changes for the alerts to consume.
 //!
-//! Usage is read from the customer's `usage_months` row, kept by the ingest writer (in the same
-//! transaction as the events on SQLite, by the fold about a second later on PostgreSQL; readers
-//! settle first, so an acknowledged event is always counted), so the quota route is one
-//! primary-key read however many raw events there are. The route and the evaluator start from
+//! Usage is read from the customer's `usage_months` row, folded from the ingest journal with
+//! the rollups about once a second (readers settle first, so an acknowledged event is always
+//! counted), so the quota route is one primary-key read however many raw events there are. The route and the evaluator start from
 //! the same recorded state, so they agree on where a customer stands.
 
 use foldhash::HashSet;
@@ -277,7 +276,7 @@ pub async fn quota(
     hysteresis: f64,
 ) -> Result<Quota> {
     super::plans::check_customer_id(customer)?;
-    store.settle_months().await;
+    store.settle().await;
     let period = month_of(now_ms());
     let i = inputs(store, customer, default_plan, period).await?;
     Ok(compute(customer, i, period, hysteresis))
@@ -349,7 +348,7 @@ pub async fn evaluate(
     // The watch notes a customer after their events committed (and joined the fence), so
     // settling after taking it means their month totals include those events.
     let customers = watch.take();
-    store.settle_months().await;
+    store.settle().await;
     let period = month_of(now_ms());
     // Read every customer first, then write what changed in a few short transactions: one
     // transaction (and fsync) per customer would make a busy minute's evaluation the store's

@@ -366,7 +366,7 @@ async fn top_customers(store: &Store, wanted: bool) -> Result<Vec<TopCustomer>> 
     if !wanted {
         return Ok(Vec::new());
     }
-    store.settle_months().await;
+    store.settle().await;
     let month = super::quota::month_of(crate::store::now_ms()).0;
     let rows: Vec<(String, i64, i64)> = store
         .fetch_all(

@@ -228,16 +228,11 @@ pub fn latency_bucket(duration_ms: f64) -> usize {
 
 /// Rollup increments accumulated over one commit, per minute; hours, days and the
 /// all-customer totals are derived from the minutes when written rather than counted six times
-/// per event. Also each customer's increments for the calendar month (`usage_months`).
+/// per event, and each customer's calendar month (`usage_months`) from the journal's minutes
+/// when they are folded (see [`Deferred::absorb_with_months`]).
 #[derive(Debug, Default)]
 pub struct Rollups<'a> {
     minutes: HashMap<Key<'a>, Totals>,
-    months: HashMap<(i64, &'a str), Month>,
-    /// Day start → month start, so the calendar arithmetic runs once per day seen.
-    month_of_day: HashMap<i64, i64>,
-    /// The month totals are not counted (PostgreSQL derives them from the journal's minutes
-    /// when it folds them; see [`Deferred::absorb_with_months`]).
-    skip_months: bool,
 }
 
 #[derive(Debug, Default)]
@@ -248,19 +243,21 @@ struct Month {
     cost_nano: i64,
 }
 
-/// One commit's month totals by (month start, customer), taken from [`Rollups`].
-#[derive(Debug, Default)]
-pub struct MonthTotals(Vec<(i64, Box<str>, Month)>);
-
-impl MonthTotals {
-    /// Upserts the month totals on a direct SQLite connection. The minute increments are left
-    /// to [`Deferred`]: on SQLite they are journaled with [`Rollups::journal`] instead.
-    pub fn write_direct(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+/// Adds month totals to the stored ones on a direct SQLite connection, in primary key order so
+/// that consecutive upserts land on neighbouring pages, and keeps each month's count of
+/// customers with a cost.
+fn upsert_months_direct(
+    tx: &rusqlite::Transaction<'_>,
+    months: &HashMap<(i64, Box<str>), Month>,
+) -> Result<(), StoreError> {
+    let mut rows: Vec<(&(i64, Box<str>), &Month)> = months.iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    {
         let mut month = tx.prepare_cached(UPSERT_MONTH_SQLITE)?;
         let mut costed = tx.prepare_cached(UPSERT_MONTH_COSTED_SQLITE)?;
         // Months whose count of customers with a cost changes, and by how much.
         let mut crossed: HashMap<i64, i64> = HashMap::new();
-        for (start, subject, m) in &self.0 {
+        for ((start, subject), m) in rows {
             let row = rusqlite::params![start, subject, m.calls, m.events, m.credits, m.cost_nano];
             if m.cost_nano == 0 {
                 // Most rows: no cost this commit, so the customer's side of zero stays.
@@ -279,8 +276,8 @@ impl MonthTotals {
                 add.execute(rusqlite::params![start, n])?;
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Start of the bucket of `width_ms` holding `time_ms` (UTC; works before 1970 too).
@@ -293,15 +290,6 @@ impl<'a> Rollups<'a> {
     pub fn for_events(events: usize) -> Self {
         Rollups {
             minutes: HashMap::with_capacity(events),
-            ..Default::default()
-        }
-    }
-
-    /// As [`Rollups::for_events`], counting minute rows only.
-    pub fn minutes_for_events(events: usize) -> Self {
-        Rollups {
-            skip_months: true,
-            ..Self::for_events(events)
         }
     }
 
@@ -318,20 +306,6 @@ impl<'a> Rollups<'a> {
             sku: e.facts.sku.as_deref().unwrap_or(""),
             unit: e.facts.unit,
         };
-        if let Some(subject) = e.subject.as_deref().filter(|_| !self.skip_months) {
-            let day = bucket_start(e.time_ms, 86_400_000);
-            let month = *self
-                .month_of_day
-                .entry(day)
-                .or_insert_with(|| super::quota::month_of(day).0);
-            let m = self.months.entry((month, subject)).or_default();
-            m.events += 1;
-            m.calls += i64::from(e.facts.status.is_some());
-            if e.facts.unit == "credit" {
-                m.credits += e.facts.quantity;
-            }
-            m.cost_nano = m.cost_nano.saturating_add(e.facts.cost_nano.unwrap_or(0));
-        }
         let t = self.minutes.entry(key).or_default();
         t.events += 1;
         t.quantity += e.facts.quantity;
@@ -385,18 +359,6 @@ impl<'a> Rollups<'a> {
         minutes.retain(|k, _| k.bucket >= minute_floor);
         all.extend(minutes);
         all
-    }
-
-    /// The month totals, owned, for a commit that writes them after the events they were
-    /// counted from have left this borrow (see `usage::writer`).
-    pub fn take_months(&mut self) -> MonthTotals {
-        let mut rows: Vec<(i64, Box<str>, Month)> = std::mem::take(&mut self.months)
-            .into_iter()
-            .map(|((start, subject), m)| (start, Box::from(subject), m))
-            .collect();
-        // In primary key order, so that consecutive upserts land on neighbouring pages.
-        rows.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        MonthTotals(rows)
     }
 
     /// The minute increments as one journal record (see [`Deferred`]).
@@ -541,7 +503,7 @@ pub struct Deferred {
     /// Keys in their journal encoding, so they are owned without one allocation per text.
     minutes: HashMap<Box<[u8]>, Totals>,
     /// Month totals by (month start, customer), from the records absorbed with
-    /// [`Deferred::absorb_with_months`] (PostgreSQL's, see [`Deferred::write_pg`]).
+    /// [`Deferred::absorb_with_months`] (the records with `rollup_journal.months = 1`).
     months: HashMap<(i64, Box<str>), Month>,
     /// Events folded in so far.
     events: u64,
@@ -558,9 +520,9 @@ impl Deferred {
     }
 
     /// [`Deferred::absorb`], and the record's month totals too: each customer's minute entries
-    /// summed into their calendar month, which gives exactly what [`Rollups`] counts per month
+    /// summed into their calendar month, which gives exactly each customer's month of events
     /// (every event with a status has a latency bucket, credits are the quantity of `credit`
-    /// entries). For records whose commit did not upsert its month totals (PostgreSQL's).
+    /// entries). For records whose commit did not upsert its month totals (`months = 1`).
     pub fn absorb_with_months(&mut self, record: &[u8], events: u64) -> Result<(), BadJournal> {
         self.absorb_record(record, events, true)
     }
@@ -638,9 +600,10 @@ impl Deferred {
         self.minutes.len()
     }
 
-    /// Upserts everything held (minute, hour and day rows and their all-customer totals) inside
-    /// the caller's transaction; [`Deferred::clear`] once it has committed. Minutes older than
-    /// [`MINUTE_KEEP_MS`] at `now_ms` go into their hours and days only.
+    /// Upserts everything held (minute, hour and day rows and their all-customer totals, and
+    /// the month totals of the records absorbed with them) inside the caller's transaction;
+    /// [`Deferred::clear`] once it has committed. Minutes older than [`MINUTE_KEEP_MS`] at
+    /// `now_ms` go into their hours and days only.
     pub fn write_direct(
         &self,
         tx: &rusqlite::Transaction<'_>,
@@ -649,7 +612,8 @@ impl Deferred {
         upsert_direct(
             tx,
             Rollups::all_granularities(self.decoded(), minute_floor(now_ms)),
-        )
+        )?;
+        upsert_months_direct(tx, &self.months)
     }
 
     /// Upserts everything held inside a PostgreSQL transaction (see [`upsert_minutes_pg`]),
@@ -916,9 +880,9 @@ mod tests {
         }
     }
 
-    /// The month totals PostgreSQL's fold derives from journal records (minute entries summed
-    /// per customer and month) are what the commit would have upserted: events, calls (any
-    /// status, inside the 2xx–5xx classes or not), credits and cost, across a month boundary.
+    /// The month totals the fold derives from journal records (minute entries summed per
+    /// customer and month) are the events' own: events, calls (any status, inside the 2xx–5xx
+    /// classes or not), credits and cost, across a month boundary.
     #[test]
     fn journal_records_give_the_commits_month_totals() {
         let mut evs = events();
@@ -937,11 +901,24 @@ mod tests {
             }
         }
         let mut whole = Rollups::default();
+        let mut want_months: HashMap<(i64, Box<str>), Month> = HashMap::new();
         for e in &evs {
             whole.add(e);
+            let Some(who) = e.subject.as_deref() else {
+                continue;
+            };
+            let m = want_months
+                .entry((super::super::quota::month_of(e.time_ms).0, who.into()))
+                .or_default();
+            m.events += 1;
+            m.calls += i64::from(e.facts.status.is_some());
+            if e.facts.unit == "credit" {
+                m.credits += e.facts.quantity;
+            }
+            m.cost_nano += e.facts.cost_nano.unwrap_or(0);
         }
         let months_seen: std::collections::HashSet<i64> =
-            whole.months.keys().map(|(m, _)| *m).collect();
+            want_months.keys().map(|(m, _)| *m).collect();
         assert_eq!(months_seen.len(), 2, "the events span two months");
         let mut deferred = Deferred::default();
         for part in evs.chunks(11) {
@@ -953,9 +930,9 @@ mod tests {
                 .absorb_with_months(&r.journal(), part.len() as u64)
                 .unwrap();
         }
-        assert_eq!(deferred.months.len(), whole.months.len());
-        for ((month, who), want) in &whole.months {
-            let got = &deferred.months[&(*month, Box::<str>::from(*who))];
+        assert_eq!(deferred.months.len(), want_months.len());
+        for ((month, who), want) in &want_months {
+            let got = &deferred.months[&(*month, who.clone())];
             assert_eq!(
                 (got.events, got.calls, got.cost_nano),
                 (want.events, want.calls, want.cost_nano),
@@ -967,14 +944,13 @@ mod tests {
             );
         }
         assert!(
-            whole
-                .months
+            want_months
                 .values()
                 .any(|m| m.credits > 0.0 && m.calls > 0)
         );
 
-        // Records absorbed without their months (SQLite's, and PostgreSQL's from before
-        // migration 0041) add none.
+        // Records absorbed without their months (those of older versions, whose commit
+        // upserted them) add none.
         let mut plain = Deferred::default();
         plain.absorb(&whole.journal(), evs.len() as u64).unwrap();
         assert!(plain.months.is_empty());

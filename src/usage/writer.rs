@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::dedup::{self, Window};
 use super::event::NewEvent;
 use super::quota::Watch;
-use super::rollup::{Deferred, MonthTotals, Rollups};
+use super::rollup::{Deferred, Rollups};
 use crate::store::fence::SettleRequest;
 use crate::store::{
     DirectSqlite, PG_STATEMENT_BYTES, Store, StoreError, Tx, chunks_by_size, now_ms,
@@ -521,13 +521,22 @@ pub async fn recover_rollups(store: &Store) -> Result<u64, StoreError> {
         .run(|conn| {
             let mut deferred = Deferred::default();
             {
-                let mut stmt =
-                    conn.prepare("SELECT id, events, record FROM rollup_journal ORDER BY id")?;
+                let mut stmt = conn.prepare(
+                    "SELECT id, events, record, months FROM rollup_journal ORDER BY id",
+                )?;
                 let mut rows = stmt.query([])?;
                 while let Some(row) = rows.next()? {
-                    let (id, events, record): (i64, i64, Vec<u8>) =
-                        (row.get(0)?, row.get(1)?, row.get(2)?);
-                    if let Err(e) = deferred.absorb(&record, u64::try_from(events).unwrap_or(0)) {
+                    let (id, events, record, months): (i64, i64, Vec<u8>, i64) =
+                        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+                    let events = u64::try_from(events).unwrap_or(0);
+                    // Records of older versions (`months = 0`) were committed with their month
+                    // totals, so only their rollups are still to be written.
+                    let absorbed = if months != 0 {
+                        deferred.absorb_with_months(&record, events)
+                    } else {
+                        deferred.absorb(&record, events)
+                    };
+                    if let Err(e) = absorbed {
                         tracing::error!(journal_id = id, error = %e, "dropping a rollup journal record that does not parse");
                     }
                 }
@@ -650,7 +659,7 @@ impl DirectCtx {
         if let Some(id) = journal_id {
             held.note_journal(id);
         }
-        if let Err(e) = held.absorb(record, stored) {
+        if let Err(e) = held.absorb_with_months(record, stored) {
             // Cannot happen for a record encoded by this process; the journal still holds
             // it, and the next start replays it.
             tracing::error!(error = %e, "a rollup journal record written now does not parse");
@@ -847,7 +856,6 @@ struct Batch {
     fresh: Vec<(u32, u32)>,
     /// Their dedup keys, in any order.
     keys: Arc<Vec<i64>>,
-    months: MonthTotals,
     record: Arc<Vec<u8>>,
 }
 
@@ -885,12 +893,12 @@ fn prepare(window: &Mutex<Window>, jobs: Vec<Job>) -> Prepared {
     // anyway (its requests arrived concurrently); the sort is stable, so one customer's events
     // keep theirs.
     fresh.sort_by(|a, b| event(a).subject.cmp(&event(b).subject));
-    let (record, months) = {
+    let record = {
         let mut rollups = Rollups::for_events(fresh.len());
         for f in &fresh {
             rollups.add(event(f));
         }
-        (rollups.journal(), rollups.take_months())
+        rollups.journal()
     };
     let added = Arc::new(added);
     Prepared {
@@ -900,7 +908,6 @@ fn prepare(window: &Mutex<Window>, jobs: Vec<Job>) -> Prepared {
             received,
             fresh,
             keys: added.clone(),
-            months,
             record: Arc::new(record),
         },
         results,
@@ -922,10 +929,13 @@ impl Batch {
         insert_events_direct(&tx, &fresh, self.received)?;
         append_runs(&tx, &fresh)?;
         dedup::append(&tx, self.received, &self.keys)?;
-        self.months.write_direct(&tx)?;
         let mut journal_id = None;
         if !self.record.is_empty() {
-            tx.prepare_cached("INSERT INTO rollup_journal (events, record) VALUES (?1, ?2)")?
+            // The month totals travel in the record (`months = 1`) and reach `usage_months`
+            // with the rollups when they are flushed.
+            tx.prepare_cached(
+                "INSERT INTO rollup_journal (events, record, months) VALUES (?1, ?2, 1)",
+            )?
                 .execute(rusqlite::params![
                     fresh.len() as i64,
                     self.record.as_slice()
@@ -1114,7 +1124,7 @@ async fn commit(store: &Store, jobs: &[Arc<Vec<NewEvent>>]) -> Result<Vec<Writte
     // newest first, is the reverse of it); among copies of one event the earliest job's is
     // the one stored.
     let mut accepted = vec![0; jobs.len()];
-    let mut rollups = Rollups::minutes_for_events(fresh.len());
+    let mut rollups = Rollups::for_events(fresh.len());
     let mut stored: Vec<&NewEvent> = Vec::with_capacity(fresh.len());
     for (j, (job, keys)) in jobs.iter().zip(&keys).enumerate() {
         for (e, key) in job.iter().zip(keys) {

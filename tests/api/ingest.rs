@@ -629,8 +629,8 @@ async fn costed_customers_are_counted_as_their_cost_arrives(app: &TestApp) {
     let now = days_ago(0);
     let month = opsdeck::usage::quota::month_of(opsdeck::store::now_ms()).0;
     let check = |what: &'static str| async move {
-        // PostgreSQL folds the month totals after the commit (migration 0041).
-        store.settle_months().await;
+        // The month totals are folded after the commit, with the rollups.
+        store.settle().await;
         let (fresh,): (i64,) = store
             .fetch_one(
                 "SELECT COUNT(*) FROM usage_months WHERE month = $1 AND cost_nano > 0",
