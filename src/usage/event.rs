@@ -893,7 +893,13 @@ mod tests {
     /// written in another order (the text path keeps the sender's, the value path sorts them).
     fn same_data(e: NewEvent) -> (NewEvent, Value) {
         let data = serde_json::from_str(&e.data).unwrap();
-        (NewEvent { data: String::new(), ..e }, data)
+        (
+            NewEvent {
+                data: String::new(),
+                ..e
+            },
+            data,
+        )
     }
 
     /// Every event judged from its text gets exactly what its decoded value gets, and the
@@ -1048,7 +1054,11 @@ mod tests {
         assert!(data_of(&wide(Data::MAX_KEYS + 1)).is_none());
         let nested = |levels: usize| {
             // `data` itself is the first level.
-            format!("{{\"a\":{}1{}}}", "[".repeat(levels - 1), "]".repeat(levels - 1))
+            format!(
+                "{{\"a\":{}1{}}}",
+                "[".repeat(levels - 1),
+                "]".repeat(levels - 1)
+            )
         };
         assert!(data_of(&nested(MAX_DATA_DEPTH)).is_some());
         assert!(data_of(&nested(MAX_DATA_DEPTH + 1)).is_none());

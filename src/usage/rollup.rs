@@ -943,11 +943,7 @@ mod tests {
                 "{who} in {month}"
             );
         }
-        assert!(
-            want_months
-                .values()
-                .any(|m| m.credits > 0.0 && m.calls > 0)
-        );
+        assert!(want_months.values().any(|m| m.credits > 0.0 && m.calls > 0));
 
         // Records absorbed without their months (those of older versions, whose commit
         // upserted them) add none.

@@ -936,10 +936,10 @@ impl Batch {
             tx.prepare_cached(
                 "INSERT INTO rollup_journal (events, record, months) VALUES (?1, ?2, 1)",
             )?
-                .execute(rusqlite::params![
-                    fresh.len() as i64,
-                    self.record.as_slice()
-                ])?;
+            .execute(rusqlite::params![
+                fresh.len() as i64,
+                self.record.as_slice()
+            ])?;
             journal_id = Some(tx.last_insert_rowid());
         }
         tx.commit()?;
