@@ -252,29 +252,27 @@ fn upsert_months_direct(
 ) -> Result<(), StoreError> {
     let mut rows: Vec<(&(i64, Box<str>), &Month)> = months.iter().collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    {
-        let mut month = tx.prepare_cached(UPSERT_MONTH_SQLITE)?;
-        let mut costed = tx.prepare_cached(UPSERT_MONTH_COSTED_SQLITE)?;
-        // Months whose count of customers with a cost changes, and by how much.
-        let mut crossed: HashMap<i64, i64> = HashMap::new();
-        for ((start, subject), m) in rows {
-            let row = rusqlite::params![start, subject, m.calls, m.events, m.credits, m.cost_nano];
-            if m.cost_nano == 0 {
-                // Most rows: no cost this commit, so the customer's side of zero stays.
-                month.execute(row)?;
-                continue;
-            }
-            let after: i64 = costed.query_row(row, |r| r.get(0))?;
-            let before = after.saturating_sub(m.cost_nano);
-            if (after > 0) != (before > 0) {
-                *crossed.entry(*start).or_default() += if after > 0 { 1 } else { -1 };
-            }
+    let mut month = tx.prepare_cached(UPSERT_MONTH_SQLITE)?;
+    let mut costed = tx.prepare_cached(UPSERT_MONTH_COSTED_SQLITE)?;
+    // Months whose count of customers with a cost changes, and by how much.
+    let mut crossed: HashMap<i64, i64> = HashMap::new();
+    for ((start, subject), m) in rows {
+        let row = rusqlite::params![start, subject, m.calls, m.events, m.credits, m.cost_nano];
+        if m.cost_nano == 0 {
+            // Most rows: no cost in this flush, so the customer's side of zero stays.
+            month.execute(row)?;
+            continue;
         }
-        let mut add = tx.prepare_cached(ADD_COSTED_SQLITE)?;
-        for (start, n) in crossed {
-            if n != 0 {
-                add.execute(rusqlite::params![start, n])?;
-            }
+        let after: i64 = costed.query_row(row, |r| r.get(0))?;
+        let before = after.saturating_sub(m.cost_nano);
+        if (after > 0) != (before > 0) {
+            *crossed.entry(*start).or_default() += if after > 0 { 1 } else { -1 };
+        }
+    }
+    let mut add = tx.prepare_cached(ADD_COSTED_SQLITE)?;
+    for (start, n) in crossed {
+        if n != 0 {
+            add.execute(rusqlite::params![start, n])?;
         }
     }
     Ok(())
